@@ -1,0 +1,184 @@
+// Design notes. Allocation goes through tr_alloc/tr_free so that one place
+// decides what out-of-memory means (abort: a runtime that cannot allocate a
+// few bytes cannot report anything sensibly) and so that frees carry their
+// size, which lets a future arena allocator skip size headers. Futexes are
+// used directly: they are the cheapest way to park a thread on Linux, and the
+// parker, the small mutex and blocking joins all build on them.
+#include "base.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <troupe/task.h>
+
+void
+tr__panic(const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "troupe: panic at %s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    abort();
+}
+
+void
+tr__bad_resume(const char *file, int line, int pc)
+{
+    tr__panic(file, line,
+              "task resumed at unknown point %d (polled after it finished, or a "
+              "TR_AWAIT inside a switch of its own)",
+              pc);
+}
+
+void *
+tr_alloc(size_t sz)
+{
+    void *p = malloc(sz ? sz : 1);
+    if (p == NULL) {
+        tr__panic(__FILE__, __LINE__, "out of memory allocating %zu bytes", sz);
+    }
+    return p;
+}
+
+void *
+tr_zalloc(size_t sz)
+{
+    void *p = calloc(1, sz ? sz : 1);
+    if (p == NULL) {
+        tr__panic(__FILE__, __LINE__, "out of memory allocating %zu bytes", sz);
+    }
+    return p;
+}
+
+void
+tr_free(void *p, size_t sz)
+{
+    (void)sz;
+    free(p);
+}
+
+tr_err
+tr__errno(int e)
+{
+    switch (e) {
+    case 0:
+        return TR_OK;
+    case EINVAL:
+        return TR_EINVAL;
+    case ENOMEM:
+    case ENOBUFS:
+        return TR_ENOMEM;
+    case EAGAIN:
+        return TR_EAGAIN;
+    case ETIMEDOUT:
+        return TR_ETIMEDOUT;
+    case EBUSY:
+        return TR_EBUSY;
+    case EPERM:
+    case EACCES:
+        return TR_EPERM;
+    case ENOENT:
+        return TR_ENOENT;
+    case EEXIST:
+        return TR_EEXIST;
+    case EBADF:
+        return TR_EBADF;
+    case EPIPE:
+        return TR_EPIPE;
+    case ECONNREFUSED:
+        return TR_ECONNREFUSED;
+    case ECONNRESET:
+        return TR_ECONNRESET;
+    case EADDRINUSE:
+        return TR_EADDRINUSE;
+    case EIO:
+        return TR_EIO;
+    case ENOSYS:
+    case EOPNOTSUPP:
+        return TR_ENOTSUP;
+    case E2BIG:
+    case EMSGSIZE:
+        return TR_ETOOBIG;
+    case ECANCELED:
+        return TR_ECANCELED;
+    default:
+        return TR_ESYSTEM;
+    }
+}
+
+static const char *const err_text[] = {
+#define TR__ERR_TEXT(name, text) text,
+    TR_ERRORS(TR__ERR_TEXT)
+#undef TR__ERR_TEXT
+};
+
+static const char *const err_name[] = {
+#define TR__ERR_NAME(name, text) #name,
+    TR_ERRORS(TR__ERR_NAME)
+#undef TR__ERR_NAME
+};
+
+const char *
+tr_strerror(tr_err err)
+{
+    if ((unsigned)err >= TR__ERR_COUNT) {
+        return "unknown error";
+    }
+    return err_text[err];
+}
+
+const char *
+tr_err_name(tr_err err)
+{
+    if ((unsigned)err >= TR__ERR_COUNT) {
+        return "TR_E?";
+    }
+    return err_name[err];
+}
+
+uint64_t
+tr__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void
+tr__futex_wait(_Atomic uint32_t *word, uint32_t expect, uint64_t timeout_ns)
+{
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ns != UINT64_MAX) {
+        ts.tv_sec = (time_t)(timeout_ns / 1000000000u);
+        ts.tv_nsec = (long)(timeout_ns % 1000000000u);
+        tsp = &ts;
+    }
+    // EINTR, EAGAIN (value changed) and ETIMEDOUT all mean "look again".
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expect, tsp, NULL, 0);
+}
+
+void
+tr__futex_wake(_Atomic uint32_t *word, int n)
+{
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+void
+tr__mutex_lock_slow(tr__mutex *m)
+{
+    // Mark the lock contended, then sleep until we take it in that state.
+    // Pairs with the release exchange in tr__mutex_unlock.
+    while (atomic_exchange_explicit(&m->m_word, 2, memory_order_acquire) != 0) {
+        tr__futex_wait(&m->m_word, 2, UINT64_MAX);
+    }
+}

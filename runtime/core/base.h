@@ -1,0 +1,83 @@
+// base.h: internal utilities every runtime source uses: allocation that
+// aborts on failure, assertions and panics, errno mapping, time, futexes.
+#ifndef TR_CORE_BASE_H
+#define TR_CORE_BASE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <troupe/err.h>
+
+#define TR__HIDDEN __attribute__((visibility("hidden")))
+
+// tr__panic reports a bug and aborts. Never for input validation.
+_Noreturn void tr__panic(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4))) TR__HIDDEN;
+
+#define tr_panic(...) tr__panic(__FILE__, __LINE__, __VA_ARGS__)
+
+#define TR_ASSERT(x)                                                   \
+    do {                                                               \
+        if (__builtin_expect(!(x), 0)) {                               \
+            tr__panic(__FILE__, __LINE__, "assertion failed: %s", #x); \
+        }                                                              \
+    } while (0)
+
+#define TR_LIKELY(x) __builtin_expect(!!(x), 1)
+#define TR_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+#define TR_CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+// tr_alloc returns sz bytes; it aborts on out-of-memory and never returns
+// NULL. tr_free takes the size that was allocated.
+void *tr_alloc(size_t sz) TR__HIDDEN;
+void *tr_zalloc(size_t sz) TR__HIDDEN;
+void tr_free(void *p, size_t sz) TR__HIDDEN;
+
+// tr__errno maps an errno value to a tr_err.
+tr_err tr__errno(int e) TR__HIDDEN;
+
+// tr__now_ns returns CLOCK_MONOTONIC in nanoseconds.
+uint64_t tr__now_ns(void) TR__HIDDEN;
+
+// Futex wait/wake on a 32-bit atomic word (process-private).
+// tr__futex_wait sleeps while *word == expect, for at most timeout_ns
+// (UINT64_MAX: no limit). Spurious returns are possible.
+void tr__futex_wait(_Atomic uint32_t *word, uint32_t expect, uint64_t timeout_ns) TR__HIDDEN;
+void tr__futex_wake(_Atomic uint32_t *word, int n) TR__HIDDEN;
+
+// A tiny mutex for short critical sections that never call out (futex
+// based, three states as in Drepper's "Futexes are tricky").
+typedef struct tr__mutex {
+    _Atomic uint32_t m_word; // 0 free, 1 locked, 2 locked with waiters
+} tr__mutex;
+
+#define TR__MUTEX_INIT \
+    {                  \
+        0              \
+    }
+void tr__mutex_lock_slow(tr__mutex *m) TR__HIDDEN;
+
+static inline void
+tr__mutex_lock(tr__mutex *m)
+{
+    uint32_t expect = 0;
+    // Pairs with the release exchange in tr__mutex_unlock.
+    if (TR_LIKELY(atomic_compare_exchange_strong_explicit(
+            &m->m_word, &expect, 1, memory_order_acquire, memory_order_relaxed))) {
+        return;
+    }
+    tr__mutex_lock_slow(m);
+}
+
+static inline void
+tr__mutex_unlock(tr__mutex *m)
+{
+    // Pairs with the acquire CAS/exchange in tr__mutex_lock(_slow).
+    if (TR_UNLIKELY(atomic_exchange_explicit(&m->m_word, 0, memory_order_release) == 2)) {
+        tr__futex_wake(&m->m_word, 1);
+    }
+}
+
+#endif

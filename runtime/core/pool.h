@@ -1,0 +1,205 @@
+// pool.h: the task slab. Task slots (a 64-byte header followed by the task's
+// state) come from per-shard free lists of fixed-size chunks, named by keys
+// {index, generation}; the header's one atomic word holds the generation, the
+// task state flags and the reference count.
+#ifndef TR_CORE_POOL_H
+#define TR_CORE_POOL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <troupe/task.h>
+
+#include "base.h"
+
+// Chunks are 256 KiB, aligned to their size, so a slot finds its chunk by
+// masking its address. Slot index = chunk id << 11 | slot number, where the
+// chunk id indexes one process-wide directory.
+#define TR__CHUNK_SHIFT 18
+#define TR__CHUNK_SIZE ((size_t)1 << TR__CHUNK_SHIFT)
+#define TR__CHUNK_HDR 128
+#define TR__SLOT_BITS 11
+#define TR__SLOT_HDR 64
+#define TR__NCLASSES 27
+
+// ---------------------------------------------------------------------------
+// The state word: generation (32) | sleep count (16) | refs (4) | flags (12).
+#define TR__W_LIVE ((uint64_t)1 << 0)       // allocated (prepared or started)
+#define TR__W_STARTED ((uint64_t)1 << 1)    // tr_task_start has run
+#define TR__W_SCHED ((uint64_t)1 << 2)      // in a run queue (or on its way)
+#define TR__W_RUNNING ((uint64_t)1 << 3)    // being polled
+#define TR__W_NOTIFIED ((uint64_t)1 << 4)   // woken while running: requeue
+#define TR__W_COMPLETE ((uint64_t)1 << 5)   // finished; outcome stored
+#define TR__W_CANCEL ((uint64_t)1 << 6)     // cancel requested
+#define TR__W_JOIN_WAKER ((uint64_t)1 << 7) // joiner waker set (owned by completer)
+#define TR__W_BOXED ((uint64_t)1 << 8)      // result is {ptr, dtor}, not taken
+#define TR__W_CANCELLED ((uint64_t)1 << 9)  // outcome is TR_ECANCELED
+#define TR__W_REF_SHIFT 12
+#define TR__W_REF_ONE ((uint64_t)1 << TR__W_REF_SHIFT)
+#define TR__W_REF_MASK ((uint64_t)0xf << TR__W_REF_SHIFT)
+#define TR__W_SLEEP_SHIFT 16
+#define TR__W_SLEEP_ONE ((uint64_t)1 << TR__W_SLEEP_SHIFT)
+#define TR__W_SLEEP_MASK ((uint64_t)0xffff << TR__W_SLEEP_SHIFT)
+#define TR__W_GEN_SHIFT 32
+
+static inline uint32_t
+tr__w_gen(uint64_t w)
+{
+    return (uint32_t)(w >> TR__W_GEN_SHIFT);
+}
+
+static inline unsigned
+tr__w_refs(uint64_t w)
+{
+    return (unsigned)((w & TR__W_REF_MASK) >> TR__W_REF_SHIFT);
+}
+
+static inline uint32_t
+tr__key_index(uint64_t key)
+{
+    return (uint32_t)key;
+}
+
+static inline uint32_t
+tr__key_gen(uint64_t key)
+{
+    return (uint32_t)(key >> 32);
+}
+
+// The slot header: exactly one cache line. The state follows it.
+typedef struct tr__slot {
+    // Generation, flags, refs. Every transition is one CAS or RMW.
+    _Atomic uint64_t s_word;
+    // Kind of task. Written while the slot is prepared (one thread), read by
+    // the worker that polls it and, racily but atomically, by the dump.
+    _Atomic(const tr_task_spec *) s_spec;
+    // Link in exactly one list at a time: a run queue, the injector or a
+    // free list. Owned by whoever holds the slot in that list.
+    struct tr__slot *s_next;
+    // The result. Written by the polling worker before the completing CAS
+    // (release); read by the joiner after it sees COMPLETE (acquire).
+    union {
+        tr_value v;
+        struct {
+            void *ptr;
+            tr_dtor dtor;
+        } box;
+    } s_result;
+    // The joiner's waker. Owned by the joiner while JOIN_WAKER is clear and
+    // by the completer while it is set; atomics because the completer may
+    // read a value that a failed CAS then discards.
+    _Atomic(const tr_waker_ops *) s_join_ops;
+    _Atomic(const void *) s_join_data;
+    // Diagnostics for the dump: polls, and the coarse time of the last one.
+    _Atomic uint32_t s_polls;
+    _Atomic uint32_t s_last_poll_ms;
+} tr__slot;
+
+_Static_assert(sizeof(tr__slot) == TR__SLOT_HDR, "slot header must be one cache line");
+
+typedef struct tr__pool tr__pool;
+
+typedef struct tr__chunk {
+    // The pool using this chunk, NULL while it waits in the process cache.
+    // Set under the global chunk lock; read (relaxed) through any slot.
+    _Atomic(tr__pool *) c_pool;
+    struct tr__chunk *c_next; // the pool's chunk list, or the cache list
+    uint32_t c_id;            // index in the process-wide chunk directory
+    uint32_t c_slot_size;
+    uint32_t c_nslots;
+    uint32_t c_recip; // ceil(2^32 / c_slot_size): index without a division
+    uint16_t c_class;
+    uint16_t c_shard;
+    // Every generation ever used in this chunk (at any slot, in any size
+    // class) is at most this; carving starts above it, so keys of earlier
+    // tasks never match a later one. Updated when the chunk leaves a pool.
+    uint32_t c_gen_floor;
+    // Slots carved so far. Written by the owning shard only.
+    _Atomic uint32_t c_carved;
+} tr__chunk;
+
+typedef struct tr__shard_class {
+    tr__slot *sc_free;             // owner only
+    tr__chunk *sc_chunk;           // owner only: chunk being carved
+    _Atomic(tr__slot *) sc_remote; // frees from other threads: CAS push,
+                                   // taken whole by the owner (exchange)
+} tr__shard_class;
+
+typedef struct tr__shard {
+    _Alignas(64) tr__shard_class sh_cls[TR__NCLASSES];
+} tr__shard;
+
+struct tr__pool {
+    _Atomic(tr__chunk *) p_chunks; // this pool's chunks; release-published
+    tr__mutex p_grow_lock;         // serialises this pool's chunk creation
+    tr__mutex p_ext_lock;          // the external shard's owner lock
+    uint64_t p_limit;              // most live tasks (max_tasks)
+    unsigned p_nshards;            // workers + 1 (the last is external)
+    tr__shard *p_shards;
+    uint8_t p_class_of[65]; // slot size / 64 -> class, up to 4096
+    // Live slots: one RMW per alloc and per free, checked against p_limit.
+    _Alignas(64) _Atomic uint64_t p_live;
+};
+
+tr_err tr__pool_init(tr__pool *p, unsigned nworkers, uint64_t max_tasks) TR__HIDDEN;
+void tr__pool_fini(tr__pool *p) TR__HIDDEN;
+
+// tr__pool_alloc returns a slot whose word is LIVE with one ref, its
+// generation bumped, and state zeroed, from shard `shard`; the caller owns
+// that shard (a worker its own; the external shard under p_ext_lock).
+// TR_EEXHAUSTED when p_limit slots are live.
+tr_err tr__pool_alloc(tr__pool *p, unsigned shard, size_t state_size, tr__slot **out) TR__HIDDEN;
+
+// tr__pool_free returns a slot whose refs reached zero. `shard` is the
+// caller's own shard, or p_nshards for a thread that owns none.
+void tr__pool_free(tr__pool *p, unsigned shard, tr__slot *s) TR__HIDDEN;
+
+// tr__pool_lookup returns the slot a key's index names, in any pool of the
+// process (indexes and generations are process-wide, so a key names one
+// task for good), or NULL when no such slot is carved. The caller checks the
+// generation in the word.
+tr__slot *tr__pool_lookup(uint32_t index) TR__HIDDEN;
+
+// tr__pool_foreach calls fn for every carved slot (racy snapshot).
+void tr__pool_foreach(tr__pool *p, void (*fn)(tr__slot *s, void *arg), void *arg) TR__HIDDEN;
+
+uint64_t tr__pool_live(tr__pool *p) TR__HIDDEN;
+void tr__pool_usage(tr__pool *p, uint64_t *slots, uint64_t *bytes) TR__HIDDEN;
+
+static inline tr__chunk *
+tr__slot_chunk(const tr__slot *s)
+{
+    return (tr__chunk *)((uintptr_t)s & ~(uintptr_t)(TR__CHUNK_SIZE - 1));
+}
+
+static inline uint32_t
+tr__slot_index(const tr__slot *s)
+{
+    const tr__chunk *c = tr__slot_chunk(s);
+    // Offsets are exact multiples of the slot size, so the reciprocal
+    // multiply gives the exact quotient.
+    uint64_t off = (uintptr_t)s - (uintptr_t)c - TR__CHUNK_HDR;
+    uint32_t n = (uint32_t)((off * c->c_recip) >> 32);
+    return c->c_id << TR__SLOT_BITS | n;
+}
+
+static inline uint64_t
+tr__slot_key(const tr__slot *s, uint64_t word)
+{
+    return (uint64_t)tr__w_gen(word) << 32 | tr__slot_index(s);
+}
+
+static inline void *
+tr__slot_state(tr__slot *s)
+{
+    return (char *)s + TR__SLOT_HDR;
+}
+
+static inline tr__slot *
+tr__state_slot(void *state)
+{
+    return (tr__slot *)((char *)state - TR__SLOT_HDR);
+}
+
+#endif

@@ -1,0 +1,662 @@
+// Design notes.
+//
+// Every task transition is a compare-and-swap on the slot's one 64-bit word
+// (generation | sleep count | refs | flags), so an operation through a stale
+// key fails on the generation instead of touching another task.
+//
+// Scheduling. A wake moves an idle task to SCHED and enqueues it once; a
+// wake while it runs sets NOTIFIED and the worker requeues it after the
+// poll. SCHED and RUNNING are never both set by a wake, so a task is in at
+// most one queue and polled by at most one thread. A slot in a queue is
+// never freed: whoever pops it clears SCHED and frees it if it is complete
+// and unreferenced, which is what lets shutdown complete queued tasks in
+// place.
+//
+// References. A started task holds one reference for its own life (dropped
+// when it completes) and its join handle holds another. The slot is freed
+// when both are gone, by whichever side drops the last one.
+//
+// Join. The joiner's waker lives in the slot. While JOIN_WAKER is clear the
+// joiner owns those fields; it sets JOIN_WAKER with a release CAS to hand
+// them to the completer, and must clear the bit (a CAS that fails once the
+// task is COMPLETE) before it may change them. The completer copies the
+// waker in the same CAS loop that sets COMPLETE, so it never reads the slot
+// after it may have been freed.
+//
+// Cancellation. Cancel sets CANCEL and makes sure the task is queued (or
+// NOTIFIED if it is running). A worker that pops a task with CANCEL runs its
+// drop function instead of its poll function and completes it as
+// cancelled. A poll that returns READY completes normally even if CANCEL
+// arrived meanwhile: completion wins.
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec.h"
+
+__thread tr__worker *tr__cur __attribute__((tls_model("initial-exec")));
+
+tr_rt *
+tr__slot_rt(tr__slot *s)
+{
+    tr__pool *p = atomic_load_explicit(&tr__slot_chunk(s)->c_pool, memory_order_relaxed);
+    return TR_CONTAINER_OF(p, tr_rt, r_pool);
+}
+
+// lookup returns the slot a key names, or NULL if the index is unknown. The
+// caller checks the generation.
+static inline tr__slot *
+lookup(uint64_t key)
+{
+    return tr__pool_lookup(tr__key_index(key));
+}
+
+static void
+free_slot(tr_rt *rt, tr__slot *s, uint64_t word)
+{
+    if (word & TR__W_BOXED) {
+        // A boxed result nobody collected.
+        if (s->s_result.box.dtor != NULL) {
+            s->s_result.box.dtor(s->s_result.box.ptr);
+        }
+    }
+    tr__pool_free(&rt->r_pool, tr__shard_of(rt), s);
+}
+
+void
+tr__slot_release(tr_rt *rt, tr__slot *s, uint64_t clear)
+{
+    uint64_t old = atomic_load_explicit(&s->s_word, memory_order_relaxed), nw;
+    do {
+        TR_ASSERT(tr__w_refs(old) > 0);
+        nw = (old - TR__W_REF_ONE) & ~clear;
+    } while (!atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_acq_rel,
+                                                    memory_order_relaxed));
+    if (tr__w_refs(nw) == 0 && !(nw & TR__W_SCHED)) {
+        free_slot(rt, s, nw);
+    }
+}
+
+static inline void
+count(_Atomic uint64_t *c)
+{
+    // Single writer (the worker): a plain add, published relaxed.
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+void
+tr__task_schedule(tr_rt *rt, tr__slot *s)
+{
+    tr__worker *w = tr__worker_of(rt);
+    if (w != NULL) {
+        rt->r_sched->push(w, s);
+    } else {
+        tr__rt_inject(rt, s);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Spawning.
+
+tr_err
+tr_task_new(tr_rt *rt, const tr_task_spec *spec, void **state)
+{
+    if (rt == NULL || spec == NULL || spec->poll == NULL || state == NULL ||
+        spec->size > TR_TASK_MAX_STATE) {
+        return TR_EINVAL;
+    }
+    if (atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) != SD_NONE) {
+        return TR_ESHUTDOWN;
+    }
+    tr__slot *s;
+    tr_err rv;
+    tr__worker *w = tr__worker_of(rt);
+    if (TR_LIKELY(w != NULL)) {
+        rv = tr__pool_alloc(&rt->r_pool, w->w_index, spec->size, &s);
+    } else {
+        tr__mutex_lock(&rt->r_pool.p_ext_lock);
+        rv = tr__pool_alloc(&rt->r_pool, rt->r_nworkers, spec->size, &s);
+        tr__mutex_unlock(&rt->r_pool.p_ext_lock);
+    }
+    if (rv != TR_OK) {
+        return rv;
+    }
+    atomic_store_explicit(&s->s_spec, spec, memory_order_relaxed);
+    *state = tr__slot_state(s);
+    return TR_OK;
+}
+
+void
+tr_task_start(void *state, tr_join *join)
+{
+    tr__slot *s = tr__state_slot(state);
+    tr_rt *rt = tr__slot_rt(s);
+    uint64_t word = atomic_load_explicit(&s->s_word, memory_order_relaxed);
+    TR_ASSERT((word & (TR__W_LIVE | TR__W_STARTED)) == TR__W_LIVE);
+    word |= TR__W_STARTED | TR__W_SCHED;
+    if (join != NULL) {
+        word += TR__W_REF_ONE;
+        join->j_key = tr__slot_key(s, word);
+    }
+    // Nothing else can hold this slot's new generation yet: a plain store.
+    // Release pairs with the acquire of whoever pops or wakes it.
+    atomic_store_explicit(&s->s_word, word, memory_order_release);
+    tr__worker *w = tr__worker_of(rt);
+    if (TR_LIKELY(w != NULL)) {
+        count(&w->w_spawned);
+        rt->r_sched->push(w, s);
+        return;
+    }
+    // From outside the runtime: a Spawn message to the executor.
+    atomic_fetch_add_explicit(&rt->r_ext_spawned, 1, memory_order_relaxed);
+    tr__cmd *cmd = tr__cmd_new(TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SPAWN);
+    cmd->c_body.spawn.task_case = TROUPE__V1__SPAWN__TASK_TASK_KEY;
+    cmd->c_body.spawn.task_key = tr__slot_key(s, word);
+    tr__rt_send(rt, cmd);
+}
+
+void
+tr_task_discard(void *state)
+{
+    tr__slot *s = tr__state_slot(state);
+    tr_rt *rt = tr__slot_rt(s);
+    uint64_t word = atomic_load_explicit(&s->s_word, memory_order_relaxed);
+    TR_ASSERT((word & (TR__W_LIVE | TR__W_STARTED)) == TR__W_LIVE);
+    tr__pool_free(&rt->r_pool, tr__shard_of(rt), s);
+}
+
+// ---------------------------------------------------------------------------
+// Completion and polling.
+
+static void
+complete(tr__worker *w, tr__slot *s, bool cancelled, bool boxed)
+{
+    tr_rt *rt = w->w_rt;
+    uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire), nw;
+    tr_waker jw;
+    do {
+        jw.ops = NULL;
+        jw.data = NULL;
+        if (old & TR__W_JOIN_WAKER) {
+            jw.ops = atomic_load_explicit(&s->s_join_ops, memory_order_relaxed);
+            jw.data = atomic_load_explicit(&s->s_join_data, memory_order_relaxed);
+        }
+        nw = (old | TR__W_COMPLETE) & ~(TR__W_RUNNING | TR__W_NOTIFIED | TR__W_JOIN_WAKER);
+        nw |= cancelled ? TR__W_CANCELLED : (boxed ? TR__W_BOXED : 0);
+        nw -= TR__W_REF_ONE;
+        // Release publishes the result; acquire pairs with the joiner's
+        // release CAS that set JOIN_WAKER.
+    } while (!atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_acq_rel,
+                                                    memory_order_acquire));
+    count(cancelled ? &w->w_cancelled : &w->w_completed);
+    if (tr__w_refs(nw) == 0 && !(nw & TR__W_SCHED)) {
+        free_slot(rt, s, nw);
+    }
+    if (jw.ops != NULL) {
+        jw.ops->wake(&jw);
+    }
+}
+
+void
+tr__task_cancel_now(tr__worker *w, tr__slot *s)
+{
+    const tr_task_spec *spec = atomic_load_explicit(&s->s_spec, memory_order_relaxed);
+    if (spec->drop != NULL) {
+        spec->drop(tr__slot_state(s));
+    }
+    complete(w, s, true, false);
+}
+
+void
+tr__task_run(tr__worker *w, tr__slot *s)
+{
+    uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire), nw;
+    for (;;) {
+        TR_ASSERT(old & TR__W_SCHED);
+        if (old & TR__W_COMPLETE) {
+            // Completed while queued (shutdown): just leave the queue.
+            nw = old & ~TR__W_SCHED;
+        } else {
+            nw = (old & ~(TR__W_SCHED | TR__W_NOTIFIED)) | TR__W_RUNNING;
+        }
+        // Acquire pairs with the release of the waker or spawner.
+        if (atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_acquire,
+                                                  memory_order_acquire)) {
+            break;
+        }
+    }
+    if (old & TR__W_COMPLETE) {
+        if (tr__w_refs(nw) == 0) {
+            free_slot(w->w_rt, s, nw);
+        }
+        return;
+    }
+    if (old & TR__W_CANCEL) {
+        tr__task_cancel_now(w, s);
+        return;
+    }
+    tr_rt *rt = w->w_rt;
+    tr_cx cx = {
+        .cx_rt = rt,
+        .cx_w = w,
+        .cx_slot = s,
+        .cx_key = tr__slot_key(s, nw),
+        .cx_budget = rt->r_cfg.budget,
+        .cx_yielded = false,
+        .cx_boxed = false,
+    };
+    const tr_task_spec *spec = atomic_load_explicit(&s->s_spec, memory_order_relaxed);
+    tr_poll r = spec->poll(tr__slot_state(s), &cx);
+    count(&w->w_polls);
+    atomic_store_explicit(&s->s_polls, atomic_load_explicit(&s->s_polls, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&s->s_last_poll_ms, w->w_now_ms, memory_order_relaxed);
+    if (r == TR_READY) {
+        if (spec->drop != NULL) {
+            spec->drop(tr__slot_state(s));
+        }
+        complete(w, s, false, cx.cx_boxed);
+        return;
+    }
+    old = atomic_load_explicit(&s->s_word, memory_order_relaxed);
+    bool requeue;
+    do {
+        nw = old & ~(TR__W_RUNNING | TR__W_NOTIFIED);
+        requeue = cx.cx_yielded || (old & TR__W_NOTIFIED);
+        if (requeue) {
+            nw |= TR__W_SCHED;
+        } else if ((old & TR__W_SLEEP_MASK) != TR__W_SLEEP_MASK) {
+            nw += TR__W_SLEEP_ONE; // it really waits: count the sleep
+        }
+        // Release publishes the state the poll wrote to the next poller.
+    } while (!atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_release,
+                                                    memory_order_relaxed));
+    if (requeue) {
+        rt->r_sched->push(w, s);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Wakers.
+
+static void
+task_wake(const tr_waker *wk)
+{
+    // The key names the task process-wide; the runtime is the slot's.
+    uint64_t key = (uint64_t)(uintptr_t)wk->data;
+    tr__slot *s = lookup(key);
+    if (s == NULL) {
+        return;
+    }
+    tr_rt *rt = tr__slot_rt(s);
+    uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire), nw;
+    do {
+        if (tr__w_gen(old) != tr__key_gen(key) || !(old & TR__W_STARTED) ||
+            (old & TR__W_COMPLETE)) {
+            return; // stale or finished
+        }
+        if (old & (TR__W_SCHED | TR__W_NOTIFIED)) {
+            nw = old; // already going to run: still write, see below
+        } else {
+            nw = old | ((old & TR__W_RUNNING) ? TR__W_NOTIFIED : TR__W_SCHED);
+        }
+        // Always an RMW: its release half makes what the waker wrote before
+        // waking visible to the next poll (whose CAS in tr__task_run reads
+        // this value or a later one), even when the task was already queued;
+        // its acquire half hands us the slot's queue link, last written by
+        // the worker that queued or ran it.
+    } while (!atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_acq_rel,
+                                                    memory_order_acquire));
+    if (nw == old) {
+        return;
+    }
+    if (!(old & TR__W_RUNNING)) {
+        tr__task_schedule(rt, s);
+    }
+}
+
+const tr_waker_ops tr__task_waker_ops = {task_wake};
+
+void
+tr_wake(tr_waker w)
+{
+    if (w.ops != NULL) {
+        w.ops->wake(&w);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The poll context.
+
+tr_waker
+tr_cx_waker(tr_cx *cx)
+{
+    return (tr_waker){&tr__task_waker_ops, (const void *)(uintptr_t)cx->cx_key};
+}
+
+tr_rt *
+tr_cx_rt(tr_cx *cx)
+{
+    return cx->cx_rt;
+}
+
+tr_task_id
+tr_cx_task_id(tr_cx *cx)
+{
+    return (tr_task_id){cx->cx_key};
+}
+
+void
+tr_cx_set_result(tr_cx *cx, tr_value v)
+{
+    cx->cx_slot->s_result.v = v;
+    cx->cx_boxed = false;
+}
+
+void
+tr_cx_set_result_u64(tr_cx *cx, uint64_t v)
+{
+    memset(&cx->cx_slot->s_result, 0, sizeof(cx->cx_slot->s_result));
+    cx->cx_slot->s_result.v.u64 = v;
+    cx->cx_boxed = false;
+}
+
+void
+tr_cx_set_result_ptr(tr_cx *cx, void *ptr, tr_dtor dtor)
+{
+    cx->cx_slot->s_result.box.ptr = ptr;
+    cx->cx_slot->s_result.box.dtor = dtor;
+    cx->cx_boxed = true;
+}
+
+bool
+tr_cx_budget_spend(tr_cx *cx)
+{
+    if (TR_UNLIKELY(cx->cx_budget == 0)) {
+        cx->cx_yielded = true;
+        return false;
+    }
+    cx->cx_budget--;
+    return true;
+}
+
+uint32_t
+tr_cx_budget(const tr_cx *cx)
+{
+    return cx->cx_budget;
+}
+
+void
+tr_cx_yield(tr_cx *cx)
+{
+    cx->cx_yielded = true;
+}
+
+// ---------------------------------------------------------------------------
+// Join handles.
+
+void
+tr__take_outcome(tr__slot *s, uint64_t word, tr_outcome *out)
+{
+    if (out == NULL) {
+        return;
+    }
+    memset(out, 0, sizeof(*out));
+    if (word & TR__W_CANCELLED) {
+        out->err = TR_ECANCELED;
+    } else if (word & TR__W_BOXED) {
+        out->err = TR_OK;
+        out->value.ptr = s->s_result.box.ptr;
+        out->dtor = s->s_result.box.dtor;
+    } else {
+        out->err = TR_OK;
+        out->value = s->s_result.v;
+    }
+}
+
+void
+tr_outcome_fini(tr_outcome *out)
+{
+    if (out != NULL && out->dtor != NULL) {
+        out->dtor(out->value.ptr);
+        out->dtor = NULL;
+        out->value.ptr = NULL;
+    }
+}
+
+static tr__slot *
+join_slot(const tr_join *j)
+{
+    tr__slot *s = lookup(j->j_key);
+    TR_ASSERT(s != NULL);
+    return s;
+}
+
+// take completes a join on a COMPLETE task: the outcome moves to *out (a
+// boxed result with it, so the slot must not destroy it) and the handle's
+// reference goes.
+static void
+take(tr_join *j, tr__slot *s, uint64_t word, tr_outcome *out)
+{
+    tr__take_outcome(s, word, out);
+    uint64_t clear = 0;
+    if (out != NULL) {
+        clear = TR__W_BOXED;
+    }
+    tr__slot_release(tr__slot_rt(s), s, clear);
+    *j = TR_JOIN_NONE;
+}
+
+// register_waker hands wk to the completer. Returns false (and *old holds a
+// COMPLETE word) when the task completed first.
+static bool
+register_waker(tr__slot *s, uint64_t *old, tr_waker wk)
+{
+    for (;;) {
+        uint64_t w = *old;
+        if (w & TR__W_COMPLETE) {
+            return false;
+        }
+        if (w & TR__W_JOIN_WAKER) {
+            if (atomic_load_explicit(&s->s_join_ops, memory_order_relaxed) == wk.ops &&
+                atomic_load_explicit(&s->s_join_data, memory_order_relaxed) == wk.data) {
+                return true;
+            }
+            // Take the fields back before changing them.
+            if (!atomic_compare_exchange_weak_explicit(&s->s_word, old, w & ~TR__W_JOIN_WAKER,
+                                                       memory_order_acquire,
+                                                       memory_order_acquire)) {
+                continue;
+            }
+            w &= ~TR__W_JOIN_WAKER;
+            *old = w;
+        }
+        atomic_store_explicit(&s->s_join_ops, wk.ops, memory_order_relaxed);
+        atomic_store_explicit(&s->s_join_data, wk.data, memory_order_relaxed);
+        // Release pairs with the acquire in complete().
+        if (atomic_compare_exchange_weak_explicit(&s->s_word, old, w | TR__W_JOIN_WAKER,
+                                                  memory_order_release, memory_order_acquire)) {
+            return true;
+        }
+    }
+}
+
+tr_poll
+tr_join_poll(tr_join *j, tr_cx *cx, tr_outcome *out)
+{
+    TR_ASSERT(j->j_key != 0);
+    if (!tr_cx_budget_spend(cx)) {
+        return TR_PENDING;
+    }
+    tr__slot *s = join_slot(j);
+    // Acquire pairs with the release in complete(): the result is visible.
+    uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire);
+    if (!(old & TR__W_COMPLETE) && register_waker(s, &old, tr_cx_waker(cx))) {
+        return TR_PENDING;
+    }
+    take(j, s, old, out);
+    return TR_READY;
+}
+
+typedef struct thread_parker {
+    _Atomic uint32_t tp_flag;
+} thread_parker;
+
+static void
+thread_wake(const tr_waker *w)
+{
+    thread_parker *tp = (thread_parker *)w->data;
+    // Pairs with the acquire load in tr_join_wait. After this store the
+    // waiter may return; futex_wake on its (still mapped) stack is harmless.
+    atomic_store_explicit(&tp->tp_flag, 1, memory_order_release);
+    tr__futex_wake(&tp->tp_flag, 1);
+}
+
+static const tr_waker_ops thread_waker_ops = {thread_wake};
+
+tr_err
+tr_join_wait(tr_join *j, tr_outcome *out)
+{
+    if (j == NULL || j->j_key == 0) {
+        return TR_EINVAL;
+    }
+    if (tr__cur != NULL) {
+        return TR_EDEADLOCK;
+    }
+    tr__slot *s = join_slot(j);
+    thread_parker tp;
+    atomic_init(&tp.tp_flag, 0);
+    uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire);
+    if (!(old & TR__W_COMPLETE) && register_waker(s, &old, (tr_waker){&thread_waker_ops, &tp})) {
+        // Registered: the completer will call thread_wake exactly once, and
+        // we must not return (freeing tp) before it has.
+        while (atomic_load_explicit(&tp.tp_flag, memory_order_acquire) == 0) {
+            tr__futex_wait(&tp.tp_flag, 0, UINT64_MAX);
+        }
+        old = atomic_load_explicit(&s->s_word, memory_order_acquire);
+        TR_ASSERT(old & TR__W_COMPLETE);
+    }
+    take(j, s, old, out);
+    return TR_OK;
+}
+
+void
+tr_join_release(tr_join *j)
+{
+    if (j == NULL || j->j_key == 0) {
+        return;
+    }
+    tr__slot *s = join_slot(j);
+    tr__slot_release(tr__slot_rt(s), s, 0);
+    *j = TR_JOIN_NONE;
+}
+
+tr_task_id
+tr_join_id(const tr_join *j)
+{
+    return (tr_task_id){j->j_key};
+}
+
+bool
+tr_join_is_finished(const tr_join *j)
+{
+    if (j->j_key == 0) {
+        return true;
+    }
+    return atomic_load_explicit(&join_slot(j)->s_word, memory_order_acquire) & TR__W_COMPLETE;
+}
+
+// ---------------------------------------------------------------------------
+// Cancellation.
+
+// request_cancel sets CANCEL on the task key names. *push is set when the
+// caller now owes the task a place in a run queue (it set SCHED).
+static tr_err
+request_cancel(tr_rt *rt, uint64_t key, bool may_schedule, tr__slot **sp, bool *push)
+{
+    *push = false;
+    tr__slot *s = lookup(key);
+    if (s == NULL || tr__slot_rt(s) != rt) {
+        return TR_ENOTFOUND;
+    }
+    *sp = s;
+    uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire), nw;
+    do {
+        if (tr__w_gen(old) != tr__key_gen(key) || !(old & TR__W_STARTED)) {
+            return TR_ENOTFOUND;
+        }
+        if (old & TR__W_COMPLETE) {
+            return TR_EFINISHED;
+        }
+        nw = old | TR__W_CANCEL;
+        *push = false;
+        if (old & TR__W_RUNNING) {
+            nw |= TR__W_NOTIFIED;
+        } else if (may_schedule && !(old & TR__W_SCHED)) {
+            nw |= TR__W_SCHED;
+            *push = true;
+        }
+        if (nw == old) {
+            return TR_OK;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_acq_rel,
+                                                    memory_order_acquire));
+    return TR_OK;
+}
+
+// tr__rt_cancel_cmd carries out a Cancel message on the executor.
+void tr__rt_cancel_cmd(tr__worker *w, uint64_t key) TR__HIDDEN;
+
+void
+tr__rt_cancel_cmd(tr__worker *w, uint64_t key)
+{
+    tr__slot *s;
+    bool push;
+    (void)request_cancel(w->w_rt, key, true, &s, &push);
+    if (push) {
+        w->w_rt->r_sched->push(w, s);
+    }
+}
+
+static tr_err
+cancel_key(tr_rt *rt, uint64_t key)
+{
+    tr__slot *s = NULL;
+    bool push;
+    tr__worker *w = tr__worker_of(rt);
+    // On a worker the cancel is carried out here; from any other thread the
+    // flag is set here (for the return value) and a Cancel message makes
+    // the executor queue the task.
+    tr_err rv = request_cancel(rt, key, w != NULL, &s, &push);
+    if (rv != TR_OK) {
+        return rv;
+    }
+    if (w != NULL) {
+        if (push) {
+            rt->r_sched->push(w, s);
+        }
+        return TR_OK;
+    }
+    tr__cmd *cmd = tr__cmd_new(TROUPE__V1__EXECUTOR_COMMAND__COMMAND_CANCEL);
+    cmd->c_body.cancel.task_id = key;
+    tr__rt_send(rt, cmd);
+    return TR_OK;
+}
+
+tr_err
+tr_task_abort(const tr_join *j)
+{
+    if (j == NULL || j->j_key == 0) {
+        return TR_EINVAL;
+    }
+    return cancel_key(tr__slot_rt(join_slot(j)), j->j_key);
+}
+
+tr_err
+tr_task_cancel(tr_rt *rt, tr_task_id id)
+{
+    if (rt == NULL) {
+        return TR_EINVAL;
+    }
+    return cancel_key(rt, id.id);
+}

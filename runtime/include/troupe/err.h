@@ -1,0 +1,55 @@
+// troupe/err.h: the one error type of libtroupe. Fallible functions return a
+// tr_err (TR_OK is 0) and hand results back through out parameters.
+#ifndef TROUPE_ERR_H
+#define TROUPE_ERR_H
+
+#include <troupe/common.h>
+
+TR_BEGIN_DECLS
+
+// X(name, text). The order is the ABI: append only.
+#define TR_ERRORS(X)                                                    \
+    X(TR_OK, "success")                                                 \
+    X(TR_EINVAL, "invalid argument")                                    \
+    X(TR_ENOMEM, "out of memory")                                       \
+    X(TR_ESHUTDOWN, "runtime is shutting down or shut down")            \
+    X(TR_EEXHAUSTED, "task pool exhausted")                             \
+    X(TR_ECANCELED, "task was cancelled")                               \
+    X(TR_ENOTFOUND, "no such task (stale or unknown id)")               \
+    X(TR_EFINISHED, "task had already finished")                        \
+    X(TR_EDEADLOCK, "blocking call on a runtime worker would deadlock") \
+    X(TR_ECLOSED, "closed")                                             \
+    X(TR_EFULL, "full")                                                 \
+    X(TR_EEMPTY, "empty")                                               \
+    X(TR_ETIMEDOUT, "timed out")                                        \
+    X(TR_EAGAIN, "try again")                                           \
+    X(TR_EBUSY, "busy")                                                 \
+    X(TR_ENOTSUP, "not supported")                                      \
+    X(TR_ETOOBIG, "too big")                                            \
+    X(TR_EPERM, "operation not permitted")                              \
+    X(TR_ENOENT, "no such file or directory")                           \
+    X(TR_EEXIST, "already exists")                                      \
+    X(TR_EBADF, "bad file descriptor")                                  \
+    X(TR_EPIPE, "broken pipe")                                          \
+    X(TR_ECONNREFUSED, "connection refused")                            \
+    X(TR_ECONNRESET, "connection reset by peer")                        \
+    X(TR_EADDRINUSE, "address in use")                                  \
+    X(TR_EIO, "input/output error")                                     \
+    X(TR_ESYSTEM, "unexpected system error")
+
+typedef enum tr_err {
+#define TR__ERR_ENUM(name, text) name,
+    TR_ERRORS(TR__ERR_ENUM)
+#undef TR__ERR_ENUM
+        TR__ERR_COUNT
+} tr_err;
+
+// tr_strerror returns a static, human-readable text for err (any thread).
+TR_API const char *tr_strerror(tr_err err);
+
+// tr_err_name returns the symbolic name of err ("TR_ECLOSED"), for logs.
+TR_API const char *tr_err_name(tr_err err);
+
+TR_END_DECLS
+
+#endif

@@ -1,0 +1,11 @@
+// troupe/troupe.h: the whole public API of libtroupe in one include.
+#ifndef TROUPE_TROUPE_H
+#define TROUPE_TROUPE_H
+
+#include <troupe/common.h>
+#include <troupe/err.h>
+#include <troupe/task.h>
+#include <troupe/rt.h>
+#include <troupe/chan.h>
+
+#endif

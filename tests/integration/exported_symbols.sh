@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Exported-symbol test (ctest packaging.exported_symbols): every dynamic
+# symbol that libtroupe.so defines must start with tr_ (internals are hidden
+# by -fvisibility=hidden; public functions carry TR_API), apart from the
+# linker's own, and the library must carry the expected SONAME.
+#
+# Usage: exported_symbols.sh LIBTROUPE_SO EXPECTED_SONAME
+set -euo pipefail
+
+lib=$1 want_soname=$2
+
+for tool in nm readelf; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "SKIP: $tool not found"
+        exit 77
+    fi
+done
+
+soname=$(readelf -d "$lib" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+if [ "$soname" != "$want_soname" ]; then
+    echo "FAIL: SONAME of $lib is '$soname', want '$want_soname'" >&2
+    exit 1
+fi
+echo "SONAME $soname"
+
+# nm -D prints "VALUE TYPE NAME[@VERSION]"; keep the name.
+syms=$(nm -D --defined-only "$lib" | awk '{ sub(/@.*/, "", $3); print $3 }')
+bad=$(printf '%s\n' "$syms" | grep -v -E '^(tr_|$)' |
+    grep -v -x -E '_init|_fini|_edata|_end|__bss_start|__end__|_DYNAMIC|_GLOBAL_OFFSET_TABLE_' || true)
+echo "$(printf '%s\n' "$syms" | grep -c '^tr_') exported tr_ symbols"
+if [ -n "$bad" ]; then
+    echo "FAIL: $lib exports symbols outside the tr_ namespace:" >&2
+    printf '%s\n' "$bad" | sed 's/^/  /' >&2
+    exit 1
+fi
+echo "exported symbols: OK"
