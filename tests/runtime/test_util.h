@@ -1,0 +1,452 @@
+// test_util.h: helpers shared by the runtime core tests: creating and
+// freeing runtimes with leak checks, an event that plain threads and tasks
+// can both wait on (with bounded timeouts, never sleeps), and thread helpers.
+//
+// Everything here is static inline (or marked unused) so that each test
+// executable compiles cleanly under -Wall -Wextra -Werror whatever it uses.
+#ifndef TR_TEST_UTIL_H
+#define TR_TEST_UTIL_H
+
+// cmocka 1.1.5 needs these four first, in this order.
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <troupe/troupe.h>
+
+#define TU_UNUSED __attribute__((unused))
+
+// tu_run runs a test table; TU_FILTER=pattern (cmocka's wildcards) runs only
+// the matching tests, for debugging one of them.
+#define tu_run(tests)                                                                     \
+    (getenv("TU_FILTER") != NULL ? cmocka_set_test_filter(getenv("TU_FILTER")) : (void)0, \
+     cmocka_run_group_tests(tests, NULL, NULL))
+
+// Bounded waits: long enough for a loaded TSan build on 2 cores, short
+// enough that a lost wakeup fails the test instead of hanging ctest.
+#define TU_WAIT_MS 10000
+
+// ---------------------------------------------------------------------------
+// Checks inside poll functions and helper threads. A cmocka assert there
+// would longjmp out of the runtime (leaving block_on half done and breaking
+// the tests that follow), so they record the first failure instead, and the
+// test calls tu_checks_pass() once the runtime has returned.
+
+static atomic_int tu_fail_count TU_UNUSED;
+static char tu_fail_msg[512] TU_UNUSED;
+
+static inline void
+tu_fail_record(const char *file, int line, const char *what)
+{
+    if (atomic_fetch_add(&tu_fail_count, 1) == 0) {
+        snprintf(tu_fail_msg, sizeof tu_fail_msg, "%s:%d: check failed: %s", file, line, what);
+    }
+}
+
+#define TU_CHECK(c)                                 \
+    do {                                            \
+        if (!(c)) {                                 \
+            tu_fail_record(__FILE__, __LINE__, #c); \
+        }                                           \
+    } while (0)
+
+// tu_checks_pass fails the test if a TU_CHECK failed, and resets.
+#define tu_checks_pass()                                                \
+    do {                                                                \
+        int n_ = atomic_exchange(&tu_fail_count, 0);                    \
+        if (n_ != 0) {                                                  \
+            fail_msg("%d check(s) failed; first: %s", n_, tu_fail_msg); \
+        }                                                               \
+    } while (0)
+
+// ---------------------------------------------------------------------------
+// Runtimes and tasks.
+
+static inline tr_rt *
+tu_rt_new_cfg(const tr_rt_config *cfg)
+{
+    tr_rt *rt = NULL;
+    assert_int_equal(tr_rt_new(cfg, &rt), TR_OK);
+    assert_non_null(rt);
+    return rt;
+}
+
+static inline tr_rt *
+tu_rt_new(void)
+{
+    return tu_rt_new_cfg(NULL);
+}
+
+static inline tr_rt_stats
+tu_stats(tr_rt *rt)
+{
+    tr_rt_stats st;
+    tr_rt_get_stats(rt, &st);
+    return st;
+}
+
+static inline uint64_t
+tu_live(tr_rt *rt)
+{
+    return tu_stats(rt).live_tasks;
+}
+
+// tu_rt_free_clean asserts that no task is live any more, then frees rt.
+static inline void
+tu_rt_free_clean(tr_rt *rt)
+{
+    assert_int_equal(tu_live(rt), 0);
+    tr_rt_free(rt);
+}
+
+static inline void *
+tu_task_new(tr_rt *rt, const tr_task_spec *spec)
+{
+    void *st = NULL;
+    assert_int_equal(tr_task_new(rt, spec, &st), TR_OK);
+    assert_non_null(st);
+    return st;
+}
+
+// ---------------------------------------------------------------------------
+// Time.
+
+static inline uint64_t
+tu_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+// tu_abstime returns CLOCK_MONOTONIC now + ms, for condition variables made
+// with tu_cond_init.
+static inline struct timespec
+tu_abstime(unsigned ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+static inline void
+tu_cond_init(pthread_cond_t *cv)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}
+
+// ---------------------------------------------------------------------------
+// Events: a flag set once by anyone; plain threads wait with a timeout, a
+// task awaits it with tu_event_poll (the setter wakes the registered task).
+
+typedef struct tu_event {
+    pthread_mutex_t e_mu;
+    pthread_cond_t e_cv;
+    bool e_set;       // under e_mu
+    tr_waker e_waker; // the task waiting, under e_mu
+} tu_event;
+
+static inline void
+tu_event_init(tu_event *ev)
+{
+    pthread_mutex_init(&ev->e_mu, NULL);
+    tu_cond_init(&ev->e_cv);
+    ev->e_set = false;
+    ev->e_waker = (tr_waker){NULL, NULL};
+}
+
+static inline void
+tu_event_destroy(tu_event *ev)
+{
+    pthread_cond_destroy(&ev->e_cv);
+    pthread_mutex_destroy(&ev->e_mu);
+}
+
+static inline void
+tu_event_set(tu_event *ev)
+{
+    pthread_mutex_lock(&ev->e_mu);
+    ev->e_set = true;
+    tr_waker w = ev->e_waker;
+    ev->e_waker = (tr_waker){NULL, NULL};
+    pthread_cond_broadcast(&ev->e_cv);
+    pthread_mutex_unlock(&ev->e_mu);
+    // Outside the lock: waking may run runtime code. A stale waker is a
+    // no-op, so a task that is gone by now is fine.
+    tr_wake(w);
+}
+
+static inline bool
+tu_event_is_set(tu_event *ev)
+{
+    pthread_mutex_lock(&ev->e_mu);
+    bool set = ev->e_set;
+    pthread_mutex_unlock(&ev->e_mu);
+    return set;
+}
+
+// tu_event_wait waits at most ms for the event; returns whether it is set.
+static inline bool
+tu_event_wait(tu_event *ev, unsigned ms)
+{
+    struct timespec until = tu_abstime(ms);
+    pthread_mutex_lock(&ev->e_mu);
+    int rc = 0;
+    while (!ev->e_set && rc != ETIMEDOUT) {
+        rc = pthread_cond_timedwait(&ev->e_cv, &ev->e_mu, &until);
+    }
+    bool set = ev->e_set;
+    pthread_mutex_unlock(&ev->e_mu);
+    return set;
+}
+
+// tu_event_poll is an awaitable: TR_READY once the event is set.
+static inline tr_poll
+tu_event_poll(tu_event *ev, tr_cx *cx)
+{
+    pthread_mutex_lock(&ev->e_mu);
+    bool set = ev->e_set;
+    if (!set) {
+        ev->e_waker = tr_cx_waker(cx);
+    }
+    pthread_mutex_unlock(&ev->e_mu);
+    return set ? TR_READY : TR_PENDING;
+}
+
+// ---------------------------------------------------------------------------
+// Threads.
+
+static inline void
+tu_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    assert_int_equal(pthread_create(t, NULL, fn, arg), 0);
+}
+
+static inline void *
+tu_thread_join(pthread_t t)
+{
+    void *rv = NULL;
+    assert_int_equal(pthread_join(t, &rv), 0);
+    return rv;
+}
+
+// ---------------------------------------------------------------------------
+// A watchdog for tests whose progress depends on wakes from other threads:
+// if the test has not stopped it within ms, it shuts the runtime down at
+// once, so that a lost wakeup makes block_on return (and the test fail)
+// instead of hanging until ctest's timeout.
+
+typedef struct tu_watchdog {
+    tr_rt *rt;
+    unsigned ms;
+    tu_event done;
+    pthread_t thr;
+    atomic_bool fired;
+} tu_watchdog;
+
+static inline void *
+tu_watchdog_main(void *arg)
+{
+    tu_watchdog *wd = arg;
+    if (!tu_event_wait(&wd->done, wd->ms)) {
+        atomic_store(&wd->fired, true);
+        tr_rt_shutdown(wd->rt, TR_SHUTDOWN_IMMEDIATE, 0);
+    }
+    return NULL;
+}
+
+static inline void
+tu_watchdog_start(tu_watchdog *wd, tr_rt *rt, unsigned ms)
+{
+    wd->rt = rt;
+    wd->ms = ms;
+    atomic_init(&wd->fired, false);
+    tu_event_init(&wd->done);
+    tu_thread_start(&wd->thr, tu_watchdog_main, wd);
+}
+
+// tu_watchdog_stop stops it and fails the test if it fired.
+static inline void
+tu_watchdog_stop(tu_watchdog *wd)
+{
+    tu_event_set(&wd->done);
+    tu_thread_join(wd->thr);
+    tu_event_destroy(&wd->done);
+    if (atomic_load(&wd->fired)) {
+        fail_msg("watchdog: the runtime made no progress for %u ms (lost wakeup?)", wd->ms);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A task that never finishes on its own: it counts its polls and drops and
+// returns TR_PENDING without arranging any wake. Only a cancel, a shutdown or
+// an explicit wake moves it.
+
+typedef struct tu_stuck {
+    int tr_pc;
+    atomic_int *polls; // may be NULL
+    atomic_int *drops; // may be NULL
+} tu_stuck;
+
+static inline tr_poll
+tu_stuck_poll(void *arg, tr_cx *cx)
+{
+    tu_stuck *st = arg;
+    (void)cx;
+    if (st->polls != NULL) {
+        atomic_fetch_add(st->polls, 1);
+    }
+    return TR_PENDING;
+}
+
+static inline void
+tu_stuck_drop(void *arg)
+{
+    tu_stuck *st = arg;
+    if (st->drops != NULL) {
+        atomic_fetch_add(st->drops, 1);
+    }
+}
+
+static const tr_task_spec tu_stuck_spec TU_UNUSED = {
+    .name = "stuck", .poll = tu_stuck_poll, .drop = tu_stuck_drop, .size = sizeof(tu_stuck)};
+
+// tu_stuck_new prepares a stuck task (not started).
+static inline tu_stuck *
+tu_stuck_new(tr_rt *rt, atomic_int *polls, atomic_int *drops)
+{
+    tu_stuck *st = tu_task_new(rt, &tu_stuck_spec);
+    st->polls = polls;
+    st->drops = drops;
+    return st;
+}
+
+// ---------------------------------------------------------------------------
+// A task that returns a u64 result after yielding `yields` times; counts
+// its drops.
+
+typedef struct tu_value_task {
+    int tr_pc;
+    uint32_t yields;
+    uint64_t value;
+    atomic_int *drops; // may be NULL
+} tu_value_task;
+
+static inline tr_poll
+tu_value_poll(void *arg, tr_cx *cx)
+{
+    tu_value_task *st = arg;
+    if (st->yields > 0) {
+        st->yields--;
+        tr_cx_yield(cx);
+        return TR_PENDING;
+    }
+    tr_cx_set_result_u64(cx, st->value);
+    return TR_READY;
+}
+
+static inline void
+tu_value_drop(void *arg)
+{
+    tu_value_task *st = arg;
+    if (st->drops != NULL) {
+        atomic_fetch_add(st->drops, 1);
+    }
+}
+
+static const tr_task_spec tu_value_spec TU_UNUSED = {
+    .name = "value", .poll = tu_value_poll, .drop = tu_value_drop, .size = sizeof(tu_value_task)};
+
+static inline tu_value_task *
+tu_value_new(tr_rt *rt, uint64_t value, uint32_t yields, atomic_int *drops)
+{
+    tu_value_task *st = tu_task_new(rt, &tu_value_spec);
+    st->value = value;
+    st->yields = yields;
+    st->drops = drops;
+    return st;
+}
+
+// ---------------------------------------------------------------------------
+// A root that yields until pred(arg) holds (at most TU_UNTIL_MAX polls), so
+// that tasks started from outside the runtime (Spawn messages, which the
+// worker drains when its queue is empty or every 32 polls) get to run.
+// Its result is 1 when pred held, 0 when it gave up.
+
+#define TU_UNTIL_MAX 100000
+
+typedef struct tu_until {
+    int tr_pc;
+    bool (*pred)(void *arg);
+    void *arg;
+    unsigned n;
+} tu_until;
+
+static inline tr_poll
+tu_until_poll(void *arg, tr_cx *cx)
+{
+    tu_until *st = arg;
+    if (st->pred(st->arg) || ++st->n >= TU_UNTIL_MAX) {
+        tr_cx_set_result_u64(cx, st->n < TU_UNTIL_MAX);
+        return TR_READY;
+    }
+    tr_cx_yield(cx);
+    return TR_PENDING;
+}
+
+static const tr_task_spec tu_until_spec TU_UNUSED = {
+    .name = "until", .poll = tu_until_poll, .size = sizeof(tu_until)};
+
+// tu_block_until runs block_on with a tu_until root and asserts pred held.
+static inline void
+tu_block_until(tr_rt *rt, bool (*pred)(void *arg), void *arg)
+{
+    tu_until *u = tu_task_new(rt, &tu_until_spec);
+    u->pred = pred;
+    u->arg = arg;
+    tr_outcome out;
+    assert_int_equal(tr_rt_block_on(rt, u, &out), TR_OK);
+    assert_int_equal(out.value.u64, 1);
+}
+
+static inline bool
+tu_pred_finished(void *arg)
+{
+    return tr_join_is_finished((const tr_join *)arg);
+}
+
+// tu_pred_atleast: arg points at {atomic_int *counter; int n}.
+typedef struct tu_atleast {
+    atomic_int *counter;
+    int n;
+} tu_atleast;
+
+static inline bool
+tu_pred_atleast(void *arg)
+{
+    tu_atleast *a = arg;
+    return atomic_load(a->counter) >= a->n;
+}
+
+#endif
