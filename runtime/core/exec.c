@@ -3,112 +3,173 @@
 // The executor is an actor. Spawn, Cancel and Shutdown arrive as messages
 // (protobuf-c structs from proto/troupe/v1/executor.proto, never packed
 // inside a process) on the runtime's inbox: a multi-producer stack that any
-// thread pushes onto with one CAS and that the executor takes whole with
-// one exchange, then reverses into arrival order. Tasks woken from outside
-// the runtime travel the same way on a second stack, the injector. A task
-// running on a worker takes the fast path to its worker's run queue instead,
-// with the same semantics.
+// thread pushes onto with one CAS and that a worker takes whole with one
+// exchange, then reverses into arrival order. Tasks woken from outside the
+// runtime go to the global injector (a locked FIFO with an atomic length,
+// as tokio's). A task running on a worker takes the fast path into its
+// worker's queues instead, with the same semantics.
 //
-// The worker loop polls runnable tasks, checks the inbox every 32 polls (and
-// whenever its queue is empty) so that outside work is not starved by a busy
-// queue, and parks when there is nothing to do. Parking is a futex with
-// three states (empty, parked, notified): a producer pushes, then swaps in
-// NOTIFIED and wakes the futex only if the worker was PARKED, so a push that
-// races the worker going to sleep is never lost and an idle runtime sleeps
-// without timed polling.
+// Workers. tr_rt_new starts workers-1 threads; the thread inside
+// tr_rt_block_on is worker 0. Every worker runs the same loop: every 32
+// polls it drains the inbox and takes a task from the injector first (so
+// outside work is not starved by a busy local queue), otherwise it asks the
+// scheduler (sched.c) for its next local task, then the injector, then it
+// searches other workers' queues, then it parks.
 //
-// Shutdown: tr_rt_shutdown flips r_shutdown so tr_task_new refuses new tasks
-// at once, and sends a Shutdown message. Graceful: the executor keeps
-// running until no started task is left, or until the deadline, when it
-// cancels the rest. Cancelling sweeps the pool: every started task that is
-// not complete has its drop function run and completes as cancelled, so its
-// joiners wake and nothing is leaked. Tasks still in a queue are completed
-// in place and freed when popped.
+// Parking follows tokio's idle protocol. r_idle counts searching and
+// unparked workers; parked workers sit on a stack under r_idle_lock. Work
+// pushed where others could take it calls tr__notify_parked, which wakes
+// one parked worker only if nobody is searching (the searcher will find the
+// work, and the last searcher to find some wakes another). A worker that
+// parks first announces it (seq_cst), then looks at every shared queue once
+// more, and only then sleeps on its own futex; a producer pushes first, then
+// reads the announcement (seq_cst). So either the producer sees the sleeper
+// and wakes it, or the sleeper sees the work: no push is lost, and an idle
+// runtime sleeps without timed polling.
+//
+// Shutdown: tr_rt_shutdown flips r_shutdown so tr_task_new refuses new
+// tasks at once, and sends a Shutdown message. Graceful: the runtime keeps
+// running until no started task is left, or until the deadline, when the
+// rest is cancelled. Cancelling is done by one thread (worker 0 in
+// block_on, or tr_rt_free) after every other worker has stopped: it sweeps
+// the pool, running the drop function of every started task that is not
+// complete and completing it as cancelled, so joiners wake and nothing
+// leaks; tasks still queued are completed in place and freed when popped.
+#define _GNU_SOURCE // pthread_setname_np
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "exec.h"
 
 void tr__rt_cancel_cmd(tr__worker *w, uint64_t key) TR__HIDDEN;
+bool tr__join_register(tr__slot *s, tr_waker wk) TR__HIDDEN;
 
-// ---------------------------------------------------------------------------
-// The FIFO run queue (one worker; the schedulers issue adds the others).
-
-static void
-fifo_push(tr__worker *w, tr__slot *s)
+static inline void
+bump(_Atomic uint64_t *c, uint64_t n)
 {
-    s->s_next = NULL;
-    if (w->w_tail != NULL) {
-        w->w_tail->s_next = s;
-    } else {
-        w->w_head = s;
-    }
-    w->w_tail = s;
+    // Single writer (the owner): a plain add, published relaxed.
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
 }
 
-static tr__slot *
-fifo_pop(tr__worker *w)
+// ---------------------------------------------------------------------------
+// Parking: a three-state futex per worker.
+
+static void
+futex_park(tr__worker *w, uint64_t timeout_ns)
 {
-    tr__slot *s = w->w_head;
-    if (s != NULL) {
-        w->w_head = s->s_next;
-        if (w->w_head == NULL) {
-            w->w_tail = NULL;
+    uint32_t expect = PARK_EMPTY;
+    if (atomic_compare_exchange_strong_explicit(&w->w_park, &expect, PARK_PARKED,
+                                                memory_order_seq_cst, memory_order_seq_cst)) {
+        bump(&w->w_parks, 1);
+        tr__futex_wait(&w->w_park, PARK_PARKED, timeout_ns);
+    }
+    // NOTIFIED (now or while we slept) or a timeout: either way the caller
+    // looks at every queue again before it sleeps again.
+    atomic_store_explicit(&w->w_park, PARK_EMPTY, memory_order_seq_cst);
+}
+
+static void
+futex_unpark(tr__worker *w)
+{
+    if (atomic_exchange_explicit(&w->w_park, PARK_NOTIFIED, memory_order_seq_cst) == PARK_PARKED) {
+        tr__futex_wake(&w->w_park, 1);
+    }
+}
+
+// sleepers_remove takes w off the sleepers stack. Under r_idle_lock.
+static void
+sleepers_remove(tr_rt *rt, tr__worker *w)
+{
+    for (unsigned i = 0; i < rt->r_nsleepers; i++) {
+        if (rt->r_sleepers[i] == w->w_index) {
+            rt->r_sleepers[i] = rt->r_sleepers[--rt->r_nsleepers];
+            break;
         }
     }
-    return s;
+    atomic_store_explicit(&w->w_sleeping, false, memory_order_seq_cst);
+}
+
+void
+tr__notify_parked(tr_rt *rt)
+{
+    // seq_cst pairs with the announcement in park_worker (see the notes).
+    uint32_t st = atomic_load_explicit(&rt->r_idle, memory_order_seq_cst);
+    if ((st & 0xffff) != 0 || (st >> 16) >= rt->r_nworkers) {
+        return; // someone is searching, or nobody sleeps
+    }
+    tr__mutex_lock(&rt->r_idle_lock);
+    st = atomic_load_explicit(&rt->r_idle, memory_order_seq_cst);
+    if ((st & 0xffff) != 0 || rt->r_nsleepers == 0) {
+        tr__mutex_unlock(&rt->r_idle_lock);
+        return;
+    }
+    tr__worker *t = &rt->r_workers[rt->r_sleepers[rt->r_nsleepers - 1]];
+    sleepers_remove(rt, t);
+    // It wakes as a searcher: counted here, so a burst of pushes wakes one.
+    t->w_searching = true;
+    atomic_fetch_add_explicit(&rt->r_idle, TR__IDLE_UNPARKED_ONE + TR__IDLE_SEARCHING_ONE,
+                              memory_order_seq_cst);
+    tr__mutex_unlock(&rt->r_idle_lock);
+    futex_unpark(t);
+}
+
+void
+tr__unpark_worker(tr__worker *t)
+{
+    tr_rt *rt = t->w_rt;
+    // seq_cst pairs with the announcement in park_worker: the caller pushed
+    // to t's own queue before this load.
+    if (atomic_load_explicit(&t->w_sleeping, memory_order_seq_cst)) {
+        tr__mutex_lock(&rt->r_idle_lock);
+        if (atomic_load_explicit(&t->w_sleeping, memory_order_relaxed)) {
+            sleepers_remove(rt, t);
+            atomic_fetch_add_explicit(&rt->r_idle, TR__IDLE_UNPARKED_ONE, memory_order_seq_cst);
+        }
+        tr__mutex_unlock(&rt->r_idle_lock);
+        futex_unpark(t);
+    }
+}
+
+static void
+unpark_all(tr_rt *rt)
+{
+    for (unsigned i = 0; i < rt->r_nworkers; i++) {
+        tr__unpark_worker(&rt->r_workers[i]);
+        futex_unpark(&rt->r_workers[i]);
+    }
 }
 
 static bool
-fifo_empty(const tr__worker *w)
+try_start_searching(tr__worker *w)
 {
-    return w->w_head == NULL;
-}
-
-const tr__sched_ops tr__sched_fifo = {
-    .name = "fifo",
-    .push = fifo_push,
-    .pop = fifo_pop,
-    .empty = fifo_empty,
-};
-
-// ---------------------------------------------------------------------------
-// Parking.
-
-static void
-unpark(tr_rt *rt)
-{
-    // seq_cst pairs with the seq_cst CAS in park(): either the worker sees
-    // the pushed work when it re-checks, or we see it PARKED and wake it.
-    if (atomic_load_explicit(&rt->r_park, memory_order_seq_cst) == PARK_NOTIFIED) {
-        return;
+    if (w->w_searching) {
+        return true;
     }
-    if (atomic_exchange_explicit(&rt->r_park, PARK_NOTIFIED, memory_order_seq_cst) == PARK_PARKED) {
-        tr__futex_wake(&rt->r_park, 1);
+    tr_rt *rt = w->w_rt;
+    // At most half the workers search at once, or thieves fight.
+    uint32_t st = atomic_load_explicit(&rt->r_idle, memory_order_seq_cst);
+    if (2 * (st & 0xffff) >= rt->r_nworkers) {
+        return false;
     }
+    atomic_fetch_add_explicit(&rt->r_idle, TR__IDLE_SEARCHING_ONE, memory_order_seq_cst);
+    w->w_searching = true;
+    return true;
 }
 
 static void
-park(tr__worker *w, uint64_t timeout_ns)
+end_searching(tr__worker *w)
 {
     tr_rt *rt = w->w_rt;
-    uint32_t expect = PARK_EMPTY;
-    if (!atomic_compare_exchange_strong_explicit(&rt->r_park, &expect, PARK_PARKED,
-                                                 memory_order_seq_cst, memory_order_seq_cst)) {
-        // NOTIFIED: something was pushed since we last looked.
-        atomic_store_explicit(&rt->r_park, PARK_EMPTY, memory_order_seq_cst);
-        return;
+    w->w_searching = false;
+    uint32_t prev =
+        atomic_fetch_sub_explicit(&rt->r_idle, TR__IDLE_SEARCHING_ONE, memory_order_seq_cst);
+    if ((prev & 0xffff) == 1) {
+        // The last searcher found work: there may be more, wake a helper.
+        tr__notify_parked(rt);
     }
-    // The producers push before they unpark, so anything pushed before our
-    // CAS is seen by the caller's next look; anything after wakes us.
-    if (atomic_load_explicit(&rt->r_inbox, memory_order_seq_cst) == NULL &&
-        atomic_load_explicit(&rt->r_inject, memory_order_seq_cst) == NULL) {
-        atomic_store_explicit(&w->w_parks,
-                              atomic_load_explicit(&w->w_parks, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
-        tr__futex_wait(&rt->r_park, PARK_PARKED, timeout_ns);
-    }
-    atomic_store_explicit(&rt->r_park, PARK_EMPTY, memory_order_seq_cst);
 }
 
 // ---------------------------------------------------------------------------
@@ -148,26 +209,81 @@ cmd_free(tr__cmd *c)
 tr_err
 tr__rt_send(tr_rt *rt, tr__cmd *cmd)
 {
+    // Once pushed, cmd belongs to whichever worker drains it.
+    bool shutdown = cmd->c_msg.command_case == TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SHUTDOWN;
     tr__cmd *head = atomic_load_explicit(&rt->r_inbox, memory_order_relaxed);
     do {
         cmd->c_next = head;
-        // Pairs with the acquire exchange in drain_inbox.
-    } while (!atomic_compare_exchange_weak_explicit(&rt->r_inbox, &head, cmd, memory_order_release,
+        // seq_cst: the release half pairs with the acquire exchange in
+        // drain_inbox; the rest with park_worker's last look.
+    } while (!atomic_compare_exchange_weak_explicit(&rt->r_inbox, &head, cmd, memory_order_seq_cst,
                                                     memory_order_relaxed));
-    unpark(rt);
+    tr__notify_parked(rt);
+    // Worker 0 carries out shutdowns and deadlines: make sure it looks.
+    if (shutdown) {
+        tr__unpark_worker(&rt->r_workers[0]);
+    }
     return TR_OK;
 }
 
 void
-tr__rt_inject(tr_rt *rt, tr__slot *s)
+tr__inject_push(tr_rt *rt, tr__slot *first, tr__slot *last, uint32_t n)
 {
-    tr__slot *head = atomic_load_explicit(&rt->r_inject, memory_order_relaxed);
-    do {
-        s->s_next = head;
-        // Pairs with the acquire exchange in drain_inject.
-    } while (!atomic_compare_exchange_weak_explicit(&rt->r_inject, &head, s, memory_order_release,
-                                                    memory_order_relaxed));
-    unpark(rt);
+    last->s_next = NULL;
+    tr__mutex_lock(&rt->r_inj_lock);
+    if (rt->r_inj_tail != NULL) {
+        rt->r_inj_tail->s_next = first;
+    } else {
+        rt->r_inj_head = first;
+    }
+    rt->r_inj_tail = last;
+    // seq_cst pairs with park_worker's last look.
+    atomic_fetch_add_explicit(&rt->r_inj_len, n, memory_order_seq_cst);
+    tr__mutex_unlock(&rt->r_inj_lock);
+    tr__notify_parked(rt);
+}
+
+// inject_pop takes up to max tasks from the injector: it returns the first
+// and gives the others to w's scheduler.
+static tr__slot *
+inject_pop(tr__worker *w, uint32_t max)
+{
+    tr_rt *rt = w->w_rt;
+    if (atomic_load_explicit(&rt->r_inj_len, memory_order_relaxed) == 0) {
+        return NULL;
+    }
+    tr__mutex_lock(&rt->r_inj_lock);
+    tr__slot *first = rt->r_inj_head, *s = first;
+    uint32_t n = 0;
+    while (s != NULL && n < max) {
+        n++;
+        if (n == max) {
+            break;
+        }
+        s = s->s_next;
+    }
+    tr__slot *rest = NULL;
+    if (n > 0) {
+        tr__slot *last = s != NULL ? s : rt->r_inj_tail;
+        rt->r_inj_head = last->s_next;
+        if (rt->r_inj_head == NULL) {
+            rt->r_inj_tail = NULL;
+        }
+        last->s_next = NULL;
+        rest = first->s_next;
+        atomic_fetch_sub_explicit(&rt->r_inj_len, n, memory_order_relaxed);
+    }
+    tr__mutex_unlock(&rt->r_inj_lock);
+    if (n == 0) {
+        return NULL;
+    }
+    bump(&w->w_inject_pops, n);
+    while (rest != NULL) {
+        tr__slot *next = rest->s_next;
+        rt->r_sched->push(w, rest, TR__PUSH_YIELD);
+        rest = next;
+    }
+    return first;
 }
 
 static void
@@ -181,7 +297,7 @@ handle_cmd(tr__worker *w, tr__cmd *c)
             tr__slot *s = tr__pool_lookup(tr__key_index(m->spawn->task_key));
             // tr_task_start set SCHED, which keeps the slot alive for us.
             TR_ASSERT(s != NULL);
-            rt->r_sched->push(w, s);
+            rt->r_sched->push(w, s, TR__PUSH_NEW);
         }
         // A spawn by task spec needs a registry of task kinds: the actors
         // layer resolves those before they reach a runtime.
@@ -191,17 +307,21 @@ handle_cmd(tr__worker *w, tr__cmd *c)
         break;
     case TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SHUTDOWN:
         if (m->shutdown->mode == TROUPE__V1__SHUTDOWN_MODE__SHUTDOWN_MODE_IMMEDIATE) {
-            atomic_store_explicit(&rt->r_shutdown, SD_CANCELLING, memory_order_release);
+            int expect = SD_REQUESTED;
+            atomic_compare_exchange_strong_explicit(&rt->r_shutdown, &expect, SD_CANCELLING,
+                                                    memory_order_acq_rel, memory_order_acquire);
         } else if (m->shutdown->deadline_ms > 0) {
-            rt->r_deadline_ns = tr__now_ns() + (uint64_t)m->shutdown->deadline_ms * 1000000u;
+            atomic_store_explicit(&rt->r_deadline_ns,
+                                  tr__now_ns() + (uint64_t)m->shutdown->deadline_ms * 1000000u,
+                                  memory_order_release);
         }
+        // Worker 0 carries it out (or tr_rt_free): wake it to look.
+        tr__unpark_worker(&rt->r_workers[0]);
         break;
     default:
         break;
     }
-    atomic_store_explicit(&w->w_commands,
-                          atomic_load_explicit(&w->w_commands, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    bump(&w->w_commands, 1);
 }
 
 // drain_inbox handles every queued command in arrival order.
@@ -220,36 +340,14 @@ drain_inbox(tr__worker *w)
         fifo = c;
         c = next;
     }
+    bool any = fifo != NULL;
     while (fifo != NULL) {
         tr__cmd *next = fifo->c_next;
         handle_cmd(w, fifo);
         cmd_free(fifo);
         fifo = next;
     }
-    return true;
-}
-
-static bool
-drain_inject(tr__worker *w)
-{
-    tr_rt *rt = w->w_rt;
-    if (atomic_load_explicit(&rt->r_inject, memory_order_relaxed) == NULL) {
-        return false;
-    }
-    tr__slot *s = atomic_exchange_explicit(&rt->r_inject, NULL, memory_order_acquire);
-    tr__slot *fifo = NULL;
-    while (s != NULL) {
-        tr__slot *next = s->s_next;
-        s->s_next = fifo;
-        fifo = s;
-        s = next;
-    }
-    while (fifo != NULL) {
-        tr__slot *next = fifo->s_next;
-        rt->r_sched->push(w, fifo);
-        fifo = next;
-    }
-    return true;
+    return any;
 }
 
 // ---------------------------------------------------------------------------
@@ -289,31 +387,74 @@ sweep_one(tr__slot *s, void *arg)
     tr__task_cancel_now(w, s);
 }
 
+// retire takes a popped slot out of the queues during cancel_all: complete
+// ones just leave; one queued since the sweep (started late by whoever
+// prepared it) is cancelled, never polled. A queued slot is never free, so
+// the flag lands on the right task.
+static void
+retire(tr__worker *w, tr__slot *s)
+{
+    atomic_fetch_or_explicit(&s->s_word, TR__W_CANCEL, memory_order_relaxed);
+    tr__task_run(w, s);
+}
+
 // cancel_all completes every started task as cancelled, running its drop
-// function, and empties the queues. Only worker 0 runs this, with no other
-// worker polling.
+// function, and empties every queue. The caller is w (worker 0, or the
+// thread in tr_rt_free acting as it) and every other worker has stopped.
 static void
 cancel_all(tr__worker *w)
 {
     tr_rt *rt = w->w_rt;
     for (;;) {
         drain_inbox(w);
-        drain_inject(w);
         tr__pool_foreach(&rt->r_pool, sweep_one, w);
-        tr__slot *s;
-        while ((s = rt->r_sched->pop(w)) != NULL) {
-            // Complete ones just leave the queue; one queued since the sweep
-            // (started late by its preparer) is cancelled, never polled. A
-            // queued slot is never free, so the flag lands on the right task.
-            atomic_fetch_or_explicit(&s->s_word, TR__W_CANCEL, memory_order_relaxed);
-            tr__task_run(w, s);
+        bool again = true;
+        while (again) {
+            again = false;
+            tr__slot *s;
+            while ((s = inject_pop(w, UINT32_MAX)) != NULL) {
+                retire(w, s);
+                again = true;
+            }
+            for (unsigned i = 0; i < rt->r_nworkers; i++) {
+                while ((s = rt->r_sched->pop(&rt->r_workers[i])) != NULL) {
+                    retire(w, s);
+                    again = true;
+                }
+            }
         }
         if (atomic_load_explicit(&rt->r_inbox, memory_order_acquire) == NULL &&
-            atomic_load_explicit(&rt->r_inject, memory_order_acquire) == NULL &&
+            atomic_load_explicit(&rt->r_inj_len, memory_order_acquire) == 0 &&
             active_tasks(rt) == 0) {
             return;
         }
     }
+}
+
+// stop_others makes every worker thread leave its loop (r_shutdown is at
+// least SD_CANCELLING) and waits until they all have.
+static void
+stop_others(tr_rt *rt)
+{
+    uint32_t want = rt->r_nworkers - 1;
+    unpark_all(rt);
+    uint32_t n;
+    // Pairs with the release add in worker_main: their queues are ours now.
+    while ((n = atomic_load_explicit(&rt->r_stopped, memory_order_acquire)) < want) {
+        tr__futex_wait(&rt->r_stopped, n, UINT64_MAX);
+    }
+}
+
+static void
+shutdown_finish(tr__worker *w)
+{
+    tr_rt *rt = w->w_rt;
+    int expect = SD_REQUESTED;
+    atomic_compare_exchange_strong_explicit(&rt->r_shutdown, &expect, SD_CANCELLING,
+                                            memory_order_acq_rel, memory_order_acquire);
+    stop_others(rt);
+    cancel_all(w);
+    atomic_store_explicit(&rt->r_shutdown, SD_DONE, memory_order_release);
 }
 
 // ---------------------------------------------------------------------------
@@ -332,70 +473,253 @@ root_done(tr__slot *root)
            (atomic_load_explicit(&root->s_word, memory_order_acquire) & TR__W_COMPLETE);
 }
 
-static void
-run_loop(tr__worker *w, tr__slot *root)
+// work_visible is the last look before sleeping: anything w could run?
+static bool
+work_visible(tr__worker *w)
 {
     tr_rt *rt = w->w_rt;
-    const tr__sched_ops *sched = rt->r_sched;
+    if (atomic_load_explicit(&rt->r_inbox, memory_order_seq_cst) != NULL ||
+        atomic_load_explicit(&rt->r_inj_len, memory_order_seq_cst) != 0 ||
+        rt->r_sched->len(w) != 0) {
+        return true;
+    }
+    if (rt->r_sched->steal != NULL) {
+        for (unsigned i = 0; i < rt->r_nworkers; i++) {
+            if (rt->r_sched->len(&rt->r_workers[i]) > 1) {
+                return true; // something to steal (a lone LIFO task is not)
+            }
+        }
+    }
+    return false;
+}
+
+static void
+park_worker(tr__worker *w, uint64_t timeout_ns)
+{
+    tr_rt *rt = w->w_rt;
+    tr__mutex_lock(&rt->r_idle_lock);
+    uint32_t dec = TR__IDLE_UNPARKED_ONE + (w->w_searching ? TR__IDLE_SEARCHING_ONE : 0);
+    w->w_searching = false;
+    rt->r_sleepers[rt->r_nsleepers++] = w->w_index;
+    atomic_store_explicit(&w->w_sleeping, true, memory_order_seq_cst);
+    // The announcement: seq_cst, before the last look below.
+    atomic_fetch_sub_explicit(&rt->r_idle, dec, memory_order_seq_cst);
+    tr__mutex_unlock(&rt->r_idle_lock);
+
+    if (!work_visible(w)) {
+        futex_park(w, timeout_ns);
+    }
+
+    tr__mutex_lock(&rt->r_idle_lock);
+    if (atomic_load_explicit(&w->w_sleeping, memory_order_relaxed)) {
+        // Nobody took us off the stack: a timeout, or work we saw ourselves.
+        sleepers_remove(rt, w);
+        atomic_fetch_add_explicit(&rt->r_idle, TR__IDLE_UNPARKED_ONE, memory_order_seq_cst);
+    }
+    // (Taken off by tr__notify_parked: w_searching is already set and
+    // counted; by tr__unpark_worker: unparked is counted.)
+    tr__mutex_unlock(&rt->r_idle_lock);
+}
+
+static tr__slot *
+find_work(tr__worker *w)
+{
+    tr_rt *rt = w->w_rt;
+    const tr__sched_ops *ops = rt->r_sched;
+    tr__slot *s;
+    // Fairness: now and then the injector goes first.
+    if ((w->w_tick & 31) == 0 && (s = inject_pop(w, 1)) != NULL) {
+        return s;
+    }
+    if ((s = ops->pop(w)) != NULL) {
+        return s;
+    }
+    uint32_t batch = atomic_load_explicit(&rt->r_inj_len, memory_order_relaxed);
+    batch = batch / rt->r_nworkers + 1;
+    if (batch > TR__RING_CAP / 2) {
+        batch = TR__RING_CAP / 2;
+    }
+    if ((s = inject_pop(w, batch)) != NULL) {
+        return s;
+    }
+    if (ops->steal != NULL && try_start_searching(w)) {
+        if ((s = ops->steal(w)) != NULL) {
+            return s;
+        }
+        return inject_pop(w, batch);
+    }
+    return NULL;
+}
+
+// run_loop runs tasks on w until it should stop. main: w is worker 0 inside
+// block_on, which returns when root completes (root may be NULL) and
+// carries out shutdowns; the other workers return once a shutdown reaches
+// SD_CANCELLING.
+static void
+run_loop(tr__worker *w, tr__slot *root, bool main)
+{
+    tr_rt *rt = w->w_rt;
     refresh_clock(w);
-    // Commands sent before block_on (a Shutdown among them) come first.
+    // Commands sent before we started (a Shutdown among them) come first.
     drain_inbox(w);
-    drain_inject(w);
     for (;;) {
-        if ((++w->w_tick & 31) == 0 || sched->empty(w)) {
+        if ((++w->w_tick & 31) == 0) {
             drain_inbox(w);
-            drain_inject(w);
-            if ((w->w_tick & 31) == 0) {
-                refresh_clock(w);
+            refresh_clock(w);
+            if (main && atomic_load_explicit(&rt->r_shutdown, memory_order_relaxed) == SD_NONE &&
+                root_done(root)) {
+                return;
             }
         }
         int sd = atomic_load_explicit(&rt->r_shutdown, memory_order_acquire);
         if (TR_UNLIKELY(sd != SD_NONE)) {
-            if (sd == SD_REQUESTED && rt->r_deadline_ns != 0 && tr__now_ns() >= rt->r_deadline_ns) {
-                sd = SD_CANCELLING;
-            }
-            if (sd >= SD_CANCELLING) {
-                cancel_all(w);
-                atomic_store_explicit(&rt->r_shutdown, SD_DONE, memory_order_release);
-                return;
+            if (!main) {
+                if (sd >= SD_CANCELLING) {
+                    return;
+                }
+            } else {
+                uint64_t dl = atomic_load_explicit(&rt->r_deadline_ns, memory_order_acquire);
+                if (sd >= SD_CANCELLING || (dl != 0 && tr__now_ns() >= dl)) {
+                    shutdown_finish(w);
+                    return;
+                }
             }
         }
-        tr__slot *s = sched->pop(w);
+        tr__slot *s = find_work(w);
         if (s != NULL) {
+            if (w->w_searching) {
+                end_searching(w);
+            }
             tr__task_run(w, s);
-            if (s == root && sd == SD_NONE && root_done(root)) {
-                return;
+            if (main) {
+                if (s == root && sd == SD_NONE && root_done(root)) {
+                    return;
+                }
+            } else if (sd == SD_REQUESTED) {
+                // Worker 0 decides when a graceful shutdown is done.
+                tr__unpark_worker(&rt->r_workers[0]);
             }
             continue;
         }
-        if (sd == SD_NONE && root_done(root)) {
-            return;
-        }
-        if (sd == SD_REQUESTED && active_tasks(rt) == 0 &&
-            atomic_load_explicit(&rt->r_inbox, memory_order_acquire) == NULL) {
-            atomic_store_explicit(&rt->r_shutdown, SD_DONE, memory_order_release);
-            return;
+        if (drain_inbox(w)) {
+            continue;
         }
         uint64_t timeout = UINT64_MAX;
-        if (sd == SD_REQUESTED && rt->r_deadline_ns != 0) {
-            uint64_t now = tr__now_ns();
-            timeout = rt->r_deadline_ns > now ? rt->r_deadline_ns - now : 0;
+        if (main) {
+            if (sd == SD_NONE && root_done(root)) {
+                return;
+            }
+            if (sd == SD_REQUESTED && active_tasks(rt) == 0 &&
+                atomic_load_explicit(&rt->r_inbox, memory_order_acquire) == NULL) {
+                shutdown_finish(w);
+                return;
+            }
+            uint64_t dl = atomic_load_explicit(&rt->r_deadline_ns, memory_order_acquire);
+            if (sd == SD_REQUESTED && dl != 0) {
+                uint64_t now = tr__now_ns();
+                timeout = dl > now ? dl - now : 0;
+            }
         }
-        park(w, timeout);
+        park_worker(w, timeout);
         refresh_clock(w);
     }
+}
+
+static void *
+worker_main(void *arg)
+{
+    tr__worker *w = arg;
+    tr_rt *rt = w->w_rt;
+    tr__cur = w;
+    run_loop(w, NULL, false);
+    if (w->w_searching) {
+        end_searching(w);
+    }
+    // Stopped: hand our queues to the canceller. Pairs with the acquire
+    // load in stop_others.
+    atomic_fetch_add_explicit(&rt->r_stopped, 1, memory_order_release);
+    tr__futex_wake(&rt->r_stopped, INT32_MAX);
+    uint32_t x;
+    while ((x = atomic_load_explicit(&rt->r_exit, memory_order_acquire)) == 0) {
+        tr__futex_wait(&rt->r_exit, x, UINT64_MAX);
+    }
+    tr__cur = NULL;
+    return NULL;
 }
 
 // ---------------------------------------------------------------------------
 // The public runtime API.
 
+const char *
+tr_sched_name(tr_sched_kind k)
+{
+    switch (k) {
+    case TR_SCHED_WS:
+        return "ws";
+    case TR_SCHED_RR:
+        return "rr";
+    case TR_SCHED_HYBRID:
+        return "hybrid";
+    }
+    return "?";
+}
+
 void
 tr_rt_config_init(tr_rt_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
-    cfg->workers = 1;
+    cfg->workers = 0;
+    cfg->sched = TR_SCHED_WS;
     cfg->budget = 128;
     cfg->max_tasks = (uint64_t)1 << 24;
+}
+
+#define MAX_WORKERS 255 // the task word keeps the last worker in 8 bits
+
+static bool
+parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    if (s == NULL || *s == '\0') {
+        return false;
+    }
+    unsigned long long v = strtoull(s, &end, 0);
+    if (*end != '\0') {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static tr_err
+apply_env(tr_rt_config *c)
+{
+    const char *e = getenv("TROUPE_SCHED");
+    if (e != NULL) {
+        if (strcmp(e, "ws") == 0) {
+            c->sched = TR_SCHED_WS;
+        } else if (strcmp(e, "rr") == 0) {
+            c->sched = TR_SCHED_RR;
+        } else if (strcmp(e, "hybrid") == 0) {
+            c->sched = TR_SCHED_HYBRID;
+        } else {
+            return TR_EINVAL;
+        }
+    }
+    uint64_t v;
+    if ((e = getenv("TROUPE_WORKERS")) != NULL) {
+        if (!parse_u64(e, &v) || v == 0 || v > MAX_WORKERS) {
+            return TR_EINVAL;
+        }
+        c->workers = (unsigned)v;
+    }
+    if ((e = getenv("TROUPE_DETERMINISTIC")) != NULL) {
+        if (!parse_u64(e, &v) || v == 0) {
+            return TR_EINVAL;
+        }
+        c->deterministic_seed = v;
+    }
+    return TR_OK;
 }
 
 tr_err
@@ -407,31 +731,91 @@ tr_rt_new(const tr_rt_config *cfg, tr_rt **out)
     } else {
         c = *cfg;
     }
-    if (out == NULL || c.workers == 0 || c.budget == 0 || c.max_tasks == 0) {
+    if (out == NULL) {
         return TR_EINVAL;
     }
-    if (c.workers > 1) {
-        return TR_ENOTSUP; // the multi-threaded schedulers come next
+    if (!c.ignore_env && apply_env(&c) != TR_OK) {
+        return TR_EINVAL;
+    }
+    if (c.workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c.workers = n < 1 ? 1 : (n > MAX_WORKERS ? MAX_WORKERS : (unsigned)n);
+    }
+    if (c.deterministic_seed != 0) {
+        c.workers = 1;
+    }
+    if (c.workers > MAX_WORKERS || c.budget == 0 || c.max_tasks == 0 ||
+        (c.sched != TR_SCHED_WS && c.sched != TR_SCHED_RR && c.sched != TR_SCHED_HYBRID)) {
+        return TR_EINVAL;
     }
     tr_rt *rt = tr_zalloc(sizeof(*rt));
     rt->r_cfg = c;
-    rt->r_sched = &tr__sched_fifo;
+    if (c.deterministic_seed != 0) {
+        rt->r_sched = &tr__sched_det;
+    } else if (c.sched == TR_SCHED_RR) {
+        rt->r_sched = &tr__sched_rr;
+    } else if (c.sched == TR_SCHED_HYBRID) {
+        rt->r_sched = &tr__sched_hybrid;
+    } else {
+        rt->r_sched = &tr__sched_ws;
+    }
     rt->r_nworkers = c.workers;
     tr_err rv = tr__pool_init(&rt->r_pool, c.workers, c.max_tasks);
     if (rv != TR_OK) {
-        goto fail;
+        tr_free(rt, sizeof(*rt));
+        return rv;
     }
-    rt->r_workers = tr_zalloc(sizeof(tr__worker) * c.workers);
+    rt->r_inj_lock = (tr__mutex)TR__MUTEX_INIT;
+    rt->r_idle_lock = (tr__mutex)TR__MUTEX_INIT;
+    rt->r_sleepers = tr_zalloc(sizeof(unsigned) * c.workers);
+    rt->r_workers = aligned_alloc(64, sizeof(tr__worker) * c.workers);
+    if (rt->r_workers == NULL) {
+        tr_panic("out of memory allocating workers");
+    }
+    memset(rt->r_workers, 0, sizeof(tr__worker) * c.workers);
     for (unsigned i = 0; i < c.workers; i++) {
-        rt->r_workers[i].w_rt = rt;
-        rt->r_workers[i].w_index = i;
+        tr__worker *w = &rt->r_workers[i];
+        w->w_rt = rt;
+        w->w_index = i;
+        rt->r_sched->init(w);
     }
     rt->r_start_ns = tr__now_ns();
+    // Workers 1..N-1 run from now on; worker 0 joins inside block_on.
+    atomic_store_explicit(&rt->r_idle, (c.workers - 1) * TR__IDLE_UNPARKED_ONE,
+                          memory_order_relaxed);
+    for (unsigned i = 1; i < c.workers; i++) {
+        tr__worker *w = &rt->r_workers[i];
+        if (pthread_create(&w->w_thread, NULL, worker_main, w) != 0) {
+            tr_panic("cannot start worker thread %u", i);
+        }
+        char name[16];
+        snprintf(name, sizeof(name), "troupe-w%u", i % 1000u);
+        pthread_setname_np(w->w_thread, name);
+    }
     *out = rt;
     return TR_OK;
-fail:
-    tr_free(rt, sizeof(*rt));
-    return rv;
+}
+
+static const tr_waker_ops main_waker_ops;
+
+static void
+main_wake(const tr_waker *wk)
+{
+    tr__unpark_worker((tr__worker *)wk->data);
+}
+
+static const tr_waker_ops main_waker_ops = {main_wake};
+
+// hand_off gives worker 0's queued tasks to the others when block_on
+// returns, so that nothing waits for the next block_on needlessly.
+static void
+hand_off(tr__worker *w)
+{
+    tr__slot *s;
+    while ((s = w->w_rt->r_sched->pop(w)) != NULL) {
+        s->s_next = NULL;
+        tr__inject_push(w->w_rt, s, s, 1);
+    }
 }
 
 tr_err
@@ -451,13 +835,21 @@ tr_rt_block_on(tr_rt *rt, void *root, tr_outcome *out)
     }
     tr__worker *w = &rt->r_workers[0];
     tr__cur = w;
+    atomic_fetch_add_explicit(&rt->r_idle, TR__IDLE_UNPARKED_ONE, memory_order_seq_cst);
     tr_join j = TR_JOIN_NONE;
     tr__slot *rs = NULL;
     if (root != NULL) {
         rs = tr__state_slot(root);
         tr_task_start(root, &j);
+        // Wherever root completes, worker 0 must wake to return.
+        tr__join_register(rs, (tr_waker){&main_waker_ops, w});
     }
-    run_loop(w, rs);
+    run_loop(w, rs, true);
+    if (w->w_searching) {
+        end_searching(w);
+    }
+    hand_off(w);
+    atomic_fetch_sub_explicit(&rt->r_idle, TR__IDLE_UNPARKED_ONE, memory_order_seq_cst);
     tr_outcome o = {.err = TR_ESHUTDOWN};
     if (rs != NULL) {
         uint64_t word = atomic_load_explicit(&rs->s_word, memory_order_acquire);
@@ -526,13 +918,29 @@ tr_rt_free(tr_rt *rt)
     // Act as worker 0 while cancelling, so frees go to its shard.
     tr__worker *saved = tr__cur;
     tr__cur = &rt->r_workers[0];
-    atomic_store_explicit(&rt->r_shutdown, SD_CANCELLING, memory_order_release);
-    cancel_all(&rt->r_workers[0]);
+    if (atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) != SD_DONE) {
+        atomic_store_explicit(&rt->r_shutdown, SD_CANCELLING, memory_order_release);
+        stop_others(rt);
+        cancel_all(&rt->r_workers[0]);
+        atomic_store_explicit(&rt->r_shutdown, SD_DONE, memory_order_release);
+    } else {
+        stop_others(rt);
+        cancel_all(&rt->r_workers[0]); // commands that came after the end
+    }
     // Results still waiting for a join handle that will never be used.
     tr__pool_foreach(&rt->r_pool, destroy_result, NULL);
     tr__cur = saved;
+    atomic_store_explicit(&rt->r_exit, 1, memory_order_release);
+    tr__futex_wake(&rt->r_exit, INT32_MAX);
+    for (unsigned i = 1; i < rt->r_nworkers; i++) {
+        pthread_join(rt->r_workers[i].w_thread, NULL);
+    }
+    for (unsigned i = 0; i < rt->r_nworkers; i++) {
+        rt->r_sched->fini(&rt->r_workers[i]);
+    }
     tr__pool_fini(&rt->r_pool);
-    tr_free(rt->r_workers, sizeof(tr__worker) * rt->r_nworkers);
+    free(rt->r_workers);
+    tr_free(rt->r_sleepers, sizeof(unsigned) * rt->r_nworkers);
     tr_free(rt, sizeof(*rt));
 }
 
@@ -548,10 +956,31 @@ tr_rt_get_stats(tr_rt *rt, tr_rt_stats *out)
         out->cancelled += atomic_load_explicit(&w->w_cancelled, memory_order_relaxed);
         out->polls += atomic_load_explicit(&w->w_polls, memory_order_relaxed);
         out->commands += atomic_load_explicit(&w->w_commands, memory_order_relaxed);
+        out->steals += atomic_load_explicit(&w->w_steals, memory_order_relaxed);
+        out->parks += atomic_load_explicit(&w->w_parks, memory_order_relaxed);
     }
     out->live_tasks = tr__pool_live(&rt->r_pool);
     tr__pool_usage(&rt->r_pool, &out->pool_slots, &out->pool_bytes);
     out->workers = rt->r_nworkers;
+    out->sched = rt->r_cfg.sched;
+    out->deterministic_seed = rt->r_cfg.deterministic_seed;
+}
+
+tr_err
+tr_rt_worker_stats(tr_rt *rt, unsigned i, tr_worker_stats *out)
+{
+    if (rt == NULL || out == NULL || i >= rt->r_nworkers) {
+        return TR_EINVAL;
+    }
+    tr__worker *w = &rt->r_workers[i];
+    out->polls = atomic_load_explicit(&w->w_polls, memory_order_relaxed);
+    out->steals = atomic_load_explicit(&w->w_steals, memory_order_relaxed);
+    out->stolen = atomic_load_explicit(&w->w_stolen, memory_order_relaxed);
+    out->parks = atomic_load_explicit(&w->w_parks, memory_order_relaxed);
+    out->injector_pops = atomic_load_explicit(&w->w_inject_pops, memory_order_relaxed);
+    out->lifo_hits = atomic_load_explicit(&w->w_lifo_hits, memory_order_relaxed);
+    out->queue_len = rt->r_sched->len(w);
+    return TR_OK;
 }
 
 // ---------------------------------------------------------------------------
@@ -626,8 +1055,20 @@ tr_rt_dump(tr_rt *rt, FILE *f)
 {
     tr_rt_stats st;
     tr_rt_get_stats(rt, &st);
-    fprintf(f, "troupe runtime %p: %u worker(s), %llu live task(s)\n", (void *)rt, st.workers,
+    fprintf(f, "troupe runtime %p: %u worker(s), scheduler %s%s, %llu live task(s)\n", (void *)rt,
+            st.workers, tr_sched_name(st.sched), st.deterministic_seed ? " (deterministic)" : "",
             (unsigned long long)st.live_tasks);
+    for (unsigned i = 0; i < rt->r_nworkers; i++) {
+        tr_worker_stats ws;
+        tr_rt_worker_stats(rt, i, &ws);
+        fprintf(f,
+                "  worker %u: polls=%llu steals=%llu stolen=%llu parks=%llu injector=%llu "
+                "lifo=%llu queue=%llu\n",
+                i, (unsigned long long)ws.polls, (unsigned long long)ws.steals,
+                (unsigned long long)ws.stolen, (unsigned long long)ws.parks,
+                (unsigned long long)ws.injector_pops, (unsigned long long)ws.lifo_hits,
+                (unsigned long long)ws.queue_len);
+    }
     tr_rt_foreach_task(rt, dump_one, f);
     fprintf(f,
             "  spawned=%llu completed=%llu cancelled=%llu polls=%llu commands=%llu "

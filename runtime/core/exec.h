@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <pthread.h>
 
 #include <troupe/rt.h>
 #include <troupe/task.h>
@@ -15,23 +16,48 @@
 #include "base.h"
 #include "pool.h"
 
+#include "ring.h"
+
 typedef struct tr__worker tr__worker;
 
-// A run-queue ops table: the seam the scheduler issue widens into full
-// schedulers (round robin, work stealing, hybrid). Only the worker that
-// owns a queue calls push/pop on it.
+// How a task became runnable, for the scheduler's placement.
+enum {
+    TR__PUSH_NEW = 0,   // just spawned
+    TR__PUSH_WAKE = 1,  // woken (or its cancel requested)
+    TR__PUSH_YIELD = 2, // it yielded, spent its budget, or was woken mid-poll
+};
+
+// A scheduler is an ops table (DESIGN.md layer 3). The generic worker loop
+// in exec.c owns fairness, searching, parking and shutdown; a scheduler
+// only decides where a runnable task goes and which one runs next.
 typedef struct tr__sched_ops {
     const char *name;
-    void (*push)(tr__worker *w, tr__slot *s); // a task became runnable here
-    tr__slot *(*pop)(tr__worker *w);          // next task, or NULL
-    bool (*empty)(const tr__worker *w);
+    // Set up w's queues (at tr_rt_new).
+    void (*init)(tr__worker *w);
+    // Release what init allocated (at tr_rt_free, all queues empty).
+    void (*fini)(tr__worker *w);
+    // A task polled on w made s runnable. w's thread only.
+    void (*push)(tr__worker *w, tr__slot *s, int how);
+    // s became runnable outside every worker of its runtime (any thread).
+    void (*push_remote)(tr_rt *rt, tr__slot *s);
+    // The next task from w's own queues, or NULL. w's thread only (or the
+    // thread cancelling everything once every worker has stopped).
+    tr__slot *(*pop)(tr__worker *w);
+    // Take work from other workers into w and return a task to run, or
+    // NULL. NULL op: this scheduler does not steal.
+    tr__slot *(*steal)(tr__worker *w);
+    // Tasks waiting in w's queues, a snapshot (any thread).
+    uint32_t (*len)(tr__worker *w);
 } tr__sched_ops;
 
-extern const tr__sched_ops tr__sched_fifo TR__HIDDEN;
+extern const tr__sched_ops tr__sched_ws TR__HIDDEN;
+extern const tr__sched_ops tr__sched_rr TR__HIDDEN;
+extern const tr__sched_ops tr__sched_hybrid TR__HIDDEN;
+extern const tr__sched_ops tr__sched_det TR__HIDDEN;
 
 // An executor command: the protobuf-c message is the in-memory form, with
 // its body embedded so that one allocation carries it. Linked into the
-// executor's inbox (a multi-producer stack taken whole by the executor).
+// executor's inbox (a multi-producer stack taken whole by a worker).
 typedef struct tr__cmd {
     struct tr__cmd *c_next;
     Troupe__V1__ExecutorCommand c_msg;
@@ -42,14 +68,45 @@ typedef struct tr__cmd {
     } c_body;
 } tr__cmd;
 
+// A hot queue for the hybrid scheduler: a binary max-heap on sleep count.
+#define TR__HEAP_CAP (2 * TR__RING_CAP)
+typedef struct tr__heap_ent {
+    uint32_t h_prio; // sleep count when inserted
+    uint32_t h_seq;  // insertion order: FIFO among equals
+    tr__slot *h_slot;
+} tr__heap_ent;
+
 struct tr__worker {
     tr_rt *w_rt;
     unsigned w_index;
-    // The FIFO run queue (owner only).
-    tr__slot *w_head;
+    pthread_t w_thread; // workers 1..N-1
+
+    // --- Scheduler queues (the ops table's; owner thread unless noted).
+    tr__ring w_ring; // ws/hybrid: stealable by other workers
+    // ws: the task the running task just woke. Owner-written; relaxed
+    // atomic because other workers peek at it (len) before parking.
+    _Atomic(tr__slot *) w_lifo;
+    unsigned w_lifo_streak;
+    tr__slot *w_head; // rr/det: local FIFO (det: unused)
     tr__slot *w_tail;
-    // Coarse clock for the dump: ms since the runtime started, refreshed
-    // every few dozen polls and after parking (owner only).
+    tr__mutex w_rq_lock; // rr: guards w_rq_head/tail/len (other workers push)
+    tr__slot *w_rq_head;
+    tr__slot *w_rq_tail;
+    _Atomic uint32_t w_rq_len;
+    _Atomic uint32_t w_local_len; // rr/det: local FIFO length, for len()
+    tr__heap_ent *w_heap;         // hybrid hot queue / det runnable set
+    uint32_t w_heap_len;
+    uint32_t w_heap_cap;
+    uint32_t w_heap_seq;
+    uint64_t w_rng; // steal victim choice; det: the seeded generator
+
+    // --- Parking (see exec.c): the futex word, and whether the worker is
+    // on the sleepers stack (under r_idle_lock; read racily with acquire).
+    _Alignas(64) _Atomic uint32_t w_park;
+    _Atomic bool w_sleeping;
+    bool w_searching; // owner only
+
+    // Coarse clock for the dump: ms since the runtime started (owner).
     uint32_t w_now_ms;
     uint32_t w_tick;
     // Counters: written by the owner, read by anyone (relaxed).
@@ -59,13 +116,22 @@ struct tr__worker {
     _Atomic uint64_t w_cancelled;
     _Atomic uint64_t w_commands;
     _Atomic uint64_t w_parks;
+    _Atomic uint64_t w_steals;
+    _Atomic uint64_t w_stolen;
+    _Atomic uint64_t w_inject_pops;
+    _Atomic uint64_t w_lifo_hits;
 };
 
 // Shutdown progress, in r_shutdown.
 enum { SD_NONE = 0, SD_REQUESTED = 1, SD_CANCELLING = 2, SD_DONE = 3 };
 
-// Parker states, in r_park.
+// Parker states, in w_park.
 enum { PARK_EMPTY = 0, PARK_PARKED = 1, PARK_NOTIFIED = 2 };
+
+// r_idle packs the number of searching workers (low 16 bits) and of
+// workers that are not parked (high 16 bits).
+#define TR__IDLE_SEARCHING_ONE 1u
+#define TR__IDLE_UNPARKED_ONE (1u << 16)
 
 struct tr_rt {
     tr_rt_config r_cfg;
@@ -76,22 +142,40 @@ struct tr_rt {
     uint64_t r_start_ns;
 
     // The executor's inbox: commands from any thread. CAS push (release),
-    // taken whole by the executor (acquire exchange).
-    _Atomic(tr__cmd *) r_inbox;
-    // Tasks woken from outside the runtime: same discipline as r_inbox.
-    _Atomic(tr__slot *) r_inject;
-    // Worker 0's parker; see park()/unpark() in exec.c.
-    _Atomic uint32_t r_park;
+    // taken whole by whichever worker drains it (acquire exchange).
+    _Alignas(64) _Atomic(tr__cmd *) r_inbox;
+
+    // The global injector: tasks woken outside the runtime and ring
+    // overflow. A FIFO under r_inj_lock; r_inj_len lets workers skip the
+    // lock when it is empty (seq_cst: see the parking protocol).
+    _Alignas(64) tr__mutex r_inj_lock;
+    tr__slot *r_inj_head; // under r_inj_lock
+    tr__slot *r_inj_tail; // under r_inj_lock
+    _Atomic uint32_t r_inj_len;
+
+    // Idle coordination (tokio's): searching/unparked counts, and the
+    // stack of parked workers under r_idle_lock.
+    _Alignas(64) _Atomic uint32_t r_idle;
+    tr__mutex r_idle_lock;
+    unsigned *r_sleepers; // under r_idle_lock
+    unsigned r_nsleepers; // under r_idle_lock
+
+    // RR: the next worker to deal a new task to.
+    _Atomic uint32_t r_rr_next;
 
     // Shutdown state (SD_*), set by tr_rt_shutdown (any thread) and moved
-    // on by the executor. Read by tr_task_new to refuse spawns.
-    _Atomic int r_shutdown;
-    // Executor-owned: deadline of a graceful shutdown (0: none).
-    uint64_t r_deadline_ns;
+    // on by worker 0 or tr_rt_free. Read by tr_task_new to refuse spawns.
+    _Alignas(64) _Atomic int r_shutdown;
+    // Deadline of a graceful shutdown (0: none), from the Shutdown message.
+    _Atomic uint64_t r_deadline_ns;
     // Set while a thread is inside tr_rt_block_on.
     _Atomic int r_in_block_on;
     // Tasks started from outside the runtime (counted at start).
     _Atomic uint64_t r_ext_spawned;
+    // Worker threads that have stopped for the shutdown (futex word), and
+    // the flag that lets them exit (futex word).
+    _Atomic uint32_t r_stopped;
+    _Atomic uint32_t r_exit;
 };
 
 // The context of one poll, on the worker's stack.
@@ -137,7 +221,10 @@ extern const tr_waker_ops tr__task_waker_ops TR__HIDDEN;
 void tr__take_outcome(tr__slot *s, uint64_t word, tr_outcome *out) TR__HIDDEN;
 
 // From exec.c.
-void tr__rt_inject(tr_rt *rt, tr__slot *s) TR__HIDDEN;
+void tr__inject_push(tr_rt *rt, tr__slot *first, tr__slot *last, uint32_t n) TR__HIDDEN;
+void tr__notify_parked(tr_rt *rt) TR__HIDDEN;
+void tr__unpark_worker(tr__worker *w) TR__HIDDEN;
+uint64_t tr__rng_next(uint64_t *state) TR__HIDDEN;
 tr_err tr__rt_send(tr_rt *rt, tr__cmd *cmd) TR__HIDDEN;
 tr__cmd *tr__cmd_new(Troupe__V1__ExecutorCommand__CommandCase kind) TR__HIDDEN;
 

@@ -24,7 +24,8 @@
 #define TR__NCLASSES 27
 
 // ---------------------------------------------------------------------------
-// The state word: generation (32) | sleep count (16) | refs (4) | flags (12).
+// The state word: generation (32) | last worker (8) | sleep count (8) |
+// refs (4) | flags (12).
 #define TR__W_LIVE ((uint64_t)1 << 0)       // allocated (prepared or started)
 #define TR__W_STARTED ((uint64_t)1 << 1)    // tr_task_start has run
 #define TR__W_SCHED ((uint64_t)1 << 2)      // in a run queue (or on its way)
@@ -40,7 +41,9 @@
 #define TR__W_REF_MASK ((uint64_t)0xf << TR__W_REF_SHIFT)
 #define TR__W_SLEEP_SHIFT 16
 #define TR__W_SLEEP_ONE ((uint64_t)1 << TR__W_SLEEP_SHIFT)
-#define TR__W_SLEEP_MASK ((uint64_t)0xffff << TR__W_SLEEP_SHIFT)
+#define TR__W_SLEEP_MASK ((uint64_t)0xff << TR__W_SLEEP_SHIFT) // saturates
+#define TR__W_WORKER_SHIFT 24 // the worker that last polled it, + 1 (0: none)
+#define TR__W_WORKER_MASK ((uint64_t)0xff << TR__W_WORKER_SHIFT)
 #define TR__W_GEN_SHIFT 32
 
 static inline uint32_t
@@ -53,6 +56,19 @@ static inline unsigned
 tr__w_refs(uint64_t w)
 {
     return (unsigned)((w & TR__W_REF_MASK) >> TR__W_REF_SHIFT);
+}
+
+static inline unsigned
+tr__w_sleeps(uint64_t w)
+{
+    return (unsigned)((w & TR__W_SLEEP_MASK) >> TR__W_SLEEP_SHIFT);
+}
+
+// tr__w_worker returns the worker that last polled the task, or -1.
+static inline int
+tr__w_worker(uint64_t w)
+{
+    return (int)((w & TR__W_WORKER_MASK) >> TR__W_WORKER_SHIFT) - 1;
 }
 
 static inline uint32_t

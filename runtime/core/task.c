@@ -89,9 +89,9 @@ tr__task_schedule(tr_rt *rt, tr__slot *s)
 {
     tr__worker *w = tr__worker_of(rt);
     if (w != NULL) {
-        rt->r_sched->push(w, s);
+        rt->r_sched->push(w, s, TR__PUSH_WAKE);
     } else {
-        tr__rt_inject(rt, s);
+        rt->r_sched->push_remote(rt, s);
     }
 }
 
@@ -144,7 +144,7 @@ tr_task_start(void *state, tr_join *join)
     tr__worker *w = tr__worker_of(rt);
     if (TR_LIKELY(w != NULL)) {
         count(&w->w_spawned);
-        rt->r_sched->push(w, s);
+        rt->r_sched->push(w, s, TR__PUSH_NEW);
         return;
     }
     // From outside the runtime: a Spawn message to the executor.
@@ -217,7 +217,8 @@ tr__task_run(tr__worker *w, tr__slot *s)
             // Completed while queued (shutdown): just leave the queue.
             nw = old & ~TR__W_SCHED;
         } else {
-            nw = (old & ~(TR__W_SCHED | TR__W_NOTIFIED)) | TR__W_RUNNING;
+            nw = (old & ~(TR__W_SCHED | TR__W_NOTIFIED | TR__W_WORKER_MASK)) | TR__W_RUNNING |
+                 ((uint64_t)(w->w_index + 1) << TR__W_WORKER_SHIFT);
         }
         // Acquire pairs with the release of the waker or spawner.
         if (atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_acquire,
@@ -272,7 +273,7 @@ tr__task_run(tr__worker *w, tr__slot *s)
     } while (!atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_release,
                                                     memory_order_relaxed));
     if (requeue) {
-        rt->r_sched->push(w, s);
+        rt->r_sched->push(w, s, TR__PUSH_YIELD);
     }
 }
 
@@ -338,6 +339,12 @@ tr_rt *
 tr_cx_rt(tr_cx *cx)
 {
     return cx->cx_rt;
+}
+
+unsigned
+tr_cx_worker(tr_cx *cx)
+{
+    return cx->cx_w->w_index;
 }
 
 tr_task_id
@@ -481,6 +488,17 @@ register_waker(tr__slot *s, uint64_t *old, tr_waker wk)
     }
 }
 
+// tr__join_register lets block_on hear of its root's completion wherever
+// it completes. False when it had completed already.
+bool tr__join_register(tr__slot *s, tr_waker wk) TR__HIDDEN;
+
+bool
+tr__join_register(tr__slot *s, tr_waker wk)
+{
+    uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire);
+    return register_waker(s, &old, wk);
+}
+
 tr_poll
 tr_join_poll(tr_join *j, tr_cx *cx, tr_outcome *out)
 {
@@ -614,7 +632,7 @@ tr__rt_cancel_cmd(tr__worker *w, uint64_t key)
     bool push;
     (void)request_cancel(w->w_rt, key, true, &s, &push);
     if (push) {
-        w->w_rt->r_sched->push(w, s);
+        w->w_rt->r_sched->push(w, s, TR__PUSH_WAKE);
     }
 }
 
@@ -633,7 +651,7 @@ cancel_key(tr_rt *rt, uint64_t key)
     }
     if (w != NULL) {
         if (push) {
-            rt->r_sched->push(w, s);
+            rt->r_sched->push(w, s, TR__PUSH_WAKE);
         }
         return TR_OK;
     }

@@ -75,6 +75,7 @@ rt_new(void)
     tr_rt_config cfg;
     tr_rt_config_init(&cfg);
     cfg.workers = 1;
+    cfg.sched = TR_SCHED_RR; // on one worker a plain FIFO
     tr_rt *rt = NULL;
     assert_int_equal(tr_rt_new(&cfg, &rt), TR_OK);
     assert_non_null(rt);

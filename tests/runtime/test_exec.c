@@ -90,14 +90,20 @@ test_exec_new_validates_config(void **state)
     tr_rt_config cfg;
     tr_rt *rt = NULL;
     tr_rt_config_init(&cfg);
-    assert_int_equal(cfg.workers, 1);
+    assert_int_equal(cfg.workers, 0); // one per core
+    assert_int_equal(cfg.sched, TR_SCHED_WS);
     assert_int_equal(cfg.budget, 128);
     assert_int_equal(cfg.max_tasks, (uint64_t)1 << 24);
     assert_int_equal(tr_rt_new(&cfg, NULL), TR_EINVAL);
-    cfg.workers = 0;
+    cfg.ignore_env = true;
+    cfg.workers = 256; // the task word records workers in 8 bits
     assert_int_equal(tr_rt_new(&cfg, &rt), TR_EINVAL);
-    cfg.workers = 2;
-    assert_int_equal(tr_rt_new(&cfg, &rt), TR_ENOTSUP);
+    tr_rt_config_init(&cfg);
+    cfg.sched = (tr_sched_kind)7;
+    assert_int_equal(tr_rt_new(&cfg, &rt), TR_EINVAL);
+    tr_rt_config_init(&cfg);
+    cfg.budget = 0;
+    assert_int_equal(tr_rt_new(&cfg, &rt), TR_EINVAL);
     tr_rt_config_init(&cfg);
     cfg.max_tasks = 0;
     assert_int_equal(tr_rt_new(&cfg, &rt), TR_EINVAL);
@@ -940,7 +946,7 @@ test_exec_million_spawns(void **state)
     (void)state;
     million m;
     memset(&m, 0, sizeof m);
-    tr_rt *rt = tu_rt_new();
+    tr_rt *rt = tu_rt_new_fifo() /* FIFO order */;
     root *r = root_new(rt, &million_root_spec, &m, NULL);
     assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
     tu_checks_pass();
@@ -1062,7 +1068,7 @@ test_exec_dump_lists_live_tasks(void **state)
     (void)state;
     dump_ctx *dc = calloc(1, sizeof *dc);
     assert_non_null(dc);
-    tr_rt *rt = tu_rt_new();
+    tr_rt *rt = tu_rt_new_fifo() /* FIFO order */;
     root *r = root_new(rt, &dump_root_spec, dc, NULL);
     assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
     tu_checks_pass();
@@ -1186,7 +1192,7 @@ test_exec_dump_from_other_thread(void **state)
     watcher w;
     memset(&w, 0, sizeof w);
     tu_event_init(&w.started);
-    tr_rt *rt = tu_rt_new();
+    tr_rt *rt = tu_rt_new_fifo() /* FIFO order */;
     w.rt = rt;
     root *r = root_new(rt, &watch_root_spec, &w, NULL);
     tu_watchdog wd;
@@ -1244,7 +1250,7 @@ idle_thread(void *arg)
     uint64_t deadline = tu_now_ns() + (uint64_t)TU_WAIT_MS * 1000000u;
     uint64_t parks;
     while ((parks = atomic_load(&id->rt->r_workers[0].w_parks)) == 0 ||
-           atomic_load(&id->rt->r_park) != PARK_PARKED) {
+           atomic_load(&id->rt->r_workers[0].w_park) != PARK_PARKED) {
         if (tu_now_ns() > deadline) {
             id->timed_out = true;
             break;

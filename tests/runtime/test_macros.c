@@ -369,7 +369,9 @@ run_in_child(int mode)
             dup2(devnull, STDERR_FILENO);
         }
         tr_rt *rt = NULL;
-        if (tr_rt_new(NULL, &rt) != TR_OK) {
+        tr_rt_config cfg;
+        tu_config_init(&cfg); // no worker threads in a forked child
+        if (tr_rt_new(&cfg, &rt) != TR_OK) {
             _exit(3);
         }
         void *p = NULL;

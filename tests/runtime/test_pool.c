@@ -326,7 +326,7 @@ static void
 test_pool_stale_keys_are_detected(void **state)
 {
     (void)state;
-    tr_rt *rt = tu_rt_new();
+    tr_rt *rt = tu_rt_new_fifo() /* FIFO order */;
     stale_root *root = tu_task_new(rt, &stale_root_spec);
     assert_int_equal(tr_rt_block_on(rt, root, NULL), TR_OK);
     tu_checks_pass();
@@ -417,7 +417,7 @@ stale_key_across_runtimes(bool trim)
     tr_trim();
     tr_waker old_waker;
     tr_task_id old_id;
-    tr_rt *a = tu_rt_new();
+    tr_rt *a = tu_rt_new_fifo(); // FIFO order
     capture_root *c = tu_task_new(a, &capture_root_spec);
     c->waker = &old_waker;
     c->id = &old_id;
@@ -429,7 +429,7 @@ stale_key_across_runtimes(bool trim)
     // Waking or cancelling into a runtime that is gone is a no-op.
     tr_wake(old_waker);
 
-    tr_rt *b = tu_rt_new();
+    tr_rt *b = tu_rt_new_fifo();
     reuse_root *r = tu_task_new(b, &reuse_root_spec);
     r->old_waker = old_waker;
     r->old_id = old_id;
@@ -570,7 +570,7 @@ static tr_rt *
 limited_rt(uint64_t max_tasks)
 {
     tr_rt_config cfg;
-    tr_rt_config_init(&cfg);
+    tu_config_init(&cfg);
     cfg.max_tasks = max_tasks;
     return tu_rt_new_cfg(&cfg);
 }

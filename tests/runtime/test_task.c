@@ -8,6 +8,9 @@
 // woken by a running task runs after the ones already queued; the expected
 // orders below rely on that. Nothing sleeps: threads wait on semaphores or
 // events with bounded timeouts.
+// These tests assert exact FIFO interleavings (spawn, yield once, expect
+// the child to have run): the deterministic mode would reorder them.
+#define TU_IGNORE_ENV 1
 #include "test_util.h"
 
 #include <sched.h>
@@ -141,6 +144,16 @@ static tr_rt *
 run_root(const tr_task_spec *spec, void *arg)
 {
     return run_root_cfg(NULL, spec, arg, NULL);
+}
+
+// run_root_fifo: run_root for tests whose assertions depend on FIFO order.
+static tr_rt *
+run_root_fifo(const tr_task_spec *spec, void *arg)
+{
+    tr_rt_config cfg;
+    tu_config_init(&cfg);
+    cfg.ignore_env = true;
+    return run_root_cfg(&cfg, spec, arg, NULL);
 }
 
 #define ROOT_SPEC(fn)                                 \
@@ -729,7 +742,7 @@ test_task_id_matches_join_id(void **state)
 {
     (void)state;
     tu_rt_free_clean(run_root(&id_match_root_spec, NULL));
-    tu_rt_free_clean(run_root(&task_id_root_spec, NULL));
+    tu_rt_free_clean(run_root_fifo(&task_id_root_spec, NULL));
 }
 
 typedef struct ev_task {
@@ -969,7 +982,7 @@ test_task_join_handle_moved_between_tasks(void **state)
     hand_off *h = calloc(1, sizeof *h);
     assert_non_null(h);
     tu_event_init(&h->ev);
-    tr_rt *rt = run_root(&hand_off_root_spec, h);
+    tr_rt *rt = run_root_fifo(&hand_off_root_spec, h);
     assert_int_equal(atomic_load(&h->second_polls), 2);
     tu_rt_free_clean(rt);
     tu_event_destroy(&h->ev);
@@ -1231,7 +1244,7 @@ test_task_release_detaches(void **state)
     (void)state;
     tu_event ev;
     tu_event_init(&ev);
-    tr_rt *rt = run_root(&release_root_spec, &ev);
+    tr_rt *rt = run_root_fifo(&release_root_spec, &ev);
     tr_rt_stats s = tu_stats(rt);
     assert_int_equal(s.completed, 2);
     assert_int_equal(s.cancelled, 0);
@@ -1942,7 +1955,7 @@ test_task_yield_interleaves(void **state)
     (void)state;
     interleave il;
     memset(&il, 0, sizeof il);
-    tu_rt_free_clean(run_root(&yield_root_spec, &il));
+    tu_rt_free_clean(run_root_fifo(&yield_root_spec, &il));
     assert_string_equal(il.log, "ABCABCABC");
 }
 
@@ -1999,7 +2012,7 @@ test_task_budget_custom(void **state)
 {
     (void)state;
     tr_rt_config cfg;
-    tr_rt_config_init(&cfg);
+    tu_config_init(&cfg);
     assert_int_equal(cfg.budget, 128);
     cfg.budget = 5;
     spender sp;

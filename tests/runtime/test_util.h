@@ -73,9 +73,36 @@ tu_fail_record(const char *file, int line, const char *what)
 // ---------------------------------------------------------------------------
 // Runtimes and tasks.
 
+// tu_config_init: the configuration the single-worker suites reason about:
+// one worker, round robin (on one worker a plain FIFO). TROUPE_* variables
+// still apply (CI runs the suites again under TROUPE_DETERMINISTIC=seed).
+//
+// A suite whose assertions are about FIFO interleavings defines
+// TU_IGNORE_ENV to 1 before including this file, so that the environment
+// (the deterministic mode above all) cannot reorder its tasks.
+#ifndef TU_IGNORE_ENV
+#define TU_IGNORE_ENV 0
+#endif
+
+static inline void
+tu_config_init(tr_rt_config *cfg)
+{
+    tr_rt_config_init(cfg);
+    cfg->workers = 1;
+    cfg->sched = TR_SCHED_RR;
+    cfg->ignore_env = TU_IGNORE_ENV;
+}
+
+// tu_rt_new_cfg makes a runtime from cfg, or from tu_config_init's when
+// cfg is NULL.
 static inline tr_rt *
 tu_rt_new_cfg(const tr_rt_config *cfg)
 {
+    tr_rt_config def;
+    if (cfg == NULL) {
+        tu_config_init(&def);
+        cfg = &def;
+    }
     tr_rt *rt = NULL;
     assert_int_equal(tr_rt_new(cfg, &rt), TR_OK);
     assert_non_null(rt);
@@ -86,6 +113,18 @@ static inline tr_rt *
 tu_rt_new(void)
 {
     return tu_rt_new_cfg(NULL);
+}
+
+// tu_rt_new_fifo: tu_config_init's runtime with the environment ignored,
+// for tests whose assertions depend on FIFO order (the deterministic mode
+// would reorder them on purpose).
+static inline tr_rt *
+tu_rt_new_fifo(void)
+{
+    tr_rt_config cfg;
+    tu_config_init(&cfg);
+    cfg.ignore_env = true;
+    return tu_rt_new_cfg(&cfg);
 }
 
 static inline tr_rt_stats

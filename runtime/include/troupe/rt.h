@@ -15,18 +15,41 @@
 
 TR_BEGIN_DECLS
 
+// Schedulers (DESIGN.md layer 3).
+typedef enum tr_sched_kind {
+    // Work stealing, as tokio: per-worker stealable rings, a LIFO slot for
+    // the task just woken, a global injector. The default.
+    TR_SCHED_WS = 0,
+    // Round robin: new tasks dealt to workers in turn, each worker with its
+    // own queue; a woken task returns to the worker that last ran it.
+    TR_SCHED_RR = 1,
+    // Hybrid prioritized stealing: a stealable cold ring plus a private hot
+    // queue ordered by how often each task has had to sleep.
+    TR_SCHED_HYBRID = 2,
+} tr_sched_kind;
+
 typedef struct tr_rt_config {
-    unsigned workers;   // worker threads, including the block_on thread (1)
-    uint32_t budget;    // leaf operations per poll before a forced yield (128)
-    uint64_t max_tasks; // pool limit; tr_task_new fails past it (16 Mi)
+    unsigned workers;    // worker threads incl. the block_on thread (0: one per core; at most 256)
+    tr_sched_kind sched; // TR_SCHED_WS
+    uint32_t budget;     // leaf operations per poll before a forced yield (128)
+    uint64_t max_tasks;  // live tasks at most; tr_task_new fails past it (16 Mi)
+    // Nonzero: deterministic mode. One worker, and each pick among the
+    // runnable tasks is drawn from a generator seeded with this value, so
+    // a failing interleaving can be replayed from its seed.
+    uint64_t deterministic_seed;
+    // Ignore the TROUPE_* environment overrides (see tr_rt_new).
+    bool ignore_env;
 } tr_rt_config;
 
 // tr_rt_config_init fills cfg with the defaults.
 TR_API void tr_rt_config_init(tr_rt_config *cfg);
 
-// tr_rt_new creates a runtime; cfg may be NULL for the defaults. No thread
-// is started until tr_rt_block_on. Returns TR_EINVAL for a bad config,
-// TR_ENOTSUP for a feature this build lacks (more than one worker, for now).
+// tr_rt_new creates a runtime; cfg may be NULL for the defaults. Unless
+// cfg->ignore_env, the environment overrides the config, for tools and
+// benchmarks: TROUPE_SCHED=rr|ws|hybrid, TROUPE_WORKERS=N and
+// TROUPE_DETERMINISTIC=seed. Starts workers-1 threads; the thread that
+// calls tr_rt_block_on is worker 0. Returns TR_EINVAL for a bad config or
+// environment value.
 TR_API tr_err tr_rt_new(const tr_rt_config *cfg, tr_rt **out);
 
 // tr_rt_free shuts the runtime down at once if it is not already (cancelling
@@ -71,8 +94,28 @@ typedef struct tr_rt_stats {
     uint64_t commands;   // executor messages handled
     uint64_t pool_slots; // slots the pool has carved (live + free)
     uint64_t pool_bytes; // memory the pool holds for task slots
+    uint64_t steals;     // successful steals (batches), all workers
+    uint64_t parks;      // times a worker went to sleep, all workers
     unsigned workers;
+    tr_sched_kind sched;
+    uint64_t deterministic_seed; // 0 unless in deterministic mode
 } tr_rt_stats;
+
+typedef struct tr_worker_stats {
+    uint64_t polls;         // tasks polled
+    uint64_t steals;        // batches stolen from other workers
+    uint64_t stolen;        // tasks those batches held
+    uint64_t parks;         // times it went to sleep
+    uint64_t injector_pops; // tasks taken from the global injector
+    uint64_t lifo_hits;     // tasks run from the LIFO slot
+    uint64_t queue_len;     // tasks in its local queues (a snapshot)
+} tr_worker_stats;
+
+// tr_rt_worker_stats fills *out for worker i (0 .. workers-1). Any thread.
+TR_API tr_err tr_rt_worker_stats(tr_rt *rt, unsigned i, tr_worker_stats *out);
+
+// tr_sched_name returns "ws", "rr" or "hybrid".
+TR_API const char *tr_sched_name(tr_sched_kind k);
 
 // tr_rt_get_stats fills *out with a snapshot of counters. Any thread; the
 // figures are read without stopping the runtime.

@@ -176,6 +176,10 @@ tr_waker_eq(tr_waker a, tr_waker b)
 // tr_cx_rt returns the runtime of the task being polled.
 TR_API tr_rt *tr_cx_rt(tr_cx *cx);
 
+// tr_cx_worker returns the index of the worker polling the task (0 is the
+// thread inside tr_rt_block_on).
+TR_API unsigned tr_cx_worker(tr_cx *cx);
+
 // tr_cx_task_id returns the id of the task being polled.
 TR_API tr_task_id tr_cx_task_id(tr_cx *cx);
 
