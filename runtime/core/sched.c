@@ -141,8 +141,15 @@ ws_pop(tr__worker *w)
             bump(&w->w_lifo_hits, 1);
             return s;
         }
-        // Enough LIFO in a row: let the ring's tasks have a turn.
-        ring_push(w, s);
+        // Enough LIFO in a row: let the ring's tasks have a turn. No wake
+        // for this push: this worker is busy and runs the ring next; waking
+        // a sleeper to steal one task costs more than it saves (ping-pong
+        // pairs would bounce between workers through futex wakes).
+        tr__slot *first, *last;
+        uint32_t n;
+        if (!tr__ring_push(&w->w_ring, s, &first, &last, &n)) {
+            tr__inject_push(w->w_rt, first, last, n);
+        }
     }
     w->w_lifo_streak = 0;
     return tr__ring_pop(&w->w_ring);
