@@ -133,6 +133,17 @@ tr__unpark_worker(tr__worker *t)
     }
 }
 
+// wake_main wakes worker 0 for something no queue shows (its root
+// completed elsewhere, a graceful shutdown may be done, a Shutdown came):
+// tr__unpark_worker alone would miss a worker 0 that has looked but not
+// yet announced it sleeps. The NOTIFIED state sticks, so its next park
+// returns at once and it looks again.
+static void
+wake_main(tr_rt *rt)
+{
+    futex_unpark(&rt->r_workers[0]);
+}
+
 static void
 unpark_all(tr_rt *rt)
 {
@@ -221,7 +232,7 @@ tr__rt_send(tr_rt *rt, tr__cmd *cmd)
     tr__notify_parked(rt);
     // Worker 0 carries out shutdowns and deadlines: make sure it looks.
     if (shutdown) {
-        tr__unpark_worker(&rt->r_workers[0]);
+        wake_main(rt);
     }
     return TR_OK;
 }
@@ -316,7 +327,7 @@ handle_cmd(tr__worker *w, tr__cmd *c)
                                   memory_order_release);
         }
         // Worker 0 carries it out (or tr_rt_free): wake it to look.
-        tr__unpark_worker(&rt->r_workers[0]);
+        wake_main(rt);
         break;
     default:
         break;
@@ -484,9 +495,11 @@ work_visible(tr__worker *w)
         return true;
     }
     if (rt->r_sched->steal != NULL) {
+        // Both stealing schedulers keep their stealable tasks in w_ring (a
+        // LIFO slot or a hot heap is not stealable).
         for (unsigned i = 0; i < rt->r_nworkers; i++) {
-            if (rt->r_sched->len(&rt->r_workers[i]) > 1) {
-                return true; // something to steal (a lone LIFO task is not)
+            if (tr__ring_len(&rt->r_workers[i].w_ring) > 0) {
+                return true;
             }
         }
     }
@@ -597,7 +610,7 @@ run_loop(tr__worker *w, tr__slot *root, bool main)
                 }
             } else if (sd == SD_REQUESTED) {
                 // Worker 0 decides when a graceful shutdown is done.
-                tr__unpark_worker(&rt->r_workers[0]);
+                wake_main(rt);
             }
             continue;
         }
@@ -801,7 +814,7 @@ static const tr_waker_ops main_waker_ops;
 static void
 main_wake(const tr_waker *wk)
 {
-    tr__unpark_worker((tr__worker *)wk->data);
+    wake_main(((tr__worker *)wk->data)->w_rt);
 }
 
 static const tr_waker_ops main_waker_ops = {main_wake};
