@@ -547,8 +547,14 @@ find_work(tr__worker *w)
     if ((s = ops->pop(w)) != NULL) {
         return s;
     }
+    // A fair share of the injector, but never more than the local queue
+    // takes without overflowing (back into the injector).
     uint32_t batch = atomic_load_explicit(&rt->r_inj_len, memory_order_relaxed);
     batch = batch / rt->r_nworkers + 1;
+    uint32_t room = ops->room(w) / 2;
+    if (batch > room) {
+        batch = room > 0 ? room : 1;
+    }
     if (batch > TR__RING_CAP / 2) {
         batch = TR__RING_CAP / 2;
     }

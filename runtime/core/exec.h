@@ -48,6 +48,9 @@ typedef struct tr__sched_ops {
     tr__slot *(*steal)(tr__worker *w);
     // Tasks waiting in w's queues, a snapshot (any thread).
     uint32_t (*len)(tr__worker *w);
+    // How many more tasks w's bounded queue takes without overflowing
+    // (UINT32_MAX when unbounded). w's thread only.
+    uint32_t (*room)(tr__worker *w);
 } tr__sched_ops;
 
 extern const tr__sched_ops tr__sched_ws TR__HIDDEN;

@@ -243,6 +243,10 @@ tr__pool_init(tr__pool *p, unsigned nworkers, uint64_t max_tasks)
         p->p_class_of[i] = (uint8_t)c;
     }
     p->p_limit = max_tasks;
+    // Small limits stay exact (batch 1); large ones batch 64 credits.
+    p->p_batch = (int64_t)(max_tasks / 1024);
+    p->p_batch = p->p_batch < 1 ? 1 : (p->p_batch > 64 ? 64 : p->p_batch);
+    atomic_init(&p->p_avail, (int64_t)max_tasks);
     return TR_OK;
 }
 
@@ -296,15 +300,61 @@ out:
     return rv;
 }
 
+// Credits. A worker spends its own (no shared write) and refills from
+// p_avail a batch at a time; a free adds to the freeing worker's credits
+// (they are fungible) and returns a batch when it holds too many. Threads
+// that own no shard use p_avail directly. Relaxed: the counts are only
+// compared with the limit.
+static bool
+take_credit(tr__pool *p, unsigned shard)
+{
+    if (shard + 1 >= p->p_nshards) { // a thread that owns no worker shard
+        if (atomic_fetch_sub_explicit(&p->p_avail, 1, memory_order_relaxed) <= 0) {
+            atomic_fetch_add_explicit(&p->p_avail, 1, memory_order_relaxed);
+            return false;
+        }
+        return true;
+    }
+    _Atomic int64_t *mine = &p->p_shards[shard].sh_credit;
+    int64_t have = atomic_load_explicit(mine, memory_order_relaxed);
+    if (have == 0) {
+        int64_t cur = atomic_load_explicit(&p->p_avail, memory_order_relaxed), n;
+        do {
+            if (cur <= 0) {
+                return false;
+            }
+            n = cur < p->p_batch ? cur : p->p_batch;
+        } while (!atomic_compare_exchange_weak_explicit(
+            &p->p_avail, &cur, cur - n, memory_order_relaxed, memory_order_relaxed));
+        have = n;
+    }
+    atomic_store_explicit(mine, have - 1, memory_order_relaxed);
+    return true;
+}
+
+static void
+give_credit(tr__pool *p, unsigned shard)
+{
+    if (shard + 1 >= p->p_nshards) { // a thread that owns no worker shard
+        atomic_fetch_add_explicit(&p->p_avail, 1, memory_order_relaxed);
+        return;
+    }
+    _Atomic int64_t *mine = &p->p_shards[shard].sh_credit;
+    int64_t have = atomic_load_explicit(mine, memory_order_relaxed) + 1;
+    if (have > 2 * p->p_batch) {
+        atomic_fetch_add_explicit(&p->p_avail, p->p_batch, memory_order_relaxed);
+        have -= p->p_batch;
+    }
+    atomic_store_explicit(mine, have, memory_order_relaxed);
+}
+
 tr_err
 tr__pool_alloc(tr__pool *p, unsigned shard, size_t state_size, tr__slot **out)
 {
     if (state_size > TR_TASK_MAX_STATE) {
         return TR_EINVAL;
     }
-    // Relaxed: the count is only compared with the limit.
-    if (atomic_fetch_add_explicit(&p->p_live, 1, memory_order_relaxed) >= p->p_limit) {
-        atomic_fetch_sub_explicit(&p->p_live, 1, memory_order_relaxed);
+    if (!take_credit(p, shard)) {
         return TR_EEXHAUSTED;
     }
     int cls = class_for(p, TR__SLOT_HDR + state_size);
@@ -326,7 +376,7 @@ tr__pool_alloc(tr__pool *p, unsigned shard, size_t state_size, tr__slot **out)
         if (c == NULL || carved == c->c_nslots) {
             tr_err rv = new_chunk(p, shard, cls, &c);
             if (rv != TR_OK) {
-                atomic_fetch_sub_explicit(&p->p_live, 1, memory_order_relaxed);
+                give_credit(p, shard);
                 return rv;
             }
             sc->sc_chunk = c;
@@ -356,7 +406,7 @@ tr__pool_free(tr__pool *p, unsigned shard, tr__slot *s)
 {
     uint64_t word = atomic_load_explicit(&s->s_word, memory_order_relaxed);
     uint32_t gen = tr__w_gen(word) + 1;
-    atomic_fetch_sub_explicit(&p->p_live, 1, memory_order_relaxed);
+    give_credit(p, shard);
     if (gen == 0) {
         // The generation would wrap: retire the slot for good, so that no
         // old key can ever match it again.
@@ -415,7 +465,12 @@ tr__pool_foreach(tr__pool *p, void (*fn)(tr__slot *s, void *arg), void *arg)
 uint64_t
 tr__pool_live(tr__pool *p)
 {
-    return atomic_load_explicit(&p->p_live, memory_order_relaxed);
+    int64_t free = atomic_load_explicit(&p->p_avail, memory_order_relaxed);
+    for (unsigned i = 0; i + 1 < p->p_nshards; i++) {
+        free += atomic_load_explicit(&p->p_shards[i].sh_credit, memory_order_relaxed);
+    }
+    // Read one by one while others move: clamp.
+    return free >= (int64_t)p->p_limit ? 0 : (uint64_t)((int64_t)p->p_limit - free);
 }
 
 void

@@ -144,6 +144,10 @@ typedef struct tr__shard_class {
 
 typedef struct tr__shard {
     _Alignas(64) tr__shard_class sh_cls[TR__NCLASSES];
+    // Spawn credits this worker holds, taken from p_avail in batches so
+    // that spawns and frees do not all hit one shared counter. Written by
+    // the owner (relaxed); read by stats.
+    _Atomic int64_t sh_credit;
 } tr__shard;
 
 struct tr__pool {
@@ -154,8 +158,10 @@ struct tr__pool {
     unsigned p_nshards;            // workers + 1 (the last is external)
     tr__shard *p_shards;
     uint8_t p_class_of[65]; // slot size / 64 -> class, up to 4096
-    // Live slots: one RMW per alloc and per free, checked against p_limit.
-    _Alignas(64) _Atomic uint64_t p_live;
+    int64_t p_batch;        // credits a worker takes or returns at once
+    // Spawn credits not held by any worker: p_limit minus live slots minus
+    // credits in workers' hands. Threads that own no shard use it directly.
+    _Alignas(64) _Atomic int64_t p_avail;
 };
 
 tr_err tr__pool_init(tr__pool *p, unsigned nworkers, uint64_t max_tasks) TR__HIDDEN;
@@ -164,7 +170,9 @@ void tr__pool_fini(tr__pool *p) TR__HIDDEN;
 // tr__pool_alloc returns a slot whose word is LIVE with one ref, its
 // generation bumped, and state zeroed, from shard `shard`; the caller owns
 // that shard (a worker its own; the external shard under p_ext_lock).
-// TR_EEXHAUSTED when p_limit slots are live.
+// TR_EEXHAUSTED when p_limit slots are live (with several workers, up to
+// 2 * p_batch per worker sooner: credits another worker holds are not
+// taken back).
 tr_err tr__pool_alloc(tr__pool *p, unsigned shard, size_t state_size, tr__slot **out) TR__HIDDEN;
 
 // tr__pool_free returns a slot whose refs reached zero. `shard` is the

@@ -104,6 +104,19 @@ no_fini(tr__worker *w)
     (void)w;
 }
 
+static uint32_t
+ring_room(tr__worker *w)
+{
+    return TR__RING_CAP - tr__ring_len(&w->w_ring);
+}
+
+static uint32_t
+unbounded(tr__worker *w)
+{
+    (void)w;
+    return UINT32_MAX;
+}
+
 static void
 ring_init(tr__worker *w)
 {
@@ -171,6 +184,7 @@ const tr__sched_ops tr__sched_ws = {
     .pop = ws_pop,
     .steal = steal_from_others,
     .len = ws_len,
+    .room = ring_room,
 };
 
 // ---------------------------------------------------------------------------
@@ -291,6 +305,7 @@ const tr__sched_ops tr__sched_rr = {
     .pop = rr_pop,
     .steal = NULL,
     .len = rr_len,
+    .room = unbounded,
 };
 
 // ---------------------------------------------------------------------------
@@ -426,6 +441,7 @@ const tr__sched_ops tr__sched_hybrid = {
     .pop = hy_pop,
     .steal = steal_from_others,
     .len = hy_len,
+    .room = ring_room,
 };
 
 // ---------------------------------------------------------------------------
@@ -477,4 +493,5 @@ const tr__sched_ops tr__sched_det = {
     .pop = det_pop,
     .steal = NULL,
     .len = det_len,
+    .room = unbounded,
 };

@@ -1,5 +1,6 @@
 // skynet_demo: the README's demo. Builds a 10-ary tree of 1,111,111 tasks
-// (1,000,000 leaves) on a one-worker runtime; every parent spawns its ten
+// (1,000,000 leaves) on the default runtime (work stealing, one worker per
+// core; TROUPE_SCHED and TROUPE_WORKERS override); every parent spawns its ten
 // children, awaits their join handles and returns the sum. Prints the result
 // (499999500000) and how long each of three runs took: the first pays the
 // page faults of fresh pool memory, the later ones reuse it.
@@ -74,8 +75,9 @@ main(void)
         double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
         tr_rt_stats st;
         tr_rt_get_stats(rt, &st);
-        printf("skynet run %d: result %llu in %.1f ms (%llu tasks, 1 worker)\n", run,
-               (unsigned long long)out.value.u64, ms, (unsigned long long)st.completed);
+        printf("skynet run %d: result %llu in %.1f ms (%llu tasks, %u workers, %s)\n", run,
+               (unsigned long long)out.value.u64, ms, (unsigned long long)st.completed,
+               st.workers, tr_sched_name(st.sched));
         tr_rt_free(rt);
         if (e != TR_OK || out.value.u64 != 499999500000ull) {
             fprintf(stderr, "skynet: wrong result (%s)\n", tr_strerror(e));
