@@ -238,18 +238,33 @@ tr__rt_send(tr_rt *rt, tr__cmd *cmd)
 }
 
 void
-tr__inject_push(tr_rt *rt, tr__slot *first, tr__slot *last, uint32_t n)
+tr__inject_push(tr_rt *rt, tr__slot *const *tasks, uint32_t n)
 {
-    last->s_next = NULL;
     tr__mutex_lock(&rt->r_inj_lock);
-    if (rt->r_inj_tail != NULL) {
-        rt->r_inj_tail->s_next = first;
-    } else {
-        rt->r_inj_head = first;
+    uint32_t len = atomic_load_explicit(&rt->r_inj_len, memory_order_relaxed);
+    if (len + n > rt->r_inj_cap) {
+        // Grow to a power of two, unwrapping the old contents.
+        uint32_t cap = rt->r_inj_cap ? rt->r_inj_cap : 256;
+        while (cap < len + n) {
+            cap *= 2;
+        }
+        tr__slot **buf = tr_alloc(sizeof(*buf) * cap);
+        for (uint32_t i = 0; i < len; i++) {
+            buf[i] = rt->r_inj_buf[(rt->r_inj_head + i) & (rt->r_inj_cap - 1)];
+        }
+        if (rt->r_inj_buf != NULL) {
+            tr_free(rt->r_inj_buf, sizeof(*buf) * rt->r_inj_cap);
+        }
+        rt->r_inj_buf = buf;
+        rt->r_inj_cap = cap;
+        rt->r_inj_head = 0;
     }
-    rt->r_inj_tail = last;
+    uint32_t mask = rt->r_inj_cap - 1;
+    for (uint32_t i = 0; i < n; i++) {
+        rt->r_inj_buf[(rt->r_inj_head + len + i) & mask] = tasks[i];
+    }
     // seq_cst pairs with park_worker's last look.
-    atomic_fetch_add_explicit(&rt->r_inj_len, n, memory_order_seq_cst);
+    atomic_store_explicit(&rt->r_inj_len, len + n, memory_order_seq_cst);
     tr__mutex_unlock(&rt->r_inj_lock);
     tr__notify_parked(rt);
 }
@@ -263,38 +278,28 @@ inject_pop(tr__worker *w, uint32_t max)
     if (atomic_load_explicit(&rt->r_inj_len, memory_order_relaxed) == 0) {
         return NULL;
     }
+    tr__slot *got[TR__RING_CAP / 2];
+    if (max > TR__RING_CAP / 2) {
+        max = TR__RING_CAP / 2;
+    }
     tr__mutex_lock(&rt->r_inj_lock);
-    tr__slot *first = rt->r_inj_head, *s = first;
-    uint32_t n = 0;
-    while (s != NULL && n < max) {
-        n++;
-        if (n == max) {
-            break;
-        }
-        s = s->s_next;
+    uint32_t len = atomic_load_explicit(&rt->r_inj_len, memory_order_relaxed);
+    uint32_t n = len < max ? len : max;
+    uint32_t mask = rt->r_inj_cap - 1;
+    for (uint32_t i = 0; i < n; i++) {
+        got[i] = rt->r_inj_buf[(rt->r_inj_head + i) & mask];
     }
-    tr__slot *rest = NULL;
-    if (n > 0) {
-        tr__slot *last = s != NULL ? s : rt->r_inj_tail;
-        rt->r_inj_head = last->s_next;
-        if (rt->r_inj_head == NULL) {
-            rt->r_inj_tail = NULL;
-        }
-        last->s_next = NULL;
-        rest = first->s_next;
-        atomic_fetch_sub_explicit(&rt->r_inj_len, n, memory_order_relaxed);
-    }
+    rt->r_inj_head = (rt->r_inj_head + n) & mask;
+    atomic_store_explicit(&rt->r_inj_len, len - n, memory_order_relaxed);
     tr__mutex_unlock(&rt->r_inj_lock);
     if (n == 0) {
         return NULL;
     }
     bump(&w->w_inject_pops, n);
-    while (rest != NULL) {
-        tr__slot *next = rest->s_next;
-        rt->r_sched->push(w, rest, TR__PUSH_YIELD);
-        rest = next;
+    for (uint32_t i = 1; i < n; i++) {
+        rt->r_sched->push(w, got[i], TR__PUSH_YIELD);
     }
-    return first;
+    return got[0];
 }
 
 static void
@@ -832,8 +837,7 @@ hand_off(tr__worker *w)
 {
     tr__slot *s;
     while ((s = w->w_rt->r_sched->pop(w)) != NULL) {
-        s->s_next = NULL;
-        tr__inject_push(w->w_rt, s, s, 1);
+        tr__inject_push(w->w_rt, &s, 1);
     }
 }
 
@@ -956,6 +960,9 @@ tr_rt_free(tr_rt *rt)
     }
     for (unsigned i = 0; i < rt->r_nworkers; i++) {
         rt->r_sched->fini(&rt->r_workers[i]);
+    }
+    if (rt->r_inj_buf != NULL) {
+        tr_free(rt->r_inj_buf, sizeof(*rt->r_inj_buf) * rt->r_inj_cap);
     }
     tr__pool_fini(&rt->r_pool);
     free(rt->r_workers);

@@ -149,11 +149,14 @@ struct tr_rt {
     _Alignas(64) _Atomic(tr__cmd *) r_inbox;
 
     // The global injector: tasks woken outside the runtime and ring
-    // overflow. A FIFO under r_inj_lock; r_inj_len lets workers skip the
-    // lock when it is empty (seq_cst: see the parking protocol).
+    // overflow. A growable circular array of slot pointers under
+    // r_inj_lock (pointers only, so moving a batch never touches the tasks
+    // themselves); r_inj_len lets workers skip the lock when it is empty
+    // (seq_cst: see the parking protocol).
     _Alignas(64) tr__mutex r_inj_lock;
-    tr__slot *r_inj_head; // under r_inj_lock
-    tr__slot *r_inj_tail; // under r_inj_lock
+    tr__slot **r_inj_buf; // under r_inj_lock
+    uint32_t r_inj_cap;   // under r_inj_lock: a power of two, or 0
+    uint32_t r_inj_head;  // under r_inj_lock: index of the oldest
     _Atomic uint32_t r_inj_len;
 
     // Idle coordination (tokio's): searching/unparked counts, and the
@@ -224,7 +227,7 @@ extern const tr_waker_ops tr__task_waker_ops TR__HIDDEN;
 void tr__take_outcome(tr__slot *s, uint64_t word, tr_outcome *out) TR__HIDDEN;
 
 // From exec.c.
-void tr__inject_push(tr_rt *rt, tr__slot *first, tr__slot *last, uint32_t n) TR__HIDDEN;
+void tr__inject_push(tr_rt *rt, tr__slot *const *tasks, uint32_t n) TR__HIDDEN;
 void tr__notify_parked(tr_rt *rt) TR__HIDDEN;
 void tr__unpark_worker(tr__worker *w) TR__HIDDEN;
 uint64_t tr__rng_next(uint64_t *state) TR__HIDDEN;

@@ -57,8 +57,7 @@ tr__ring_len(tr__ring *r)
 }
 
 bool
-tr__ring_push(tr__ring *r, tr__slot *s, tr__slot **batch, tr__slot **batch_tail,
-              uint32_t *batch_len)
+tr__ring_push(tr__ring *r, tr__slot *s, tr__slot **batch, uint32_t *batch_len)
 {
     for (;;) {
         // Acquire pairs with the thieves' release CAS: their copies are done
@@ -75,8 +74,7 @@ tr__ring_push(tr__ring *r, tr__slot *s, tr__slot **batch, tr__slot **batch_tail,
         if (steal != real) {
             // A thief is copying: it will make room; meanwhile this one task
             // goes to the injector.
-            s->s_next = NULL;
-            *batch = *batch_tail = s;
+            batch[0] = s;
             *batch_len = 1;
             return false;
         }
@@ -87,22 +85,13 @@ tr__ring_push(tr__ring *r, tr__slot *s, tr__slot **batch, tr__slot **batch_tail,
                                                      memory_order_acquire)) {
             continue; // a thief got in first: there may be room now
         }
-        tr__slot *first = NULL, *last = NULL;
+        // Pointers only: the tasks themselves are not touched (they were
+        // written by other cores; reading them here would miss the cache).
         for (uint32_t i = 0; i < half; i++) {
-            tr__slot *e =
+            batch[i] =
                 atomic_load_explicit(&r->r_buf[(real + i) & TR__RING_MASK], memory_order_relaxed);
-            e->s_next = NULL;
-            if (last != NULL) {
-                last->s_next = e;
-            } else {
-                first = e;
-            }
-            last = e;
         }
-        s->s_next = NULL;
-        last->s_next = s;
-        *batch = first;
-        *batch_tail = s;
+        batch[half] = s;
         *batch_len = half + 1;
         return false;
     }

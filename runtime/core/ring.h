@@ -30,12 +30,11 @@ typedef struct tr__ring {
 void tr__ring_init(tr__ring *r) TR__HIDDEN;
 
 // tr__ring_push appends s (owner only). When the ring is full it returns
-// false and, if half the ring could be claimed, hands back that half as a
-// list linked through s_next (*batch, *batch_tail, *batch_len, with s at its
-// end) for the caller to move to the global injector; otherwise (a thief is
-// mid-steal) the batch is just s.
-bool tr__ring_push(tr__ring *r, tr__slot *s, tr__slot **batch, tr__slot **batch_tail,
-                   uint32_t *batch_len) TR__HIDDEN;
+// false and hands back in batch[] (room for TR__RING_CAP / 2 + 1) the
+// tasks the caller must move to the global injector: the older half of the
+// ring plus s when that half could be claimed, otherwise (a thief is
+// mid-steal) just s. *batch_len says how many.
+bool tr__ring_push(tr__ring *r, tr__slot *s, tr__slot **batch, uint32_t *batch_len) TR__HIDDEN;
 
 // tr__ring_pop takes the oldest entry (owner only), or NULL.
 tr__slot *tr__ring_pop(tr__ring *r) TR__HIDDEN;

@@ -56,10 +56,10 @@ bump(_Atomic uint64_t *c, uint64_t n)
 static void
 ring_push(tr__worker *w, tr__slot *s)
 {
-    tr__slot *first, *last;
+    tr__slot *batch[TR__RING_CAP / 2 + 1];
     uint32_t n;
-    if (!tr__ring_push(&w->w_ring, s, &first, &last, &n)) {
-        tr__inject_push(w->w_rt, first, last, n);
+    if (!tr__ring_push(&w->w_ring, s, batch, &n)) {
+        tr__inject_push(w->w_rt, batch, n);
         return; // tr__inject_push notified
     }
     tr__notify_parked(w->w_rt);
@@ -68,8 +68,7 @@ ring_push(tr__worker *w, tr__slot *s)
 static void
 inject_remote(tr_rt *rt, tr__slot *s)
 {
-    s->s_next = NULL;
-    tr__inject_push(rt, s, s, 1);
+    tr__inject_push(rt, &s, 1);
 }
 
 // steal_from_others tries every other worker's ring, from a random start.
@@ -158,10 +157,10 @@ ws_pop(tr__worker *w)
         // for this push: this worker is busy and runs the ring next; waking
         // a sleeper to steal one task costs more than it saves (ping-pong
         // pairs would bounce between workers through futex wakes).
-        tr__slot *first, *last;
+        tr__slot *batch[TR__RING_CAP / 2 + 1];
         uint32_t n;
-        if (!tr__ring_push(&w->w_ring, s, &first, &last, &n)) {
-            tr__inject_push(w->w_rt, first, last, n);
+        if (!tr__ring_push(&w->w_ring, s, batch, &n)) {
+            tr__inject_push(w->w_rt, batch, n);
         }
     }
     w->w_lifo_streak = 0;
