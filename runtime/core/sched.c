@@ -5,8 +5,11 @@
 //
 // Work stealing (ws), as tokio: each worker owns a 256-entry ring that
 // thieves steal half of in one batch (ring.c), and a one-task LIFO slot for
-// the task the running task just spawned or woke, so a producer and its
-// consumer run back to back while the data is in cache. The LIFO slot is not
+// the task the running task just woke, so a producer and its consumer run
+// back to back while the data is in cache. New tasks go to the ring (tokio
+// puts them in the LIFO slot too; here that made a spawning worker's fresh
+// tasks displace each other into the ring one by one, and spawn_join on
+// two workers ran at 7.3 M tasks/s against 8.6 M, back to back). The LIFO slot is not
 // stealable, so filling it wakes nobody; the task it displaces goes to the
 // ring, which may wake a thief. It runs at most three times in a row, then
 // its task goes to the ring so the queue behind it is not starved. A full
@@ -131,7 +134,7 @@ ring_init(tr__worker *w)
 static void
 ws_push(tr__worker *w, tr__slot *s, int how)
 {
-    if (how == TR__PUSH_YIELD) {
+    if (how != TR__PUSH_WAKE) {
         ring_push(w, s);
         return;
     }
