@@ -50,7 +50,9 @@ node_poll(void *arg, tr_cx *cx)
 int
 main(int argc, char **argv)
 {
-    bench_args a = bench_parse(argc, argv, "skynet", 1000000);
+    // The target is for one worker; --workers and --sched compare.
+    static const bench_def def = {.name = "skynet", .n = 1000000, .workers = 1};
+    bench_args a = bench_parse(argc, argv, &def);
     uint64_t leaves = 1;
     while (leaves < a.n) {
         leaves *= 10;
@@ -58,28 +60,22 @@ main(int argc, char **argv)
     a.n = leaves;
     double *secs = calloc(a.runs, sizeof(double));
     bool ok = true;
-    tr_rt_config cfg;
-    tr_rt_config_init(&cfg);
-    cfg.workers = a.workers;
     uint64_t tasks = 0;
     for (uint64_t k = leaves; k >= 1; k /= 10) {
         tasks += k;
     }
     for (unsigned r = 0; r < a.runs; r++) {
-        tr_rt *rt;
-        tr_err e = tr_rt_new(&cfg, &rt);
-        if (e != TR_OK) {
-            fprintf(stderr, "tr_rt_new: %s\n", tr_strerror(e));
+        tr_rt *rt = bench_rt_new(&a);
+        node *st;
+        if (tr_task_new(rt, &node_spec, (void **)&st) != TR_OK) {
+            fprintf(stderr, "bench_skynet: tr_task_new failed\n");
             return 1;
         }
-        node *st;
-        tr_task_new(rt, &node_spec, (void **)&st);
         st->num = 0;
         st->size = leaves;
-        double t0 = bench_now();
+        tr_err e;
         tr_outcome out;
-        e = tr_rt_block_on(rt, st, &out);
-        secs[r] = bench_now() - t0;
+        secs[r] = bench_block_on(&a, rt, st, &e, &out);
         tr_rt_stats stats;
         tr_rt_get_stats(rt, &stats);
         ok = ok && e == TR_OK && out.value.u64 == leaves * (leaves - 1) / 2 &&
@@ -88,11 +84,11 @@ main(int argc, char **argv)
     }
     double first = secs[0];
     double med = bench_median(secs, a.runs);
-    bench_line("skynet", &a, "wall", med * 1e3, "ms", ok);
+    bench_line(&a, "wall", med * 1e3, "ms", ok);
     // The first run maps fresh pool memory; later runs reuse it.
-    bench_line("skynet", &a, "wall_first_run", first * 1e3, "ms", ok);
-    bench_line("skynet", &a, "throughput", (double)tasks / med, "tasks/s", ok);
-    bench_line("skynet", &a, "peak_rss", (double)bench_peak_rss(), "B", ok);
+    bench_line(&a, "wall_first_run", first * 1e3, "ms", ok);
+    bench_line(&a, "throughput", (double)tasks / med, "tasks/s", ok);
+    bench_line(&a, "peak_rss", (double)bench_peak_rss(), "B", ok);
     free(secs);
     return ok ? 0 : 1;
 }

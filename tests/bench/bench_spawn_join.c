@@ -57,28 +57,24 @@ static const tr_task_spec root_spec = {.name = "root", .poll = root_poll, .size 
 int
 main(int argc, char **argv)
 {
-    bench_args a = bench_parse(argc, argv, "spawn_join", 1000000);
+    // The target is for one worker; --workers and --sched compare.
+    static const bench_def def = {.name = "spawn_join", .n = 1000000, .workers = 1};
+    bench_args a = bench_parse(argc, argv, &def);
     double *secs = calloc(a.runs, sizeof(double));
     tr_join *joins = calloc(a.n, sizeof(tr_join));
     bool ok = true;
-    tr_rt_config cfg;
-    tr_rt_config_init(&cfg);
-    cfg.workers = a.workers;
     for (unsigned r = 0; r < a.runs; r++) {
-        tr_rt *rt;
-        tr_err e = tr_rt_new(&cfg, &rt);
-        if (e != TR_OK) {
-            fprintf(stderr, "tr_rt_new: %s\n", tr_strerror(e));
+        tr_rt *rt = bench_rt_new(&a);
+        root *st;
+        if (tr_task_new(rt, &root_spec, (void **)&st) != TR_OK) {
+            fprintf(stderr, "bench_spawn_join: tr_task_new failed\n");
             return 1;
         }
-        root *st;
-        tr_task_new(rt, &root_spec, (void **)&st);
         st->n = a.n;
         st->joins = joins;
-        double t0 = bench_now();
+        tr_err e;
         tr_outcome out;
-        e = tr_rt_block_on(rt, st, &out);
-        secs[r] = bench_now() - t0;
+        secs[r] = bench_block_on(&a, rt, st, &e, &out);
         tr_rt_stats stats;
         tr_rt_get_stats(rt, &stats);
         ok = ok && e == TR_OK && out.value.u64 == a.n * (a.n - 1) / 2 &&
@@ -87,11 +83,11 @@ main(int argc, char **argv)
     }
     double first = secs[0];
     double med = bench_median(secs, a.runs);
-    bench_line("spawn_join", &a, "throughput", (double)a.n / med, "tasks/s", ok);
+    bench_line(&a, "throughput", (double)a.n / med, "tasks/s", ok);
     // The first run maps fresh pool memory; later runs reuse it.
-    bench_line("spawn_join", &a, "throughput_first_run", (double)a.n / first, "tasks/s", ok);
-    bench_line("spawn_join", &a, "wall", med * 1e3, "ms", ok);
-    bench_line("spawn_join", &a, "peak_rss", (double)bench_peak_rss(), "B", ok);
+    bench_line(&a, "throughput_first_run", (double)a.n / first, "tasks/s", ok);
+    bench_line(&a, "wall", med * 1e3, "ms", ok);
+    bench_line(&a, "peak_rss", (double)bench_peak_rss(), "B", ok);
     free(secs);
     free(joins);
     return ok ? 0 : 1;
