@@ -35,6 +35,15 @@ void *tr_alloc(size_t sz) TR__HIDDEN;
 void *tr_zalloc(size_t sz) TR__HIDDEN;
 void tr_free(void *p, size_t sz) TR__HIDDEN;
 
+// tr__counter_add adds n to a statistics counter that only one thread
+// writes (a worker's own): a plain add, published relaxed for readers.
+static inline void
+tr__counter_add(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
 // tr__errno maps an errno value to a tr_err.
 tr_err tr__errno(int e) TR__HIDDEN;
 

@@ -46,14 +46,6 @@
 void tr__rt_cancel_cmd(tr__worker *w, uint64_t key) TR__HIDDEN;
 bool tr__join_register(tr__slot *s, tr_waker wk) TR__HIDDEN;
 
-static inline void
-bump(_Atomic uint64_t *c, uint64_t n)
-{
-    // Single writer (the owner): a plain add, published relaxed.
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
-                          memory_order_relaxed);
-}
-
 // ---------------------------------------------------------------------------
 // Parking: a three-state futex per worker.
 
@@ -63,7 +55,7 @@ futex_park(tr__worker *w, uint64_t timeout_ns)
     uint32_t expect = PARK_EMPTY;
     if (atomic_compare_exchange_strong_explicit(&w->w_park, &expect, PARK_PARKED,
                                                 memory_order_seq_cst, memory_order_seq_cst)) {
-        bump(&w->w_parks, 1);
+        tr__counter_add(&w->w_parks, 1);
         tr__futex_wait(&w->w_park, PARK_PARKED, timeout_ns);
     }
     // NOTIFIED (now or while we slept) or a timeout: either way the caller
@@ -295,7 +287,7 @@ inject_pop(tr__worker *w, uint32_t max)
     if (n == 0) {
         return NULL;
     }
-    bump(&w->w_inject_pops, n);
+    tr__counter_add(&w->w_inject_pops, n);
     for (uint32_t i = 1; i < n; i++) {
         rt->r_sched->push(w, got[i], TR__PUSH_YIELD);
     }
@@ -337,7 +329,7 @@ handle_cmd(tr__worker *w, tr__cmd *c)
     default:
         break;
     }
-    bump(&w->w_commands, 1);
+    tr__counter_add(&w->w_commands, 1);
 }
 
 // drain_inbox handles every queued command in arrival order.

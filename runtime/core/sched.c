@@ -46,14 +46,6 @@ tr__rng_next(uint64_t *state)
     return x * 0x2545F4914F6CDD1Dull;
 }
 
-static inline void
-bump(_Atomic uint64_t *c, uint64_t n)
-{
-    // Single writer (the owner): a plain add, published relaxed.
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
-                          memory_order_relaxed);
-}
-
 // ring_push puts s on w's ring, overflowing to the injector, and tells the
 // idle workers there is something to steal.
 static void
@@ -92,8 +84,8 @@ steal_from_others(tr__worker *w)
         uint32_t before = tr__ring_len(&w->w_ring);
         tr__slot *s = tr__ring_steal(&v->w_ring, &w->w_ring);
         if (s != NULL) {
-            bump(&w->w_steals, 1);
-            bump(&w->w_stolen, 1 + tr__ring_len(&w->w_ring) - before);
+            tr__counter_add(&w->w_steals, 1);
+            tr__counter_add(&w->w_stolen, 1 + tr__ring_len(&w->w_ring) - before);
             return s;
         }
     }
@@ -153,7 +145,7 @@ ws_pop(tr__worker *w)
         atomic_store_explicit(&w->w_lifo, NULL, memory_order_relaxed);
         if (w->w_lifo_streak < LIFO_MAX_STREAK) {
             w->w_lifo_streak++;
-            bump(&w->w_lifo_hits, 1);
+            tr__counter_add(&w->w_lifo_hits, 1);
             return s;
         }
         // Enough LIFO in a row: let the ring's tasks have a turn. No wake

@@ -76,14 +76,6 @@ tr__slot_release(tr_rt *rt, tr__slot *s, uint64_t clear)
     }
 }
 
-static inline void
-count(_Atomic uint64_t *c)
-{
-    // Single writer (the worker): a plain add, published relaxed.
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-}
-
 void
 tr__task_schedule(tr_rt *rt, tr__slot *s)
 {
@@ -143,7 +135,7 @@ tr_task_start(void *state, tr_join *join)
     atomic_store_explicit(&s->s_word, word, memory_order_release);
     tr__worker *w = tr__worker_of(rt);
     if (TR_LIKELY(w != NULL)) {
-        count(&w->w_spawned);
+        tr__counter_add(&w->w_spawned, 1);
         rt->r_sched->push(w, s, TR__PUSH_NEW);
         return;
     }
@@ -188,7 +180,7 @@ complete(tr__worker *w, tr__slot *s, bool cancelled, bool boxed)
         // release CAS that set JOIN_WAKER.
     } while (!atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_acq_rel,
                                                     memory_order_acquire));
-    count(cancelled ? &w->w_cancelled : &w->w_completed);
+    tr__counter_add(cancelled ? &w->w_cancelled : &w->w_completed, 1);
     if (tr__w_refs(nw) == 0 && !(nw & TR__W_SCHED)) {
         free_slot(rt, s, nw);
     }
@@ -248,7 +240,7 @@ tr__task_run(tr__worker *w, tr__slot *s)
     };
     const tr_task_spec *spec = atomic_load_explicit(&s->s_spec, memory_order_relaxed);
     tr_poll r = spec->poll(tr__slot_state(s), &cx);
-    count(&w->w_polls);
+    tr__counter_add(&w->w_polls, 1);
     atomic_store_explicit(&s->s_polls, atomic_load_explicit(&s->s_polls, memory_order_relaxed) + 1,
                           memory_order_relaxed);
     atomic_store_explicit(&s->s_last_poll_ms, w->w_now_ms, memory_order_relaxed);

@@ -76,8 +76,8 @@ main(void)
         tr_rt_stats st;
         tr_rt_get_stats(rt, &st);
         printf("skynet run %d: result %llu in %.1f ms (%llu tasks, %u workers, %s)\n", run,
-               (unsigned long long)out.value.u64, ms, (unsigned long long)st.completed,
-               st.workers, tr_sched_name(st.sched));
+               (unsigned long long)out.value.u64, ms, (unsigned long long)st.completed, st.workers,
+               tr_sched_name(st.sched));
         tr_rt_free(rt);
         if (e != TR_OK || out.value.u64 != 499999500000ull) {
             fprintf(stderr, "skynet: wrong result (%s)\n", tr_strerror(e));
