@@ -5,9 +5,9 @@
 // inside a process) on the runtime's inbox: a multi-producer stack that any
 // thread pushes onto with one CAS and that a worker takes whole with one
 // exchange, then reverses into arrival order. Tasks woken from outside the
-// runtime go to the global injector (a locked FIFO with an atomic length,
-// as tokio's). A task running on a worker takes the fast path into its
-// worker's queues instead, with the same semantics.
+// runtime go to the global injector (a locked circular array of slot
+// pointers with an atomic length). A task running on a worker takes the
+// fast path into its worker's queues instead, with the same semantics.
 //
 // Workers. tr_rt_new starts workers-1 threads; the thread inside
 // tr_rt_block_on is worker 0. Every worker runs the same loop: every 32

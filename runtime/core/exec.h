@@ -90,13 +90,13 @@ struct tr__worker {
     // atomic because other workers peek at it (len) before parking.
     _Atomic(tr__slot *) w_lifo;
     unsigned w_lifo_streak;
-    tr__slot *w_head; // rr/det: local FIFO (det: unused)
+    tr__slot *w_head; // rr: local FIFO
     tr__slot *w_tail;
     tr__mutex w_rq_lock; // rr: guards w_rq_head/tail/len (other workers push)
     tr__slot *w_rq_head;
     tr__slot *w_rq_tail;
     _Atomic uint32_t w_rq_len;
-    _Atomic uint32_t w_local_len; // rr/det: local FIFO length, for len()
+    _Atomic uint32_t w_local_len; // rr FIFO / hybrid heap / det set length, for len()
     tr__heap_ent *w_heap;         // hybrid hot queue / det runnable set
     uint32_t w_heap_len;
     uint32_t w_heap_cap;
