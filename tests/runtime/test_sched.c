@@ -227,24 +227,6 @@ busy(uint32_t n)
     return x;
 }
 
-static bool
-sem_wait_ms(sem_t *s, unsigned ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    int rc;
-    do {
-        rc = sem_timedwait(s, &ts);
-    } while (rc != 0 && errno == EINTR);
-    return rc == 0;
-}
-
 // wait_flag_zero spins (sched_yield, bounded) until *f is 0.
 static bool
 wait_flag_zero(atomic_int *f)
@@ -868,7 +850,7 @@ cr_thread(void *arg)
 {
     cr *c = arg;
     for (int round = 0; round < CR_ROUNDS; round++) {
-        if (!sem_wait_ms(&c->go, TU_WAIT_MS)) {
+        if (!tu_sem_wait_ms(&c->go, TU_WAIT_MS)) {
             atomic_fetch_add(&c->thread_fail, 1);
             return NULL;
         }
@@ -1434,7 +1416,7 @@ fair_ext_thread(void *arg)
 {
     fair *f = arg;
     for (int i = 0; i < FAIR_EXT_N - 1; i++) {
-        if (!sem_wait_ms(&f->polled, TU_WAIT_MS)) {
+        if (!tu_sem_wait_ms(&f->polled, TU_WAIT_MS)) {
             atomic_fetch_add(&f->thread_fail, 1);
             return NULL;
         }
@@ -1793,7 +1775,7 @@ sticky_thread(void *arg)
     sticky_shared *sh = arg;
     for (int round = 0; round < STICKY_R - 1; round++) {
         for (int i = 0; i < STICKY; i++) {
-            if (!sem_wait_ms(&sh->polled[i], TU_WAIT_MS) || !wait_flag_zero(&sh->in_poll[i])) {
+            if (!tu_sem_wait_ms(&sh->polled[i], TU_WAIT_MS) || !wait_flag_zero(&sh->in_poll[i])) {
                 atomic_fetch_add(&sh->thread_fail, 1);
                 return NULL;
             }

@@ -21,25 +21,6 @@
 // ---------------------------------------------------------------------------
 // Helpers.
 
-// sem_wait_ms waits at most ms for a semaphore; returns whether it got it.
-static bool
-sem_wait_ms(sem_t *s, unsigned ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    int rc;
-    do {
-        rc = sem_timedwait(s, &ts);
-    } while (rc != 0 && errno == EINTR);
-    return rc == 0;
-}
-
 // A boxed result: heap memory that the joiner owns, or that the runtime
 // destroys when nobody collects it.
 static atomic_int box_dtor_runs;
@@ -290,7 +271,7 @@ static void *
 thread_wake_main(void *arg)
 {
     thread_wake *tw = arg;
-    if (!sem_wait_ms(&tw->ready, TU_WAIT_MS)) {
+    if (!tu_sem_wait_ms(&tw->ready, TU_WAIT_MS)) {
         tw->timed_out = true;
         return NULL;
     }
@@ -1350,7 +1331,7 @@ static void *
 thread_cancel_main(void *arg)
 {
     thread_cancel *tc = arg;
-    if (!sem_wait_ms(&tc->go, TU_WAIT_MS)) {
+    if (!tu_sem_wait_ms(&tc->go, TU_WAIT_MS)) {
         tc->timed_out = true;
         return NULL;
     }
@@ -1432,7 +1413,7 @@ final_poll_poll(void *arg, tr_cx *cx)
     } else {
         st->tc->id = tr_cx_task_id(cx);
         sem_post(st->in_poll);
-        TU_CHECK(sem_wait_ms(st->cancelled, TU_WAIT_MS));
+        TU_CHECK(tu_sem_wait_ms(st->cancelled, TU_WAIT_MS));
     }
     tr_cx_set_result_u64(cx, 77);
     return TR_READY;
@@ -1460,7 +1441,7 @@ static void *
 race_cancel_thread(void *arg)
 {
     race_ctx *rc = arg;
-    if (!sem_wait_ms(&rc->in_poll, TU_WAIT_MS)) {
+    if (!tu_sem_wait_ms(&rc->in_poll, TU_WAIT_MS)) {
         rc->tc.timed_out = true;
     } else {
         rc->tc.rv = tr_task_cancel(rc->tc.rt, rc->tc.id);

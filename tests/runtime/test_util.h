@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <semaphore.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -69,6 +70,26 @@ tu_fail_record(const char *file, int line, const char *what)
             fail_msg("%d check(s) failed; first: %s", n_, tu_fail_msg); \
         }                                                               \
     } while (0)
+
+// tu_sem_wait_ms waits at most ms for a semaphore (retrying on EINTR);
+// returns whether it got it.
+static inline bool
+tu_sem_wait_ms(sem_t *s, unsigned ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    int rc;
+    do {
+        rc = sem_timedwait(s, &ts);
+    } while (rc != 0 && errno == EINTR);
+    return rc == 0;
+}
 
 // ---------------------------------------------------------------------------
 // Runtimes and tasks.
