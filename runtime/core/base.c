@@ -111,9 +111,39 @@ tr__errno(int e)
         return TR_ETOOBIG;
     case ECANCELED:
         return TR_ECANCELED;
+    case ECONNABORTED:
+        return TR_ECONNABORTED;
+    case ENOTCONN:
+        return TR_ENOTCONN;
+    case EADDRNOTAVAIL:
+        return TR_EADDRNOTAVAIL;
+    case ENETUNREACH:
+    case ENETDOWN:
+        return TR_ENETUNREACH;
+    case EHOSTUNREACH:
+    case EHOSTDOWN:
+        return TR_EHOSTUNREACH;
+    case ENOSPC:
+    case EDQUOT:
+        return TR_ENOSPC;
+    case ECHILD:
+        return TR_ECHILD;
+    case ENOTSOCK:
+        return TR_ENOTSOCK;
+    case EISDIR:
+        return TR_EISDIR;
+    case EMFILE:
+    case ENFILE:
+        return TR_EMFILE;
     default:
         return TR_ESYSTEM;
     }
+}
+
+tr_err
+tr_err_from_errno(int e)
+{
+    return tr__errno(e);
 }
 
 static const char *const err_text[] = {

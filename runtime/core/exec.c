@@ -886,6 +886,20 @@ tr_rt_block_on(tr_rt *rt, void *root, tr_outcome *out)
     return sd ? TR_ESHUTDOWN : o.err;
 }
 
+void *
+tr__rt_ext_install(tr_rt *rt, int which, void *ext, void (*fini)(tr_rt *rt, void *ext))
+{
+    tr__mutex_lock(&rt->r_idle_lock);
+    void *cur = atomic_load_explicit(&rt->r_ext[which], memory_order_relaxed);
+    if (cur == NULL) {
+        rt->r_ext_fini[which] = fini;
+        atomic_store_explicit(&rt->r_ext[which], ext, memory_order_release);
+        cur = ext;
+    }
+    tr__mutex_unlock(&rt->r_idle_lock);
+    return cur;
+}
+
 tr_err
 tr_rt_shutdown(tr_rt *rt, tr_shutdown_mode mode, uint32_t deadline_ms)
 {
@@ -949,6 +963,13 @@ tr_rt_free(tr_rt *rt)
     tr__futex_wake(&rt->r_exit, INT32_MAX);
     for (unsigned i = 1; i < rt->r_nworkers; i++) {
         pthread_join(rt->r_workers[i].w_thread, NULL);
+    }
+    // Modules, last installed first (no task is left to use them).
+    for (int i = TR__EXT_COUNT - 1; i >= 0; i--) {
+        void *ext = atomic_load_explicit(&rt->r_ext[i], memory_order_acquire);
+        if (ext != NULL) {
+            rt->r_ext_fini[i](rt, ext);
+        }
     }
     for (unsigned i = 0; i < rt->r_nworkers; i++) {
         rt->r_sched->fini(&rt->r_workers[i]);

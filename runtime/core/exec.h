@@ -125,6 +125,14 @@ struct tr__worker {
     _Atomic uint64_t w_lifo_hits;
 };
 
+// Optional per-runtime modules (r_ext slots).
+enum {
+    TR__EXT_BLOCKING = 0, // io/blocking.c: the blocking pool
+    TR__EXT_SIGNAL = 1,   // io/signal.c
+    TR__EXT_PROCESS = 2,  // io/process.c
+    TR__EXT_COUNT = 3,
+};
+
 // Shutdown progress, in r_shutdown.
 enum { SD_NONE = 0, SD_REQUESTED = 1, SD_CANCELLING = 2, SD_DONE = 3 };
 
@@ -182,6 +190,14 @@ struct tr_rt {
     // the flag that lets them exit (futex word).
     _Atomic uint32_t r_stopped;
     _Atomic uint32_t r_exit;
+
+    // The reactor (reactor.c): epoll, registrations, timers, the driver.
+    struct tr__reactor *r_reactor;
+    // Per-runtime state of optional modules, created on first use (see
+    // tr__rt_ext_install) and finalised by tr_rt_free once every task is
+    // gone and every worker thread has exited, before the reactor.
+    _Atomic(void *) r_ext[TR__EXT_COUNT];
+    void (*r_ext_fini[TR__EXT_COUNT])(tr_rt *rt, void *ext);
 };
 
 // The context of one poll, on the worker's stack.
@@ -233,5 +249,18 @@ void tr__unpark_worker(tr__worker *w) TR__HIDDEN;
 uint64_t tr__rng_next(uint64_t *state) TR__HIDDEN;
 tr_err tr__rt_send(tr_rt *rt, tr__cmd *cmd) TR__HIDDEN;
 tr__cmd *tr__cmd_new(Troupe__V1__ExecutorCommand__CommandCase kind) TR__HIDDEN;
+
+// tr__rt_ext returns module slot `which` of rt, or NULL before it is set.
+static inline void *
+tr__rt_ext(tr_rt *rt, int which)
+{
+    return atomic_load_explicit(&rt->r_ext[which], memory_order_acquire);
+}
+
+// tr__rt_ext_install sets slot `which` to ext (with the function tr_rt_free
+// calls to release it) unless another thread was first; returns the value
+// that is installed (ext, or the winner's: then the caller frees its own).
+void *tr__rt_ext_install(tr_rt *rt, int which, void *ext,
+                         void (*fini)(tr_rt *rt, void *ext)) TR__HIDDEN;
 
 #endif

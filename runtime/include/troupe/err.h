@@ -35,7 +35,19 @@ TR_BEGIN_DECLS
     X(TR_ECONNRESET, "connection reset by peer")                        \
     X(TR_EADDRINUSE, "address in use")                                  \
     X(TR_EIO, "input/output error")                                     \
-    X(TR_ESYSTEM, "unexpected system error")
+    X(TR_ESYSTEM, "unexpected system error")                            \
+    X(TR_EEOF, "unexpected end of file")                                \
+    X(TR_ECONNABORTED, "connection aborted")                            \
+    X(TR_ENOTCONN, "not connected")                                     \
+    X(TR_EADDRNOTAVAIL, "address not available")                        \
+    X(TR_ENETUNREACH, "network unreachable")                            \
+    X(TR_EHOSTUNREACH, "host unreachable")                              \
+    X(TR_ENOSPC, "no space left on device")                             \
+    X(TR_ECHILD, "no such child process")                               \
+    X(TR_ENOTSOCK, "not a socket")                                      \
+    X(TR_EISDIR, "is a directory")                                      \
+    X(TR_ENAME, "name resolution failed")                               \
+    X(TR_EMFILE, "too many open files")
 
 typedef enum tr_err {
 #define TR__ERR_ENUM(name, text) name,
@@ -46,6 +58,10 @@ typedef enum tr_err {
 
 // tr_strerror returns a static, human-readable text for err (any thread).
 TR_API const char *tr_strerror(tr_err err);
+
+// tr_err_from_errno maps an errno value to the closest tr_err (TR_ESYSTEM
+// when none is close). Any thread.
+TR_API tr_err tr_err_from_errno(int e);
 
 // tr_err_name returns the symbolic name of err ("TR_ECLOSED"), for logs.
 TR_API const char *tr_err_name(tr_err err);
