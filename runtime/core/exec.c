@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "exec.h"
+#include "reactor.h"
 
 void tr__rt_cancel_cmd(tr__worker *w, uint64_t key) TR__HIDDEN;
 bool tr__join_register(tr__slot *s, tr_waker wk) TR__HIDDEN;
@@ -66,9 +67,21 @@ futex_park(tr__worker *w, uint64_t timeout_ns)
 static void
 futex_unpark(tr__worker *w)
 {
-    if (atomic_exchange_explicit(&w->w_park, PARK_NOTIFIED, memory_order_seq_cst) == PARK_PARKED) {
+    uint32_t old = atomic_exchange_explicit(&w->w_park, PARK_NOTIFIED, memory_order_seq_cst);
+    if (old == PARK_PARKED) {
         tr__futex_wake(&w->w_park, 1);
+    } else if (old == PARK_DRIVER) {
+        // Blocked in the reactor's backend: the one case the eventfd is
+        // written.
+        tr__reactor *rx = w->w_rt->r_reactor;
+        rx->rx_ops->notify(rx);
     }
+}
+
+void
+tr__park_notify(tr__worker *w)
+{
+    futex_unpark(w);
 }
 
 // sleepers_remove takes w off the sleepers stack. Under r_idle_lock.
@@ -134,6 +147,17 @@ static void
 wake_main(tr_rt *rt)
 {
     futex_unpark(&rt->r_workers[0]);
+}
+
+static void
+wake_one_sleeper(tr_rt *rt)
+{
+    tr__mutex_lock(&rt->r_idle_lock);
+    tr__worker *t = rt->r_nsleepers ? &rt->r_workers[rt->r_sleepers[rt->r_nsleepers - 1]] : NULL;
+    tr__mutex_unlock(&rt->r_idle_lock);
+    if (t != NULL) {
+        futex_unpark(t); // it stays on the stack; its park looks again
+    }
 }
 
 static void
@@ -516,8 +540,14 @@ park_worker(tr__worker *w, uint64_t timeout_ns)
     atomic_fetch_sub_explicit(&rt->r_idle, dec, memory_order_seq_cst);
     tr__mutex_unlock(&rt->r_idle_lock);
 
+    // The first worker to park drives the reactor: it waits in epoll
+    // instead of on its futex (reactor.c).
+    bool driver = false;
     if (!work_visible(w)) {
-        futex_park(w, timeout_ns);
+        driver = tr__reactor_park(w, timeout_ns);
+        if (!driver) {
+            futex_park(w, timeout_ns);
+        }
     }
 
     tr__mutex_lock(&rt->r_idle_lock);
@@ -529,6 +559,10 @@ park_worker(tr__worker *w, uint64_t timeout_ns)
     // (Taken off by tr__notify_parked: w_searching is already set and
     // counted; by tr__unpark_worker: unparked is counted.)
     tr__mutex_unlock(&rt->r_idle_lock);
+    if (driver) {
+        // Awake again: now wake what the wait found, into our own queues.
+        tr__reactor_park_done(w);
+    }
 }
 
 static tr__slot *
@@ -579,6 +613,10 @@ run_loop(tr__worker *w, tr__slot *root, bool main)
     // Commands sent before we started (a Shutdown among them) come first.
     drain_inbox(w);
     for (;;) {
+        if (TR_UNLIKELY(++w->w_maint == TR__RX_MAINT_TICKS)) {
+            w->w_maint = 0;
+            tr__reactor_maintain(w);
+        }
         if ((++w->w_tick & 31) == 0) {
             drain_inbox(w);
             refresh_clock(w);
@@ -795,6 +833,17 @@ tr_rt_new(const tr_rt_config *cfg, tr_rt **out)
         w->w_index = i;
         rt->r_sched->init(w);
     }
+    rv = tr__reactor_new(rt, c.clock, &rt->r_reactor);
+    if (rv != TR_OK) {
+        for (unsigned i = 0; i < c.workers; i++) {
+            rt->r_sched->fini(&rt->r_workers[i]);
+        }
+        free(rt->r_workers);
+        tr_free(rt->r_sleepers, sizeof(unsigned) * c.workers);
+        tr__pool_fini(&rt->r_pool);
+        tr_free(rt, sizeof(*rt));
+        return rv;
+    }
     rt->r_start_ns = tr__now_ns();
     // Workers 1..N-1 run from now on; worker 0 joins inside block_on.
     atomic_store_explicit(&rt->r_idle, (c.workers - 1) * TR__IDLE_UNPARKED_ONE,
@@ -865,6 +914,10 @@ tr_rt_block_on(tr_rt *rt, void *root, tr_outcome *out)
     }
     hand_off(w);
     atomic_fetch_sub_explicit(&rt->r_idle, TR__IDLE_UNPARKED_ONE, memory_order_seq_cst);
+    // If we drove the reactor last, every other worker may be asleep on its
+    // futex: wake one, so that it parks again as the driver and IO and
+    // timers keep going while no thread is inside block_on.
+    wake_one_sleeper(rt);
     tr_outcome o = {.err = TR_ESHUTDOWN};
     if (rs != NULL) {
         uint64_t word = atomic_load_explicit(&rs->s_word, memory_order_acquire);
@@ -971,6 +1024,7 @@ tr_rt_free(tr_rt *rt)
             rt->r_ext_fini[i](rt, ext);
         }
     }
+    tr__reactor_free(rt->r_reactor);
     for (unsigned i = 0; i < rt->r_nworkers; i++) {
         rt->r_sched->fini(&rt->r_workers[i]);
     }

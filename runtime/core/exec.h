@@ -112,6 +112,7 @@ struct tr__worker {
     // Coarse clock for the dump: ms since the runtime started (owner).
     uint32_t w_now_ms;
     uint32_t w_tick;
+    uint32_t w_maint; // polls since the last reactor maintenance
     // Counters: written by the owner, read by anyone (relaxed).
     _Atomic uint64_t w_polls;
     _Atomic uint64_t w_spawned;
@@ -137,7 +138,9 @@ enum {
 enum { SD_NONE = 0, SD_REQUESTED = 1, SD_CANCELLING = 2, SD_DONE = 3 };
 
 // Parker states, in w_park.
-enum { PARK_EMPTY = 0, PARK_PARKED = 1, PARK_NOTIFIED = 2 };
+// PARK_DRIVER: parked in the reactor's backend wait (unpark writes its
+// eventfd instead of a futex wake).
+enum { PARK_EMPTY = 0, PARK_PARKED = 1, PARK_NOTIFIED = 2, PARK_DRIVER = 3 };
 
 // r_idle packs the number of searching workers (low 16 bits) and of
 // workers that are not parked (high 16 bits).
@@ -246,6 +249,9 @@ void tr__take_outcome(tr__slot *s, uint64_t word, tr_outcome *out) TR__HIDDEN;
 void tr__inject_push(tr_rt *rt, tr__slot *const *tasks, uint32_t n) TR__HIDDEN;
 void tr__notify_parked(tr_rt *rt) TR__HIDDEN;
 void tr__unpark_worker(tr__worker *w) TR__HIDDEN;
+// tr__park_notify makes w's current or next park return at once (futex
+// wake, or the reactor's eventfd when w waits in the backend).
+void tr__park_notify(tr__worker *w) TR__HIDDEN;
 uint64_t tr__rng_next(uint64_t *state) TR__HIDDEN;
 tr_err tr__rt_send(tr_rt *rt, tr__cmd *cmd) TR__HIDDEN;
 tr__cmd *tr__cmd_new(Troupe__V1__ExecutorCommand__CommandCase kind) TR__HIDDEN;

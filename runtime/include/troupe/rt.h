@@ -39,6 +39,10 @@ typedef struct tr_rt_config {
     uint64_t deterministic_seed;
     // Ignore the TROUPE_* environment overrides (see tr_rt_new).
     bool ignore_env;
+    // The clock timers read (troupe/time.h): NULL for CLOCK_MONOTONIC, or
+    // a virtual clock (tr_clock_new_virtual), which the caller keeps alive
+    // until tr_rt_free.
+    struct tr_clock *clock;
 } tr_rt_config;
 
 // tr_rt_config_init fills cfg with the defaults.

@@ -1,0 +1,178 @@
+// reactor.h: the runtime's reactor (DESIGN.md layer 4). One backend
+// instance (epoll) behind a small ops table, the registrations (tr_io) in a
+// type-stable slab named by {index, generation} keys, the timing wheel, and
+// the driver: the one worker at a time that waits in the backend instead of
+// on its futex when it parks (and that busy workers borrow, without
+// blocking, every TR__RX_MAINT_TICKS polls).
+#ifndef TR_CORE_REACTOR_H
+#define TR_CORE_REACTOR_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <troupe/io.h>
+#include <troupe/time.h>
+
+#include "base.h"
+
+typedef struct tr__reactor tr__reactor;
+typedef struct tr__worker tr__worker;
+
+// Busy workers poll the reactor without blocking every this many polls.
+#define TR__RX_MAINT_TICKS 61
+
+// Readiness word of a registration: direction bits, then the driver tick of
+// the event that set them (bits 16..31).
+#define TR__RD_READ ((uint64_t)1 << 0)
+#define TR__RD_WRITE ((uint64_t)1 << 1)
+#define TR__RD_CLOSED ((uint64_t)1 << 2) // tr_io_close: every op fails
+#define TR__RD_TICK_SHIFT 16
+#define TR__RD_TICK_MASK ((uint64_t)0xffff << TR__RD_TICK_SHIFT)
+
+// io_life: CLOSING (bit 63) | system calls in flight (low bits).
+#define TR__LIFE_CLOSING ((uint64_t)1 << 63)
+#define TR__LIFE_ONE ((uint64_t)1)
+
+// io_flags.
+enum {
+    TR__IOF_BORROWED = 1u << 0, // not ours: never closed, never made non-blocking
+    TR__IOF_ONESHOT = 1u << 1,  // blocking descriptor: level-triggered, re-armed per wait
+    TR__IOF_NOPOLL = 1u << 2,   // epoll cannot watch it (regular file): always ready
+    TR__IOF_STREAM = 1u << 3,   // a stream (pipe, stream socket, tty): a short read clears
+};
+
+// The waiters of one direction: wakers by value (a stale one only wakes a
+// finished task, which is harmless), the first inline.
+typedef struct tr__waitq {
+    tr_waker q_first;
+    tr_waker *q_more; // q_n - 1 more, in an array of q_cap
+    uint32_t q_n;
+    uint32_t q_cap;
+} tr__waitq;
+
+struct tr_io {
+    _Atomic uint64_t io_ready; // TR__RD_* | tick
+    _Atomic uint64_t io_life;  // TR__LIFE_*
+    _Atomic uint32_t io_refs;
+    _Atomic uint32_t io_gen; // bumped when the slot is freed
+    _Atomic int io_fd;       // -1 once closed
+    uint32_t io_index;       // slab index (fixed)
+    uint32_t io_flags;       // TR__IOF_*, set at open
+    uint32_t io_armed;       // ONESHOT: events armed (under io_lock)
+    tr__mutex io_lock;       // guards io_wait and io_armed
+    tr__waitq io_wait[2];    // readers, writers
+    tr__reactor *io_rx;
+    tr_rt *io_rt;
+    struct tr_io *io_free_next; // slab free list (under rx_reg_lock)
+};
+
+// The backend ops table (epoll now; io_uring would be a second one).
+typedef struct tr__backend_ops {
+    const char *name;
+    // Create the backend's descriptors (close-on-exec). 0 or an errno.
+    int (*init)(tr__reactor *rx);
+    void (*fini)(tr__reactor *rx);
+    // Watch io (edge-triggered, both directions; ONESHOT: level, `events`).
+    int (*add)(tr__reactor *rx, tr_io *io, uint32_t events);
+    // Re-arm a ONESHOT registration for `events` (TR_IO_READ/WRITE bits).
+    int (*rearm)(tr__reactor *rx, tr_io *io, uint32_t events);
+    int (*del)(tr__reactor *rx, tr_io *io);
+    // Wait up to timeout_ms (-1: forever) and hand each event to
+    // tr__io_event. Returns how many events there were.
+    int (*wait)(tr__reactor *rx, int timeout_ms);
+    // Interrupt a wait in progress (any thread).
+    void (*notify)(tr__reactor *rx);
+} tr__backend_ops;
+
+extern const tr__backend_ops tr__backend_epoll TR__HIDDEN;
+
+#define TR__WHEEL_LEVELS 6
+#define TR__WHEEL_SLOTS 64
+
+struct tr__reactor {
+    tr_rt *rx_rt;
+    const tr__backend_ops *rx_ops;
+    int rx_epfd;
+    int rx_evfd;
+
+    // The driver. rx_drv is the lock (0 free; else the holder's index + 1).
+    _Alignas(64) _Atomic uint32_t rx_drv;
+    // While the driver sleeps in the backend: its worker, and the wheel
+    // tick it sleeps until (UINT64_MAX: no timer; 0: not sleeping). Under
+    // rx_tm_lock.
+    _Atomic uint64_t rx_drv_until;
+    _Atomic(tr__worker *) rx_drv_worker;
+    uint16_t rx_tick; // driver only: the current event tick (never 0)
+    // Driver only: wakers collected by a turn, woken after the locks.
+    tr_waker *rx_fire;
+    size_t rx_nfire;
+    size_t rx_fire_cap;
+    void *rx_events; // backend's event buffer
+    int rx_nevents;
+
+    // Registrations: a type-stable slab of TR__REG_CHUNK-entry chunks.
+    _Alignas(64) tr__mutex rx_reg_lock;
+    _Atomic(tr_io *) *rx_chunks; // TR__REG_MAX_CHUNKS pointers
+    uint32_t rx_nchunks;         // under rx_reg_lock
+    tr_io *rx_free;              // under rx_reg_lock
+    _Atomic uint32_t rx_nregs;   // open registrations
+
+    // Timers: a hierarchical wheel (ticks of 1 ms since rx_base_ns).
+    _Alignas(64) tr__mutex rx_tm_lock;
+    uint64_t rx_elapsed; // under rx_tm_lock: the wheel's time (ticks)
+    uint64_t rx_occupied[TR__WHEEL_LEVELS];
+    tr_timer *rx_slots[TR__WHEEL_LEVELS][TR__WHEEL_SLOTS];
+    _Atomic uint64_t rx_ntimers;
+    struct tr_clock *rx_clock; // NULL: CLOCK_MONOTONIC
+    uint64_t rx_base_ns;
+};
+
+#define TR__REG_CHUNK 256
+#define TR__REG_MAX_CHUNKS 16384
+
+// From reactor.c.
+tr_err tr__reactor_new(tr_rt *rt, struct tr_clock *clock, tr__reactor **out) TR__HIDDEN;
+void tr__reactor_free(tr__reactor *rx) TR__HIDDEN;
+// tr__reactor_park: called by a parking worker (announced, nothing seen).
+// If it gets the driver, waits in the backend up to timeout_ns (or the next
+// timer) and returns true, still holding the driver; else returns false
+// and the caller sleeps on its futex.
+bool tr__reactor_park(tr__worker *w, uint64_t timeout_ns) TR__HIDDEN;
+// tr__reactor_park_done: after the worker left the sleepers, dispatch what
+// the wait collected (wakes) and release the driver.
+void tr__reactor_park_done(tr__worker *w) TR__HIDDEN;
+// tr__reactor_maintain: a busy worker polls without blocking if the driver
+// is free and there is anything to poll.
+void tr__reactor_maintain(tr__worker *w) TR__HIDDEN;
+// tr__reactor_wake interrupts the driver if it sleeps in the backend.
+void tr__reactor_wake(tr__reactor *rx) TR__HIDDEN;
+// tr__io_event: the backend reports events on the registration named key
+// (readiness bits TR__RD_READ/WRITE). Driver only.
+void tr__io_event(tr__reactor *rx, uint64_t key, uint64_t bits, bool rearm_oneshot) TR__HIDDEN;
+
+// The registration slab: a free slot (fields other than index, gen, rx and
+// rt are the caller's to set), and its return once the last reference is
+// gone.
+tr_io *tr__reg_alloc(tr__reactor *rx) TR__HIDDEN;
+void tr__reg_free(tr_io *io) TR__HIDDEN;
+// tr__io_wait registers wk as a waiter for direction dir unless dir became
+// ready (or io closed) meanwhile: true when registered (the caller returns
+// TR_PENDING), false when the caller should try again.
+bool tr__io_wait(tr_io *io, int dir, tr_waker wk) TR__HIDDEN;
+// tr__io_wake_all wakes every waiter of io (it is closing). Any thread.
+void tr__io_wake_all(tr_io *io) TR__HIDDEN;
+
+// From timer.c.
+uint64_t tr__rx_now(tr__reactor *rx) TR__HIDDEN;
+// tr__timers_fire moves the wheel to now and collects the wakers of due
+// timers into rx_fire. Driver only. Returns how many fired.
+size_t tr__timers_fire(tr__reactor *rx) TR__HIDDEN;
+// tr__timers_next returns the wheel tick of the next deadline, or
+// UINT64_MAX. Under rx_tm_lock.
+uint64_t tr__timers_next(tr__reactor *rx) TR__HIDDEN;
+// tr__clock_attach ties a virtual clock to rx (TR_EBUSY if taken).
+tr_err tr__clock_attach(struct tr_clock *c, tr__reactor *rx) TR__HIDDEN;
+void tr__clock_detach(struct tr_clock *c) TR__HIDDEN;
+
+#endif

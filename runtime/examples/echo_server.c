@@ -1,0 +1,222 @@
+// echo_server: a TCP echo server on libtroupe, the server side of the
+// tcp_echo benchmark (tests/bench/run_tcp_echo.sh). One task accepts; one
+// task per connection reads and writes back what it read. Serves until
+// SIGTERM or SIGINT, then shuts the runtime down (every connection task is
+// cancelled and its drop closes its socket) and exits 0.
+//
+//   echo_server [--port 7878] [--workers N] [--sched ws|rr|hybrid] [--host 0.0.0.0]
+//
+// Signals: they are blocked in every thread (the runtime's workers inherit
+// the mask from main) and one plain thread takes them with sigwait.
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <troupe/troupe.h>
+
+// A connection: read what comes, write it back, until EOF or an error.
+typedef struct conn {
+    int tr_pc;
+    tr_io *io;
+    ssize_t n;
+    tr_io_op wr;
+    tr_err err;
+    char buf[4096];
+} conn;
+
+static tr_poll
+conn_poll(void *arg, tr_cx *cx)
+{
+    conn *st = arg;
+    TR_BEGIN(st);
+    for (;;) {
+        TR_AWAIT(st, tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n));
+        if (st->n <= 0) {
+            break; // EOF, or an error (a reset peer): the connection ends
+        }
+        tr_io_op_reset(&st->wr);
+        TR_AWAIT(st, tr_write_all(&st->wr, st->io, cx, st->buf, (size_t)st->n, &st->err));
+        if (st->err != TR_OK) {
+            break;
+        }
+    }
+    TR_END(st);
+}
+
+static void
+conn_drop(void *arg)
+{
+    conn *st = arg;
+    tr_io_close(st->io); // after EOF, or when cancelled at shutdown
+}
+
+static const tr_task_spec conn_spec = {
+    .name = "echo_conn", .poll = conn_poll, .drop = conn_drop, .size = sizeof(conn)};
+
+// The acceptor: every connection becomes a detached task.
+typedef struct acceptor {
+    int tr_pc;
+    tr_io *lis;
+    tr_io *c;
+    tr_err err;
+    uint64_t accepted;
+} acceptor;
+
+static tr_poll
+acceptor_poll(void *arg, tr_cx *cx)
+{
+    acceptor *st = arg;
+    TR_BEGIN(st);
+    for (;;) {
+        TR_AWAIT(st, tr_accept(st->lis, cx, &st->c, NULL, NULL, &st->err));
+        if (st->err != TR_OK) {
+            if (st->err == TR_EMFILE || st->err == TR_ENOMEM) {
+                // Out of descriptors: refuse nothing, just try again later.
+                fprintf(stderr, "echo_server: accept: %s\n", tr_strerror(st->err));
+                TR_YIELD(st, cx);
+                continue;
+            }
+            break;
+        }
+        int one = 1;
+        setsockopt(tr_io_fd(st->c), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        void *mem;
+        if (tr_task_new(tr_cx_rt(cx), &conn_spec, &mem) != TR_OK) {
+            tr_io_close(st->c); // shutting down, or the pool is full
+            continue;
+        }
+        conn *c = mem;
+        c->io = st->c;
+        tr_task_start(c, NULL); // detached
+        st->accepted++;
+    }
+    TR_END(st);
+}
+
+static void
+acceptor_drop(void *arg)
+{
+    acceptor *st = arg;
+    tr_io_close(st->lis);
+}
+
+static const tr_task_spec acceptor_spec = {
+    .name = "echo_accept", .poll = acceptor_poll, .drop = acceptor_drop, .size = sizeof(acceptor)};
+
+static void *
+signal_thread(void *arg)
+{
+    tr_rt *rt = arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    int sig = 0;
+    sigwait(&set, &sig);
+    tr_rt_shutdown(rt, TR_SHUTDOWN_IMMEDIATE, 0);
+    return NULL;
+}
+
+static int
+usage(void)
+{
+    fprintf(stderr, "usage: echo_server [--port P] [--workers N] [--sched ws|rr|hybrid] "
+                    "[--host ADDR]\n");
+    return 2;
+}
+
+int
+main(int argc, char **argv)
+{
+    int port = 7878;
+    const char *host = "0.0.0.0";
+    tr_rt_config cfg;
+    tr_rt_config_init(&cfg);
+    cfg.workers = 1;
+    for (int i = 1; i < argc; i++) {
+        if (i + 1 >= argc) {
+            return usage();
+        }
+        if (strcmp(argv[i], "--port") == 0) {
+            port = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--workers") == 0) {
+            cfg.workers = (unsigned)atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--host") == 0) {
+            host = argv[++i];
+        } else if (strcmp(argv[i], "--sched") == 0) {
+            const char *s = argv[++i];
+            if (strcmp(s, "ws") == 0) {
+                cfg.sched = TR_SCHED_WS;
+            } else if (strcmp(s, "rr") == 0) {
+                cfg.sched = TR_SCHED_RR;
+            } else if (strcmp(s, "hybrid") == 0) {
+                cfg.sched = TR_SCHED_HYBRID;
+            } else {
+                return usage();
+            }
+        } else {
+            return usage();
+        }
+    }
+
+    // Block the signals before any thread exists, so every thread inherits
+    // the mask and only signal_thread takes them.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        fprintf(stderr, "echo_server: bad address %s\n", host);
+        return 2;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 1024) != 0) {
+        fprintf(stderr, "echo_server: listen on %s:%d: %s\n", host, port, strerror(errno));
+        return 1;
+    }
+
+    tr_rt *rt;
+    tr_err rv = tr_rt_new(&cfg, &rt);
+    if (rv != TR_OK) {
+        fprintf(stderr, "echo_server: tr_rt_new: %s\n", tr_strerror(rv));
+        return 1;
+    }
+    void *mem;
+    tr_io *lis;
+    if ((rv = tr_io_open(rt, fd, 0, &lis)) != TR_OK ||
+        (rv = tr_task_new(rt, &acceptor_spec, &mem)) != TR_OK) {
+        fprintf(stderr, "echo_server: %s\n", tr_strerror(rv));
+        return 1;
+    }
+    acceptor *a = mem;
+    a->lis = lis;
+
+    pthread_t sig;
+    pthread_create(&sig, NULL, signal_thread, rt);
+    fprintf(stderr, "echo_server: listening on %s:%d (%s, %u workers)\n", host, port,
+            tr_sched_name(cfg.sched), cfg.workers);
+    tr_outcome out;
+    rv = tr_rt_block_on(rt, a, &out); // returns at the shutdown
+    pthread_join(sig, NULL);
+    tr_rt_free(rt);
+    if (rv != TR_OK && rv != TR_ESHUTDOWN) {
+        fprintf(stderr, "echo_server: %s\n", tr_strerror(rv));
+        return 1;
+    }
+    fprintf(stderr, "echo_server: stopped\n");
+    return 0;
+}

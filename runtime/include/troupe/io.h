@@ -1,0 +1,181 @@
+// troupe/io.h: async IO over any file descriptor. A tr_io wraps a
+// descriptor registered once with the runtime's reactor (epoll, edge
+// triggered); its leaf operations try the system call, retry on EINTR, and
+// on EAGAIN record the task's waker for that direction and return
+// TR_PENDING. Readiness is cached per direction, so an edge that arrives
+// before anyone waits is not lost, and a reader task and a writer task on
+// one descriptor never take each other's wake-ups.
+//
+// Results: the operations below report a byte count through `ssize_t *out`:
+// >= 0 is a count (0 from a read is end of file), < 0 is -(tr_err) (see
+// tr_io_err). Every leaf operation charges the poll budget once.
+//
+// Cancellation: a leaf operation (read, write, recv, send, accept, ...)
+// holds nothing while it is pending, so a task cancelled at an await on one
+// loses nothing that was not yet transferred. Multi-step operations keep
+// their progress in caller-owned op structs (tr_io_op, tr_connect_op): if
+// the task is cancelled mid-way, what was already transferred is in
+// op->done and the rest was not; nothing needs to be dropped.
+#ifndef TROUPE_IO_H
+#define TROUPE_IO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <troupe/common.h>
+#include <troupe/err.h>
+#include <troupe/task.h>
+
+TR_BEGIN_DECLS
+
+typedef struct tr_io tr_io;
+
+// tr_io_open flags.
+enum {
+    // The descriptor stays the caller's: closing the tr_io does not close
+    // it, and it is not made non-blocking (the reactor then reports
+    // readiness one event at a time, and each operation does one system
+    // call once ready). Implied for descriptors 0, 1 and 2, which a
+    // program inherits and shares with its parent.
+    TR_IO_BORROW = 1u << 0,
+};
+
+// tr_io_open registers fd with rt's reactor. Unless borrowed, the tr_io owns
+// fd: it is made non-blocking and close-on-exec, and closed with the last
+// reference. Takes ownership of fd on TR_OK only. Regular files and other
+// descriptors epoll cannot watch are accepted and are always ready (their
+// operations then block the worker: use troupe/blocking.h for files).
+// Any thread. The new tr_io holds one reference.
+TR_API tr_err tr_io_open(tr_rt *rt, int fd, unsigned flags, tr_io **out);
+
+// tr_io_fd returns the descriptor (-1 once closed).
+TR_API int tr_io_fd(const tr_io *io);
+
+// tr_io_rt returns the runtime io belongs to.
+TR_API tr_rt *tr_io_rt(const tr_io *io);
+
+// tr_io_ref takes another reference to io (e.g. for a second task) and
+// returns io. Any thread.
+TR_API tr_io *tr_io_ref(tr_io *io);
+
+// tr_io_release drops one reference; the last one closes the descriptor
+// (when owned) and frees io. Any thread.
+TR_API void tr_io_release(tr_io *io);
+
+// tr_io_close closes the descriptor now, whoever else holds references:
+// it leaves the reactor first, the close itself waits for a system call in
+// flight on another thread, and tasks waiting on io wake and get
+// TR_ECLOSED (so do later operations). Then drops the caller's reference.
+// Any thread.
+TR_API void tr_io_close(tr_io *io);
+
+// tr_io_split makes a read half and a write half for two tasks: both are
+// references to io (*rd is io itself, *wr a new reference) and each is
+// released on its own. Reads and writes keep separate wakers, so the two
+// tasks never steal each other's wake-ups.
+TR_API void tr_io_split(tr_io *io, tr_io **rd, tr_io **wr);
+
+// tr_io_shutdown shuts down the write side (how = SHUT_WR), the read side
+// or both of a socket (shutdown(2)). Any thread.
+TR_API tr_err tr_io_shutdown(tr_io *io, int how);
+
+// tr_io_err returns the error of a negative result (TR_OK for n >= 0).
+static inline tr_err
+tr_io_err(ssize_t n)
+{
+    return n < 0 ? (tr_err)-n : TR_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Leaf operations (see the header comment for results and cancellation).
+
+TR_API tr_poll tr_read(tr_io *io, tr_cx *cx, void *buf, size_t len, ssize_t *out);
+TR_API tr_poll tr_write(tr_io *io, tr_cx *cx, const void *buf, size_t len, ssize_t *out);
+TR_API tr_poll tr_readv(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, ssize_t *out);
+TR_API tr_poll tr_writev(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, ssize_t *out);
+// Sockets. Sends add MSG_NOSIGNAL: a closed peer is TR_EPIPE, not SIGPIPE.
+TR_API tr_poll tr_recv(tr_io *io, tr_cx *cx, void *buf, size_t len, int flags, ssize_t *out);
+TR_API tr_poll tr_send(tr_io *io, tr_cx *cx, const void *buf, size_t len, int flags, ssize_t *out);
+TR_API tr_poll tr_recvfrom(tr_io *io, tr_cx *cx, void *buf, size_t len, int flags,
+                           struct sockaddr *from, socklen_t *fromlen, ssize_t *out);
+TR_API tr_poll tr_sendto(tr_io *io, tr_cx *cx, const void *buf, size_t len, int flags,
+                         const struct sockaddr *to, socklen_t tolen, ssize_t *out);
+TR_API tr_poll tr_recvmsg(tr_io *io, tr_cx *cx, struct msghdr *msg, int flags, ssize_t *out);
+TR_API tr_poll tr_sendmsg(tr_io *io, tr_cx *cx, const struct msghdr *msg, int flags, ssize_t *out);
+
+// tr_accept accepts a connection on a listening socket: TR_READY with
+// *err TR_OK and *conn a new tr_io (owned by the caller; non-blocking and
+// close-on-exec from accept4) and the peer address in addr/addrlen when
+// addr is not NULL; or *err set. Cancel-safe: no connection is taken
+// unless the call returns TR_READY.
+TR_API tr_poll tr_accept(tr_io *lis, tr_cx *cx, tr_io **conn, struct sockaddr *addr,
+                         socklen_t *addrlen, tr_err *err);
+
+// A connect in progress: embed it in the task state, zeroed. Private.
+typedef struct tr_connect_op {
+    int c_started;
+} tr_connect_op;
+
+// tr_connect connects a non-blocking socket: TR_READY with *err TR_OK, or
+// the failure (TR_ECONNREFUSED for a closed port), read from SO_ERROR.
+// Cancelled mid-way: the socket is half-connected; close it.
+TR_API tr_poll tr_connect(tr_io *io, tr_cx *cx, tr_connect_op *op, const struct sockaddr *addr,
+                          socklen_t addrlen, tr_err *err);
+
+// ---------------------------------------------------------------------------
+// Readiness, for descriptors whose operations are not listed above (an
+// eventfd, a pidfd, nng's pollable descriptors...).
+
+enum { TR_IO_READ = 0, TR_IO_WRITE = 1 };
+
+// tr_io_fn performs one non-blocking system call on fd and returns its
+// result, or -1 with errno set (EAGAIN: not ready).
+typedef ssize_t (*tr_io_fn)(int fd, void *arg);
+
+// tr_io_poll_op runs fn when direction dir is ready, with the readiness
+// protocol of the leaf operations: TR_READY with *out = fn's result or
+// -(tr_err); TR_PENDING when fn reported EAGAIN (the task wakes at the next
+// edge). Charges the budget once.
+TR_API tr_poll tr_io_poll_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, ssize_t *out);
+
+// tr_io_ready waits until direction dir is (believed) ready, without any
+// system call: TR_READY with *err TR_OK and *tick the readiness event seen,
+// or *err TR_ECLOSED. When an operation of the caller's own then gets
+// EAGAIN, call tr_io_clear_ready with that tick before waiting again.
+TR_API tr_poll tr_io_ready(tr_io *io, tr_cx *cx, int dir, uint32_t *tick, tr_err *err);
+
+// tr_io_clear_ready forgets direction dir's readiness, unless an event newer
+// than tick arrived meanwhile (that one is kept: no edge is lost).
+TR_API void tr_io_clear_ready(tr_io *io, int dir, uint32_t tick);
+
+// ---------------------------------------------------------------------------
+// Multi-step operations. Their progress is a tr_io_op in the task state:
+// zero it (or tr_io_op_reset) before each operation.
+
+typedef struct tr_io_op {
+    size_t done; // bytes transferred so far (public: read it after a failure)
+} tr_io_op;
+
+static inline void
+tr_io_op_reset(tr_io_op *op)
+{
+    op->done = 0;
+}
+
+// tr_read_exact reads exactly len bytes: *err TR_OK, or TR_EEOF when the
+// stream ended first (op->done bytes were read), or the read error.
+TR_API tr_poll tr_read_exact(tr_io_op *op, tr_io *io, tr_cx *cx, void *buf, size_t len,
+                             tr_err *err);
+
+// tr_write_all writes all len bytes: *err TR_OK, or the write error
+// (op->done bytes were written).
+TR_API tr_poll tr_write_all(tr_io_op *op, tr_io *io, tr_cx *cx, const void *buf, size_t len,
+                            tr_err *err);
+
+TR_END_DECLS
+
+#endif

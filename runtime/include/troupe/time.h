@@ -1,0 +1,172 @@
+// troupe/time.h: time for tasks. Each runtime reads one clock: the real
+// monotonic clock, or a virtual clock that moves only when a test advances
+// it (so that no timer test sleeps). Sleeps, timeouts around any awaitable
+// and intervals are timers in a hierarchical timing wheel of 1 ms
+// resolution; its next deadline is the reactor's epoll_wait timeout, so an
+// idle runtime sleeps exactly until its next timer. A timer never fires
+// early: a deadline is rounded up to the next millisecond.
+//
+// A timer lives in its task's state (the tr_timer below, embedded in an op
+// struct) and is armed by its first poll. It is disarmed when it fires and
+// is awaited, and by tr_timer_drop: a task cancelled while a timer is armed
+// must call the matching *_drop function from its drop function, before the
+// state memory goes away.
+#ifndef TROUPE_TIME_H
+#define TROUPE_TIME_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <troupe/common.h>
+#include <troupe/err.h>
+#include <troupe/task.h>
+
+TR_BEGIN_DECLS
+
+#define TR_NS_PER_MS UINT64_C(1000000)
+#define TR_NS_PER_SEC UINT64_C(1000000000)
+
+// ---------------------------------------------------------------------------
+// Clocks.
+
+typedef struct tr_clock tr_clock;
+
+// tr_clock_new_virtual creates a virtual clock reading start_ns. Pass it in
+// tr_rt_config.clock; one runtime at a time may use it. The caller owns it
+// and frees it after the runtime.
+TR_API tr_err tr_clock_new_virtual(uint64_t start_ns, tr_clock **out);
+
+// tr_clock_advance moves a virtual clock forward by ns and wakes the
+// runtime using it, whose timers that are now due fire (in deadline order).
+// Any thread. Never blocks.
+TR_API void tr_clock_advance(tr_clock *c, uint64_t ns);
+
+// tr_clock_now reads a clock (ns). Any thread.
+TR_API uint64_t tr_clock_now(const tr_clock *c);
+
+// tr_clock_free frees a virtual clock no runtime uses any more.
+TR_API void tr_clock_free(tr_clock *c);
+
+// tr_now returns the time of rt's clock in nanoseconds (CLOCK_MONOTONIC,
+// or the virtual clock). Any thread.
+TR_API uint64_t tr_now(tr_rt *rt);
+
+// tr_rt_timers returns the number of armed timers of rt (diagnostics).
+TR_API uint64_t tr_rt_timers(tr_rt *rt);
+
+// ---------------------------------------------------------------------------
+// Timers. Embed one in the task state (zeroed, as tr_task_new's state is,
+// or by tr_timer_init). Private fields.
+
+typedef struct tr_timer {
+    struct tr_timer *t_prev;
+    struct tr_timer *t_next;
+    uint64_t t_when;     // deadline, in wheel ticks (ms since the base)
+    uint64_t t_deadline; // deadline, ns on the runtime's clock
+    tr_waker t_waker;
+    tr_rt *t_rt;
+    _Atomic uint32_t t_state; // idle, armed, fired
+    uint16_t t_slot;          // wheel slot while armed
+    uint16_t t_pad;
+} tr_timer;
+
+// tr_timer_init zeroes a timer (a zeroed tr_timer is already initialised).
+TR_API void tr_timer_init(tr_timer *t);
+
+// tr_timer_drop disarms t if it is armed; afterwards t is idle and its
+// memory may be freed. Idempotent; any thread. A task's drop function calls
+// it for every timer its state embeds (tr_sleep_drop, tr_timeout_drop and
+// tr_interval_drop are the same call for the op structs below).
+TR_API void tr_timer_drop(tr_timer *t);
+
+// tr_timer_armed reports whether t is armed (waiting for its deadline).
+TR_API bool tr_timer_armed(const tr_timer *t);
+
+// ---------------------------------------------------------------------------
+// Sleep.
+
+// tr_sleep waits until ns nanoseconds after its first poll. TR_READY once
+// that time has come (the timer is then idle again: the same tr_timer may
+// sleep again). Charges the budget once. Cancel-safe through tr_timer_drop.
+TR_API tr_poll tr_sleep(tr_timer *t, tr_cx *cx, uint64_t ns);
+
+// tr_sleep_until waits until the runtime's clock reads deadline_ns (at once
+// when that has passed). As tr_sleep otherwise.
+TR_API tr_poll tr_sleep_until(tr_timer *t, tr_cx *cx, uint64_t deadline_ns);
+
+// tr_sleep_drop is tr_timer_drop.
+static inline void
+tr_sleep_drop(tr_timer *t)
+{
+    tr_timer_drop(t);
+}
+
+// ---------------------------------------------------------------------------
+// Timeout around any awaitable. Pass the inner awaitable's poll result on
+// every poll:
+//
+//     TR_AWAIT(st, tr_timeout_poll(&st->to, cx, 500 * TR_NS_PER_MS,
+//                                  tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n)));
+//     if (tr_timeout_expired(&st->to)) { ...give the inner operation up... }
+//
+// TR_READY when the inner is READY (expired false) or when the deadline
+// passed first (expired true). On expiry the inner operation has not
+// completed and the caller must give it up: a leaf IO operation needs
+// nothing (it only left a stale wake-up behind); an op struct with its own
+// drop (a channel send, a join handle, a lock wait) has that drop called.
+
+typedef struct tr_timeout {
+    tr_timer to_timer;
+    bool to_expired;
+} tr_timeout;
+
+// tr_timeout_poll arms a deadline ns after its first poll (see above).
+TR_API tr_poll tr_timeout_poll(tr_timeout *op, tr_cx *cx, uint64_t ns, tr_poll inner);
+
+// tr_timeout_poll_until is tr_timeout_poll with an absolute deadline on
+// the runtime's clock.
+TR_API tr_poll tr_timeout_poll_until(tr_timeout *op, tr_cx *cx, uint64_t deadline_ns,
+                                     tr_poll inner);
+
+// tr_timeout_expired reports whether the last completion was an expiry.
+static inline bool
+tr_timeout_expired(const tr_timeout *op)
+{
+    return op->to_expired;
+}
+
+// tr_timeout_drop disarms the deadline (call from drop when cancelled).
+static inline void
+tr_timeout_drop(tr_timeout *op)
+{
+    tr_timer_drop(&op->to_timer);
+}
+
+// ---------------------------------------------------------------------------
+// Interval: ticks every period. The first tick completes at once; a tick
+// that is late by more than a period skips the missed ones (counted).
+
+typedef struct tr_interval {
+    tr_timer iv_timer;
+    uint64_t iv_period; // ns
+    uint64_t iv_next;   // ns on the runtime's clock; 0 before the first tick
+    uint64_t iv_missed; // ticks skipped because the task came late
+} tr_interval;
+
+// tr_interval_init sets the period (ns, > 0) of a zeroed interval.
+TR_API void tr_interval_init(tr_interval *iv, uint64_t period_ns);
+
+// tr_interval_tick waits for the next tick. Cancel-safe through
+// tr_interval_drop.
+TR_API tr_poll tr_interval_tick(tr_interval *iv, tr_cx *cx);
+
+// tr_interval_drop disarms the interval's timer.
+static inline void
+tr_interval_drop(tr_interval *iv)
+{
+    tr_timer_drop(&iv->iv_timer);
+}
+
+TR_END_DECLS
+
+#endif

@@ -1,0 +1,653 @@
+// Design notes.
+//
+// Every leaf operation runs one protocol (io_op): charge the budget; if the
+// direction is not ready, register the task's waker (tr__io_wait, which
+// re-checks under the registration's lock) and return TR_PENDING; else run
+// the system call (EINTR retried) inside an in-flight count, and on EAGAIN
+// clear the direction's readiness only if its tick is still the one read
+// before the call (an edge that came meanwhile is kept), then loop. A short
+// read or write on a stream clears readiness the same way: the kernel
+// buffer was drained or filled, so the next call would only say EAGAIN.
+//
+// Close: tr_io_close marks the registration closed (later operations fail
+// with TR_ECLOSED), leaves epoll, wakes every waiter, then sets CLOSING in
+// io_life: the descriptor is closed by whoever brings the in-flight count
+// to zero, so a system call running on another worker never meets a reused
+// descriptor number. The registration's memory goes back to the slab with
+// the last reference.
+//
+// Borrowed descriptors (standard streams and TR_IO_BORROW) are never made
+// non-blocking. If they are blocking, they are watched level-triggered and
+// one-shot: an operation runs only after an event said the direction is
+// ready, does one system call, and forgets the readiness; waiting re-arms.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "exec.h"
+#include "reactor.h"
+
+// ---------------------------------------------------------------------------
+// Lifecycle.
+
+static void
+fd_close(tr_io *io)
+{
+    int fd = atomic_exchange_explicit(&io->io_fd, -1, memory_order_acq_rel);
+    if (fd >= 0 && !(io->io_flags & TR__IOF_BORROWED)) {
+        close(fd);
+    }
+}
+
+static void
+life_exit(tr_io *io)
+{
+    uint64_t old = atomic_fetch_sub_explicit(&io->io_life, TR__LIFE_ONE, memory_order_acq_rel);
+    if ((old & TR__LIFE_CLOSING) && (old & ~TR__LIFE_CLOSING) == 1) {
+        fd_close(io); // the close was waiting for us
+    }
+}
+
+static bool
+life_enter(tr_io *io)
+{
+    uint64_t old = atomic_fetch_add_explicit(&io->io_life, TR__LIFE_ONE, memory_order_acq_rel);
+    if (old & TR__LIFE_CLOSING) {
+        life_exit(io);
+        return false;
+    }
+    return true;
+}
+
+static void
+close_now(tr_io *io)
+{
+    uint64_t old = atomic_fetch_or_explicit(&io->io_ready, TR__RD_CLOSED, memory_order_acq_rel);
+    if (old & TR__RD_CLOSED) {
+        return;
+    }
+    if (!(io->io_flags & TR__IOF_NOPOLL)) {
+        // Before the close: epoll watches the open file, not the number.
+        io->io_rx->rx_ops->del(io->io_rx, io);
+    }
+    tr__io_wake_all(io);
+    old = atomic_fetch_or_explicit(&io->io_life, TR__LIFE_CLOSING, memory_order_acq_rel);
+    if ((old & ~TR__LIFE_CLOSING) == 0) {
+        fd_close(io);
+    }
+}
+
+enum { OPEN_OURS_READY = 1 }; // from accept4/socket: non-blocking, cloexec, stream?
+
+static tr_err
+io_open(tr_rt *rt, int fd, unsigned flags, unsigned kind, tr_io **out)
+{
+    uint32_t iof = 0;
+    bool blocking = false;
+    if (kind == OPEN_OURS_READY) {
+        iof |= TR__IOF_STREAM;
+    } else {
+        struct stat st;
+        if (fstat(fd, &st) != 0) {
+            return tr__errno(errno);
+        }
+        if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode)) {
+            iof |= TR__IOF_NOPOLL;
+        }
+        if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
+            iof |= TR__IOF_STREAM;
+        } else if (S_ISSOCK(st.st_mode)) {
+            int type = 0;
+            socklen_t len = sizeof type;
+            if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM) {
+                iof |= TR__IOF_STREAM;
+            }
+        }
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0) {
+            return tr__errno(errno);
+        }
+        if ((flags & TR_IO_BORROW) || fd <= 2) {
+            iof |= TR__IOF_BORROWED;
+            blocking = !(fl & O_NONBLOCK);
+        } else {
+            if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) {
+                return tr__errno(errno);
+            }
+            // Late, for a descriptor the caller made: ours are created
+            // close-on-exec atomically (SOCK_CLOEXEC, accept4, pipe2).
+            int fdf = fcntl(fd, F_GETFD);
+            if (fdf >= 0 && !(fdf & FD_CLOEXEC)) {
+                fcntl(fd, F_SETFD, fdf | FD_CLOEXEC);
+            }
+        }
+        if (blocking && !(iof & TR__IOF_NOPOLL)) {
+            iof |= TR__IOF_ONESHOT;
+        }
+    }
+    tr__reactor *rx = rt->r_reactor;
+    tr_io *io = tr__reg_alloc(rx);
+    if (io == NULL) {
+        return TR_EMFILE;
+    }
+    io->io_flags = iof;
+    io->io_armed = 0;
+    atomic_store_explicit(&io->io_fd, fd, memory_order_relaxed);
+    atomic_store_explicit(&io->io_life, 0, memory_order_relaxed);
+    atomic_store_explicit(&io->io_refs, 1, memory_order_relaxed);
+    // Optimistic: try the system call first (a blocking descriptor must
+    // wait for its first event instead).
+    uint64_t ready = (iof & TR__IOF_ONESHOT) ? 0 : (TR__RD_READ | TR__RD_WRITE);
+    atomic_store_explicit(&io->io_ready, ready, memory_order_release);
+    if (!(iof & TR__IOF_NOPOLL)) {
+        int e = rx->rx_ops->add(rx, io, 0);
+        if (e == EPERM) {
+            // epoll cannot watch it (e.g. /dev/null): always ready.
+            io->io_flags = (iof | TR__IOF_NOPOLL) & ~(uint32_t)TR__IOF_ONESHOT;
+            atomic_store_explicit(&io->io_ready, TR__RD_READ | TR__RD_WRITE, memory_order_release);
+        } else if (e != 0) {
+            atomic_store_explicit(&io->io_fd, -1, memory_order_relaxed);
+            atomic_store_explicit(&io->io_refs, 0, memory_order_relaxed);
+            tr__reg_free(io);
+            return tr__errno(e);
+        }
+    }
+    *out = io;
+    return TR_OK;
+}
+
+tr_err
+tr_io_open(tr_rt *rt, int fd, unsigned flags, tr_io **out)
+{
+    if (rt == NULL || fd < 0 || out == NULL || (flags & ~(unsigned)TR_IO_BORROW) != 0) {
+        return TR_EINVAL;
+    }
+    return io_open(rt, fd, flags, 0, out);
+}
+
+int
+tr_io_fd(const tr_io *io)
+{
+    return atomic_load_explicit(&io->io_fd, memory_order_acquire);
+}
+
+tr_rt *
+tr_io_rt(const tr_io *io)
+{
+    return io->io_rt;
+}
+
+tr_io *
+tr_io_ref(tr_io *io)
+{
+    uint32_t old = atomic_fetch_add_explicit(&io->io_refs, 1, memory_order_relaxed);
+    TR_ASSERT(old > 0);
+    return io;
+}
+
+void
+tr_io_release(tr_io *io)
+{
+    if (io == NULL) {
+        return;
+    }
+    uint32_t old = atomic_fetch_sub_explicit(&io->io_refs, 1, memory_order_acq_rel);
+    TR_ASSERT(old > 0);
+    if (old == 1) {
+        close_now(io);
+        tr__reg_free(io);
+    }
+}
+
+void
+tr_io_close(tr_io *io)
+{
+    if (io == NULL) {
+        return;
+    }
+    close_now(io);
+    tr_io_release(io);
+}
+
+void
+tr_io_split(tr_io *io, tr_io **rd, tr_io **wr)
+{
+    *rd = io;
+    *wr = tr_io_ref(io);
+}
+
+tr_err
+tr_io_shutdown(tr_io *io, int how)
+{
+    if (!life_enter(io)) {
+        return TR_ECLOSED;
+    }
+    int r = shutdown(atomic_load_explicit(&io->io_fd, memory_order_relaxed), how);
+    int e = errno;
+    life_exit(io);
+    return r == 0 ? TR_OK : tr__errno(e);
+}
+
+// ---------------------------------------------------------------------------
+// The readiness protocol.
+
+static inline uint64_t
+dir_bit(int dir)
+{
+    return dir == TR_IO_READ ? TR__RD_READ : TR__RD_WRITE;
+}
+
+// clear_ready clears bit unless an event newer than `seen` set it again.
+static void
+clear_ready(tr_io *io, uint64_t bit, uint64_t seen)
+{
+    uint64_t cur = atomic_load_explicit(&io->io_ready, memory_order_relaxed);
+    while ((cur & bit) && (cur & TR__RD_TICK_MASK) == (seen & TR__RD_TICK_MASK)) {
+        if (atomic_compare_exchange_weak_explicit(&io->io_ready, &cur, cur & ~bit,
+                                                  memory_order_acq_rel, memory_order_relaxed)) {
+            return;
+        }
+    }
+}
+
+// io_op runs fn under the readiness protocol. want: the bytes asked for
+// (a smaller result on a stream clears readiness), 0 when not a transfer.
+static tr_poll
+io_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t want, ssize_t *out)
+{
+    if (!tr_cx_budget_spend(cx)) {
+        return TR_PENDING;
+    }
+    uint64_t bit = dir_bit(dir);
+    for (;;) {
+        uint64_t r = atomic_load_explicit(&io->io_ready, memory_order_acquire);
+        if (r & TR__RD_CLOSED) {
+            *out = -(ssize_t)TR_ECLOSED;
+            return TR_READY;
+        }
+        if (!(r & bit)) {
+            if (tr__io_wait(io, dir, tr_cx_waker(cx))) {
+                return TR_PENDING;
+            }
+            continue;
+        }
+        if (!life_enter(io)) {
+            *out = -(ssize_t)TR_ECLOSED;
+            return TR_READY;
+        }
+        int fd = atomic_load_explicit(&io->io_fd, memory_order_relaxed);
+        ssize_t n;
+        do {
+            n = fn(fd, arg);
+        } while (n < 0 && errno == EINTR);
+        int e = errno;
+        life_exit(io);
+        if (n >= 0) {
+            if (io->io_flags & TR__IOF_ONESHOT) {
+                // One call per event on a blocking descriptor.
+                atomic_fetch_and_explicit(&io->io_ready, ~bit, memory_order_acq_rel);
+            } else if ((io->io_flags & TR__IOF_STREAM) && n > 0 && (size_t)n < want) {
+                clear_ready(io, bit, r);
+            }
+            *out = n;
+            return TR_READY;
+        }
+        if (e == EAGAIN || e == EWOULDBLOCK) {
+            clear_ready(io, bit, r);
+            continue;
+        }
+        *out = -(ssize_t)tr__errno(e);
+        return TR_READY;
+    }
+}
+
+tr_poll
+tr_io_poll_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, ssize_t *out)
+{
+    return io_op(io, cx, dir, fn, arg, 0, out);
+}
+
+tr_poll
+tr_io_ready(tr_io *io, tr_cx *cx, int dir, uint32_t *tick, tr_err *err)
+{
+    uint64_t bit = dir_bit(dir);
+    for (;;) {
+        uint64_t r = atomic_load_explicit(&io->io_ready, memory_order_acquire);
+        if (r & TR__RD_CLOSED) {
+            *err = TR_ECLOSED;
+            return TR_READY;
+        }
+        if (r & bit) {
+            *tick = (uint32_t)((r & TR__RD_TICK_MASK) >> TR__RD_TICK_SHIFT);
+            *err = TR_OK;
+            return TR_READY;
+        }
+        if (tr__io_wait(io, dir, tr_cx_waker(cx))) {
+            return TR_PENDING;
+        }
+    }
+}
+
+void
+tr_io_clear_ready(tr_io *io, int dir, uint32_t tick)
+{
+    if (io->io_flags & TR__IOF_ONESHOT) {
+        atomic_fetch_and_explicit(&io->io_ready, ~dir_bit(dir), memory_order_acq_rel);
+        return;
+    }
+    clear_ready(io, dir_bit(dir), (uint64_t)tick << TR__RD_TICK_SHIFT);
+}
+
+// ---------------------------------------------------------------------------
+// Leaf operations.
+
+typedef struct buf_arg {
+    void *buf;
+    size_t len;
+    int flags;
+    struct sockaddr *addr;
+    socklen_t *addrlen;
+    socklen_t tolen;
+    const struct iovec *iov;
+    int iovcnt;
+    struct msghdr *msg;
+} buf_arg;
+
+static size_t
+oneshot_cap(const tr_io *io, size_t len)
+{
+    // A blocking pipe may take only PIPE_BUF bytes without blocking.
+    return (io->io_flags & TR__IOF_ONESHOT) && len > PIPE_BUF ? PIPE_BUF : len;
+}
+
+static ssize_t
+do_read(int fd, void *a)
+{
+    buf_arg *b = a;
+    return read(fd, b->buf, b->len);
+}
+
+static ssize_t
+do_write(int fd, void *a)
+{
+    buf_arg *b = a;
+    return write(fd, b->buf, b->len);
+}
+
+static ssize_t
+do_readv(int fd, void *a)
+{
+    buf_arg *b = a;
+    return readv(fd, b->iov, b->iovcnt);
+}
+
+static ssize_t
+do_writev(int fd, void *a)
+{
+    buf_arg *b = a;
+    return writev(fd, b->iov, b->iovcnt);
+}
+
+static ssize_t
+do_recv(int fd, void *a)
+{
+    buf_arg *b = a;
+    return recvfrom(fd, b->buf, b->len, b->flags, b->addr, b->addrlen);
+}
+
+static ssize_t
+do_send(int fd, void *a)
+{
+    buf_arg *b = a;
+    return sendto(fd, b->buf, b->len, b->flags | MSG_NOSIGNAL, b->addr, b->tolen);
+}
+
+static ssize_t
+do_recvmsg(int fd, void *a)
+{
+    buf_arg *b = a;
+    return recvmsg(fd, b->msg, b->flags | MSG_CMSG_CLOEXEC);
+}
+
+static ssize_t
+do_sendmsg(int fd, void *a)
+{
+    buf_arg *b = a;
+    return sendmsg(fd, b->msg, b->flags | MSG_NOSIGNAL);
+}
+
+static size_t
+iov_total(const struct iovec *iov, int n)
+{
+    size_t t = 0;
+    for (int i = 0; i < n; i++) {
+        t += iov[i].iov_len;
+    }
+    return t;
+}
+
+tr_poll
+tr_read(tr_io *io, tr_cx *cx, void *buf, size_t len, ssize_t *out)
+{
+    buf_arg b = {.buf = buf, .len = oneshot_cap(io, len)};
+    return io_op(io, cx, TR_IO_READ, do_read, &b, b.len, out);
+}
+
+tr_poll
+tr_write(tr_io *io, tr_cx *cx, const void *buf, size_t len, ssize_t *out)
+{
+    buf_arg b = {.buf = (void *)buf, .len = oneshot_cap(io, len)};
+    return io_op(io, cx, TR_IO_WRITE, do_write, &b, b.len, out);
+}
+
+tr_poll
+tr_readv(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, ssize_t *out)
+{
+    buf_arg b = {.iov = iov, .iovcnt = iovcnt};
+    return io_op(io, cx, TR_IO_READ, do_readv, &b, iov_total(iov, iovcnt), out);
+}
+
+tr_poll
+tr_writev(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, ssize_t *out)
+{
+    buf_arg b = {.iov = iov, .iovcnt = iovcnt};
+    return io_op(io, cx, TR_IO_WRITE, do_writev, &b, iov_total(iov, iovcnt), out);
+}
+
+tr_poll
+tr_recv(tr_io *io, tr_cx *cx, void *buf, size_t len, int flags, ssize_t *out)
+{
+    buf_arg b = {.buf = buf, .len = len, .flags = flags};
+    return io_op(io, cx, TR_IO_READ, do_recv, &b, (flags & MSG_PEEK) ? 0 : len, out);
+}
+
+tr_poll
+tr_send(tr_io *io, tr_cx *cx, const void *buf, size_t len, int flags, ssize_t *out)
+{
+    buf_arg b = {.buf = (void *)buf, .len = len, .flags = flags};
+    return io_op(io, cx, TR_IO_WRITE, do_send, &b, len, out);
+}
+
+tr_poll
+tr_recvfrom(tr_io *io, tr_cx *cx, void *buf, size_t len, int flags, struct sockaddr *from,
+            socklen_t *fromlen, ssize_t *out)
+{
+    buf_arg b = {.buf = buf, .len = len, .flags = flags, .addr = from, .addrlen = fromlen};
+    return io_op(io, cx, TR_IO_READ, do_recv, &b, 0, out);
+}
+
+tr_poll
+tr_sendto(tr_io *io, tr_cx *cx, const void *buf, size_t len, int flags, const struct sockaddr *to,
+          socklen_t tolen, ssize_t *out)
+{
+    buf_arg b = {.buf = (void *)buf,
+                 .len = len,
+                 .flags = flags,
+                 .addr = (struct sockaddr *)to,
+                 .tolen = tolen};
+    return io_op(io, cx, TR_IO_WRITE, do_send, &b, 0, out);
+}
+
+tr_poll
+tr_recvmsg(tr_io *io, tr_cx *cx, struct msghdr *msg, int flags, ssize_t *out)
+{
+    buf_arg b = {.msg = msg, .flags = flags};
+    return io_op(io, cx, TR_IO_READ, do_recvmsg, &b, 0, out);
+}
+
+tr_poll
+tr_sendmsg(tr_io *io, tr_cx *cx, const struct msghdr *msg, int flags, ssize_t *out)
+{
+    buf_arg b = {.msg = (struct msghdr *)msg, .flags = flags};
+    return io_op(io, cx, TR_IO_WRITE, do_sendmsg, &b, 0, out);
+}
+
+static ssize_t
+do_accept(int fd, void *a)
+{
+    buf_arg *b = a;
+    for (;;) {
+        int c = accept4(fd, b->addr, b->addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c >= 0 || (errno != ECONNABORTED && errno != EPROTO)) {
+            return c;
+        }
+        // The peer gave up before we took it: take the next one.
+    }
+}
+
+tr_poll
+tr_accept(tr_io *lis, tr_cx *cx, tr_io **conn, struct sockaddr *addr, socklen_t *addrlen,
+          tr_err *err)
+{
+    buf_arg b = {.addr = addr, .addrlen = addrlen};
+    ssize_t n;
+    if (io_op(lis, cx, TR_IO_READ, do_accept, &b, 0, &n) == TR_PENDING) {
+        return TR_PENDING;
+    }
+    if (n < 0) {
+        *err = tr_io_err(n);
+        return TR_READY;
+    }
+    *err = io_open(lis->io_rt, (int)n, 0, OPEN_OURS_READY, conn);
+    if (*err != TR_OK) {
+        close((int)n);
+    }
+    return TR_READY;
+}
+
+tr_poll
+tr_connect(tr_io *io, tr_cx *cx, tr_connect_op *op, const struct sockaddr *addr, socklen_t addrlen,
+           tr_err *err)
+{
+    if (!op->c_started) {
+        if (!tr_cx_budget_spend(cx)) {
+            return TR_PENDING;
+        }
+        if (!life_enter(io)) {
+            *err = TR_ECLOSED;
+            return TR_READY;
+        }
+        uint64_t seen = atomic_load_explicit(&io->io_ready, memory_order_acquire);
+        int r = connect(atomic_load_explicit(&io->io_fd, memory_order_relaxed), addr, addrlen);
+        int e = errno;
+        life_exit(io);
+        if (r == 0) {
+            *err = TR_OK;
+            return TR_READY;
+        }
+        if (e != EINPROGRESS && e != EINTR && e != EAGAIN) {
+            *err = tr__errno(e);
+            return TR_READY;
+        }
+        op->c_started = 1;
+        // The optimistic write readiness says nothing about this connect:
+        // wait for the edge it makes.
+        clear_ready(io, TR__RD_WRITE, seen);
+    }
+    for (;;) {
+        uint64_t r = atomic_load_explicit(&io->io_ready, memory_order_acquire);
+        if (r & TR__RD_CLOSED) {
+            op->c_started = 0;
+            *err = TR_ECLOSED;
+            return TR_READY;
+        }
+        if (!(r & TR__RD_WRITE)) {
+            if (tr__io_wait(io, TR_IO_WRITE, tr_cx_waker(cx))) {
+                return TR_PENDING;
+            }
+            continue;
+        }
+        if (!life_enter(io)) {
+            op->c_started = 0;
+            *err = TR_ECLOSED;
+            return TR_READY;
+        }
+        int fd = atomic_load_explicit(&io->io_fd, memory_order_relaxed);
+        int soerr = 0;
+        socklen_t len = sizeof soerr;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) {
+            soerr = errno;
+        }
+        if (soerr == 0) {
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof ss;
+            if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0 && errno == ENOTCONN) {
+                life_exit(io);
+                clear_ready(io, TR__RD_WRITE, r); // not yet: wait again
+                continue;
+            }
+        }
+        life_exit(io);
+        op->c_started = 0;
+        *err = tr__errno(soerr);
+        return TR_READY;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Multi-step operations.
+
+tr_poll
+tr_read_exact(tr_io_op *op, tr_io *io, tr_cx *cx, void *buf, size_t len, tr_err *err)
+{
+    while (op->done < len) {
+        ssize_t n;
+        if (tr_read(io, cx, (char *)buf + op->done, len - op->done, &n) == TR_PENDING) {
+            return TR_PENDING;
+        }
+        if (n < 0) {
+            *err = tr_io_err(n);
+            return TR_READY;
+        }
+        if (n == 0) {
+            *err = TR_EEOF;
+            return TR_READY;
+        }
+        op->done += (size_t)n;
+    }
+    *err = TR_OK;
+    return TR_READY;
+}
+
+tr_poll
+tr_write_all(tr_io_op *op, tr_io *io, tr_cx *cx, const void *buf, size_t len, tr_err *err)
+{
+    while (op->done < len) {
+        ssize_t n;
+        if (tr_write(io, cx, (const char *)buf + op->done, len - op->done, &n) == TR_PENDING) {
+            return TR_PENDING;
+        }
+        if (n < 0) {
+            *err = tr_io_err(n);
+            return TR_READY;
+        }
+        op->done += (size_t)n;
+    }
+    *err = TR_OK;
+    return TR_READY;
+}

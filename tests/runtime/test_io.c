@@ -1,0 +1,779 @@
+// test_io: the reactor and tr_io (troupe/io.h) over pipes, socketpairs,
+// eventfds and regular files: readiness caching, waiting and waking per
+// direction, close while waiting, slot reuse, borrowed blocking
+// descriptors, and many descriptors across several workers. Sockets over
+// the network are test_net's.
+#define _GNU_SOURCE
+#include "test_util.h"
+
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "exec.h"
+#include "reactor.h"
+
+static tr_rt *
+rt_workers(unsigned workers, tr_sched_kind sched)
+{
+    tr_rt_config cfg;
+    tu_config_init(&cfg);
+    cfg.workers = workers;
+    cfg.sched = sched;
+    return tu_rt_new_cfg(&cfg);
+}
+
+static void
+make_pipe(tr_rt *rt, tr_io **rd, tr_io **wr)
+{
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+    assert_int_equal(tr_io_open(rt, p[0], 0, rd), TR_OK);
+    assert_int_equal(tr_io_open(rt, p[1], 0, wr), TR_OK);
+}
+
+static void
+make_pair(tr_rt *rt, tr_io **a, tr_io **b)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+    assert_int_equal(tr_io_open(rt, sv[0], 0, a), TR_OK);
+    assert_int_equal(tr_io_open(rt, sv[1], 0, b), TR_OK);
+}
+
+// ---------------------------------------------------------------------------
+// A reader that reads exactly `len` bytes into buf, and a writer that
+// writes them in chunks, yielding between chunks.
+
+typedef struct reader {
+    int tr_pc;
+    tr_io *io;
+    tr_io_op op;
+    char *buf;
+    size_t len;
+    tr_err err;
+    bool close_when_done;
+} reader;
+
+static tr_poll
+reader_poll(void *arg, tr_cx *cx)
+{
+    reader *st = arg;
+    TR_BEGIN(st);
+    TR_AWAIT(st, tr_read_exact(&st->op, st->io, cx, st->buf, st->len, &st->err));
+    TR_END(st);
+}
+
+static void
+reader_drop(void *arg)
+{
+    reader *st = arg;
+    if (st->close_when_done) {
+        tr_io_release(st->io);
+    }
+}
+
+static const tr_task_spec reader_spec = {
+    .name = "reader", .poll = reader_poll, .drop = reader_drop, .size = sizeof(reader)};
+
+typedef struct writer {
+    int tr_pc;
+    tr_io *io;
+    tr_io_op op;
+    const char *buf;
+    size_t len, off, chunk;
+    tr_err err;
+    bool close_when_done;
+} writer;
+
+static tr_poll
+writer_poll(void *arg, tr_cx *cx)
+{
+    writer *st = arg;
+    TR_BEGIN(st);
+    for (st->off = 0; st->off < st->len; st->off += st->chunk) {
+        tr_io_op_reset(&st->op);
+        TR_AWAIT(st, tr_write_all(&st->op, st->io, cx, st->buf + st->off,
+                                  st->len - st->off < st->chunk ? st->len - st->off : st->chunk,
+                                  &st->err));
+        if (st->err != TR_OK) {
+            break;
+        }
+        TR_YIELD(st, cx);
+    }
+    TR_END(st);
+}
+
+static void
+writer_drop(void *arg)
+{
+    writer *st = arg;
+    if (st->close_when_done) {
+        tr_io_release(st->io);
+    }
+}
+
+static const tr_task_spec writer_spec = {
+    .name = "writer", .poll = writer_poll, .drop = writer_drop, .size = sizeof(writer)};
+
+static void
+fill(char *buf, size_t len, unsigned seed)
+{
+    for (size_t i = 0; i < len; i++) {
+        buf[i] = (char)((i * 131 + seed) & 0xff);
+    }
+}
+
+// A root that joins two tasks.
+typedef struct join2 {
+    int tr_pc;
+    tr_join a, b;
+    tr_outcome oa, ob;
+} join2;
+
+static tr_poll
+join2_poll(void *arg, tr_cx *cx)
+{
+    join2 *st = arg;
+    TR_BEGIN(st);
+    TR_AWAIT(st, tr_join_poll(&st->a, cx, &st->oa));
+    TR_AWAIT(st, tr_join_poll(&st->b, cx, &st->ob));
+    TR_END(st);
+}
+
+static const tr_task_spec join2_spec = {.name = "join2", .poll = join2_poll, .size = sizeof(join2)};
+
+static void
+run_transfer(tr_rt *rt, tr_io *rd, tr_io *wr, size_t len, size_t chunk, bool reader_first)
+{
+    char *src = malloc(len), *dst = calloc(1, len);
+    fill(src, len, (unsigned)len);
+    reader *r = tu_task_new(rt, &reader_spec);
+    r->io = rd;
+    r->buf = dst;
+    r->len = len;
+    writer *w = tu_task_new(rt, &writer_spec);
+    w->io = wr;
+    w->buf = src;
+    w->len = len;
+    w->chunk = chunk;
+    join2 *j = tu_task_new(rt, &join2_spec);
+    if (reader_first) {
+        tr_task_start(r, &j->a);
+        tr_task_start(w, &j->b);
+    } else {
+        tr_task_start(w, &j->b);
+        tr_task_start(r, &j->a);
+    }
+    tu_watchdog wd;
+    tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
+    assert_int_equal(tr_rt_block_on(rt, j, NULL), TR_OK);
+    tu_watchdog_stop(&wd);
+    assert_int_equal(r->err, TR_OK);
+    assert_int_equal(w->err, TR_OK);
+    assert_memory_equal(src, dst, len);
+    free(src);
+    free(dst);
+}
+
+static void
+test_io_pipe_transfer(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    tr_io *rd, *wr;
+    make_pipe(rt, &rd, &wr);
+    // More than a pipe holds, so the writer waits for room and the reader
+    // for data, over and over.
+    run_transfer(rt, rd, wr, 1 << 20, 7000, true);
+    run_transfer(rt, rd, wr, 100000, 333, false);
+    tr_io_close(rd);
+    tr_io_close(wr);
+    tu_rt_free_clean(rt);
+}
+
+// An edge that arrives before anyone waits is not lost: the data is
+// written (by the test, outside the runtime) before the reader first polls.
+static void
+test_io_edge_before_wait(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    tr_io *rd, *wr;
+    make_pipe(rt, &rd, &wr);
+    char buf[16] = {0};
+    reader *r = tu_task_new(rt, &reader_spec);
+    r->io = rd;
+    r->buf = buf;
+    r->len = 5;
+    // First: reader waits (registers), then data comes from a thread.
+    assert_int_equal(write(tr_io_fd(wr), "hel", 3), 3);
+    assert_int_equal(write(tr_io_fd(wr), "lo", 2), 2);
+    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(r->err, TR_OK);
+    assert_memory_equal(buf, "hello", 5);
+    tr_io_close(rd);
+    tr_io_close(wr);
+    tu_rt_free_clean(rt);
+}
+
+// Data written by another thread while the runtime is parked in epoll.
+typedef struct late_writer {
+    tr_rt *rt;
+    int fd;
+    bool timed_out;
+} late_writer;
+
+static void *
+late_writer_main(void *arg)
+{
+    late_writer *lw = arg;
+    // Wait (bounded) until worker 0 is parked in the reactor.
+    uint64_t deadline = tu_now_ns() + (uint64_t)TU_WAIT_MS * 1000000u;
+    while (atomic_load(&lw->rt->r_workers[0].w_park) != PARK_DRIVER) {
+        if (tu_now_ns() > deadline) {
+            lw->timed_out = true;
+            break;
+        }
+        sched_yield();
+    }
+    TU_CHECK(write(lw->fd, "abcdefgh", 8) == 8);
+    return NULL;
+}
+
+static void
+test_io_wake_parked_driver(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    tr_io *rd, *wr;
+    make_pipe(rt, &rd, &wr);
+    char buf[8];
+    reader *r = tu_task_new(rt, &reader_spec);
+    r->io = rd;
+    r->buf = buf;
+    r->len = 8;
+    late_writer lw = {.rt = rt, .fd = tr_io_fd(wr)};
+    pthread_t t;
+    tu_thread_start(&t, late_writer_main, &lw);
+    tu_watchdog wd;
+    tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
+    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    tu_watchdog_stop(&wd);
+    tu_thread_join(t);
+    tu_checks_pass();
+    assert_false(lw.timed_out);
+    assert_memory_equal(buf, "abcdefgh", 8);
+    tr_io_close(rd);
+    tr_io_close(wr);
+    tu_rt_free_clean(rt);
+}
+
+// ---------------------------------------------------------------------------
+// Split halves: a reader task and a writer task on each end of one
+// socketpair at once, both directions (4 tasks, 2 descriptors).
+
+typedef struct join4 {
+    int tr_pc;
+    tr_join j[4];
+    tr_outcome o;
+    int i;
+} join4;
+
+static tr_poll
+join4_poll(void *arg, tr_cx *cx)
+{
+    join4 *st = arg;
+    TR_BEGIN(st);
+    for (st->i = 0; st->i < 4; st->i++) {
+        TR_AWAIT(st, tr_join_poll(&st->j[st->i], cx, &st->o));
+    }
+    TR_END(st);
+}
+
+static const tr_task_spec join4_spec = {.name = "join4", .poll = join4_poll, .size = sizeof(join4)};
+
+static void
+run_split(unsigned workers)
+{
+    tr_rt *rt = rt_workers(workers, TR_SCHED_WS);
+    tr_io *a, *b;
+    make_pair(rt, &a, &b);
+    tr_io *ard, *awr, *brd, *bwr;
+    tr_io_split(a, &ard, &awr);
+    tr_io_split(b, &brd, &bwr);
+    size_t len = 512 * 1024;
+    char *src1 = malloc(len), *src2 = malloc(len);
+    char *dst1 = calloc(1, len), *dst2 = calloc(1, len);
+    fill(src1, len, 1);
+    fill(src2, len, 2);
+    join4 *j = tu_task_new(rt, &join4_spec);
+    struct {
+        tr_io *rio, *wio;
+        char *src, *dst;
+    } dirs[2] = {{brd, awr, src1, dst1}, {ard, bwr, src2, dst2}};
+    for (int d = 0; d < 2; d++) {
+        reader *r = tu_task_new(rt, &reader_spec);
+        r->io = dirs[d].rio;
+        r->buf = dirs[d].dst;
+        r->len = len;
+        r->close_when_done = true;
+        writer *w = tu_task_new(rt, &writer_spec);
+        w->io = dirs[d].wio;
+        w->buf = dirs[d].src;
+        w->len = len;
+        w->chunk = 3000 + 1000 * (size_t)d;
+        w->close_when_done = true;
+        tr_task_start(r, &j->j[2 * d]);
+        tr_task_start(w, &j->j[2 * d + 1]);
+    }
+    tu_watchdog wd;
+    tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
+    assert_int_equal(tr_rt_block_on(rt, j, NULL), TR_OK);
+    tu_watchdog_stop(&wd);
+    assert_memory_equal(src1, dst1, len);
+    assert_memory_equal(src2, dst2, len);
+    assert_int_equal(atomic_load(&rt->r_reactor->rx_nregs), 0); // halves released
+    free(src1);
+    free(src2);
+    free(dst1);
+    free(dst2);
+    tu_rt_free_clean(rt);
+}
+
+static void
+test_io_split_halves_one_worker(void **state)
+{
+    (void)state;
+    run_split(1);
+}
+
+static void
+test_io_split_halves_three_workers(void **state)
+{
+    (void)state;
+    run_split(3);
+}
+
+// ---------------------------------------------------------------------------
+// Closing a tr_io while a task waits on it wakes the task with TR_ECLOSED;
+// later operations fail the same way; the descriptor is closed.
+
+typedef struct closer {
+    int tr_pc;
+    tr_io *io;
+    tr_join waiter;
+    tr_outcome o;
+} closer;
+
+static tr_poll
+closer_poll(void *arg, tr_cx *cx)
+{
+    closer *st = arg;
+    TR_BEGIN(st);
+    TR_YIELD(st, cx); // the waiter registers first (FIFO worker)
+    tr_io_close(st->io);
+    TR_AWAIT(st, tr_join_poll(&st->waiter, cx, &st->o));
+    TR_END(st);
+}
+
+static const tr_task_spec closer_spec = {
+    .name = "closer", .poll = closer_poll, .size = sizeof(closer)};
+
+static void
+test_io_close_wakes_waiter(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new_fifo();
+    tr_io *rd, *wr;
+    make_pipe(rt, &rd, &wr);
+    int fd = tr_io_fd(rd);
+    char buf[4];
+    reader *r = tu_task_new(rt, &reader_spec);
+    r->io = tr_io_ref(rd); // the waiter's own reference
+    r->buf = buf;
+    r->len = 4;
+    r->close_when_done = true;
+    closer *c = tu_task_new(rt, &closer_spec);
+    c->io = rd; // the closer's
+    tr_task_start(r, &c->waiter);
+    tu_watchdog wd;
+    tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
+    assert_int_equal(tr_rt_block_on(rt, c, NULL), TR_OK);
+    tu_watchdog_stop(&wd);
+    assert_int_equal(r->err, TR_ECLOSED);
+    assert_int_equal(fcntl(fd, F_GETFD), -1); // closed (the number is free)
+    assert_int_equal(errno, EBADF);
+    tr_io_close(wr);
+    tu_rt_free_clean(rt);
+}
+
+// ---------------------------------------------------------------------------
+// Registration slots are reused; events for a closed registration are
+// dropped (a new one on the same slot sees no stale readiness it acts on).
+
+typedef struct churn {
+    int tr_pc;
+    int i;
+    tr_io *rd, *wr;
+    char buf[8];
+    ssize_t n;
+} churn;
+
+static tr_poll
+churn_poll(void *arg, tr_cx *cx)
+{
+    churn *st = arg;
+    tr_rt *rt = tr_cx_rt(cx);
+    TR_BEGIN(st);
+    for (st->i = 0; st->i < 2000; st->i++) {
+        {
+            int p[2];
+            TU_CHECK(pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0);
+            TU_CHECK(tr_io_open(rt, p[0], 0, &st->rd) == TR_OK);
+            TU_CHECK(tr_io_open(rt, p[1], 0, &st->wr) == TR_OK);
+        }
+        // Make events, then close with them possibly still queued.
+        TU_CHECK(write(tr_io_fd(st->wr), "x", 1) == 1);
+        TR_AWAIT(st, tr_read(st->rd, cx, st->buf, sizeof st->buf, &st->n));
+        TU_CHECK(st->n == 1);
+        if (st->i % 2 == 0) {
+            TU_CHECK(write(tr_io_fd(st->wr), "yz", 2) == 2);
+        }
+        tr_io_close(st->wr);
+        tr_io_close(st->rd);
+    }
+    TR_END(st);
+}
+
+static const tr_task_spec churn_spec = {.name = "churn", .poll = churn_poll, .size = sizeof(churn)};
+
+static void
+test_io_slot_reuse(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    churn *c = tu_task_new(rt, &churn_spec);
+    assert_int_equal(tr_rt_block_on(rt, c, NULL), TR_OK);
+    tu_checks_pass();
+    assert_int_equal(atomic_load(&rt->r_reactor->rx_nregs), 0);
+    assert_true(rt->r_reactor->rx_nchunks == 1); // two slots, reused
+    tu_rt_free_clean(rt);
+}
+
+// ---------------------------------------------------------------------------
+// Custom readiness: an eventfd awaited with tr_io_poll_op.
+
+static ssize_t
+efd_read(int fd, void *arg)
+{
+    return read(fd, arg, sizeof(uint64_t));
+}
+
+typedef struct efd_task {
+    int tr_pc;
+    tr_io *io;
+    uint64_t v;
+    ssize_t n;
+} efd_task;
+
+static tr_poll
+efd_poll(void *arg, tr_cx *cx)
+{
+    efd_task *st = arg;
+    TR_BEGIN(st);
+    TR_AWAIT(st, tr_io_poll_op(st->io, cx, TR_IO_READ, efd_read, &st->v, &st->n));
+    TR_END(st);
+}
+
+static const tr_task_spec efd_spec = {.name = "efd", .poll = efd_poll, .size = sizeof(efd_task)};
+
+static void *
+efd_thread(void *arg)
+{
+    late_writer *lw = arg;
+    uint64_t deadline = tu_now_ns() + (uint64_t)TU_WAIT_MS * 1000000u;
+    while (atomic_load(&lw->rt->r_workers[0].w_park) != PARK_DRIVER) {
+        if (tu_now_ns() > deadline) {
+            lw->timed_out = true;
+            break;
+        }
+        sched_yield();
+    }
+    uint64_t v = 42;
+    TU_CHECK(write(lw->fd, &v, sizeof v) == sizeof v);
+    return NULL;
+}
+
+static void
+test_io_poll_op_eventfd(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    assert_true(fd >= 0);
+    efd_task *t = tu_task_new(rt, &efd_spec);
+    assert_int_equal(tr_io_open(rt, fd, 0, &t->io), TR_OK);
+    late_writer lw = {.rt = rt, .fd = fd};
+    pthread_t thr;
+    tu_thread_start(&thr, efd_thread, &lw);
+    tu_watchdog wd;
+    tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
+    assert_int_equal(tr_rt_block_on(rt, t, NULL), TR_OK);
+    tu_watchdog_stop(&wd);
+    tu_thread_join(thr);
+    tu_checks_pass();
+    assert_int_equal(t->n, 8);
+    assert_int_equal(t->v, 42);
+    tr_io_close(t->io);
+    tu_rt_free_clean(rt);
+}
+
+// ---------------------------------------------------------------------------
+// A borrowed blocking pipe stays blocking and is read after readiness (the
+// one-shot path); a regular file is always ready.
+
+static void
+test_io_borrowed_blocking_pipe(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0); // blocking
+    tr_io *rd, *wr;
+    assert_int_equal(tr_io_open(rt, p[0], TR_IO_BORROW, &rd), TR_OK);
+    assert_int_equal(tr_io_open(rt, p[1], TR_IO_BORROW, &wr), TR_OK);
+    assert_false(fcntl(p[0], F_GETFL) & O_NONBLOCK);
+    // 200 KB through a blocking pipe: the writer may only write what fits.
+    run_transfer(rt, rd, wr, 200000, 10000, true);
+    assert_false(fcntl(p[1], F_GETFL) & O_NONBLOCK);
+    tr_io_close(rd);
+    tr_io_close(wr);
+    // Borrowed: still open, still ours to close.
+    assert_int_equal(close(p[0]), 0);
+    assert_int_equal(close(p[1]), 0);
+    tu_rt_free_clean(rt);
+}
+
+static void
+test_io_regular_file(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    char path[] = "/tmp/troupe_io_XXXXXX";
+    int fd = mkostemp(path, O_CLOEXEC);
+    assert_true(fd >= 0);
+    unlink(path);
+    tr_io *io;
+    assert_int_equal(tr_io_open(rt, fd, 0, &io), TR_OK);
+    size_t len = 100000;
+    char *src = malloc(len), *dst = calloc(1, len);
+    fill(src, len, 9);
+    writer *w = tu_task_new(rt, &writer_spec);
+    w->io = io;
+    w->buf = src;
+    w->len = len;
+    w->chunk = 4096;
+    assert_int_equal(tr_rt_block_on(rt, w, NULL), TR_OK);
+    assert_int_equal(w->err, TR_OK);
+    assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+    reader *r = tu_task_new(rt, &reader_spec);
+    r->io = io;
+    r->buf = dst;
+    r->len = len;
+    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(r->err, TR_OK);
+    assert_memory_equal(src, dst, len);
+    // At the end of the file: a short read is TR_EEOF.
+    reader *r2 = tu_task_new(rt, &reader_spec);
+    r2->io = io;
+    r2->buf = dst;
+    r2->len = 10;
+    assert_int_equal(tr_rt_block_on(rt, r2, NULL), TR_OK);
+    assert_int_equal(r2->err, TR_EEOF);
+    assert_int_equal(r2->op.done, 0);
+    free(src);
+    free(dst);
+    tr_io_close(io);
+    tu_rt_free_clean(rt);
+}
+
+static void
+test_io_open_errors(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    tr_io *io;
+    assert_int_equal(tr_io_open(rt, -1, 0, &io), TR_EINVAL);
+    assert_int_equal(tr_io_open(rt, 12345, 0, &io), TR_EBADF);
+    assert_int_equal(tr_io_open(NULL, 0, 0, &io), TR_EINVAL);
+    assert_int_equal(tr_io_open(rt, 0, 0x100, &io), TR_EINVAL);
+    tu_rt_free_clean(rt);
+}
+
+// Descriptors nobody closed are closed by tr_rt_free (no leak).
+static void
+test_io_free_closes_leftovers(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    tr_io *rd, *wr;
+    make_pipe(rt, &rd, &wr);
+    int fd = tr_io_fd(rd);
+    tr_rt_free(rt);
+    assert_int_equal(fcntl(fd, F_GETFD), -1);
+}
+
+// ---------------------------------------------------------------------------
+// Many socketpairs ping-ponging across several workers.
+
+typedef struct pinger {
+    int tr_pc;
+    tr_io *io;
+    tr_io_op op;
+    uint32_t i, rounds;
+    uint32_t v, got;
+    tr_err err;
+    bool first;
+} pinger;
+
+static tr_poll
+pinger_poll(void *arg, tr_cx *cx)
+{
+    pinger *st = arg;
+    TR_BEGIN(st);
+    for (st->i = 0; st->i < st->rounds; st->i++) {
+        if (st->first) {
+            st->v = st->i;
+            tr_io_op_reset(&st->op);
+            TR_AWAIT(st, tr_write_all(&st->op, st->io, cx, &st->v, sizeof st->v, &st->err));
+            TU_CHECK(st->err == TR_OK);
+        }
+        tr_io_op_reset(&st->op);
+        TR_AWAIT(st, tr_read_exact(&st->op, st->io, cx, &st->got, sizeof st->got, &st->err));
+        TU_CHECK(st->err == TR_OK);
+        TU_CHECK(st->got == st->i);
+        if (!st->first) {
+            st->v = st->got;
+            tr_io_op_reset(&st->op);
+            TR_AWAIT(st, tr_write_all(&st->op, st->io, cx, &st->v, sizeof st->v, &st->err));
+            TU_CHECK(st->err == TR_OK);
+        }
+    }
+    TR_END(st);
+}
+
+static void
+pinger_drop(void *arg)
+{
+    pinger *st = arg;
+    tr_io_close(st->io);
+}
+
+static const tr_task_spec pinger_spec = {
+    .name = "pinger", .poll = pinger_poll, .drop = pinger_drop, .size = sizeof(pinger)};
+
+typedef struct ping_root {
+    int tr_pc;
+    tr_join *js;
+    unsigned n, i;
+    tr_outcome o;
+} ping_root;
+
+static tr_poll
+ping_root_poll(void *arg, tr_cx *cx)
+{
+    ping_root *st = arg;
+    TR_BEGIN(st);
+    for (st->i = 0; st->i < st->n; st->i++) {
+        TR_AWAIT(st, tr_join_poll(&st->js[st->i], cx, &st->o));
+        TU_CHECK(st->o.err == TR_OK);
+    }
+    TR_END(st);
+}
+
+static const tr_task_spec ping_root_spec = {
+    .name = "ping_root", .poll = ping_root_poll, .size = sizeof(ping_root)};
+
+static void
+run_ping(unsigned workers, tr_sched_kind sched)
+{
+    tr_rt *rt = rt_workers(workers, sched);
+    unsigned pairs = 64;
+    tr_join *js = calloc(2 * pairs, sizeof(tr_join));
+    for (unsigned p = 0; p < pairs; p++) {
+        tr_io *a, *b;
+        make_pair(rt, &a, &b);
+        for (int k = 0; k < 2; k++) {
+            pinger *pg = tu_task_new(rt, &pinger_spec);
+            pg->io = k == 0 ? a : b;
+            pg->rounds = 300;
+            pg->first = k == 0;
+            tr_task_start(pg, &js[2 * p + (unsigned)k]);
+        }
+    }
+    ping_root *r = tu_task_new(rt, &ping_root_spec);
+    r->js = js;
+    r->n = 2 * pairs;
+    tu_watchdog wd;
+    tu_watchdog_start(&wd, rt, 6 * TU_WAIT_MS);
+    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    tu_watchdog_stop(&wd);
+    tu_checks_pass();
+    assert_int_equal(atomic_load(&rt->r_reactor->rx_nregs), 0);
+    free(js);
+    tu_rt_free_clean(rt);
+}
+
+static void
+test_io_ping_pong_one_worker(void **state)
+{
+    (void)state;
+    run_ping(1, TR_SCHED_RR);
+}
+
+static void
+test_io_ping_pong_ws_four_workers(void **state)
+{
+    (void)state;
+    run_ping(4, TR_SCHED_WS);
+}
+
+static void
+test_io_ping_pong_rr_three_workers(void **state)
+{
+    (void)state;
+    run_ping(3, TR_SCHED_RR);
+}
+
+static void
+test_io_ping_pong_hybrid_two_workers(void **state)
+{
+    (void)state;
+    run_ping(2, TR_SCHED_HYBRID);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_io_pipe_transfer),
+        cmocka_unit_test(test_io_edge_before_wait),
+        cmocka_unit_test(test_io_wake_parked_driver),
+        cmocka_unit_test(test_io_split_halves_one_worker),
+        cmocka_unit_test(test_io_split_halves_three_workers),
+        cmocka_unit_test(test_io_close_wakes_waiter),
+        cmocka_unit_test(test_io_slot_reuse),
+        cmocka_unit_test(test_io_poll_op_eventfd),
+        cmocka_unit_test(test_io_borrowed_blocking_pipe),
+        cmocka_unit_test(test_io_regular_file),
+        cmocka_unit_test(test_io_open_errors),
+        cmocka_unit_test(test_io_free_closes_leftovers),
+        cmocka_unit_test(test_io_ping_pong_one_worker),
+        cmocka_unit_test(test_io_ping_pong_ws_four_workers),
+        cmocka_unit_test(test_io_ping_pong_rr_three_workers),
+        cmocka_unit_test(test_io_ping_pong_hybrid_two_workers),
+    };
+    return tu_run(tests);
+}
