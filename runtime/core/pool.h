@@ -19,9 +19,9 @@
 #define TR__CHUNK_SHIFT 18
 #define TR__CHUNK_SIZE ((size_t)1 << TR__CHUNK_SHIFT)
 #define TR__CHUNK_HDR 128
-#define TR__SLOT_BITS 11
+#define TR__SLOT_BITS 12 // 256 KiB / 80-byte slots < 4096
 #define TR__SLOT_HDR 64
-#define TR__NCLASSES 27
+#define TR__NCLASSES 33
 
 // ---------------------------------------------------------------------------
 // The state word: generation (32) | last worker (8) | sleep count (8) |
@@ -157,7 +157,7 @@ struct tr__pool {
     uint64_t p_limit;              // most live tasks (max_tasks)
     unsigned p_nshards;            // workers + 1 (the last is external)
     tr__shard *p_shards;
-    uint8_t p_class_of[65]; // slot size / 64 -> class, up to 4096
+    uint8_t p_class_of[257]; // slot size / 16 -> class, up to 4096
     int64_t p_batch;        // credits a worker takes or returns at once
     // Spawn credits not held by any worker: p_limit minus live slots minus
     // credits in workers' hands. Threads that own no shard use it directly.

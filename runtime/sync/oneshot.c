@@ -32,17 +32,20 @@
 
 static const tr_waker no_waker = {NULL, NULL};
 
+// 24 bytes before the value: a pure signal (value_size 0) fits the
+// allocator's smallest chunk, which matters to a million idle tasks.
 struct tr_oneshot {
+    tr_waker o_rx_waker; // the receiver awaiting the value, or empty (o_lock)
     tr__mutex o_lock;
-    size_t o_size; // value bytes; immutable
+    uint16_t o_size; // value bytes (at most ONESHOT_MAX_VALUE); immutable
 
-    // All below: protected by o_lock.
-    bool o_tx_alive;         // the sender end is held
-    bool o_rx_alive;         // the receiver end is held
-    bool o_full;             // o_value holds the sent value
-    tr_waker o_rx_waker;     // the receiver awaiting the value, or empty
+    // Under o_lock.
+    bool o_tx_alive : 1;     // the sender end is held
+    bool o_rx_alive : 1;     // the receiver end is held
+    bool o_full : 1;         // o_value holds the sent value
     unsigned char o_value[]; // o_size bytes, written once by the sender
 };
+_Static_assert(sizeof(struct tr_oneshot) <= 24, "a signal oneshot is one small chunk");
 
 static void
 oneshot_free(tr_oneshot *o)
@@ -84,7 +87,7 @@ tr_oneshot_new(size_t value_size, tr_oneshot **out)
     }
     tr_oneshot *o = tr_zalloc(sizeof *o + value_size);
     o->o_lock = (tr__mutex)TR__MUTEX_INIT;
-    o->o_size = value_size;
+    o->o_size = (uint16_t)value_size;
     o->o_tx_alive = true;
     o->o_rx_alive = true;
     *out = o;

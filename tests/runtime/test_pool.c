@@ -97,7 +97,7 @@ test_pool_freed_slot_reused_with_bumped_generation(void **state)
     tr__pool p;
     assert_int_equal(tr__pool_init(&p, 1, 1u << 20), TR_OK);
     tr__slot *a = NULL, *b = NULL, *c = NULL;
-    assert_int_equal(tr__pool_alloc(&p, 0, 32, &a), TR_OK);
+    assert_int_equal(tr__pool_alloc(&p, 0, 36, &a), TR_OK);
     uint64_t wa = atomic_load(&a->s_word);
     uint64_t ka = tr__slot_key(a, wa);
     // Generations carry on when a chunk is reused from the process cache,
