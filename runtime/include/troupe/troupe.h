@@ -9,5 +9,6 @@
 #include <troupe/chan.h>
 #include <troupe/time.h>
 #include <troupe/io.h>
+#include <troupe/blocking.h>
 
 #endif
