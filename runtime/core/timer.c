@@ -324,7 +324,6 @@ timer_poll(tr_timer *t, tr_cx *cx, uint64_t deadline, bool relative)
     if (deadline <= now) {
         return TR_READY;
     }
-    t->t_deadline = deadline;
     t->t_waker = wk;
     t->t_rt = rt;
     tr__mutex_lock(&rx->rx_tm_lock);

@@ -61,8 +61,7 @@ TR_API uint64_t tr_rt_timers(tr_rt *rt);
 typedef struct tr_timer {
     struct tr_timer *t_prev;
     struct tr_timer *t_next;
-    uint64_t t_when;     // deadline, in wheel ticks (ms since the base)
-    uint64_t t_deadline; // deadline, ns on the runtime's clock
+    uint64_t t_when; // deadline, in wheel ticks (ms since the base)
     tr_waker t_waker;
     tr_rt *t_rt;
     _Atomic uint32_t t_state; // idle, armed, fired
