@@ -1201,7 +1201,7 @@ rw_poll(tr_blocking_op *op, tr_cx *cx, int kind, int fd, void *rbuf, const void 
             *err = TR_EINVAL;
             return TR_READY;
         }
-        int d;
+        int d = -1;
         tr_err e = dup_fd(fd, &d);
         if (e != TR_OK) {
             *err = e;
