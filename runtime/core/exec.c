@@ -45,7 +45,6 @@
 #include "reactor.h"
 
 void tr__rt_cancel_cmd(tr__worker *w, uint64_t key) TR__HIDDEN;
-bool tr__join_register(tr__slot *s, tr_waker wk) TR__HIDDEN;
 
 // ---------------------------------------------------------------------------
 // Parking: a three-state futex per worker.

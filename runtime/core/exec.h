@@ -244,6 +244,9 @@ tr_rt *tr__slot_rt(tr__slot *s) TR__HIDDEN;
 // process-wide, and the wake finds the runtime through the slot.
 extern const tr_waker_ops tr__task_waker_ops TR__HIDDEN;
 void tr__take_outcome(tr__slot *s, uint64_t word, tr_outcome *out) TR__HIDDEN;
+// tr__join_register sets wk as s's joiner waker unless s completed first:
+// true when registered (wk runs once at completion), false when complete.
+bool tr__join_register(tr__slot *s, tr_waker wk) TR__HIDDEN;
 
 // From exec.c.
 void tr__inject_push(tr_rt *rt, tr__slot *const *tasks, uint32_t n) TR__HIDDEN;

@@ -480,10 +480,8 @@ register_waker(tr__slot *s, uint64_t *old, tr_waker wk)
     }
 }
 
-// tr__join_register lets block_on hear of its root's completion wherever
-// it completes. False when it had completed already.
-bool tr__join_register(tr__slot *s, tr_waker wk) TR__HIDDEN;
-
+// tr__join_register lets block_on (and groups) hear of a completion
+// wherever it happens. False when it had completed already.
 bool
 tr__join_register(tr__slot *s, tr_waker wk)
 {

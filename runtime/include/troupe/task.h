@@ -226,7 +226,7 @@ TR_API void tr_cx_yield(tr_cx *cx);
 //       TR_END(st);
 //   }
 
-TR_API _Noreturn void tr__bad_resume(const char *file, int line, int pc);
+TR_API __attribute__((noreturn)) void tr__bad_resume(const char *file, int line, int pc);
 
 #define TR__DONE (-1)
 

@@ -10,5 +10,8 @@
 #include <troupe/time.h>
 #include <troupe/io.h>
 #include <troupe/blocking.h>
+#include <troupe/sync.h>
+#include <troupe/group.h>
+#include <troupe/select.h>
 
 #endif
