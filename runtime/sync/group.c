@@ -57,7 +57,6 @@
 
 #include "exec.h"
 
-
 #define CANCEL_BATCH 32
 
 enum { WANT_ALL = 0, WANT_NEXT = 1 };
