@@ -548,9 +548,6 @@ ext_task_poll(void *arg, tr_cx *cx)
         r = TR_READY;
     }
     poll_exit(&st->in_poll);
-    if (r == TR_READY && atomic_fetch_add(&st->x->completed, 1) + 1 == EX_N) {
-        tu_event_set(&st->x->all_done);
-    }
     return r;
 }
 
@@ -559,6 +556,11 @@ ext_task_drop(void *arg)
 {
     ext_task *st = arg;
     atomic_fetch_add(&st->x->drops[st->idx], 1);
+    // Counted here, not in the poll: the drop runs after the poll returned
+    // READY, so a root woken from the poll could look at drops too early.
+    if (atomic_fetch_add(&st->x->completed, 1) + 1 == EX_N) {
+        tu_event_set(&st->x->all_done);
+    }
 }
 
 static const tr_task_spec ext_task_spec = {
