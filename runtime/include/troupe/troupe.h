@@ -9,6 +9,8 @@
 #include <troupe/chan.h>
 #include <troupe/time.h>
 #include <troupe/io.h>
+#include <troupe/net.h>
+#include <troupe/bufread.h>
 #include <troupe/blocking.h>
 #include <troupe/sync.h>
 #include <troupe/group.h>

@@ -1,0 +1,179 @@
+// troupe/bufread.h: buffered reading and copying on top of troupe/io.h.
+// A tr_bufread reads a tr_io in large chunks into a buffer and hands the
+// bytes out by delimiter (tr_bufread_read_until), by text line
+// (tr_bufread_line), by exact count (tr_bufread_read_exact) or as they come
+// (tr_bufread_read, tr_bufread_fill); tr_copy and tr_bufread_copy move a
+// whole stream from one tr_io to another until end of file.
+//
+// Memory is bounded: the buffer never grows. A delimited record or a line
+// must fit in it (or in a smaller limit given per call), else the call
+// fails with TR_ETOOBIG instead of reading without end.
+//
+// Ownership: the tr_bufread struct is the caller's (embed it in the task
+// state); its buffer is either memory the caller passes in (e.g. an array
+// in the same state) or a heap block that tr_bufread_init allocates and
+// tr_bufread_fini frees. The reader borrows the tr_io: the caller keeps
+// its reference and releases it after tr_bufread_fini.
+//
+// Threads: a reader is used by one task at a time (it is not locked), from
+// a task of the runtime its tr_io belongs to. The awaitables take the same
+// arguments on every poll until TR_READY.
+//
+// Cancellation: every awaitable here holds nothing outside the reader and
+// its op struct while it is pending. Bytes read from the descriptor but
+// not yet returned stay in the reader's buffer (a cancelled read_until or
+// line loses nothing; the next call returns them); bytes a read_exact had
+// copied out are counted in its op->done. A copy reports in op->done the
+// bytes written to the destination: with tr_bufread_copy the rest stays in
+// the reader; with tr_copy the bytes read but not yet written are in the op
+// and are lost with it. A cancelled task's drop only calls tr_bufread_fini
+// (and releases its tr_io references).
+#ifndef TROUPE_BUFREAD_H
+#define TROUPE_BUFREAD_H
+
+#include <sys/types.h>
+
+#include <troupe/common.h>
+#include <troupe/err.h>
+#include <troupe/io.h>
+#include <troupe/task.h>
+
+TR_BEGIN_DECLS
+
+// The buffer size tr_bufread_init uses for cap 0.
+#define TR_BUFREAD_DEFAULT_CAP ((size_t)8192)
+// The smallest buffer tr_bufread_init accepts.
+#define TR_BUFREAD_MIN_CAP ((size_t)16)
+
+// A buffered reader. Embed it in the task state; the fields are private.
+typedef struct tr_bufread {
+    tr_io *br_io;    // borrowed: the caller holds the reference
+    char *br_buf;    // br_cap bytes; the last one is kept for a NUL
+    size_t br_cap;   // size of br_buf
+    size_t br_start; // first byte not yet handed out
+    size_t br_end;   // end of the bytes read
+    size_t br_scan;  // bytes after br_start already searched for br_delim
+    int br_delim;    // the delimiter br_scan refers to
+    bool br_owned;   // br_buf came from tr_bufread_init's allocation
+} tr_bufread;
+
+// tr_bufread_init prepares br to read io. buf (cap bytes) is the caller's
+// memory, which must outlive the reader; buf NULL makes the reader allocate
+// cap bytes (cap 0: TR_BUFREAD_DEFAULT_CAP), freed by tr_bufread_fini.
+// One byte of the buffer is kept for the NUL of tr_bufread_line, so a
+// record or line holds at most cap - 1 bytes. TR_EINVAL for a NULL br or
+// io, or a cap below TR_BUFREAD_MIN_CAP. Any thread; never blocks.
+TR_API tr_err tr_bufread_init(tr_bufread *br, tr_io *io, void *buf, size_t cap);
+
+// tr_bufread_fini frees the buffer if the reader allocated it; bytes still
+// buffered are discarded and io is left as it is (not released). br may be
+// initialised again. Idempotent on a zeroed or finished reader, so a drop
+// function may call it unconditionally. Any thread, once no task uses br.
+TR_API void tr_bufread_fini(tr_bufread *br);
+
+// tr_bufread_io returns the tr_io the reader reads (borrowed: no reference
+// is taken).
+TR_API tr_io *tr_bufread_io(const tr_bufread *br);
+
+// tr_bufread_buffered returns how many bytes are buffered, not yet handed
+// out (readable without a system call).
+TR_API size_t tr_bufread_buffered(const tr_bufread *br);
+
+// tr_bufread_fill returns the buffered bytes, reading once from io if there
+// are none: TR_READY with *err TR_OK, *data and *len the bytes (len 0 at end
+// of file), or *err the read error. The bytes stay buffered until
+// tr_bufread_consume; *data is valid until the next call on the reader.
+// Cancelled while pending: nothing was read.
+TR_API tr_poll tr_bufread_fill(tr_bufread *br, tr_cx *cx, const char **data, size_t *len,
+                               tr_err *err);
+
+// tr_bufread_consume marks the first n buffered bytes as handed out
+// (n at most tr_bufread_buffered; more is a bug). Never blocks; from the
+// task that uses br.
+TR_API void tr_bufread_consume(tr_bufread *br, size_t n);
+
+// tr_bufread_read reads up to len bytes: the buffered bytes first; with
+// none buffered, a read of at least the buffer's size goes straight into
+// buf. TR_READY with *out the count (0 at end of file) or -(tr_err).
+// Cancelled while pending: nothing was read.
+TR_API tr_poll tr_bufread_read(tr_bufread *br, tr_cx *cx, void *buf, size_t len, ssize_t *out);
+
+// tr_bufread_read_exact reads exactly len bytes into buf, through the
+// buffer: *err TR_OK, or TR_EEOF when the stream ended first (op->done
+// bytes were read into buf), or the read error (op->done bytes read).
+// Zero op (tr_io_op_reset) before each operation. Cancelled while pending:
+// op->done bytes are in buf, the rest is still to be read (from the
+// reader's buffer or the descriptor).
+TR_API tr_poll tr_bufread_read_exact(tr_io_op *op, tr_bufread *br, tr_cx *cx, void *buf, size_t len,
+                                     tr_err *err);
+
+// tr_bufread_read_until reads up to and including the byte delim: TR_READY
+// with *err TR_OK and *data, *len the record (ending with delim, except for
+// a last record at end of file, which is returned without it); TR_EEOF (len
+// 0) at end of file with nothing buffered; TR_ETOOBIG when max bytes
+// (0, or more than the buffer holds: cap - 1) came without delim, in which
+// case nothing is consumed (close the stream, or drop the bytes with
+// tr_bufread_consume(br, tr_bufread_buffered(br)) and go on); or the read
+// error, with the partial record still buffered. *data points into the
+// buffer and is valid until the next call on the reader. Cancelled (or
+// given up after a timeout) while pending: the partial record stays
+// buffered and the next call returns it whole.
+TR_API tr_poll tr_bufread_read_until(tr_bufread *br, tr_cx *cx, int delim, size_t max,
+                                     const char **data, size_t *len, tr_err *err);
+
+// tr_bufread_line reads one text line: as tr_bufread_read_until(br, cx,
+// '\n', max, ...), with the ending "\n" or "\r\n" removed from *len and a
+// NUL written after the line (so *line is also a C string, unless the line
+// holds NUL bytes). max counts the line with its ending. A last line
+// without a newline is returned at end of file; the call after it gives
+// TR_EEOF. An empty line is TR_OK with *len 0. Cancellation as
+// tr_bufread_read_until.
+TR_API tr_poll tr_bufread_line(tr_bufread *br, tr_cx *cx, size_t max, const char **line,
+                               size_t *len, tr_err *err);
+
+// tr_bufread_copy writes everything br reads, buffered bytes first, to `to`
+// until end of file: *err TR_OK at end of file, or the read or write error.
+// op->done counts the bytes written (zero op before each copy). Bytes not
+// yet written stay in the reader, also when the task is cancelled while
+// the copy is pending. It does not close or shut down `to`.
+TR_API tr_poll tr_bufread_copy(tr_io_op *op, tr_bufread *br, tr_io *to, tr_cx *cx, tr_err *err);
+
+// ---------------------------------------------------------------------------
+// Copy without a reader.
+
+// tr_copy's buffer size.
+#define TR_COPY_BUF ((size_t)8192)
+
+// A copy in progress, with its buffer: embed it in the task state, zeroed
+// (or tr_copy_op_reset) before each copy. done is public: the bytes written
+// to the destination so far.
+typedef struct tr_copy_op {
+    uint64_t done;
+    uint32_t cp_start; // private: cp_buf[cp_start, cp_end) is read, not yet written
+    uint32_t cp_end;
+    unsigned char cp_buf[TR_COPY_BUF];
+} tr_copy_op;
+
+// tr_copy_op_reset readies op for a new copy (done back to 0).
+static inline void
+tr_copy_op_reset(tr_copy_op *op)
+{
+    op->done = 0;
+    op->cp_start = 0;
+    op->cp_end = 0;
+}
+
+// tr_copy reads from `from` and writes to `to` until from's end of file:
+// TR_READY with *err TR_OK (op->done bytes were copied), or the read or
+// write error (op->done bytes had been written; TR_EPIPE when to's reader
+// went away). It does not close or shut down `to`. Every read and write
+// charges the poll budget, so a long copy lets other tasks run. Works on
+// any pair of descriptors the reactor watches (pipes, sockets, ttys);
+// `from` and `to` may be the two halves of one tr_io_split (an echo).
+// Cancelled while pending: op->done bytes reached `to`; the bytes read but
+// not yet written (at most TR_COPY_BUF) are lost with the op.
+TR_API tr_poll tr_copy(tr_copy_op *op, tr_io *from, tr_io *to, tr_cx *cx, tr_err *err);
+
+TR_END_DECLS
+
+#endif

@@ -1,0 +1,353 @@
+// Design notes.
+//
+// The reader's buffer is one fixed block: bytes [br_start, br_end) are read
+// and not yet handed out. Reads go into [br_end, br_cap - 1): the last byte
+// is kept so that tr_bufread_line can always write a NUL after a line, even
+// a last line without a newline that ends at br_end. The buffer is moved
+// back to its start (compacted) only when more bytes are needed and the
+// free tail is less than half of it, so a memmove copies at most the one
+// partial record, and at most once per half buffer of input.
+//
+// read_until remembers how far it has searched (br_scan), so a record that
+// arrives in many small pieces is searched once in total, not once per
+// piece (which would be quadratic).
+//
+// All state lives in the tr_bufread or the caller's op struct: nothing is
+// registered while an awaitable is pending except io.c's waker, so
+// cancellation needs no undo (see the header). End of file is not latched:
+// each call that needs bytes reads again (a tty can go on after ^D).
+#include <string.h>
+
+#include <troupe/bufread.h>
+
+#include "base.h"
+
+// usable: how many bytes the buffer holds (one is kept for the NUL).
+static inline size_t
+usable(const tr_bufread *br)
+{
+    return br->br_cap - 1;
+}
+
+tr_err
+tr_bufread_init(tr_bufread *br, tr_io *io, void *buf, size_t cap)
+{
+    if (br == NULL || io == NULL) {
+        return TR_EINVAL;
+    }
+    bool owned = false;
+    if (buf == NULL) {
+        if (cap == 0) {
+            cap = TR_BUFREAD_DEFAULT_CAP;
+        }
+        if (cap < TR_BUFREAD_MIN_CAP) {
+            return TR_EINVAL;
+        }
+        buf = tr_alloc(cap);
+        owned = true;
+    } else if (cap < TR_BUFREAD_MIN_CAP) {
+        return TR_EINVAL;
+    }
+    memset(br, 0, sizeof(*br));
+    br->br_io = io;
+    br->br_buf = buf;
+    br->br_cap = cap;
+    br->br_owned = owned;
+    return TR_OK;
+}
+
+void
+tr_bufread_fini(tr_bufread *br)
+{
+    if (br == NULL) {
+        return;
+    }
+    if (br->br_owned && br->br_buf != NULL) {
+        tr_free(br->br_buf, br->br_cap);
+    }
+    memset(br, 0, sizeof(*br));
+}
+
+tr_io *
+tr_bufread_io(const tr_bufread *br)
+{
+    return br->br_io;
+}
+
+size_t
+tr_bufread_buffered(const tr_bufread *br)
+{
+    return br->br_end - br->br_start;
+}
+
+void
+tr_bufread_consume(tr_bufread *br, size_t n)
+{
+    TR_ASSERT(n <= br->br_end - br->br_start);
+    br->br_start += n;
+    br->br_scan = br->br_scan > n ? br->br_scan - n : 0;
+    if (br->br_start == br->br_end) {
+        br->br_start = br->br_end = br->br_scan = 0;
+    }
+}
+
+// fill_more reads once into the free tail (compacting first if it is
+// small): TR_READY with *n the bytes added (0 at end of file) or -(tr_err).
+// The caller makes sure the buffer is not full of unreturned bytes.
+static tr_poll
+fill_more(tr_bufread *br, tr_cx *cx, ssize_t *n)
+{
+    size_t cap = usable(br);
+    if (br->br_start == br->br_end) {
+        br->br_start = br->br_end = br->br_scan = 0;
+    } else if (br->br_start > 0 && cap - br->br_end < cap / 2) {
+        memmove(br->br_buf, br->br_buf + br->br_start, br->br_end - br->br_start);
+        br->br_end -= br->br_start;
+        br->br_start = 0;
+    }
+    TR_ASSERT(br->br_end < cap);
+    if (tr_read(br->br_io, cx, br->br_buf + br->br_end, cap - br->br_end, n) == TR_PENDING) {
+        return TR_PENDING;
+    }
+    if (*n > 0) {
+        br->br_end += (size_t)*n;
+    }
+    return TR_READY;
+}
+
+tr_poll
+tr_bufread_fill(tr_bufread *br, tr_cx *cx, const char **data, size_t *len, tr_err *err)
+{
+    if (br->br_start == br->br_end) {
+        ssize_t n;
+        if (fill_more(br, cx, &n) == TR_PENDING) {
+            return TR_PENDING;
+        }
+        if (n < 0) {
+            *data = NULL;
+            *len = 0;
+            *err = tr_io_err(n);
+            return TR_READY;
+        }
+    }
+    *data = br->br_buf + br->br_start;
+    *len = br->br_end - br->br_start;
+    *err = TR_OK;
+    return TR_READY;
+}
+
+// take copies up to len buffered bytes into buf and consumes them.
+static size_t
+take(tr_bufread *br, void *buf, size_t len)
+{
+    size_t k = br->br_end - br->br_start;
+    if (k > len) {
+        k = len;
+    }
+    memcpy(buf, br->br_buf + br->br_start, k);
+    tr_bufread_consume(br, k);
+    return k;
+}
+
+tr_poll
+tr_bufread_read(tr_bufread *br, tr_cx *cx, void *buf, size_t len, ssize_t *out)
+{
+    if (len == 0) {
+        *out = 0;
+        return TR_READY;
+    }
+    if (br->br_start != br->br_end) {
+        *out = (ssize_t)take(br, buf, len);
+        return TR_READY;
+    }
+    if (len >= usable(br)) {
+        // Nothing buffered and a large read: skip the copy.
+        return tr_read(br->br_io, cx, buf, len, out);
+    }
+    ssize_t n;
+    if (fill_more(br, cx, &n) == TR_PENDING) {
+        return TR_PENDING;
+    }
+    *out = n <= 0 ? n : (ssize_t)take(br, buf, len);
+    return TR_READY;
+}
+
+tr_poll
+tr_bufread_read_exact(tr_io_op *op, tr_bufread *br, tr_cx *cx, void *buf, size_t len, tr_err *err)
+{
+    while (op->done < len) {
+        char *dst = (char *)buf + op->done;
+        size_t want = len - op->done;
+        ssize_t n;
+        if (br->br_start != br->br_end) {
+            op->done += take(br, dst, want);
+            continue;
+        }
+        if (want >= usable(br)) {
+            if (tr_read(br->br_io, cx, dst, want, &n) == TR_PENDING) {
+                return TR_PENDING;
+            }
+            if (n > 0) {
+                op->done += (size_t)n;
+                continue;
+            }
+        } else if (fill_more(br, cx, &n) == TR_PENDING) {
+            return TR_PENDING;
+        }
+        if (n < 0) {
+            *err = tr_io_err(n);
+            return TR_READY;
+        }
+        if (n == 0) {
+            *err = TR_EEOF;
+            return TR_READY;
+        }
+    }
+    *err = TR_OK;
+    return TR_READY;
+}
+
+tr_poll
+tr_bufread_read_until(tr_bufread *br, tr_cx *cx, int delim, size_t max, const char **data,
+                      size_t *len, tr_err *err)
+{
+    if (max == 0 || max > usable(br)) {
+        max = usable(br);
+    }
+    if (br->br_delim != delim) {
+        br->br_delim = delim; // what was searched was searched for another byte
+        br->br_scan = 0;
+    }
+    for (;;) {
+        char *base = br->br_buf + br->br_start;
+        size_t avail = br->br_end - br->br_start;
+        size_t lim = avail < max ? avail : max;
+        if (br->br_scan < lim) {
+            char *p = memchr(base + br->br_scan, (unsigned char)delim, lim - br->br_scan);
+            if (p != NULL) {
+                size_t n = (size_t)(p - base) + 1;
+                tr_bufread_consume(br, n);
+                *data = base;
+                *len = n;
+                *err = TR_OK;
+                return TR_READY;
+            }
+            br->br_scan = lim;
+        }
+        if (avail >= max) {
+            *data = NULL;
+            *len = 0;
+            *err = TR_ETOOBIG;
+            return TR_READY;
+        }
+        ssize_t n;
+        if (fill_more(br, cx, &n) == TR_PENDING) {
+            return TR_PENDING;
+        }
+        if (n < 0) {
+            *data = NULL;
+            *len = 0;
+            *err = tr_io_err(n);
+            return TR_READY;
+        }
+        if (n == 0) {
+            // End of file: the partial record is the last one.
+            base = br->br_buf + br->br_start;
+            *data = avail == 0 ? NULL : base;
+            *len = avail;
+            *err = avail == 0 ? TR_EEOF : TR_OK;
+            tr_bufread_consume(br, avail);
+            return TR_READY;
+        }
+    }
+}
+
+tr_poll
+tr_bufread_line(tr_bufread *br, tr_cx *cx, size_t max, const char **line, size_t *len, tr_err *err)
+{
+    const char *d;
+    size_t n;
+    if (tr_bufread_read_until(br, cx, '\n', max, &d, &n, err) == TR_PENDING) {
+        return TR_PENDING;
+    }
+    if (*err != TR_OK) {
+        *line = NULL;
+        *len = 0;
+        return TR_READY;
+    }
+    if (n > 0 && d[n - 1] == '\n') {
+        n--;
+        if (n > 0 && d[n - 1] == '\r') {
+            n--;
+        }
+    }
+    // d points into br_buf, and d + n is at most br_buf + br_cap - 1: the
+    // byte kept for this NUL (or the consumed line ending).
+    br->br_buf[(size_t)(d - br->br_buf) + n] = '\0';
+    *line = d;
+    *len = n;
+    return TR_READY;
+}
+
+tr_poll
+tr_bufread_copy(tr_io_op *op, tr_bufread *br, tr_io *to, tr_cx *cx, tr_err *err)
+{
+    for (;;) {
+        ssize_t n;
+        if (br->br_start == br->br_end) {
+            if (fill_more(br, cx, &n) == TR_PENDING) {
+                return TR_PENDING;
+            }
+            if (n <= 0) {
+                *err = n == 0 ? TR_OK : tr_io_err(n);
+                return TR_READY;
+            }
+        }
+        if (tr_write(to, cx, br->br_buf + br->br_start, br->br_end - br->br_start, &n) ==
+            TR_PENDING) {
+            return TR_PENDING;
+        }
+        if (n < 0) {
+            *err = tr_io_err(n);
+            return TR_READY;
+        }
+        tr_bufread_consume(br, (size_t)n);
+        op->done += (size_t)n;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// tr_copy.
+
+tr_poll
+tr_copy(tr_copy_op *op, tr_io *from, tr_io *to, tr_cx *cx, tr_err *err)
+{
+    for (;;) {
+        ssize_t n;
+        if (op->cp_start == op->cp_end) {
+            if (tr_read(from, cx, op->cp_buf, sizeof op->cp_buf, &n) == TR_PENDING) {
+                return TR_PENDING;
+            }
+            if (n <= 0) {
+                op->cp_start = op->cp_end = 0;
+                *err = n == 0 ? TR_OK : tr_io_err(n);
+                return TR_READY;
+            }
+            op->cp_start = 0;
+            op->cp_end = (uint32_t)n;
+        }
+        if (tr_write(to, cx, op->cp_buf + op->cp_start, op->cp_end - op->cp_start, &n) ==
+            TR_PENDING) {
+            return TR_PENDING;
+        }
+        if (n < 0) {
+            *err = tr_io_err(n);
+            return TR_READY;
+        }
+        op->cp_start += (uint32_t)n;
+        op->done += (uint64_t)n;
+        if (op->cp_start == op->cp_end) {
+            op->cp_start = op->cp_end = 0;
+        }
+    }
+}
