@@ -147,6 +147,12 @@ ep_wait(tr__reactor *rx, int timeout_ms)
         if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
             bits |= TR__RD_WRITE;
         }
+        if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+            bits |= TR__RD_RHUP;
+        }
+        if (e & (EPOLLHUP | EPOLLERR)) {
+            bits |= TR__RD_WHUP;
+        }
         tr__io_event(rx, evs[i].data.u64, bits, true);
     }
     return n;

@@ -27,6 +27,10 @@ typedef struct tr__worker tr__worker;
 #define TR__RD_READ ((uint64_t)1 << 0)
 #define TR__RD_WRITE ((uint64_t)1 << 1)
 #define TR__RD_CLOSED ((uint64_t)1 << 2) // tr_io_close: every op fails
+// The peer hung up (EPOLLRDHUP/HUP/ERR for reads; HUP/ERR for writes): a
+// short transfer no longer means the next call would say EAGAIN.
+#define TR__RD_RHUP ((uint64_t)1 << 3)
+#define TR__RD_WHUP ((uint64_t)1 << 4)
 #define TR__RD_TICK_SHIFT 16
 #define TR__RD_TICK_MASK ((uint64_t)0xffff << TR__RD_TICK_SHIFT)
 
@@ -40,6 +44,7 @@ enum {
     TR__IOF_ONESHOT = 1u << 1,  // blocking descriptor: level-triggered, re-armed per wait
     TR__IOF_NOPOLL = 1u << 2,   // epoll cannot watch it (regular file): always ready
     TR__IOF_STREAM = 1u << 3,   // a stream (pipe, stream socket, tty): a short read clears
+    TR__IOF_SOCKET = 1u << 4,   // a socket: writes use send(MSG_NOSIGNAL)
 };
 
 // The waiters of one direction: wakers by value (a stale one only wakes a

@@ -90,7 +90,7 @@ io_open(tr_rt *rt, int fd, unsigned flags, unsigned kind, tr_io **out)
     uint32_t iof = 0;
     bool blocking = false;
     if (kind == OPEN_OURS_READY) {
-        iof |= TR__IOF_STREAM;
+        iof |= TR__IOF_STREAM | TR__IOF_SOCKET;
     } else {
         struct stat st;
         if (fstat(fd, &st) != 0) {
@@ -102,6 +102,7 @@ io_open(tr_rt *rt, int fd, unsigned flags, unsigned kind, tr_io **out)
         if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
             iof |= TR__IOF_STREAM;
         } else if (S_ISSOCK(st.st_mode)) {
+            iof |= TR__IOF_SOCKET;
             int type = 0;
             socklen_t len = sizeof type;
             if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM) {
@@ -291,7 +292,8 @@ io_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t want, ssize_
             if (io->io_flags & TR__IOF_ONESHOT) {
                 // One call per event on a blocking descriptor.
                 atomic_fetch_and_explicit(&io->io_ready, ~bit, memory_order_acq_rel);
-            } else if ((io->io_flags & TR__IOF_STREAM) && n > 0 && (size_t)n < want) {
+            } else if ((io->io_flags & TR__IOF_STREAM) && n > 0 && (size_t)n < want &&
+                       !(r & (dir == TR_IO_READ ? TR__RD_RHUP : TR__RD_WHUP))) {
                 clear_ready(io, bit, r);
             }
             *out = n;
@@ -393,6 +395,15 @@ do_writev(int fd, void *a)
     return writev(fd, b->iov, b->iovcnt);
 }
 
+// Sockets: sendmsg with MSG_NOSIGNAL, so a closed peer is EPIPE, not SIGPIPE.
+static ssize_t
+do_sendv(int fd, void *a)
+{
+    buf_arg *b = a;
+    struct msghdr m = {.msg_iov = (struct iovec *)b->iov, .msg_iovlen = (size_t)b->iovcnt};
+    return sendmsg(fd, &m, MSG_NOSIGNAL);
+}
+
 static ssize_t
 do_recv(int fd, void *a)
 {
@@ -442,7 +453,8 @@ tr_poll
 tr_write(tr_io *io, tr_cx *cx, const void *buf, size_t len, ssize_t *out)
 {
     buf_arg b = {.buf = (void *)buf, .len = oneshot_cap(io, len)};
-    return io_op(io, cx, TR_IO_WRITE, do_write, &b, b.len, out);
+    return io_op(io, cx, TR_IO_WRITE, (io->io_flags & TR__IOF_SOCKET) ? do_send : do_write, &b,
+                 b.len, out);
 }
 
 tr_poll
@@ -456,7 +468,8 @@ tr_poll
 tr_writev(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, ssize_t *out)
 {
     buf_arg b = {.iov = iov, .iovcnt = iovcnt};
-    return io_op(io, cx, TR_IO_WRITE, do_writev, &b, iov_total(iov, iovcnt), out);
+    return io_op(io, cx, TR_IO_WRITE, (io->io_flags & TR__IOF_SOCKET) ? do_sendv : do_writev, &b,
+                 iov_total(iov, iovcnt), out);
 }
 
 tr_poll
@@ -560,7 +573,9 @@ tr_connect(tr_io *io, tr_cx *cx, tr_connect_op *op, const struct sockaddr *addr,
             *err = TR_OK;
             return TR_READY;
         }
-        if (e != EINPROGRESS && e != EINTR && e != EAGAIN) {
+        // (EAGAIN is a failure: no ephemeral port left, or a Unix
+        // listener's backlog is full; no event would ever finish it.)
+        if (e != EINPROGRESS && e != EINTR) {
             *err = tr__errno(e);
             return TR_READY;
         }
