@@ -9,17 +9,11 @@
 // Signals: they are blocked in every thread (the runtime's workers inherit
 // the mask from main) and one plain thread takes them with sigwait.
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <troupe/troupe.h>
 
@@ -87,8 +81,7 @@ acceptor_poll(void *arg, tr_cx *cx)
             }
             break;
         }
-        int one = 1;
-        setsockopt(tr_io_fd(st->c), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        tr_tcp_set_nodelay(st->c, true); // small echoes go out at once
         void *mem;
         if (tr_task_new(tr_cx_rt(cx), &conn_spec, &mem) != TR_OK) {
             tr_io_close(st->c); // shutting down, or the pool is full
@@ -176,17 +169,12 @@ main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-        fprintf(stderr, "echo_server: bad address %s\n", host);
+    char text[300];
+    tr_addr addr;
+    snprintf(text, sizeof text, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+    if (tr_addr_parse(text, &addr) != TR_OK) {
+        fprintf(stderr, "echo_server: bad address %s\n", text);
         return 2;
-    }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 1024) != 0) {
-        fprintf(stderr, "echo_server: listen on %s:%d: %s\n", host, port, strerror(errno));
-        return 1;
     }
 
     tr_rt *rt;
@@ -195,10 +183,14 @@ main(int argc, char **argv)
         fprintf(stderr, "echo_server: tr_rt_new: %s\n", tr_strerror(rv));
         return 1;
     }
-    void *mem;
     tr_io *lis;
-    if ((rv = tr_io_open(rt, fd, 0, &lis)) != TR_OK ||
-        (rv = tr_task_new(rt, &acceptor_spec, &mem)) != TR_OK) {
+    if ((rv = tr_tcp_listen(rt, &addr, 1024, &lis)) != TR_OK) {
+        fprintf(stderr, "echo_server: listen on %s: %s\n", text, tr_strerror(rv));
+        tr_rt_free(rt);
+        return 1;
+    }
+    void *mem;
+    if ((rv = tr_task_new(rt, &acceptor_spec, &mem)) != TR_OK) {
         fprintf(stderr, "echo_server: %s\n", tr_strerror(rv));
         return 1;
     }
@@ -207,7 +199,7 @@ main(int argc, char **argv)
 
     pthread_t sig;
     pthread_create(&sig, NULL, signal_thread, rt);
-    fprintf(stderr, "echo_server: listening on %s:%d (%s, %u workers)\n", host, port,
+    fprintf(stderr, "echo_server: listening on %s (%s, %u workers)\n", text,
             tr_sched_name(cfg.sched), cfg.workers);
     tr_outcome out;
     rv = tr_rt_block_on(rt, a, &out); // returns at the shutdown
