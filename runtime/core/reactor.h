@@ -165,7 +165,8 @@ void tr__reg_free(tr_io *io) TR__HIDDEN;
 // ready (or io closed) meanwhile: true when registered (the caller returns
 // TR_PENDING), false when the caller should try again.
 bool tr__io_wait(tr_io *io, int dir, tr_waker wk) TR__HIDDEN;
-// tr__io_wake_all wakes every waiter of io (it is closing). Any thread.
+// tr__io_wake_all wakes every waiter of io (closing, or a waiter that
+// drained a shared eventfd hands the edge on). Any thread.
 void tr__io_wake_all(tr_io *io) TR__HIDDEN;
 
 // From timer.c.

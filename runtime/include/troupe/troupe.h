@@ -12,6 +12,8 @@
 #include <troupe/net.h>
 #include <troupe/bufread.h>
 #include <troupe/blocking.h>
+#include <troupe/signal.h>
+#include <troupe/process.h>
 #include <troupe/sync.h>
 #include <troupe/group.h>
 #include <troupe/select.h>

@@ -1,0 +1,783 @@
+// Design notes.
+//
+// Spawning. posix_spawn (glibc's is clone(CLONE_VM | CLONE_VFORK), so exec
+// failures come back as its result) with POSIX_SPAWN_SETSIGMASK (an empty
+// mask: a worker or a daemon's main may block signals) and
+// POSIX_SPAWN_SETSIGDEF (the signals troupe handles, SIGPIPE and SIGXFSZ).
+// Pipes are made with pipe2(O_CLOEXEC), so a spawn running concurrently on
+// another thread never inherits them; the child's ends are dup2'd onto
+// 0..2 by the file actions (dup2 clears close-on-exec on the copy), and
+// posix_spawn_file_actions_addclosefrom_np(3) closes whatever else the
+// program left open without close-on-exec. Every end we keep is moved above
+// 2 first, so that a dup2 never overwrites another end and tr_io_open never
+// takes one of ours for a borrowed standard stream. The parent's ends become
+// tr_io objects before the spawn (nothing to undo in a running child if
+// that fails).
+//
+// Reaping. With a pidfd (the default) the handle owns the pidfd as a tr_io,
+// and a wait is an ordinary readiness operation on it: waitid(P_PIDFD,
+// WNOHANG), EAGAIN until the child has exited. Without one (ENOSYS, or the
+// test switch) the handle owns a tr_signal on SIGCHLD and a wait alternates
+// waitpid(pid, WNOHANG) with waiting for the next SIGCHLD; the tr_signal's
+// snapshot is taken before the first waitpid, so an exit between the two is
+// never missed. waitpid(pid) is safe because the pid cannot be reused until
+// we reap it, and p_lock orders every reap against every kill(pid): a kill
+// never reaches a process that reused a reaped child's pid.
+//
+// Orphans. A handle freed before its child was reaped moves the child (pid,
+// and pidfd tr_io if any) to a process-wide list under g_orph_lock. The
+// list is swept (WNOHANG for each orphan) by a waker with static storage,
+// g_reaper: it is registered on each orphan's pidfd, or, in the fallback,
+// through a SIGCHLD tr_signal that each runtime's process state owns
+// (pr_chld), on that runtime's signal eventfd. Because the waker's data is
+// static, a stale registration left in a waiter queue (a registration is
+// never withdrawn) is harmless: it just triggers a sweep. The sweep re-arms
+// what still runs, and repeats while an arm finds the orphan's source
+// already ready again. Releasing an orphan's pidfd during a sweep wakes the
+// reaper re-entrantly (the waiter queue is flushed on close): t_sweeping
+// makes that a no-op. When a runtime is freed, its orphans give up their
+// pidfd (the reactor goes away) and stay on the list as bare pids, reaped
+// by later sweeps (tr_process_spawn, tr_process_free, another runtime's
+// SIGCHLD or pidfd events).
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <troupe/io.h>
+#include <troupe/process.h>
+#include <troupe/signal.h>
+
+#include "exec.h"
+#include "reactor.h"
+
+extern char **environ;
+
+// From signal.c (internal; see there).
+bool tr__signal_poll(tr_signal *sig, tr_waker wk, uint64_t *count) TR__HIDDEN;
+void tr__signal_handled(sigset_t *set) TR__HIDDEN;
+
+// The per-runtime state (TR__EXT_PROCESS).
+typedef struct proc_rt {
+    tr_rt *pr_rt;
+    // SIGCHLD listener that wakes the reaper for this runtime's fallback
+    // orphans. Under g_orph_lock (set up lazily, dropped at fini).
+    tr_signal pr_chld;
+    bool pr_chld_on;
+} proc_rt;
+
+struct tr_process {
+    tr_rt *p_rt;
+    proc_rt *p_pr;
+    pid_t p_pid;
+    // Guards p_reaped, p_err and p_status, and orders reaps against kills.
+    tr__mutex p_lock;
+    bool p_reaped;           // under p_lock: no more waitpid or kill
+    tr_err p_err;            // under p_lock: TR_OK or why no status
+    tr_exit_status p_status; // under p_lock, once p_reaped
+    tr_io *p_pidio;          // the pidfd, or NULL (fallback)
+    tr_signal p_sig;         // fallback: SIGCHLD, for one waiting task
+    tr_io *p_stdio[3];       // the parent's pipe ends not taken yet
+};
+
+// ---------------------------------------------------------------------------
+// pidfd availability.
+
+// Set once pidfd_open said ENOSYS: never try again.
+static _Atomic bool g_no_pidfd;
+// Test switch (tr__process_force_fallback).
+static _Atomic bool g_force_fallback;
+
+static bool
+want_pidfd(void)
+{
+    if (atomic_load_explicit(&g_no_pidfd, memory_order_relaxed) ||
+        atomic_load_explicit(&g_force_fallback, memory_order_relaxed)) {
+        return false;
+    }
+    const char *e = getenv("TROUPE_PROCESS_NO_PIDFD");
+    return e == NULL || e[0] == '\0' || strcmp(e, "0") == 0;
+}
+
+static int
+pidfd_open_sys(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+static int
+pidfd_signal_sys(int fd, int sig)
+{
+#ifdef SYS_pidfd_send_signal
+    return (int)syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0);
+#else
+    (void)fd;
+    (void)sig;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+// fd_high moves a new descriptor of ours above the standard streams,
+// keeping close-on-exec (see the design notes).
+static int
+fd_high(int fd)
+{
+    if (fd < 0 || fd > 2) {
+        return fd;
+    }
+    int n = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return n;
+}
+
+// chld_init starts listening to SIGCHLD for rt, in whichever mode the
+// program uses for it.
+static tr_err
+chld_init(tr_signal *sig, tr_rt *rt)
+{
+    tr_err err = tr_signal_init(sig, rt, SIGCHLD, 0);
+    if (err == TR_EBUSY) {
+        err = tr_signal_init(sig, rt, SIGCHLD, TR_SIGNAL_SIGNALFD);
+    }
+    return err;
+}
+
+// ---------------------------------------------------------------------------
+// Reaping one child.
+
+static void
+status_from_wait(int ws, tr_exit_status *st)
+{
+    if (WIFEXITED(ws)) {
+        *st = (tr_exit_status){.code = WEXITSTATUS(ws), .signal = 0, .core = false};
+    } else if (WIFSIGNALED(ws)) {
+        *st = (tr_exit_status){.code = -1, .signal = WTERMSIG(ws), .core = WCOREDUMP(ws) != 0};
+    } else {
+        *st = (tr_exit_status){.code = -1, .signal = 0, .core = false};
+    }
+}
+
+static void
+status_from_info(const siginfo_t *si, tr_exit_status *st)
+{
+    switch (si->si_code) {
+    case CLD_EXITED:
+        *st = (tr_exit_status){.code = si->si_status, .signal = 0, .core = false};
+        break;
+    case CLD_DUMPED:
+        *st = (tr_exit_status){.code = -1, .signal = si->si_status, .core = true};
+        break;
+    default: // CLD_KILLED
+        *st = (tr_exit_status){.code = -1, .signal = si->si_status, .core = false};
+        break;
+    }
+}
+
+// reap_once tries to reap a child without blocking: 1 when it was reaped
+// (*st filled) or cannot be (*err set), 0 while it runs. pidfd: the child's
+// pidfd, or -1 to use waitpid(pid).
+static int
+reap_once(pid_t pid, int pidfd, tr_exit_status *st, tr_err *err)
+{
+    for (;;) {
+        if (pidfd >= 0) {
+            siginfo_t si;
+            memset(&si, 0, sizeof si);
+            int r = waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOHANG);
+            if (r == 0 && si.si_pid == 0) {
+                return 0;
+            }
+            if (r == 0) {
+                status_from_info(&si, st);
+                *err = TR_OK;
+                return 1;
+            }
+        } else {
+            int ws = 0;
+            pid_t r = waitpid(pid, &ws, WNOHANG);
+            if (r == 0) {
+                return 0;
+            }
+            if (r > 0) {
+                status_from_wait(ws, st);
+                *err = TR_OK;
+                return 1;
+            }
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN) {
+            return 0; // a non-blocking pidfd says "still running" this way
+        }
+        *err = errno == ECHILD ? TR_ECHILD : tr__errno(errno);
+        return 1;
+    }
+}
+
+// reap_locked: reap_once for a handle. Under p_lock.
+static bool
+reap_locked(tr_process *p)
+{
+    if (p->p_reaped) {
+        return true;
+    }
+    int pidfd = p->p_pidio != NULL ? tr_io_fd(p->p_pidio) : -1;
+    if (reap_once(p->p_pid, pidfd, &p->p_status, &p->p_err)) {
+        p->p_reaped = true;
+    }
+    return p->p_reaped;
+}
+
+static bool
+try_reap(tr_process *p)
+{
+    tr__mutex_lock(&p->p_lock);
+    bool done = reap_locked(p);
+    tr__mutex_unlock(&p->p_lock);
+    return done;
+}
+
+// result hands out the status of a reaped child.
+static tr_err
+result(tr_process *p, tr_exit_status *st)
+{
+    tr__mutex_lock(&p->p_lock);
+    TR_ASSERT(p->p_reaped);
+    tr_err err = p->p_err;
+    if (err == TR_OK && st != NULL) {
+        *st = p->p_status;
+    }
+    tr__mutex_unlock(&p->p_lock);
+    return err;
+}
+
+// ---------------------------------------------------------------------------
+// Orphans (see the design notes).
+
+typedef struct orphan {
+    struct orphan *o_next;
+    pid_t o_pid;
+    tr_io *o_pidio; // NULL: fallback, or its runtime is gone
+    proc_rt *o_pr;  // NULL once its runtime is gone
+} orphan;
+
+static pthread_mutex_t g_orph_lock = PTHREAD_MUTEX_INITIALIZER;
+static orphan *g_orphans;         // under g_orph_lock
+static _Atomic size_t g_norphans; // written under g_orph_lock; read anywhere
+// Set while this thread sweeps (holds g_orph_lock).
+static __thread bool t_sweeping;
+
+static void reaper_wake(const tr_waker *w);
+static const tr_waker_ops g_reaper_ops = {.wake = reaper_wake};
+static const tr_waker g_reaper = {.ops = &g_reaper_ops, .data = &g_orphans};
+
+static bool
+orphan_reap(orphan *o)
+{
+    tr_exit_status st;
+    tr_err err;
+    return reap_once(o->o_pid, o->o_pidio != NULL ? tr_io_fd(o->o_pidio) : -1, &st, &err) != 0;
+}
+
+// orphan_arm registers the reaper for o's exit; false when o's source was
+// ready again already (sweep once more). ready: o's pidfd readiness read
+// before the reap attempt that found o running.
+static bool
+orphan_arm(orphan *o, uint64_t ready)
+{
+    if (o->o_pr == NULL) {
+        return true; // nothing to watch: later sweeps reap it
+    }
+    if (o->o_pidio != NULL) {
+        tr_io_clear_ready(o->o_pidio, TR_IO_READ,
+                          (uint32_t)((ready & TR__RD_TICK_MASK) >> TR__RD_TICK_SHIFT));
+        return tr__io_wait(o->o_pidio, TR_IO_READ, g_reaper);
+    }
+    if (o->o_pr->pr_chld_on) {
+        uint64_t n;
+        return !tr__signal_poll(&o->o_pr->pr_chld, g_reaper, &n);
+    }
+    return true;
+}
+
+// sweep_locked reaps every orphan that has exited and arms the reaper for
+// the others. Under g_orph_lock, with t_sweeping set.
+static void
+sweep_locked(void)
+{
+    bool again = true;
+    while (again) {
+        again = false;
+        orphan **pp = &g_orphans;
+        while (*pp != NULL) {
+            orphan *o = *pp;
+            uint64_t ready = 0;
+            if (o->o_pidio != NULL) {
+                ready = atomic_load_explicit(&o->o_pidio->io_ready, memory_order_acquire);
+            }
+            if (orphan_reap(o)) {
+                *pp = o->o_next;
+                if (o->o_pidio != NULL) {
+                    tr_io_release(o->o_pidio); // re-enters reaper_wake: a no-op
+                }
+                tr_free(o, sizeof(*o));
+                atomic_fetch_sub_explicit(&g_norphans, 1, memory_order_relaxed);
+                continue;
+            }
+            if (!orphan_arm(o, ready)) {
+                again = true;
+            }
+            pp = &o->o_next;
+        }
+    }
+}
+
+static void
+sweep(void)
+{
+    pthread_mutex_lock(&g_orph_lock);
+    t_sweeping = true;
+    sweep_locked();
+    t_sweeping = false;
+    pthread_mutex_unlock(&g_orph_lock);
+}
+
+static void
+reaper_wake(const tr_waker *w)
+{
+    (void)w;
+    if (t_sweeping) {
+        return; // our own sweep released a pidfd: it re-arms everything
+    }
+    sweep();
+}
+
+// orphan_add takes over a child whose handle is freed unreaped.
+static void
+orphan_add(proc_rt *pr, pid_t pid, tr_io *pidio)
+{
+    orphan *o = tr_zalloc(sizeof(*o));
+    o->o_pid = pid;
+    o->o_pidio = pidio;
+    o->o_pr = pr;
+    pthread_mutex_lock(&g_orph_lock);
+    t_sweeping = true;
+    if (pidio == NULL && !pr->pr_chld_on) {
+        // Before the sweep's first waitpid (see the design notes). On
+        // failure later sweeps still reap it.
+        pr->pr_chld_on = chld_init(&pr->pr_chld, pr->pr_rt) == TR_OK;
+    }
+    o->o_next = g_orphans;
+    g_orphans = o;
+    atomic_fetch_add_explicit(&g_norphans, 1, memory_order_relaxed);
+    sweep_locked();
+    t_sweeping = false;
+    pthread_mutex_unlock(&g_orph_lock);
+}
+
+// ---------------------------------------------------------------------------
+// The per-runtime state.
+
+static void
+pr_fini(tr_rt *rt, void *ext)
+{
+    (void)rt;
+    proc_rt *pr = ext;
+    pthread_mutex_lock(&g_orph_lock);
+    t_sweeping = true;
+    // The reactor goes away after us: our orphans keep only their pid.
+    for (orphan *o = g_orphans; o != NULL; o = o->o_next) {
+        if (o->o_pr == pr) {
+            if (o->o_pidio != NULL) {
+                tr_io_release(o->o_pidio);
+                o->o_pidio = NULL;
+            }
+            o->o_pr = NULL;
+        }
+    }
+    if (pr->pr_chld_on) {
+        tr_signal_drop(&pr->pr_chld);
+        pr->pr_chld_on = false;
+    }
+    sweep_locked();
+    t_sweeping = false;
+    pthread_mutex_unlock(&g_orph_lock);
+    tr_free(pr, sizeof(*pr));
+}
+
+static proc_rt *
+pr_get(tr_rt *rt)
+{
+    proc_rt *pr = tr__rt_ext(rt, TR__EXT_PROCESS);
+    if (pr != NULL) {
+        return pr;
+    }
+    pr = tr_zalloc(sizeof(*pr));
+    pr->pr_rt = rt;
+    proc_rt *won = tr__rt_ext_install(rt, TR__EXT_PROCESS, pr, pr_fini);
+    if (won != pr) {
+        tr_free(pr, sizeof(*pr));
+    }
+    return won;
+}
+
+// ---------------------------------------------------------------------------
+// Spawning.
+
+static void
+close_fds(int *fds, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (fds[i] >= 0) {
+            close(fds[i]);
+            fds[i] = -1;
+        }
+    }
+}
+
+static void
+process_discard(tr_process *p)
+{
+    for (int i = 0; i < 3; i++) {
+        if (p->p_stdio[i] != NULL) {
+            tr_io_close(p->p_stdio[i]);
+        }
+    }
+    tr_signal_drop(&p->p_sig);
+    tr_free(p, sizeof(*p));
+}
+
+// do_spawn runs posix_spawn with the child's ends in child_fd (-1: not a
+// pipe). Returns 0 or an errno.
+static int
+do_spawn(const tr_process_opts *o, const int child_fd[3], pid_t *pid)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    int e = posix_spawn_file_actions_init(&fa);
+    if (e != 0) {
+        return e;
+    }
+    e = posix_spawnattr_init(&attr);
+    if (e != 0) {
+        posix_spawn_file_actions_destroy(&fa);
+        return e;
+    }
+    for (int i = 0; i < 3 && e == 0; i++) {
+        if (o->stdio[i] == TR_STDIO_PIPE) {
+            e = posix_spawn_file_actions_adddup2(&fa, child_fd[i], i);
+        } else if (o->stdio[i] == TR_STDIO_NULL) {
+            e = posix_spawn_file_actions_addopen(&fa, i, "/dev/null", i == 0 ? O_RDONLY : O_WRONLY,
+                                                 0);
+        }
+    }
+    if (e == 0) {
+        e = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    }
+    if (e == 0 && o->cwd != NULL) {
+        e = posix_spawn_file_actions_addchdir_np(&fa, o->cwd);
+    }
+    short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+    if (o->flags & TR_PROCESS_NEW_PGROUP) {
+        flags |= POSIX_SPAWN_SETPGROUP;
+    }
+    sigset_t mask, def;
+    sigemptyset(&mask);
+    sigemptyset(&def);
+    sigaddset(&def, SIGPIPE);
+    sigaddset(&def, SIGXFSZ);
+    tr__signal_handled(&def);
+    if (e == 0) {
+        e = posix_spawnattr_setflags(&attr, flags);
+    }
+    if (e == 0) {
+        e = posix_spawnattr_setsigmask(&attr, &mask);
+    }
+    if (e == 0) {
+        e = posix_spawnattr_setsigdefault(&attr, &def);
+    }
+    if (e == 0 && (o->flags & TR_PROCESS_NEW_PGROUP)) {
+        e = posix_spawnattr_setpgroup(&attr, 0);
+    }
+    if (e == 0) {
+        const char *file = o->file != NULL ? o->file : o->argv[0];
+        char *const *envp = o->envp != NULL ? o->envp : environ;
+        if (o->flags & TR_PROCESS_SEARCH_PATH) {
+            e = posix_spawnp(pid, file, &fa, &attr, o->argv, envp);
+        } else {
+            e = posix_spawn(pid, file, &fa, &attr, o->argv, envp);
+        }
+    }
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+    return e;
+}
+
+tr_err
+tr_process_spawn(tr_rt *rt, const tr_process_opts *o, tr_process **out)
+{
+    if (rt == NULL || o == NULL || out == NULL || o->argv == NULL || o->argv[0] == NULL ||
+        (o->flags & ~(unsigned)(TR_PROCESS_SEARCH_PATH | TR_PROCESS_NEW_PGROUP)) != 0) {
+        return TR_EINVAL;
+    }
+    for (int i = 0; i < 3; i++) {
+        if ((unsigned)o->stdio[i] > TR_STDIO_PIPE) {
+            return TR_EINVAL;
+        }
+    }
+    proc_rt *pr = pr_get(rt);
+    if (atomic_load_explicit(&g_norphans, memory_order_relaxed) != 0) {
+        sweep();
+    }
+    tr_process *p = tr_zalloc(sizeof(*p));
+    p->p_rt = rt;
+    p->p_pr = pr;
+    tr_err err = TR_OK;
+    int child_fd[3] = {-1, -1, -1};
+    bool pidfd = want_pidfd();
+    int e;
+    for (int i = 0; i < 3; i++) {
+        if (o->stdio[i] != TR_STDIO_PIPE) {
+            continue;
+        }
+        int pp[2];
+        if (pipe2(pp, O_CLOEXEC) != 0) {
+            err = tr__errno(errno);
+            goto fail;
+        }
+        pp[0] = fd_high(pp[0]);
+        pp[1] = fd_high(pp[1]);
+        if (pp[0] < 0 || pp[1] < 0) {
+            err = tr__errno(errno);
+            close_fds(pp, 2);
+            goto fail;
+        }
+        // stdin: the child reads; stdout/stderr: the child writes.
+        int mine = i == 0 ? pp[1] : pp[0];
+        child_fd[i] = i == 0 ? pp[0] : pp[1];
+        err = tr_io_open(rt, mine, 0, &p->p_stdio[i]);
+        if (err != TR_OK) {
+            close(mine);
+            goto fail;
+        }
+    }
+    if (!pidfd) {
+        err = chld_init(&p->p_sig, rt);
+        if (err != TR_OK) {
+            goto fail;
+        }
+    }
+    e = do_spawn(o, child_fd, &p->p_pid);
+    close_fds(child_fd, 3);
+    if (e != 0) {
+        err = tr__errno(e);
+        goto fail;
+    }
+    if (pidfd) {
+        int fd = fd_high(pidfd_open_sys(p->p_pid));
+        if (fd < 0 && errno == ENOSYS) {
+            atomic_store_explicit(&g_no_pidfd, true, memory_order_relaxed);
+        }
+        if (fd >= 0 && tr_io_open(rt, fd, 0, &p->p_pidio) != TR_OK) {
+            close(fd);
+        }
+        if (p->p_pidio == NULL) {
+            // No pidfd after all: SIGCHLD. Listening only now is fine: the
+            // first wait calls waitpid before it waits for a SIGCHLD.
+            err = chld_init(&p->p_sig, rt);
+            if (err != TR_OK) {
+                // No way to learn of its exit: do not leave it running.
+                kill(p->p_pid, SIGKILL);
+                while (waitpid(p->p_pid, NULL, 0) < 0 && errno == EINTR) {
+                }
+                goto fail;
+            }
+        }
+    }
+    *out = p;
+    return TR_OK;
+
+fail:
+    close_fds(child_fd, 3);
+    process_discard(p);
+    return err;
+}
+
+pid_t
+tr_process_pid(const tr_process *p)
+{
+    return p->p_pid;
+}
+
+tr_io *
+tr_process_take_stdio(tr_process *p, int fd)
+{
+    if (p == NULL || fd < 0 || fd > 2) {
+        return NULL;
+    }
+    tr_io *io = p->p_stdio[fd];
+    p->p_stdio[fd] = NULL;
+    return io;
+}
+
+// ---------------------------------------------------------------------------
+// Waiting.
+
+static ssize_t
+pidfd_reap(int fd, void *arg)
+{
+    (void)fd; // the same descriptor as tr_io_fd(p->p_pidio)
+    if (!try_reap(arg)) {
+        errno = EAGAIN;
+        return -1;
+    }
+    return 0;
+}
+
+tr_poll
+tr_process_wait(tr_process *p, tr_cx *cx, tr_exit_status *st, tr_err *err)
+{
+    if (p->p_pidio != NULL) {
+        ssize_t n;
+        if (tr_io_poll_op(p->p_pidio, cx, TR_IO_READ, pidfd_reap, p, &n) == TR_PENDING) {
+            return TR_PENDING;
+        }
+        *err = n < 0 ? tr_io_err(n) : result(p, st);
+        return TR_READY;
+    }
+    if (!tr_cx_budget_spend(cx)) {
+        return TR_PENDING;
+    }
+    for (;;) {
+        if (try_reap(p)) {
+            *err = result(p, st);
+            return TR_READY;
+        }
+        uint64_t n;
+        if (!tr__signal_poll(&p->p_sig, tr_cx_waker(cx), &n)) {
+            return TR_PENDING;
+        }
+    }
+}
+
+tr_err
+tr_process_try_wait(tr_process *p, tr_exit_status *st)
+{
+    if (p == NULL) {
+        return TR_EINVAL;
+    }
+    return try_reap(p) ? result(p, st) : TR_EAGAIN;
+}
+
+tr_err
+tr_process_wait_blocking(tr_process *p, tr_exit_status *st)
+{
+    if (p == NULL) {
+        return TR_EINVAL;
+    }
+    if (tr__cur != NULL) {
+        return TR_EDEADLOCK;
+    }
+    while (!try_reap(p)) {
+        if (p->p_pidio != NULL) {
+            // The pidfd is non-blocking (waitid would not wait): poll it.
+            struct pollfd pfd = {.fd = tr_io_fd(p->p_pidio), .events = POLLIN};
+            (void)poll(&pfd, 1, -1);
+        } else {
+            // Wait for the exit without reaping it (the reap happens under
+            // p_lock, in try_reap).
+            siginfo_t si;
+            (void)waitid(P_PID, (id_t)p->p_pid, &si, WEXITED | WNOWAIT);
+        }
+    }
+    return result(p, st);
+}
+
+// ---------------------------------------------------------------------------
+// Signals and release.
+
+tr_err
+tr_process_kill(tr_process *p, int sig)
+{
+    if (p == NULL || sig < 0 || sig >= NSIG) {
+        return TR_EINVAL;
+    }
+    tr__mutex_lock(&p->p_lock);
+    if (p->p_reaped) {
+        tr__mutex_unlock(&p->p_lock);
+        return TR_ECHILD;
+    }
+    int r = p->p_pidio != NULL ? pidfd_signal_sys(tr_io_fd(p->p_pidio), sig) : kill(p->p_pid, sig);
+    int e = errno;
+    tr__mutex_unlock(&p->p_lock);
+    if (r == 0) {
+        return TR_OK;
+    }
+    return e == ESRCH ? TR_ECHILD : tr__errno(e);
+}
+
+void
+tr_process_free(tr_process *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (p->p_stdio[i] != NULL) {
+            tr_io_release(p->p_stdio[i]);
+        }
+    }
+    if (!try_reap(p)) {
+        orphan_add(p->p_pr, p->p_pid, p->p_pidio); // takes the pidfd
+    } else if (p->p_pidio != NULL) {
+        tr_io_release(p->p_pidio);
+    }
+    // After orphan_add: the SIGCHLD handler stays installed throughout.
+    tr_signal_drop(&p->p_sig);
+    tr_free(p, sizeof(*p));
+}
+
+// ---------------------------------------------------------------------------
+// For the tests.
+
+// tr__process_force_fallback makes later spawns use SIGCHLD instead of a
+// pidfd (on) or lets them try pidfd_open again (off).
+void tr__process_force_fallback(bool on) TR__HIDDEN;
+void
+tr__process_force_fallback(bool on)
+{
+    atomic_store(&g_force_fallback, on);
+}
+
+// tr__process_has_pidfd reports whether p waits through a pidfd.
+bool tr__process_has_pidfd(const tr_process *p) TR__HIDDEN;
+bool
+tr__process_has_pidfd(const tr_process *p)
+{
+    return p->p_pidio != NULL;
+}
+
+// tr__process_orphans returns how many freed children await reaping.
+size_t tr__process_orphans(void) TR__HIDDEN;
+size_t
+tr__process_orphans(void)
+{
+    return atomic_load(&g_norphans);
+}
