@@ -204,6 +204,17 @@ main(int argc, char **argv)
     tr_outcome out;
     rv = tr_rt_block_on(rt, a, &out); // returns at the shutdown
     pthread_join(sig, NULL);
+    for (unsigned i = 0; i < cfg.workers; i++) {
+        tr_worker_stats ws;
+        if (tr_rt_worker_stats(rt, i, &ws) == TR_OK) {
+            fprintf(stderr,
+                    "echo_server: worker %u: polls=%llu parks=%llu steals=%llu lifo=%llu "
+                    "injector=%llu\n",
+                    i, (unsigned long long)ws.polls, (unsigned long long)ws.parks,
+                    (unsigned long long)ws.steals, (unsigned long long)ws.lifo_hits,
+                    (unsigned long long)ws.injector_pops);
+        }
+    }
     tr_rt_free(rt);
     if (rv != TR_OK && rv != TR_ESHUTDOWN) {
         fprintf(stderr, "echo_server: %s\n", tr_strerror(rv));

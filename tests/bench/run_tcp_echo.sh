@@ -175,6 +175,11 @@ stop_server() {
     wait "$pid" || server_rc=$?
 }
 
+# cpu_ticks PID: utime + stime of a process, in clock ticks.
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || true
+}
+
 # ms VALUE_US: microseconds as milliseconds with three decimals.
 ms() {
     awk -v v="$1" 'BEGIN { printf "%.3f", v / 1e3 }'
@@ -212,15 +217,24 @@ for i in "${!labels[@]}"; do
         stop_server "$server_pid"
         server_pid=""
         echo "run_tcp_echo.sh: $label never accepted connections on port $port (exit $server_rc)" >&2
-        rows+=("| $label | FAILED (did not start) | | | |")
+        rows+=("| $label | FAILED (did not start) | | | | |")
         rates+=("")
         failed=1
         continue
     fi
 
     status=0
+    cpu0=$(cpu_ticks "$server_pid")
+    t0=$(date +%s.%N)
     out=$("${pin_load[@]}" "$load" --port "$port" --label "$label" --sched "${scheds[$i]}" \
         --workers "${nworkers[$i]}" "${load_args[@]}") || status=$?
+    cpu1=$(cpu_ticks "$server_pid")
+    t1=$(date +%s.%N)
+    # The server's CPU use (user + system) over the load run, in % of one
+    # core: under 100 means it had headroom and the load generator was the
+    # limit.
+    cpu_pct=$(awk -v a="$cpu0" -v b="$cpu1" -v s="$t0" -v e="$t1" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { if (a != "" && b != "" && e > s) printf "%.0f", (b - a) / hz / (e - s) * 100 }')
     stop_server "$server_pid"
     server_pid=""
     if [[ -n $out ]]; then
@@ -249,12 +263,12 @@ for i in "${!labels[@]}"; do
     p99_ms=""
     if [[ -n $p50 ]]; then p50_ms=$(ms "$(field "$p50" value)"); fi
     if [[ -n $p99 ]]; then p99_ms=$(ms "$(field "$p99" value)"); fi
-    rows+=("| $label | $r_k | $p50_ms | $p99_ms | $note |")
+    rows+=("| $label | $r_k | $p50_ms | $p99_ms | $cpu_pct | $note |")
 done
 
 echo
-echo "| server | msgs/s | p50 (ms) | p99 (ms) | notes |"
-echo "| --- | --- | --- | --- | --- |"
+echo "| server | msgs/s | p50 (ms) | p99 (ms) | server CPU % | notes |"
+echo "| --- | --- | --- | --- | --- | --- |"
 printf '%s\n' "${rows[@]}"
 
 # Each server's rate against libuv's from this run.
