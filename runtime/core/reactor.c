@@ -8,8 +8,9 @@
 // written only while the driver is blocked. Other parking workers sleep on
 // their futexes as before. Busy workers borrow the driver without blocking
 // every TR__RX_MAINT_TICKS polls (when anything is registered or armed), so
-// IO and timers progress while every worker is busy. With one worker, that
-// worker drives epoll itself.
+// IO and timers progress while every worker is busy; a worker that parked
+// on its futex during such a turn is woken when it ends, to take the driver
+// (see drv_unlock). With one worker, that worker drives epoll itself.
 //
 // Events are collected while the driver is still "parked" (on the sleepers
 // stack) and the wakes run once it has left the stack (park_done), so that
@@ -505,13 +506,27 @@ drv_trylock(tr__reactor *rx, tr__worker *w)
 {
     uint32_t expect = 0;
     return atomic_compare_exchange_strong_explicit(&rx->rx_drv, &expect, w->w_index + 1,
-                                                   memory_order_acquire, memory_order_relaxed);
+                                                   memory_order_seq_cst, memory_order_seq_cst);
 }
 
+// drv_unlock releases the driver. A worker that found the driver taken
+// while it parked sleeps on its futex and left its index in rx_drv_missed.
+// handoff (a busy worker's maintenance turn, which goes back to running
+// tasks): wake that worker, so that it parks again and takes the driver;
+// else IO and timers would wait for this worker's next maintenance, or for
+// the end of a long poll. The parker stores rx_drv_missed, then tries the
+// lock once more; we release, then read rx_drv_missed (both seq_cst): one
+// of the two sees the other. After a driver's own park there is no
+// hand-off: the driver parks again as soon as it is idle, and waking the
+// other worker on every event would cost a futex wake each time.
 static void
-drv_unlock(tr__reactor *rx)
+drv_unlock(tr__reactor *rx, bool handoff)
 {
-    atomic_store_explicit(&rx->rx_drv, 0, memory_order_release);
+    atomic_store_explicit(&rx->rx_drv, 0, memory_order_seq_cst);
+    uint32_t missed = atomic_exchange_explicit(&rx->rx_drv_missed, 0, memory_order_seq_cst);
+    if (missed != 0 && handoff) {
+        tr__park_notify(&rx->rx_rt->r_workers[missed - 1]);
+    }
 }
 
 // fire_all wakes the batch a turn collected. Driver only.
@@ -536,7 +551,14 @@ tr__reactor_park(tr__worker *w, uint64_t timeout_ns)
 {
     tr__reactor *rx = w->w_rt->r_reactor;
     if (!drv_trylock(rx, w)) {
-        return false;
+        // Leave word for the holder (see drv_unlock), then look once more.
+        atomic_store_explicit(&rx->rx_drv_missed, w->w_index + 1, memory_order_seq_cst);
+        if (!drv_trylock(rx, w)) {
+            return false;
+        }
+        uint32_t me = w->w_index + 1;
+        atomic_compare_exchange_strong_explicit(&rx->rx_drv_missed, &me, 0, memory_order_relaxed,
+                                                memory_order_relaxed);
     }
     atomic_store_explicit(&rx->rx_drv_worker, w, memory_order_relaxed);
     tr__mutex_lock(&rx->rx_tm_lock);
@@ -581,7 +603,7 @@ tr__reactor_park_done(tr__worker *w)
     tr__reactor *rx = w->w_rt->r_reactor;
     tr__timers_fire(rx);
     fire_all(rx);
-    drv_unlock(rx);
+    drv_unlock(rx, false);
 }
 
 void
@@ -600,7 +622,7 @@ tr__reactor_maintain(tr__worker *w)
     }
     tr__timers_fire(rx);
     fire_all(rx);
-    drv_unlock(rx);
+    drv_unlock(rx, true);
 }
 
 void

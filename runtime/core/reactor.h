@@ -108,6 +108,9 @@ struct tr__reactor {
     // rx_tm_lock.
     _Atomic uint64_t rx_drv_until;
     _Atomic(tr__worker *) rx_drv_worker;
+    // A worker (index + 1) that found the driver taken and sleeps on its
+    // futex, for the holder to wake when it lets go (0: none).
+    _Atomic uint32_t rx_drv_missed;
     uint16_t rx_tick; // driver only: the current event tick (never 0)
     // Driver only: wakers collected by a turn, woken after the locks.
     tr_waker *rx_fire;
