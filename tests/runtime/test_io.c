@@ -754,6 +754,90 @@ test_io_ping_pong_hybrid_two_workers(void **state)
     run_ping(2, TR_SCHED_HYBRID);
 }
 
+// ---------------------------------------------------------------------------
+// Close while a system call is in flight on another worker: the descriptor
+// stays open (its number cannot be reused under the call) until the call
+// returns, and the call's thread closes it then.
+
+typedef struct inflight {
+    sem_t entered, release;
+    int fd_seen;
+    bool timed_out;
+} inflight;
+
+static ssize_t
+slow_call(int fd, void *arg)
+{
+    inflight *f = arg;
+    f->fd_seen = fd;
+    sem_post(&f->entered);
+    if (!tu_sem_wait_ms(&f->release, TU_WAIT_MS)) {
+        f->timed_out = true;
+    }
+    return 7; // "ready": as a read of 7 bytes would be
+}
+
+typedef struct slow_task {
+    int tr_pc;
+    tr_io *io;
+    inflight *f;
+    ssize_t n;
+} slow_task;
+
+static tr_poll
+slow_poll(void *arg, tr_cx *cx)
+{
+    slow_task *st = arg;
+    TR_BEGIN(st);
+    TR_AWAIT(st, tr_io_poll_op(st->io, cx, TR_IO_READ, slow_call, st->f, &st->n));
+    tr_cx_set_result_u64(cx, (uint64_t)st->n);
+    TR_END(st);
+}
+
+static void
+slow_drop(void *arg)
+{
+    slow_task *st = arg;
+    tr_io_release(st->io);
+}
+
+static const tr_task_spec slow_spec = {
+    .name = "slow", .poll = slow_poll, .drop = slow_drop, .size = sizeof(slow_task)};
+
+static void
+test_io_close_deferred_while_in_flight(void **state)
+{
+    (void)state;
+    tr_rt *rt = rt_workers(2, TR_SCHED_WS); // worker 1 runs the task
+    tr_io *rd, *wr;
+    make_pipe(rt, &rd, &wr);
+    int fd = tr_io_fd(rd);
+    inflight f;
+    memset(&f, 0, sizeof f);
+    sem_init(&f.entered, 0, 0);
+    sem_init(&f.release, 0, 0);
+    slow_task *t = tu_task_new(rt, &slow_spec);
+    t->io = tr_io_ref(rd);
+    t->f = &f;
+    tr_join j;
+    tr_task_start(t, &j); // from outside: worker 1 picks it up
+    assert_true(tu_sem_wait_ms(&f.entered, TU_WAIT_MS));
+    assert_int_equal(f.fd_seen, fd);
+    tr_io_close(rd); // the call is in flight: the close must wait for it
+    assert_true(fcntl(fd, F_GETFD) >= 0);
+    sem_post(&f.release);
+    tr_outcome o;
+    assert_int_equal(tr_join_wait(&j, &o), TR_OK);
+    assert_false(f.timed_out);
+    assert_int_equal(o.value.u64, 7); // (t is freed: the join took it)
+    assert_int_equal(fcntl(fd, F_GETFD), -1); // closed by the call's thread
+    assert_int_equal(errno, EBADF);
+    tr_io_close(wr);
+    sem_destroy(&f.entered);
+    sem_destroy(&f.release);
+    tu_rt_free_clean(rt);
+}
+
 int
 main(void)
 {
@@ -770,6 +854,7 @@ main(void)
         cmocka_unit_test(test_io_regular_file),
         cmocka_unit_test(test_io_open_errors),
         cmocka_unit_test(test_io_free_closes_leftovers),
+        cmocka_unit_test(test_io_close_deferred_while_in_flight),
         cmocka_unit_test(test_io_ping_pong_one_worker),
         cmocka_unit_test(test_io_ping_pong_ws_four_workers),
         cmocka_unit_test(test_io_ping_pong_rr_three_workers),

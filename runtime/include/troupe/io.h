@@ -63,7 +63,10 @@ TR_API tr_rt *tr_io_rt(const tr_io *io);
 TR_API tr_io *tr_io_ref(tr_io *io);
 
 // tr_io_release drops one reference; the last one closes the descriptor
-// (when owned) and frees io. Any thread.
+// (when owned) and frees io. Any thread. Release every tr_io before
+// tr_rt_free (tasks do so from their drop functions, which tr_rt_free runs):
+// it closes the owned descriptors of any left over, and a tr_io must not be
+// used after its runtime is freed.
 TR_API void tr_io_release(tr_io *io);
 
 // tr_io_close closes the descriptor now, whoever else holds references:
