@@ -191,7 +191,10 @@ next_slot(const tr__reactor *rx, unsigned *level_out, unsigned *slot_out, uint64
         uint64_t start = (now & ~(level_range - 1)) + slot * slot_range;
         if (start < now) {
             // Only at the last level: a slot behind the wheel's time holds
-            // deadlines beyond the wheel's span, a full turn later.
+            // deadlines beyond the wheel's span, a full turn later. (A
+            // lower level never has one: a slot is processed before the
+            // wheel's time passes it.)
+            TR_ASSERT(level == TR__WHEEL_LEVELS - 1);
             start += level_range;
         }
         *level_out = level;
@@ -214,10 +217,18 @@ size_t
 tr__timers_fire(tr__reactor *rx)
 {
     if (atomic_load_explicit(&rx->rx_ntimers, memory_order_relaxed) == 0) {
+        // No timer: keep the wheel's time fresh (so new timers file low).
+        // Only under the lock and only if the wheel is still empty: a
+        // timer armed since the load above is filed against the old time,
+        // and moving the time past its slot would push it a level span
+        // late. (Arming counts under the lock; firing uncounts after it, so
+        // a zero read under the lock means an empty wheel.)
         tr__mutex_lock(&rx->rx_tm_lock);
-        uint64_t now = tick_floor(rx, tr__rx_now(rx));
-        if (now > rx->rx_elapsed) {
-            rx->rx_elapsed = now;
+        if (atomic_load_explicit(&rx->rx_ntimers, memory_order_relaxed) == 0) {
+            uint64_t now = tick_floor(rx, tr__rx_now(rx));
+            if (now > rx->rx_elapsed) {
+                rx->rx_elapsed = now;
+            }
         }
         tr__mutex_unlock(&rx->rx_tm_lock);
         return 0;
