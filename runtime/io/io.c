@@ -277,6 +277,14 @@ io_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t want, ssize_
             }
             continue;
         }
+        if ((io->io_flags & TR__IOF_ONESHOT) &&
+            !atomic_compare_exchange_weak_explicit(&io->io_ready, &r, r & ~bit,
+                                                   memory_order_acq_rel, memory_order_relaxed)) {
+            // A blocking descriptor: one event allows one call, so the
+            // readiness is claimed before the call (every waiter the event
+            // woke would otherwise call, and all but one would block).
+            continue;
+        }
         if (!life_enter(io)) {
             *out = -(ssize_t)TR_ECLOSED;
             return TR_READY;
@@ -290,8 +298,7 @@ io_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t want, ssize_
         life_exit(io);
         if (n >= 0) {
             if (io->io_flags & TR__IOF_ONESHOT) {
-                // One call per event on a blocking descriptor.
-                atomic_fetch_and_explicit(&io->io_ready, ~bit, memory_order_acq_rel);
+                // (Claimed before the call.)
             } else if ((io->io_flags & TR__IOF_STREAM) && n > 0 && (size_t)n < want &&
                        !(r & (dir == TR_IO_READ ? TR__RD_RHUP : TR__RD_WHUP))) {
                 clear_ready(io, bit, r);
