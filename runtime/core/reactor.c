@@ -8,9 +8,11 @@
 // written only while the driver is blocked. Other parking workers sleep on
 // their futexes as before. Busy workers borrow the driver without blocking
 // every TR__RX_MAINT_TICKS polls (when anything is registered or armed), so
-// IO and timers progress while every worker is busy; a worker that parked
-// on its futex during such a turn is woken when it ends, to take the driver
-// (see drv_unlock). With one worker, that worker drives epoll itself.
+// IO and timers progress while every worker is busy. A worker that parked
+// on its futex while the driver was taken is woken to take it over when
+// the holder goes back to running tasks (see drv_unlock), so a long poll
+// on the driver's worker does not stall everyone else's IO. With one
+// worker, that worker drives epoll itself.
 //
 // Events are collected while the driver is still "parked" (on the sleepers
 // stack) and the wakes run once it has left the stack (park_done), so that
@@ -298,10 +300,12 @@ tr__reg_free(tr_io *io)
     waitq_fini(&io->io_wait[0]);
     waitq_fini(&io->io_wait[1]);
     io->io_armed = 0;
-    tr__mutex_unlock(&io->io_lock);
-    // A new generation: late events for the old one are dropped.
+    io->io_busy = 0;
+    // A new generation, under io_lock: late events for the old one are
+    // dropped (tr__io_event checks it again under the lock).
     uint32_t g = atomic_load_explicit(&io->io_gen, memory_order_relaxed) + 1;
     atomic_store_explicit(&io->io_gen, g == 0 ? 1 : g, memory_order_release);
+    tr__mutex_unlock(&io->io_lock);
     tr__mutex_lock(&rx->rx_reg_lock);
     io->io_free_next = rx->rx_free;
     rx->rx_free = io;
@@ -415,7 +419,11 @@ tr__io_wait(tr_io *io, int dir, tr_waker wk)
         return false;
     }
     waitq_add(&io->io_wait[dir], wk);
-    if ((io->io_flags & TR__IOF_ONESHOT) && !(io->io_armed & (1u << dir))) {
+    // (ONESHOT: not while a claimed call is in flight: the level-triggered
+    // registration would report the data that call is about to take; the
+    // call re-arms when it ends.)
+    if ((io->io_flags & TR__IOF_ONESHOT) && !(io->io_armed & (1u << dir)) &&
+        !(io->io_busy & (1u << dir))) {
         io->io_armed |= 1u << dir;
         int e = io->io_rx->rx_ops->rearm(io->io_rx, io, io->io_armed);
         if (e != 0) {
@@ -429,6 +437,35 @@ tr__io_wait(tr_io *io, int dir, tr_waker wk)
     }
     tr__mutex_unlock(&io->io_lock);
     return true;
+}
+
+bool
+tr__io_claim(tr_io *io, int dir)
+{
+    uint64_t bit = dir == TR_IO_READ ? TR__RD_READ : TR__RD_WRITE;
+    tr__mutex_lock(&io->io_lock);
+    uint64_t r = atomic_load_explicit(&io->io_ready, memory_order_acquire);
+    bool ok = (r & bit) && !(io->io_busy & (1u << dir));
+    if (ok) {
+        atomic_fetch_and_explicit(&io->io_ready, ~bit, memory_order_acq_rel);
+        io->io_busy |= 1u << dir;
+    }
+    tr__mutex_unlock(&io->io_lock);
+    return ok;
+}
+
+void
+tr__io_unclaim(tr_io *io, int dir)
+{
+    tr__mutex_lock(&io->io_lock);
+    io->io_busy &= ~(1u << dir);
+    if (io->io_wait[dir].q_n != 0 && !(io->io_armed & (1u << dir))) {
+        io->io_armed |= 1u << dir;
+        if (io->io_rx->rx_ops->rearm(io->io_rx, io, io->io_armed) != 0) {
+            io->io_armed &= ~(1u << dir);
+        }
+    }
+    tr__mutex_unlock(&io->io_lock);
 }
 
 void
@@ -466,6 +503,11 @@ tr__io_event(tr__reactor *rx, uint64_t key, uint64_t bits, bool rearm_oneshot)
     if (io == NULL || bits == 0) {
         return;
     }
+    tr__mutex_lock(&io->io_lock);
+    if (atomic_load_explicit(&io->io_gen, memory_order_relaxed) != (uint32_t)(key >> 32)) {
+        tr__mutex_unlock(&io->io_lock); // freed (and maybe reused) since the lookup
+        return;
+    }
     uint64_t tick = (uint64_t)rx->rx_tick << TR__RD_TICK_SHIFT;
     uint64_t old = atomic_load_explicit(&io->io_ready, memory_order_relaxed);
     uint64_t nw;
@@ -473,7 +515,6 @@ tr__io_event(tr__reactor *rx, uint64_t key, uint64_t bits, bool rearm_oneshot)
         nw = ((old | bits) & ~TR__RD_TICK_MASK) | tick;
     } while (!atomic_compare_exchange_weak_explicit(&io->io_ready, &old, nw, memory_order_acq_rel,
                                                     memory_order_relaxed));
-    tr__mutex_lock(&io->io_lock);
     if (bits & TR__RD_READ) {
         waitq_take(rx, &io->io_wait[TR_IO_READ]);
     }
@@ -487,7 +528,7 @@ tr__io_event(tr__reactor *rx, uint64_t key, uint64_t bits, bool rearm_oneshot)
         io->io_armed = 0;
         uint32_t want = 0;
         for (int d = 0; d < 2; d++) {
-            if (io->io_wait[d].q_n != 0) {
+            if (io->io_wait[d].q_n != 0 && !(io->io_busy & (1u << d))) {
                 want |= 1u << d;
             }
         }
@@ -511,20 +552,24 @@ drv_trylock(tr__reactor *rx, tr__worker *w)
 
 // drv_unlock releases the driver. A worker that found the driver taken
 // while it parked sleeps on its futex and left its index in rx_drv_missed.
-// handoff (a busy worker's maintenance turn, which goes back to running
-// tasks): wake that worker, so that it parks again and takes the driver;
-// else IO and timers would wait for this worker's next maintenance, or for
-// the end of a long poll. The parker stores rx_drv_missed, then tries the
-// lock once more; we release, then read rx_drv_missed (both seq_cst): one
-// of the two sees the other. After a driver's own park there is no
-// hand-off: the driver parks again as soon as it is idle, and waking the
-// other worker on every event would cost a futex wake each time.
+// handoff (the releaser goes on to run tasks: after a maintenance turn, or
+// after a park whose wait found work): wake that worker, so that it parks
+// again and takes the driver; else IO and timers would wait for this
+// worker's next maintenance, or for the end of a long poll. The parker
+// stores rx_drv_missed, then tries the lock once more; we release, then
+// read rx_drv_missed (both seq_cst): one of the two sees the other. A park
+// that found nothing (woken for work another queue shows) keeps the word
+// for a later hand-off. Measured: tcp_echo on two workers is not slower
+// with the hand-off (292 k against 280 k msgs/s).
 static void
 drv_unlock(tr__reactor *rx, bool handoff)
 {
     atomic_store_explicit(&rx->rx_drv, 0, memory_order_seq_cst);
+    if (!handoff) {
+        return; // leave rx_drv_missed for a later hand-off
+    }
     uint32_t missed = atomic_exchange_explicit(&rx->rx_drv_missed, 0, memory_order_seq_cst);
-    if (missed != 0 && handoff) {
+    if (missed != 0) {
         tr__park_notify(&rx->rx_rt->r_workers[missed - 1]);
     }
 }
@@ -602,8 +647,12 @@ tr__reactor_park_done(tr__worker *w)
 {
     tr__reactor *rx = w->w_rt->r_reactor;
     tr__timers_fire(rx);
+    // About to run what the wait found: hand the driver over to a worker
+    // that sleeps on its futex, so that IO and timers go on during a long
+    // poll.
+    bool work = rx->rx_nfire != 0;
     fire_all(rx);
-    drv_unlock(rx, false);
+    drv_unlock(rx, work);
 }
 
 void

@@ -65,6 +65,7 @@ struct tr_io {
     uint32_t io_index;       // slab index (fixed)
     uint32_t io_flags;       // TR__IOF_*, set at open
     uint32_t io_armed;       // ONESHOT: events armed (under io_lock)
+    uint32_t io_busy;        // ONESHOT: directions with a claimed call in flight (io_lock)
     tr__mutex io_lock;       // guards io_wait and io_armed
     tr__waitq io_wait[2];    // readers, writers
     tr__reactor *io_rx;
@@ -168,6 +169,11 @@ void tr__reg_free(tr_io *io) TR__HIDDEN;
 // ready (or io closed) meanwhile: true when registered (the caller returns
 // TR_PENDING), false when the caller should try again.
 bool tr__io_wait(tr_io *io, int dir, tr_waker wk) TR__HIDDEN;
+// ONESHOT registrations: tr__io_claim takes direction dir's readiness for
+// one call (false: not ready, wait); tr__io_unclaim ends the call and
+// re-arms for the waiters that came meanwhile.
+bool tr__io_claim(tr_io *io, int dir) TR__HIDDEN;
+void tr__io_unclaim(tr_io *io, int dir) TR__HIDDEN;
 // tr__io_wake_all wakes every waiter of io (closing, or a waiter that
 // drained a shared eventfd hands the edge on). Any thread.
 void tr__io_wake_all(tr_io *io) TR__HIDDEN;

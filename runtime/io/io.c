@@ -277,15 +277,14 @@ io_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t want, ssize_
             }
             continue;
         }
-        if ((io->io_flags & TR__IOF_ONESHOT) &&
-            !atomic_compare_exchange_weak_explicit(&io->io_ready, &r, r & ~bit,
-                                                   memory_order_acq_rel, memory_order_relaxed)) {
-            // A blocking descriptor: one event allows one call, so the
-            // readiness is claimed before the call (every waiter the event
-            // woke would otherwise call, and all but one would block).
-            continue;
+        bool oneshot = io->io_flags & TR__IOF_ONESHOT;
+        if (oneshot && !tr__io_claim(io, dir)) {
+            continue; // another waiter took this event: one call per event
         }
         if (!life_enter(io)) {
+            if (oneshot) {
+                tr__io_unclaim(io, dir);
+            }
             *out = -(ssize_t)TR_ECLOSED;
             return TR_READY;
         }
@@ -296,6 +295,9 @@ io_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t want, ssize_
         } while (n < 0 && errno == EINTR);
         int e = errno;
         life_exit(io);
+        if (oneshot) {
+            tr__io_unclaim(io, dir);
+        }
         if (n >= 0) {
             if (io->io_flags & TR__IOF_ONESHOT) {
                 // (Claimed before the call.)
