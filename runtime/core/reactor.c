@@ -138,7 +138,7 @@ ep_wait(tr__reactor *rx, int timeout_ms)
     if (n < 0) {
         tr_panic("epoll_wait: %s", strerror(errno));
     }
-    if (++rx->rx_tick == 0) {
+    if (++rx->rx_tick >> (64 - TR__RD_TICK_SHIFT) != 0) {
         rx->rx_tick = 1;
     }
     for (int i = 0; i < n; i++) {

@@ -23,7 +23,8 @@ typedef struct tr__worker tr__worker;
 #define TR__RX_MAINT_TICKS 61
 
 // Readiness word of a registration: direction bits, then the driver tick of
-// the event that set them (bits 16..31).
+// the event that set them (bits 16..63: 48 bits, so that the tick cannot
+// come round while a reader sits between reading it and clearing).
 #define TR__RD_READ ((uint64_t)1 << 0)
 #define TR__RD_WRITE ((uint64_t)1 << 1)
 #define TR__RD_CLOSED ((uint64_t)1 << 2) // tr_io_close: every op fails
@@ -32,7 +33,7 @@ typedef struct tr__worker tr__worker;
 #define TR__RD_RHUP ((uint64_t)1 << 3)
 #define TR__RD_WHUP ((uint64_t)1 << 4)
 #define TR__RD_TICK_SHIFT 16
-#define TR__RD_TICK_MASK ((uint64_t)0xffff << TR__RD_TICK_SHIFT)
+#define TR__RD_TICK_MASK (~(uint64_t)0 << TR__RD_TICK_SHIFT)
 
 // io_life: CLOSING (bit 63) | system calls in flight (low bits).
 #define TR__LIFE_CLOSING ((uint64_t)1 << 63)
@@ -112,7 +113,7 @@ struct tr__reactor {
     // A worker (index + 1) that found the driver taken and sleeps on its
     // futex, for the holder to wake when it lets go (0: none).
     _Atomic uint32_t rx_drv_missed;
-    uint16_t rx_tick; // driver only: the current event tick (never 0)
+    uint64_t rx_tick; // driver only: the current event tick (never 0; 48 bits)
     // Driver only: wakers collected by a turn, woken after the locks.
     tr_waker *rx_fire;
     size_t rx_nfire;

@@ -243,17 +243,24 @@ dir_bit(int dir)
     return dir == TR_IO_READ ? TR__RD_READ : TR__RD_WRITE;
 }
 
-// clear_ready clears bit unless an event newer than `seen` set it again.
+// clear_ready clears bit unless an event newer than `seen` set it again
+// (ticks compared under mask: all 48 bits, or the 32 a public tick has).
 static void
-clear_ready(tr_io *io, uint64_t bit, uint64_t seen)
+clear_ready_mask(tr_io *io, uint64_t bit, uint64_t seen, uint64_t mask)
 {
     uint64_t cur = atomic_load_explicit(&io->io_ready, memory_order_relaxed);
-    while ((cur & bit) && (cur & TR__RD_TICK_MASK) == (seen & TR__RD_TICK_MASK)) {
+    while ((cur & bit) && (cur & mask) == (seen & mask)) {
         if (atomic_compare_exchange_weak_explicit(&io->io_ready, &cur, cur & ~bit,
                                                   memory_order_acq_rel, memory_order_relaxed)) {
             return;
         }
     }
+}
+
+static void
+clear_ready(tr_io *io, uint64_t bit, uint64_t seen)
+{
+    clear_ready_mask(io, bit, seen, TR__RD_TICK_MASK);
 }
 
 // io_op runs fn under the readiness protocol. want: the bytes asked for
@@ -351,7 +358,8 @@ tr_io_clear_ready(tr_io *io, int dir, uint32_t tick)
         atomic_fetch_and_explicit(&io->io_ready, ~dir_bit(dir), memory_order_acq_rel);
         return;
     }
-    clear_ready(io, dir_bit(dir), (uint64_t)tick << TR__RD_TICK_SHIFT);
+    clear_ready_mask(io, dir_bit(dir), (uint64_t)tick << TR__RD_TICK_SHIFT,
+                     (uint64_t)UINT32_MAX << TR__RD_TICK_SHIFT);
 }
 
 // ---------------------------------------------------------------------------
