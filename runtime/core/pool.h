@@ -158,7 +158,7 @@ struct tr__pool {
     unsigned p_nshards;            // workers + 1 (the last is external)
     tr__shard *p_shards;
     uint8_t p_class_of[257]; // slot size / 16 -> class, up to 4096
-    int64_t p_batch;        // credits a worker takes or returns at once
+    int64_t p_batch;         // credits a worker takes or returns at once
     // Spawn credits not held by any worker: p_limit minus live slots minus
     // credits in workers' hands. Threads that own no shard use it directly.
     _Alignas(64) _Atomic int64_t p_avail;

@@ -829,7 +829,7 @@ test_io_close_deferred_while_in_flight(void **state)
     tr_outcome o;
     assert_int_equal(tr_join_wait(&j, &o), TR_OK);
     assert_false(f.timed_out);
-    assert_int_equal(o.value.u64, 7); // (t is freed: the join took it)
+    assert_int_equal(o.value.u64, 7);         // (t is freed: the join took it)
     assert_int_equal(fcntl(fd, F_GETFD), -1); // closed by the call's thread
     assert_int_equal(errno, EBADF);
     tr_io_close(wr);
