@@ -156,7 +156,7 @@ ep_wait(tr__reactor *rx, int timeout_ms)
         if (e & (EPOLLHUP | EPOLLERR)) {
             bits |= TR__RD_WHUP;
         }
-        tr__io_event(rx, evs[i].data.u64, bits, true);
+        tr__io_event(rx, evs[i].data.u64, bits);
     }
     return n;
 }
@@ -335,8 +335,8 @@ reg_lookup(tr__reactor *rx, uint64_t key)
 // ---------------------------------------------------------------------------
 // Waiters.
 
-static void
-fire_push(tr__reactor *rx, tr_waker wk)
+void
+tr__fire_push(tr__reactor *rx, tr_waker wk)
 {
     if (rx->rx_nfire == rx->rx_fire_cap) {
         size_t cap = rx->rx_fire_cap ? 2 * rx->rx_fire_cap : 64;
@@ -351,14 +351,6 @@ fire_push(tr__reactor *rx, tr_waker wk)
         rx->rx_fire_cap = cap;
     }
     rx->rx_fire[rx->rx_nfire++] = wk;
-}
-
-// tr__fire_push is fire_push for timer.c (driver only).
-void tr__fire_push(tr__reactor *rx, tr_waker wk) TR__HIDDEN;
-void
-tr__fire_push(tr__reactor *rx, tr_waker wk)
-{
-    fire_push(rx, wk);
 }
 
 // waitq_add adds wk unless it is there already. Under io_lock.
@@ -392,18 +384,16 @@ waitq_add(tr__waitq *q, tr_waker wk)
     q->q_n++;
 }
 
-// waitq_take appends every waker of q to the driver's batch (or, when out
-// is not the reactor, wakes them directly after the lock: see callers).
-// Under io_lock.
+// waitq_take moves every waker of q to the driver's batch. Under io_lock.
 static void
 waitq_take(tr__reactor *rx, tr__waitq *q)
 {
     if (q->q_n == 0) {
         return;
     }
-    fire_push(rx, q->q_first);
+    tr__fire_push(rx, q->q_first);
     for (uint32_t i = 0; i + 1 < q->q_n; i++) {
-        fire_push(rx, q->q_more[i]);
+        tr__fire_push(rx, q->q_more[i]);
     }
     q->q_n = 0;
 }
@@ -488,9 +478,8 @@ tr__io_wake_all(tr_io *io)
 }
 
 void
-tr__io_event(tr__reactor *rx, uint64_t key, uint64_t bits, bool rearm_oneshot)
+tr__io_event(tr__reactor *rx, uint64_t key, uint64_t bits)
 {
-    (void)rearm_oneshot;
     if (key == EVFD_KEY) {
         uint64_t v;
         ssize_t r;

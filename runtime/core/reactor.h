@@ -159,7 +159,7 @@ void tr__reactor_maintain(tr__worker *w) TR__HIDDEN;
 void tr__reactor_wake(tr__reactor *rx) TR__HIDDEN;
 // tr__io_event: the backend reports events on the registration named key
 // (readiness bits TR__RD_READ/WRITE). Driver only.
-void tr__io_event(tr__reactor *rx, uint64_t key, uint64_t bits, bool rearm_oneshot) TR__HIDDEN;
+void tr__io_event(tr__reactor *rx, uint64_t key, uint64_t bits) TR__HIDDEN;
 
 // The registration slab: a free slot (fields other than index, gen, rx and
 // rt are the caller's to set), and its return once the last reference is
@@ -178,6 +178,10 @@ void tr__io_unclaim(tr_io *io, int dir) TR__HIDDEN;
 // tr__io_wake_all wakes every waiter of io (closing, or a waiter that
 // drained a shared eventfd hands the edge on). Any thread.
 void tr__io_wake_all(tr_io *io) TR__HIDDEN;
+
+// tr__fire_push adds a waker to the turn's batch, woken once the turn
+// releases its locks. Driver only.
+void tr__fire_push(tr__reactor *rx, tr_waker wk) TR__HIDDEN;
 
 // From timer.c.
 uint64_t tr__rx_now(tr__reactor *rx) TR__HIDDEN;

@@ -29,8 +29,6 @@ enum { T_IDLE = 0, T_ARMED = 1, T_FIRED = 2 };
 #define WHEEL_SPAN_BITS (LEVEL_BITS * TR__WHEEL_LEVELS) // 36
 #define WHEEL_MAX ((UINT64_C(1) << WHEEL_SPAN_BITS) - 1)
 
-void tr__fire_push(tr__reactor *rx, tr_waker wk) TR__HIDDEN;
-
 // ---------------------------------------------------------------------------
 // Clocks.
 

@@ -306,10 +306,9 @@ io_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t want, ssize_
             tr__io_unclaim(io, dir);
         }
         if (n >= 0) {
-            if (io->io_flags & TR__IOF_ONESHOT) {
-                // (Claimed before the call.)
-            } else if ((io->io_flags & TR__IOF_STREAM) && n > 0 && (size_t)n < want &&
-                       !(r & (dir == TR_IO_READ ? TR__RD_RHUP : TR__RD_WHUP))) {
+            // (A one-shot descriptor's readiness was claimed before the call.)
+            if (!oneshot && (io->io_flags & TR__IOF_STREAM) && n > 0 && (size_t)n < want &&
+                !(r & (dir == TR_IO_READ ? TR__RD_RHUP : TR__RD_WHUP))) {
                 clear_ready(io, bit, r);
             }
             *out = n;
