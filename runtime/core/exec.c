@@ -612,11 +612,10 @@ run_loop(tr__worker *w, tr__slot *root, bool main)
     // Commands sent before we started (a Shutdown among them) come first.
     drain_inbox(w);
     for (;;) {
-        if (TR_UNLIKELY(++w->w_maint == TR__RX_MAINT_TICKS)) {
-            w->w_maint = 0;
-            tr__reactor_maintain(w);
-        }
         if ((++w->w_tick & 31) == 0) {
+            if ((w->w_tick & (TR__RX_MAINT_TICKS - 1)) == 0) {
+                tr__reactor_maintain(w);
+            }
             drain_inbox(w);
             refresh_clock(w);
             if (main && atomic_load_explicit(&rt->r_shutdown, memory_order_relaxed) == SD_NONE &&

@@ -112,7 +112,6 @@ struct tr__worker {
     // Coarse clock for the dump: ms since the runtime started (owner).
     uint32_t w_now_ms;
     uint32_t w_tick;
-    uint32_t w_maint; // polls since the last reactor maintenance
     // Counters: written by the owner, read by anyone (relaxed).
     _Atomic uint64_t w_polls;
     _Atomic uint64_t w_spawned;
