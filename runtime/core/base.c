@@ -108,6 +108,7 @@ tr__errno(int e)
         return TR_ENOTSUP;
     case E2BIG:
     case EMSGSIZE:
+    case EFBIG: // past RLIMIT_FSIZE or the file system's limit
         return TR_ETOOBIG;
     case ECANCELED:
         return TR_ECANCELED;

@@ -226,17 +226,6 @@ job_complete(job *j, bool ran, tr_err status)
 // Built-in operations, run on a pool thread. Each fills j_result/j_err and
 // closes the duplicate descriptor it worked on.
 
-static tr_err
-file_err(int e)
-{
-    // EFBIG: past RLIMIT_FSIZE or the file system's limit (SIGXFSZ is
-    // blocked on pool threads). Not in the shared table, which lacks it.
-    if (e == EFBIG) {
-        return TR_ETOOBIG;
-    }
-    return tr_err_from_errno(e);
-}
-
 static void
 close_dup(job *j)
 {
@@ -279,7 +268,7 @@ run_read(job *j)
         r = j->j_kind == K_PREAD ? pread(j->j_fd, j->j_data, j->j_len, j->j_off)
                                  : read(j->j_fd, j->j_data, j->j_len);
     } while (r < 0 && errno == EINTR);
-    j->j_err = r < 0 ? file_err(errno) : TR_OK;
+    j->j_err = r < 0 ? tr__errno(errno) : TR_OK;
     j->j_result.u64 = r < 0 ? 0 : (uint64_t)r;
     close_dup(j);
 }
@@ -290,7 +279,7 @@ run_write(job *j)
     int e;
     size_t n = write_full(j->j_fd, j->j_data, j->j_len, j->j_kind == K_PWRITE ? j->j_off : -1, &e);
     // Progress first; the error shows on the next call (as write(2)).
-    j->j_err = (e != 0 && n == 0) ? file_err(e) : TR_OK;
+    j->j_err = (e != 0 && n == 0) ? tr__errno(e) : TR_OK;
     j->j_result.u64 = n;
     close_dup(j);
 }
@@ -299,7 +288,7 @@ static void
 run_sync(job *j)
 {
     int r = j->j_kind == K_FSYNC ? fsync(j->j_fd) : fdatasync(j->j_fd);
-    j->j_err = r < 0 ? file_err(errno) : TR_OK;
+    j->j_err = r < 0 ? tr__errno(errno) : TR_OK;
     close_dup(j);
 }
 
@@ -310,7 +299,7 @@ run_open(job *j)
     do {
         fd = open(j->j_path, j->j_flags | O_CLOEXEC, j->j_mode);
     } while (fd < 0 && errno == EINTR);
-    j->j_err = fd < 0 ? file_err(errno) : TR_OK;
+    j->j_err = fd < 0 ? tr__errno(errno) : TR_OK;
     j->j_fd = fd; // the job owns it until the joiner takes it
 }
 
@@ -319,7 +308,7 @@ run_close(job *j)
 {
     int r = close(j->j_fd);
     // EINTR: Linux has released the descriptor; report success.
-    j->j_err = (r < 0 && errno != EINTR) ? file_err(errno) : TR_OK;
+    j->j_err = (r < 0 && errno != EINTR) ? tr__errno(errno) : TR_OK;
     j->j_fd = -1;
 }
 
@@ -336,7 +325,7 @@ run_read_all(job *j)
         fd = open(j->j_path, O_RDONLY | O_CLOEXEC);
     } while (fd < 0 && errno == EINTR);
     if (fd < 0) {
-        j->j_err = file_err(errno);
+        j->j_err = tr__errno(errno);
         return;
     }
     j->j_fd = fd;
@@ -379,7 +368,7 @@ run_read_all(job *j)
             if (errno == EINTR) {
                 continue;
             }
-            err = file_err(errno);
+            err = tr__errno(errno);
             goto out;
         }
         if (r == 0) {
@@ -410,7 +399,7 @@ run_write_all(job *j)
         fd = open(j->j_path, oflags, j->j_mode);
     } while (fd < 0 && errno == EINTR);
     if (fd < 0) {
-        j->j_err = file_err(errno);
+        j->j_err = tr__errno(errno);
         return;
     }
     int e = 0;
@@ -422,7 +411,7 @@ run_write_all(job *j)
     if (close(fd) < 0 && errno != EINTR && e == 0) {
         e = errno;
     }
-    j->j_err = file_err(e);
+    j->j_err = tr__errno(e);
 }
 
 // resolve_err maps a getaddrinfo result (errno_saved for EAI_SYSTEM).
@@ -1129,7 +1118,7 @@ dup_fd(int fd, int *out)
 {
     int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (d < 0) {
-        return file_err(errno);
+        return tr__errno(errno);
     }
     *out = d;
     return TR_OK;
