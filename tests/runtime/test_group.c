@@ -15,50 +15,9 @@
 // One-worker tests rely on FIFO order (a task runs only when the root
 // yields or waits); the others wait on joins, never on yield counts.
 #define TU_IGNORE_ENV 1
-#include "test_util.h"
+#include "sync_test_util.h"
 
 #include <troupe/group.h>
-
-#define CHECK(st, c)                                \
-    do {                                            \
-        if (!(c)) {                                 \
-            tu_fail_record(__FILE__, __LINE__, #c); \
-            TR_RETURN(st);                          \
-        }                                           \
-    } while (0)
-
-#define YIELD_UNTIL(st, cx, cond)                                             \
-    do {                                                                      \
-        for ((st)->spins = 0; !(cond) && (st)->spins < 1000; (st)->spins++) { \
-            TR_YIELD(st, cx);                                                 \
-        }                                                                     \
-        CHECK(st, cond);                                                      \
-    } while (0)
-
-static void
-run_root(tr_rt *rt, void *root)
-{
-    tu_watchdog wd;
-    tu_watchdog_start(&wd, rt, TU_WAIT_MS);
-    tr_outcome out;
-    memset(&out, 0, sizeof out);
-    tr_err rv = tr_rt_block_on(rt, root, &out);
-    tu_watchdog_stop(&wd);
-    tu_checks_pass();
-    assert_int_equal(rv, TR_OK);
-    assert_int_equal(out.err, TR_OK);
-}
-
-static tr_rt *
-rt_make(tr_sched_kind sched, unsigned workers)
-{
-    tr_rt_config cfg;
-    tr_rt_config_init(&cfg);
-    cfg.sched = sched;
-    cfg.workers = workers;
-    cfg.ignore_env = true;
-    return tu_rt_new_cfg(&cfg);
-}
 
 // ---------------------------------------------------------------------------
 // Members.
