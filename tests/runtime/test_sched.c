@@ -180,6 +180,7 @@ run_root(tr_rt *rt, void *root)
 static void
 rt_free_clean(tr_rt *rt)
 {
+    tu_rt_quiesce(rt, TU_WAIT_MS);
     EXPECT_EQ(tu_live(rt), 0);
     tr_rt_free(rt);
 }
@@ -472,6 +473,7 @@ test_sched_load_spawn_join(void **state)
         for (unsigned p = 0; p < LOAD_PARENTS; p++) {
             EXPECT_EQ(atomic_load(&ld->parent_done[p]), 1);
         }
+        tu_rt_quiesce(rt, TU_WAIT_MS); // counters lag drops: see tu_rt_quiesce
         tr_rt_stats s = tu_stats(rt);
         EXPECT_EQ(s.cancelled, 0);
         EXPECT_EQ(s.completed, s.spawned);
@@ -750,6 +752,9 @@ test_sched_stress_external_spawn_wake(void **state)
         }
         // Each poll of a sleeper but its first answers at least one wake.
         EXPECT(polls - EX_SLEEPERS <= atomic_load(&x->wakes) + EX_WAKERS * EX_SLEEPERS);
+        // The last task's drop ran (all_done) before its worker counted
+        // its completion: read the counters once every worker is quiet.
+        tu_rt_quiesce(rt, TU_WAIT_MS);
         tr_rt_stats s = tu_stats(rt);
         EXPECT_EQ(s.cancelled, 0);
         EXPECT_EQ(s.completed, s.spawned);
@@ -983,6 +988,7 @@ cancel_race_run(bool from_task)
         for (int i = 0; i < CR_BATCH * CR_ROUNDS; i++) {
             EXPECT_EQ(atomic_load(&c->drops[i]), 1);
         }
+        tu_rt_quiesce(rt, TU_WAIT_MS); // counters lag drops: see tu_rt_quiesce
         tr_rt_stats s = tu_stats(rt);
         EXPECT_EQ(s.cancelled, (uint64_t)c->n_cancelled);
         print_message("[%s] completed %d (%d after the abort said finished), cancelled %d\n", g_ctx,
@@ -1932,7 +1938,7 @@ typedef struct hyb_root {
     int tr_pc;
     hyb *h;
     int k;
-    int n;
+    uint64_t tu_deadline;
     tr_outcome out;
     tr_join j[3];
 } hyb_root;
@@ -1954,21 +1960,13 @@ hyb_root_poll(void *arg, tr_cx *cx)
         tr_task_start(t, &st->j[st->k]);
         h->ids[st->k] = tr_join_id(&st->j[st->k]);
     }
-    // One worker: these yield loops wait for tasks of the same thread, so
-    // the count bound cannot be defeated by the OS.
-    st->n = 0;
-    while ((atomic_load(&h->polls[0]) < 1 || atomic_load(&h->polls[1]) < 1 ||
-            atomic_load(&h->polls[2]) < 1) &&
-           ++st->n < TU_UNTIL_MAX) {
-        TR_YIELD(st, cx);
-    }
+    TU_YIELD_UNTIL(st, cx,
+                   atomic_load(&h->polls[0]) >= 1 && atomic_load(&h->polls[1]) >= 1 &&
+                       atomic_load(&h->polls[2]) >= 1);
     // A sleeps HYB_SLEEPS more times, woken by the root each time.
     for (st->k = 0; st->k < HYB_SLEEPS; st->k++) {
         pub_wake(&h->w[0]);
-        st->n = 0;
-        while (atomic_load(&h->polls[0]) < st->k + 2 && ++st->n < TU_UNTIL_MAX) {
-            TR_YIELD(st, cx);
-        }
+        TU_YIELD_UNTIL(st, cx, atomic_load(&h->polls[0]) >= st->k + 2);
     }
     tr_rt_foreach_task(tr_cx_rt(cx), hyb_info, h);
     // Nothing else is runnable now. Wake B, A, C, then wait (no yield).
@@ -2194,7 +2192,7 @@ test_sched_idle_runtime_uses_no_cpu(void **state)
 {
     (void)state;
 #if defined(TR_SANITIZER)
-    skip(); // a timing test: sanitizer threads distort CPU time
+    tu_skip("a CPU-time test: sanitizer runtimes' own threads distort it");
 #endif
     for (size_t cs = 0; cs < NCASES; cs++) {
         idle id;
@@ -2533,6 +2531,7 @@ test_sched_worker_stats(void **state)
         r->work = 5000;
         r->yields = 2;
         run_root(rt, r);
+        tu_rt_quiesce(rt, TU_WAIT_MS); // so that the counters hold still
         tr_rt_stats s = tu_stats(rt);
         EXPECT_EQ(s.sched, cases[cs].sched);
         EXPECT_EQ(s.workers, 2);

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <semaphore.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -28,11 +29,36 @@
 
 #define TU_UNUSED __attribute__((unused))
 
-// tu_run runs a test table; TU_FILTER=pattern (cmocka's wildcards) runs only
-// the matching tests, for debugging one of them.
-#define tu_run(tests)                                                                     \
-    (getenv("TU_FILTER") != NULL ? cmocka_set_test_filter(getenv("TU_FILTER")) : (void)0, \
-     cmocka_run_group_tests(tests, NULL, NULL))
+// tu_run runs a test table. TU_FILTER=pattern (cmocka's wildcards) runs only
+// the matching tests; TU_SKIP=pattern leaves the matching ones out. ctest
+// uses both to give a test that may skip itself (tu_skip) an entry of its
+// own, because a skip is reported per executable (exit 77).
+#define tu_run(tests) (tu_filters_apply(), cmocka_run_group_tests(tests, NULL, NULL))
+#define tu_run_group(tests, setup, teardown) \
+    (tu_filters_apply(), cmocka_run_group_tests(tests, setup, teardown))
+
+static inline void
+tu_filters_apply(void)
+{
+    if (getenv("TU_FILTER") != NULL) {
+        cmocka_set_test_filter(getenv("TU_FILTER"));
+    }
+    if (getenv("TU_SKIP") != NULL) {
+        cmocka_set_skip_filter(getenv("TU_SKIP"));
+    }
+}
+
+// tu_skip(why) skips the current test. Run alone (TU_FILTER set: its own
+// ctest entry), the executable exits 77, which ctest reports as skipped;
+// inside a whole suite it is cmocka's skip().
+#define tu_skip(why)                                             \
+    do {                                                         \
+        print_message("[ SKIPPED  ] %s: %s\n", __func__, (why)); \
+        if (getenv("TU_FILTER") != NULL) {                       \
+            exit(77);                                            \
+        }                                                        \
+        skip();                                                  \
+    } while (0)
 
 // Bounded waits: long enough for a loaded TSan build on 2 cores, short
 // enough that a lost wakeup fails the test instead of hanging ctest.
@@ -162,10 +188,16 @@ tu_live(tr_rt *rt)
     return tu_stats(rt).live_tasks;
 }
 
-// tu_rt_free_clean asserts that no task is live any more, then frees rt.
+static inline void tu_rt_quiesce(tr_rt *rt, unsigned ms);
+
+// tu_rt_free_clean lets every worker go quiet (tu_rt_quiesce: a worker
+// frees a detached task's slot just after its drop ran, so a test that saw
+// the drop may look before the free), asserts that no task is live any
+// more, then frees rt.
 static inline void
 tu_rt_free_clean(tr_rt *rt)
 {
+    tu_rt_quiesce(rt, TU_WAIT_MS);
     assert_int_equal(tu_live(rt), 0);
     tr_rt_free(rt);
 }
@@ -449,26 +481,80 @@ tu_value_new(tr_rt *rt, uint64_t value, uint32_t yields, atomic_int *drops)
 }
 
 // ---------------------------------------------------------------------------
-// A root that yields until pred(arg) holds (at most TU_UNTIL_MAX polls), so
-// that tasks started from outside the runtime (Spawn messages, which the
-// worker drains when its queue is empty or every 32 polls) get to run.
-// Its result is 1 when pred held, 0 when it gave up.
+// Bounded waits. Every wait in these suites is for an event (a condition
+// that some other task or thread makes true) and ends at a deadline, never
+// after a count of yields or polls: on a busy machine the OS may keep the
+// thread that makes the condition true off the CPU for a long time, and a
+// count of turns measures nothing. An expiry records what was awaited.
 
-#define TU_UNTIL_MAX 100000
+// tu_deadline returns CLOCK_MONOTONIC now + ms, in ns.
+static inline uint64_t
+tu_deadline(unsigned ms)
+{
+    return tu_now_ns() + (uint64_t)ms * 1000000u;
+}
+
+// tu_wait_expired records that a wait for `what` ran out of time.
+static inline void
+tu_wait_expired(const char *file, int line, const char *what, unsigned ms)
+{
+    char msg[400];
+    snprintf(msg, sizeof msg, "waited %u ms for: %s", ms, what);
+    tu_fail_record(file, line, msg);
+}
+
+// TU_YIELD_UNTIL(st, cx, cond): inside a poll function, yield (letting the
+// other tasks of the worker run) until cond holds, for at most TU_WAIT_MS.
+// The state needs a `uint64_t tu_deadline` field. On expiry it records the
+// failure (naming cond) and goes on; callers that need cond afterwards
+// check it again.
+#define TU_YIELD_UNTIL(st, cx, cond)                                    \
+    do {                                                                \
+        (st)->tu_deadline = tu_deadline(TU_WAIT_MS);                    \
+        while (!(cond)) {                                               \
+            if (tu_now_ns() > (st)->tu_deadline) {                      \
+                tu_wait_expired(__FILE__, __LINE__, #cond, TU_WAIT_MS); \
+                break;                                                  \
+            }                                                           \
+            TR_YIELD(st, cx);                                           \
+        }                                                               \
+    } while (0)
+
+// TU_SPIN_UNTIL(cond, ms): on a plain thread, wait until cond holds, for at
+// most ms; true when it held. For conditions no event announces (a
+// worker's park state); it lets the CPU go between looks.
+#define TU_SPIN_UNTIL(cond, ms)                              \
+    ({                                                       \
+        uint64_t tu_d_ = tu_deadline(ms);                    \
+        bool tu_ok_;                                         \
+        while (!(tu_ok_ = (cond)) && tu_now_ns() <= tu_d_) { \
+            sched_yield();                                   \
+        }                                                    \
+        tu_ok_;                                              \
+    })
+
+// A root that yields until pred(arg) holds, for at most TU_WAIT_MS, so that
+// tasks started from outside the runtime (Spawn messages, which the worker
+// drains when its queue is empty or every 32 polls) get to run. Its result
+// is 1 when pred held, 0 when time ran out.
 
 typedef struct tu_until {
     int tr_pc;
     bool (*pred)(void *arg);
     void *arg;
-    unsigned n;
+    uint64_t deadline;
 } tu_until;
 
 static inline tr_poll
 tu_until_poll(void *arg, tr_cx *cx)
 {
     tu_until *st = arg;
-    if (st->pred(st->arg) || ++st->n >= TU_UNTIL_MAX) {
-        tr_cx_set_result_u64(cx, st->n < TU_UNTIL_MAX);
+    if (st->deadline == 0) {
+        st->deadline = tu_deadline(TU_WAIT_MS);
+    }
+    bool held = st->pred(st->arg);
+    if (held || tu_now_ns() > st->deadline) {
+        tr_cx_set_result_u64(cx, held);
         return TR_READY;
     }
     tr_cx_yield(cx);
@@ -478,16 +564,42 @@ tu_until_poll(void *arg, tr_cx *cx)
 static const tr_task_spec tu_until_spec TU_UNUSED = {
     .name = "until", .poll = tu_until_poll, .size = sizeof(tu_until)};
 
-// tu_block_until runs block_on with a tu_until root and asserts pred held.
+// tu_block_until_ runs block_on with a tu_until root and fails the test,
+// naming what it waited for, unless pred held within TU_WAIT_MS.
 static inline void
-tu_block_until(tr_rt *rt, bool (*pred)(void *arg), void *arg)
+tu_block_until_(tr_rt *rt, bool (*pred)(void *arg), void *arg, const char *what)
 {
     tu_until *u = tu_task_new(rt, &tu_until_spec);
     u->pred = pred;
     u->arg = arg;
     tr_outcome out;
     assert_int_equal(tr_rt_block_on(rt, u, &out), TR_OK);
-    assert_int_equal(out.value.u64, 1);
+    if (out.value.u64 != 1) {
+        fail_msg("waited %u ms for: %s", TU_WAIT_MS, what);
+    }
+}
+
+#define tu_block_until(rt, pred, arg) tu_block_until_((rt), (pred), (arg), #pred "(" #arg ")")
+
+// tu_rt_quiesce waits until every task of rt has finished and every worker
+// has stopped: a graceful shutdown carried out by block_on. Afterwards the
+// runtime's counters and live count are exact (a worker bumps its
+// completion counter after the task's drop ran and its join completed, so
+// they lag what a test observes through drops and joins), and rt accepts
+// no more tasks. Fails the test if tasks were still running after ms (they
+// are cancelled then).
+static inline void
+tu_rt_quiesce(tr_rt *rt, unsigned ms)
+{
+    uint64_t t0 = tu_now_ns();
+    tr_err rv = tr_rt_shutdown(rt, TR_SHUTDOWN_GRACEFUL, ms);
+    if (rv != TR_OK && rv != TR_ESHUTDOWN) {
+        fail_msg("tr_rt_shutdown: %s", tr_strerror(rv));
+    }
+    assert_int_equal(tr_rt_block_on(rt, NULL, NULL), TR_ESHUTDOWN);
+    if (tu_now_ns() - t0 >= (uint64_t)ms * 1000000u) {
+        fail_msg("quiesce: tasks were still running after %u ms (then cancelled)", ms);
+    }
 }
 
 static inline bool
