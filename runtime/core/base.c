@@ -177,6 +177,8 @@ tr_err_name(tr_err err)
     return err_name[err];
 }
 
+_Atomic(tr__hook_fn) tr__test_hook;
+
 uint64_t
 tr__now_ns(void)
 {

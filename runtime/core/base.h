@@ -44,6 +44,26 @@ tr__counter_add(_Atomic uint64_t *c, uint64_t n)
                           memory_order_relaxed);
 }
 
+// Test hooks. A test may install a function that the runtime calls at a
+// few named points on cold paths, to hold a thread there and so replay a
+// race in one chosen order (tests/runtime). NULL outside tests: one
+// relaxed load and a predicted branch where used, never on a hot path.
+enum {
+    TR__HOOK_START_ACCEPTED = 1, // tr_task_start from outside: accepted, not yet sent
+    TR__HOOK_WAIT_STARTS = 2,    // a shutdown waits for starts in flight
+};
+typedef void (*tr__hook_fn)(int point);
+extern _Atomic(tr__hook_fn) tr__test_hook TR__HIDDEN;
+
+static inline void
+tr__hook(int point)
+{
+    tr__hook_fn h = atomic_load_explicit(&tr__test_hook, memory_order_relaxed);
+    if (__builtin_expect(h != NULL, 0)) {
+        h(point);
+    }
+}
+
 // tr__errno maps an errno value to a tr_err.
 tr_err tr__errno(int e) TR__HIDDEN;
 

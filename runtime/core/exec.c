@@ -252,6 +252,51 @@ tr__rt_send(tr_rt *rt, tr__cmd *cmd)
     return TR_OK;
 }
 
+// Starts from outside the runtime and the shutdown meet as in Dekker's
+// protocol: the starter announces itself in r_starting, then reads
+// r_shutdown; the shutdown stores r_shutdown (tr_rt_shutdown's CAS), and
+// its finisher reads r_starting before the last drain (wait_starts). All
+// four are seq_cst, so either the starter sees the shutdown and refuses,
+// or the finisher sees the starter and waits until its Spawn message is in
+// the inbox. A start is thus either refused or carried out (run or
+// cancelled) before block_on returns from the shutdown.
+bool
+tr__rt_start_enter(tr_rt *rt)
+{
+    atomic_fetch_add_explicit(&rt->r_starting, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&rt->r_shutdown, memory_order_seq_cst) != SD_NONE) {
+        tr__rt_start_exit(rt);
+        return false;
+    }
+    return true;
+}
+
+void
+tr__rt_start_exit(tr_rt *rt)
+{
+    // Release: a finisher that reads 0 sees the Spawn message pushed.
+    if (atomic_fetch_sub_explicit(&rt->r_starting, 1, memory_order_seq_cst) == 1 &&
+        atomic_load_explicit(&rt->r_shutdown, memory_order_seq_cst) != SD_NONE) {
+        // A finisher may wait: on the word (wait_starts), or, graceful, in
+        // worker 0's park until no start is in flight.
+        tr__futex_wake(&rt->r_starting, INT32_MAX);
+        wake_main(rt);
+    }
+}
+
+// wait_starts waits until no start from outside is between its shutdown
+// check and its push. Only once a shutdown was requested, when no new one
+// can begin; so the wait is bounded by those few instructions.
+static void
+wait_starts(tr_rt *rt)
+{
+    uint32_t n;
+    while ((n = atomic_load_explicit(&rt->r_starting, memory_order_seq_cst)) != 0) {
+        tr__hook(TR__HOOK_WAIT_STARTS);
+        tr__futex_wait(&rt->r_starting, n, UINT64_MAX);
+    }
+}
+
 void
 tr__inject_push(tr_rt *rt, tr__slot *const *tasks, uint32_t n)
 {
@@ -437,6 +482,7 @@ cancel_all(tr__worker *w)
 {
     tr_rt *rt = w->w_rt;
     for (;;) {
+        wait_starts(rt);
         drain_inbox(w);
         tr__pool_foreach(&rt->r_pool, sweep_one, w);
         bool again = true;
@@ -663,8 +709,13 @@ run_loop(tr__worker *w, tr__slot *root, bool main)
             }
             if (sd == SD_REQUESTED && active_tasks(rt) == 0 &&
                 atomic_load_explicit(&rt->r_inbox, memory_order_acquire) == NULL) {
-                shutdown_finish(w);
-                return;
+                // A start in flight (accepted before the shutdown) runs
+                // too: park until its exit wakes us.
+                if (atomic_load_explicit(&rt->r_starting, memory_order_seq_cst) == 0) {
+                    shutdown_finish(w);
+                    return;
+                }
+                tr__hook(TR__HOOK_WAIT_STARTS);
             }
             uint64_t dl = atomic_load_explicit(&rt->r_deadline_ns, memory_order_acquire);
             if (sd == SD_REQUESTED && dl != 0) {
@@ -900,11 +951,17 @@ tr_rt_block_on(tr_rt *rt, void *root, tr_outcome *out)
     atomic_fetch_add_explicit(&rt->r_idle, TR__IDLE_UNPARKED_ONE, memory_order_seq_cst);
     tr_join j = TR_JOIN_NONE;
     tr__slot *rs = NULL;
+    tr_outcome o = {.err = TR_ESHUTDOWN};
     if (root != NULL) {
-        rs = tr__state_slot(root);
-        tr_task_start(root, &j);
-        // Wherever root completes, worker 0 must wake to return.
-        tr__join_register(rs, (tr_waker){&main_waker_ops, w});
+        if (tr_task_start(root, &j) == TR_OK) {
+            rs = tr__state_slot(root);
+            // Wherever root completes, worker 0 must wake to return.
+            tr__join_register(rs, (tr_waker){&main_waker_ops, w});
+        } else {
+            // Refused (a shutdown was requested): its drop has run. Carry
+            // the shutdown out below all the same.
+            o.err = TR_ECANCELED;
+        }
     }
     run_loop(w, rs, true);
     if (w->w_searching) {
@@ -916,7 +973,6 @@ tr_rt_block_on(tr_rt *rt, void *root, tr_outcome *out)
     // futex: wake one, so that it parks again as the driver and IO and
     // timers keep going while no thread is inside block_on.
     wake_one_sleeper(rt);
-    tr_outcome o = {.err = TR_ESHUTDOWN};
     if (rs != NULL) {
         uint64_t word = atomic_load_explicit(&rs->s_word, memory_order_acquire);
         TR_ASSERT(word & TR__W_COMPLETE);

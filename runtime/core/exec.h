@@ -188,6 +188,11 @@ struct tr_rt {
     _Atomic int r_in_block_on;
     // Tasks started from outside the runtime (counted at start).
     _Atomic uint64_t r_ext_spawned;
+    // Starts from outside the runtime between their shutdown check and the
+    // Spawn message's push (futex word): the shutdown waits for them, so
+    // that a start it did not refuse is in the inbox when the last drain
+    // runs (see tr__rt_start_enter).
+    _Atomic uint32_t r_starting;
     // Worker threads that have stopped for the shutdown (futex word), and
     // the flag that lets them exit (futex word).
     _Atomic uint32_t r_stopped;
@@ -256,6 +261,11 @@ void tr__unpark_worker(tr__worker *w) TR__HIDDEN;
 void tr__park_notify(tr__worker *w) TR__HIDDEN;
 uint64_t tr__rng_next(uint64_t *state) TR__HIDDEN;
 tr_err tr__rt_send(tr_rt *rt, tr__cmd *cmd) TR__HIDDEN;
+// tr__rt_start_enter admits a start from outside the runtime: false once a
+// shutdown was requested (the start is refused). On true the caller pushes
+// its Spawn message, then calls tr__rt_start_exit.
+bool tr__rt_start_enter(tr_rt *rt) TR__HIDDEN;
+void tr__rt_start_exit(tr_rt *rt) TR__HIDDEN;
 tr__cmd *tr__cmd_new(Troupe__V1__ExecutorCommand__CommandCase kind) TR__HIDDEN;
 
 // tr__rt_ext returns module slot `which` of rt, or NULL before it is set.

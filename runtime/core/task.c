@@ -118,13 +118,39 @@ tr_task_new(tr_rt *rt, const tr_task_spec *spec, void **state)
     return TR_OK;
 }
 
-void
+// refuse drops a prepared task whose start came too late: its drop runs
+// here (it releases what the caller put in the state) and the slot goes.
+static tr_err
+refuse(tr_rt *rt, tr__slot *s)
+{
+    const tr_task_spec *spec = atomic_load_explicit(&s->s_spec, memory_order_relaxed);
+    if (spec->drop != NULL) {
+        spec->drop(tr__slot_state(s));
+    }
+    tr__pool_free(&rt->r_pool, tr__shard_of(rt), s);
+    return TR_ESHUTDOWN;
+}
+
+tr_err
 tr_task_start(void *state, tr_join *join)
 {
     tr__slot *s = tr__state_slot(state);
     tr_rt *rt = tr__slot_rt(s);
     uint64_t word = atomic_load_explicit(&s->s_word, memory_order_relaxed);
     TR_ASSERT((word & (TR__W_LIVE | TR__W_STARTED)) == TR__W_LIVE);
+    if (join != NULL) {
+        *join = TR_JOIN_NONE;
+    }
+    tr__worker *w = tr__worker_of(rt);
+    if (TR_LIKELY(w != NULL)) {
+        // On a worker of rt the check needs no handshake: a shutdown's
+        // finisher drains this worker's queues only after it has stopped.
+        if (TR_UNLIKELY(atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) != SD_NONE)) {
+            return refuse(rt, s);
+        }
+    } else if (!tr__rt_start_enter(rt)) {
+        return refuse(rt, s);
+    }
     word |= TR__W_STARTED | TR__W_SCHED;
     if (join != NULL) {
         word += TR__W_REF_ONE;
@@ -133,18 +159,40 @@ tr_task_start(void *state, tr_join *join)
     // Nothing else can hold this slot's new generation yet: a plain store.
     // Release pairs with the acquire of whoever pops or wakes it.
     atomic_store_explicit(&s->s_word, word, memory_order_release);
-    tr__worker *w = tr__worker_of(rt);
     if (TR_LIKELY(w != NULL)) {
         tr__counter_add(&w->w_spawned, 1);
         rt->r_sched->push(w, s, TR__PUSH_NEW);
-        return;
+        return TR_OK;
     }
     // From outside the runtime: a Spawn message to the executor.
+    tr__hook(TR__HOOK_START_ACCEPTED);
     atomic_fetch_add_explicit(&rt->r_ext_spawned, 1, memory_order_relaxed);
     tr__cmd *cmd = tr__cmd_new(TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SPAWN);
     cmd->c_body.spawn.task_case = TROUPE__V1__SPAWN__TASK_TASK_KEY;
     cmd->c_body.spawn.task_key = tr__slot_key(s, word);
     tr__rt_send(rt, cmd);
+    tr__rt_start_exit(rt);
+    return TR_OK;
+}
+
+tr_err
+tr_spawn(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *arg), void *arg,
+         tr_join *join)
+{
+    if (join != NULL) {
+        *join = TR_JOIN_NONE;
+    }
+    void *state;
+    tr_err rv = tr_task_new(rt, spec, &state);
+    if (rv != TR_OK) {
+        return rv;
+    }
+    if (init != NULL) {
+        init(state, arg);
+    } else if (arg != NULL) {
+        memcpy(state, arg, spec->size);
+    }
+    return tr_task_start(state, join);
 }
 
 void

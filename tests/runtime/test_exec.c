@@ -311,6 +311,13 @@ all_finished(void *arg)
     return true;
 }
 
+static bool
+all_finished_n3(void *arg)
+{
+    tr_join *j = arg;
+    return tr_join_is_finished(&j[0]) && tr_join_is_finished(&j[1]) && tr_join_is_finished(&j[2]);
+}
+
 static void
 test_exec_spawn_from_thread_before_block_on(void **state)
 {
@@ -1303,6 +1310,387 @@ test_exec_idle_runtime_parks(void **state)
     tu_rt_free_clean(rt);
 }
 
+// ---------------------------------------------------------------------------
+// Starts that come too late, and starts racing a shutdown: every start is
+// either refused (TR_ESHUTDOWN, its drop run by the caller) or carried out
+// (run, or cancelled) before block_on returns from the shutdown.
+
+// A task prepared before a shutdown and started after it is refused, from
+// outside the runtime and from a task: its drop runs at once, on the
+// caller's thread, the handle is empty and nothing is left in limbo.
+typedef struct late_child {
+    int tr_pc;
+    atomic_int *drops;
+    pthread_t dropped_on;
+} late_child;
+
+static tr_poll
+late_child_poll(void *arg, tr_cx *cx)
+{
+    (void)arg;
+    (void)cx;
+    return TR_READY;
+}
+
+static void
+late_child_drop(void *arg)
+{
+    late_child *st = arg;
+    st->dropped_on = pthread_self();
+    atomic_fetch_add(st->drops, 1);
+}
+
+static const tr_task_spec late_child_spec = {
+    .name = "late", .poll = late_child_poll, .drop = late_child_drop, .size = sizeof(late_child)};
+
+static tr_poll
+late_root(void *arg, tr_cx *cx)
+{
+    root *st = arg;
+    atomic_int *drops = st->arg;
+    late_child *c = spawn_new(cx, &late_child_spec);
+    if (c == NULL) {
+        return TR_READY;
+    }
+    c->drops = drops;
+    TU_CHECK(tr_rt_shutdown(tr_cx_rt(cx), TR_SHUTDOWN_GRACEFUL, 0) == TR_OK);
+    st->j.j_key = 12345; // start empties it even when refusing
+    TU_CHECK(tr_task_start(c, &st->j) == TR_ESHUTDOWN);
+    TU_CHECK(st->j.j_key == 0);
+    TU_CHECK(atomic_load(drops) == 1);
+    return TR_READY;
+}
+
+static const tr_task_spec late_root_spec = ROOT_SPEC(late_root);
+
+static void
+test_exec_start_after_shutdown_refused(void **state)
+{
+    (void)state;
+    for (int mode = 0; mode < 2; mode++) {
+        // From outside, with and without a handle, before and after the
+        // shutdown was carried out.
+        tr_rt *rt = tu_rt_new();
+        atomic_int drops = 0;
+        late_child *a = tu_task_new(rt, &late_child_spec);
+        late_child *b = tu_task_new(rt, &late_child_spec);
+        late_child *c = tu_task_new(rt, &late_child_spec);
+        a->drops = b->drops = c->drops = &drops;
+        assert_int_equal(tr_rt_shutdown(rt, (tr_shutdown_mode)mode, 0), TR_OK);
+        tr_join j = {777};
+        assert_int_equal(tr_task_start(a, &j), TR_ESHUTDOWN);
+        assert_int_equal(j.j_key, 0);
+        assert_int_equal(atomic_load(&drops), 1);
+        assert_int_equal(tr_task_start(b, NULL), TR_ESHUTDOWN);
+        assert_int_equal(atomic_load(&drops), 2);
+        assert_int_equal(tr_rt_block_on(rt, NULL, NULL), TR_ESHUTDOWN);
+        assert_int_equal(tr_task_start(c, &j), TR_ESHUTDOWN);
+        assert_int_equal(atomic_load(&drops), 3);
+        assert_int_equal(tu_live(rt), 0);
+        tr_rt_stats st = tu_stats(rt);
+        assert_int_equal(st.spawned, 0);
+        tu_rt_free_clean(rt);
+    }
+    // From a task: prepared before its own tr_rt_shutdown, started after.
+    tr_rt *rt = tu_rt_new();
+    atomic_int drops = 0;
+    root *r = root_new(rt, &late_root_spec, &drops, NULL);
+    tr_outcome out;
+    assert_int_equal(tr_rt_block_on(rt, r, &out), TR_OK);
+    tu_checks_pass();
+    assert_int_equal(atomic_load(&drops), 1);
+    tu_rt_free_clean(rt);
+}
+
+// tr_spawn: init fills the state in (or arg is copied, or it stays
+// zeroed); failures start nothing and leave the handle empty; a refused
+// start after init runs the drop, so init and drop pair.
+typedef struct sp_task {
+    int tr_pc;
+    uint64_t value;
+    atomic_int *inits;
+    atomic_int *drops;
+} sp_task;
+
+static tr_poll
+sp_task_poll(void *arg, tr_cx *cx)
+{
+    sp_task *st = arg;
+    tr_cx_set_result_u64(cx, st->value);
+    return TR_READY;
+}
+
+static void
+sp_task_drop(void *arg)
+{
+    sp_task *st = arg;
+    if (st->drops != NULL) {
+        atomic_fetch_add(st->drops, 1);
+    }
+}
+
+static const tr_task_spec sp_spec = {
+    .name = "sp", .poll = sp_task_poll, .drop = sp_task_drop, .size = sizeof(sp_task)};
+
+static void
+sp_init(void *state, void *arg)
+{
+    sp_task *st = state;
+    const sp_task *from = arg;
+    TU_CHECK(st->value == 0 && st->drops == NULL); // zeroed first
+    *st = *from;
+    atomic_fetch_add(st->inits, 1);
+}
+
+static void
+sp_shutdown_init(void *state, void *arg)
+{
+    // A shutdown begins between the allocation and the start.
+    sp_init(state, arg);
+    tr_rt *rt = tr__slot_rt(tr__state_slot(state));
+    TU_CHECK(tr_rt_shutdown(rt, TR_SHUTDOWN_IMMEDIATE, 0) == TR_OK);
+}
+
+static void
+test_exec_spawn_one_call(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    atomic_int inits = 0, drops = 0;
+    sp_task proto = {.value = 41, .inits = &inits, .drops = &drops};
+    tr_join j[3];
+    assert_int_equal(tr_spawn(rt, &sp_spec, sp_init, &proto, &j[0]), TR_OK);
+    assert_int_equal(atomic_load(&inits), 1);
+    proto.value = 42;
+    assert_int_equal(tr_spawn(rt, &sp_spec, NULL, &proto, &j[1]), TR_OK);   // copied
+    assert_int_equal(tr_spawn(rt, &sp_spec, NULL, NULL, &j[2]), TR_OK);     // zeroed
+    assert_int_equal(tr_spawn(rt, &sp_spec, sp_init, &proto, NULL), TR_OK); // detached
+    tu_block_until(rt, all_finished_n3, j);
+    tr_outcome out;
+    uint64_t want[3] = {41, 42, 0};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(tr_join_wait(&j[i], &out), TR_OK);
+        assert_int_equal(out.err, TR_OK);
+        assert_int_equal(out.value.u64, want[i]);
+    }
+    tu_rt_quiesce(rt, TU_WAIT_MS);
+    assert_int_equal(atomic_load(&drops), 3); // the zeroed one counts none
+    assert_int_equal(atomic_load(&inits), 2);
+    tu_rt_free_clean(rt);
+
+    // Errors: nothing started, the handle empty.
+    rt = tu_rt_new();
+    tr_join e = {99};
+    tr_task_spec bad = sp_spec;
+    bad.size = TR_TASK_MAX_STATE + 1;
+    assert_int_equal(tr_spawn(rt, &bad, sp_init, &proto, &e), TR_EINVAL);
+    assert_int_equal(e.j_key, 0);
+    assert_int_equal(tr_spawn(NULL, &sp_spec, NULL, NULL, &e), TR_EINVAL);
+    atomic_store(&inits, 0);
+    atomic_store(&drops, 0);
+    e.j_key = 99;
+    assert_int_equal(tr_spawn(rt, &sp_spec, sp_shutdown_init, &proto, &e), TR_ESHUTDOWN);
+    tu_checks_pass();
+    assert_int_equal(e.j_key, 0);
+    assert_int_equal(atomic_load(&inits), 1);
+    assert_int_equal(atomic_load(&drops), 1);
+    assert_int_equal(tr_spawn(rt, &sp_spec, sp_init, &proto, &e), TR_ESHUTDOWN);
+    assert_int_equal(atomic_load(&inits), 1); // refused before init
+    assert_int_equal(tu_live(rt), 0);
+    tu_rt_free_clean(rt);
+}
+
+// The race itself, replayed in its worst order with the test hooks: a
+// start from outside passes its shutdown check, then waits (hook) until the
+// shutdown's finisher is about to give up on it; only then does it send its
+// Spawn message. The finisher must wait for it and carry it out, so that
+// when block_on returns the task has been cancelled and its join is done.
+static tu_event race_at_start, race_at_wait;
+
+static void
+race_hook(int point)
+{
+    if (point == TR__HOOK_START_ACCEPTED) {
+        tu_event_set(&race_at_start);
+        TU_CHECK(tu_event_wait(&race_at_wait, TU_WAIT_MS));
+    } else if (point == TR__HOOK_WAIT_STARTS) {
+        tu_event_set(&race_at_wait);
+    }
+}
+
+typedef struct race_starter {
+    tr_rt *rt;
+    late_child *task;
+    tr_join j;
+    tr_err rv;
+} race_starter;
+
+static void *
+race_starter_main(void *arg)
+{
+    race_starter *rs = arg;
+    rs->rv = tr_task_start(rs->task, &rs->j);
+    return NULL;
+}
+
+static void
+test_exec_start_racing_shutdown_is_carried_out(void **state)
+{
+    (void)state;
+    for (int mode = 0; mode < 2; mode++) {
+        tu_event_init(&race_at_start);
+        tu_event_init(&race_at_wait);
+        tr_rt *rt = tu_rt_new();
+        atomic_int drops = 0;
+        race_starter rs = {.rt = rt};
+        rs.task = tu_task_new(rt, &late_child_spec);
+        rs.task->drops = &drops;
+        atomic_store(&tr__test_hook, race_hook);
+        pthread_t thr;
+        tu_thread_start(&thr, race_starter_main, &rs);
+        assert_true(tu_event_wait(&race_at_start, TU_WAIT_MS));
+        // The starter is past its check: the shutdown cannot refuse it.
+        assert_int_equal(tr_rt_shutdown(rt, (tr_shutdown_mode)mode, 0), TR_OK);
+        assert_int_equal(tr_rt_block_on(rt, NULL, NULL), TR_ESHUTDOWN);
+        atomic_store(&tr__test_hook, NULL);
+        // block_on has returned: the accepted task was carried out.
+        assert_true(tu_event_is_set(&race_at_wait)); // the finisher waited
+        assert_int_equal(atomic_load(&drops), 1);
+        tu_thread_join(thr);
+        tu_checks_pass();
+        assert_int_equal(rs.rv, TR_OK);
+        assert_true(tr_join_is_finished(&rs.j));
+        tr_outcome out;
+        assert_int_equal(tr_join_wait(&rs.j, &out), TR_OK);
+        // Immediate: cancelled unpolled. Graceful: the finisher ran after
+        // the graceful check saw no start in flight, so it may have run.
+        assert_true(out.err == TR_ECANCELED || (mode == 0 && out.err == TR_OK));
+        tu_rt_free_clean(rt);
+        tu_event_destroy(&race_at_start);
+        tu_event_destroy(&race_at_wait);
+    }
+}
+
+// A storm: 64 threads spawn from outside while the main thread shuts the
+// runtime down. Each spawn is refused or accepted; every accepted task has
+// run or been cancelled by the time block_on returns (its join finished, its
+// drop run once), and nothing is live afterwards.
+#define STORM_THREADS 64
+#define STORM_SPAWNS 40
+
+typedef struct storm {
+    tr_rt *rt;
+    tu_event go;
+    tu_event quarter; // a quarter of the spawns accepted
+    atomic_int drops[STORM_THREADS * STORM_SPAWNS];
+    bool ok[STORM_THREADS * STORM_SPAWNS]; // accepted
+    atomic_int accepted;
+    atomic_int refused;
+    atomic_int bad;
+    tr_join j[STORM_THREADS][STORM_SPAWNS];
+    unsigned n[STORM_THREADS];
+    struct storm_arg {
+        struct storm *s;
+        unsigned t;
+    } args[STORM_THREADS];
+} storm;
+
+static void *
+storm_thread(void *arg)
+{
+    struct storm_arg *a = arg;
+    storm *s = a->s;
+    if (!tu_event_wait(&s->go, TU_WAIT_MS)) {
+        atomic_fetch_add(&s->bad, 1);
+        return NULL;
+    }
+    for (unsigned i = 0; i < STORM_SPAWNS; i++) {
+        unsigned idx = a->t * STORM_SPAWNS + i;
+        sp_task proto = {.value = i, .drops = &s->drops[idx]};
+        tr_join j;
+        tr_err rv = tr_spawn(s->rt, &sp_spec, NULL, &proto, (i & 1) ? &j : NULL);
+        if (rv == TR_OK) {
+            s->ok[idx] = true;
+            if (atomic_fetch_add(&s->accepted, 1) + 1 == STORM_THREADS * STORM_SPAWNS / 4) {
+                tu_event_set(&s->quarter);
+            }
+            if (i & 1) {
+                s->j[a->t][s->n[a->t]++] = j;
+            }
+        } else if (rv == TR_ESHUTDOWN) {
+            atomic_fetch_add(&s->refused, 1);
+        } else {
+            atomic_fetch_add(&s->bad, 1);
+        }
+    }
+    return NULL;
+}
+
+static void
+test_exec_spawn_storm_during_shutdown(void **state)
+{
+    (void)state;
+    static const tr_sched_kind scheds[3] = {TR_SCHED_WS, TR_SCHED_RR, TR_SCHED_HYBRID};
+    for (int c = 0; c < 6; c++) {
+        storm *s = calloc(1, sizeof *s);
+        assert_non_null(s);
+        tr_rt_config cfg;
+        tu_config_init(&cfg);
+        cfg.workers = 2;
+        cfg.sched = scheds[c % 3];
+        cfg.ignore_env = true;
+        s->rt = tu_rt_new_cfg(&cfg);
+        tu_event_init(&s->go);
+        pthread_t thr[STORM_THREADS];
+        for (unsigned t = 0; t < STORM_THREADS; t++) {
+            s->args[t] = (struct storm_arg){s, t};
+            tu_thread_start(&thr[t], storm_thread, &s->args[t]);
+        }
+        tu_event_init(&s->quarter);
+        tu_event_set(&s->go);
+        // Shut down in the thick of it.
+        assert_true(tu_event_wait(&s->quarter, TU_WAIT_MS));
+        tr_shutdown_mode mode = c < 3 ? TR_SHUTDOWN_GRACEFUL : TR_SHUTDOWN_IMMEDIATE;
+        assert_int_equal(tr_rt_shutdown(s->rt, mode, 0), TR_OK);
+        assert_int_equal(tr_rt_block_on(s->rt, NULL, NULL), TR_ESHUTDOWN);
+        // Every task accepted so far is done. Spawns still going on are
+        // refused; wait for the threads, then check.
+        for (unsigned t = 0; t < STORM_THREADS; t++) {
+            tu_thread_join(thr[t]);
+        }
+        assert_int_equal(atomic_load(&s->bad), 0);
+        assert_int_equal(atomic_load(&s->accepted) + atomic_load(&s->refused),
+                         STORM_THREADS * STORM_SPAWNS);
+        // An accepted task dropped once; a refused one once if tr_spawn
+        // got as far as its start (init had run), else never.
+        for (unsigned k = 0; k < STORM_THREADS * STORM_SPAWNS; k++) {
+            int d = atomic_load(&s->drops[k]);
+            if (s->ok[k] ? d != 1 : d > 1) {
+                fail_msg("task %u (%s): dropped %d times", k, s->ok[k] ? "accepted" : "refused", d);
+            }
+        }
+        for (unsigned t = 0; t < STORM_THREADS; t++) {
+            for (unsigned i = 0; i < s->n[t]; i++) {
+                assert_true(tr_join_is_finished(&s->j[t][i]));
+                tr_outcome out;
+                assert_int_equal(tr_join_wait(&s->j[t][i], &out), TR_OK);
+                assert_true(out.err == TR_OK || out.err == TR_ECANCELED);
+            }
+        }
+        tr_rt_stats st = tu_stats(s->rt);
+        assert_int_equal(st.spawned, (uint64_t)atomic_load(&s->accepted));
+        assert_int_equal(st.completed + st.cancelled, st.spawned);
+        print_message("[%s, %s] accepted %d, refused %d, cancelled %llu\n",
+                      tr_sched_name(cfg.sched), mode ? "immediate" : "graceful",
+                      atomic_load(&s->accepted), atomic_load(&s->refused),
+                      (unsigned long long)st.cancelled);
+        tu_rt_free_clean(s->rt);
+        tu_event_destroy(&s->go);
+        tu_event_destroy(&s->quarter);
+        free(s);
+    }
+}
+
 int
 main(void)
 {
@@ -1327,9 +1715,10 @@ main(void)
         cmocka_unit_test(test_exec_dump_from_other_thread),
         cmocka_unit_test(test_exec_state_names),
         cmocka_unit_test(test_exec_idle_runtime_parks),
+        cmocka_unit_test(test_exec_start_after_shutdown_refused),
+        cmocka_unit_test(test_exec_spawn_one_call),
+        cmocka_unit_test(test_exec_start_racing_shutdown_is_carried_out),
+        cmocka_unit_test(test_exec_spawn_storm_during_shutdown),
     };
-    if (getenv("TU_FILTER") != NULL) {
-        cmocka_set_test_filter(getenv("TU_FILTER"));
-    }
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return tu_run_group(tests, group_setup, group_teardown);
 }

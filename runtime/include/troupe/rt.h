@@ -62,15 +62,29 @@ TR_API tr_err tr_rt_new(const tr_rt_config *cfg, tr_rt **out);
 // the thread that created the runtime, never from inside it.
 TR_API void tr_rt_free(tr_rt *rt);
 
-// tr_rt_block_on starts the prepared task root (from tr_task_new) and runs
-// the runtime on the calling thread until root completes or a shutdown
-// finishes. On return *out (may be NULL) holds root's outcome: TR_ECANCELED
-// when a shutdown cancelled it. Returns TR_OK when root completed,
-// TR_ESHUTDOWN when the runtime shut down (root is then cancelled or was
-// never started), TR_EDEADLOCK from a worker thread, TR_EBUSY when another
-// thread is already inside block_on. Tasks other than root that are still
-// pending stay so until the next block_on or tr_rt_free.
+// tr_rt_block_on starts the prepared task root (from tr_task_new; may be
+// NULL) and runs the runtime on the calling thread until root completes or
+// a shutdown is carried out. On return *out (may be NULL) holds root's
+// outcome: TR_ECANCELED when a shutdown cancelled or refused it. Returns
+// TR_OK when root completed, TR_ESHUTDOWN when the runtime shut down (root
+// is then cancelled, or was refused and dropped without a poll),
+// TR_EDEADLOCK from a worker thread, TR_EBUSY when another thread is
+// already inside block_on. When it returns because root completed, without
+// a shutdown, the other tasks stay live: workers 1..N-1 go on running
+// them, and tasks waiting for worker 0 run in the next block_on.
 TR_API tr_err tr_rt_block_on(tr_rt *rt, void *root, tr_outcome *out);
+
+// Shutdown. From the moment tr_rt_shutdown is called the runtime accepts no
+// task: tr_task_new and tr_spawn fail with TR_ESHUTDOWN, and tr_task_start
+// refuses a task prepared earlier (TR_ESHUTDOWN; its drop runs on the
+// caller's thread). Every task accepted before that moment is carried out:
+// it runs to completion, or it is cancelled (its drop runs and its join
+// completes with TR_ECANCELED), before tr_rt_block_on returns from the
+// shutdown. Graceful: the tasks run until none is left or the deadline
+// passes, then the rest are cancelled. Immediate: they are cancelled at
+// once. The thread in tr_rt_block_on carries a shutdown out; requested
+// while no thread is inside it, the next tr_rt_block_on (a NULL root will
+// do) or tr_rt_free does.
 
 typedef enum tr_shutdown_mode {
     // Refuse new spawns, let the live tasks run until they finish or the
@@ -80,10 +94,10 @@ typedef enum tr_shutdown_mode {
     TR_SHUTDOWN_IMMEDIATE = 1,
 } tr_shutdown_mode;
 
-// tr_rt_shutdown sends the executor a Shutdown message. Any thread,
-// including a task. deadline_ms bounds a graceful shutdown (0: wait for the
-// tasks however long they take). Does not block. TR_ESHUTDOWN if a shutdown
-// was already requested.
+// tr_rt_shutdown begins a shutdown (see "Shutdown" above) and sends the
+// executor a Shutdown message. Any thread, including a task. deadline_ms
+// bounds a graceful shutdown (0: wait for the tasks however long they
+// take). Does not block. TR_ESHUTDOWN if a shutdown was already requested.
 TR_API tr_err tr_rt_shutdown(tr_rt *rt, tr_shutdown_mode mode, uint32_t deadline_ms);
 
 // tr_rt_is_shutdown reports whether a shutdown has been requested.
@@ -92,7 +106,7 @@ TR_API bool tr_rt_is_shutdown(tr_rt *rt);
 typedef struct tr_rt_stats {
     uint64_t live_tasks; // started or prepared, not yet freed
     uint64_t spawned;    // tasks started, in total
-    uint64_t completed;  // tasks that returned TR_READY
+    uint64_t completed;  // tasks that returned TR_READY (counted after the drop ran)
     uint64_t cancelled;  // tasks completed by a cancel or by shutdown
     uint64_t polls;      // poll calls
     uint64_t commands;   // executor messages handled
@@ -122,7 +136,10 @@ TR_API tr_err tr_rt_worker_stats(tr_rt *rt, unsigned i, tr_worker_stats *out);
 TR_API const char *tr_sched_name(tr_sched_kind k);
 
 // tr_rt_get_stats fills *out with a snapshot of counters. Any thread; the
-// figures are read without stopping the runtime.
+// figures are read without stopping the runtime, so while it runs they may
+// lag what a caller saw by a task per worker (a worker counts a task after
+// its drop ran, and frees its slot after that). Once a shutdown has been
+// carried out every worker is quiet and they are exact.
 TR_API void tr_rt_get_stats(tr_rt *rt, tr_rt_stats *out);
 
 typedef enum tr_task_state {

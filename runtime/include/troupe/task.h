@@ -90,9 +90,26 @@ TR_API tr_err tr_task_new(tr_rt *rt, const tr_task_spec *spec, void **state);
 
 // tr_task_start schedules a task prepared by tr_task_new. When join is not
 // NULL it receives the join handle; when NULL the task is detached and its
-// slot is freed when it completes. Ownership of state passes to the runtime.
-// Same thread as the tr_task_new that made it.
-TR_API void tr_task_start(void *state, tr_join *join);
+// slot is freed when it completes. Ownership of state passes to the runtime
+// in every case. Same thread as the tr_task_new that made it. Returns
+// TR_OK, or TR_ESHUTDOWN when a shutdown was requested after tr_task_new
+// (see "Shutdown" in troupe/rt.h): the task is refused, its drop function
+// runs on the calling thread (releasing what the caller put in the state),
+// its slot is freed and *join is left empty. An accepted task is run, or
+// cancelled, before tr_rt_block_on returns from a shutdown.
+TR_API tr_err tr_task_start(void *state, tr_join *join);
+
+// tr_spawn prepares, initialises and starts a task in one call: it
+// allocates the state (as tr_task_new), then init(state, arg) fills it in
+// (or, when init is NULL, spec->size bytes are copied from arg, or the
+// state stays zeroed when arg is NULL too), then starts it (as
+// tr_task_start). On TR_OK *join (may be NULL: detached) holds the handle.
+// On an error nothing is started and *join is empty: TR_EINVAL,
+// TR_EEXHAUSTED or TR_ESHUTDOWN from tr_task_new (init has not run), or
+// TR_ESHUTDOWN from the start (a shutdown began meanwhile: init has run and
+// the drop function has released what it set up). Any thread.
+TR_API tr_err tr_spawn(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *arg),
+                       void *arg, tr_join *join);
 
 // tr_task_discard frees a task prepared by tr_task_new but never started.
 // Its drop function does not run (it never started).
