@@ -433,6 +433,10 @@ drain_inbox(tr__worker *w)
 static uint64_t
 active_tasks(tr_rt *rt)
 {
+    // Pairs with the seq_cst CAS after which a worker counts a completion
+    // and then reads r_shutdown (task.c complete(), run_loop): the caller
+    // read r_shutdown first. Cold: shutdown checks only.
+    atomic_thread_fence(memory_order_seq_cst);
     uint64_t started = atomic_load_explicit(&rt->r_ext_spawned, memory_order_relaxed), done = 0;
     for (unsigned i = 0; i < rt->r_nworkers; i++) {
         tr__worker *w = &rt->r_workers[i];
@@ -693,8 +697,13 @@ run_loop(tr__worker *w, tr__slot *root, bool main)
                 if (s == root && sd == SD_NONE && root_done(root)) {
                     return;
                 }
-            } else if (sd == SD_REQUESTED) {
-                // Worker 0 decides when a graceful shutdown is done.
+            } else if (atomic_load_explicit(&rt->r_shutdown, memory_order_seq_cst) ==
+                       SD_REQUESTED) {
+                // Worker 0 decides when a graceful shutdown is done. Read
+                // afresh: the shutdown may have come during this poll (a
+                // stale read left worker 0 parked until the deadline, or
+                // for good without one). Pairs with the seq_cst CAS that
+                // counted the completion (task.c complete()).
                 wake_main(rt);
             }
             continue;

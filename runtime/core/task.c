@@ -212,6 +212,13 @@ static void
 complete(tr__worker *w, tr__slot *s, bool cancelled, bool boxed)
 {
     tr_rt *rt = w->w_rt;
+    // Counted before the completing CAS, so that whoever sees the task
+    // complete (a joiner) sees the count too, and so that the CAS (a full
+    // barrier) orders the count before this worker's next look at
+    // r_shutdown: a graceful shutdown's finisher reads the counts after it
+    // stored r_shutdown (see run_loop), so either it sees this completion or
+    // this worker sees the shutdown and wakes it.
+    tr__counter_add(cancelled ? &w->w_cancelled : &w->w_completed, 1);
     uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire), nw;
     tr_waker jw;
     do {
@@ -225,10 +232,9 @@ complete(tr__worker *w, tr__slot *s, bool cancelled, bool boxed)
         nw |= cancelled ? TR__W_CANCELLED : (boxed ? TR__W_BOXED : 0);
         nw -= TR__W_REF_ONE;
         // Release publishes the result; acquire pairs with the joiner's
-        // release CAS that set JOIN_WAKER.
-    } while (!atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_acq_rel,
+        // release CAS that set JOIN_WAKER; seq_cst for the count (above).
+    } while (!atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_seq_cst,
                                                     memory_order_acquire));
-    tr__counter_add(cancelled ? &w->w_cancelled : &w->w_completed, 1);
     if (tr__w_refs(nw) == 0 && !(nw & TR__W_SCHED)) {
         free_slot(rt, s, nw);
     }

@@ -29,6 +29,8 @@
 // dump of the runtime.
 #include "test_util.h"
 
+#include "exec.h" // worker park states (white box)
+
 #include <sched.h>
 #include <semaphore.h>
 #include <sys/resource.h>
@@ -765,6 +767,137 @@ test_sched_stress_external_spawn_wake(void **state)
         tu_event_destroy(&x->go);
         tu_event_destroy(&x->all_done);
         free(x);
+    }
+}
+
+// The cause of a flake in the stress test above, pinned: a worker counts a
+// task's completion (tr_rt_stats.completed) after the task's drop function
+// has run and its join has completed, so a test that waits for drops, then
+// reads the counters at once, may see the last completion missing while
+// that worker is off the CPU. Here the drop itself holds the worker at that
+// point: the counter lags, deterministically, until the drop returns; once
+// the workers are quiet (tu_rt_quiesce) the counters are exact.
+typedef struct lag_task {
+    int tr_pc;
+    tu_event *dropped;
+    tu_event *release;
+} lag_task;
+
+static tr_poll
+lag_task_poll(void *arg, tr_cx *cx)
+{
+    (void)arg;
+    (void)cx;
+    return TR_READY;
+}
+
+static void
+lag_task_drop(void *arg)
+{
+    lag_task *st = arg;
+    tu_event_set(st->dropped);
+    TU_CHECK(tu_event_wait(st->release, TU_WAIT_MS));
+}
+
+static const tr_task_spec lag_task_spec = {
+    .name = "lag", .poll = lag_task_poll, .drop = lag_task_drop, .size = sizeof(lag_task)};
+
+// lag_start makes a two-worker runtime and starts a value task, then a lag
+// task, from outside, where worker 1 runs the lag task (no block_on is
+// running; rr deals new tasks in turn from worker 0, so the value task
+// takes worker 0's turn and runs in a later block_on). Returns once the lag
+// task's drop holds worker 1.
+static tr_rt *
+lag_start(tr_sched_kind k, const char *label, tu_event *dropped, tu_event *release)
+{
+    tr_rt_config cfg = cfg_make(k, 2, true);
+    tr_rt *rt = rt_make(&cfg, label);
+    tu_event_init(dropped);
+    tu_event_init(release);
+    assert_int_equal(tr_task_start(tu_value_new(rt, 0, 0, NULL), NULL), TR_OK);
+    lag_task *t = tu_task_new(rt, &lag_task_spec);
+    t->dropped = dropped;
+    t->release = release;
+    assert_int_equal(tr_task_start(t, NULL), TR_OK);
+    assert_true(tu_event_wait(dropped, TU_WAIT_MS));
+    return rt;
+}
+
+static void
+test_sched_counters_lag_drops_until_quiet(void **state)
+{
+    (void)state;
+    for (size_t c = 0; c < NCASES; c++) {
+        tu_event dropped, release;
+        tr_rt *rt = lag_start(cases[c].sched, "counters lag drops", &dropped, &release);
+        tr_rt_stats s = tu_stats(rt);
+        EXPECT_EQ(s.spawned, 2);
+        EXPECT(s.completed < 2); // the drop ran; the count comes after
+        tu_event_set(&release);
+        tu_rt_quiesce(rt, TU_WAIT_MS);
+        s = tu_stats(rt);
+        EXPECT_EQ(s.completed, 2);
+        EXPECT_EQ(s.completed, s.spawned);
+        EXPECT_EQ(s.live_tasks, 0);
+        tu_checks_pass();
+        rt_free_clean(rt);
+        tu_event_destroy(&dropped);
+        tu_event_destroy(&release);
+    }
+}
+
+// A graceful shutdown requested while the last task is in its poll (here,
+// its drop) on worker 1: worker 1 must see the shutdown when the task ends
+// and wake worker 0, which parked because a task was still active. Before
+// the fix worker 1 tested a copy of the shutdown state read before the
+// poll, and worker 0 slept until the deadline (for good with none).
+typedef struct gs_ctl {
+    tr_rt *rt;
+    tu_event *release;
+    bool parked;
+} gs_ctl;
+
+static void *
+gs_releaser(void *arg)
+{
+    gs_ctl *g = arg;
+    _Atomic uint32_t *park = &g->rt->r_workers[0].w_park;
+    g->parked = TU_SPIN_UNTIL(atomic_load(park) == PARK_PARKED || atomic_load(park) == PARK_DRIVER,
+                              TU_WAIT_MS);
+    tu_event_set(g->release);
+    return NULL;
+}
+
+static void
+test_sched_graceful_shutdown_during_last_poll(void **state)
+{
+    (void)state;
+    for (size_t c = 0; c < NCASES; c++) {
+        tu_event dropped, release;
+        tr_rt *rt =
+            lag_start(cases[c].sched, "graceful shutdown during the last poll", &dropped, &release);
+        // Worker 1 is inside the task; the shutdown comes now.
+        uint64_t t0 = tu_now_ns();
+        assert_int_equal(tr_rt_shutdown(rt, TR_SHUTDOWN_GRACEFUL, 2 * TU_WAIT_MS), TR_OK);
+        gs_ctl g = {.rt = rt, .release = &release};
+        pthread_t thr;
+        tu_thread_start(&thr, gs_releaser, &g);
+        assert_int_equal(tr_rt_block_on(rt, NULL, NULL), TR_ESHUTDOWN);
+        uint64_t took = tu_now_ns() - t0;
+        tu_thread_join(thr);
+        tu_checks_pass();
+        EXPECT(g.parked);
+        // Done when the task was, not at the deadline.
+        if (took >= (uint64_t)TU_WAIT_MS * 1000000u) {
+            fail_msg("[%s] the shutdown took %.0f ms: worker 0 slept towards the deadline", g_ctx,
+                     (double)took / 1e6);
+        }
+        tr_rt_stats s = tu_stats(rt);
+        EXPECT_EQ(s.cancelled, 0);
+        EXPECT_EQ(s.completed, 2);
+        rt_free_clean(rt);
+        tu_event_destroy(&dropped);
+        tu_event_destroy(&release);
     }
 }
 
@@ -2586,6 +2719,8 @@ main(void)
         cmocka_unit_test(test_sched_config_validation),
         cmocka_unit_test(test_sched_load_spawn_join),
         cmocka_unit_test(test_sched_stress_external_spawn_wake),
+        cmocka_unit_test(test_sched_counters_lag_drops_until_quiet),
+        cmocka_unit_test(test_sched_graceful_shutdown_during_last_poll),
         cmocka_unit_test(test_sched_cancel_race_from_thread),
         cmocka_unit_test(test_sched_cancel_race_from_task),
         cmocka_unit_test(test_sched_shutdown_race_spawn),
