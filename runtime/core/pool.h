@@ -36,6 +36,10 @@
 #define TR__W_JOIN_WAKER ((uint64_t)1 << 7) // joiner waker set (owned by completer)
 #define TR__W_BOXED ((uint64_t)1 << 8)      // result is {ptr, dtor}, not taken
 #define TR__W_CANCELLED ((uint64_t)1 << 9)  // outcome is TR_ECANCELED
+// The join handle was consumed (a wait, a poll that returned READY, or a
+// release), in the same CAS that checked its generation: every copy of
+// the handle is stale from then on, even while the task lives.
+#define TR__W_JOINED ((uint64_t)1 << 10)
 #define TR__W_REF_SHIFT 12
 #define TR__W_REF_ONE ((uint64_t)1 << TR__W_REF_SHIFT)
 #define TR__W_REF_MASK ((uint64_t)0xf << TR__W_REF_SHIFT)

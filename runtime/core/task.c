@@ -477,27 +477,72 @@ tr_outcome_fini(tr_outcome *out)
     }
 }
 
+// join_good: word w is the task a handle with this key names, and the
+// handle has not been consumed through a copy.
+static inline bool
+join_good(uint64_t w, uint64_t key)
+{
+    return tr__w_gen(w) == tr__key_gen(key) && (w & TR__W_STARTED) && !(w & TR__W_JOINED);
+}
+
+// join_slot finds the task a handle names and checks, on the word loaded
+// into *word, that the handle is still good: the generation is the
+// handle's and no copy of it has been consumed (JOINED). NULL for a stale
+// handle, which no join operation may act on.
 static tr__slot *
-join_slot(const tr_join *j)
+join_slot(const tr_join *j, uint64_t *word)
 {
     tr__slot *s = lookup(j->j_key);
-    TR_ASSERT(s != NULL);
+    if (s == NULL) {
+        return NULL;
+    }
+    // Acquire pairs with the release in complete(): the result is visible.
+    uint64_t w = atomic_load_explicit(&s->s_word, memory_order_acquire);
+    if (!join_good(w, j->j_key)) {
+        return NULL;
+    }
+    *word = w;
     return s;
 }
 
+// consume ends a handle's life: in one CAS that checks the generation and
+// JOINED again, it sets JOINED, drops the handle's reference and clears
+// `clear`. False (and nothing touched) when another copy got there first.
+static bool
+consume(tr__slot *s, uint64_t key, uint64_t old, uint64_t clear)
+{
+    uint64_t nw;
+    do {
+        if (!join_good(old, key)) {
+            return false;
+        }
+        TR_ASSERT(tr__w_refs(old) > 0);
+        nw = ((old - TR__W_REF_ONE) & ~clear) | TR__W_JOINED;
+    } while (!atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_acq_rel,
+                                                    memory_order_acquire));
+    if (tr__w_refs(nw) == 0 && !(nw & TR__W_SCHED)) {
+        free_slot(tr__slot_rt(s), s, nw);
+    }
+    return true;
+}
+
 // take completes a join on a COMPLETE task: the outcome moves to *out (a
-// boxed result with it, so the slot must not destroy it) and the handle's
-// reference goes.
-static void
+// boxed result with it, so the slot must not destroy it), the handle is
+// consumed and emptied. TR_ENOTFOUND when a copy of it was consumed first
+// (then *out is not filled).
+static tr_err
 take(tr_join *j, tr__slot *s, uint64_t word, tr_outcome *out)
 {
-    tr__take_outcome(s, word, out);
-    uint64_t clear = 0;
-    if (out != NULL) {
-        clear = TR__W_BOXED;
+    tr_outcome o;
+    tr__take_outcome(s, word, &o);
+    if (!consume(s, j->j_key, word, out != NULL ? TR__W_BOXED : 0)) {
+        return TR_ENOTFOUND;
     }
-    tr__slot_release(tr__slot_rt(s), s, clear);
+    if (out != NULL) {
+        *out = o;
+    }
     *j = TR_JOIN_NONE;
+    return TR_OK;
 }
 
 // register_waker hands wk to the completer. Returns false (and *old holds a
@@ -534,6 +579,32 @@ register_waker(tr__slot *s, uint64_t *old, tr_waker wk)
     }
 }
 
+// unregister_waker takes wk back from a task that has not completed: true
+// when it was withdrawn (the completer will not call it), false when the
+// task completed or is completing (the completer calls it, or wk was
+// replaced by another joiner and nobody will).
+static bool
+unregister_waker(tr__slot *s, uint64_t key, tr_waker wk, bool *replaced)
+{
+    uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire);
+    *replaced = false;
+    for (;;) {
+        if (tr__w_gen(old) != tr__key_gen(key) || (old & TR__W_COMPLETE)) {
+            return false; // completed (the slot may even be gone): it calls wk
+        }
+        if (!(old & TR__W_JOIN_WAKER) ||
+            atomic_load_explicit(&s->s_join_data, memory_order_relaxed) != wk.data ||
+            atomic_load_explicit(&s->s_join_ops, memory_order_relaxed) != wk.ops) {
+            *replaced = true;
+            return false;
+        }
+        if (atomic_compare_exchange_weak_explicit(&s->s_word, &old, old & ~TR__W_JOIN_WAKER,
+                                                  memory_order_acquire, memory_order_acquire)) {
+            return true;
+        }
+    }
+}
+
 // tr__join_register lets block_on (and groups) hear of a completion
 // wherever it happens. False when it had completed already.
 bool
@@ -543,20 +614,37 @@ tr__join_register(tr__slot *s, tr_waker wk)
     return register_waker(s, &old, wk);
 }
 
+static void
+outcome_set_err(tr_outcome *out, tr_err err)
+{
+    if (out != NULL) {
+        memset(out, 0, sizeof(*out));
+        out->err = err;
+    }
+}
+
 tr_poll
 tr_join_poll(tr_join *j, tr_cx *cx, tr_outcome *out)
 {
-    TR_ASSERT(j->j_key != 0);
+    if (j->j_key == 0) {
+        outcome_set_err(out, TR_EINVAL);
+        return TR_READY;
+    }
     if (!tr_cx_budget_spend(cx)) {
         return TR_PENDING;
     }
-    tr__slot *s = join_slot(j);
-    // Acquire pairs with the release in complete(): the result is visible.
-    uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire);
-    if (!(old & TR__W_COMPLETE) && register_waker(s, &old, tr_cx_waker(cx))) {
-        return TR_PENDING;
+    uint64_t old;
+    tr__slot *s = join_slot(j, &old);
+    if (s != NULL) {
+        if (!(old & TR__W_COMPLETE) && register_waker(s, &old, tr_cx_waker(cx))) {
+            return TR_PENDING;
+        }
+        if (take(j, s, old, out) == TR_OK) {
+            return TR_READY;
+        }
     }
-    take(j, s, old, out);
+    outcome_set_err(out, TR_ENOTFOUND);
+    *j = TR_JOIN_NONE;
     return TR_READY;
 }
 
@@ -568,7 +656,7 @@ static void
 thread_wake(const tr_waker *w)
 {
     thread_parker *tp = (thread_parker *)w->data;
-    // Pairs with the acquire load in tr_join_wait. After this store the
+    // Pairs with the acquire load in join_block. After this store the
     // waiter may return; futex_wake on its (still mapped) stack is harmless.
     atomic_store_explicit(&tp->tp_flag, 1, memory_order_release);
     tr__futex_wake(&tp->tp_flag, 1);
@@ -576,8 +664,9 @@ thread_wake(const tr_waker *w)
 
 static const tr_waker_ops thread_waker_ops = {thread_wake};
 
-tr_err
-tr_join_wait(tr_join *j, tr_outcome *out)
+// join_block is tr_join_wait with an optional deadline (UINT64_MAX: none).
+static tr_err
+join_block(tr_join *j, tr_outcome *out, uint64_t deadline_ns)
 {
     if (j == NULL || j->j_key == 0) {
         return TR_EINVAL;
@@ -585,21 +674,58 @@ tr_join_wait(tr_join *j, tr_outcome *out)
     if (tr__cur != NULL) {
         return TR_EDEADLOCK;
     }
-    tr__slot *s = join_slot(j);
+    uint64_t old;
+    tr__slot *s = join_slot(j, &old);
+    if (s == NULL) {
+        return TR_ENOTFOUND;
+    }
     thread_parker tp;
     atomic_init(&tp.tp_flag, 0);
-    uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire);
-    if (!(old & TR__W_COMPLETE) && register_waker(s, &old, (tr_waker){&thread_waker_ops, &tp})) {
+    tr_waker wk = {&thread_waker_ops, &tp};
+    if (!(old & TR__W_COMPLETE) && register_waker(s, &old, wk)) {
         // Registered: the completer will call thread_wake exactly once, and
-        // we must not return (freeing tp) before it has.
+        // we must not return (freeing tp) before it has, unless we take
+        // the waker back first.
         while (atomic_load_explicit(&tp.tp_flag, memory_order_acquire) == 0) {
-            tr__futex_wait(&tp.tp_flag, 0, UINT64_MAX);
+            uint64_t wait = UINT64_MAX;
+            if (deadline_ns != UINT64_MAX) {
+                uint64_t now = tr__now_ns();
+                if (now >= deadline_ns) {
+                    bool replaced;
+                    if (unregister_waker(s, j->j_key, wk, &replaced) || replaced) {
+                        return TR_ETIMEDOUT; // nobody will touch tp
+                    }
+                    deadline_ns = UINT64_MAX; // completing: its wake is near
+                    continue;
+                }
+                wait = deadline_ns - now;
+            }
+            tr__futex_wait(&tp.tp_flag, 0, wait);
         }
-        old = atomic_load_explicit(&s->s_word, memory_order_acquire);
+        // The completer woke us, so the task completed; but the slot may
+        // have been freed and reused meanwhile if a copy of the handle
+        // was released (join_slot then fails on the generation).
+        s = join_slot(j, &old);
+        if (s == NULL) {
+            return TR_ENOTFOUND;
+        }
         TR_ASSERT(old & TR__W_COMPLETE);
     }
-    take(j, s, old, out);
-    return TR_OK;
+    return take(j, s, old, out);
+}
+
+tr_err
+tr_join_wait(tr_join *j, tr_outcome *out)
+{
+    return join_block(j, out, UINT64_MAX);
+}
+
+tr_err
+tr_join_wait_timeout(tr_join *j, tr_outcome *out, uint64_t timeout_ns)
+{
+    uint64_t now = tr__now_ns();
+    uint64_t dl = timeout_ns >= UINT64_MAX - now ? UINT64_MAX : now + timeout_ns;
+    return join_block(j, out, dl);
 }
 
 void
@@ -608,8 +734,11 @@ tr_join_release(tr_join *j)
     if (j == NULL || j->j_key == 0) {
         return;
     }
-    tr__slot *s = join_slot(j);
-    tr__slot_release(tr__slot_rt(s), s, 0);
+    uint64_t old;
+    tr__slot *s = join_slot(j, &old);
+    if (s != NULL) {
+        (void)consume(s, j->j_key, old, 0);
+    }
     *j = TR_JOIN_NONE;
 }
 
@@ -625,16 +754,20 @@ tr_join_is_finished(const tr_join *j)
     if (j->j_key == 0) {
         return true;
     }
-    return atomic_load_explicit(&join_slot(j)->s_word, memory_order_acquire) & TR__W_COMPLETE;
+    uint64_t old;
+    // A stale handle: its task has finished, or this copy's task was
+    // already joined or released through another copy.
+    return join_slot(j, &old) == NULL || (old & TR__W_COMPLETE);
 }
 
 // ---------------------------------------------------------------------------
 // Cancellation.
 
 // request_cancel sets CANCEL on the task key names. *push is set when the
-// caller now owes the task a place in a run queue (it set SCHED).
+// caller now owes the task a place in a run queue (it set SCHED). Through
+// a join handle (handle), a handle consumed through a copy is stale too.
 static tr_err
-request_cancel(tr_rt *rt, uint64_t key, bool may_schedule, tr__slot **sp, bool *push)
+request_cancel(tr_rt *rt, uint64_t key, bool handle, bool may_schedule, tr__slot **sp, bool *push)
 {
     *push = false;
     tr__slot *s = lookup(key);
@@ -644,7 +777,8 @@ request_cancel(tr_rt *rt, uint64_t key, bool may_schedule, tr__slot **sp, bool *
     *sp = s;
     uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire), nw;
     do {
-        if (tr__w_gen(old) != tr__key_gen(key) || !(old & TR__W_STARTED)) {
+        if (tr__w_gen(old) != tr__key_gen(key) || !(old & TR__W_STARTED) ||
+            (handle && (old & TR__W_JOINED))) {
             return TR_ENOTFOUND;
         }
         if (old & TR__W_COMPLETE) {
@@ -674,14 +808,14 @@ tr__rt_cancel_cmd(tr__worker *w, uint64_t key)
 {
     tr__slot *s;
     bool push;
-    (void)request_cancel(w->w_rt, key, true, &s, &push);
+    (void)request_cancel(w->w_rt, key, false, true, &s, &push);
     if (push) {
         w->w_rt->r_sched->push(w, s, TR__PUSH_WAKE);
     }
 }
 
 static tr_err
-cancel_key(tr_rt *rt, uint64_t key)
+cancel_key(tr_rt *rt, uint64_t key, bool handle)
 {
     tr__slot *s = NULL;
     bool push;
@@ -689,7 +823,7 @@ cancel_key(tr_rt *rt, uint64_t key)
     // On a worker the cancel is carried out here; from any other thread the
     // flag is set here (for the return value) and a Cancel message makes
     // the executor queue the task.
-    tr_err rv = request_cancel(rt, key, w != NULL, &s, &push);
+    tr_err rv = request_cancel(rt, key, handle, w != NULL, &s, &push);
     if (rv != TR_OK) {
         return rv;
     }
@@ -711,7 +845,11 @@ tr_task_abort(const tr_join *j)
     if (j == NULL || j->j_key == 0) {
         return TR_EINVAL;
     }
-    return cancel_key(tr__slot_rt(join_slot(j)), j->j_key);
+    tr__slot *s = lookup(j->j_key);
+    if (s == NULL) {
+        return TR_ENOTFOUND;
+    }
+    return cancel_key(tr__slot_rt(s), j->j_key, true);
 }
 
 tr_err
@@ -720,5 +858,5 @@ tr_task_cancel(tr_rt *rt, tr_task_id id)
     if (rt == NULL) {
         return TR_EINVAL;
     }
-    return cancel_key(rt, id.id);
+    return cancel_key(rt, id.id, false);
 }

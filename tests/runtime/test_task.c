@@ -2134,6 +2134,202 @@ test_task_join_poll_charges_budget(void **state)
     tu_rt_free_clean(rt);
 }
 
+// ---------------------------------------------------------------------------
+// Copied join handles. C programmers copy structs: a copy kept after the
+// handle was consumed must never reach the task that reuses the slot, nor
+// drop a reference it never owned while the slot is still alive.
+
+// key_index is the slot index a handle names (its low 32 bits).
+static uint32_t
+key_index(const tr_join *j)
+{
+    return (uint32_t)tr_join_id(j).id;
+}
+
+// A root that polls a stale copy: READY at once with TR_ENOTFOUND, no
+// waker registered, the copy emptied.
+static tr_poll
+poll_stale_root(void *arg, tr_cx *cx)
+{
+    root *st = arg;
+    tr_join *copy = st->arg;
+    tr_outcome out;
+    memset(&out, 0x5a, sizeof out);
+    TU_CHECK(tr_join_poll(copy, cx, &out) == TR_READY);
+    TU_CHECK(out.err == TR_ENOTFOUND);
+    TU_CHECK(copy->j_key == 0);
+    tr_join empty = TR_JOIN_NONE;
+    TU_CHECK(tr_join_poll(&empty, cx, &out) == TR_READY && out.err == TR_EINVAL);
+    return TR_READY;
+}
+
+static const tr_task_spec poll_stale_root_spec = {
+    .name = "poll-stale", .poll = poll_stale_root, .size = sizeof(root)};
+
+static void
+test_task_join_copy_after_slot_reuse(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    atomic_int drops1 = 0, drops2 = 0;
+    tu_value_task *t1 = tu_value_new(rt, 1, 0, &drops1);
+    tr_join j1;
+    assert_int_equal(tr_task_start(t1, &j1), TR_OK);
+    tr_join copy = j1, copy2 = j1, copy3 = j1;
+    tu_block_until(rt, tu_pred_finished, &j1);
+    tr_outcome out;
+    assert_int_equal(tr_join_wait(&j1, &out), TR_OK);
+    assert_int_equal(out.value.u64, 1);
+    // The freed slot is the next one handed out (same shard, same class).
+    tu_value_task *t2 = tu_value_new(rt, 2, 0, &drops2);
+    tr_join j2;
+    assert_int_equal(tr_task_start(t2, &j2), TR_OK);
+    assert_int_equal(key_index(&j2), key_index(&copy));
+    assert_true(tr_join_id(&j2).id != tr_join_id(&copy).id);
+    // Every operation through the stale copy refuses, touching nothing.
+    assert_true(tr_join_is_finished(&copy)); // nothing to wait for
+    assert_false(tr_join_is_finished(&j2));  // t2 not run yet
+    assert_int_equal(tr_join_wait(&copy, &out), TR_ENOTFOUND);
+    assert_int_equal(tr_join_wait_timeout(&copy, &out, TR_NS_PER_SEC), TR_ENOTFOUND);
+    assert_int_equal(tr_task_abort(&copy), TR_ENOTFOUND);
+    tr_join_release(&copy);
+    assert_int_equal(copy.j_key, 0);
+    tr_join_release(&copy2);
+    // t2 is intact: not cancelled, its own handle joins it.
+    tu_block_until(rt, tu_pred_finished, &j2);
+    assert_int_equal(tr_join_wait(&j2, &out), TR_OK);
+    assert_int_equal(out.err, TR_OK);
+    assert_int_equal(out.value.u64, 2);
+    assert_int_equal(atomic_load(&drops2), 1);
+    // And the awaitable form, from a task.
+    root *r = tu_task_new(rt, &poll_stale_root_spec);
+    r->arg = &copy3;
+    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    tu_checks_pass();
+    tu_rt_free_clean(rt);
+    assert_int_equal(atomic_load(&drops1), 1);
+}
+
+// A copy of a live handle, used after the original was consumed while the
+// task still runs (released: detached), must not release the reference the
+// task holds for itself: before JOINED it did, and the task's own
+// completion then panicked on a zero count or freed a live slot.
+static void
+test_task_join_copy_of_consumed_live_handle(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    atomic_int polls = 0, drops = 0;
+    tu_stuck *t = tu_stuck_new(rt, &polls, &drops);
+    tr_join j;
+    assert_int_equal(tr_task_start(t, &j), TR_OK);
+    tr_join copy = j;
+    tr_task_id id = tr_join_id(&j);
+    tr_join_release(&j); // detached; the task lives on
+    assert_int_equal(tu_live(rt), 1);
+    tr_join_release(&copy); // stale: a no-op
+    assert_int_equal(copy.j_key, 0);
+    copy = (tr_join){id.id};
+    assert_int_equal(tr_join_wait(&copy, NULL), TR_ENOTFOUND);
+    assert_int_equal(tr_join_wait_timeout(&copy, NULL, 0), TR_ENOTFOUND);
+    assert_int_equal(tr_task_abort(&copy), TR_ENOTFOUND);
+    assert_true(tr_join_is_finished(&copy));
+    assert_int_equal(tu_live(rt), 1);
+    // By id it can still be cancelled; it is freed exactly once.
+    assert_int_equal(tr_task_cancel(rt, id), TR_OK);
+    tu_rt_quiesce(rt, TU_WAIT_MS);
+    assert_int_equal(atomic_load(&drops), 1);
+    assert_int_equal(tu_live(rt), 0);
+    tu_rt_free_clean(rt);
+}
+
+// After a wait, a poll that returned READY, or a release, every copy is
+// stale (JOINED is set in the consuming CAS), whichever copy consumed.
+static void
+test_task_join_first_consumer_wins(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    tu_value_task *t = tu_value_new(rt, 9, 0, NULL);
+    tr_join j;
+    assert_int_equal(tr_task_start(t, &j), TR_OK);
+    tr_join a = j, b = j;
+    tu_block_until(rt, tu_pred_finished, &j);
+    tr_outcome out;
+    assert_int_equal(tr_join_wait(&b, &out), TR_OK); // a copy consumes
+    assert_int_equal(out.value.u64, 9);
+    assert_int_equal(tr_join_wait(&j, &out), TR_ENOTFOUND);
+    assert_int_equal(tr_join_wait(&a, &out), TR_ENOTFOUND);
+    assert_int_equal(tu_live(rt), 0);
+    tu_rt_free_clean(rt);
+}
+
+// tr_join_wait_timeout: TR_ETIMEDOUT with the handle still good while the
+// task runs; the outcome once it completes.
+static void
+test_task_join_wait_timeout(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    atomic_int drops = 0;
+    tu_stuck *t = tu_stuck_new(rt, NULL, &drops);
+    tr_join j;
+    assert_int_equal(tr_task_start(t, &j), TR_OK);
+    tr_outcome out = {.err = TR_EIO};
+    uint64_t t0 = tu_now_ns();
+    assert_int_equal(tr_join_wait_timeout(&j, &out, 20 * TR_NS_PER_MS), TR_ETIMEDOUT);
+    assert_true(tu_now_ns() - t0 >= 20 * TR_NS_PER_MS);
+    assert_int_equal(out.err, TR_EIO); // untouched
+    assert_int_equal(tr_join_wait_timeout(&j, &out, 0), TR_ETIMEDOUT);
+    assert_false(tr_join_is_finished(&j));
+    assert_int_equal(tr_task_abort(&j), TR_OK);
+    tu_block_until(rt, tu_pred_finished, &j);
+    assert_int_equal(tr_join_wait_timeout(&j, &out, 0), TR_OK);
+    assert_int_equal(out.err, TR_ECANCELED);
+    assert_int_equal(j.j_key, 0);
+    assert_int_equal(tr_join_wait_timeout(&j, &out, 0), TR_EINVAL);
+    assert_int_equal(atomic_load(&drops), 1);
+    tu_rt_free_clean(rt);
+}
+
+// A timeout racing the completion on another worker: the waker is either
+// taken back (TR_ETIMEDOUT, and the completer never touches the waiter's
+// stack) or called (the wait goes on to the outcome). Repeated with short
+// timeouts around each task's completion; ASan/TSan see any stray write.
+#define WTR_TASKS 400
+
+static void
+test_task_join_wait_timeout_races_completion(void **state)
+{
+    (void)state;
+    tr_rt_config cfg;
+    tu_config_init(&cfg);
+    cfg.workers = 2;
+    cfg.sched = TR_SCHED_WS;
+    tr_rt *rt = tu_rt_new_cfg(&cfg);
+    unsigned timeouts = 0;
+    for (unsigned i = 0; i < WTR_TASKS; i++) {
+        tu_value_task *t = tu_value_new(rt, i, i % 7, NULL);
+        tr_join j;
+        assert_int_equal(tr_task_start(t, &j), TR_OK);
+        tr_outcome out;
+        tr_err rv;
+        uint64_t tmo = (i % 5) * 2000; // 0-8 us
+        uint64_t deadline = tu_deadline(TU_WAIT_MS);
+        while ((rv = tr_join_wait_timeout(&j, &out, tmo)) == TR_ETIMEDOUT) {
+            timeouts++;
+            assert_true(tu_now_ns() < deadline);
+            tmo += 1000;
+        }
+        assert_int_equal(rv, TR_OK);
+        assert_int_equal(out.err, TR_OK);
+        assert_int_equal(out.value.u64, i);
+    }
+    print_message("%u timeouts over %u waits\n", timeouts, WTR_TASKS);
+    tu_rt_quiesce(rt, TU_WAIT_MS);
+    tu_rt_free_clean(rt);
+}
+
 int
 main(void)
 {
@@ -2173,6 +2369,11 @@ main(void)
         cmocka_unit_test(test_task_budget_custom),
         cmocka_unit_test(test_task_budget_lets_other_task_run),
         cmocka_unit_test(test_task_join_poll_charges_budget),
+        cmocka_unit_test(test_task_join_copy_after_slot_reuse),
+        cmocka_unit_test(test_task_join_copy_of_consumed_live_handle),
+        cmocka_unit_test(test_task_join_first_consumer_wins),
+        cmocka_unit_test(test_task_join_wait_timeout),
+        cmocka_unit_test(test_task_join_wait_timeout_races_completion),
     };
     return tu_run(tests);
 }

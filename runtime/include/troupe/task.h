@@ -68,9 +68,14 @@ typedef struct tr_outcome {
 // tr_outcome_fini releases a boxed result the joiner took ownership of.
 TR_API void tr_outcome_fini(tr_outcome *out);
 
-// A join handle: move it, never copy it (two copies would both release the
-// task). It is the task's key, which names the task for good in this
-// process; the field is private. A zeroed handle (TR_JOIN_NONE) is empty.
+// A join handle. It is the task's key, which names the task for good in
+// this process; the field is private. A zeroed handle (TR_JOIN_NONE) is
+// empty. Move it rather than copy it: the first call that consumes a
+// handle (tr_join_wait, a tr_join_poll that returns TR_READY,
+// tr_join_release) makes every copy stale, and a stale handle never
+// reaches another task: join operations through it report TR_ENOTFOUND
+// (tr_join_is_finished says true: nothing is left to wait for) and touch
+// nothing. Wait on one task from one thread or task at a time.
 typedef struct tr_join {
     uint64_t j_key;
 } tr_join;
@@ -120,25 +125,35 @@ TR_API void tr_task_discard(void *state);
 
 // tr_join_poll is the awaitable form of join: TR_READY with *out filled when
 // the task has completed, or TR_PENDING after registering the current task to
-// be woken. On TR_READY the handle is released and emptied. A leaf operation:
-// it charges the poll budget. Cancelling the joining task releases nothing:
-// the drop function must call tr_join_release for handles it still holds.
+// be woken. On TR_READY the handle is consumed and emptied. A stale handle
+// (see tr_join) is TR_READY at once with out->err TR_ENOTFOUND, an empty one
+// with TR_EINVAL. A leaf operation: it charges the poll budget. Cancelling
+// the joining task releases nothing: the drop function must call
+// tr_join_release for handles it still holds.
 TR_API tr_poll tr_join_poll(tr_join *j, tr_cx *cx, tr_outcome *out);
 
 // tr_join_wait blocks the calling thread until the task completes, then fills
-// *out and releases the handle. Not from a worker thread of any runtime:
-// there it returns TR_EDEADLOCK at once and leaves the handle as it was.
+// *out (may be NULL: a boxed result is destroyed), consumes the handle and
+// empties it; TR_OK. Not from a worker thread of any runtime: there it
+// returns TR_EDEADLOCK at once and leaves the handle as it was. TR_EINVAL
+// for an empty handle, TR_ENOTFOUND for a stale one.
 TR_API tr_err tr_join_wait(tr_join *j, tr_outcome *out);
 
+// tr_join_wait_timeout is tr_join_wait for at most timeout_ns: TR_ETIMEDOUT
+// when the task has not completed by then, with the handle still valid and
+// *out untouched. Same rules and other errors as tr_join_wait.
+TR_API tr_err tr_join_wait_timeout(tr_join *j, tr_outcome *out, uint64_t timeout_ns);
+
 // tr_join_release detaches the task: it runs on and frees itself when done;
-// a result it had already produced is destroyed. Empties the handle. Any
-// thread; an empty handle is a no-op.
+// a result it had already produced is destroyed. Consumes and empties the
+// handle. Any thread; an empty or stale handle is a no-op (it is emptied).
 TR_API void tr_join_release(tr_join *j);
 
 // tr_join_id returns the id of the task behind a handle.
 TR_API tr_task_id tr_join_id(const tr_join *j);
 
-// tr_join_is_finished reports whether the task has completed (any thread).
+// tr_join_is_finished reports whether joining through j would not wait: the
+// task has completed, or j is empty or stale (any thread).
 TR_API bool tr_join_is_finished(const tr_join *j);
 
 // ---------------------------------------------------------------------------
@@ -149,7 +164,8 @@ TR_API bool tr_join_is_finished(const tr_join *j);
 
 // tr_task_abort cancels the task behind a handle; the handle stays valid for
 // joining. Returns TR_OK when the cancel was requested (or already was),
-// TR_EFINISHED when the task had already completed. Any thread.
+// TR_EFINISHED when the task had already completed, TR_ENOTFOUND for a
+// stale handle (see tr_join). Any thread.
 TR_API tr_err tr_task_abort(const tr_join *j);
 
 // tr_task_cancel cancels a task by id. TR_OK, TR_EFINISHED, or TR_ENOTFOUND
