@@ -1,7 +1,7 @@
 // sync_test_util.h: the harness test_sync, test_select and test_group
 // share: CHECK (record a failure inside a poll and finish the task),
-// bounded yield loops, a runtime of a given scheduler and size (the
-// environment ignored), and run_root (block_on under a watchdog, then check).
+// yield loops bounded by time, a runtime of a given scheduler and size (the
+// environment ignored) and run_root (block_on under a watchdog, then check).
 #ifndef TR_SYNC_TEST_UTIL_H
 #define TR_SYNC_TEST_UTIL_H
 
@@ -17,17 +17,21 @@
         }                                           \
     } while (0)
 
-// YIELD_UNTIL(st, cx, cond): yield until cond, at most 1000 times (one
-// worker only, where turns are deterministic). The state needs `spins`.
-#define YIELD_UNTIL(st, cx, cond)                                             \
-    do {                                                                      \
-        for ((st)->spins = 0; !(cond) && (st)->spins < 1000; (st)->spins++) { \
-            TR_YIELD(st, cx);                                                 \
-        }                                                                     \
-        CHECK(st, cond);                                                      \
+// YIELD_UNTIL(st, cx, cond): yield until cond holds, for at most
+// TU_WAIT_MS (TU_YIELD_UNTIL: bounded by time, never by a count of turns,
+// and an expiry records what was awaited), then CHECK it. The state needs
+// a `uint64_t tu_deadline` field.
+#define YIELD_UNTIL(st, cx, cond)     \
+    do {                              \
+        TU_YIELD_UNTIL(st, cx, cond); \
+        CHECK(st, cond);              \
     } while (0)
 
-// YIELD_N(st, cx, n): let the other tasks run n turns.
+// YIELD_N(st, cx, n): let the other tasks run n turns. Never a wait for
+// something to happen (that is YIELD_UNTIL's job): either a negative check
+// on one worker (something must NOT happen in those turns; n turns of the
+// FIFO run queue are deterministic there), or pacing where whatever
+// happens meanwhile is fine. The state needs `spins`.
 #define YIELD_N(st, cx, n)                                        \
     do {                                                          \
         for ((st)->spins = 0; (st)->spins < (n); (st)->spins++) { \

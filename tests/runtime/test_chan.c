@@ -4,22 +4,10 @@
 //
 // The tests run on a one-worker runtime, so a task spawned by the main task
 // runs only when the main task yields or waits; the comments that say "not
-// yet polled" rely on that. Nothing sleeps: waits are yields bounded by a
-// count, joins, or semaphores posted by the other side.
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
-
-#include <errno.h>
-#include <pthread.h>
-#include <semaphore.h>
-#include <stdbool.h>
-#include <stdio.h>
-#include <string.h>
-
-#include <troupe/troupe.h>
+// yet polled" rely on that. Nothing sleeps: waits are joins, semaphores
+// posted by the other side, or yields bounded by time (YIELD_UNTIL, never
+// by a count of yields).
+#include "test_util.h"
 
 // ---------------------------------------------------------------------------
 // Helpers.
@@ -94,11 +82,13 @@ task_new(tr_rt *rt, const tr_task_spec *spec)
 // The harness is the root task of every test that uses a runtime. It
 // starts the test's main task (a copy of a state the test prepared) and
 // joins it. With the watchdog on, it yields while the main task runs and,
-// if that takes more than WATCHDOG_TURNS turns of the run queue, cancels
-// it: a lost wake-up then fails the test at once instead of hanging it.
-// The watchdog is only for tests whose progress happens entirely inside the
-// runtime (no plain threads), where turns are a deterministic measure.
-#define WATCHDOG_TURNS 100000
+// if that takes more than WATCHDOG_MS, cancels it: a lost wake-up then
+// fails the test instead of hanging it. WATCHDOG_MS is longer than the
+// TU_WAIT_MS of a YIELD_UNTIL, so that a wait that runs out of time is
+// reported as such. The tests whose progress depends on plain threads run
+// without it, so that the yielding root does not take CPU time from those
+// threads.
+#define WATCHDOG_MS (3 * TU_WAIT_MS)
 
 enum { MAIN_OK = 0, MAIN_HUNG = 1, MAIN_FAILED = 2 };
 
@@ -107,7 +97,7 @@ typedef struct harness {
     const tr_task_spec *spec;
     const void *init; // the main task's initial state (spec->size bytes)
     bool watchdog;
-    uint32_t turns;
+    uint64_t deadline;
     bool hung;
     tr_join join;
     tr_outcome out;
@@ -124,8 +114,8 @@ harness_poll(void *arg, tr_cx *cx)
         tr_task_start(m, &st->join);
     }
     if (st->watchdog) {
-        for (st->turns = 0; !tr_join_is_finished(&st->join) && st->turns < WATCHDOG_TURNS;
-             st->turns++) {
+        st->deadline = tu_deadline(WATCHDOG_MS);
+        while (!tr_join_is_finished(&st->join) && tu_now_ns() <= st->deadline) {
             TR_YIELD(st, cx);
         }
         if (!tr_join_is_finished(&st->join)) {
@@ -157,15 +147,21 @@ run_main(const tr_task_spec *spec, const void *init, bool watchdog)
     tr_outcome out;
     memset(&out, 0, sizeof out);
     tr_err rv = tr_rt_block_on(rt, h, &out);
-    if (check_failed.file != NULL) {
+    // A YIELD_UNTIL that ran out of time records what it waited for (in
+    // test_util.h's record) before its CHECK fails: report that first.
+    int expired = atomic_exchange(&tu_fail_count, 0);
+    if (check_failed.file != NULL || expired != 0) {
         tr_rt_free(rt); // cancels what the failed task left behind
+        if (expired != 0) {
+            fail_msg("%s: %s", spec->name, tu_fail_msg);
+        }
         fail_msg("%s:%d: check failed: %s", check_failed.file, check_failed.line,
                  check_failed.what);
     }
     assert_int_equal(rv, TR_OK);
     assert_int_equal(out.err, TR_OK);
     if (out.value.u64 == MAIN_HUNG) {
-        fail_msg("%s: no progress for %u turns (a lost wake-up?)", spec->name, WATCHDOG_TURNS);
+        fail_msg("%s: not finished after %u ms (a lost wake-up?)", spec->name, WATCHDOG_MS);
     }
     assert_int_equal(out.value.u64, MAIN_OK);
     tr_rt_stats stats;
@@ -174,21 +170,13 @@ run_main(const tr_task_spec *spec, const void *init, bool watchdog)
     tr_rt_free(rt);
 }
 
-static void
-sem_wait_intr(sem_t *s)
-{
-    while (sem_wait(s) != 0 && errno == EINTR) {
-    }
-}
-
-// YIELD_UNTIL(st, cx, cond): yield until cond holds, at most 1000 times.
-// The state needs an `unsigned spins` field.
-#define YIELD_UNTIL(st, cx, cond)                                             \
-    do {                                                                      \
-        for ((st)->spins = 0; !(cond) && (st)->spins < 1000; (st)->spins++) { \
-            TR_YIELD(st, cx);                                                 \
-        }                                                                     \
-        CHECK(st, cond);                                                      \
+// YIELD_UNTIL(st, cx, cond): yield until cond holds, for at most
+// TU_WAIT_MS (TU_YIELD_UNTIL: an expiry records what was awaited), then
+// CHECK it. The state needs a `uint64_t tu_deadline` field.
+#define YIELD_UNTIL(st, cx, cond)     \
+    do {                              \
+        TU_YIELD_UNTIL(st, cx, cond); \
+        CHECK(st, cond);              \
     } while (0)
 
 // ---------------------------------------------------------------------------
@@ -440,7 +428,8 @@ typedef struct bp_root {
     tr_join join;
     tr_outcome out;
     sender_rep rep;
-    unsigned spins;
+    unsigned spins;       // the negative check's turns
+    uint64_t tu_deadline; // YIELD_UNTIL
     uint32_t item;
     tr_err err;
 } bp_root;
@@ -457,6 +446,8 @@ bp_root_poll(void *arg, tr_cx *cx)
     st->join = spawn_sender(tr_cx_rt(cx), st->ch, 12, 13, &st->rep);
     YIELD_UNTIL(st, cx, st->rep.polls >= 1);
     // More turns: the sender stays parked (not polled again, not finished).
+    // A negative check, not a wait: on one worker five turns of the FIFO
+    // are deterministic.
     for (st->spins = 0; st->spins < 5; st->spins++) {
         TR_YIELD(st, cx);
     }
@@ -516,7 +507,7 @@ typedef struct fifo_root {
     sender_rep rep[FIFO_SENDERS];
     tr_outcome out;
     unsigned i;
-    unsigned spins;
+    uint64_t tu_deadline;
     uint32_t item;
     tr_err err;
 } fifo_root;
@@ -671,7 +662,7 @@ typedef struct rxclose_root {
     sender_rep rep[3];
     tr_outcome out;
     unsigned i;
-    unsigned spins;
+    uint64_t tu_deadline;
     uint32_t item;
 } rxclose_root;
 
@@ -729,7 +720,7 @@ typedef struct rxcancel_root {
     tr_join join;
     tr_outcome out;
     uint32_t polls;
-    unsigned spins;
+    uint64_t tu_deadline;
     uint32_t item;
 } rxcancel_root;
 
@@ -780,7 +771,7 @@ typedef struct cancel_root {
     sender_rep rep[3];
     tr_outcome out;
     unsigned i;
-    unsigned spins;
+    uint64_t tu_deadline;
     uint32_t item;
     tr_err err;
 } cancel_root;
@@ -985,7 +976,8 @@ test_chan_send_charges_budget(void **state)
 // Plain threads as senders: they use tr_chan_try_send while a task awaits.
 // On TR_EFULL a producer waits on its semaphore, which the receiving task
 // posts for every item it takes, so each producer waits at most once per
-// item received: bounded, and never a sleep.
+// item received: bounded, and never a sleep. Each wait ends after
+// TU_WAIT_MS at the latest, failing the test instead of hanging it.
 
 #define XT_PRODUCERS 3
 #define XT_ITEMS 20000
@@ -1012,7 +1004,10 @@ xt_producer_main(void *arg)
             seq++;
         } else if (e == TR_EFULL) {
             p->full++;
-            sem_wait_intr(&p->room);
+            if (!tu_sem_wait_ms(&p->room, TU_WAIT_MS)) {
+                p->bad = TR_ETIMEDOUT; // the receiver stopped taking items
+                break;
+            }
         } else {
             p->bad = e;
             break;
@@ -1244,7 +1239,7 @@ typedef struct os_root {
     tr_outcome out;
     uint64_t value;
     uint32_t polls;
-    unsigned spins;
+    uint64_t tu_deadline;
     tr_err err;
 } os_root;
 

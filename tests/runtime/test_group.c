@@ -13,7 +13,9 @@
 // - stress on 1 to 4 workers under every scheduler, bounded by rounds:
 //   members that start more members while others complete and fail.
 // One-worker tests rely on FIFO order (a task runs only when the root
-// yields or waits); the others wait on joins, never on yield counts.
+// yields or waits); every wait is on a join or bounded by time
+// (YIELD_UNTIL), never by a count of yields, and runtimes of several
+// workers are quiesced before their live count is checked.
 #define TU_IGNORE_ENV 1
 #include "sync_test_util.h"
 
@@ -151,7 +153,6 @@ typedef struct all_root {
     tr_group *g;
     atomic_int drops;
     tr_err err;
-    unsigned spins;
     unsigned i;
 } all_root;
 
@@ -379,7 +380,7 @@ test_group_first_error_cancels_rest(void **state)
         st->g = g;
         run_root(rt, st);
         tr_group_free(g);
-        tu_rt_free_clean(rt);
+        tu_rt_free_clean(rt); // quiesces first
     }
 }
 
@@ -395,7 +396,7 @@ typedef struct cancel_root {
     atomic_int drops;
     tr_outcome out;
     tr_err err;
-    unsigned spins;
+    uint64_t tu_deadline;
     unsigned i;
 } cancel_root;
 
@@ -502,7 +503,7 @@ test_group_wait_and_cancel_from_plain_thread(void **state)
     run_root(rt, st);
     tr_group_free(g);
     tu_checks_pass();
-    tu_rt_free_clean(rt);
+    tu_rt_free_clean(rt); // quiesces first
 }
 
 // ---------------------------------------------------------------------------
@@ -538,7 +539,7 @@ typedef struct free_root {
     tr_join aw;
     unsigned aw_polls;
     tr_outcome out;
-    unsigned spins;
+    uint64_t tu_deadline;
     unsigned i;
 } free_root;
 
@@ -687,7 +688,7 @@ test_group_stress_workers(void **state)
         st->g = g;
         run_root(rt, st);
         tr_group_free(g);
-        tu_rt_free_clean(rt);
+        tu_rt_free_clean(rt); // quiesces first
     }
 }
 

@@ -229,15 +229,9 @@ static void *
 late_writer_main(void *arg)
 {
     late_writer *lw = arg;
-    // Wait (bounded) until worker 0 is parked in the reactor.
-    uint64_t deadline = tu_now_ns() + (uint64_t)TU_WAIT_MS * 1000000u;
-    while (atomic_load(&lw->rt->r_workers[0].w_park) != PARK_DRIVER) {
-        if (tu_now_ns() > deadline) {
-            lw->timed_out = true;
-            break;
-        }
-        sched_yield();
-    }
+    // Wait (bounded by time) until worker 0 is parked in the reactor.
+    lw->timed_out =
+        !TU_SPIN_UNTIL(atomic_load(&lw->rt->r_workers[0].w_park) == PARK_DRIVER, TU_WAIT_MS);
     TU_CHECK(write(lw->fd, "abcdefgh", 8) == 8);
     return NULL;
 }
@@ -334,6 +328,9 @@ run_split(unsigned workers)
     tu_watchdog_stop(&wd);
     assert_memory_equal(src1, dst1, len);
     assert_memory_equal(src2, dst2, len);
+    // On several workers the joined tasks' slots may still be on their way
+    // back (see tu_rt_quiesce): stop the runtime before counting leftovers.
+    tu_rt_quiesce(rt, TU_WAIT_MS);
     assert_int_equal(atomic_load(&rt->r_reactor->rx_nregs), 0); // halves released
     free(src1);
     free(src2);
@@ -493,14 +490,8 @@ static void *
 efd_thread(void *arg)
 {
     late_writer *lw = arg;
-    uint64_t deadline = tu_now_ns() + (uint64_t)TU_WAIT_MS * 1000000u;
-    while (atomic_load(&lw->rt->r_workers[0].w_park) != PARK_DRIVER) {
-        if (tu_now_ns() > deadline) {
-            lw->timed_out = true;
-            break;
-        }
-        sched_yield();
-    }
+    lw->timed_out =
+        !TU_SPIN_UNTIL(atomic_load(&lw->rt->r_workers[0].w_park) == PARK_DRIVER, TU_WAIT_MS);
     uint64_t v = 42;
     TU_CHECK(write(lw->fd, &v, sizeof v) == sizeof v);
     return NULL;
@@ -721,6 +712,7 @@ run_ping(unsigned workers, tr_sched_kind sched)
     assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
+    tu_rt_quiesce(rt, TU_WAIT_MS); // several workers: as in run_split
     assert_int_equal(atomic_load(&rt->r_reactor->rx_nregs), 0);
     free(js);
     tu_rt_free_clean(rt);
@@ -835,6 +827,8 @@ test_io_close_deferred_while_in_flight(void **state)
     tr_io_close(wr);
     sem_destroy(&f.entered);
     sem_destroy(&f.release);
+    // Worker 1 frees t's slot after the join completed: let it finish.
+    tu_rt_quiesce(rt, TU_WAIT_MS);
     tu_rt_free_clean(rt);
 }
 

@@ -9,7 +9,8 @@
 // watchdog thread, so that a lost wake-up fails the test instead of hanging
 // it, and checks afterwards that no task is left and that the process has
 // exactly the descriptors it had before (no socket leaks). Nothing sleeps:
-// tasks wait on IO, joins or yields bounded by a count.
+// tasks wait on IO, joins or yields bounded by time (TU_YIELD_UNTIL), never
+// by a count of yields.
 #define _GNU_SOURCE
 #include "test_util.h"
 
@@ -537,7 +538,7 @@ typedef struct cancel_main {
     tr_io *io;
     tr_err err;
     tr_poll p;
-    unsigned spins;
+    uint64_t tu_deadline;
     atomic_int polled;
     tr_join j;
     tr_outcome out;
@@ -573,9 +574,7 @@ cancel_main_poll(void *arg, tr_cx *cx)
         c.polled = &st->polled;
         st->j = spawn(cx, &connector_spec, &c);
     }
-    for (st->spins = 0; atomic_load(&st->polled) == 0 && st->spins < 1000; st->spins++) {
-        TR_YIELD(st, cx);
-    }
+    TU_YIELD_UNTIL(st, cx, atomic_load(&st->polled) != 0);
     CHECK(st, atomic_load(&st->polled) == 1);
     (void)tr_task_abort(&st->j);
     TR_AWAIT(st, tr_join_poll(&st->j, cx, &st->out));
@@ -821,7 +820,8 @@ typedef struct udp_main {
     int tr_pc;
     tr_io *tx;
     tr_addr to, from, mine;
-    unsigned i, spins;
+    unsigned i;
+    uint64_t tu_deadline;
     ssize_t n;
     atomic_int waiting;
     tr_join j;
@@ -847,10 +847,11 @@ udp_main_poll(void *arg, tr_cx *cx)
     }
     CHECK_ERR(st, tr_udp_socket(tr_cx_rt(cx), AF_INET, &st->tx), TR_OK);
     CHECK(st, fd_flags_ok(st->tx));
-    for (st->spins = 0; atomic_load(&st->waiting) == 0 && st->spins < 1000; st->spins++) {
-        TR_YIELD(st, cx);
-    }
-    TR_YIELD(st, cx); // the receiver now waits (on one worker, surely)
+    TU_YIELD_UNTIL(st, cx, atomic_load(&st->waiting) != 0);
+    CHECK(st, atomic_load(&st->waiting) != 0);
+    // The receiver now waits (on one worker, surely; on two it may not yet,
+    // which is fine: the datagrams queue in its socket).
+    TR_YIELD(st, cx);
     for (st->i = 0; st->i < UDP_COUNT; st->i++) {
         memset(st->buf, (int)st->i, 1 + st->i * 97);
         TR_AWAIT(st, tr_net_sendto(st->tx, cx, st->buf, 1 + st->i * 97, &st->to, &st->n));
@@ -1412,7 +1413,7 @@ typedef struct close_main {
     int tr_pc;
     tr_io *rd, *wr, *lis;
     atomic_int waiting;
-    unsigned spins;
+    uint64_t tu_deadline;
     tr_join j1, j2;
     tr_outcome out;
 } close_main;
@@ -1435,9 +1436,7 @@ close_main_poll(void *arg, tr_cx *cx)
         w.accept = true;
         st->j2 = spawn(cx, &waiter_spec, &w);
     }
-    for (st->spins = 0; atomic_load(&st->waiting) < 2 && st->spins < 1000; st->spins++) {
-        TR_YIELD(st, cx);
-    }
+    TU_YIELD_UNTIL(st, cx, atomic_load(&st->waiting) >= 2);
     CHECK(st, atomic_load(&st->waiting) == 2);
     TR_YIELD(st, cx);
     // Both wait now (on one worker, surely; on two, maybe not yet: then
@@ -1712,7 +1711,7 @@ typedef struct sigpipe_main {
     tr_net_connect_op conn;
     tr_err err;
     ssize_t n;
-    unsigned i;
+    uint64_t tu_deadline;
 } sigpipe_main;
 
 static tr_poll
@@ -1732,9 +1731,17 @@ sigpipe_main_poll(void *arg, tr_cx *cx)
     tr_io_close(st->srv);
     st->srv = NULL;
     // The first write after the close draws a reset; a later one fails.
-    for (st->i = 0; st->i < 1000; st->i++) {
+    // Write until one fails, for at most TU_WAIT_MS (the reset comes from
+    // the kernel, however long that takes on a busy machine).
+    st->tu_deadline = tu_deadline(TU_WAIT_MS);
+    for (;;) {
         TR_AWAIT(st, tr_write(st->cli, cx, "x", 1, &st->n));
         if (st->n < 0) {
+            break;
+        }
+        if (tu_now_ns() > st->tu_deadline) {
+            tu_wait_expired(__FILE__, __LINE__, "a write to a reset connection to fail",
+                            TU_WAIT_MS);
             break;
         }
         TR_YIELD(st, cx);

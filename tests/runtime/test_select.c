@@ -314,7 +314,7 @@ typedef struct real_root {
     tr_join taker;
     sem_taker *tk;
     tr_outcome out;
-    unsigned spins;
+    uint64_t tu_deadline;
 } real_root;
 
 static void
@@ -473,7 +473,7 @@ typedef struct abort_root {
     tr_join j;
     unsigned polls;
     tr_outcome out;
-    unsigned spins;
+    uint64_t tu_deadline;
 } abort_root;
 
 static tr_poll
@@ -639,13 +639,6 @@ race_root_drop(void *arg)
 static const tr_task_spec race_root_spec = {
     .name = "race-root", .poll = race_root_poll, .drop = race_root_drop, .size = sizeof(race_root)};
 
-// only_one_live: the tu_until task that asks is the only live task.
-static bool
-only_one_live(void *arg)
-{
-    return tu_live((tr_rt *)arg) <= 1;
-}
-
 static void
 test_race_join_first_wins_losers_cancelled(void **state)
 {
@@ -668,8 +661,9 @@ test_race_join_first_wins_losers_cancelled(void **state)
         st->rounds = cfgs[c].rounds;
         run_root(rt, st);
         // A loser's drop runs just before its slot is freed, on its
-        // worker: let the last frees land before checking for leftovers.
-        tu_block_until(rt, only_one_live, rt);
+        // worker, which may be descheduled in between: stop the runtime
+        // (every task finished, every worker stopped) before checking for
+        // leftovers.
         tu_rt_free_clean(rt);
         assert_int_equal(tr_sem_available(dropped), 0);
         tr_sem_free(dropped);
@@ -760,7 +754,7 @@ typedef struct rabort_root {
     tr_sem_acquire_op sop;
     tr_outcome out;
     tr_err err;
-    unsigned spins;
+    uint64_t tu_deadline;
 } rabort_root;
 
 static tr_poll
@@ -969,7 +963,7 @@ test_select_stress_two_semaphores(void **state)
         ss_root *st = tu_task_new(rt, &ss_root_spec);
         st->sh = &sh;
         run_root(rt, st);
-        tu_rt_free_clean(rt);
+        tu_rt_free_clean(rt); // quiesces first
         assert_int_equal(atomic_load(&sh.taken[0]) + atomic_load(&sh.taken[1]), SS_TOTAL);
         assert_int_equal(tr_sem_available(sh.sem[0]), 0);
         assert_int_equal(tr_sem_available(sh.sem[1]), 0);

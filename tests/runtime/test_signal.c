@@ -270,7 +270,7 @@ cancel_root_poll(void *arg, tr_cx *cx)
     TR_AWAIT(st, tu_event_poll(&st->rig->listening, cx));
     TU_CHECK(tr__signal_listeners(SIGUSR1) == 1);
     TU_CHECK(!disposition_is(SIGUSR1, SIG_DFL));
-    TR_YIELD(st, cx);
+    TR_YIELD(st, cx); // a negative check, not a wait: nothing may end it
     TU_CHECK(!tr_join_is_finished(&st->j));
     TU_CHECK(tr_task_abort(&st->j) == TR_OK);
     TR_AWAIT(st, tr_join_poll(&st->j, cx, &st->out));
@@ -503,6 +503,9 @@ test_signal_signalfd_mode(void **state)
     run_root(rt, tu_task_new(rt, &sfd_root_spec));
     assert_int_equal(tr__signal_listeners(SIGUSR2), 0);
     assert_true(disposition_is(SIGUSR2, SIG_DFL)); // no handler was installed
+    // Two workers: a joined sender's slot may still be on its way back
+    // (see tu_rt_quiesce) when block_on returns.
+    tu_rt_quiesce(rt, TU_WAIT_MS);
     tu_rt_free_clean(rt);
     sigset_t pend;
     sigpending(&pend);
@@ -667,6 +670,7 @@ test_signal_storm_two_workers(void **state)
     tu_checks_pass();
     assert_int_equal(atomic_load(&s.sent), ROUNDS);
     assert_int_equal(tr__signal_listeners(SIGUSR1), 0);
+    tu_rt_quiesce(rt, TU_WAIT_MS); // two workers: as in the signalfd test
     tu_rt_free_clean(rt);
     sigset_t pend;
     sigpending(&pend);

@@ -12,6 +12,10 @@
 //   and tasks cancelled at random points (waiting, granted or holding)
 //   never lose a permit or deadlock the others. The watchdog turns a lost
 //   wake-up into a failure.
+//
+// Waits for something to happen are bounded by time (YIELD_UNTIL), never
+// by a count of turns; YIELD_N makes negative checks on one worker, or
+// paces the stress's aborts.
 #define TU_IGNORE_ENV 1
 #include "sync_test_util.h"
 
@@ -273,7 +277,8 @@ typedef struct sem_fifo_root {
     tr_join j[3];
     sem_waiter *w[3];
     tr_outcome out;
-    unsigned spins;
+    unsigned spins;       // YIELD_N
+    uint64_t tu_deadline; // YIELD_UNTIL
     unsigned i;
 } sem_fifo_root;
 
@@ -290,7 +295,8 @@ sem_fifo_poll(void *arg, tr_cx *cx)
     st->j[2] = spawn_sem_waiter(cx, st->sem, 1, 2, false, &st->log, &st->w[2]);
     YIELD_UNTIL(st, cx, st->w[2]->polls >= 1);
 
-    // One permit: not enough for A, and B may not overtake A.
+    // One permit: not enough for A, and B may not overtake A. (A negative
+    // check: on one worker, five turns in which nothing may be served.)
     tr_sem_release(st->sem, 1);
     YIELD_N(st, cx, 5);
     CHECK(st, st->log.n == 0);
@@ -345,7 +351,7 @@ typedef struct sem_cancel_root {
     tr_join j[2];
     sem_waiter *w[2];
     tr_outcome out;
-    unsigned spins;
+    uint64_t tu_deadline;
 } sem_cancel_root;
 
 static tr_poll
@@ -419,7 +425,7 @@ typedef struct sem_close_root {
     sem_waiter *w[3];
     tr_outcome out;
     tr_err err;
-    unsigned spins;
+    uint64_t tu_deadline;
     unsigned i;
 } sem_close_root;
 
@@ -547,7 +553,7 @@ typedef struct mutex_root {
     tr_join j[3];
     mutex_waiter *w[3];
     tr_outcome out;
-    unsigned spins;
+    uint64_t tu_deadline;
     unsigned i;
 } mutex_root;
 
@@ -659,7 +665,7 @@ typedef struct xunlock_root {
     tr_join j;
     mutex_waiter *w;
     tr_outcome out;
-    unsigned spins;
+    uint64_t tu_deadline;
 } xunlock_root;
 
 static tr_poll
@@ -712,7 +718,8 @@ typedef struct notify_root {
     tr_join j[3];
     notify_waiter *w[3];
     tr_outcome out;
-    unsigned spins;
+    unsigned spins;       // YIELD_N
+    uint64_t tu_deadline; // YIELD_UNTIL
     unsigned i;
 } notify_root;
 
@@ -727,7 +734,7 @@ notify_permit_poll(void *arg, tr_cx *cx)
     CHECK(st, tr_notify_wait(st->n, cx, &st->op) == TR_READY);
     st->j[0] = spawn_notify_waiter(cx, st->n, 0, &st->log, &st->w[0]);
     YIELD_UNTIL(st, cx, st->w[0]->polls >= 1);
-    YIELD_N(st, cx, 3);
+    YIELD_N(st, cx, 3); // one worker: a negative check, not a wait
     CHECK(st, st->w[0]->polls == 1 && st->log.n == 0);
     tr_notify_one(st->n);
     TR_AWAIT(st, tr_join_poll(&st->j[0], cx, &st->out));
@@ -736,7 +743,7 @@ notify_permit_poll(void *arg, tr_cx *cx)
     tr_notify_all(st->n);
     st->j[1] = spawn_notify_waiter(cx, st->n, 1, &st->log, &st->w[1]);
     YIELD_UNTIL(st, cx, st->w[1]->polls >= 1);
-    YIELD_N(st, cx, 3);
+    YIELD_N(st, cx, 3); // one worker: a negative check, not a wait
     CHECK(st, st->log.n == 1);
     tr_notify_one(st->n);
     TR_AWAIT(st, tr_join_poll(&st->j[1], cx, &st->out));
@@ -763,7 +770,7 @@ notify_order_poll(void *arg, tr_cx *cx)
     }
     tr_notify_one(st->n);
     YIELD_UNTIL(st, cx, st->log.n == 1);
-    YIELD_N(st, cx, 3);
+    YIELD_N(st, cx, 3); // one worker: nobody else is served meanwhile
     CHECK(st, st->log.n == 1 && st->log.ids[0] == 0);
     tr_notify_all(st->n);
     for (st->i = 0; st->i < 3; st->i++) {
@@ -774,7 +781,7 @@ notify_order_poll(void *arg, tr_cx *cx)
     // Nothing stored: a wait now parks.
     st->j[0] = spawn_notify_waiter(cx, st->n, 9, &st->log, &st->w[0]);
     YIELD_UNTIL(st, cx, st->w[0]->polls >= 1);
-    YIELD_N(st, cx, 3);
+    YIELD_N(st, cx, 3); // one worker: a negative check, not a wait
     CHECK(st, st->log.n == 3);
     CHECK(st, tr_task_abort(&st->j[0]) == TR_OK);
     TR_AWAIT(st, tr_join_poll(&st->j[0], cx, &st->out));
@@ -824,7 +831,7 @@ notify_cancel_poll(void *arg, tr_cx *cx)
     CHECK(st, st->out.err == TR_OK);
     st->j[2] = spawn_notify_waiter(cx, st->n, 20, &st->log, &st->w[2]);
     YIELD_UNTIL(st, cx, st->w[2]->polls >= 1);
-    YIELD_N(st, cx, 3);
+    YIELD_N(st, cx, 3); // one worker: a negative check, not a wait
     CHECK(st, st->log.n == 2 && st->log.ids[1] == 11);
     tr_notify_one(st->n);
     TR_AWAIT(st, tr_join_poll(&st->j[2], cx, &st->out));
@@ -1031,7 +1038,8 @@ stress_root_poll(void *arg, tr_cx *cx)
         tr_task_start(t, &st->j[st->i]);
     }
     // Cancel the victims one by one while everybody runs: each may be
-    // waiting, granted but not yet run, or holding.
+    // waiting, granted but not yet run, or holding. YIELD_N only paces the
+    // aborts (not a wait: every state a victim may be in is fine).
     for (st->i = STRESS_TASKS; st->i < STRESS_TASKS + STRESS_VICTIMS; st->i++) {
         YIELD_N(st, cx, 7);
         CHECK(st, tr_task_abort(&st->j[st->i]) == TR_OK);
@@ -1060,7 +1068,7 @@ run_stress(bool use_sem)
         st->sh = &sh;
         st->use_sem = use_sem;
         run_root(rt, st);
-        tu_rt_free_clean(rt);
+        tu_rt_free_clean(rt); // quiesces first
         assert_int_equal(atomic_load(&sh.violations), 0);
         assert_int_equal(atomic_load(&sh.inside), 0);
         assert_int_equal(atomic_load(&sh.victim_drops), STRESS_VICTIMS);
@@ -1201,7 +1209,7 @@ test_notify_from_plain_thread(void **state)
             tu_thread_start(&t, xn_producer, &sh);
             run_root(rt, st);
             tu_thread_join(t);
-            tu_rt_free_clean(rt);
+            tu_rt_free_clean(rt); // quiesces first
             tr_notify_free(sh.n);
         }
     }
