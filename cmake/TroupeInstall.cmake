@@ -1,6 +1,7 @@
 # Install rules and package files for libtroupe: headers, libtroupe.so (with
 # its SONAME) and libtroupe.a, a CMake package (find_package(troupe) gives
-# troupe::troupe and troupe::troupe_static) and a pkg-config file (troupe.pc).
+# troupe::troupe and troupe::troupe_static) and two pkg-config modules:
+# troupe.pc links the shared library, troupe-static.pc the archive.
 # Included from the top-level CMakeLists.txt after runtime/ has defined the
 # targets. Components: "Runtime" is the shared library alone, "Development"
 # is everything needed to build against it.
@@ -43,9 +44,15 @@ install(FILES
   DESTINATION ${TR_INSTALL_CMAKEDIR}
   COMPONENT Development)
 
-# troupe.pc is written at install time, so that its prefix is the one the
-# files really go to (`cmake --install build --prefix DIR` overrides the
-# configured CMAKE_INSTALL_PREFIX). DESTDIR staging keeps the real prefix.
+# The .pc files are written at install time, so that their prefix is the
+# one the files really go to (`cmake --install build --prefix DIR` overrides
+# the configured CMAKE_INSTALL_PREFIX). DESTDIR staging keeps the real
+# prefix. Two modules, as libuv ships libuv.pc and libuv-static.pc:
+# troupe.pc says -ltroupe, which the linker resolves to libtroupe.so
+# whenever that is installed next to the archive (`pkg-config --static`
+# only adds the private dependencies, it does not change -ltroupe), so
+# troupe-static.pc names libtroupe.a by its path (libuv-static.pc's -luv
+# has the same trap).
 foreach(kind LIBDIR INCLUDEDIR)
   if(IS_ABSOLUTE "${CMAKE_INSTALL_${kind}}")
     set(pc_${kind} "${CMAKE_INSTALL_${kind}}")
@@ -63,8 +70,10 @@ install(CODE "
   set(TR_PC_LIBDIR [=[${pc_LIBDIR}]=])
   set(TR_PC_INCLUDEDIR [=[${pc_INCLUDEDIR}]=])
   set(PROJECT_VERSION \"${PROJECT_VERSION}\")
-  configure_file(\"${CMAKE_CURRENT_LIST_DIR}/troupe.pc.in\"
-                 \"${PROJECT_BINARY_DIR}/troupe.pc\" @ONLY)
-  file(INSTALL DESTINATION \"${pc_dest}\" TYPE FILE
-       FILES \"${PROJECT_BINARY_DIR}/troupe.pc\")
+  foreach(pc troupe troupe-static)
+    configure_file(\"${CMAKE_CURRENT_LIST_DIR}/\${pc}.pc.in\"
+                   \"${PROJECT_BINARY_DIR}/\${pc}.pc\" @ONLY)
+    file(INSTALL DESTINATION \"${pc_dest}\" TYPE FILE
+         FILES \"${PROJECT_BINARY_DIR}/\${pc}.pc\")
+  endforeach()
 " COMPONENT Development)

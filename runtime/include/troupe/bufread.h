@@ -110,24 +110,40 @@ TR_API tr_poll tr_bufread_read_exact(tr_io_op *op, tr_bufread *br, tr_cx *cx, vo
 // tr_bufread_read_until reads up to and including the byte delim: TR_READY
 // with *err TR_OK and *data, *len the record (ending with delim, except for
 // a last record at end of file, which is returned without it); TR_EEOF (len
-// 0) at end of file with nothing buffered; TR_ETOOBIG when max bytes
-// (0, or more than the buffer holds: cap - 1) came without delim, in which
-// case nothing is consumed (close the stream, or drop the bytes with
-// tr_bufread_consume(br, tr_bufread_buffered(br)) and go on); or the read
+// 0) at end of file with nothing buffered; TR_ETOOBIG (see max); or the read
 // error, with the partial record still buffered. *data points into the
-// buffer and is valid until the next call on the reader. Cancelled (or
-// given up after a timeout) while pending: the partial record stays
-// buffered and the next call returns it whole.
+// buffer and is valid until the next call on the reader.
+//
+// max is the longest record accepted, in bytes, delim included; 0, or more
+// than the buffer holds (cap - 1), means cap - 1. It bounds only what the
+// call searches and returns, not memory (the buffer is fixed) nor reading:
+// a read from the descriptor fills as much of the buffer as it can, so more
+// than max bytes may be buffered. A record of at most max bytes is returned
+// (*len <= max). Once max bytes are buffered with no delim among the first
+// max, the call fails with TR_ETOOBIG at once, without reading more: *data
+// NULL, *len 0, nothing consumed, so a call with the same max fails the
+// same way again. To go on: close the stream, or call again with a larger
+// max, or skip the over-long record. With max 0 the buffer is then full
+// and holds no delim at all, so tr_bufread_consume(br,
+// tr_bufread_buffered(br)) skips what has come of the record; with a
+// smaller max its delim and the next records may already be buffered, so
+// consume only through that delim (tr_bufread_fill shows the buffered
+// bytes). Then read on: what the next calls return, up to the record's
+// delim, is the rest of it (or TR_ETOOBIG again).
+//
+// Cancelled (or given up after a timeout) while pending: the partial
+// record stays buffered and the next call returns it whole.
 TR_API tr_poll tr_bufread_read_until(tr_bufread *br, tr_cx *cx, int delim, size_t max,
                                      const char **data, size_t *len, tr_err *err);
 
 // tr_bufread_line reads one text line: as tr_bufread_read_until(br, cx,
 // '\n', max, ...), with the ending "\n" or "\r\n" removed from *len and a
 // NUL written after the line (so *line is also a C string, unless the line
-// holds NUL bytes). max counts the line with its ending. A last line
-// without a newline is returned at end of file; the call after it gives
-// TR_EEOF. An empty line is TR_OK with *len 0. Cancellation as
-// tr_bufread_read_until.
+// holds NUL bytes). max bounds the line with its ending ("\n" or "\r\n")
+// as it bounds a record of tr_bufread_read_until: a longer line fails with
+// TR_ETOOBIG and nothing consumed. A last line without a newline is
+// returned at end of file; the call after it gives TR_EEOF. An empty line
+// is TR_OK with *len 0. Cancellation as tr_bufread_read_until.
 TR_API tr_poll tr_bufread_line(tr_bufread *br, tr_cx *cx, size_t max, const char **line,
                                size_t *len, tr_err *err);
 
