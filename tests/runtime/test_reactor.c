@@ -309,7 +309,23 @@ typedef struct lp_ctl {
     atomic_bool x_spinning, y_done, y_done_early, x_saw_y;
     atomic_int x_worker, y_worker;
     bool not_idle, no_spin;
+    pthread_t main_thread; // worker 0 (inside block_on)
+    tu_event y_ev;         // Y has run
+    bool other_ran;        // the other worker's thread got CPU during X's poll
+    atomic_uint not_ok;    // joins that did not give TR_OK
 } lp_ctl;
+
+// lp_thread_cpu_ns reads a thread's CPU clock.
+static uint64_t
+lp_thread_cpu_ns(pthread_t t)
+{
+    clockid_t cid;
+    struct timespec ts;
+    if (pthread_getcpuclockid(t, &cid) != 0 || clock_gettime(cid, &ts) != 0) {
+        return 0;
+    }
+    return (uint64_t)ts.tv_sec * TR_NS_PER_SEC + (uint64_t)ts.tv_nsec;
+}
 
 typedef struct lp_x {
     int tr_pc;
@@ -330,11 +346,15 @@ lp_x_poll(void *arg, tr_cx *cx)
     atomic_store(&st->c->y_done_early, atomic_load(&st->c->y_done));
     atomic_store(&st->c->x_spinning, true);
     {
-        // The long poll.
-        uint64_t t0 = tu_now_ns();
-        while (!atomic_load(&st->c->y_done) && tu_now_ns() - t0 < LP_SPIN_NS) {
-            sched_yield();
-        }
+        // The long poll: blocking work (it waits for Y, at most
+        // LP_SPIN_NS), which leaves the CPU to the other worker. On a busy
+        // machine the OS may still keep that worker's thread off the CPU
+        // the whole time: then the round proves nothing either way.
+        lp_ctl *c = st->c;
+        pthread_t other = tr_cx_worker(cx) == 0 ? c->rt->r_workers[1].w_thread : c->main_thread;
+        uint64_t cpu0 = lp_thread_cpu_ns(other);
+        tu_event_wait(&c->y_ev, (unsigned)(LP_SPIN_NS / TR_NS_PER_MS));
+        c->other_ran = lp_thread_cpu_ns(other) != cpu0;
     }
     atomic_store(&st->c->x_saw_y, atomic_load(&st->c->y_done));
     TR_END(st);
@@ -372,6 +392,7 @@ lp_y_poll(void *arg, tr_cx *cx)
     }
     atomic_store(&st->c->y_worker, (int)tr_cx_worker(cx));
     atomic_store(&st->c->y_done, true);
+    tu_event_set(&st->c->y_ev);
     TR_END(st);
 }
 
@@ -410,13 +431,47 @@ lp_thread(void *arg)
     return NULL;
 }
 
+// The round's root: starts the prepared Y and X (prepared on this thread,
+// which is worker 0 inside block_on), then joins both.
+typedef struct lp_root {
+    int tr_pc;
+    void *prepared[2];
+    tr_join js[2];
+    unsigned i;
+    tr_outcome o;
+    lp_ctl *c;
+} lp_root;
+
+static tr_poll
+lp_root_poll(void *arg, tr_cx *cx)
+{
+    lp_root *st = arg;
+    TR_BEGIN(st);
+    st->c = ((lp_y *)st->prepared[0])->c;
+    for (st->i = 0; st->i < 2; st->i++) {
+        TU_CHECK(tr_task_start(st->prepared[st->i], &st->js[st->i]) == TR_OK);
+    }
+    for (st->i = 0; st->i < 2; st->i++) {
+        TR_AWAIT(st, tr_join_poll(&st->js[st->i], cx, &st->o));
+        if (st->o.err != TR_OK) {
+            atomic_fetch_add(&st->c->not_ok, 1);
+        }
+    }
+    TR_END(st);
+}
+
+static const tr_task_spec lp_root_spec = {
+    .name = "lp_root", .poll = lp_root_poll, .size = sizeof(lp_root)};
+
 // lp_round runs one round; returns 1 when Y ran during X's long poll, 0
-// when it did not, -1 when the round was inconclusive (Y done too early).
+// when it did not, -1 when the round was inconclusive (Y done too early, or
+// the other worker's thread got no CPU during X's poll).
 static int
 lp_round(tr_sched_kind sched, bool timer_mode)
 {
     tr_rt *rt = rt_new(2, sched, NULL);
-    lp_ctl c = {.rt = rt, .timer_mode = timer_mode};
+    lp_ctl c = {.rt = rt, .timer_mode = timer_mode, .main_thread = pthread_self()};
+    tu_event_init(&c.y_ev);
     atomic_init(&c.x_worker, -1);
     atomic_init(&c.y_worker, -1);
     tr_io *xr, *xw, *yr, *yw;
@@ -424,29 +479,46 @@ lp_round(tr_sched_kind sched, bool timer_mode)
     make_pipe(rt, &yr, &yw);
     c.x_wfd = tr_io_fd(xw);
     c.y_wfd = tr_io_fd(yw);
-    tr_join js[2];
     lp_y *y = tu_task_new(rt, &lp_y_spec);
     y->c = &c;
     y->io = tr_io_ref(yr);
-    tr_task_start(y, &js[0]);
     lp_x *x = tu_task_new(rt, &lp_x_spec);
     x->c = &c;
     x->io = tr_io_ref(xr);
-    tr_task_start(x, &js[1]);
+    // The root starts Y, then X, in one poll: rr deals them to the two
+    // workers in turn. Started from this thread before block_on, the
+    // root's own deal could fall between theirs (worker 1 drains the Spawn
+    // messages as they come) and put both on one worker, where rr, which
+    // never moves a task, leaves Y behind X's long poll by design.
+    lp_root *r = tu_task_new(rt, &lp_root_spec);
+    r->prepared[0] = y;
+    r->prepared[1] = x;
     pthread_t thr;
     tu_thread_start(&thr, lp_thread, &c);
-    unsigned bad = run_joinall(rt, js, 2, 6 * TU_WAIT_MS);
+    tu_watchdog wd;
+    tu_watchdog_start(&wd, rt, 6 * TU_WAIT_MS);
+    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    tu_watchdog_stop(&wd);
+    unsigned bad = atomic_load(&c.not_ok);
     tu_thread_join(thr);
     tu_checks_pass();
     assert_int_equal(bad, 0);
     assert_false(c.not_idle);
     assert_false(c.no_spin);
-    int rv = atomic_load(&c.y_done_early) ? -1 : atomic_load(&c.x_saw_y) ? 1 : 0;
+    if (sched == TR_SCHED_RR) {
+        assert_int_not_equal(atomic_load(&c.x_worker), atomic_load(&c.y_worker));
+    }
+    int rv = atomic_load(&c.y_done_early) ? -1
+             : atomic_load(&c.x_saw_y)    ? 1
+             : !c.other_ran               ? -1
+                                          : 0;
     print_message("  [%s, %s] X on worker %d, Y on worker %d: %s\n", sched_str(sched),
                   timer_mode ? "timer" : "io", atomic_load(&c.x_worker), atomic_load(&c.y_worker),
-                  rv < 0 ? "inconclusive"
-                  : rv   ? "Y ran during X's long poll"
-                         : "Y STALLED");
+                  rv > 0                         ? "Y ran during X's long poll"
+                  : rv == 0                      ? "Y STALLED"
+                  : atomic_load(&c.y_done_early) ? "inconclusive (Y done too early)"
+                                                 : "inconclusive (the other worker got no CPU)");
+    tu_event_destroy(&c.y_ev);
     tr_io_close(xr);
     tr_io_close(xw);
     tr_io_close(yr);
