@@ -112,6 +112,8 @@ struct tr__worker {
     // Coarse clock for the dump: ms since the runtime started (owner).
     uint32_t w_now_ms;
     uint32_t w_tick;
+    // CLOCK_MONOTONIC_COARSE at the last look (owner; see time_moved).
+    uint64_t w_coarse;
     // Counters: written by the owner, read by anyone (relaxed).
     _Atomic uint64_t w_polls;
     _Atomic uint64_t w_spawned;

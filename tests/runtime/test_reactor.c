@@ -2847,6 +2847,123 @@ test_rx_oneshot_shared_blocking_fd(void **state)
     assert_int_equal(total, 0);
 }
 
+// ===========================================================================
+// IO behind long polls. One worker: a task's every poll is long (it lasts
+// until the real coarse clock ticks, as a computation of 50 ms would), and
+// in its first poll it makes a pipe readable that another task waits on.
+// The worker must poll the reactor after the poll once the coarse clock has
+// moved, so the reader runs within three long polls; with the 64-poll rule
+// alone it waited about 64.
+
+static uint64_t
+lpio_coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * TR_NS_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
+typedef struct lpio_shared {
+    int wfd;
+    atomic_int busy_polls;
+    atomic_int polls_at_read;
+    atomic_bool done;
+    atomic_bool slow;
+} lpio_shared;
+
+typedef struct lpio_busy {
+    int tr_pc;
+    lpio_shared *sh;
+} lpio_busy;
+
+static tr_poll
+lpio_busy_poll(void *arg, tr_cx *cx)
+{
+    lpio_busy *st = arg;
+    lpio_shared *sh = st->sh;
+    if (atomic_load(&sh->done) || atomic_load(&sh->busy_polls) >= 200) {
+        return TR_READY;
+    }
+    if (atomic_load(&sh->busy_polls) == 0) {
+        TU_CHECK(write(sh->wfd, "r", 1) == 1);
+    }
+    uint64_t c0 = lpio_coarse_ns();
+    if (!TU_SPIN_UNTIL(lpio_coarse_ns() != c0, TU_WAIT_MS)) {
+        atomic_store(&sh->slow, true);
+    }
+    atomic_fetch_add(&sh->busy_polls, 1);
+    tr_cx_yield(cx);
+    return TR_PENDING;
+}
+
+static const tr_task_spec lpio_busy_spec = {
+    .name = "busy", .poll = lpio_busy_poll, .size = sizeof(lpio_busy)};
+
+typedef struct lpio_reader {
+    int tr_pc;
+    lpio_shared *sh;
+    tr_io *io;
+    char b;
+    ssize_t n;
+} lpio_reader;
+
+static tr_poll
+lpio_reader_poll(void *arg, tr_cx *cx)
+{
+    lpio_reader *st = arg;
+    TR_BEGIN(st);
+    TR_AWAIT(st, tr_read(st->io, cx, &st->b, 1, &st->n));
+    TU_CHECK(st->n == 1);
+    atomic_store(&st->sh->polls_at_read, atomic_load(&st->sh->busy_polls));
+    atomic_store(&st->sh->done, true);
+    TR_END(st);
+}
+
+static void
+lpio_reader_drop(void *arg)
+{
+    lpio_reader *st = arg;
+    tr_io_release(st->io);
+}
+
+static const tr_task_spec lpio_reader_spec = {.name = "reader",
+                                              .poll = lpio_reader_poll,
+                                              .drop = lpio_reader_drop,
+                                              .size = sizeof(lpio_reader)};
+
+static void
+test_rx_io_serviced_after_long_poll(void **state)
+{
+    (void)state;
+    for (int s = 0; s < 3; s++) {
+        tr_rt *rt = rt_new(1, all_scheds[s], NULL);
+        tr_io *rd, *wr;
+        make_pipe(rt, &rd, &wr);
+        lpio_shared sh = {.wfd = tr_io_fd(wr)};
+        tr_join js[2];
+        lpio_reader *r = tu_task_new(rt, &lpio_reader_spec);
+        r->sh = &sh;
+        r->io = tr_io_ref(rd);
+        tr_task_start(r, &js[0]);
+        lpio_busy *b = tu_task_new(rt, &lpio_busy_spec);
+        b->sh = &sh;
+        tr_task_start(b, &js[1]);
+        unsigned bad = run_joinall(rt, js, 2, 3 * TU_WAIT_MS);
+        tu_checks_pass();
+        assert_int_equal(bad, 0);
+        assert_false(atomic_load(&sh.slow));
+        int n = atomic_load(&sh.polls_at_read);
+        print_message("  [%s] the reader ran after %d long polls\n", sched_str(all_scheds[s]), n);
+        if (!atomic_load(&sh.done) || n < 1 || n > 3) {
+            fail_msg("[%s] the reader ran after %d long polls of its neighbour (want 1-3)",
+                     sched_str(all_scheds[s]), n);
+        }
+        tr_io_close(rd);
+        tr_io_close(wr);
+        tu_rt_free_clean(rt);
+    }
+}
+
 int
 main(void)
 {
@@ -2869,6 +2986,7 @@ main(void)
         cmocka_unit_test(test_rx_shutdown_with_io_and_timers),
         cmocka_unit_test(test_rx_eventfd_untouched_while_busy),
         cmocka_unit_test(test_rx_oneshot_shared_blocking_fd),
+        cmocka_unit_test(test_rx_io_serviced_after_long_poll),
     };
     return tu_run(tests);
 }

@@ -696,6 +696,145 @@ test_time_past_deadline_ready_at_once(void **state)
     tu_rt_free_clean(rt);
 }
 
+// ---------------------------------------------------------------------------
+// Long polls. A worker services its timers after any poll once the coarse
+// clock has moved, not only every 64 polls: beside a task whose every poll
+// is long, a due timer fires after the poll it fell due in. Replayed on the
+// virtual clock: each poll of the busy task moves virtual time 2 ms and
+// lasts until the real coarse clock has ticked (its resolution, 4 ms here),
+// as a 50 ms computation would; the sleeper (1 ms) must run within three of
+// its polls. With the 64-poll rule alone it waited about 64.
+
+static uint64_t
+coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * TR_NS_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
+typedef struct lp_shared {
+    tr_clock *clk;
+    atomic_int busy_polls;
+    atomic_int polls_at_wake;
+    atomic_bool done;
+    atomic_bool slow; // a coarse tick did not come in time
+} lp_shared;
+
+typedef struct lp_busy {
+    int tr_pc;
+    lp_shared *sh;
+} lp_busy;
+
+static tr_poll
+lp_busy_poll(void *arg, tr_cx *cx)
+{
+    lp_busy *st = arg;
+    lp_shared *sh = st->sh;
+    if (atomic_load(&sh->done) || atomic_load(&sh->busy_polls) >= 200) {
+        return TR_READY;
+    }
+    tr_clock_advance(sh->clk, 2 * TR_NS_PER_MS);
+    uint64_t c0 = coarse_ns();
+    if (!TU_SPIN_UNTIL(coarse_ns() != c0, TU_WAIT_MS)) {
+        atomic_store(&sh->slow, true);
+    }
+    atomic_fetch_add(&sh->busy_polls, 1);
+    tr_cx_yield(cx);
+    return TR_PENDING;
+}
+
+static const tr_task_spec lp_busy_spec = {
+    .name = "busy", .poll = lp_busy_poll, .size = sizeof(lp_busy)};
+
+typedef struct lp_sleeper {
+    int tr_pc;
+    lp_shared *sh;
+    tr_timer t;
+} lp_sleeper;
+
+static tr_poll
+lp_sleeper_poll(void *arg, tr_cx *cx)
+{
+    lp_sleeper *st = arg;
+    TR_BEGIN(st);
+    TR_AWAIT(st, tr_sleep(&st->t, cx, TR_NS_PER_MS));
+    atomic_store(&st->sh->polls_at_wake, atomic_load(&st->sh->busy_polls));
+    atomic_store(&st->sh->done, true);
+    TR_END(st);
+}
+
+static void
+lp_sleeper_drop(void *arg)
+{
+    lp_sleeper *st = arg;
+    tr_timer_drop(&st->t);
+}
+
+static const tr_task_spec lp_sleeper_spec = {.name = "sleeper",
+                                             .poll = lp_sleeper_poll,
+                                             .drop = lp_sleeper_drop,
+                                             .size = sizeof(lp_sleeper)};
+
+typedef struct lp_root {
+    int tr_pc;
+    lp_shared *sh;
+    tr_join j[2];
+    tr_outcome out;
+    int i;
+} lp_root;
+
+static tr_poll
+lp_root_poll(void *arg, tr_cx *cx)
+{
+    lp_root *st = arg;
+    TR_BEGIN(st);
+    {
+        lp_sleeper *sl = NULL;
+        lp_busy *b = NULL;
+        TU_CHECK(tr_task_new(tr_cx_rt(cx), &lp_sleeper_spec, (void **)&sl) == TR_OK);
+        sl->sh = st->sh;
+        tr_task_start(sl, &st->j[0]);
+        TU_CHECK(tr_task_new(tr_cx_rt(cx), &lp_busy_spec, (void **)&b) == TR_OK);
+        b->sh = st->sh;
+        tr_task_start(b, &st->j[1]);
+    }
+    for (st->i = 0; st->i < 2; st->i++) {
+        TR_AWAIT(st, tr_join_poll(&st->j[st->i], cx, &st->out));
+    }
+    TR_END(st);
+}
+
+static const tr_task_spec lp_root_spec = {
+    .name = "root", .poll = lp_root_poll, .size = sizeof(lp_root)};
+
+static void
+test_time_timer_fires_after_long_poll(void **state)
+{
+    (void)state;
+    lp_shared sh = {0};
+    assert_int_equal(tr_clock_new_virtual(TR_NS_PER_SEC, &sh.clk), TR_OK);
+    tr_rt_config cfg;
+    tu_config_init(&cfg);
+    cfg.workers = 1;
+    cfg.clock = sh.clk;
+    cfg.ignore_env = true; // deterministic mode keeps to the poll count
+    tr_rt *rt = tu_rt_new_cfg(&cfg);
+    lp_root *r = tu_task_new(rt, &lp_root_spec);
+    r->sh = &sh;
+    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    tu_checks_pass();
+    assert_false(atomic_load(&sh.slow));
+    assert_true(atomic_load(&sh.done));
+    int n = atomic_load(&sh.polls_at_wake);
+    print_message("the 1 ms sleeper ran after %d long polls\n", n);
+    if (n < 1 || n > 3) {
+        fail_msg("the sleeper woke after %d long polls of its neighbour (want 1-3)", n);
+    }
+    tu_rt_free_clean(rt);
+    tr_clock_free(sh.clk);
+}
+
 int
 main(void)
 {
@@ -713,6 +852,7 @@ main(void)
         cmocka_unit_test(test_time_real_sleeps_many_workers),
         cmocka_unit_test(test_time_clock_one_runtime),
         cmocka_unit_test(test_time_past_deadline_ready_at_once),
+        cmocka_unit_test(test_time_timer_fires_after_long_poll),
     };
     return tu_run(tests);
 }
