@@ -34,8 +34,11 @@ tr__panic(const char *file, int line, const char *fmt, ...)
 void
 tr__bad_resume(const char *file, int line, int pc)
 {
+    if (pc == TR__DONE) {
+        tr__panic(file, line, "task polled again after it finished");
+    }
     tr__panic(file, line,
-              "task resumed at unknown point %d (polled after it finished, or a "
+              "task resumed at unknown point %d (the switch form of the await macros: a "
               "TR_AWAIT inside a switch of its own)",
               pc);
 }

@@ -65,7 +65,10 @@ typedef struct tr_outcome {
     tr_value value;
 } tr_outcome;
 
-// tr_outcome_fini releases a boxed result the joiner took ownership of.
+// tr_outcome_fini releases a boxed result the joiner took ownership of. A
+// plain result (a number, set with tr_cx_set_result or _u64: dtor NULL)
+// needs nothing; the call is then a no-op, so calling it on every outcome
+// is always right.
 TR_API void tr_outcome_fini(tr_outcome *out);
 
 // A join handle. It is the task's key, which names the task for good in
@@ -243,12 +246,27 @@ TR_API void tr_cx_yield(tr_cx *cx);
 
 // ---------------------------------------------------------------------------
 // Await macros (protothread style). The state struct needs an `int tr_pc`
-// member (zeroed by tr_task_new). Every local that lives across an await is
-// a field of the state; a value an awaitable hands back on TR_READY may be a
-// local, used before the next await. Never put an await inside a switch of your own: its
-// case label would attach to your switch and the task panics when resumed
-// ("bad resume point"). Build with -Wjump-misses-init to catch locals that
-// an await would skip.
+// member, zeroed (tr_task_new zeroes the state); only a poll function that
+// uses these macros needs one. Every local that lives across an await is a
+// field of the state; a value an awaitable hands back on TR_READY may be a
+// local, used before the next await.
+//
+// With GCC and clang the macros resume through the address of a label (a
+// GNU C extension: the resume point is the label's offset from the start of
+// the function), so an await may sit anywhere a statement may: in loops,
+// in if/else, and inside a switch of your own. Such a function is never
+// inlined (its label offsets live in static storage). With other compilers
+// (and in C++) they expand to a switch on tr_pc, and an await must not sit
+// inside a switch of your own: its case label would attach to your switch,
+// and resuming there panics with "task resumed at unknown point N (the
+// switch form of the await macros: a TR_AWAIT inside a switch of its own)".
+// Define TR_AWAIT_SWITCH to get the switch form with GCC or clang too.
+//
+// A task polled again after it finished panics with "task polled again
+// after it finished" (the runtime never does that). Locals initialised
+// before an await and read after it hold garbage on resume: gcc -Wall -O2
+// (-Wmaybe-uninitialized) and clang -Wall (-Wuninitialized) report most;
+// with the switch form gcc's -Wjump-misses-init reports them all.
 //
 //   static tr_poll run(void *arg, tr_cx *cx) {
 //       struct job *st = arg;
@@ -261,36 +279,92 @@ TR_API void tr_cx_yield(tr_cx *cx);
 
 TR_API __attribute__((noreturn)) void tr__bad_resume(const char *file, int line, int pc);
 
-#define TR__DONE (-1)
+#define TR__DONE (-2147483647 - 1)
+#define TR__CAT2(a, b) a##b
+#define TR__CAT(a, b) TR__CAT2(a, b)
+
+#if defined(__GNUC__) && !defined(__cplusplus) && !defined(TR_AWAIT_SWITCH)
+
+// The resume point is the offset of the await's label from tr__top. A
+// label's address used in a static initialiser keeps the function from
+// being inlined or cloned, so every offset is taken in the one copy that
+// jumps to it (GCC manual, "Labels as Values").
+#define TR_BEGIN(st)                                                             \
+    do {                                                                         \
+        if ((st)->tr_pc != 0) {                                                  \
+            if (__builtin_expect((st)->tr_pc == TR__DONE, 0)) {                  \
+                tr__bad_resume(__FILE__, __LINE__, (st)->tr_pc);                 \
+            }                                                                    \
+            goto *(void *)((char *)&&tr__top + (st)->tr_pc);                     \
+        }                                                                        \
+    } while (0);                                                                 \
+    tr__top:
+
+#define TR__MARK(st, n)                                                          \
+    static const int TR__CAT(tr__off_, n) =                                      \
+        (int)((char *)&&TR__CAT(tr__at_, n) - (char *)&&tr__top);                \
+    (st)->tr_pc = TR__CAT(tr__off_, n)
+
+#define TR__AWAIT(st, expr, n)                                                   \
+    do {                                                                         \
+        TR__MARK(st, n);                                                         \
+        TR__CAT(tr__at_, n) : if ((expr) == TR_PENDING) {                        \
+            return TR_PENDING;                                                   \
+        }                                                                        \
+    } while (0)
+
+#define TR__YIELD(st, cx, n)                                                     \
+    do {                                                                         \
+        TR__MARK(st, n);                                                         \
+        tr_cx_yield(cx);                                                         \
+        return TR_PENDING;                                                       \
+        TR__CAT(tr__at_, n) :;                                                   \
+    } while (0)
+
+#define TR__END(st)                                                              \
+    (st)->tr_pc = TR__DONE;                                                      \
+    return TR_READY;
+
+#else // the switch form
 
 #define TR_BEGIN(st)       \
     switch ((st)->tr_pc) { \
     case 0:
 
+// n is __COUNTER__ (from 0): case n + 1, since 0 is the start.
 #define TR__AWAIT(st, expr, n)        \
     do {                              \
-        (st)->tr_pc = (n);            \
+        (st)->tr_pc = (n) + 1;        \
         __attribute__((fallthrough)); \
-    case (n):                         \
+    case (n) + 1:                     \
         if ((expr) == TR_PENDING) {   \
             return TR_PENDING;        \
         }                             \
     } while (0)
 
-// TR_AWAIT(st, expr): evaluate expr (a tr_poll) until it is TR_READY,
-// returning TR_PENDING from the poll function meanwhile.
-#define TR_AWAIT(st, expr) TR__AWAIT(st, expr, __COUNTER__ + 1)
-
-#define TR__YIELD(st, cx, n) \
-    do {                     \
-        (st)->tr_pc = (n);   \
-        tr_cx_yield(cx);     \
-        return TR_PENDING;   \
-    case (n):;               \
+#define TR__YIELD(st, cx, n)     \
+    do {                         \
+        (st)->tr_pc = (n) + 1;   \
+        tr_cx_yield(cx);         \
+        return TR_PENDING;       \
+    case (n) + 1:;               \
     } while (0)
 
+#define TR__END(st)                                      \
+    (st)->tr_pc = TR__DONE;                              \
+    return TR_READY;                                     \
+    default:                                             \
+        tr__bad_resume(__FILE__, __LINE__, (st)->tr_pc); \
+        }
+
+#endif
+
+// TR_AWAIT(st, expr): evaluate expr (a tr_poll) until it is TR_READY,
+// returning TR_PENDING from the poll function meanwhile.
+#define TR_AWAIT(st, expr) TR__AWAIT(st, expr, __COUNTER__)
+
 // TR_YIELD(st, cx): let the other runnable tasks run, then continue.
-#define TR_YIELD(st, cx) TR__YIELD(st, cx, __COUNTER__ + 1)
+#define TR_YIELD(st, cx) TR__YIELD(st, cx, __COUNTER__)
 
 // TR_RETURN(st): finish the task now (set the result first).
 #define TR_RETURN(st)           \
@@ -300,12 +374,7 @@ TR_API __attribute__((noreturn)) void tr__bad_resume(const char *file, int line,
     } while (0)
 
 // TR_END(st): closes TR_BEGIN; falling off the end finishes the task.
-#define TR_END(st)                                       \
-    (st)->tr_pc = TR__DONE;                              \
-    return TR_READY;                                     \
-    default:                                             \
-        tr__bad_resume(__FILE__, __LINE__, (st)->tr_pc); \
-        }
+#define TR_END(st) TR__END(st)
 
 TR_END_DECLS
 
