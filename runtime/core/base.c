@@ -182,6 +182,24 @@ tr_err_name(tr_err err)
 
 _Atomic(tr__hook_fn) tr__test_hook;
 
+static __thread char detail[256];
+
+tr_err
+tr__fail(tr_err err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+const char *
+tr_error_detail(void)
+{
+    return detail;
+}
+
 uint64_t
 tr__now_ns(void)
 {

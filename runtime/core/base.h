@@ -64,6 +64,11 @@ tr__hook(int point)
     }
 }
 
+// tr__fail records the detail of an error for tr_error_detail (this
+// thread) and returns err: `return tr__fail(TR_EINVAL, "x=%d: ...", x);`.
+// For errors of configuration and misuse, never on a hot path.
+tr_err tr__fail(tr_err err, const char *fmt, ...) __attribute__((format(printf, 2, 3))) TR__HIDDEN;
+
 // tr__errno maps an errno value to a tr_err.
 tr_err tr__errno(int e) TR__HIDDEN;
 

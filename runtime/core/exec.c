@@ -36,6 +36,7 @@
 // complete and completing it as cancelled, so joiners wake and nothing
 // leaks; tasks still queued are completed in place and freed when popped.
 #define _GNU_SOURCE // pthread_setname_np
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -825,17 +826,20 @@ static bool
 parse_u64(const char *s, uint64_t *out)
 {
     char *end;
-    if (s == NULL || *s == '\0') {
+    if (s == NULL || *s < '0' || *s > '9') {
         return false;
     }
+    errno = 0;
     unsigned long long v = strtoull(s, &end, 0);
-    if (*end != '\0') {
+    if (*end != '\0' || errno != 0) {
         return false;
     }
     *out = v;
     return true;
 }
 
+// apply_env applies the TROUPE_* overrides; an error names the variable,
+// its value and what is allowed (tr_error_detail).
 static tr_err
 apply_env(tr_rt_config *c)
 {
@@ -848,19 +852,22 @@ apply_env(tr_rt_config *c)
         } else if (strcmp(e, "hybrid") == 0) {
             c->sched = TR_SCHED_HYBRID;
         } else {
-            return TR_EINVAL;
+            return tr__fail(TR_EINVAL, "TROUPE_SCHED=%.64s: not a scheduler (ws, rr or hybrid)", e);
         }
     }
     uint64_t v;
     if ((e = getenv("TROUPE_WORKERS")) != NULL) {
-        if (!parse_u64(e, &v) || v == 0 || v > MAX_WORKERS) {
-            return TR_EINVAL;
+        if (!parse_u64(e, &v) || v > MAX_WORKERS) {
+            return tr__fail(TR_EINVAL,
+                            "TROUPE_WORKERS=%.64s: not a number of workers (0 for one per core, "
+                            "or 1 to %d)",
+                            e, MAX_WORKERS);
         }
         c->workers = (unsigned)v;
     }
     if ((e = getenv("TROUPE_DETERMINISTIC")) != NULL) {
         if (!parse_u64(e, &v) || v == 0) {
-            return TR_EINVAL;
+            return tr__fail(TR_EINVAL, "TROUPE_DETERMINISTIC=%.64s: a seed is a number above 0", e);
         }
         c->deterministic_seed = v;
     }
@@ -877,10 +884,15 @@ tr_rt_new(const tr_rt_config *cfg, tr_rt **out)
         c = *cfg;
     }
     if (out == NULL) {
-        return TR_EINVAL;
+        return tr__fail(TR_EINVAL, "tr_rt_new: out is NULL");
     }
-    if (!c.ignore_env && apply_env(&c) != TR_OK) {
-        return TR_EINVAL;
+    tr_err rv;
+    if (!c.ignore_env && (rv = apply_env(&c)) != TR_OK) {
+        return rv;
+    }
+    if (c.workers > MAX_WORKERS) {
+        return tr__fail(TR_EINVAL, "tr_rt_config.workers=%u: at most %d (0 for one per core)",
+                        c.workers, MAX_WORKERS);
     }
     if (c.workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -889,9 +901,17 @@ tr_rt_new(const tr_rt_config *cfg, tr_rt **out)
     if (c.deterministic_seed != 0) {
         c.workers = 1;
     }
-    if (c.workers > MAX_WORKERS || c.budget == 0 || c.max_tasks == 0 ||
-        (c.sched != TR_SCHED_WS && c.sched != TR_SCHED_RR && c.sched != TR_SCHED_HYBRID)) {
-        return TR_EINVAL;
+    if (c.budget == 0) {
+        return tr__fail(TR_EINVAL, "tr_rt_config.budget=0: a poll needs at least 1 (default 128)");
+    }
+    if (c.max_tasks == 0) {
+        return tr__fail(TR_EINVAL, "tr_rt_config.max_tasks=0: at least 1 (default 16 Mi)");
+    }
+    if (c.sched != TR_SCHED_WS && c.sched != TR_SCHED_RR && c.sched != TR_SCHED_HYBRID) {
+        return tr__fail(TR_EINVAL,
+                        "tr_rt_config.sched=%d: not a scheduler (TR_SCHED_WS, TR_SCHED_RR or "
+                        "TR_SCHED_HYBRID)",
+                        (int)c.sched);
     }
     tr_rt *rt = tr_zalloc(sizeof(*rt));
     rt->r_cfg = c;
@@ -905,7 +925,7 @@ tr_rt_new(const tr_rt_config *cfg, tr_rt **out)
         rt->r_sched = &tr__sched_ws;
     }
     rt->r_nworkers = c.workers;
-    tr_err rv = tr__pool_init(&rt->r_pool, c.workers, c.max_tasks);
+    rv = tr__pool_init(&rt->r_pool, c.workers, c.max_tasks);
     if (rv != TR_OK) {
         tr_free(rt, sizeof(*rt));
         return rv;

@@ -90,12 +90,32 @@ tr__task_schedule(tr_rt *rt, tr__slot *s)
 // ---------------------------------------------------------------------------
 // Spawning.
 
+// new_invalid says which argument of tr_task_new is wrong.
+static tr_err
+new_invalid(tr_rt *rt, const tr_task_spec *spec, void **state)
+{
+    if (rt == NULL || spec == NULL || state == NULL) {
+        return tr__fail(TR_EINVAL, "tr_task_new: %s is NULL",
+                        rt == NULL     ? "rt"
+                        : spec == NULL ? "spec"
+                                       : "state");
+    }
+    const char *name = spec->name ? spec->name : "?";
+    if (spec->poll == NULL) {
+        return tr__fail(TR_EINVAL, "task \"%.40s\": tr_task_spec.poll is NULL", name);
+    }
+    return tr__fail(TR_EINVAL,
+                    "task \"%.40s\": tr_task_spec.size=%zu: a state holds at most %zu bytes "
+                    "(TR_TASK_MAX_STATE); keep bigger buffers behind a pointer",
+                    name, spec->size, (size_t)TR_TASK_MAX_STATE);
+}
+
 tr_err
 tr_task_new(tr_rt *rt, const tr_task_spec *spec, void **state)
 {
-    if (rt == NULL || spec == NULL || spec->poll == NULL || state == NULL ||
-        spec->size > TR_TASK_MAX_STATE) {
-        return TR_EINVAL;
+    if (TR_UNLIKELY(rt == NULL || spec == NULL || spec->poll == NULL || state == NULL ||
+                    spec->size > TR_TASK_MAX_STATE)) {
+        return new_invalid(rt, spec, state);
     }
     if (atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) != SD_NONE) {
         return TR_ESHUTDOWN;
@@ -110,7 +130,12 @@ tr_task_new(tr_rt *rt, const tr_task_spec *spec, void **state)
         rv = tr__pool_alloc(&rt->r_pool, rt->r_nworkers, spec->size, &s);
         tr__mutex_unlock(&rt->r_pool.p_ext_lock);
     }
-    if (rv != TR_OK) {
+    if (TR_UNLIKELY(rv != TR_OK)) {
+        if (rv == TR_EEXHAUSTED) {
+            return tr__fail(
+                rv, "task \"%.40s\": %llu tasks are live, the limit (tr_rt_config.max_tasks)",
+                spec->name ? spec->name : "?", (unsigned long long)rt->r_cfg.max_tasks);
+        }
         return rv;
     }
     atomic_store_explicit(&s->s_spec, spec, memory_order_relaxed);

@@ -180,7 +180,7 @@ main(int argc, char **argv)
     tr_rt *rt;
     tr_err rv = tr_rt_new(&cfg, &rt);
     if (rv != TR_OK) {
-        fprintf(stderr, "echo_server: tr_rt_new: %s\n", tr_strerror(rv));
+        fprintf(stderr, "echo_server: tr_rt_new: %s: %s\n", tr_strerror(rv), tr_error_detail());
         return 1;
     }
     tr_io *lis;

@@ -124,10 +124,13 @@ main(void)
 {
     tr_rt *rt;
     tr_err e = tr_rt_new(NULL, &rt);
-    root *r;
-    if (e == TR_OK) {
-        e = tr_task_new(rt, &root_spec, (void **)&r);
+    if (e != TR_OK) {
+        // tr_error_detail names the setting at fault (TROUPE_WORKERS=...).
+        fprintf(stderr, "hello: %s: %s\n", tr_strerror(e), tr_error_detail());
+        return 1;
     }
+    root *r;
+    e = tr_task_new(rt, &root_spec, (void **)&r);
     tr_outcome out = {0};
     if (e == TR_OK) {
         e = tr_rt_block_on(rt, r, &out);

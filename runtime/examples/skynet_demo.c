@@ -57,13 +57,13 @@ main(void)
         tr_rt *rt;
         tr_err e = tr_rt_new(NULL, &rt);
         if (e != TR_OK) {
-            fprintf(stderr, "skynet: %s\n", tr_strerror(e));
+            fprintf(stderr, "skynet: %s: %s\n", tr_strerror(e), tr_error_detail());
             return 1;
         }
         node *root;
         e = tr_task_new(rt, &node_spec, (void **)&root);
         if (e != TR_OK) {
-            fprintf(stderr, "skynet: %s\n", tr_strerror(e));
+            fprintf(stderr, "skynet: %s: %s\n", tr_strerror(e), tr_error_detail());
             return 1;
         }
         root->size = 1000000;

@@ -311,8 +311,8 @@ bench_rt_new(bench_args *a)
     tr_rt *rt;
     tr_err e = tr_rt_new(&cfg, &rt);
     if (e != TR_OK) {
-        fprintf(stderr, "bench_%s: tr_rt_new(workers %u, sched %s): %s\n", a->name, a->workers,
-                tr_sched_name(a->sched), tr_strerror(e));
+        fprintf(stderr, "bench_%s: tr_rt_new(workers %u, sched %s): %s: %s\n", a->name, a->workers,
+                tr_sched_name(a->sched), tr_strerror(e), tr_error_detail());
         exit(1);
     }
     tr_rt_stats st;

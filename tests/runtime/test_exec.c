@@ -98,17 +98,33 @@ test_exec_new_validates_config(void **state)
     cfg.ignore_env = true;
     cfg.workers = 256; // the task word records workers in 8 bits
     assert_int_equal(tr_rt_new(&cfg, &rt), TR_EINVAL);
+    // Each error names the field, its value and what is allowed.
+    assert_non_null(strstr(tr_error_detail(), "tr_rt_config.workers=256: at most 255"));
     tr_rt_config_init(&cfg);
     cfg.sched = (tr_sched_kind)7;
     assert_int_equal(tr_rt_new(&cfg, &rt), TR_EINVAL);
+    assert_non_null(strstr(tr_error_detail(), "tr_rt_config.sched=7: not a scheduler"));
     tr_rt_config_init(&cfg);
     cfg.budget = 0;
     assert_int_equal(tr_rt_new(&cfg, &rt), TR_EINVAL);
+    assert_non_null(strstr(tr_error_detail(), "tr_rt_config.budget=0"));
     tr_rt_config_init(&cfg);
     cfg.max_tasks = 0;
     assert_int_equal(tr_rt_new(&cfg, &rt), TR_EINVAL);
+    assert_non_null(strstr(tr_error_detail(), "tr_rt_config.max_tasks=0"));
     assert_null(rt);
     rt = tu_rt_new();
+    // A task state that is too large, or a spec without a poll function.
+    static const tr_task_spec big = {
+        .name = "big", .poll = tu_value_poll, .size = TR_TASK_MAX_STATE + 1};
+    static const tr_task_spec nopoll = {.name = "nopoll", .size = 8};
+    void *p = NULL;
+    assert_int_equal(tr_task_new(rt, &big, &p), TR_EINVAL);
+    assert_non_null(strstr(tr_error_detail(), "task \"big\": tr_task_spec.size=65473: a state "
+                                              "holds at most 65472 bytes"));
+    assert_int_equal(tr_task_new(rt, &nopoll, &p), TR_EINVAL);
+    assert_non_null(strstr(tr_error_detail(), "task \"nopoll\": tr_task_spec.poll is NULL"));
+    assert_null(p);
     tr_rt_stats st = tu_stats(rt);
     assert_int_equal(st.workers, 1);
     assert_int_equal(st.live_tasks, 0);

@@ -2588,6 +2588,14 @@ test_sched_env_overrides(void **state)
     tr_rt_free(rt);
     unsetenv("TROUPE_DETERMINISTIC");
 
+    // TROUPE_WORKERS=0 means one per core, as tr_rt_config.workers 0 does.
+    setenv("TROUPE_WORKERS", "0", 1);
+    assert_int_equal(tr_rt_new(&cfg, &rt), TR_OK);
+    s = tu_stats(rt);
+    assert_true(s.workers >= 1 && s.workers <= 255);
+    tr_rt_free(rt);
+    unsetenv("TROUPE_WORKERS");
+
     // Bad values are errors, not silently ignored.
     static const char *const bad[][2] = {
         {"TROUPE_SCHED", "bogus"}, {"TROUPE_WORKERS", "abc"}, {"TROUPE_WORKERS", "1000"},
@@ -2607,6 +2615,12 @@ test_sched_env_overrides(void **state)
             }
             fail_msg("%s=\"%s\": tr_rt_new returned %s, not TR_EINVAL", bad[i][0], bad[i][1],
                      tr_err_name(rv));
+        }
+        // The error names the variable and its value.
+        char want[64];
+        snprintf(want, sizeof want, "%s=%s:", bad[i][0], bad[i][1]);
+        if (strncmp(tr_error_detail(), want, strlen(want)) != 0) {
+            fail_msg("%s=\"%s\": the detail says \"%s\"", bad[i][0], bad[i][1], tr_error_detail());
         }
         // The same values are ignored with ignore_env.
         setenv(bad[i][0], bad[i][1], 1);

@@ -63,6 +63,14 @@ TR_API const char *tr_strerror(tr_err err);
 // when none is close). Any thread.
 TR_API tr_err tr_err_from_errno(int e);
 
+// tr_error_detail says, for the calling thread, what was wrong the last
+// time tr_rt_new, tr_task_new or tr_spawn failed on it: which setting or
+// field, which value, and what is allowed (e.g. "TROUPE_WORKERS=999: not a
+// number of workers (0 for one per core, or 1 to 255)"). Read it right
+// after the failing call; a successful call does not clear it. The text
+// lives in thread-local storage: never free it.
+TR_API const char *tr_error_detail(void);
+
 // tr_err_name returns the symbolic name of err ("TR_ECLOSED"), for logs.
 TR_API const char *tr_err_name(tr_err err);
 

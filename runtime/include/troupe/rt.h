@@ -39,7 +39,7 @@ typedef enum tr_sched_kind {
 // move blocking work to tr_spawn_blocking).
 
 typedef struct tr_rt_config {
-    unsigned workers;    // worker threads incl. the block_on thread (0: one per core; at most 256)
+    unsigned workers;    // worker threads incl. the block_on thread (0: one per core; at most 255)
     tr_sched_kind sched; // TR_SCHED_WS
     uint32_t budget;     // leaf operations per poll before a forced yield (128)
     uint64_t max_tasks;  // live tasks at most; tr_task_new fails past it (16 Mi)
@@ -61,9 +61,10 @@ TR_API void tr_rt_config_init(tr_rt_config *cfg);
 // tr_rt_new creates a runtime; cfg may be NULL for the defaults. Unless
 // cfg->ignore_env, the environment overrides the config, for tools and
 // benchmarks: TROUPE_SCHED=rr|ws|hybrid, TROUPE_WORKERS=N and
-// TROUPE_DETERMINISTIC=seed. Starts workers-1 threads; the thread that
-// calls tr_rt_block_on is worker 0. Returns TR_EINVAL for a bad config or
-// environment value.
+// TROUPE_DETERMINISTIC=seed (TROUPE_WORKERS=0: one per core). Starts
+// workers-1 threads; the thread that calls tr_rt_block_on is worker 0.
+// Returns TR_EINVAL for a bad config or environment value, and
+// tr_error_detail then names it.
 TR_API tr_err tr_rt_new(const tr_rt_config *cfg, tr_rt **out);
 
 // tr_rt_free shuts the runtime down at once if it is not already (cancelling

@@ -83,7 +83,7 @@ main(void)
     tr_rt *rt;
     tr_err e = tr_rt_new(&cfg, &rt);
     if (e != TR_OK) {
-        fprintf(stderr, "tr_rt_new: %s\n", tr_strerror(e));
+        fprintf(stderr, "tr_rt_new: %s: %s\n", tr_strerror(e), tr_error_detail());
         return 1;
     }
     root *r;
