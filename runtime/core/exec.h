@@ -27,7 +27,7 @@ enum {
     TR__PUSH_YIELD = 2, // it yielded, spent its budget, or was woken mid-poll
 };
 
-// A scheduler is an ops table (DESIGN.md layer 3). The generic worker loop
+// A scheduler is an ops table (README, Architecture: layer 3). The generic worker loop
 // in exec.c owns fairness, searching, parking and shutdown; a scheduler
 // only decides where a runnable task goes and which one runs next.
 typedef struct tr__sched_ops {
@@ -221,7 +221,7 @@ struct tr_cx {
 };
 
 // The worker the calling thread is, or NULL on a thread outside every
-// runtime. One initial-exec TLS pointer, as DESIGN.md allows.
+// runtime. One initial-exec TLS pointer, as README's Architecture allows.
 extern __thread tr__worker *tr__cur __attribute__((tls_model("initial-exec"))) TR__HIDDEN;
 
 // tr__worker_of returns the calling thread's worker if it belongs to rt.

@@ -1,4 +1,4 @@
-// reactor.h: the runtime's reactor (DESIGN.md layer 4). One backend
+// reactor.h: the runtime's reactor (README, Architecture: layer 4). One backend
 // instance (epoll) behind a small ops table, the registrations (tr_io) in a
 // type-stable slab named by {index, generation} keys, the timing wheel, and
 // the driver: the one worker at a time that waits in the backend instead of

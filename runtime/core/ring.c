@@ -14,8 +14,8 @@
 //
 // Orders: the owner publishes an entry with a release store of r_tail; a
 // thief reads r_tail with acquire before copying. Head CASes are acq_rel;
-// seq_cst would be stronger than needed and DESIGN.md's advice (seq_cst
-// operations rather than fences) is met because no fence is used at all.
+// seq_cst would be stronger than needed and the rule in README's Architecture
+// (seq_cst operations rather than fences) is met because no fence is used at all.
 // Entries are relaxed atomics so that ThreadSanitizer sees no plain race on
 // a position the owner rewrites after a thief has read it.
 #include "ring.h"

@@ -44,13 +44,14 @@
 // exec) on the calling task's thread when the operation starts. The caller
 // may then close fd as soon as it likes, even while a cancelled job still
 // runs, and the pool can never reach a reused descriptor number (the trap
-// DESIGN.md names for deferred closes). Data moves through the job's own
+// README's Architecture names for deferred closes). Data moves through the job's own
 // buffer for the same reason: a cancelled task's buffers are gone.
 //
 // Signals. Pool threads block every signal except the synchronous ones, so
-// that process signals go to threads that expect them (DESIGN.md's
-// signalfd note), and a write past RLIMIT_FSIZE fails with EFBIG
-// (TR_ETOOBIG) instead of killing the process with SIGXFSZ.
+// that process signals go to threads that expect them (the program's own,
+// whose masks the library never touches: README's Architecture), and a
+// write past RLIMIT_FSIZE fails with EFBIG (TR_ETOOBIG) instead of killing
+// the process with SIGXFSZ.
 #define _GNU_SOURCE
 
 #include <errno.h>

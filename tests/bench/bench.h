@@ -1,7 +1,7 @@
 // bench.h: shared helpers for the benchmarks: argument parsing, runtime
 // creation, a watchdog, timing, peak RSS and the JSON-lines output that
-// DESIGN.md's contract asks for (bench, sched, workers, metric, value, unit,
-// ok; headline first).
+// README's benchmark contract asks for (bench, sched, workers, metric,
+// value, unit, ok; headline first).
 //
 // Scheduler and workers: --sched rr|ws|hybrid (default ws) and --workers N
 // (0: one per core; each benchmark picks its default) go into the

@@ -16,7 +16,7 @@
 // buckets per power of two: at most 1.6 % error, fixed memory), never a list
 // of samples.
 //
-// Output: JSON lines as DESIGN.md's benchmark contract asks, with "bench"
+// Output: JSON lines as README's benchmark contract asks, with "bench"
 // "tcp_echo", and an extra field "server" with --label. "sched" and
 // "workers" only label what the server was started with (--sched, --workers:
 // this program cannot see them). Headline msgs_per_s (msgs/s), then

@@ -1,4 +1,4 @@
-// Tests for the schedulers (DESIGN.md layer 3): work stealing, round robin
+// Tests for the schedulers (README, Architecture: layer 3): work stealing, round robin
 // and hybrid, each with two workers, plus parking, deterministic mode, the
 // TROUPE_* environment overrides and per-worker statistics.
 //

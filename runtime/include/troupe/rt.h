@@ -15,7 +15,7 @@
 
 TR_BEGIN_DECLS
 
-// Schedulers (DESIGN.md layer 3).
+// Schedulers (README, "Schedulers" and "Architecture", layer 3).
 typedef enum tr_sched_kind {
     // Work stealing, as tokio: per-worker stealable rings, a LIFO slot for
     // the task just woken, a global injector. The default.
