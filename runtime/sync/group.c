@@ -365,7 +365,7 @@ tr_group_free(tr_group *g)
     }
 }
 
-void
+tr_err
 tr_group_start(tr_group *g, void *state, tr_task_id *id)
 {
     tr__slot *s = tr__state_slot(state);
@@ -383,12 +383,17 @@ tr_group_start(tr_group *g, void *state, tr_task_id *id)
         atomic_fetch_or_explicit(&s->s_word, TR__W_CANCEL, memory_order_relaxed);
     }
     tr_join j = TR_JOIN_NONE;
-    tr_task_start(state, &j);
+    tr_err rv = tr_task_start(state, &j);
     uint64_t key = j.j_key;
-    m->m_key = key;
     if (id != NULL) {
         id->id = key;
     }
+    if (rv != TR_OK) {
+        // Refused (a shutdown): its drop ran and the slot is gone.
+        tr_free(m, sizeof *m);
+        return rv;
+    }
+    m->m_key = key;
     tr__mutex_lock(&g->g_lock);
     bool late = g->g_cancelled && !early;
     list_push((early || late) ? &g->g_cancelling : &g->g_running, &m->m_link);
@@ -405,6 +410,7 @@ tr_group_start(tr_group *g, void *state, tr_task_id *id)
         // The group was cancelled while we started it.
         (void)tr_task_cancel(g->g_rt, (tr_task_id){key});
     }
+    return TR_OK;
 }
 
 tr_poll

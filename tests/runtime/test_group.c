@@ -692,6 +692,30 @@ test_group_stress_workers(void **state)
     }
 }
 
+// A member started after a shutdown was requested is refused as
+// tr_task_start refuses: TR_ESHUTDOWN, its drop run once, no member added,
+// the id zero.
+static void
+test_group_start_after_shutdown_refused(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    tr_group *g = NULL;
+    assert_int_equal(tr_group_new(rt, 0, &g), TR_OK);
+    atomic_int drops = 0;
+    tu_value_task *t = tu_value_new(rt, 5, 0, &drops);
+    assert_int_equal(tr_rt_shutdown(rt, TR_SHUTDOWN_GRACEFUL, 0), TR_OK);
+    tr_task_id id = {77};
+    assert_int_equal(tr_group_start(g, t, &id), TR_ESHUTDOWN);
+    assert_int_equal(id.id, 0);
+    assert_int_equal(atomic_load(&drops), 1);
+    assert_int_equal(tr_group_len(g), 0);
+    assert_int_equal(tr_group_running(g), 0);
+    tr_group_free(g);
+    tu_rt_free_clean(rt);
+    assert_int_equal(atomic_load(&drops), 1);
+}
+
 int
 main(void)
 {
@@ -705,6 +729,7 @@ main(void)
         cmocka_unit_test(test_group_free_with_running_members),
         cmocka_unit_test(test_group_outlives_runtime),
         cmocka_unit_test(test_group_stress_workers),
+        cmocka_unit_test(test_group_start_after_shutdown_refused),
     };
     return tu_run(tests);
 }

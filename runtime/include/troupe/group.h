@@ -60,8 +60,11 @@ TR_API void tr_group_free(tr_group *g);
 // failure with TR_GROUP_CANCEL_ON_ERROR) and has not yet been emptied by a
 // join, the member is cancelled before it is ever polled: its drop function
 // runs and it completes as TR_ECANCELED. Same thread as the tr_task_new
-// that made the task (as tr_task_start).
-TR_API void tr_group_start(tr_group *g, void *state, tr_task_id *id);
+// that made the task (as tr_task_start). Returns TR_OK, or TR_ESHUTDOWN
+// when the runtime refused the start (a shutdown was requested; see
+// tr_task_start): the task's drop has run, it is not a member and *id is
+// zero.
+TR_API tr_err tr_group_start(tr_group *g, void *state, tr_task_id *id);
 
 // tr_group_join_all awaits every member: TR_READY when no member is left
 // running, with *err the first failure since the group was last emptied
