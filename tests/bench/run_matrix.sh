@@ -2,8 +2,9 @@
 # run_matrix.sh: runs every benchmark on the three schedulers (rr, ws,
 # hybrid) with --workers 2, plus spawn_join and skynet with --workers 1 on
 # ws (their issue's targets are for one worker) and ping_pong --apart; then
-# timers (1 and 2 ws workers) and idle_memory. tcp_echo needs a server and a
-# load process on separate cores: tests/bench/run_tcp_echo.sh.
+# timers (1 and 2 ws workers), idle_memory and timer_latency (1 worker).
+# tcp_echo needs a server and a load process on separate cores:
+# tests/bench/run_tcp_echo.sh.
 # Prints each benchmark's JSON lines as they come, then a markdown table
 # (bench | sched | workers | headline | peak RSS) to paste into README.md.
 #
@@ -43,6 +44,8 @@ for b in spawn_join skynet ping_pong yield_storm; do
 done
 # Issue #4's: timers on one and two workers, idle memory on one.
 runs+=("timers --workers 1 --sched ws" "timers --workers 2 --sched ws" "idle_memory --workers 1 --sched ws")
+# Issue #8's: a 1 ms sleeper beside a busy task on one worker.
+runs+=("timer_latency --workers 1 --sched ws")
 
 # field LINE NAME: the value of a JSON field of our flat one-line objects.
 field() {
