@@ -208,6 +208,11 @@ handler_install(int signo)
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_signal;
+    // SA_ONSTACK: in a program that gives its threads alternate signal
+    // stacks (Go requires it of handlers C code installs) the handler runs
+    // there; without one it is a no-op. valgrind 3.19 then fails to grow
+    // the main thread's stack for the frame (tests/runtime/test_util.h,
+    // tu_prefault_stack), which the test suites work around.
     sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
     if (sigaction(signo, &sa, NULL) != 0) {
