@@ -1552,5 +1552,5 @@ main(void)
         cmocka_unit_test(test_oneshot_recv_charges_budget),
         cmocka_unit_test(test_oneshot_cross_thread_send),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run(tests);
 }
