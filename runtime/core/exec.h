@@ -114,6 +114,10 @@ struct tr__worker {
     uint32_t w_tick;
     // CLOCK_MONOTONIC_COARSE at the last look (owner; see time_moved).
     uint64_t w_coarse;
+    // Timers are armed or descriptors registered: look at the coarse clock
+    // after each poll (owner; refreshed by service turns, set when a task
+    // of this worker arms a timer or waits for IO).
+    bool w_timed;
     // Counters: written by the owner, read by anyone (relaxed).
     _Atomic uint64_t w_polls;
     _Atomic uint64_t w_spawned;
@@ -230,6 +234,18 @@ tr__worker_of(tr_rt *rt)
 {
     tr__worker *w = tr__cur;
     return (w != NULL && w->w_rt == rt) ? w : NULL;
+}
+
+// tr__timed_here notes that a task polled on the calling thread's worker of
+// rt waits for a timer or IO, so that the worker watches the clock after
+// its polls (see time_moved in exec.c). Slow paths only.
+static inline void
+tr__timed_here(tr_rt *rt)
+{
+    tr__worker *w = tr__worker_of(rt);
+    if (w != NULL) {
+        w->w_timed = true;
+    }
 }
 
 // tr__shard_of returns the pool shard the calling thread may use freely.

@@ -401,6 +401,7 @@ waitq_take(tr__reactor *rx, tr__waitq *q)
 bool
 tr__io_wait(tr_io *io, int dir, tr_waker wk)
 {
+    tr__timed_here(io->io_rt); // a waiter: the worker watches the clock
     uint64_t bit = dir == TR_IO_READ ? TR__RD_READ : TR__RD_WRITE;
     tr__mutex_lock(&io->io_lock);
     uint64_t r = atomic_load_explicit(&io->io_ready, memory_order_acquire);

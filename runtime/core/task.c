@@ -146,8 +146,11 @@ tr_task_new(tr_rt *rt, const tr_task_spec *spec, void **state)
 // refuse drops a prepared task whose start came too late: its drop runs
 // here (it releases what the caller put in the state) and the slot goes.
 static tr_err
-refuse(tr_rt *rt, tr__slot *s)
+refuse(tr_rt *rt, tr__slot *s, tr_join *join)
 {
+    if (join != NULL) {
+        *join = TR_JOIN_NONE;
+    }
     const tr_task_spec *spec = atomic_load_explicit(&s->s_spec, memory_order_relaxed);
     if (spec->drop != NULL) {
         spec->drop(tr__slot_state(s));
@@ -163,18 +166,15 @@ tr_task_start(void *state, tr_join *join)
     tr_rt *rt = tr__slot_rt(s);
     uint64_t word = atomic_load_explicit(&s->s_word, memory_order_relaxed);
     TR_ASSERT((word & (TR__W_LIVE | TR__W_STARTED)) == TR__W_LIVE);
-    if (join != NULL) {
-        *join = TR_JOIN_NONE;
-    }
     tr__worker *w = tr__worker_of(rt);
     if (TR_LIKELY(w != NULL)) {
         // On a worker of rt the check needs no handshake: a shutdown's
         // finisher drains this worker's queues only after it has stopped.
         if (TR_UNLIKELY(atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) != SD_NONE)) {
-            return refuse(rt, s);
+            return refuse(rt, s, join);
         }
     } else if (!tr__rt_start_enter(rt)) {
-        return refuse(rt, s);
+        return refuse(rt, s, join);
     }
     word |= TR__W_STARTED | TR__W_SCHED;
     if (join != NULL) {
@@ -514,7 +514,7 @@ join_good(uint64_t w, uint64_t key)
 // into *word, that the handle is still good: the generation is the
 // handle's and no copy of it has been consumed (JOINED). NULL for a stale
 // handle, which no join operation may act on.
-static tr__slot *
+static inline tr__slot *
 join_slot(const tr_join *j, uint64_t *word)
 {
     tr__slot *s = lookup(j->j_key);
@@ -530,10 +530,19 @@ join_slot(const tr_join *j, uint64_t *word)
     return s;
 }
 
+static inline void
+outcome_set_err(tr_outcome *out, tr_err err)
+{
+    if (out != NULL) {
+        memset(out, 0, sizeof(*out));
+        out->err = err;
+    }
+}
+
 // consume ends a handle's life: in one CAS that checks the generation and
 // JOINED again, it sets JOINED, drops the handle's reference and clears
 // `clear`. False (and nothing touched) when another copy got there first.
-static bool
+static inline __attribute__((always_inline)) bool
 consume(tr__slot *s, uint64_t key, uint64_t old, uint64_t clear)
 {
     uint64_t nw;
@@ -553,18 +562,16 @@ consume(tr__slot *s, uint64_t key, uint64_t old, uint64_t clear)
 
 // take completes a join on a COMPLETE task: the outcome moves to *out (a
 // boxed result with it, so the slot must not destroy it), the handle is
-// consumed and emptied. TR_ENOTFOUND when a copy of it was consumed first
-// (then *out is not filled).
-static tr_err
+// consumed and emptied. TR_ENOTFOUND when a copy of it was consumed first:
+// then *out holds just that error (the result it copied is not ours).
+static inline tr_err
 take(tr_join *j, tr__slot *s, uint64_t word, tr_outcome *out)
 {
-    tr_outcome o;
-    tr__take_outcome(s, word, &o);
-    if (!consume(s, j->j_key, word, out != NULL ? TR__W_BOXED : 0)) {
+    // Read before the consuming CAS, which may free the slot.
+    tr__take_outcome(s, word, out);
+    if (TR_UNLIKELY(!consume(s, j->j_key, word, out != NULL ? TR__W_BOXED : 0))) {
+        outcome_set_err(out, TR_ENOTFOUND);
         return TR_ENOTFOUND;
-    }
-    if (out != NULL) {
-        *out = o;
     }
     *j = TR_JOIN_NONE;
     return TR_OK;
@@ -639,19 +646,10 @@ tr__join_register(tr__slot *s, tr_waker wk)
     return register_waker(s, &old, wk);
 }
 
-static void
-outcome_set_err(tr_outcome *out, tr_err err)
-{
-    if (out != NULL) {
-        memset(out, 0, sizeof(*out));
-        out->err = err;
-    }
-}
-
 tr_poll
 tr_join_poll(tr_join *j, tr_cx *cx, tr_outcome *out)
 {
-    if (j->j_key == 0) {
+    if (TR_UNLIKELY(j->j_key == 0)) {
         outcome_set_err(out, TR_EINVAL);
         return TR_READY;
     }
@@ -660,15 +658,16 @@ tr_join_poll(tr_join *j, tr_cx *cx, tr_outcome *out)
     }
     uint64_t old;
     tr__slot *s = join_slot(j, &old);
-    if (s != NULL) {
+    if (TR_LIKELY(s != NULL)) {
         if (!(old & TR__W_COMPLETE) && register_waker(s, &old, tr_cx_waker(cx))) {
             return TR_PENDING;
         }
-        if (take(j, s, old, out) == TR_OK) {
+        if (TR_LIKELY(take(j, s, old, out) == TR_OK)) {
             return TR_READY;
         }
+    } else {
+        outcome_set_err(out, TR_ENOTFOUND);
     }
-    outcome_set_err(out, TR_ENOTFOUND);
     *j = TR_JOIN_NONE;
     return TR_READY;
 }

@@ -345,6 +345,7 @@ timer_poll(tr_timer *t, tr_cx *cx, uint64_t deadline, bool relative)
     wheel_link(rx, t);
     atomic_store_explicit(&t->t_state, T_ARMED, memory_order_relaxed);
     atomic_fetch_add_explicit(&rx->rx_ntimers, 1, memory_order_relaxed);
+    cx->cx_w->w_timed = true; // watch the clock from the next poll on
     bool wake = t->t_when < atomic_load_explicit(&rx->rx_drv_until, memory_order_relaxed);
     tr__mutex_unlock(&rx->rx_tm_lock);
     if (wake) {

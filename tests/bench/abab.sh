@@ -29,8 +29,10 @@ for ((i = 1; i <= procs; i++)); do
     for side in old new; do
         dir=$old
         [[ $side == new ]] && dir=$new
-        v=$("$dir/tests/bench/bench_$bench" "$@" 2>/dev/null | head -n 1 |
-            sed -n 's/.*"value":\([^,]*\),.*/\1/p')
+        # The whole output first: head closing the pipe early would kill
+        # the benchmark with SIGPIPE.
+        out=$("$dir/tests/bench/bench_$bench" "$@" 2>/dev/null) || true
+        v=$(head -n 1 <<<"$out" | sed -n 's/.*"value":\([^,]*\),.*/\1/p')
         if [[ -z $v ]]; then
             echo "abab: $side run $i of bench_$bench failed" >&2
             exit 2
