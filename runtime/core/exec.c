@@ -549,6 +549,18 @@ refresh_clock(tr__worker *w)
     w->w_now_ms = (uint32_t)((tr__now_ns() - w->w_rt->r_start_ns) / 1000000u);
 }
 
+// The resolution of CLOCK_MONOTONIC_COARSE (a scheduler tick), read once.
+static uint64_t coarse_res_ns = 4000000;
+
+static void
+coarse_res_init(void)
+{
+    struct timespec ts;
+    if (clock_getres(CLOCK_MONOTONIC_COARSE, &ts) == 0) {
+        coarse_res_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    }
+}
+
 // service_turn is the worker's periodic look outside its queues: the
 // reactor (IO and timers, without blocking) when `reactor`, the inbox, and
 // the dump's clock.
@@ -565,27 +577,38 @@ service_turn(tr__worker *w, bool reactor)
                  atomic_load_explicit(&rx->rx_nregs, memory_order_relaxed) != 0;
 }
 
-// time_moved reads the coarse clock after a poll: true, once, when it has
-// moved since the last look (every 4 ms at HZ=250), so that IO and timers
-// are serviced after a long poll however few polls there were; a turn
-// every 64 polls alone left a 1 ms sleeper 3 s late behind 50 ms polls.
-// CLOCK_MONOTONIC_COARSE costs 3-6 ns here (CLOCK_MONOTONIC ~25 ns, rdtsc
-// ~10 ns), a fifth of a yield: so the worker looks only while timers are
-// armed or descriptors registered (w_timed), which a 32-poll turn
-// refreshes and a task of this worker that arms a timer or waits for IO
-// sets at once. Deterministic mode keeps to the count, so that a seed
-// replays the same order whatever the clock does.
+// time_due is the look after a poll, while timers or IO wait (w_timed):
+// true when the worker should take a service turn now, so that IO and
+// timers are serviced after a long poll however few polls there were; a
+// turn every 64 polls alone left a 1 ms sleeper 3 s late behind 50 ms
+// polls. It reads CLOCK_MONOTONIC_COARSE (3-6 ns here; CLOCK_MONOTONIC
+// ~25 ns, rdtsc ~10 ns; a fifth of a yield, hence w_timed): a turn each
+// time it has moved (every 4 ms at HZ=250). When the polls are long (at
+// most 64 of them in the last coarse tick), a timer that comes due before
+// the next tick does not wait for it: the precise clock is read while one
+// is that close (rx_next_ns; the coarse time lags by up to a tick, so
+// "close" is within two of it), which costs nothing next to such polls.
+// Deterministic mode keeps to the count, so that a seed replays the same
+// order whatever the clock does.
 static inline bool
-time_moved(tr__worker *w)
+time_due(tr__worker *w)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    uint64_t c = (uint64_t)ts.tv_sec << 32 ^ (uint64_t)ts.tv_nsec;
-    if (TR_LIKELY(c == w->w_coarse)) {
-        return false;
+    uint64_t c = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    if (TR_UNLIKELY(c != w->w_coarse)) {
+        w->w_long_polls = w->w_tick - w->w_tick_mark <= 64;
+        w->w_tick_mark = w->w_tick;
+        w->w_coarse = c;
+        return w->w_rt->r_cfg.deterministic_seed == 0;
     }
-    w->w_coarse = c;
-    return w->w_rt->r_cfg.deterministic_seed == 0;
+    if (w->w_long_polls) {
+        uint64_t due = atomic_load_explicit(&w->w_rt->r_reactor->rx_next_ns, memory_order_relaxed);
+        if (due < c + 2 * coarse_res_ns && tr__now_ns() >= due) {
+            return w->w_rt->r_cfg.deterministic_seed == 0;
+        }
+    }
+    return false;
 }
 
 static bool
@@ -730,7 +753,7 @@ run_loop(tr__worker *w, tr__slot *root, bool main)
                 end_searching(w);
             }
             tr__task_run(w, s);
-            if (w->w_timed && TR_UNLIKELY(time_moved(w))) {
+            if (w->w_timed && TR_UNLIKELY(time_due(w))) {
                 service_turn(w, true);
             }
             if (main) {
@@ -962,6 +985,8 @@ tr_rt_new(const tr_rt_config *cfg, tr_rt **out)
         return rv;
     }
     rt->r_start_ns = tr__now_ns();
+    static pthread_once_t res_once = PTHREAD_ONCE_INIT;
+    pthread_once(&res_once, coarse_res_init);
     // Workers 1..N-1 run from now on; worker 0 joins inside block_on.
     atomic_store_explicit(&rt->r_idle, (c.workers - 1) * TR__IDLE_UNPARKED_ONE,
                           memory_order_relaxed);

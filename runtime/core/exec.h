@@ -112,8 +112,12 @@ struct tr__worker {
     // Coarse clock for the dump: ms since the runtime started (owner).
     uint32_t w_now_ms;
     uint32_t w_tick;
-    // CLOCK_MONOTONIC_COARSE at the last look (owner; see time_moved).
+    // CLOCK_MONOTONIC_COARSE (ns) at the last look, the loop count when it
+    // last moved, and whether the polls of that coarse tick were long (at
+    // most 64): owner only (see time_due in exec.c).
     uint64_t w_coarse;
+    uint32_t w_tick_mark;
+    bool w_long_polls;
     // Timers are armed or descriptors registered: look at the coarse clock
     // after each poll (owner; refreshed by service turns, set when a task
     // of this worker arms a timer or waits for IO).

@@ -211,6 +211,7 @@ tr__reactor_new(tr_rt *rt, struct tr_clock *clock, tr__reactor **out)
     }
     rx->rx_clock = clock;
     rx->rx_base_ns = tr__rx_now(rx);
+    atomic_init(&rx->rx_next_ns, UINT64_MAX);
     *out = rx;
     return TR_OK;
 }

@@ -136,6 +136,12 @@ struct tr__reactor {
     uint64_t rx_occupied[TR__WHEEL_LEVELS];
     tr_timer *rx_slots[TR__WHEEL_LEVELS][TR__WHEEL_SLOTS];
     _Atomic uint64_t rx_ntimers;
+    // With the real clock: when the wheel's earliest slot comes due
+    // (CLOCK_MONOTONIC ns), or earlier (a timer dropped since); UINT64_MAX
+    // with no timer or with a virtual clock. Written under rx_tm_lock, read
+    // racily by busy workers (exec.c, time_due). A lower bound is enough:
+    // a look that finds nothing due recomputes it.
+    _Atomic uint64_t rx_next_ns;
     struct tr_clock *rx_clock; // NULL: CLOCK_MONOTONIC
     uint64_t rx_base_ns;
 };

@@ -211,6 +211,17 @@ tr__timers_next(tr__reactor *rx)
     return next_slot(rx, &level, &slot, &tick) ? tick : UINT64_MAX;
 }
 
+// next_publish stores when the wheel's earliest slot comes due, for busy
+// workers (rx_next_ns). Under rx_tm_lock.
+static void
+next_publish(tr__reactor *rx)
+{
+    uint64_t tick = rx->rx_clock == NULL ? tr__timers_next(rx) : UINT64_MAX;
+    atomic_store_explicit(&rx->rx_next_ns,
+                          tick == UINT64_MAX ? UINT64_MAX : rx->rx_base_ns + tick * TR_NS_PER_MS,
+                          memory_order_relaxed);
+}
+
 size_t
 tr__timers_fire(tr__reactor *rx)
 {
@@ -227,6 +238,7 @@ tr__timers_fire(tr__reactor *rx)
             if (now > rx->rx_elapsed) {
                 rx->rx_elapsed = now;
             }
+            atomic_store_explicit(&rx->rx_next_ns, UINT64_MAX, memory_order_relaxed);
         }
         tr__mutex_unlock(&rx->rx_tm_lock);
         return 0;
@@ -260,6 +272,7 @@ tr__timers_fire(tr__reactor *rx)
     if (now > rx->rx_elapsed) {
         rx->rx_elapsed = now;
     }
+    next_publish(rx);
     tr__mutex_unlock(&rx->rx_tm_lock);
     atomic_fetch_sub_explicit(&rx->rx_ntimers, fired, memory_order_relaxed);
     return fired;
@@ -345,6 +358,12 @@ timer_poll(tr_timer *t, tr_cx *cx, uint64_t deadline, bool relative)
     wheel_link(rx, t);
     atomic_store_explicit(&t->t_state, T_ARMED, memory_order_relaxed);
     atomic_fetch_add_explicit(&rx->rx_ntimers, 1, memory_order_relaxed);
+    if (rx->rx_clock == NULL) {
+        uint64_t due = rx->rx_base_ns + t->t_when * TR_NS_PER_MS;
+        if (due < atomic_load_explicit(&rx->rx_next_ns, memory_order_relaxed)) {
+            atomic_store_explicit(&rx->rx_next_ns, due, memory_order_relaxed);
+        }
+    }
     cx->cx_w->w_timed = true; // watch the clock from the next poll on
     bool wake = t->t_when < atomic_load_explicit(&rx->rx_drv_until, memory_order_relaxed);
     tr__mutex_unlock(&rx->rx_tm_lock);
