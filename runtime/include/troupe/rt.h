@@ -31,12 +31,14 @@ typedef enum tr_sched_kind {
 // Timers and IO while workers are busy. A worker with nothing to run
 // sleeps in the reactor (one worker at a time: the driver, in epoll_wait
 // until the next timer) or on its futex. A busy worker services timers and
-// IO itself, without blocking, every 64 polls and after any poll once the
-// coarse clock (CLOCK_MONOTONIC_COARSE, 4 ms resolution at HZ=250) has
-// moved since its last turn: a due timer or a ready descriptor waits for
-// at most the end of the poll that is running, plus 4 ms. A poll that
-// never returns still holds its own worker: keep polls short (yield, or
-// move blocking work to tr_spawn_blocking).
+// IO itself, without blocking: every 64 polls, and, while timers are armed
+// or descriptors registered, after any poll once the coarse clock
+// (CLOCK_MONOTONIC_COARSE, 4 ms at HZ=250) has moved since its last turn
+// or, when its polls are long, once the earliest timer is due. So a due
+// timer waits at most for the end of the poll that is running (its
+// deadline is rounded up to the wheel's 1 ms), a ready descriptor for that
+// plus 4 ms. A poll that never returns still holds its own worker: keep
+// polls short (yield, or move blocking work to tr_spawn_blocking).
 
 typedef struct tr_rt_config {
     unsigned workers;    // worker threads incl. the block_on thread (0: one per core; at most 255)
