@@ -2855,14 +2855,6 @@ test_rx_oneshot_shared_blocking_fd(void **state)
 // moved, so the reader runs within three long polls; with the 64-poll rule
 // alone it waited about 64.
 
-static uint64_t
-lpio_coarse_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * TR_NS_PER_SEC + (uint64_t)ts.tv_nsec;
-}
-
 typedef struct lpio_shared {
     int wfd;
     atomic_int busy_polls;
@@ -2887,8 +2879,7 @@ lpio_busy_poll(void *arg, tr_cx *cx)
     if (atomic_load(&sh->busy_polls) == 0) {
         TU_CHECK(write(sh->wfd, "r", 1) == 1);
     }
-    uint64_t c0 = lpio_coarse_ns();
-    if (!TU_SPIN_UNTIL(lpio_coarse_ns() != c0, TU_WAIT_MS)) {
+    if (!tu_long_poll()) {
         atomic_store(&sh->slow, true);
     }
     atomic_fetch_add(&sh->busy_polls, 1);

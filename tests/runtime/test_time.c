@@ -705,14 +705,6 @@ test_time_past_deadline_ready_at_once(void **state)
 // as a 50 ms computation would; the sleeper (1 ms) must run within three of
 // its polls. With the 64-poll rule alone it waited about 64.
 
-static uint64_t
-coarse_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * TR_NS_PER_SEC + (uint64_t)ts.tv_nsec;
-}
-
 typedef struct lp_shared {
     tr_clock *clk;
     atomic_int busy_polls;
@@ -735,8 +727,7 @@ lp_busy_poll(void *arg, tr_cx *cx)
         return TR_READY;
     }
     tr_clock_advance(sh->clk, 2 * TR_NS_PER_MS);
-    uint64_t c0 = coarse_ns();
-    if (!TU_SPIN_UNTIL(coarse_ns() != c0, TU_WAIT_MS)) {
+    if (!tu_long_poll()) {
         atomic_store(&sh->slow, true);
     }
     atomic_fetch_add(&sh->busy_polls, 1);

@@ -589,6 +589,26 @@ tu_wait_expired(const char *file, int line, const char *what, unsigned ms)
         tu_ok_;                                              \
     })
 
+// tu_coarse_ns reads CLOCK_MONOTONIC_COARSE (ns).
+static inline uint64_t
+tu_coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+// tu_long_poll is the body of a long poll for tests of what a worker does
+// behind one: it lasts until the coarse clock has ticked (its resolution,
+// 4 ms at HZ=250), as a long computation would. False if no tick came
+// within TU_WAIT_MS.
+static inline bool
+tu_long_poll(void)
+{
+    uint64_t c0 = tu_coarse_ns();
+    return TU_SPIN_UNTIL(tu_coarse_ns() != c0, TU_WAIT_MS);
+}
+
 // A root that yields until pred(arg) holds, for at most TU_WAIT_MS, so that
 // tasks started from outside the runtime (Spawn messages, which the worker
 // drains when its queue is empty or every 32 polls) get to run. Its result
