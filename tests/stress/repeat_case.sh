@@ -13,17 +13,8 @@ shift 3
 load=$(nproc)
 [ "${1:-}" = --load ] && load=$2
 [ -x "$exe" ] || { echo "repeat_case: $exe is not an executable" >&2; exit 2; }
-spinners=()
-stop_load() {
-    for p in "${spinners[@]}"; do kill "$p" 2>/dev/null; done
-    wait "${spinners[@]}" 2>/dev/null
-}
-trap stop_load EXIT
-trap 'exit 130' INT TERM
-for ((i = 0; i < load; i++)); do
-    timeout 21600 sh -c 'while :; do :; done' >/dev/null 2>&1 &
-    spinners+=($!)
-done
+. "$(dirname "$0")/load.sh"
+load_start "$load"
 log=$(mktemp)
 failed=0 start=$(date +%s)
 for ((r = 1; r <= runs; r++)); do

@@ -46,20 +46,8 @@ done
 [ -n "$logs" ] || logs=$(mktemp -d /tmp/under_load.XXXXXX)
 mkdir -p "$logs"
 
-spinners=()
-stop_load() {
-    for p in "${spinners[@]}"; do
-        kill "$p" 2>/dev/null
-    done
-    wait "${spinners[@]}" 2>/dev/null
-}
-trap stop_load EXIT
-trap 'exit 130' INT TERM
-# At most 6 hours of load, however the script ends.
-for ((i = 0; i < load; i++)); do
-    timeout 21600 sh -c 'while :; do :; done' >/dev/null 2>&1 &
-    spinners+=($!)
-done
+. "$(dirname "$0")/load.sh"
+load_start "$load"
 
 args=(--test-dir "$build" -j"$jobs" --timeout 600 --output-on-failure)
 [ -n "$label" ] && args+=(-L "$label")
@@ -79,8 +67,7 @@ for ((r = 1; r <= runs; r++)); do
         printf 'run %d/%d: FAILED %s(log: %s)\n' "$r" "$runs" "$names" "$log"
     fi
 done
-stop_load
-trap - EXIT
+load_stop
 
 printf '\n%d runs, %d failed (%ss, %d spinners, ctest -j%s%s%s, %s)\n' "$runs" "$failed" \
     "$(($(date +%s) - start))" "$load" "$jobs" "${label:+ -L $label}" "${regex:+ -R $regex}" "$build"
