@@ -295,9 +295,9 @@ test_rx_external_edges_rounds(void **state)
 // other sleeps on its futex. An edge wakes task X on the driver, and X then
 // runs a long poll (as a task doing blocking work or heavy computation
 // would). IO and timers of other tasks must still progress meanwhile: the
-// futex sleeper has to take the driver over. X spins (bounded) until task
-// Y, waiting for a later edge (or a timer that comes due during the spin),
-// has run.
+// futex sleeper has to take the driver over. X blocks (bounded) until task
+// Y, waiting for a later edge (or a timer that comes due meanwhile), has
+// run.
 
 #define LP_SPIN_NS (3 * TR_NS_PER_SEC)
 #define LP_TIMER_NS (250 * TR_NS_PER_MS)

@@ -94,6 +94,7 @@ typedef struct root {
     tr_task_id id;
     tr_err rv;
     pthread_t thr, thr2;
+    uint64_t tu_deadline;
 } root;
 
 // run_root runs poll as the root of a fresh runtime (config cfg, may be
@@ -542,7 +543,7 @@ typedef struct jw {
 typedef struct jw_child {
     int tr_pc;
     jw *shared;
-    uint64_t spins;
+    uint64_t deadline;
 } jw_child;
 
 static tr_poll
@@ -550,7 +551,11 @@ jw_child_poll(void *arg, tr_cx *cx)
 {
     jw_child *st = arg;
     uint64_t w = atomic_load(&tr__state_slot(st)->s_word);
-    if (!(w & TR__W_JOIN_WAKER) && ++st->spins < 20000000) {
+    if (st->deadline == 0) {
+        st->deadline = tu_deadline(TU_WAIT_MS);
+    }
+    // Wait (bounded by time) for the plain thread to register as joiner.
+    if (!(w & TR__W_JOIN_WAKER) && tu_now_ns() < st->deadline) {
         tr_cx_yield(cx);
         return TR_PENDING;
     }
@@ -941,10 +946,8 @@ hand_off_root(void *arg, tr_cx *cx)
     TR_YIELD(st, cx); // second registers
     TU_CHECK(atomic_load(&h->second_polls) == 1);
     tu_event_set(&h->ev);
-    // Bounded: if the second joiner is never woken, give up and report.
-    for (st->k = 0; st->k < 1000 && !atomic_load(&h->second_done); st->k++) {
-        TR_YIELD(st, cx);
-    }
+    // Bounded by time: if the second joiner is never woken, report it.
+    TU_YIELD_UNTIL(st, cx, atomic_load(&h->second_done));
     TU_CHECK(atomic_load(&h->second_done) == 1);
     TU_CHECK(atomic_load(&h->first_polls) == 1);
     if (!atomic_load(&h->second_done)) {
