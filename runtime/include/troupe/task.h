@@ -289,40 +289,41 @@ TR_API __attribute__((noreturn)) void tr__bad_resume(const char *file, int line,
 // label's address used in a static initialiser keeps the function from
 // being inlined or cloned, so every offset is taken in the one copy that
 // jumps to it (GCC manual, "Labels as Values").
-#define TR_BEGIN(st)                                                             \
-    do {                                                                         \
-        if ((st)->tr_pc != 0) {                                                  \
-            if (__builtin_expect((st)->tr_pc == TR__DONE, 0)) {                  \
-                tr__bad_resume(__FILE__, __LINE__, (st)->tr_pc);                 \
-            }                                                                    \
-            goto *(void *)((char *)&&tr__top + (st)->tr_pc);                     \
-        }                                                                        \
-    } while (0);                                                                 \
+#define TR_BEGIN(st)                                             \
+    do {                                                         \
+        if ((st)->tr_pc != 0) {                                  \
+            if (__builtin_expect((st)->tr_pc == TR__DONE, 0)) {  \
+                tr__bad_resume(__FILE__, __LINE__, (st)->tr_pc); \
+            }                                                    \
+            goto *(void *)((char *)&&tr__top + (st)->tr_pc);     \
+        }                                                        \
+    } while (0);                                                 \
     tr__top:
 
-#define TR__MARK(st, n)                                                          \
-    static const int TR__CAT(tr__off_, n) =                                      \
-        (int)((char *)&&TR__CAT(tr__at_, n) - (char *)&&tr__top);                \
+#define TR__MARK(st, n)                                           \
+    static const int TR__CAT(tr__off_, n) =                       \
+        (int)((char *)&&TR__CAT(tr__at_, n) - (char *)&&tr__top); \
     (st)->tr_pc = TR__CAT(tr__off_, n)
 
-#define TR__AWAIT(st, expr, n)                                                   \
-    do {                                                                         \
-        TR__MARK(st, n);                                                         \
-        TR__CAT(tr__at_, n) : if ((expr) == TR_PENDING) {                        \
-            return TR_PENDING;                                                   \
-        }                                                                        \
+#define TR__AWAIT(st, expr, n)                          \
+    do {                                                \
+        TR__MARK(st, n);                                \
+        TR__CAT(tr__at_, n) : if ((expr) == TR_PENDING) \
+        {                                               \
+            return TR_PENDING;                          \
+        }                                               \
     } while (0)
 
-#define TR__YIELD(st, cx, n)                                                     \
-    do {                                                                         \
-        TR__MARK(st, n);                                                         \
-        tr_cx_yield(cx);                                                         \
-        return TR_PENDING;                                                       \
-        TR__CAT(tr__at_, n) :;                                                   \
+#define TR__YIELD(st, cx, n)   \
+    do {                       \
+        TR__MARK(st, n);       \
+        tr_cx_yield(cx);       \
+        return TR_PENDING;     \
+        TR__CAT(tr__at_, n) :; \
     } while (0)
 
-#define TR__END(st)                                                              \
-    (st)->tr_pc = TR__DONE;                                                      \
+#define TR__END(st)         \
+    (st)->tr_pc = TR__DONE; \
     return TR_READY;
 
 #else // the switch form
@@ -342,12 +343,12 @@ TR_API __attribute__((noreturn)) void tr__bad_resume(const char *file, int line,
         }                             \
     } while (0)
 
-#define TR__YIELD(st, cx, n)     \
-    do {                         \
-        (st)->tr_pc = (n) + 1;   \
-        tr_cx_yield(cx);         \
-        return TR_PENDING;       \
-    case (n) + 1:;               \
+#define TR__YIELD(st, cx, n)   \
+    do {                       \
+        (st)->tr_pc = (n) + 1; \
+        tr_cx_yield(cx);       \
+        return TR_PENDING;     \
+    case (n) + 1:;             \
     } while (0)
 
 #define TR__END(st)                                      \
