@@ -1,4 +1,4 @@
-// Design notes. Allocation goes through tr_alloc/tr_free so that one place
+// Design notes. Allocation goes through tr__alloc/tr__free so that one place
 // decides what out-of-memory means (abort: a runtime that cannot allocate a
 // few bytes cannot report anything sensibly) and so that frees carry their
 // size, which lets a future arena allocator skip size headers. Futexes are
@@ -20,7 +20,7 @@
 #include <troupe/task.h>
 
 void
-tr__panic(const char *file, int line, const char *fmt, ...)
+tr__panic_at(const char *file, int line, const char *fmt, ...)
 {
     va_list ap;
     fprintf(stderr, "troupe: panic at %s:%d: ", file, line);
@@ -35,36 +35,36 @@ void
 tr__bad_resume(const char *file, int line, int pc)
 {
     if (pc == TR__DONE) {
-        tr__panic(file, line, "task polled again after it finished");
+        tr__panic_at(file, line, "task polled again after it finished");
     }
-    tr__panic(file, line,
-              "task resumed at unknown point %d (the switch form of the await macros: a "
-              "TR_AWAIT inside a switch of its own)",
-              pc);
+    tr__panic_at(file, line,
+                 "task resumed at unknown point %d (the switch form of the await macros: a "
+                 "TR_AWAIT inside a switch of its own)",
+                 pc);
 }
 
 void *
-tr_alloc(size_t sz)
+tr__alloc(size_t sz)
 {
     void *p = malloc(sz ? sz : 1);
     if (p == NULL) {
-        tr__panic(__FILE__, __LINE__, "out of memory allocating %zu bytes", sz);
+        tr__panic_at(__FILE__, __LINE__, "out of memory allocating %zu bytes", sz);
     }
     return p;
 }
 
 void *
-tr_zalloc(size_t sz)
+tr__zalloc(size_t sz)
 {
     void *p = calloc(1, sz ? sz : 1);
     if (p == NULL) {
-        tr__panic(__FILE__, __LINE__, "out of memory allocating %zu bytes", sz);
+        tr__panic_at(__FILE__, __LINE__, "out of memory allocating %zu bytes", sz);
     }
     return p;
 }
 
 void
-tr_free(void *p, size_t sz)
+tr__free(void *p, size_t sz)
 {
     (void)sz;
     free(p);

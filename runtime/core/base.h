@@ -11,29 +11,29 @@
 
 #define TR__HIDDEN __attribute__((visibility("hidden")))
 
-// tr__panic reports a bug and aborts. Never for input validation.
-_Noreturn void tr__panic(const char *file, int line, const char *fmt, ...)
+// tr__panic_at reports a bug and aborts. Never for input validation.
+_Noreturn void tr__panic_at(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4))) TR__HIDDEN;
 
-#define tr_panic(...) tr__panic(__FILE__, __LINE__, __VA_ARGS__)
+#define tr__panic(...) tr__panic_at(__FILE__, __LINE__, __VA_ARGS__)
 
-#define TR_ASSERT(x)                                                   \
-    do {                                                               \
-        if (__builtin_expect(!(x), 0)) {                               \
-            tr__panic(__FILE__, __LINE__, "assertion failed: %s", #x); \
-        }                                                              \
+#define TR__ASSERT(x)                                                     \
+    do {                                                                  \
+        if (__builtin_expect(!(x), 0)) {                                  \
+            tr__panic_at(__FILE__, __LINE__, "assertion failed: %s", #x); \
+        }                                                                 \
     } while (0)
 
-#define TR_LIKELY(x) __builtin_expect(!!(x), 1)
-#define TR_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define TR__LIKELY(x) __builtin_expect(!!(x), 1)
+#define TR__UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-#define TR_CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+#define TR__CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
-// tr_alloc returns sz bytes; it aborts on out-of-memory and never returns
-// NULL. tr_free takes the size that was allocated.
-void *tr_alloc(size_t sz) TR__HIDDEN;
-void *tr_zalloc(size_t sz) TR__HIDDEN;
-void tr_free(void *p, size_t sz) TR__HIDDEN;
+// tr__alloc returns sz bytes; it aborts on out-of-memory and never returns
+// NULL. tr__free takes the size that was allocated.
+void *tr__alloc(size_t sz) TR__HIDDEN;
+void *tr__zalloc(size_t sz) TR__HIDDEN;
+void tr__free(void *p, size_t sz) TR__HIDDEN;
 
 // tr__counter_add adds n to a statistics counter that only one thread
 // writes (a worker's own): a plain add, published relaxed for readers.
@@ -98,7 +98,7 @@ tr__mutex_lock(tr__mutex *m)
 {
     uint32_t expect = 0;
     // Pairs with the release exchange in tr__mutex_unlock.
-    if (TR_LIKELY(atomic_compare_exchange_strong_explicit(
+    if (TR__LIKELY(atomic_compare_exchange_strong_explicit(
             &m->m_word, &expect, 1, memory_order_acquire, memory_order_relaxed))) {
         return;
     }
@@ -109,7 +109,7 @@ static inline void
 tr__mutex_unlock(tr__mutex *m)
 {
     // Pairs with the acquire CAS/exchange in tr__mutex_lock(_slow).
-    if (TR_UNLIKELY(atomic_exchange_explicit(&m->m_word, 0, memory_order_release) == 2)) {
+    if (TR__UNLIKELY(atomic_exchange_explicit(&m->m_word, 0, memory_order_release) == 2)) {
         tr__futex_wake(&m->m_word, 1);
     }
 }

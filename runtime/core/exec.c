@@ -54,24 +54,24 @@ void tr__rt_cancel_cmd(tr__worker *w, uint64_t key) TR__HIDDEN;
 static void
 futex_park(tr__worker *w, uint64_t timeout_ns)
 {
-    uint32_t expect = PARK_EMPTY;
-    if (atomic_compare_exchange_strong_explicit(&w->w_park, &expect, PARK_PARKED,
+    uint32_t expect = TR__PARK_EMPTY;
+    if (atomic_compare_exchange_strong_explicit(&w->w_park, &expect, TR__PARK_PARKED,
                                                 memory_order_seq_cst, memory_order_seq_cst)) {
         tr__counter_add(&w->w_parks, 1);
-        tr__futex_wait(&w->w_park, PARK_PARKED, timeout_ns);
+        tr__futex_wait(&w->w_park, TR__PARK_PARKED, timeout_ns);
     }
     // NOTIFIED (now or while we slept) or a timeout: either way the caller
     // looks at every queue again before it sleeps again.
-    atomic_store_explicit(&w->w_park, PARK_EMPTY, memory_order_seq_cst);
+    atomic_store_explicit(&w->w_park, TR__PARK_EMPTY, memory_order_seq_cst);
 }
 
 static void
 futex_unpark(tr__worker *w)
 {
-    uint32_t old = atomic_exchange_explicit(&w->w_park, PARK_NOTIFIED, memory_order_seq_cst);
-    if (old == PARK_PARKED) {
+    uint32_t old = atomic_exchange_explicit(&w->w_park, TR__PARK_NOTIFIED, memory_order_seq_cst);
+    if (old == TR__PARK_PARKED) {
         tr__futex_wake(&w->w_park, 1);
-    } else if (old == PARK_DRIVER) {
+    } else if (old == TR__PARK_DRIVER) {
         // Blocked in the reactor's backend: the one case the eventfd is
         // written.
         tr__reactor *rx = w->w_rt->r_reactor;
@@ -206,7 +206,7 @@ end_searching(tr__worker *w)
 tr__cmd *
 tr__cmd_new(Troupe__V1__ExecutorCommand__CommandCase kind)
 {
-    tr__cmd *c = tr_zalloc(sizeof(*c));
+    tr__cmd *c = tr__zalloc(sizeof(*c));
     troupe__v1__executor_command__init(&c->c_msg);
     c->c_msg.command_case = kind;
     switch (kind) {
@@ -231,7 +231,7 @@ tr__cmd_new(Troupe__V1__ExecutorCommand__CommandCase kind)
 static void
 cmd_free(tr__cmd *c)
 {
-    tr_free(c, sizeof(*c));
+    tr__free(c, sizeof(*c));
 }
 
 tr_err
@@ -266,7 +266,7 @@ bool
 tr__rt_start_enter(tr_rt *rt)
 {
     atomic_fetch_add_explicit(&rt->r_starting, 1, memory_order_seq_cst);
-    if (atomic_load_explicit(&rt->r_shutdown, memory_order_seq_cst) != SD_NONE) {
+    if (atomic_load_explicit(&rt->r_shutdown, memory_order_seq_cst) != TR__SD_NONE) {
         tr__rt_start_exit(rt);
         return false;
     }
@@ -278,7 +278,7 @@ tr__rt_start_exit(tr_rt *rt)
 {
     // Release: a finisher that reads 0 sees the Spawn message pushed.
     if (atomic_fetch_sub_explicit(&rt->r_starting, 1, memory_order_seq_cst) == 1 &&
-        atomic_load_explicit(&rt->r_shutdown, memory_order_seq_cst) != SD_NONE) {
+        atomic_load_explicit(&rt->r_shutdown, memory_order_seq_cst) != TR__SD_NONE) {
         // A finisher may wait: on the word (wait_starts), or, graceful, in
         // worker 0's park until no start is in flight.
         tr__futex_wake(&rt->r_starting, INT32_MAX);
@@ -310,12 +310,12 @@ tr__inject_push(tr_rt *rt, tr__slot *const *tasks, uint32_t n)
         while (cap < len + n) {
             cap *= 2;
         }
-        tr__slot **buf = tr_alloc(sizeof(*buf) * cap);
+        tr__slot **buf = tr__alloc(sizeof(*buf) * cap);
         for (uint32_t i = 0; i < len; i++) {
             buf[i] = rt->r_inj_buf[(rt->r_inj_head + i) & (rt->r_inj_cap - 1)];
         }
         if (rt->r_inj_buf != NULL) {
-            tr_free(rt->r_inj_buf, sizeof(*buf) * rt->r_inj_cap);
+            tr__free(rt->r_inj_buf, sizeof(*buf) * rt->r_inj_cap);
         }
         rt->r_inj_buf = buf;
         rt->r_inj_cap = cap;
@@ -374,7 +374,7 @@ handle_cmd(tr__worker *w, tr__cmd *c)
         if (m->spawn->task_case == TROUPE__V1__SPAWN__TASK_TASK_KEY) {
             tr__slot *s = tr__pool_lookup(tr__key_index(m->spawn->task_key));
             // tr_task_start set SCHED, which keeps the slot alive for us.
-            TR_ASSERT(s != NULL);
+            TR__ASSERT(s != NULL);
             rt->r_sched->push(w, s, TR__PUSH_NEW);
         }
         // A spawn by task spec needs a registry of task kinds: the actors
@@ -385,8 +385,8 @@ handle_cmd(tr__worker *w, tr__cmd *c)
         break;
     case TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SHUTDOWN:
         if (m->shutdown->mode == TROUPE__V1__SHUTDOWN_MODE__SHUTDOWN_MODE_IMMEDIATE) {
-            int expect = SD_REQUESTED;
-            atomic_compare_exchange_strong_explicit(&rt->r_shutdown, &expect, SD_CANCELLING,
+            int expect = TR__SD_REQUESTED;
+            atomic_compare_exchange_strong_explicit(&rt->r_shutdown, &expect, TR__SD_CANCELLING,
                                                     memory_order_acq_rel, memory_order_acquire);
         } else if (m->shutdown->deadline_ms > 0) {
             atomic_store_explicit(&rt->r_deadline_ns,
@@ -515,7 +515,7 @@ cancel_all(tr__worker *w)
 }
 
 // stop_others makes every worker thread leave its loop (r_shutdown is at
-// least SD_CANCELLING) and waits until they all have.
+// least TR__SD_CANCELLING) and waits until they all have.
 static void
 stop_others(tr_rt *rt)
 {
@@ -532,12 +532,12 @@ static void
 shutdown_finish(tr__worker *w)
 {
     tr_rt *rt = w->w_rt;
-    int expect = SD_REQUESTED;
-    atomic_compare_exchange_strong_explicit(&rt->r_shutdown, &expect, SD_CANCELLING,
+    int expect = TR__SD_REQUESTED;
+    atomic_compare_exchange_strong_explicit(&rt->r_shutdown, &expect, TR__SD_CANCELLING,
                                             memory_order_acq_rel, memory_order_acquire);
     stop_others(rt);
     cancel_all(w);
-    atomic_store_explicit(&rt->r_shutdown, SD_DONE, memory_order_release);
+    atomic_store_explicit(&rt->r_shutdown, TR__SD_DONE, memory_order_release);
 }
 
 // ---------------------------------------------------------------------------
@@ -596,7 +596,7 @@ time_due(tr__worker *w)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     uint64_t c = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-    if (TR_UNLIKELY(c != w->w_coarse)) {
+    if (TR__UNLIKELY(c != w->w_coarse)) {
         w->w_long_polls = w->w_tick - w->w_tick_mark <= 64;
         w->w_tick_mark = w->w_tick;
         w->w_coarse = c;
@@ -717,7 +717,7 @@ find_work(tr__worker *w)
 // run_loop runs tasks on w until it should stop. main: w is worker 0 inside
 // block_on, which returns when root completes (root may be NULL) and
 // carries out shutdowns; the other workers return once a shutdown reaches
-// SD_CANCELLING.
+// TR__SD_CANCELLING.
 static void
 run_loop(tr__worker *w, tr__slot *root, bool main)
 {
@@ -728,20 +728,21 @@ run_loop(tr__worker *w, tr__slot *root, bool main)
     for (;;) {
         if ((++w->w_tick & 31) == 0) {
             service_turn(w, (w->w_tick & (TR__RX_MAINT_TICKS - 1)) == 0);
-            if (main && atomic_load_explicit(&rt->r_shutdown, memory_order_relaxed) == SD_NONE &&
+            if (main &&
+                atomic_load_explicit(&rt->r_shutdown, memory_order_relaxed) == TR__SD_NONE &&
                 root_done(root)) {
                 return;
             }
         }
         int sd = atomic_load_explicit(&rt->r_shutdown, memory_order_acquire);
-        if (TR_UNLIKELY(sd != SD_NONE)) {
+        if (TR__UNLIKELY(sd != TR__SD_NONE)) {
             if (!main) {
-                if (sd >= SD_CANCELLING) {
+                if (sd >= TR__SD_CANCELLING) {
                     return;
                 }
             } else {
                 uint64_t dl = atomic_load_explicit(&rt->r_deadline_ns, memory_order_acquire);
-                if (sd >= SD_CANCELLING || (dl != 0 && tr__now_ns() >= dl)) {
+                if (sd >= TR__SD_CANCELLING || (dl != 0 && tr__now_ns() >= dl)) {
                     shutdown_finish(w);
                     return;
                 }
@@ -753,15 +754,15 @@ run_loop(tr__worker *w, tr__slot *root, bool main)
                 end_searching(w);
             }
             tr__task_run(w, s);
-            if (w->w_timed && TR_UNLIKELY(time_due(w))) {
+            if (w->w_timed && TR__UNLIKELY(time_due(w))) {
                 service_turn(w, true);
             }
             if (main) {
-                if (s == root && sd == SD_NONE && root_done(root)) {
+                if (s == root && sd == TR__SD_NONE && root_done(root)) {
                     return;
                 }
             } else if (atomic_load_explicit(&rt->r_shutdown, memory_order_seq_cst) ==
-                       SD_REQUESTED) {
+                       TR__SD_REQUESTED) {
                 // Worker 0 decides when a graceful shutdown is done. Read
                 // afresh: the shutdown may have come during this poll (a
                 // stale read left worker 0 parked until the deadline, or
@@ -776,10 +777,10 @@ run_loop(tr__worker *w, tr__slot *root, bool main)
         }
         uint64_t timeout = UINT64_MAX;
         if (main) {
-            if (sd == SD_NONE && root_done(root)) {
+            if (sd == TR__SD_NONE && root_done(root)) {
                 return;
             }
-            if (sd == SD_REQUESTED && active_tasks(rt) == 0 &&
+            if (sd == TR__SD_REQUESTED && active_tasks(rt) == 0 &&
                 atomic_load_explicit(&rt->r_inbox, memory_order_acquire) == NULL) {
                 // A start in flight (accepted before the shutdown) runs
                 // too: park until its exit wakes us.
@@ -790,7 +791,7 @@ run_loop(tr__worker *w, tr__slot *root, bool main)
                 tr__hook(TR__HOOK_WAIT_STARTS);
             }
             uint64_t dl = atomic_load_explicit(&rt->r_deadline_ns, memory_order_acquire);
-            if (sd == SD_REQUESTED && dl != 0) {
+            if (sd == TR__SD_REQUESTED && dl != 0) {
                 uint64_t now = tr__now_ns();
                 timeout = dl > now ? dl - now : 0;
             }
@@ -942,7 +943,7 @@ tr_rt_new(const tr_rt_config *cfg, tr_rt **out)
                         "TR_SCHED_HYBRID)",
                         (int)c.sched);
     }
-    tr_rt *rt = tr_zalloc(sizeof(*rt));
+    tr_rt *rt = tr__zalloc(sizeof(*rt));
     rt->r_cfg = c;
     if (c.deterministic_seed != 0) {
         rt->r_sched = &tr__sched_det;
@@ -956,15 +957,15 @@ tr_rt_new(const tr_rt_config *cfg, tr_rt **out)
     rt->r_nworkers = c.workers;
     rv = tr__pool_init(&rt->r_pool, c.workers, c.max_tasks);
     if (rv != TR_OK) {
-        tr_free(rt, sizeof(*rt));
+        tr__free(rt, sizeof(*rt));
         return rv;
     }
     rt->r_inj_lock = (tr__mutex)TR__MUTEX_INIT;
     rt->r_idle_lock = (tr__mutex)TR__MUTEX_INIT;
-    rt->r_sleepers = tr_zalloc(sizeof(unsigned) * c.workers);
+    rt->r_sleepers = tr__zalloc(sizeof(unsigned) * c.workers);
     rt->r_workers = aligned_alloc(64, sizeof(tr__worker) * c.workers);
     if (rt->r_workers == NULL) {
-        tr_panic("out of memory allocating workers");
+        tr__panic("out of memory allocating workers");
     }
     memset(rt->r_workers, 0, sizeof(tr__worker) * c.workers);
     for (unsigned i = 0; i < c.workers; i++) {
@@ -979,9 +980,9 @@ tr_rt_new(const tr_rt_config *cfg, tr_rt **out)
             rt->r_sched->fini(&rt->r_workers[i]);
         }
         free(rt->r_workers);
-        tr_free(rt->r_sleepers, sizeof(unsigned) * c.workers);
+        tr__free(rt->r_sleepers, sizeof(unsigned) * c.workers);
         tr__pool_fini(&rt->r_pool);
-        tr_free(rt, sizeof(*rt));
+        tr__free(rt, sizeof(*rt));
         return rv;
     }
     rt->r_start_ns = tr__now_ns();
@@ -993,7 +994,7 @@ tr_rt_new(const tr_rt_config *cfg, tr_rt **out)
     for (unsigned i = 1; i < c.workers; i++) {
         tr__worker *w = &rt->r_workers[i];
         if (pthread_create(&w->w_thread, NULL, worker_main, w) != 0) {
-            tr_panic("cannot start worker thread %u", i);
+            tr__panic("cannot start worker thread %u", i);
         }
         char name[16];
         snprintf(name, sizeof(name), "troupe-w%u", i % 1000u);
@@ -1068,13 +1069,13 @@ tr_rt_block_on(tr_rt *rt, void *root, tr_outcome *out)
     wake_one_sleeper(rt);
     if (rs != NULL) {
         uint64_t word = atomic_load_explicit(&rs->s_word, memory_order_acquire);
-        TR_ASSERT(word & TR__W_COMPLETE);
+        TR__ASSERT(word & TR__W_COMPLETE);
         tr__take_outcome(rs, word, &o);
         tr__slot_release(rt, rs, TR__W_BOXED);
     }
     tr__cur = NULL;
     atomic_store_explicit(&rt->r_in_block_on, 0, memory_order_release);
-    bool sd = atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) != SD_NONE;
+    bool sd = atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) != TR__SD_NONE;
     if (out != NULL) {
         *out = o;
     } else {
@@ -1106,8 +1107,8 @@ tr_rt_shutdown(tr_rt *rt, tr_shutdown_mode mode, uint32_t deadline_ms)
     if (rt == NULL || (mode != TR_SHUTDOWN_GRACEFUL && mode != TR_SHUTDOWN_IMMEDIATE)) {
         return TR_EINVAL;
     }
-    int expect = SD_NONE;
-    if (!atomic_compare_exchange_strong_explicit(&rt->r_shutdown, &expect, SD_REQUESTED,
+    int expect = TR__SD_NONE;
+    if (!atomic_compare_exchange_strong_explicit(&rt->r_shutdown, &expect, TR__SD_REQUESTED,
                                                  memory_order_acq_rel, memory_order_acquire)) {
         return TR_ESHUTDOWN;
     }
@@ -1122,7 +1123,7 @@ tr_rt_shutdown(tr_rt *rt, tr_shutdown_mode mode, uint32_t deadline_ms)
 bool
 tr_rt_is_shutdown(tr_rt *rt)
 {
-    return atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) != SD_NONE;
+    return atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) != TR__SD_NONE;
 }
 
 static void
@@ -1143,15 +1144,15 @@ tr_rt_free(tr_rt *rt)
     if (rt == NULL) {
         return;
     }
-    TR_ASSERT(atomic_load_explicit(&rt->r_in_block_on, memory_order_acquire) == 0);
+    TR__ASSERT(atomic_load_explicit(&rt->r_in_block_on, memory_order_acquire) == 0);
     // Act as worker 0 while cancelling, so frees go to its shard.
     tr__worker *saved = tr__cur;
     tr__cur = &rt->r_workers[0];
-    if (atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) != SD_DONE) {
-        atomic_store_explicit(&rt->r_shutdown, SD_CANCELLING, memory_order_release);
+    if (atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) != TR__SD_DONE) {
+        atomic_store_explicit(&rt->r_shutdown, TR__SD_CANCELLING, memory_order_release);
         stop_others(rt);
         cancel_all(&rt->r_workers[0]);
-        atomic_store_explicit(&rt->r_shutdown, SD_DONE, memory_order_release);
+        atomic_store_explicit(&rt->r_shutdown, TR__SD_DONE, memory_order_release);
     } else {
         stop_others(rt);
         cancel_all(&rt->r_workers[0]); // commands that came after the end
@@ -1176,12 +1177,12 @@ tr_rt_free(tr_rt *rt)
         rt->r_sched->fini(&rt->r_workers[i]);
     }
     if (rt->r_inj_buf != NULL) {
-        tr_free(rt->r_inj_buf, sizeof(*rt->r_inj_buf) * rt->r_inj_cap);
+        tr__free(rt->r_inj_buf, sizeof(*rt->r_inj_buf) * rt->r_inj_cap);
     }
     tr__pool_fini(&rt->r_pool);
     free(rt->r_workers);
-    tr_free(rt->r_sleepers, sizeof(unsigned) * rt->r_nworkers);
-    tr_free(rt, sizeof(*rt));
+    tr__free(rt->r_sleepers, sizeof(unsigned) * rt->r_nworkers);
+    tr__free(rt, sizeof(*rt));
 }
 
 void

@@ -144,12 +144,12 @@ enum {
 };
 
 // Shutdown progress, in r_shutdown.
-enum { SD_NONE = 0, SD_REQUESTED = 1, SD_CANCELLING = 2, SD_DONE = 3 };
+enum { TR__SD_NONE = 0, TR__SD_REQUESTED = 1, TR__SD_CANCELLING = 2, TR__SD_DONE = 3 };
 
 // Parker states, in w_park.
-// PARK_DRIVER: parked in the reactor's backend wait (unpark writes its
+// TR__PARK_DRIVER: parked in the reactor's backend wait (unpark writes its
 // eventfd instead of a futex wake).
-enum { PARK_EMPTY = 0, PARK_PARKED = 1, PARK_NOTIFIED = 2, PARK_DRIVER = 3 };
+enum { TR__PARK_EMPTY = 0, TR__PARK_PARKED = 1, TR__PARK_NOTIFIED = 2, TR__PARK_DRIVER = 3 };
 
 // r_idle packs the number of searching workers (low 16 bits) and of
 // workers that are not parked (high 16 bits).
@@ -189,7 +189,7 @@ struct tr_rt {
     // RR: the next worker to deal a new task to.
     _Atomic uint32_t r_rr_next;
 
-    // Shutdown state (SD_*), set by tr_rt_shutdown (any thread) and moved
+    // Shutdown state (TR__SD_*), set by tr_rt_shutdown (any thread) and moved
     // on by worker 0 or tr_rt_free. Read by tr_task_new to refuse spawns.
     _Alignas(64) _Atomic int r_shutdown;
     // Deadline of a graceful shutdown (0: none), from the Shutdown message.

@@ -168,7 +168,7 @@ chunk_unmap(tr__chunk *c)
     atomic_store_explicit(&g.dir[c->c_id], NULL, memory_order_release);
     g.floor[c->c_id] = c->c_gen_floor;
     if (g.free_ids == NULL) {
-        g.free_ids = tr_alloc(sizeof(uint32_t) * MAX_DIR / 64);
+        g.free_ids = tr__alloc(sizeof(uint32_t) * MAX_DIR / 64);
     }
     if (c->c_gen_floor < GEN_FLOOR_MAX && g.nfree_ids < MAX_DIR / 64) {
         g.free_ids[g.nfree_ids++] = c->c_id;

@@ -3,7 +3,7 @@
 // The reactor is driven by whichever worker parks first. A parking worker
 // that finds nothing to run tries the driver lock (rx_drv); the winner
 // waits in epoll_wait instead of on its futex, with the next timer deadline
-// as the timeout, and its park state says so (PARK_DRIVER in exec.c), so
+// as the timeout, and its park state says so (TR__PARK_DRIVER in exec.c), so
 // that an unpark writes the eventfd instead of a futex wake: the eventfd is
 // written only while the driver is blocked. Other parking workers sleep on
 // their futexes as before. Busy workers borrow the driver without blocking
@@ -67,7 +67,7 @@ ep_init(tr__reactor *rx)
         close(rx->rx_epfd);
         return e;
     }
-    rx->rx_events = tr_alloc(sizeof(struct epoll_event) * MAX_EVENTS);
+    rx->rx_events = tr__alloc(sizeof(struct epoll_event) * MAX_EVENTS);
     rx->rx_nevents = MAX_EVENTS;
     return 0;
 }
@@ -77,7 +77,7 @@ ep_fini(tr__reactor *rx)
 {
     close(rx->rx_evfd);
     close(rx->rx_epfd);
-    tr_free(rx->rx_events, sizeof(struct epoll_event) * (size_t)rx->rx_nevents);
+    tr__free(rx->rx_events, sizeof(struct epoll_event) * (size_t)rx->rx_nevents);
 }
 
 static uint64_t
@@ -136,7 +136,7 @@ ep_wait(tr__reactor *rx, int timeout_ms)
         n = epoll_wait(rx->rx_epfd, evs, rx->rx_nevents, timeout_ms);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
-        tr_panic("epoll_wait: %s", strerror(errno));
+        tr__panic("epoll_wait: %s", strerror(errno));
     }
     if (++rx->rx_tick >> (64 - TR__RD_TICK_SHIFT) != 0) {
         rx->rx_tick = 1;
@@ -189,23 +189,23 @@ const tr__backend_ops tr__backend_epoll = {
 tr_err
 tr__reactor_new(tr_rt *rt, struct tr_clock *clock, tr__reactor **out)
 {
-    tr__reactor *rx = tr_zalloc(sizeof(*rx));
+    tr__reactor *rx = tr__zalloc(sizeof(*rx));
     rx->rx_rt = rt;
     rx->rx_ops = &tr__backend_epoll;
-    rx->rx_chunks = tr_zalloc(sizeof(*rx->rx_chunks) * TR__REG_MAX_CHUNKS);
+    rx->rx_chunks = tr__zalloc(sizeof(*rx->rx_chunks) * TR__REG_MAX_CHUNKS);
     rx->rx_tick = 1;
     int e = rx->rx_ops->init(rx);
     if (e != 0) {
-        tr_free(rx->rx_chunks, sizeof(*rx->rx_chunks) * TR__REG_MAX_CHUNKS);
-        tr_free(rx, sizeof(*rx));
+        tr__free(rx->rx_chunks, sizeof(*rx->rx_chunks) * TR__REG_MAX_CHUNKS);
+        tr__free(rx, sizeof(*rx));
         return tr__errno(e);
     }
     if (clock != NULL) {
         tr_err rv = tr__clock_attach(clock, rx);
         if (rv != TR_OK) {
             rx->rx_ops->fini(rx);
-            tr_free(rx->rx_chunks, sizeof(*rx->rx_chunks) * TR__REG_MAX_CHUNKS);
-            tr_free(rx, sizeof(*rx));
+            tr__free(rx->rx_chunks, sizeof(*rx->rx_chunks) * TR__REG_MAX_CHUNKS);
+            tr__free(rx, sizeof(*rx));
             return rv;
         }
     }
@@ -220,7 +220,7 @@ static void
 waitq_fini(tr__waitq *q)
 {
     if (q->q_more != NULL) {
-        tr_free(q->q_more, sizeof(tr_waker) * q->q_cap);
+        tr__free(q->q_more, sizeof(tr_waker) * q->q_cap);
     }
     memset(q, 0, sizeof(*q));
 }
@@ -242,17 +242,17 @@ tr__reactor_free(tr__reactor *rx)
             waitq_fini(&io->io_wait[0]);
             waitq_fini(&io->io_wait[1]);
         }
-        tr_free(chunk, sizeof(tr_io) * TR__REG_CHUNK);
+        tr__free(chunk, sizeof(tr_io) * TR__REG_CHUNK);
     }
-    tr_free(rx->rx_chunks, sizeof(*rx->rx_chunks) * TR__REG_MAX_CHUNKS);
+    tr__free(rx->rx_chunks, sizeof(*rx->rx_chunks) * TR__REG_MAX_CHUNKS);
     if (rx->rx_fire != NULL) {
-        tr_free(rx->rx_fire, sizeof(tr_waker) * rx->rx_fire_cap);
+        tr__free(rx->rx_fire, sizeof(tr_waker) * rx->rx_fire_cap);
     }
     if (rx->rx_clock != NULL) {
         tr__clock_detach(rx->rx_clock);
     }
     rx->rx_ops->fini(rx);
-    tr_free(rx, sizeof(*rx));
+    tr__free(rx, sizeof(*rx));
 }
 
 // ---------------------------------------------------------------------------
@@ -268,7 +268,7 @@ tr__reg_alloc(tr__reactor *rx)
             tr__mutex_unlock(&rx->rx_reg_lock);
             return NULL;
         }
-        tr_io *chunk = tr_zalloc(sizeof(tr_io) * TR__REG_CHUNK);
+        tr_io *chunk = tr__zalloc(sizeof(tr_io) * TR__REG_CHUNK);
         uint32_t base = rx->rx_nchunks * TR__REG_CHUNK;
         for (uint32_t i = TR__REG_CHUNK; i-- > 0;) {
             chunk[i].io_index = base + i;
@@ -341,12 +341,12 @@ tr__fire_push(tr__reactor *rx, tr_waker wk)
 {
     if (rx->rx_nfire == rx->rx_fire_cap) {
         size_t cap = rx->rx_fire_cap ? 2 * rx->rx_fire_cap : 64;
-        tr_waker *n = tr_alloc(sizeof(tr_waker) * cap);
+        tr_waker *n = tr__alloc(sizeof(tr_waker) * cap);
         if (rx->rx_nfire) {
             memcpy(n, rx->rx_fire, sizeof(tr_waker) * rx->rx_nfire);
         }
         if (rx->rx_fire) {
-            tr_free(rx->rx_fire, sizeof(tr_waker) * rx->rx_fire_cap);
+            tr__free(rx->rx_fire, sizeof(tr_waker) * rx->rx_fire_cap);
         }
         rx->rx_fire = n;
         rx->rx_fire_cap = cap;
@@ -373,10 +373,10 @@ waitq_add(tr__waitq *q, tr_waker wk)
     }
     if (q->q_n - 1 == q->q_cap) {
         uint32_t cap = q->q_cap ? 2 * q->q_cap : 4;
-        tr_waker *n = tr_alloc(sizeof(tr_waker) * cap);
+        tr_waker *n = tr__alloc(sizeof(tr_waker) * cap);
         if (q->q_cap) {
             memcpy(n, q->q_more, sizeof(tr_waker) * q->q_cap);
-            tr_free(q->q_more, sizeof(tr_waker) * q->q_cap);
+            tr__free(q->q_more, sizeof(tr_waker) * q->q_cap);
         }
         q->q_more = n;
         q->q_cap = cap;
@@ -620,15 +620,15 @@ tr__reactor_park(tr__worker *w, uint64_t timeout_ns)
             tmo = t;
         }
     }
-    uint32_t expect = PARK_EMPTY;
-    if (atomic_compare_exchange_strong_explicit(&w->w_park, &expect, PARK_DRIVER,
+    uint32_t expect = TR__PARK_EMPTY;
+    if (atomic_compare_exchange_strong_explicit(&w->w_park, &expect, TR__PARK_DRIVER,
                                                 memory_order_seq_cst, memory_order_seq_cst)) {
         tr__counter_add(&w->w_parks, 1);
     } else {
         tmo = 0; // notified already: only collect what is there
     }
     rx->rx_ops->wait(rx, tmo);
-    atomic_store_explicit(&w->w_park, PARK_EMPTY, memory_order_seq_cst);
+    atomic_store_explicit(&w->w_park, TR__PARK_EMPTY, memory_order_seq_cst);
     atomic_store_explicit(&rx->rx_drv_until, 0, memory_order_seq_cst);
     return true;
 }

@@ -154,7 +154,7 @@ steal_batch(tr__ring *src, tr__ring *dst, uint32_t dst_tail)
     prev = next;
     for (;;) {
         uint32_t real = real_of(prev);
-        TR_ASSERT(steal_of(prev) != real);
+        TR__ASSERT(steal_of(prev) != real);
         // Release pairs with the owner's acquire load in push.
         if (atomic_compare_exchange_weak_explicit(&src->r_head, &prev, pack(real, real),
                                                   memory_order_acq_rel, memory_order_acquire)) {

@@ -319,12 +319,12 @@ static void
 heap_grow(tr__worker *w)
 {
     uint32_t cap = w->w_heap_cap ? 2 * w->w_heap_cap : TR__HEAP_CAP;
-    tr__heap_ent *h = tr_alloc(sizeof(*h) * cap);
+    tr__heap_ent *h = tr__alloc(sizeof(*h) * cap);
     if (w->w_heap_len > 0) {
         memcpy(h, w->w_heap, sizeof(*h) * w->w_heap_len);
     }
     if (w->w_heap != NULL) {
-        tr_free(w->w_heap, sizeof(*h) * w->w_heap_cap);
+        tr__free(w->w_heap, sizeof(*h) * w->w_heap_cap);
     }
     w->w_heap = h;
     w->w_heap_cap = cap;
@@ -393,7 +393,7 @@ static void
 heap_fini(tr__worker *w)
 {
     if (w->w_heap != NULL) {
-        tr_free(w->w_heap, sizeof(*w->w_heap) * w->w_heap_cap);
+        tr__free(w->w_heap, sizeof(*w->w_heap) * w->w_heap_cap);
         w->w_heap = NULL;
     }
 }

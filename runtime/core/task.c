@@ -39,7 +39,7 @@ tr_rt *
 tr__slot_rt(tr__slot *s)
 {
     tr__pool *p = atomic_load_explicit(&tr__slot_chunk(s)->c_pool, memory_order_relaxed);
-    return TR_CONTAINER_OF(p, tr_rt, r_pool);
+    return TR__CONTAINER_OF(p, tr_rt, r_pool);
 }
 
 // lookup returns the slot a key names, or NULL if the index is unknown. The
@@ -67,7 +67,7 @@ tr__slot_release(tr_rt *rt, tr__slot *s, uint64_t clear)
 {
     uint64_t old = atomic_load_explicit(&s->s_word, memory_order_relaxed), nw;
     do {
-        TR_ASSERT(tr__w_refs(old) > 0);
+        TR__ASSERT(tr__w_refs(old) > 0);
         nw = (old - TR__W_REF_ONE) & ~clear;
     } while (!atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_acq_rel,
                                                     memory_order_relaxed));
@@ -113,24 +113,24 @@ new_invalid(tr_rt *rt, const tr_task_spec *spec, void **state)
 tr_err
 tr_task_new(tr_rt *rt, const tr_task_spec *spec, void **state)
 {
-    if (TR_UNLIKELY(rt == NULL || spec == NULL || spec->poll == NULL || state == NULL ||
-                    spec->size > TR_TASK_MAX_STATE)) {
+    if (TR__UNLIKELY(rt == NULL || spec == NULL || spec->poll == NULL || state == NULL ||
+                     spec->size > TR_TASK_MAX_STATE)) {
         return new_invalid(rt, spec, state);
     }
-    if (atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) != SD_NONE) {
+    if (atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) != TR__SD_NONE) {
         return TR_ESHUTDOWN;
     }
     tr__slot *s;
     tr_err rv;
     tr__worker *w = tr__worker_of(rt);
-    if (TR_LIKELY(w != NULL)) {
+    if (TR__LIKELY(w != NULL)) {
         rv = tr__pool_alloc(&rt->r_pool, w->w_index, spec->size, &s);
     } else {
         tr__mutex_lock(&rt->r_pool.p_ext_lock);
         rv = tr__pool_alloc(&rt->r_pool, rt->r_nworkers, spec->size, &s);
         tr__mutex_unlock(&rt->r_pool.p_ext_lock);
     }
-    if (TR_UNLIKELY(rv != TR_OK)) {
+    if (TR__UNLIKELY(rv != TR_OK)) {
         if (rv == TR_EEXHAUSTED) {
             return tr__fail(
                 rv, "task \"%.40s\": %llu tasks are live, the limit (tr_rt_config.max_tasks)",
@@ -165,12 +165,13 @@ tr_task_start(void *state, tr_join *join)
     tr__slot *s = tr__state_slot(state);
     tr_rt *rt = tr__slot_rt(s);
     uint64_t word = atomic_load_explicit(&s->s_word, memory_order_relaxed);
-    TR_ASSERT((word & (TR__W_LIVE | TR__W_STARTED)) == TR__W_LIVE);
+    TR__ASSERT((word & (TR__W_LIVE | TR__W_STARTED)) == TR__W_LIVE);
     tr__worker *w = tr__worker_of(rt);
-    if (TR_LIKELY(w != NULL)) {
+    if (TR__LIKELY(w != NULL)) {
         // On a worker of rt the check needs no handshake: a shutdown's
         // finisher drains this worker's queues only after it has stopped.
-        if (TR_UNLIKELY(atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) != SD_NONE)) {
+        if (TR__UNLIKELY(atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) !=
+                         TR__SD_NONE)) {
             return refuse(rt, s, join);
         }
     } else if (!tr__rt_start_enter(rt)) {
@@ -184,7 +185,7 @@ tr_task_start(void *state, tr_join *join)
     // Nothing else can hold this slot's new generation yet: a plain store.
     // Release pairs with the acquire of whoever pops or wakes it.
     atomic_store_explicit(&s->s_word, word, memory_order_release);
-    if (TR_LIKELY(w != NULL)) {
+    if (TR__LIKELY(w != NULL)) {
         tr__counter_add(&w->w_spawned, 1);
         rt->r_sched->push(w, s, TR__PUSH_NEW);
         return TR_OK;
@@ -226,7 +227,7 @@ tr_task_discard(void *state)
     tr__slot *s = tr__state_slot(state);
     tr_rt *rt = tr__slot_rt(s);
     uint64_t word = atomic_load_explicit(&s->s_word, memory_order_relaxed);
-    TR_ASSERT((word & (TR__W_LIVE | TR__W_STARTED)) == TR__W_LIVE);
+    TR__ASSERT((word & (TR__W_LIVE | TR__W_STARTED)) == TR__W_LIVE);
     tr__pool_free(&rt->r_pool, tr__shard_of(rt), s);
 }
 
@@ -283,7 +284,7 @@ tr__task_run(tr__worker *w, tr__slot *s)
 {
     uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire), nw;
     for (;;) {
-        TR_ASSERT(old & TR__W_SCHED);
+        TR__ASSERT(old & TR__W_SCHED);
         if (old & TR__W_COMPLETE) {
             // Completed while queued (shutdown): just leave the queue.
             nw = old & ~TR__W_SCHED;
@@ -450,7 +451,7 @@ tr_cx_set_result_ptr(tr_cx *cx, void *ptr, tr_dtor dtor)
 bool
 tr_cx_budget_spend(tr_cx *cx)
 {
-    if (TR_UNLIKELY(cx->cx_budget == 0)) {
+    if (TR__UNLIKELY(cx->cx_budget == 0)) {
         cx->cx_yielded = true;
         return false;
     }
@@ -550,7 +551,7 @@ consume(tr__slot *s, uint64_t key, uint64_t old, uint64_t clear)
         if (!join_good(old, key)) {
             return false;
         }
-        TR_ASSERT(tr__w_refs(old) > 0);
+        TR__ASSERT(tr__w_refs(old) > 0);
         nw = ((old - TR__W_REF_ONE) & ~clear) | TR__W_JOINED;
     } while (!atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_acq_rel,
                                                     memory_order_acquire));
@@ -569,7 +570,7 @@ take(tr_join *j, tr__slot *s, uint64_t word, tr_outcome *out)
 {
     // Read before the consuming CAS, which may free the slot.
     tr__take_outcome(s, word, out);
-    if (TR_UNLIKELY(!consume(s, j->j_key, word, out != NULL ? TR__W_BOXED : 0))) {
+    if (TR__UNLIKELY(!consume(s, j->j_key, word, out != NULL ? TR__W_BOXED : 0))) {
         outcome_set_err(out, TR_ENOTFOUND);
         return TR_ENOTFOUND;
     }
@@ -649,7 +650,7 @@ tr__join_register(tr__slot *s, tr_waker wk)
 tr_poll
 tr_join_poll(tr_join *j, tr_cx *cx, tr_outcome *out)
 {
-    if (TR_UNLIKELY(j->j_key == 0)) {
+    if (TR__UNLIKELY(j->j_key == 0)) {
         outcome_set_err(out, TR_EINVAL);
         return TR_READY;
     }
@@ -658,11 +659,11 @@ tr_join_poll(tr_join *j, tr_cx *cx, tr_outcome *out)
     }
     uint64_t old;
     tr__slot *s = join_slot(j, &old);
-    if (TR_LIKELY(s != NULL)) {
+    if (TR__LIKELY(s != NULL)) {
         if (!(old & TR__W_COMPLETE) && register_waker(s, &old, tr_cx_waker(cx))) {
             return TR_PENDING;
         }
-        if (TR_LIKELY(take(j, s, old, out) == TR_OK)) {
+        if (TR__LIKELY(take(j, s, old, out) == TR_OK)) {
             return TR_READY;
         }
     } else {
@@ -733,7 +734,7 @@ join_block(tr_join *j, tr_outcome *out, uint64_t deadline_ns)
         if (s == NULL) {
             return TR_ENOTFOUND;
         }
-        TR_ASSERT(old & TR__W_COMPLETE);
+        TR__ASSERT(old & TR__W_COMPLETE);
     }
     return take(j, s, old, out);
 }

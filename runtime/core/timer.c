@@ -43,7 +43,7 @@ tr_clock_new_virtual(uint64_t start_ns, tr_clock **out)
     if (out == NULL) {
         return TR_EINVAL;
     }
-    tr_clock *c = tr_zalloc(sizeof(*c));
+    tr_clock *c = tr__zalloc(sizeof(*c));
     atomic_init(&c->c_now, start_ns);
     *out = c;
     return TR_OK;
@@ -71,8 +71,8 @@ void
 tr_clock_free(tr_clock *c)
 {
     if (c != NULL) {
-        TR_ASSERT(atomic_load_explicit(&c->c_rx, memory_order_relaxed) == NULL);
-        tr_free(c, sizeof(*c));
+        TR__ASSERT(atomic_load_explicit(&c->c_rx, memory_order_relaxed) == NULL);
+        tr__free(c, sizeof(*c));
     }
 }
 
@@ -192,7 +192,7 @@ next_slot(const tr__reactor *rx, unsigned *level_out, unsigned *slot_out, uint64
             // deadlines beyond the wheel's span, a full turn later. (A
             // lower level never has one: a slot is processed before the
             // wheel's time passes it.)
-            TR_ASSERT(level == TR__WHEEL_LEVELS - 1);
+            TR__ASSERT(level == TR__WHEEL_LEVELS - 1);
             start += level_range;
         }
         *level_out = level;

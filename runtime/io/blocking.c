@@ -150,7 +150,7 @@ static job *
 job_new(int kind, size_t extra)
 {
     size_t sz = sizeof(job) + extra;
-    job *j = tr_alloc(sz);
+    job *j = tr__alloc(sz);
     memset(j, 0, sizeof *j);
     j->j_alloc = sz;
     j->j_kind = kind;
@@ -173,7 +173,7 @@ job_free(job *j)
         freeaddrinfo(j->j_ai);
     }
     free(j->j_out);
-    tr_free(j, j->j_alloc);
+    tr__free(j, j->j_alloc);
 }
 
 // job_unref drops one side's reference.
@@ -486,7 +486,7 @@ job_execute(job *j)
         run_resolve(j);
         break;
     default:
-        tr_panic("blocking: bad job kind %d", j->j_kind);
+        tr__panic("blocking: bad job kind %d", j->j_kind);
     }
 }
 
@@ -562,7 +562,7 @@ queue_remove(pool *p, job *j)
         prev = *pp;
         pp = &(*pp)->j_next;
     }
-    TR_ASSERT(*pp == j);
+    TR__ASSERT(*pp == j);
     *pp = j->j_next;
     if (p->p_tail == j) {
         p->p_tail = prev;
@@ -656,7 +656,7 @@ pool_main(void *arg)
     // us (the newest zombie) only after we have joined prev.
     if (prev != NULL) {
         pthread_join(prev->t_id, NULL);
-        tr_free(prev, sizeof *prev);
+        tr__free(prev, sizeof *prev);
     }
     return NULL;
 }
@@ -665,7 +665,7 @@ pool_main(void *arg)
 static tr_err
 spawn_locked(pool *p)
 {
-    pool_thread *t = tr_zalloc(sizeof *t);
+    pool_thread *t = tr__zalloc(sizeof *t);
     t->t_pool = p;
     // The new thread inherits this mask: everything blocked except the
     // signals a fault raises synchronously (blocking those kills anyway).
@@ -681,7 +681,7 @@ spawn_locked(pool *p)
     int rc = pthread_create(&t->t_id, NULL, pool_main, t);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
-        tr_free(t, sizeof *t);
+        tr__free(t, sizeof *t);
         return TR_EAGAIN;
     }
     p->p_threads++;
@@ -746,12 +746,12 @@ pool_fini(tr_rt *rt, void *ext)
     pthread_mutex_unlock(&p->p_mu);
     if (last != NULL) {
         pthread_join(last->t_id, NULL);
-        tr_free(last, sizeof *last);
+        tr__free(last, sizeof *last);
     }
     pthread_cond_destroy(&p->p_work_cv);
     pthread_cond_destroy(&p->p_exit_cv);
     pthread_mutex_destroy(&p->p_mu);
-    tr_free(p, sizeof *p);
+    tr__free(p, sizeof *p);
 }
 
 // env_uint reads a decimal environment variable in [lo, hi]; def when it is
@@ -781,10 +781,10 @@ static pool *
 pool_get(tr_rt *rt)
 {
     pool *p = tr__rt_ext(rt, TR__EXT_BLOCKING);
-    if (TR_LIKELY(p != NULL)) {
+    if (TR__LIKELY(p != NULL)) {
         return p;
     }
-    p = tr_zalloc(sizeof *p);
+    p = tr__zalloc(sizeof *p);
     pthread_mutex_init(&p->p_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

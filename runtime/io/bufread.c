@@ -43,7 +43,7 @@ tr_bufread_init(tr_bufread *br, tr_io *io, void *buf, size_t cap)
         if (cap < TR_BUFREAD_MIN_CAP) {
             return TR_EINVAL;
         }
-        buf = tr_alloc(cap);
+        buf = tr__alloc(cap);
         owned = true;
     } else if (cap < TR_BUFREAD_MIN_CAP) {
         return TR_EINVAL;
@@ -63,7 +63,7 @@ tr_bufread_fini(tr_bufread *br)
         return;
     }
     if (br->br_owned && br->br_buf != NULL) {
-        tr_free(br->br_buf, br->br_cap);
+        tr__free(br->br_buf, br->br_cap);
     }
     memset(br, 0, sizeof(*br));
 }
@@ -83,7 +83,7 @@ tr_bufread_buffered(const tr_bufread *br)
 void
 tr_bufread_consume(tr_bufread *br, size_t n)
 {
-    TR_ASSERT(n <= br->br_end - br->br_start);
+    TR__ASSERT(n <= br->br_end - br->br_start);
     br->br_start += n;
     br->br_scan = br->br_scan > n ? br->br_scan - n : 0;
     if (br->br_start == br->br_end) {
@@ -105,7 +105,7 @@ fill_more(tr_bufread *br, tr_cx *cx, ssize_t *n)
         br->br_end -= br->br_start;
         br->br_start = 0;
     }
-    TR_ASSERT(br->br_end < cap);
+    TR__ASSERT(br->br_end < cap);
     if (tr_read(br->br_io, cx, br->br_buf + br->br_end, cap - br->br_end, n) == TR_PENDING) {
         return TR_PENDING;
     }

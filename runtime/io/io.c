@@ -187,7 +187,7 @@ tr_io *
 tr_io_ref(tr_io *io)
 {
     uint32_t old = atomic_fetch_add_explicit(&io->io_refs, 1, memory_order_relaxed);
-    TR_ASSERT(old > 0);
+    TR__ASSERT(old > 0);
     return io;
 }
 
@@ -198,7 +198,7 @@ tr_io_release(tr_io *io)
         return;
     }
     uint32_t old = atomic_fetch_sub_explicit(&io->io_refs, 1, memory_order_acq_rel);
-    TR_ASSERT(old > 0);
+    TR__ASSERT(old > 0);
     if (old == 1) {
         close_now(io);
         tr__reg_free(io);

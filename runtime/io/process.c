@@ -259,7 +259,7 @@ static tr_err
 result(tr_process *p, tr_exit_status *st)
 {
     tr__mutex_lock(&p->p_lock);
-    TR_ASSERT(p->p_reaped);
+    TR__ASSERT(p->p_reaped);
     tr_err err = p->p_err;
     if (err == TR_OK && st != NULL) {
         *st = p->p_status;
@@ -337,7 +337,7 @@ sweep_locked(void)
                 if (o->o_pidio != NULL) {
                     tr_io_release(o->o_pidio); // re-enters reaper_wake: a no-op
                 }
-                tr_free(o, sizeof(*o));
+                tr__free(o, sizeof(*o));
                 atomic_fetch_sub_explicit(&g_norphans, 1, memory_order_relaxed);
                 continue;
             }
@@ -373,7 +373,7 @@ reaper_wake(const tr_waker *w)
 static void
 orphan_add(proc_rt *pr, pid_t pid, tr_io *pidio)
 {
-    orphan *o = tr_zalloc(sizeof(*o));
+    orphan *o = tr__zalloc(sizeof(*o));
     o->o_pid = pid;
     o->o_pidio = pidio;
     o->o_pr = pr;
@@ -419,7 +419,7 @@ pr_fini(tr_rt *rt, void *ext)
     sweep_locked();
     t_sweeping = false;
     pthread_mutex_unlock(&g_orph_lock);
-    tr_free(pr, sizeof(*pr));
+    tr__free(pr, sizeof(*pr));
 }
 
 static proc_rt *
@@ -429,11 +429,11 @@ pr_get(tr_rt *rt)
     if (pr != NULL) {
         return pr;
     }
-    pr = tr_zalloc(sizeof(*pr));
+    pr = tr__zalloc(sizeof(*pr));
     pr->pr_rt = rt;
     proc_rt *won = tr__rt_ext_install(rt, TR__EXT_PROCESS, pr, pr_fini);
     if (won != pr) {
-        tr_free(pr, sizeof(*pr));
+        tr__free(pr, sizeof(*pr));
     }
     return won;
 }
@@ -461,7 +461,7 @@ process_discard(tr_process *p)
         }
     }
     tr_signal_drop(&p->p_sig);
-    tr_free(p, sizeof(*p));
+    tr__free(p, sizeof(*p));
 }
 
 // do_spawn runs posix_spawn with the child's ends in child_fd (-1: not a
@@ -546,7 +546,7 @@ tr_process_spawn(tr_rt *rt, const tr_process_opts *o, tr_process **out)
     if (atomic_load_explicit(&g_norphans, memory_order_relaxed) != 0) {
         sweep();
     }
-    tr_process *p = tr_zalloc(sizeof(*p));
+    tr_process *p = tr__zalloc(sizeof(*p));
     p->p_rt = rt;
     p->p_pr = pr;
     tr_err err = TR_OK;
@@ -751,7 +751,7 @@ tr_process_free(tr_process *p)
     }
     // After orphan_add: the SIGCHLD handler stays installed throughout.
     tr_signal_drop(&p->p_sig);
-    tr_free(p, sizeof(*p));
+    tr__free(p, sizeof(*p));
 }
 
 // ---------------------------------------------------------------------------

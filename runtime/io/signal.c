@@ -290,7 +290,7 @@ sig_rt_free(sig_rt *sr)
             continue;
         }
         sr->sr_refs[s] = 0;
-        TR_ASSERT(g_sig[s].refs >= n);
+        TR__ASSERT(g_sig[s].refs >= n);
         g_sig[s].refs -= n;
         if (g_sig[s].refs == 0) {
             if (g_sig[s].mode == MODE_HANDLER) {
@@ -314,7 +314,7 @@ sig_rt_free(sig_rt *sr)
     if (sfd != NULL) {
         tr_io_release(sfd);
     }
-    tr_free(sr, sizeof(*sr));
+    tr__free(sr, sizeof(*sr));
 }
 
 static void
@@ -337,13 +337,13 @@ sig_rt_get(tr_rt *rt, sig_rt **out)
     if (fd < 0) {
         return tr__errno(errno);
     }
-    sr = tr_zalloc(sizeof(*sr));
+    sr = tr__zalloc(sizeof(*sr));
     sr->sr_rt = rt;
     sigemptyset(&sr->sr_sfdmask);
     tr_err err = tr_io_open(rt, fd, 0, &sr->sr_evio);
     if (err != TR_OK) {
         close(fd);
-        tr_free(sr, sizeof(*sr));
+        tr__free(sr, sizeof(*sr));
         return err;
     }
     pthread_mutex_lock(&g_lock);
@@ -354,7 +354,7 @@ sig_rt_get(tr_rt *rt, sig_rt **out)
     if (i == TR_SIGNAL_MAX_RUNTIMES) {
         pthread_mutex_unlock(&g_lock);
         tr_io_release(sr->sr_evio);
-        tr_free(sr, sizeof(*sr));
+        tr__free(sr, sizeof(*sr));
         return TR_EEXHAUSTED;
     }
     g_slot_used[i] = true;
@@ -443,7 +443,7 @@ tr_signal_drop(tr_signal *sig)
     sig_rt *sr = sig->sg_state;
     int s = sig->sg_signo;
     pthread_mutex_lock(&g_lock);
-    TR_ASSERT(sr->sr_refs[s] > 0 && g_sig[s].refs > 0);
+    TR__ASSERT(sr->sr_refs[s] > 0 && g_sig[s].refs > 0);
     if (--sr->sr_refs[s] == 0) {
         atomic_fetch_and(&g_slots[sr->sr_slot].s_mask, ~sig_bit(s));
         if (g_sig[s].mode == MODE_SIGNALFD) {
@@ -550,7 +550,7 @@ bool
 tr__signal_poll(tr_signal *sig, tr_waker wk, uint64_t *count)
 {
     sig_rt *sr = sig->sg_state;
-    TR_ASSERT(sr != NULL);
+    TR__ASSERT(sr != NULL);
     for (;;) {
         if (take(sig, count)) {
             return true;
@@ -570,7 +570,7 @@ tr__signal_poll(tr_signal *sig, tr_waker wk, uint64_t *count)
 tr_poll
 tr_signal_wait(tr_signal *sig, tr_cx *cx, uint64_t *count)
 {
-    TR_ASSERT(sig != NULL && sig->sg_state != NULL);
+    TR__ASSERT(sig != NULL && sig->sg_state != NULL);
     if (!tr_cx_budget_spend(cx)) {
         return TR_PENDING;
     }

@@ -182,7 +182,7 @@ grant_head(tr_chan *ch)
     if (op == NULL) {
         return no_waker;
     }
-    TR_ASSERT(ch->c_len + ch->c_reserved < ch->c_cap);
+    TR__ASSERT(ch->c_len + ch->c_reserved < ch->c_cap);
     tr_waker w = op_waker(op);
     op->o_priv[OP_NEXT] = OP_GRANTED;
     op->o_priv[OP_PREV] = NULL;
@@ -199,7 +199,7 @@ op_withdraw(tr_chan *ch, tr_chan_send_op *op)
     if (op_is_waiting(op)) {
         waiters_unlink(op);
     } else if (op_is_granted(op)) {
-        TR_ASSERT(ch->c_reserved > 0);
+        TR__ASSERT(ch->c_reserved > 0);
         ch->c_reserved--;
         had_grant = true;
     }
@@ -244,7 +244,7 @@ ring_pop(tr_chan *ch, void *out)
 static tr_err
 recv_locked(tr_chan *ch, void *out, tr_waker *wake)
 {
-    TR_ASSERT(ch->c_rx_alive && !ch->c_closed);
+    TR__ASSERT(ch->c_rx_alive && !ch->c_closed);
     if (ch->c_len > 0) {
         ring_pop(ch, out);
         *wake = grant_head(ch);
@@ -259,8 +259,8 @@ recv_locked(tr_chan *ch, void *out, tr_waker *wake)
 static void
 chan_free(tr_chan *ch)
 {
-    tr_free(ch->c_ring, ch->c_cap * ch->c_elem);
-    tr_free(ch, sizeof *ch);
+    tr__free(ch->c_ring, ch->c_cap * ch->c_elem);
+    tr__free(ch, sizeof *ch);
 }
 
 // ---------------------------------------------------------------------------
@@ -277,16 +277,16 @@ tr_chan_new(size_t elem_size, size_t capacity, tr_chan **out)
         capacity > SIZE_MAX / elem_size) {
         return TR_EINVAL;
     }
-    // The ring is allocated up front, and tr_alloc aborts on failure: refuse
+    // The ring is allocated up front, and tr__alloc aborts on failure: refuse
     // rings that could not reasonably be had instead of crashing.
     if (capacity * elem_size > CHAN_MAX_RING) {
         return TR_ETOOBIG;
     }
-    tr_chan *ch = tr_zalloc(sizeof *ch);
+    tr_chan *ch = tr__zalloc(sizeof *ch);
     ch->c_lock = (tr__mutex)TR__MUTEX_INIT;
     ch->c_elem = elem_size;
     ch->c_cap = capacity;
-    ch->c_ring = tr_alloc(capacity * elem_size);
+    ch->c_ring = tr__alloc(capacity * elem_size);
     ch->c_senders = 1;
     ch->c_rx_alive = true;
     ch->c_waiters.o_priv[OP_NEXT] = &ch->c_waiters;
@@ -299,7 +299,7 @@ void
 tr_chan_sender_clone(tr_chan *ch)
 {
     tr__mutex_lock(&ch->c_lock);
-    TR_ASSERT(ch->c_senders > 0);
+    TR__ASSERT(ch->c_senders > 0);
     ch->c_senders++;
     tr__mutex_unlock(&ch->c_lock);
 }
@@ -309,11 +309,11 @@ tr_chan_sender_release(tr_chan *ch)
 {
     tr_waker wake = no_waker;
     tr__mutex_lock(&ch->c_lock);
-    TR_ASSERT(ch->c_senders > 0);
+    TR__ASSERT(ch->c_senders > 0);
     ch->c_senders--;
     if (ch->c_senders == 0) {
         // A pending send must be abandoned before its task releases.
-        TR_ASSERT(waiters_empty(ch) && ch->c_reserved == 0);
+        TR__ASSERT(waiters_empty(ch) && ch->c_reserved == 0);
         wake = take_rx_waker(ch);
     }
     bool free_it = ch->c_senders == 0 && !ch->c_rx_alive;
@@ -335,7 +335,7 @@ tr_chan_receiver_release(tr_chan *ch)
         size_t n = 0;
         tr_chan_send_op *op;
         tr__mutex_lock(&ch->c_lock);
-        TR_ASSERT(ch->c_rx_alive);
+        TR__ASSERT(ch->c_rx_alive);
         ch->c_closed = true;
         ch->c_head = 0;
         ch->c_len = 0;
@@ -391,7 +391,7 @@ tr_chan_send(tr_chan *ch, tr_cx *cx, tr_chan_send_op *op, const void *item, tr_e
         tr__mutex_unlock(&ch->c_lock);
         return TR_PENDING;
     } else {
-        TR_ASSERT(waiters_empty(ch));
+        TR__ASSERT(waiters_empty(ch));
     }
     ring_push(ch, item);
     wake = take_rx_waker(ch);
@@ -430,7 +430,7 @@ tr_chan_try_send(tr_chan *ch, const void *item)
         tr__mutex_unlock(&ch->c_lock);
         return TR_EFULL;
     }
-    TR_ASSERT(waiters_empty(ch));
+    TR__ASSERT(waiters_empty(ch));
     ring_push(ch, item);
     wake = take_rx_waker(ch);
     tr__mutex_unlock(&ch->c_lock);

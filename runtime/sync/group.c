@@ -49,7 +49,7 @@
 // member record until its member_done has finished with the group (which
 // includes a cancel-on-error sweep). Whoever drops the last reference frees
 // the group. After tr_group_free, member_done destroys outcomes itself.
-// Records are tr_alloc'd per member (64 bytes): groups are not on the
+// Records are tr__alloc'd per member (64 bytes): groups are not on the
 // spawn hot path.
 #include <string.h>
 
@@ -138,7 +138,7 @@ list_pop(mlink *h)
     }
     mlink *l = h->l_next;
     list_unlink(l);
-    return TR_CONTAINER_OF(l, member, m_link);
+    return TR__CONTAINER_OF(l, member, m_link);
 }
 
 // list_take moves every record of src to the empty list dst.
@@ -164,7 +164,7 @@ discard(mlink *h)
     member *m;
     while ((m = list_pop(h)) != NULL) {
         tr_outcome_fini(&m->m_out);
-        tr_free(m, sizeof *m);
+        tr__free(m, sizeof *m);
     }
 }
 
@@ -174,8 +174,8 @@ discard(mlink *h)
 static void
 group_destroy(tr_group *g)
 {
-    TR_ASSERT(list_empty(&g->g_running) && list_empty(&g->g_cancelling) && list_empty(&g->g_done));
-    tr_free(g, sizeof *g);
+    TR__ASSERT(list_empty(&g->g_running) && list_empty(&g->g_cancelling) && list_empty(&g->g_done));
+    tr__free(g, sizeof *g);
 }
 
 // unref drops a reference and frees the group if it was the last.
@@ -183,7 +183,7 @@ static void
 unref(tr_group *g)
 {
     tr__mutex_lock(&g->g_lock);
-    TR_ASSERT(g->g_refs > 0);
+    TR__ASSERT(g->g_refs > 0);
     bool last = --g->g_refs == 0;
     tr__mutex_unlock(&g->g_lock);
     if (last) {
@@ -238,10 +238,10 @@ member_done(member *m)
     tr_group *g = m->m_group;
     // Collect the outcome as a join would; the handle's reference goes.
     tr__slot *s = tr__pool_lookup(tr__key_index(m->m_key));
-    TR_ASSERT(s != NULL);
+    TR__ASSERT(s != NULL);
     // Acquire pairs with the completing CAS (release): the result is ours.
     uint64_t word = atomic_load_explicit(&s->s_word, memory_order_acquire);
-    TR_ASSERT((word & TR__W_COMPLETE) && tr__w_gen(word) == tr__key_gen(m->m_key));
+    TR__ASSERT((word & TR__W_COMPLETE) && tr__w_gen(word) == tr__key_gen(m->m_key));
     tr__take_outcome(s, word, &m->m_out);
     tr__slot_release(g->g_rt, s, TR__W_BOXED);
     tr_err fail = failure_of(g, &m->m_out, (word & TR__W_BOXED) != 0);
@@ -250,7 +250,7 @@ member_done(member *m)
     bool cancel_rest = false;
     tr__mutex_lock(&g->g_lock);
     list_unlink(&m->m_link);
-    TR_ASSERT(g->g_nrunning > 0);
+    TR__ASSERT(g->g_nrunning > 0);
     g->g_nrunning--;
     if (fail != TR_OK && !g->g_failed) {
         g->g_failed = true;
@@ -271,14 +271,14 @@ member_done(member *m)
     }
     bool last = false;
     if (!cancel_rest) {
-        TR_ASSERT(g->g_refs > 0);
+        TR__ASSERT(g->g_refs > 0);
         last = --g->g_refs == 0;
     }
     tr__mutex_unlock(&g->g_lock);
     // From here on, a kept record belongs to the joiner.
     if (!keep) {
         tr_outcome_fini(&m->m_out);
-        tr_free(m, sizeof *m);
+        tr__free(m, sizeof *m);
     }
     tr_wake(wake);
     if (cancel_rest) {
@@ -303,7 +303,7 @@ static const tr_waker_ops member_waker_ops = {member_wake};
 static tr_err
 finish_locked(tr_group *g, mlink *taken)
 {
-    TR_ASSERT(g->g_nrunning == 0);
+    TR__ASSERT(g->g_nrunning == 0);
     tr_err err = g->g_failed ? g->g_first_err : TR_OK;
     g->g_failed = false;
     g->g_first_err = TR_OK;
@@ -327,7 +327,7 @@ tr_group_new(tr_rt *rt, unsigned flags, tr_group **out)
     if (rt == NULL || (flags & ~(unsigned)(TR_GROUP_CANCEL_ON_ERROR | TR_GROUP_VALUES)) != 0) {
         return TR_EINVAL;
     }
-    tr_group *g = tr_zalloc(sizeof *g);
+    tr_group *g = tr__zalloc(sizeof *g);
     g->g_lock = (tr__mutex)TR__MUTEX_INIT;
     g->g_rt = rt;
     g->g_flags = flags;
@@ -346,7 +346,7 @@ tr_group_free(tr_group *g)
         return;
     }
     tr__mutex_lock(&g->g_lock);
-    TR_ASSERT(!g->g_owner_gone);
+    TR__ASSERT(!g->g_owner_gone);
     // A task that awaited the group and was cancelled may have left its
     // waker: forget it (a thread blocked in tr_group_wait would be a bug).
     g->g_waiter = no_waker;
@@ -369,11 +369,11 @@ tr_err
 tr_group_start(tr_group *g, void *state, tr_task_id *id)
 {
     tr__slot *s = tr__state_slot(state);
-    TR_ASSERT(tr__slot_rt(s) == g->g_rt);
-    member *m = tr_zalloc(sizeof *m);
+    TR__ASSERT(tr__slot_rt(s) == g->g_rt);
+    member *m = tr__zalloc(sizeof *m);
     m->m_group = g;
     tr__mutex_lock(&g->g_lock);
-    TR_ASSERT(!g->g_owner_gone);
+    TR__ASSERT(!g->g_owner_gone);
     bool early = g->g_cancelled;
     tr__mutex_unlock(&g->g_lock);
     if (early) {
@@ -390,7 +390,7 @@ tr_group_start(tr_group *g, void *state, tr_task_id *id)
     }
     if (rv != TR_OK) {
         // Refused (a shutdown): its drop ran and the slot is gone.
-        tr_free(m, sizeof *m);
+        tr__free(m, sizeof *m);
         return rv;
     }
     m->m_key = key;
@@ -453,7 +453,7 @@ tr_group_join_next(tr_group *g, tr_cx *cx, tr_outcome *out, tr_task_id *id, tr_e
         if (id != NULL) {
             id->id = m->m_key;
         }
-        tr_free(m, sizeof *m);
+        tr__free(m, sizeof *m);
         *err = TR_OK;
         return TR_READY;
     }
@@ -465,7 +465,7 @@ tr_group_join_next(tr_group *g, tr_cx *cx, tr_outcome *out, tr_task_id *id, tr_e
     }
     (void)finish_locked(g, &taken);
     tr__mutex_unlock(&g->g_lock);
-    TR_ASSERT(list_empty(&taken));
+    TR__ASSERT(list_empty(&taken));
     *err = TR_EEMPTY;
     return TR_READY;
 }

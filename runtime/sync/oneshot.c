@@ -50,7 +50,7 @@ _Static_assert(sizeof(struct tr_oneshot) <= 24, "a signal oneshot is one small c
 static void
 oneshot_free(tr_oneshot *o)
 {
-    tr_free(o, sizeof *o + o->o_size);
+    tr__free(o, sizeof *o + o->o_size);
 }
 
 // take_locked ends a receive if it can: TR_OK (value copied, receiver end
@@ -60,7 +60,7 @@ oneshot_free(tr_oneshot *o)
 static tr_err
 take_locked(tr_oneshot *o, void *out)
 {
-    TR_ASSERT(o->o_rx_alive);
+    TR__ASSERT(o->o_rx_alive);
     if (o->o_full) {
         if (o->o_size > 0) {
             memcpy(out, o->o_value, o->o_size);
@@ -85,7 +85,7 @@ tr_oneshot_new(size_t value_size, tr_oneshot **out)
     if (value_size > ONESHOT_MAX_VALUE) {
         return TR_EINVAL;
     }
-    tr_oneshot *o = tr_zalloc(sizeof *o + value_size);
+    tr_oneshot *o = tr__zalloc(sizeof *o + value_size);
     o->o_lock = (tr__mutex)TR__MUTEX_INIT;
     o->o_size = (uint16_t)value_size;
     o->o_tx_alive = true;
@@ -100,7 +100,7 @@ tr_oneshot_send(tr_oneshot *o, const void *value)
     tr_waker wake = no_waker;
     tr_err err = TR_OK;
     tr__mutex_lock(&o->o_lock);
-    TR_ASSERT(o->o_tx_alive);
+    TR__ASSERT(o->o_tx_alive);
     o->o_tx_alive = false;
     bool free_it = !o->o_rx_alive;
     if (free_it) {
@@ -126,7 +126,7 @@ void
 tr_oneshot_sender_release(tr_oneshot *o)
 {
     tr__mutex_lock(&o->o_lock);
-    TR_ASSERT(o->o_tx_alive);
+    TR__ASSERT(o->o_tx_alive);
     o->o_tx_alive = false;
     bool free_it = !o->o_rx_alive;
     tr_waker wake = o->o_rx_waker;
@@ -175,7 +175,7 @@ void
 tr_oneshot_receiver_release(tr_oneshot *o)
 {
     tr__mutex_lock(&o->o_lock);
-    TR_ASSERT(o->o_rx_alive);
+    TR__ASSERT(o->o_rx_alive);
     o->o_rx_alive = false;
     o->o_rx_waker = no_waker;
     bool free_it = !o->o_tx_alive;

@@ -29,7 +29,7 @@
 tr_poll
 tr_select(tr_select_op *op, tr_cx *cx, const tr_select_branch *branches, size_t n, size_t *winner)
 {
-    TR_ASSERT(n < UINT32_MAX);
+    TR__ASSERT(n < UINT32_MAX);
     size_t start = op->o_next < n ? op->o_next : 0;
     size_t won = TR_SELECT_NONE;
     bool pending = false;
@@ -77,7 +77,7 @@ tr_select_abandon(tr_select_op *op, const tr_select_branch *branches, size_t n)
 tr_poll
 tr_race_join(tr_select_op *op, tr_cx *cx, tr_join *joins, size_t n, size_t *winner, tr_outcome *out)
 {
-    TR_ASSERT(n < UINT32_MAX);
+    TR__ASSERT(n < UINT32_MAX);
     size_t start = op->o_next < n ? op->o_next : 0;
     size_t won = TR_SELECT_NONE;
     bool pending = false;

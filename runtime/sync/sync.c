@@ -125,7 +125,7 @@ line_take(tr__sync_node *dst, tr__sync_node *src)
 static tr_waker
 node_grant(tr__sync_node *n, uint32_t flags)
 {
-    TR_ASSERT(n->n_state == ST_WAITING);
+    TR__ASSERT(n->n_state == ST_WAITING);
     line_unlink(n);
     n->n_state = ST_GRANTED;
     n->n_flags = flags;
@@ -224,7 +224,7 @@ sem_fini(tr_sem *s)
     bool idle = line_empty(&s->s_waiters);
     tr__mutex_unlock(&s->s_lock);
     if (!idle) {
-        tr_panic("freeing a semaphore or mutex that tasks wait on");
+        tr__panic("freeing a semaphore or mutex that tasks wait on");
     }
 }
 
@@ -248,7 +248,7 @@ sem_acquire(tr_sem *s, tr_cx *cx, tr__sync_node *op, size_t n, tr_err *err)
         tr__mutex_unlock(&s->s_lock);
         return TR_PENDING;
     default:
-        TR_ASSERT(op->n_state == ST_IDLE);
+        TR__ASSERT(op->n_state == ST_IDLE);
         break;
     }
     if (s->s_closed) {
@@ -317,7 +317,7 @@ tr_sem_new(size_t permits, tr_sem **out)
     if (permits > TR_SEM_MAX_PERMITS) {
         return TR_EINVAL;
     }
-    tr_sem *s = tr_alloc(sizeof *s);
+    tr_sem *s = tr__alloc(sizeof *s);
     sem_init(s, permits);
     *out = s;
     return TR_OK;
@@ -330,7 +330,7 @@ tr_sem_free(tr_sem *s)
         return;
     }
     sem_fini(s);
-    tr_free(s, sizeof *s);
+    tr__free(s, sizeof *s);
 }
 
 tr_poll
@@ -361,7 +361,7 @@ tr_sem_release(tr_sem *s, size_t n)
         return;
     }
     tr__mutex_lock(&s->s_lock);
-    TR_ASSERT(n <= TR_SEM_MAX_PERMITS && s->s_avail <= TR_SEM_MAX_PERMITS - n);
+    TR__ASSERT(n <= TR_SEM_MAX_PERMITS && s->s_avail <= TR_SEM_MAX_PERMITS - n);
     s->s_avail += n;
     sem_grant_unlock(s);
 }
@@ -405,7 +405,7 @@ tr_mutex_new(tr_mutex **out)
     if (out == NULL) {
         return TR_EINVAL;
     }
-    tr_mutex *m = tr_alloc(sizeof *m);
+    tr_mutex *m = tr__alloc(sizeof *m);
     sem_init(&m->m_sem, 1);
     *out = m;
     return TR_OK;
@@ -418,7 +418,7 @@ tr_mutex_free(tr_mutex *m)
         return;
     }
     sem_fini(&m->m_sem);
-    tr_free(m, sizeof *m);
+    tr__free(m, sizeof *m);
 }
 
 tr_poll
@@ -450,7 +450,7 @@ tr_mutex_unlock(tr_mutex *m)
     tr__mutex_lock(&s->s_lock);
     if (s->s_avail != 0) {
         tr__mutex_unlock(&s->s_lock);
-        tr_panic("tr_mutex_unlock: the mutex is not locked");
+        tr__panic("tr_mutex_unlock: the mutex is not locked");
     }
     s->s_avail = 1;
     sem_grant_unlock(s);
@@ -491,7 +491,7 @@ tr_notify_new(tr_notify **out)
     if (out == NULL) {
         return TR_EINVAL;
     }
-    tr_notify *n = tr_alloc(sizeof *n);
+    tr_notify *n = tr__alloc(sizeof *n);
     n->n_lock = (tr__mutex)TR__MUTEX_INIT;
     n->n_permit = false;
     n->n_epoch = 0;
@@ -510,9 +510,9 @@ tr_notify_free(tr_notify *n)
     bool idle = line_empty(&n->n_waiters);
     tr__mutex_unlock(&n->n_lock);
     if (!idle) {
-        tr_panic("tr_notify_free: tasks wait on it");
+        tr__panic("tr_notify_free: tasks wait on it");
     }
-    tr_free(n, sizeof *n);
+    tr__free(n, sizeof *n);
 }
 
 void
@@ -586,7 +586,7 @@ tr_notify_wait(tr_notify *n, tr_cx *cx, tr_notify_wait_op *op)
         }
         break;
     default:
-        TR_ASSERT(o->n_state == ST_IDLE);
+        TR__ASSERT(o->n_state == ST_IDLE);
         break;
     }
     if (n->n_permit) {

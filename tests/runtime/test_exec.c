@@ -1273,8 +1273,8 @@ idle_thread(void *arg)
     uint64_t deadline = tu_now_ns() + (uint64_t)TU_WAIT_MS * 1000000u;
     uint64_t parks;
     while ((parks = atomic_load(&id->rt->r_workers[0].w_parks)) == 0 ||
-           (atomic_load(&id->rt->r_workers[0].w_park) != PARK_PARKED &&
-            atomic_load(&id->rt->r_workers[0].w_park) != PARK_DRIVER)) {
+           (atomic_load(&id->rt->r_workers[0].w_park) != TR__PARK_PARKED &&
+            atomic_load(&id->rt->r_workers[0].w_park) != TR__PARK_DRIVER)) {
         if (tu_now_ns() > deadline) {
             id->timed_out = true;
             break;

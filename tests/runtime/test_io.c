@@ -231,7 +231,7 @@ late_writer_main(void *arg)
     late_writer *lw = arg;
     // Wait (bounded by time) until worker 0 is parked in the reactor.
     lw->timed_out =
-        !TU_SPIN_UNTIL(atomic_load(&lw->rt->r_workers[0].w_park) == PARK_DRIVER, TU_WAIT_MS);
+        !TU_SPIN_UNTIL(atomic_load(&lw->rt->r_workers[0].w_park) == TR__PARK_DRIVER, TU_WAIT_MS);
     TU_CHECK(write(lw->fd, "abcdefgh", 8) == 8);
     return NULL;
 }
@@ -491,7 +491,7 @@ efd_thread(void *arg)
 {
     late_writer *lw = arg;
     lw->timed_out =
-        !TU_SPIN_UNTIL(atomic_load(&lw->rt->r_workers[0].w_park) == PARK_DRIVER, TU_WAIT_MS);
+        !TU_SPIN_UNTIL(atomic_load(&lw->rt->r_workers[0].w_park) == TR__PARK_DRIVER, TU_WAIT_MS);
     uint64_t v = 42;
     TU_CHECK(write(lw->fd, &v, sizeof v) == sizeof v);
     return NULL;

@@ -53,9 +53,9 @@ all_idle(tr_rt *rt, unsigned first)
     unsigned drivers = 0;
     for (unsigned i = first; i < rt->r_nworkers; i++) {
         uint32_t p = atomic_load(&rt->r_workers[i].w_park);
-        if (p == PARK_DRIVER) {
+        if (p == TR__PARK_DRIVER) {
             drivers++;
-        } else if (p != PARK_PARKED) {
+        } else if (p != TR__PARK_PARKED) {
             return false;
         }
     }

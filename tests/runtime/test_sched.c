@@ -862,8 +862,8 @@ gs_releaser(void *arg)
 {
     gs_ctl *g = arg;
     _Atomic uint32_t *park = &g->rt->r_workers[0].w_park;
-    g->parked = TU_SPIN_UNTIL(atomic_load(park) == PARK_PARKED || atomic_load(park) == PARK_DRIVER,
-                              TU_WAIT_MS);
+    g->parked = TU_SPIN_UNTIL(
+        atomic_load(park) == TR__PARK_PARKED || atomic_load(park) == TR__PARK_DRIVER, TU_WAIT_MS);
     tu_event_set(g->release);
     return NULL;
 }
