@@ -146,14 +146,8 @@ main(int argc, char **argv)
         } else if (strcmp(argv[i], "--host") == 0) {
             host = argv[++i];
         } else if (strcmp(argv[i], "--sched") == 0) {
-            const char *s = argv[++i];
-            if (strcmp(s, "ws") == 0) {
-                cfg.sched = TR_SCHED_WS;
-            } else if (strcmp(s, "rr") == 0) {
-                cfg.sched = TR_SCHED_RR;
-            } else if (strcmp(s, "hybrid") == 0) {
-                cfg.sched = TR_SCHED_HYBRID;
-            } else {
+            if (tr_sched_parse(argv[++i], &cfg.sched) != TR_OK) {
+                fprintf(stderr, "echo_server: %s\n", tr_error_detail());
                 return usage();
             }
         } else {

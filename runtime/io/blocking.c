@@ -68,8 +68,9 @@
 
 #include <troupe/blocking.h>
 
-#include "base.h"
-#include "exec.h"
+#include "base/base.h"
+#include "exec/exec.h"
+#include "io/io.h"
 
 #define DEFAULT_MAX_THREADS 64u
 #define DEFAULT_KEEPALIVE_MS 10000u
@@ -863,7 +864,6 @@ tr_blocking_get_stats(tr_rt *rt, tr_blocking_stats *out)
 // tr__blocking_wait_threads waits (on p_exit_cv, at most timeout_ms) until
 // rt's pool has at most n threads; returns whether it got there. For the
 // tests of the keep-alive: hidden, declared by the test itself.
-bool tr__blocking_wait_threads(tr_rt *rt, unsigned n, unsigned timeout_ms) TR__HIDDEN;
 
 bool
 tr__blocking_wait_threads(tr_rt *rt, unsigned n, unsigned timeout_ms)

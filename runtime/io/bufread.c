@@ -20,7 +20,7 @@
 
 #include <troupe/bufread.h>
 
-#include "base.h"
+#include "base/base.h"
 
 // usable: how many bytes the buffer holds (one is kept for the NUL).
 static inline size_t

@@ -29,8 +29,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "exec.h"
-#include "reactor.h"
+#include "exec/exec.h"
+#include "reactor/reactor.h"
 
 // ---------------------------------------------------------------------------
 // Lifecycle.

@@ -32,7 +32,7 @@
 
 #include <troupe/net.h>
 
-#include "base.h"
+#include "base/base.h"
 
 // ---------------------------------------------------------------------------
 // Descriptors.

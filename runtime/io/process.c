@@ -56,14 +56,11 @@
 #include <troupe/process.h>
 #include <troupe/signal.h>
 
-#include "exec.h"
-#include "reactor.h"
+#include "exec/exec.h"
+#include "io/io.h"
+#include "reactor/reactor.h"
 
 extern char **environ;
-
-// From signal.c (internal; see there).
-bool tr__signal_poll(tr_signal *sig, tr_waker wk, uint64_t *count) TR__HIDDEN;
-void tr__signal_handled(sigset_t *set) TR__HIDDEN;
 
 // The per-runtime state (TR__EXT_PROCESS).
 typedef struct proc_rt {
@@ -759,7 +756,6 @@ tr_process_free(tr_process *p)
 
 // tr__process_force_fallback makes later spawns use SIGCHLD instead of a
 // pidfd (on) or lets them try pidfd_open again (off).
-void tr__process_force_fallback(bool on) TR__HIDDEN;
 void
 tr__process_force_fallback(bool on)
 {
@@ -767,7 +763,6 @@ tr__process_force_fallback(bool on)
 }
 
 // tr__process_has_pidfd reports whether p waits through a pidfd.
-bool tr__process_has_pidfd(const tr_process *p) TR__HIDDEN;
 bool
 tr__process_has_pidfd(const tr_process *p)
 {
@@ -775,7 +770,6 @@ tr__process_has_pidfd(const tr_process *p)
 }
 
 // tr__process_orphans returns how many freed children await reaping.
-size_t tr__process_orphans(void) TR__HIDDEN;
 size_t
 tr__process_orphans(void)
 {

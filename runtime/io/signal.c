@@ -52,8 +52,9 @@
 #include <troupe/io.h>
 #include <troupe/signal.h>
 
-#include "exec.h"
-#include "reactor.h"
+#include "exec/exec.h"
+#include "io/io.h"
+#include "reactor/reactor.h"
 
 // Signals 1 .. NSIGS-1 (NSIG is 65 on Linux).
 #define NSIGS NSIG
@@ -545,7 +546,6 @@ arm(tr_io *io, bool is_sfd, tr_waker wk)
 // true with *count when the signal came, false when wk is registered to be
 // woken at the next delivery. For process.c (its SIGCHLD fallback), which
 // may pass a waker of its own; the caller serialises uses of one sig.
-bool tr__signal_poll(tr_signal *sig, tr_waker wk, uint64_t *count) TR__HIDDEN;
 bool
 tr__signal_poll(tr_signal *sig, tr_waker wk, uint64_t *count)
 {
@@ -582,7 +582,6 @@ tr_signal_wait(tr_signal *sig, tr_cx *cx, uint64_t *count)
 
 // tr__signal_handled adds to *set every signal troupe has a handler for
 // (children get the default disposition for them).
-void tr__signal_handled(sigset_t *set) TR__HIDDEN;
 void
 tr__signal_handled(sigset_t *set)
 {
@@ -597,7 +596,6 @@ tr__signal_handled(sigset_t *set)
 
 // tr__signal_listeners returns the number of live tr_signal listeners of
 // signo in the process (tests).
-uint32_t tr__signal_listeners(int signo) TR__HIDDEN;
 uint32_t
 tr__signal_listeners(int signo)
 {

@@ -61,7 +61,7 @@
 
 #include <troupe/chan.h>
 
-#include "base.h"
+#include "sync/sync.h"
 
 #define CHAN_MAX_ELEM ((size_t)65536)
 #define CHAN_MAX_CAP ((size_t)1 << 24)

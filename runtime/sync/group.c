@@ -55,7 +55,8 @@
 
 #include <troupe/group.h>
 
-#include "exec.h"
+#include "exec/exec.h"
+#include "sync/sync.h"
 
 #define CANCEL_BATCH 32
 

@@ -26,7 +26,7 @@
 
 #include <troupe/chan.h>
 
-#include "base.h"
+#include "sync/sync.h"
 
 #define ONESHOT_MAX_VALUE ((size_t)4096)
 

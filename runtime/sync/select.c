@@ -24,7 +24,7 @@
 // no-op when it is already there), so a poll costs O(n).
 #include <troupe/select.h>
 
-#include "base.h"
+#include "sync/sync.h"
 
 tr_poll
 tr_select(tr_select_op *op, tr_cx *cx, const tr_select_branch *branches, size_t n, size_t *winner)

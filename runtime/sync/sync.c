@@ -58,7 +58,7 @@
 
 #include <troupe/sync.h>
 
-#include "base.h"
+#include "sync/sync.h"
 
 // Wakers copied out per lock hold by the loops that wake many.
 #define WAKE_BATCH 16

@@ -109,16 +109,11 @@ bench_num(const bench_def *d, const char *s)
 static inline tr_sched_kind
 bench_sched(const bench_def *d, const char *s)
 {
-    if (strcmp(s, "ws") == 0) {
-        return TR_SCHED_WS;
+    tr_sched_kind k;
+    if (tr_sched_parse(s, &k) == TR_OK) {
+        return k;
     }
-    if (strcmp(s, "rr") == 0) {
-        return TR_SCHED_RR;
-    }
-    if (strcmp(s, "hybrid") == 0) {
-        return TR_SCHED_HYBRID;
-    }
-    fprintf(stderr, "bench_%s: unknown scheduler: %s\n", d->name, s);
+    fprintf(stderr, "bench_%s: %s\n", d->name, tr_error_detail());
     bench_usage(d);
     exit(2);
 }

@@ -11,6 +11,7 @@
 // on semaphores or gates that the test opens, tasks await events that jobs
 // set, plain threads use bounded waits, and a watchdog turns a lost wake-up
 // into a failure.
+#include "io/io.h"
 #include "test_util.h"
 
 #include <dirent.h>
@@ -24,7 +25,6 @@
 #include <troupe/blocking.h>
 
 // From blocking.c (hidden): wait until the pool has at most n threads.
-bool tr__blocking_wait_threads(tr_rt *rt, unsigned n, unsigned timeout_ms);
 
 static unsigned one_worker = 1;
 static unsigned two_workers = 2;

@@ -1,4 +1,4 @@
-// Tests for the executor (runtime/core/exec.c): block_on and its misuse,
+// Tests for the executor (runtime/exec/): block_on and its misuse,
 // spawns from plain threads (Spawn messages), graceful and immediate
 // shutdown from a task or another thread, freeing a runtime with live
 // tasks, a million spawns, the dump, and parking when idle.
@@ -10,7 +10,7 @@
 
 #include <sched.h>
 
-#include "exec.h"
+#include "exec/exec.h"
 
 // ---------------------------------------------------------------------------
 // Helpers.

@@ -11,8 +11,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "exec.h"
-#include "reactor.h"
+#include "exec/exec.h"
+#include "reactor/reactor.h"
 
 static tr_rt *
 rt_workers(unsigned workers, tr_sched_kind sched)

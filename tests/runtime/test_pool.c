@@ -1,4 +1,4 @@
-// Tests for the task pool (runtime/core/pool.c): slot reuse with bumped
+// Tests for the task pool (runtime/task/pool.c): slot reuse with bumped
 // generations, stale keys (ids and wakers), generation checks and retirement
 // through the internal tr__pool_* API, size classes, the max_tasks limit,
 // concurrent allocation with remote frees, and the 64-byte slot header.
@@ -7,8 +7,8 @@
 // once the spawner yields or waits; tests rely on that FIFO order.
 #include "test_util.h"
 
-#include "exec.h"
-#include "pool.h"
+#include "exec/exec.h"
+#include "task/task.h"
 
 // ---------------------------------------------------------------------------
 // Helpers.

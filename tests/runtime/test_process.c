@@ -10,6 +10,7 @@
 // for a child: tasks await its pipes or its exit; only the orphan tests,
 // which have nothing to await (troupe reaps orphans on its own), poll a
 // counter between 1 ms timer sleeps, bounded by TU_WAIT_MS.
+#include "io/io.h"
 #include "test_util.h"
 
 #include <fcntl.h>
@@ -22,9 +23,6 @@
 #include <troupe/signal.h>
 
 // Internal hooks (io/process.c).
-void tr__process_force_fallback(bool on);
-bool tr__process_has_pidfd(const tr_process *p);
-size_t tr__process_orphans(void);
 
 // The mode the running test asked for, and whether the system has pidfd.
 static bool g_fallback;

@@ -1,7 +1,7 @@
-// test_reactor: adversarial tests of the reactor (core/reactor.c), of the
-// timing wheel as the driver sees it (core/timer.c), of tr_io's lifecycle
+// test_reactor: adversarial tests of the reactor (reactor/reactor.c), of the
+// timing wheel as the driver sees it (reactor/timer.c), of tr_io's lifecycle
 // across workers (io/io.c) and of the parking protocol around the driver
-// (core/exec.c): lost wake-ups between a waiter and the driver, several
+// (exec/park.c): lost wake-ups between a waiter and the driver, several
 // waiters on one direction, the driver's hand-over while a worker is busy,
 // block_on returning with IO pending, timers armed on another worker than
 // the driver's, a virtual clock advanced from outside, slot reuse and close
@@ -22,8 +22,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "exec.h"
-#include "reactor.h"
+#include "exec/exec.h"
+#include "reactor/reactor.h"
 
 #if defined(TR_SANITIZER)
 #define BY_SAN(plain, san) (san)
@@ -2460,7 +2460,8 @@ static uint64_t
 evfd_count(tr_rt *rt)
 {
     char path[64];
-    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", rt->r_reactor->rx_evfd);
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d",
+             rt->r_reactor->rx_ops->wake_fd(rt->r_reactor));
     FILE *f = fopen(path, "r");
     if (f == NULL) {
         return UINT64_MAX;

@@ -29,7 +29,7 @@
 // dump of the runtime.
 #include "test_util.h"
 
-#include "exec.h" // worker park states (white box)
+#include "exec/exec.h" // worker park states (white box)
 
 #include <sched.h>
 #include <semaphore.h>
@@ -2534,10 +2534,11 @@ static void
 test_sched_env_overrides(void **state)
 {
     (void)state;
-    saved_env saved[3];
+    saved_env saved[4];
     env_save(&saved[0], "TROUPE_SCHED");
     env_save(&saved[1], "TROUPE_WORKERS");
     env_save(&saved[2], "TROUPE_DETERMINISTIC");
+    env_save(&saved[3], "TROUPE_BACKEND");
     snprintf(g_ctx, sizeof g_ctx, "env overrides");
 
     tr_rt_config cfg = cfg_make(TR_SCHED_WS, 2, false);
@@ -2598,8 +2599,9 @@ test_sched_env_overrides(void **state)
 
     // Bad values are errors, not silently ignored.
     static const char *const bad[][2] = {
-        {"TROUPE_SCHED", "bogus"}, {"TROUPE_WORKERS", "abc"}, {"TROUPE_WORKERS", "1000"},
-        {"TROUPE_WORKERS", "-1"},  {"TROUPE_WORKERS", "2x"},  {"TROUPE_DETERMINISTIC", "seed"},
+        {"TROUPE_SCHED", "bogus"},    {"TROUPE_WORKERS", "abc"}, {"TROUPE_WORKERS", "1000"},
+        {"TROUPE_WORKERS", "-1"},     {"TROUPE_WORKERS", "2x"},  {"TROUPE_DETERMINISTIC", "seed"},
+        {"TROUPE_BACKEND", "kqueue"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         setenv(bad[i][0], bad[i][1], 1);
@@ -2610,7 +2612,7 @@ test_sched_env_overrides(void **state)
         }
         unsetenv(bad[i][0]);
         if (rv != TR_EINVAL) {
-            for (size_t e = 0; e < 3; e++) {
+            for (size_t e = 0; e < 4; e++) {
                 env_restore(&saved[e]);
             }
             fail_msg("%s=\"%s\": tr_rt_new returned %s, not TR_EINVAL", bad[i][0], bad[i][1],
@@ -2632,9 +2634,44 @@ test_sched_env_overrides(void **state)
         tr_rt_free(rt);
     }
 
-    for (size_t e = 0; e < 3; e++) {
+    // The backend by name, from the environment and from the config.
+    setenv("TROUPE_BACKEND", "epoll", 1);
+    assert_int_equal(tr_rt_new(&cfg, &rt), TR_OK);
+    tr_rt_free(rt);
+    unsetenv("TROUPE_BACKEND");
+    cfg.backend = "io_uring";
+    assert_int_equal(tr_rt_new(&cfg, &rt), TR_EINVAL);
+    assert_non_null(strstr(tr_error_detail(),
+                           "tr_rt_config.backend=\"io_uring\": not a reactor backend (epoll)"));
+    cfg.backend = "epoll";
+    assert_int_equal(tr_rt_new(&cfg, &rt), TR_OK);
+    tr_rt_free(rt);
+
+    for (size_t e = 0; e < 4; e++) {
         env_restore(&saved[e]);
     }
+}
+
+// tr_sched_parse reads the names tr_sched_name gives, from one table, and
+// names them all when it refuses one.
+static void
+test_sched_parse_names_round_trip(void **state)
+{
+    (void)state;
+    const tr_sched_kind kinds[] = {TR_SCHED_WS, TR_SCHED_RR, TR_SCHED_HYBRID};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        tr_sched_kind k = (tr_sched_kind)99;
+        assert_int_equal(tr_sched_parse(tr_sched_name(kinds[i]), &k), TR_OK);
+        assert_int_equal(k, kinds[i]);
+    }
+    assert_string_equal(tr_sched_name((tr_sched_kind)99), "?");
+    tr_sched_kind k = TR_SCHED_RR;
+    assert_int_equal(tr_sched_parse("WS", &k), TR_EINVAL);
+    assert_int_equal(k, TR_SCHED_RR); // untouched on error
+    assert_non_null(strstr(tr_error_detail(), "\"WS\": not a scheduler (ws, rr or hybrid)"));
+    assert_int_equal(tr_sched_parse("", &k), TR_EINVAL);
+    assert_int_equal(tr_sched_parse(NULL, &k), TR_EINVAL);
+    assert_int_equal(tr_sched_parse("ws", NULL), TR_EINVAL);
 }
 
 // Config validation that the schedulers add.
@@ -2749,6 +2786,7 @@ main(void)
         cmocka_unit_test(test_sched_idle_runtime_uses_no_cpu),
         cmocka_unit_test(test_sched_deterministic_replays_seed),
         cmocka_unit_test(test_sched_env_overrides),
+        cmocka_unit_test(test_sched_parse_names_round_trip),
         cmocka_unit_test(test_sched_worker_stats),
     };
     return tu_run(tests);

@@ -9,15 +9,13 @@
 // otherwise the restored default disposition (terminate) would meet a
 // signal still in flight. Nothing sleeps: tasks await the signals, and the
 // sending thread waits on semaphores the waiters post.
+#include "io/io.h"
 #include "test_util.h"
 
 #include <signal.h>
 #include <unistd.h>
 
 #include <troupe/signal.h>
-
-// Internal hook (io/signal.c).
-uint32_t tr__signal_listeners(int signo);
 
 static void
 run_root(tr_rt *rt, void *root)

@@ -1,4 +1,4 @@
-// Tests for tasks (runtime/core/task.c): wakers from the same task, another
+// Tests for tasks (runtime/task/task.c): wakers from the same task, another
 // task and plain threads; racing wakes; join handles (await, blocking wait
 // from a thread, deadlock detection); inline and boxed results; detaching;
 // cancellation by handle and by id and its race with completion; the drop
@@ -16,7 +16,7 @@
 #include <sched.h>
 #include <semaphore.h>
 
-#include "pool.h"
+#include "task/task.h"
 
 // ---------------------------------------------------------------------------
 // Helpers.

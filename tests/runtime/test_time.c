@@ -4,7 +4,7 @@
 // only (a timer never fires early).
 #include "test_util.h"
 
-#include "exec.h"
+#include "exec/exec.h"
 
 static tr_rt *
 vclock_rt(tr_clock **clk, unsigned workers)

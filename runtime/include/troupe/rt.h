@@ -55,6 +55,10 @@ typedef struct tr_rt_config {
     // a virtual clock (tr_clock_new_virtual), which the caller keeps alive
     // until tr_rt_free.
     struct tr_clock *clock;
+    // The reactor backend by name: NULL for the default, "epoll" (the only
+    // one today; TROUPE_BACKEND overrides it). An unknown name makes
+    // tr_rt_new fail with TR_EINVAL.
+    const char *backend;
 } tr_rt_config;
 
 // tr_rt_config_init fills cfg with the defaults.
@@ -62,8 +66,8 @@ TR_API void tr_rt_config_init(tr_rt_config *cfg);
 
 // tr_rt_new creates a runtime; cfg may be NULL for the defaults. Unless
 // cfg->ignore_env, the environment overrides the config, for tools and
-// benchmarks: TROUPE_SCHED=rr|ws|hybrid, TROUPE_WORKERS=N and
-// TROUPE_DETERMINISTIC=seed (TROUPE_WORKERS=0: one per core). Starts
+// benchmarks: TROUPE_SCHED=rr|ws|hybrid, TROUPE_WORKERS=N,
+// TROUPE_BACKEND=epoll and TROUPE_DETERMINISTIC=seed (TROUPE_WORKERS=0: one per core). Starts
 // workers-1 threads; the thread that calls tr_rt_block_on is worker 0.
 // Returns TR_EINVAL for a bad config or environment value, and
 // tr_error_detail then names it.
@@ -145,8 +149,14 @@ typedef struct tr_worker_stats {
 // tr_rt_worker_stats fills *out for worker i (0 .. workers-1). Any thread.
 TR_API tr_err tr_rt_worker_stats(tr_rt *rt, unsigned i, tr_worker_stats *out);
 
-// tr_sched_name returns "ws", "rr" or "hybrid".
+// tr_sched_name returns the name of a scheduler ("ws", "rr" or "hybrid"),
+// or "?" for a kind that is none.
 TR_API const char *tr_sched_name(tr_sched_kind k);
+
+// tr_sched_parse sets *out to the scheduler called name (the names
+// tr_sched_name returns, as TROUPE_SCHED takes them). TR_EINVAL for any
+// other name, and tr_error_detail then lists the names. Any thread.
+TR_API tr_err tr_sched_parse(const char *name, tr_sched_kind *out);
 
 // tr_rt_get_stats fills *out with a snapshot of counters. Any thread; the
 // figures are read without stopping the runtime, so while it runs they may

@@ -1,7 +1,10 @@
-// base.h: internal utilities every runtime source uses: allocation that
-// aborts on failure, assertions and panics, errno mapping, time, futexes.
-#ifndef TR_CORE_BASE_H
-#define TR_CORE_BASE_H
+// base/base.h: the base layer, below every other: internal utilities every
+// runtime source uses: allocation that aborts on failure, assertions and
+// panics, errno mapping, error details, time, futexes, a small mutex, test
+// hooks. It may include no other layer header (tests/integration/layers.sh
+// checks every #include "..." of runtime/).
+#ifndef TR_BASE_BASE_H
+#define TR_BASE_BASE_H
 
 #include <stdatomic.h>
 #include <stddef.h>

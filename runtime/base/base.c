@@ -4,7 +4,7 @@
 // size, which lets a future arena allocator skip size headers. Futexes are
 // used directly: they are the cheapest way to park a thread on Linux, and the
 // parker, the small mutex and blocking joins all build on them.
-#include "base.h"
+#include "base/base.h"
 
 #include <errno.h>
 #include <limits.h>

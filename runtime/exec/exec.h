@@ -1,8 +1,17 @@
-// exec.h: the runtime's internals shared by task.c and exec.c: the runtime
-// and worker structs, the poll context, the run-queue ops table that the
-// schedulers will implement, and the executor's command messages.
-#ifndef TR_CORE_EXEC_H
-#define TR_CORE_EXEC_H
+// exec/exec.h: the executor layer (README, Architecture: layer 2). It owns
+// the runtime and worker structs, the executor's inbox of command messages
+// and the global injector (inbox.c), the park/unpark protocol and the
+// reactor hand-over (park.c), the worker loop and shutdown (worker.c), the
+// runtime's lifecycle, configuration and statistics (rt.c) and the dump
+// (dump.c); the poll context; the per-runtime extension slots.
+//
+// Layers, bottom up: base -> task -> sched -> exec -> reactor -> io, fs,
+// sync (tests/integration/layers.sh checks every #include "..."). This
+// header may include: base/base.h, task/task.h, sched/sched.h. Named
+// back-edge: exec <-> reactor park (park.c waits in the reactor's backend
+// through tr__reactor_park; worker.c and rt.c service and create it).
+#ifndef TR_EXEC_EXEC_H
+#define TR_EXEC_EXEC_H
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -13,50 +22,11 @@
 #include <troupe/task.h>
 #include <troupe/v1/executor.pb-c.h>
 
-#include "base.h"
-#include "pool.h"
-
-#include "ring.h"
+#include "base/base.h"
+#include "sched/sched.h"
+#include "task/task.h"
 
 typedef struct tr__worker tr__worker;
-
-// How a task became runnable, for the scheduler's placement.
-enum {
-    TR__PUSH_NEW = 0,   // just spawned
-    TR__PUSH_WAKE = 1,  // woken (or its cancel requested)
-    TR__PUSH_YIELD = 2, // it yielded, spent its budget, or was woken mid-poll
-};
-
-// A scheduler is an ops table (README, Architecture: layer 3). The generic worker loop
-// in exec.c owns fairness, searching, parking and shutdown; a scheduler
-// only decides where a runnable task goes and which one runs next.
-typedef struct tr__sched_ops {
-    const char *name;
-    // Set up w's queues (at tr_rt_new).
-    void (*init)(tr__worker *w);
-    // Release what init allocated (at tr_rt_free, all queues empty).
-    void (*fini)(tr__worker *w);
-    // A task polled on w made s runnable. w's thread only.
-    void (*push)(tr__worker *w, tr__slot *s, int how);
-    // s became runnable outside every worker of its runtime (any thread).
-    void (*push_remote)(tr_rt *rt, tr__slot *s);
-    // The next task from w's own queues, or NULL. w's thread only (or the
-    // thread cancelling everything once every worker has stopped).
-    tr__slot *(*pop)(tr__worker *w);
-    // Take work from other workers into w and return a task to run, or
-    // NULL. NULL op: this scheduler does not steal.
-    tr__slot *(*steal)(tr__worker *w);
-    // Tasks waiting in w's queues, a snapshot (any thread).
-    uint32_t (*len)(tr__worker *w);
-    // How many more tasks w's bounded queue takes without overflowing
-    // (UINT32_MAX when unbounded). w's thread only.
-    uint32_t (*room)(tr__worker *w);
-} tr__sched_ops;
-
-extern const tr__sched_ops tr__sched_ws TR__HIDDEN;
-extern const tr__sched_ops tr__sched_rr TR__HIDDEN;
-extern const tr__sched_ops tr__sched_hybrid TR__HIDDEN;
-extern const tr__sched_ops tr__sched_det TR__HIDDEN;
 
 // An executor command: the protobuf-c message is the in-memory form, with
 // its body embedded so that one allocation carries it. Linked into the
@@ -71,39 +41,16 @@ typedef struct tr__cmd {
     } c_body;
 } tr__cmd;
 
-// A hot queue for the hybrid scheduler: a binary max-heap on sleep count.
-#define TR__HEAP_CAP (2 * TR__RING_CAP)
-typedef struct tr__heap_ent {
-    uint32_t h_prio; // sleep count when inserted
-    uint32_t h_seq;  // insertion order: FIFO among equals
-    tr__slot *h_slot;
-} tr__heap_ent;
-
 struct tr__worker {
     tr_rt *w_rt;
     unsigned w_index;
     pthread_t w_thread; // workers 1..N-1
 
-    // --- Scheduler queues (the ops table's; owner thread unless noted).
-    tr__ring w_ring; // ws/hybrid: stealable by other workers
-    // ws: the task the running task just woke. Owner-written; relaxed
-    // atomic because other workers peek at it (len) before parking.
-    _Atomic(tr__slot *) w_lifo;
-    unsigned w_lifo_streak;
-    tr__slot *w_head; // rr: local FIFO
-    tr__slot *w_tail;
-    tr__mutex w_rq_lock; // rr: guards w_rq_head/tail/len (other workers push)
-    tr__slot *w_rq_head;
-    tr__slot *w_rq_tail;
-    _Atomic uint32_t w_rq_len;
-    _Atomic uint32_t w_local_len; // rr FIFO / hybrid heap / det set length, for len()
-    tr__heap_ent *w_heap;         // hybrid hot queue / det runnable set
-    uint32_t w_heap_len;
-    uint32_t w_heap_cap;
-    uint32_t w_heap_seq;
-    uint64_t w_rng; // steal victim choice; det: the seeded generator
+    // The scheduler's per-worker state (sched/: its ops table says the
+    // size; nothing outside the scheduler's own file looks inside).
+    void *w_sched;
 
-    // --- Parking (see exec.c): the futex word, and whether the worker is
+    // --- Parking (see park.c): the futex word, and whether the worker is
     // on the sleepers stack (under r_idle_lock; read racily with acquire).
     _Alignas(64) _Atomic uint32_t w_park;
     _Atomic bool w_sleeping;
@@ -114,7 +61,7 @@ struct tr__worker {
     uint32_t w_tick;
     // CLOCK_MONOTONIC_COARSE (ns) at the last look, the loop count when it
     // last moved, and whether the polls of that coarse tick were long (at
-    // most 64): owner only (see time_due in exec.c).
+    // most 64): owner only (see time_due in worker.c).
     uint64_t w_coarse;
     uint32_t w_tick_mark;
     bool w_long_polls;
@@ -242,7 +189,7 @@ tr__worker_of(tr_rt *rt)
 
 // tr__timed_here notes that a task polled on the calling thread's worker of
 // rt waits for a timer or IO, so that the worker watches the clock after
-// its polls (see time_moved in exec.c). Slow paths only.
+// its polls (see time_due in worker.c). Slow paths only.
 static inline void
 tr__timed_here(tr_rt *rt)
 {
@@ -260,21 +207,7 @@ tr__shard_of(tr_rt *rt)
     return w ? w->w_index : rt->r_nworkers;
 }
 
-// From task.c.
-void tr__task_run(tr__worker *w, tr__slot *s) TR__HIDDEN;
-void tr__task_cancel_now(tr__worker *w, tr__slot *s) TR__HIDDEN;
-void tr__task_schedule(tr_rt *rt, tr__slot *s) TR__HIDDEN;
-void tr__slot_release(tr_rt *rt, tr__slot *s, uint64_t clear) TR__HIDDEN;
-tr_rt *tr__slot_rt(tr__slot *s) TR__HIDDEN;
-// Task wakers are {&tr__task_waker_ops, key}: the key names the task
-// process-wide, and the wake finds the runtime through the slot.
-extern const tr_waker_ops tr__task_waker_ops TR__HIDDEN;
-void tr__take_outcome(tr__slot *s, uint64_t word, tr_outcome *out) TR__HIDDEN;
-// tr__join_register sets wk as s's joiner waker unless s completed first:
-// true when registered (wk runs once at completion), false when complete.
-bool tr__join_register(tr__slot *s, tr_waker wk) TR__HIDDEN;
-
-// From exec.c.
+// inbox.c: the executor's inbox and the global injector.
 void tr__inject_push(tr_rt *rt, tr__slot *const *tasks, uint32_t n) TR__HIDDEN;
 void tr__notify_parked(tr_rt *rt) TR__HIDDEN;
 void tr__unpark_worker(tr__worker *w) TR__HIDDEN;
@@ -289,6 +222,44 @@ tr_err tr__rt_send(tr_rt *rt, tr__cmd *cmd) TR__HIDDEN;
 bool tr__rt_start_enter(tr_rt *rt) TR__HIDDEN;
 void tr__rt_start_exit(tr_rt *rt) TR__HIDDEN;
 tr__cmd *tr__cmd_new(Troupe__V1__ExecutorCommand__CommandCase kind) TR__HIDDEN;
+// tr__inject_pop takes up to max tasks from the injector: it returns the
+// first and gives the others to w's scheduler.
+tr__slot *tr__inject_pop(tr__worker *w, uint32_t max) TR__HIDDEN;
+// tr__drain_inbox handles every queued command in arrival order: true if
+// there was any.
+bool tr__drain_inbox(tr__worker *w) TR__HIDDEN;
+// tr__wait_starts waits until no start from outside is between its
+// shutdown check and its push (see tr__rt_start_enter).
+void tr__wait_starts(tr_rt *rt) TR__HIDDEN;
+
+// park.c: parking, unparking and the searching count.
+// tr__wake_main wakes worker 0 for something no queue shows (its root
+// completed elsewhere, a graceful shutdown may be done, a Shutdown came).
+void tr__wake_main(tr_rt *rt) TR__HIDDEN;
+// tr__wake_one_sleeper makes one parked worker look again (it stays
+// parked if it finds nothing): so that some worker drives the reactor.
+void tr__wake_one_sleeper(tr_rt *rt) TR__HIDDEN;
+void tr__unpark_all(tr_rt *rt) TR__HIDDEN;
+bool tr__try_start_searching(tr__worker *w) TR__HIDDEN;
+void tr__end_searching(tr__worker *w) TR__HIDDEN;
+// tr__park_worker announces w asleep, looks at every queue once more, and
+// sleeps (in the reactor when it gets the driver, else on its futex) until
+// unparked or timeout_ns.
+void tr__park_worker(tr__worker *w, uint64_t timeout_ns) TR__HIDDEN;
+
+// worker.c: the worker loop and shutdown.
+// tr__run_loop runs tasks on w until it should stop. main: w is worker 0
+// inside block_on, which returns when root completes (root may be NULL) and
+// carries out shutdowns; the other workers return once a shutdown reaches
+// TR__SD_CANCELLING.
+void tr__run_loop(tr__worker *w, tr__slot *root, bool main) TR__HIDDEN;
+void *tr__worker_main(void *arg) TR__HIDDEN;
+void tr__coarse_res_init(void) TR__HIDDEN;
+// tr__cancel_all completes every started task as cancelled and empties
+// every queue; tr__stop_others makes every worker thread leave its loop
+// and waits for them (shutdown and tr_rt_free).
+void tr__cancel_all(tr__worker *w) TR__HIDDEN;
+void tr__stop_others(tr_rt *rt) TR__HIDDEN;
 
 // tr__rt_ext returns module slot `which` of rt, or NULL before it is set.
 static inline void *

@@ -23,7 +23,7 @@
 // exchange (so there is no single-node pop and no ABA). Threads that are not
 // workers share one more shard under a mutex; that path is not hot. The only
 // global lock is taken when a new chunk is created.
-#include "pool.h"
+#include "task/task.h"
 
 #include <troupe/rt.h>
 

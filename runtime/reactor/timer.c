@@ -20,8 +20,8 @@
 #define _GNU_SOURCE
 #include <string.h>
 
-#include "exec.h"
-#include "reactor.h"
+#include "exec/exec.h"
+#include "reactor/reactor.h"
 
 enum { T_IDLE = 0, T_ARMED = 1, T_FIRED = 2 };
 

@@ -18,7 +18,7 @@
 // (seq_cst operations rather than fences) is met because no fence is used at all.
 // Entries are relaxed atomics so that ThreadSanitizer sees no plain race on
 // a position the owner rewrites after a thief has read it.
-#include "ring.h"
+#include "sched/sched.h"
 
 static inline uint64_t
 pack(uint32_t steal, uint32_t real)

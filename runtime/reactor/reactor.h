@@ -1,20 +1,29 @@
-// reactor.h: the runtime's reactor (README, Architecture: layer 4). One backend
-// instance (epoll) behind a small ops table, the registrations (tr_io) in a
-// type-stable slab named by {index, generation} keys, the timing wheel, and
-// the driver: the one worker at a time that waits in the backend instead of
-// on its futex when it parks (and that busy workers borrow, without
-// blocking, every TR__RX_MAINT_TICKS polls).
-#ifndef TR_CORE_REACTOR_H
-#define TR_CORE_REACTOR_H
+// reactor/reactor.h: the reactor layer (README, Architecture: layer 4).
+// One backend instance (epoll: backend_epoll.c) behind a small ops table,
+// the registrations (tr_io) in a type-stable slab named by {index,
+// generation} keys, readiness and its waiters, the timing wheel
+// (timer.c), and the driver: the one worker at a time that waits in the
+// backend instead of on its futex when it parks (and that busy workers
+// borrow, without blocking, every TR__RX_MAINT_TICKS polls).
+//
+// Layers, bottom up: base -> task -> sched -> exec -> reactor -> io, fs,
+// sync (tests/integration/layers.sh checks every #include "..."). This
+// header may include: base/base.h. Its sources may include every layer
+// below (exec/exec.h for the worker's park state and the runtime).
+// Named back-edge: exec <-> reactor park (exec/park.c calls
+// tr__reactor_park and writes a driver's wake through the backend).
+#ifndef TR_REACTOR_REACTOR_H
+#define TR_REACTOR_REACTOR_H
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <troupe/io.h>
 #include <troupe/time.h>
 
-#include "base.h"
+#include "base/base.h"
 
 typedef struct tr__reactor tr__reactor;
 typedef struct tr__worker tr__worker;
@@ -76,10 +85,19 @@ struct tr_io {
     struct tr_io *io_free_next; // slab free list (under rx_reg_lock)
 };
 
-// The backend ops table (epoll now; io_uring would be a second one).
+// A backend is an ops table with private state (rx_be, state_size bytes,
+// zeroed, allocated by tr__reactor_new). This table assumes a readiness
+// backend (epoll, kqueue, poll): add/rearm/del watch descriptors, and wait
+// reports readiness through tr__io_event, each batch after
+// tr__rx_new_tick. A completion backend (io_uring, one ring per worker)
+// would add submission there (submit) and take the worker in each call,
+// which the table already passes. Adding a backend is one file and one row
+// of the table in reactor.c.
 typedef struct tr__backend_ops {
-    const char *name;
-    // Create the backend's descriptors (close-on-exec). 0 or an errno.
+    const char *name; // as tr_rt_config.backend and TROUPE_BACKEND name it
+    size_t state_size;
+    // Create the backend's descriptors (close-on-exec) in rx->rx_be. 0 or
+    // an errno.
     int (*init)(tr__reactor *rx);
     void (*fini)(tr__reactor *rx);
     // Watch io (edge-triggered, both directions; ONESHOT: level, `events`).
@@ -87,14 +105,24 @@ typedef struct tr__backend_ops {
     // Re-arm a ONESHOT registration for `events` (TR_IO_READ/WRITE bits).
     int (*rearm)(tr__reactor *rx, tr_io *io, uint32_t events);
     int (*del)(tr__reactor *rx, tr_io *io);
-    // Wait up to timeout_ms (-1: forever) and hand each event to
-    // tr__io_event. Returns how many events there were.
-    int (*wait)(tr__reactor *rx, int timeout_ms);
-    // Interrupt a wait in progress (any thread).
-    void (*notify)(tr__reactor *rx);
+    // Worker w (the driver) waits up to timeout_ms (-1: forever) and hands
+    // each event to tr__io_event; the backend's own wake is filtered out.
+    // Returns how many registration events there were.
+    int (*wait)(tr__reactor *rx, tr__worker *w, int timeout_ms);
+    // Interrupt w's wait in progress (any thread).
+    void (*wake)(tr__reactor *rx, tr__worker *w);
+    // Submit what w queued (completion backends); NULL for readiness.
+    void (*submit)(tr__reactor *rx, tr__worker *w);
+    // The descriptor a wake writes (white-box tests), or -1.
+    int (*wake_fd)(tr__reactor *rx);
 } tr__backend_ops;
 
 extern const tr__backend_ops tr__backend_epoll TR__HIDDEN;
+
+// tr__backend_find returns the backend called name (NULL: the default,
+// epoll), or NULL; tr__backend_names lists them for error messages.
+const tr__backend_ops *tr__backend_find(const char *name) TR__HIDDEN;
+void tr__backend_names(char *buf, size_t len) TR__HIDDEN;
 
 #define TR__WHEEL_LEVELS 6
 #define TR__WHEEL_SLOTS 64
@@ -102,8 +130,7 @@ extern const tr__backend_ops tr__backend_epoll TR__HIDDEN;
 struct tr__reactor {
     tr_rt *rx_rt;
     const tr__backend_ops *rx_ops;
-    int rx_epfd;
-    int rx_evfd;
+    void *rx_be; // the backend's state (private to its file)
 
     // The driver. rx_drv is the lock (0 free; else the holder's index + 1).
     _Alignas(64) _Atomic uint32_t rx_drv;
@@ -120,8 +147,6 @@ struct tr__reactor {
     tr_waker *rx_fire;
     size_t rx_nfire;
     size_t rx_fire_cap;
-    void *rx_events; // backend's event buffer
-    int rx_nevents;
 
     // Registrations: a type-stable slab of TR__REG_CHUNK-entry chunks.
     _Alignas(64) tr__mutex rx_reg_lock;
@@ -139,7 +164,7 @@ struct tr__reactor {
     // With the real clock: when the wheel's earliest slot comes due
     // (CLOCK_MONOTONIC ns), or earlier (a timer dropped since); UINT64_MAX
     // with no timer or with a virtual clock. Written under rx_tm_lock, read
-    // racily by busy workers (exec.c, time_due). A lower bound is enough:
+    // racily by busy workers (exec/worker.c, time_due). A lower bound is enough:
     // a look that finds nothing due recomputes it.
     _Atomic uint64_t rx_next_ns;
     struct tr_clock *rx_clock; // NULL: CLOCK_MONOTONIC
@@ -150,7 +175,8 @@ struct tr__reactor {
 #define TR__REG_MAX_CHUNKS 16384
 
 // From reactor.c.
-tr_err tr__reactor_new(tr_rt *rt, struct tr_clock *clock, tr__reactor **out) TR__HIDDEN;
+tr_err tr__reactor_new(tr_rt *rt, struct tr_clock *clock, const tr__backend_ops *ops,
+                       tr__reactor **out) TR__HIDDEN;
 void tr__reactor_free(tr__reactor *rx) TR__HIDDEN;
 // tr__reactor_park: called by a parking worker (announced, nothing seen).
 // If it gets the driver, waits in the backend up to timeout_ns (or the next
@@ -168,6 +194,16 @@ void tr__reactor_wake(tr__reactor *rx) TR__HIDDEN;
 // tr__io_event: the backend reports events on the registration named key
 // (readiness bits TR__RD_READ/WRITE). Driver only.
 void tr__io_event(tr__reactor *rx, uint64_t key, uint64_t bits) TR__HIDDEN;
+
+// tr__rx_new_tick starts a batch of events: the backend calls it after each
+// wait, before the batch's tr__io_event calls. Driver only.
+static inline void
+tr__rx_new_tick(tr__reactor *rx)
+{
+    if (++rx->rx_tick >> (64 - TR__RD_TICK_SHIFT) != 0) {
+        rx->rx_tick = 1;
+    }
+}
 
 // The registration slab: a free slot (fields other than index, gen, rx and
 // rt are the caller's to set), and its return once the last reference is

@@ -1,9 +1,22 @@
-// pool.h: the task slab. Task slots (a 64-byte header followed by the task's
+// task/task.h: the task layer (README, Architecture: layer 1): task slots,
+// the pool they come from, the state word, wakers, join handles and cancel
+// (pool.c, task.c).
+//
+// Layers, bottom up: base -> task -> sched -> exec -> reactor -> io, fs,
+// sync (tests/integration/layers.sh checks every #include "..."). This
+// header may include: base/base.h. Named back-edges, in task.c only:
+//   task -> sched: a wake, a start or a yield pushes the task to its
+//     runtime's scheduler (the ops table);
+//   task -> exec: a task runs in a worker (its counters, the poll
+//     context), and a start or cancel from outside the runtime is a
+//     command message on the executor's inbox (tr__rt_send).
+//
+// The task slab. Task slots (a 64-byte header followed by the task's
 // state) come from per-shard free lists of fixed-size chunks, named by keys
 // {index, generation}; the header's one atomic word holds the generation, the
 // task state flags and the reference count.
-#ifndef TR_CORE_POOL_H
-#define TR_CORE_POOL_H
+#ifndef TR_TASK_TASK_H
+#define TR_TASK_TASK_H
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -11,7 +24,9 @@
 
 #include <troupe/task.h>
 
-#include "base.h"
+#include "base/base.h"
+
+typedef struct tr__worker tr__worker;
 
 // Chunks are 256 KiB, aligned to their size, so a slot finds its chunk by
 // masking its address. Slot index = chunk id << 11 | slot number, where the
@@ -229,5 +244,21 @@ tr__state_slot(void *state)
 {
     return (tr__slot *)((char *)state - TR__SLOT_HDR);
 }
+
+// task.c: polling, completion, wakers and join, for the worker loop.
+void tr__task_run(tr__worker *w, tr__slot *s) TR__HIDDEN;
+void tr__task_cancel_now(tr__worker *w, tr__slot *s) TR__HIDDEN;
+void tr__task_schedule(tr_rt *rt, tr__slot *s) TR__HIDDEN;
+void tr__slot_release(tr_rt *rt, tr__slot *s, uint64_t clear) TR__HIDDEN;
+tr_rt *tr__slot_rt(tr__slot *s) TR__HIDDEN;
+// Task wakers are {&tr__task_waker_ops, key}: the key names the task
+// process-wide, and the wake finds the runtime through the slot.
+extern const tr_waker_ops tr__task_waker_ops TR__HIDDEN;
+void tr__take_outcome(tr__slot *s, uint64_t word, tr_outcome *out) TR__HIDDEN;
+// tr__join_register sets wk as s's joiner waker unless s completed first:
+// true when registered (wk runs once at completion), false when complete.
+bool tr__join_register(tr__slot *s, tr_waker wk) TR__HIDDEN;
+// tr__rt_cancel_cmd carries out a Cancel message on the executor (w).
+void tr__rt_cancel_cmd(tr__worker *w, uint64_t key) TR__HIDDEN;
 
 #endif

@@ -31,7 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "exec.h"
+#include "exec/exec.h"
 
 __thread tr__worker *tr__cur __attribute__((tls_model("initial-exec")));
 
@@ -824,9 +824,6 @@ request_cancel(tr_rt *rt, uint64_t key, bool handle, bool may_schedule, tr__slot
                                                     memory_order_acquire));
     return TR_OK;
 }
-
-// tr__rt_cancel_cmd carries out a Cancel message on the executor.
-void tr__rt_cancel_cmd(tr__worker *w, uint64_t key) TR__HIDDEN;
 
 void
 tr__rt_cancel_cmd(tr__worker *w, uint64_t key)

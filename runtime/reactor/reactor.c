@@ -3,7 +3,7 @@
 // The reactor is driven by whichever worker parks first. A parking worker
 // that finds nothing to run tries the driver lock (rx_drv); the winner
 // waits in epoll_wait instead of on its futex, with the next timer deadline
-// as the timeout, and its park state says so (TR__PARK_DRIVER in exec.c), so
+// as the timeout, and its park state says so (TR__PARK_DRIVER in exec/park.c), so
 // that an unpark writes the eventfd instead of a futex wake: the eventfd is
 // written only while the driver is blocked. Other parking workers sleep on
 // their futexes as before. Busy workers borrow the driver without blocking
@@ -34,180 +34,61 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "exec.h"
-#include "reactor.h"
+#include "exec/exec.h"
+#include "reactor/reactor.h"
 
-#define EVFD_KEY UINT64_MAX
-#define MAX_EVENTS 1024
+// The backends: adding one is a file and a row.
+static const tr__backend_ops *const backends[] = {&tr__backend_epoll};
 
-// ---------------------------------------------------------------------------
-// The epoll backend.
-
-static int
-ep_init(tr__reactor *rx)
+const tr__backend_ops *
+tr__backend_find(const char *name)
 {
-    rx->rx_epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (rx->rx_epfd < 0) {
-        return errno;
-    }
-    rx->rx_evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (rx->rx_evfd < 0) {
-        int e = errno;
-        close(rx->rx_epfd);
-        return e;
-    }
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EVFD_KEY};
-    if (epoll_ctl(rx->rx_epfd, EPOLL_CTL_ADD, rx->rx_evfd, &ev) != 0) {
-        int e = errno;
-        close(rx->rx_evfd);
-        close(rx->rx_epfd);
-        return e;
-    }
-    rx->rx_events = tr__alloc(sizeof(struct epoll_event) * MAX_EVENTS);
-    rx->rx_nevents = MAX_EVENTS;
-    return 0;
-}
-
-static void
-ep_fini(tr__reactor *rx)
-{
-    close(rx->rx_evfd);
-    close(rx->rx_epfd);
-    tr__free(rx->rx_events, sizeof(struct epoll_event) * (size_t)rx->rx_nevents);
-}
-
-static uint64_t
-io_key(const tr_io *io)
-{
-    return (uint64_t)atomic_load_explicit(&io->io_gen, memory_order_relaxed) << 32 | io->io_index;
-}
-
-static uint32_t
-ep_events(uint32_t dirs)
-{
-    uint32_t ev = EPOLLONESHOT;
-    if (dirs & (1u << TR_IO_READ)) {
-        ev |= EPOLLIN | EPOLLRDHUP;
-    }
-    if (dirs & (1u << TR_IO_WRITE)) {
-        ev |= EPOLLOUT;
-    }
-    return ev;
-}
-
-static int
-ep_add(tr__reactor *rx, tr_io *io, uint32_t dirs)
-{
-    struct epoll_event ev = {.data.u64 = io_key(io)};
-    if (io->io_flags & TR__IOF_ONESHOT) {
-        ev.events = ep_events(dirs);
-    } else {
-        ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    }
-    int fd = atomic_load_explicit(&io->io_fd, memory_order_relaxed);
-    return epoll_ctl(rx->rx_epfd, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : errno;
-}
-
-static int
-ep_rearm(tr__reactor *rx, tr_io *io, uint32_t dirs)
-{
-    struct epoll_event ev = {.events = ep_events(dirs), .data.u64 = io_key(io)};
-    int fd = atomic_load_explicit(&io->io_fd, memory_order_relaxed);
-    return epoll_ctl(rx->rx_epfd, EPOLL_CTL_MOD, fd, &ev) == 0 ? 0 : errno;
-}
-
-static int
-ep_del(tr__reactor *rx, tr_io *io)
-{
-    int fd = atomic_load_explicit(&io->io_fd, memory_order_relaxed);
-    return epoll_ctl(rx->rx_epfd, EPOLL_CTL_DEL, fd, NULL) == 0 ? 0 : errno;
-}
-
-static int
-ep_wait(tr__reactor *rx, int timeout_ms)
-{
-    struct epoll_event *evs = rx->rx_events;
-    int n;
-    do {
-        n = epoll_wait(rx->rx_epfd, evs, rx->rx_nevents, timeout_ms);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        tr__panic("epoll_wait: %s", strerror(errno));
-    }
-    if (++rx->rx_tick >> (64 - TR__RD_TICK_SHIFT) != 0) {
-        rx->rx_tick = 1;
-    }
-    for (int i = 0; i < n; i++) {
-        uint32_t e = evs[i].events;
-        uint64_t bits = 0;
-        if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI)) {
-            bits |= TR__RD_READ;
+    for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+        if (name == NULL || strcmp(name, backends[i]->name) == 0) {
+            return backends[i];
         }
-        if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
-            bits |= TR__RD_WRITE;
-        }
-        if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-            bits |= TR__RD_RHUP;
-        }
-        if (e & (EPOLLHUP | EPOLLERR)) {
-            bits |= TR__RD_WHUP;
-        }
-        tr__io_event(rx, evs[i].data.u64, bits);
     }
-    return n;
+    return NULL;
 }
 
-static void
-ep_notify(tr__reactor *rx)
+void
+tr__backend_names(char *buf, size_t len)
 {
-    uint64_t one = 1;
-    ssize_t r;
-    do {
-        r = write(rx->rx_evfd, &one, sizeof one);
-    } while (r < 0 && errno == EINTR);
-    // EAGAIN: the counter is saturated, so the driver wakes anyway.
+    size_t at = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]) && at < len; i++) {
+        int n = snprintf(buf + at, len - at, "%s%s", i == 0 ? "" : ", ", backends[i]->name);
+        if (n < 0) {
+            break;
+        }
+        at += (size_t)n;
+    }
 }
-
-const tr__backend_ops tr__backend_epoll = {
-    .name = "epoll",
-    .init = ep_init,
-    .fini = ep_fini,
-    .add = ep_add,
-    .rearm = ep_rearm,
-    .del = ep_del,
-    .wait = ep_wait,
-    .notify = ep_notify,
-};
 
 // ---------------------------------------------------------------------------
 // Lifecycle.
 
 tr_err
-tr__reactor_new(tr_rt *rt, struct tr_clock *clock, tr__reactor **out)
+tr__reactor_new(tr_rt *rt, struct tr_clock *clock, const tr__backend_ops *ops, tr__reactor **out)
 {
     tr__reactor *rx = tr__zalloc(sizeof(*rx));
     rx->rx_rt = rt;
-    rx->rx_ops = &tr__backend_epoll;
+    rx->rx_ops = ops;
+    rx->rx_be = tr__zalloc(ops->state_size);
     rx->rx_chunks = tr__zalloc(sizeof(*rx->rx_chunks) * TR__REG_MAX_CHUNKS);
     rx->rx_tick = 1;
     int e = rx->rx_ops->init(rx);
-    if (e != 0) {
-        tr__free(rx->rx_chunks, sizeof(*rx->rx_chunks) * TR__REG_MAX_CHUNKS);
-        tr__free(rx, sizeof(*rx));
-        return tr__errno(e);
+    tr_err rv = e != 0 ? tr__errno(e) : TR_OK;
+    if (rv == TR_OK && clock != NULL && (rv = tr__clock_attach(clock, rx)) != TR_OK) {
+        rx->rx_ops->fini(rx);
     }
-    if (clock != NULL) {
-        tr_err rv = tr__clock_attach(clock, rx);
-        if (rv != TR_OK) {
-            rx->rx_ops->fini(rx);
-            tr__free(rx->rx_chunks, sizeof(*rx->rx_chunks) * TR__REG_MAX_CHUNKS);
-            tr__free(rx, sizeof(*rx));
-            return rv;
-        }
+    if (rv != TR_OK) {
+        tr__free(rx->rx_chunks, sizeof(*rx->rx_chunks) * TR__REG_MAX_CHUNKS);
+        tr__free(rx->rx_be, ops->state_size);
+        tr__free(rx, sizeof(*rx));
+        return rv;
     }
     rx->rx_clock = clock;
     rx->rx_base_ns = tr__rx_now(rx);
@@ -252,6 +133,7 @@ tr__reactor_free(tr__reactor *rx)
         tr__clock_detach(rx->rx_clock);
     }
     rx->rx_ops->fini(rx);
+    tr__free(rx->rx_be, rx->rx_ops->state_size);
     tr__free(rx, sizeof(*rx));
 }
 
@@ -482,14 +364,6 @@ tr__io_wake_all(tr_io *io)
 void
 tr__io_event(tr__reactor *rx, uint64_t key, uint64_t bits)
 {
-    if (key == EVFD_KEY) {
-        uint64_t v;
-        ssize_t r;
-        do {
-            r = read(rx->rx_evfd, &v, sizeof v);
-        } while (r < 0 && errno == EINTR);
-        return;
-    }
     tr_io *io = reg_lookup(rx, key);
     if (io == NULL || bits == 0) {
         return;
@@ -627,7 +501,7 @@ tr__reactor_park(tr__worker *w, uint64_t timeout_ns)
     } else {
         tmo = 0; // notified already: only collect what is there
     }
-    rx->rx_ops->wait(rx, tmo);
+    rx->rx_ops->wait(rx, w, tmo);
     atomic_store_explicit(&w->w_park, TR__PARK_EMPTY, memory_order_seq_cst);
     atomic_store_explicit(&rx->rx_drv_until, 0, memory_order_seq_cst);
     return true;
@@ -658,7 +532,7 @@ tr__reactor_maintain(tr__worker *w)
         return;
     }
     if (regs) {
-        rx->rx_ops->wait(rx, 0);
+        rx->rx_ops->wait(rx, w, 0);
     }
     tr__timers_fire(rx);
     fire_all(rx);

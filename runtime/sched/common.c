@@ -1,0 +1,158 @@
+// Design notes.
+//
+// What the schedulers share: the table that names them, the generator that
+// picks steal victims and orders, and the stealing half of ws and hybrid
+// (a tr__steal_q at the start of their per-worker state: a thief takes
+// half of a victim's ring in one batch, ring.c). The worker loop in exec/
+// calls a scheduler through its ops; a scheduler never parks, counts polls
+// or looks at shutdown.
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec/exec.h"
+#include "sched/sched.h"
+
+const tr__sched_entry tr__sched_table[] = {
+    {TR_SCHED_WS, "ws", &tr__sched_ws},
+    {TR_SCHED_RR, "rr", &tr__sched_rr},
+    {TR_SCHED_HYBRID, "hybrid", &tr__sched_hybrid},
+};
+const size_t tr__sched_count = sizeof(tr__sched_table) / sizeof(tr__sched_table[0]);
+
+const tr__sched_entry *
+tr__sched_find(tr_sched_kind kind)
+{
+    for (size_t i = 0; i < tr__sched_count; i++) {
+        if (tr__sched_table[i].kind == kind) {
+            return &tr__sched_table[i];
+        }
+    }
+    return NULL;
+}
+
+void
+tr__sched_names(char *buf, size_t len)
+{
+    size_t at = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < tr__sched_count && at < len; i++) {
+        const char *sep = i == 0 ? "" : (i + 1 == tr__sched_count ? " or " : ", ");
+        int n = snprintf(buf + at, len - at, "%s%s", sep, tr__sched_table[i].name);
+        if (n < 0) {
+            break;
+        }
+        at += (size_t)n;
+    }
+}
+
+const char *
+tr_sched_name(tr_sched_kind k)
+{
+    const tr__sched_entry *e = tr__sched_find(k);
+    return e != NULL ? e->name : "?";
+}
+
+tr_err
+tr_sched_parse(const char *name, tr_sched_kind *out)
+{
+    if (name == NULL || out == NULL) {
+        return tr__fail(TR_EINVAL, "tr_sched_parse: %s is NULL", name == NULL ? "name" : "out");
+    }
+    for (size_t i = 0; i < tr__sched_count; i++) {
+        if (strcmp(name, tr__sched_table[i].name) == 0) {
+            *out = tr__sched_table[i].kind;
+            return TR_OK;
+        }
+    }
+    char names[64];
+    tr__sched_names(names, sizeof(names));
+    return tr__fail(TR_EINVAL, "scheduler \"%.64s\": not a scheduler (%s)", name, names);
+}
+
+uint64_t
+tr__rng_next(uint64_t *state)
+{
+    // xorshift64*: small, fast, and good enough to pick victims and orders.
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+void
+tr__steal_q_init(tr__worker *w, tr__steal_q *q)
+{
+    tr__ring_init(&q->sq_ring);
+    q->sq_rng = 0x9E3779B97F4A7C15ull * (w->w_index + 1);
+}
+
+void
+tr__steal_q_push(tr__worker *w, tr__steal_q *q, tr__slot *s)
+{
+    tr__slot *batch[TR__RING_CAP / 2 + 1];
+    uint32_t n;
+    if (!tr__ring_push(&q->sq_ring, s, batch, &n)) {
+        tr__inject_push(w->w_rt, batch, n);
+        return; // tr__inject_push notified
+    }
+    tr__notify_parked(w->w_rt);
+}
+
+tr__slot *
+tr__steal_q_steal(tr__worker *w)
+{
+    tr_rt *rt = w->w_rt;
+    unsigned n = rt->r_nworkers;
+    if (n < 2) {
+        return NULL;
+    }
+    tr__steal_q *q = tr__steal_q_of(w->w_sched);
+    unsigned start = (unsigned)(tr__rng_next(&q->sq_rng) % n);
+    for (unsigned i = 0; i < n; i++) {
+        tr__worker *v = &rt->r_workers[(start + i) % n];
+        if (v == w) {
+            continue;
+        }
+        uint32_t before = tr__ring_len(&q->sq_ring);
+        tr__slot *s = tr__ring_steal(&tr__steal_q_of(v->w_sched)->sq_ring, &q->sq_ring);
+        if (s != NULL) {
+            tr__counter_add(&w->w_steals, 1);
+            tr__counter_add(&w->w_stolen, 1 + tr__ring_len(&q->sq_ring) - before);
+            return s;
+        }
+    }
+    return NULL;
+}
+
+uint32_t
+tr__steal_q_stealable(tr__worker *victim)
+{
+    return tr__ring_len(&tr__steal_q_of(victim->w_sched)->sq_ring);
+}
+
+uint32_t
+tr__steal_q_room(tr__worker *w)
+{
+    return TR__RING_CAP - tr__ring_len(&tr__steal_q_of(w->w_sched)->sq_ring);
+}
+
+void
+tr__sched_push_inject(tr_rt *rt, tr__slot *s)
+{
+    tr__inject_push(rt, &s, 1);
+}
+
+void
+tr__sched_no_fini(tr__worker *w)
+{
+    (void)w;
+}
+
+uint32_t
+tr__sched_unbounded(tr__worker *w)
+{
+    (void)w;
+    return UINT32_MAX;
+}
