@@ -238,14 +238,8 @@ member_done(member *m)
 {
     tr_group *g = m->m_group;
     // Collect the outcome as a join would; the handle's reference goes.
-    tr__slot *s = tr__pool_lookup(tr__key_index(m->m_key));
-    TR__ASSERT(s != NULL);
-    // Acquire pairs with the completing CAS (release): the result is ours.
-    uint64_t word = atomic_load_explicit(&s->s_word, memory_order_acquire);
-    TR__ASSERT((word & TR__W_COMPLETE) && tr__w_gen(word) == tr__key_gen(m->m_key));
-    tr__take_outcome(s, word, &m->m_out);
-    tr__slot_release(g->g_rt, s, TR__W_BOXED);
-    tr_err fail = failure_of(g, &m->m_out, (word & TR__W_BOXED) != 0);
+    bool boxed = tr__task_collect(g->g_rt, m->m_key, &m->m_out);
+    tr_err fail = failure_of(g, &m->m_out, boxed);
 
     tr_waker wake = no_waker;
     bool cancel_rest = false;
@@ -378,10 +372,8 @@ tr_group_start(tr_group *g, void *state, tr_task_id *id)
     bool early = g->g_cancelled;
     tr__mutex_unlock(&g->g_lock);
     if (early) {
-        // Cancelled before it can ever be polled (see the notes): the slot
-        // is still only ours, and tr_task_start keeps the flag. Relaxed:
-        // tr_task_start's release store publishes it with the whole word.
-        atomic_fetch_or_explicit(&s->s_word, TR__W_CANCEL, memory_order_relaxed);
+        // Cancelled before it can ever be polled (see the notes).
+        tr__task_precancel(state);
     }
     tr_join j = TR_JOIN_NONE;
     tr_err rv = tr_task_start(state, &j);

@@ -640,6 +640,30 @@ unregister_waker(tr__slot *s, uint64_t key, tr_waker wk, bool *replaced)
 
 // tr__join_register lets block_on (and groups) hear of a completion
 // wherever it happens. False when it had completed already.
+void
+tr__task_precancel(void *state)
+{
+    tr__slot *s = tr__state_slot(state);
+    TR__ASSERT((atomic_load_explicit(&s->s_word, memory_order_relaxed) &
+                (TR__W_LIVE | TR__W_STARTED)) == TR__W_LIVE);
+    // The slot is still only the caller's, and tr_task_start keeps the
+    // flag. Relaxed: tr_task_start's release publishes it with the word.
+    atomic_fetch_or_explicit(&s->s_word, TR__W_CANCEL, memory_order_relaxed);
+}
+
+bool
+tr__task_collect(tr_rt *rt, uint64_t key, tr_outcome *out)
+{
+    tr__slot *s = lookup(key);
+    TR__ASSERT(s != NULL);
+    // Acquire pairs with the completing CAS (release): the result is ours.
+    uint64_t word = atomic_load_explicit(&s->s_word, memory_order_acquire);
+    TR__ASSERT((word & TR__W_COMPLETE) && tr__w_gen(word) == tr__key_gen(key));
+    tr__take_outcome(s, word, out);
+    tr__slot_release(rt, s, TR__W_BOXED);
+    return (word & TR__W_BOXED) != 0;
+}
+
 bool
 tr__join_register(tr__slot *s, tr_waker wk)
 {

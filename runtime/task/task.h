@@ -258,6 +258,15 @@ void tr__take_outcome(tr__slot *s, uint64_t word, tr_outcome *out) TR__HIDDEN;
 // tr__join_register sets wk as s's joiner waker unless s completed first:
 // true when registered (wk runs once at completion), false when complete.
 bool tr__join_register(tr__slot *s, tr_waker wk) TR__HIDDEN;
+// tr__task_precancel marks a prepared task (tr_task_new, not yet started)
+// cancelled: once started it is never polled, its drop runs and its join
+// says TR_ECANCELED. The caller owns the prepared task.
+void tr__task_precancel(void *state) TR__HIDDEN;
+// tr__task_collect takes the outcome of the completed task key names, as
+// a join would, and drops the handle's reference: for a joiner that was
+// woken by its registered waker (tr__join_register). Returns whether the
+// result was boxed ({ptr, dtor}).
+bool tr__task_collect(tr_rt *rt, uint64_t key, tr_outcome *out) TR__HIDDEN;
 // tr__rt_cancel_cmd carries out a Cancel message on the executor (w).
 void tr__rt_cancel_cmd(tr__worker *w, uint64_t key) TR__HIDDEN;
 
