@@ -24,6 +24,11 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/runtime/include/troupe
   COMPONENT Development
   FILES_MATCHING PATTERN "*.h")
 
+# The generated message headers (proto/): <troupe/v1/NAME.pb-c.h>.
+install(FILES ${TR_PROTO_HEADERS}
+  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/troupe/v1
+  COMPONENT Development)
+
 install(EXPORT troupeTargets
   NAMESPACE troupe::
   DESTINATION ${TR_INSTALL_CMAKEDIR}

@@ -5,11 +5,14 @@
 // its result plus one. That pulls the executor, the scheduler, the reactor
 // and the protobuf-c command messages into the program, so a link that
 // misses a dependency (libprotobuf-c, pthreads) fails here rather than in a
-// user's build. Exits 0 when every answer is as documented.
+// user's build. It also packs and unpacks an executor command through the
+// installed <troupe/v1/executor.pb-c.h>, whose code libtroupe exports (one
+// copy of each descriptor). Exits 0 when every answer is as documented.
 #include <stdio.h>
 #include <string.h>
 
 #include <troupe/troupe.h>
+#include <troupe/v1/executor.pb-c.h>
 
 typedef struct child {
     int tr_pc;
@@ -75,6 +78,26 @@ main(void)
         fprintf(stderr, "tr_strerror(TR_ECLOSED) = \"%s\", want \"closed\"\n", s ? s : "(null)");
         return 1;
     }
+
+    // A Cancel command through the generated code libtroupe exports.
+    Troupe__V1__Cancel cancel = TROUPE__V1__CANCEL__INIT;
+    cancel.task_id = 12345;
+    Troupe__V1__ExecutorCommand cmd = TROUPE__V1__EXECUTOR_COMMAND__INIT;
+    cmd.command_case = TROUPE__V1__EXECUTOR_COMMAND__COMMAND_CANCEL;
+    cmd.cancel = &cancel;
+    uint8_t wire[64];
+    size_t len = troupe__v1__executor_command__get_packed_size(&cmd);
+    if (len > sizeof(wire) || troupe__v1__executor_command__pack(&cmd, wire) != len) {
+        fprintf(stderr, "packing an ExecutorCommand failed\n");
+        return 1;
+    }
+    Troupe__V1__ExecutorCommand *back = troupe__v1__executor_command__unpack(NULL, len, wire);
+    if (back == NULL || back->command_case != TROUPE__V1__EXECUTOR_COMMAND__COMMAND_CANCEL ||
+        back->cancel->task_id != 12345) {
+        fprintf(stderr, "unpacking an ExecutorCommand failed\n");
+        return 1;
+    }
+    troupe__v1__executor_command__free_unpacked(back, NULL);
 
     tr_rt_config cfg;
     tr_rt_config_init(&cfg);
