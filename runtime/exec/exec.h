@@ -82,14 +82,6 @@ struct tr__worker {
     _Atomic uint64_t w_lifo_hits;
 };
 
-// Optional per-runtime modules (r_ext slots).
-enum {
-    TR__EXT_BLOCKING = 0, // io/blocking.c: the blocking pool
-    TR__EXT_SIGNAL = 1,   // io/signal.c
-    TR__EXT_PROCESS = 2,  // io/process.c
-    TR__EXT_COUNT = 3,
-};
-
 // Shutdown progress, in r_shutdown.
 enum { TR__SD_NONE = 0, TR__SD_REQUESTED = 1, TR__SD_CANCELLING = 2, TR__SD_DONE = 3 };
 
@@ -157,11 +149,13 @@ struct tr_rt {
 
     // The reactor (reactor.c): epoll, registrations, timers, the driver.
     struct tr__reactor *r_reactor;
-    // Per-runtime state of optional modules, created on first use (see
-    // tr__rt_ext_install) and finalised by tr_rt_free once every task is
-    // gone and every worker thread has exited, before the reactor.
-    _Atomic(void *) r_ext[TR__EXT_COUNT];
-    void (*r_ext_fini[TR__EXT_COUNT])(tr_rt *rt, void *ext);
+    // Per-runtime state of modules (tr_rt_local_set: io/'s blocking pool,
+    // signals and processes, actors/, daemon/), finalised by tr_rt_free once
+    // every task is gone and every worker thread has exited, last installed
+    // first, before the reactor.
+    _Atomic(void *) r_local[TR_RT_LOCAL_MAX]; // by key id - 1
+    uint8_t r_local_order[TR_RT_LOCAL_MAX];   // key ids - 1, in install order (r_idle_lock)
+    unsigned r_nlocal;                        // under r_idle_lock
 };
 
 // The context of one poll, on the worker's stack.
@@ -260,18 +254,5 @@ void tr__coarse_res_init(void) TR__HIDDEN;
 // and waits for them (shutdown and tr_rt_free).
 void tr__cancel_all(tr__worker *w) TR__HIDDEN;
 void tr__stop_others(tr_rt *rt) TR__HIDDEN;
-
-// tr__rt_ext returns module slot `which` of rt, or NULL before it is set.
-static inline void *
-tr__rt_ext(tr_rt *rt, int which)
-{
-    return atomic_load_explicit(&rt->r_ext[which], memory_order_acquire);
-}
-
-// tr__rt_ext_install sets slot `which` to ext (with the function tr_rt_free
-// calls to release it) unless another thread was first; returns the value
-// that is installed (ext, or the winner's: then the caller frees its own).
-void *tr__rt_ext_install(tr_rt *rt, int which, void *ext,
-                         void (*fini)(tr_rt *rt, void *ext)) TR__HIDDEN;
 
 #endif

@@ -297,15 +297,61 @@ tr_rt_block_on(tr_rt *rt, void *root, tr_outcome *out)
     return sd ? TR_ESHUTDOWN : o.err;
 }
 
-void *
-tr__rt_ext_install(tr_rt *rt, int which, void *ext, void (*fini)(tr_rt *rt, void *ext))
+// Keys of per-runtime slots: process-wide, never freed. key_fini[i] is the
+// release function of key id i + 1, written before nkeys publishes it.
+static void (*key_fini[TR_RT_LOCAL_MAX])(tr_rt *rt, void *value);
+static _Atomic uint32_t nkeys;
+static tr__mutex key_lock = TR__MUTEX_INIT;
+
+tr_err
+tr_rt_key_create(tr_rt_key *key, void (*fini)(tr_rt *rt, void *value))
 {
+    if (key == NULL) {
+        return tr__fail(TR_EINVAL, "tr_rt_key_create: key is NULL");
+    }
+    tr__mutex_lock(&key_lock);
+    uint32_t n = atomic_load_explicit(&nkeys, memory_order_relaxed);
+    if (n == TR_RT_LOCAL_MAX) {
+        tr__mutex_unlock(&key_lock);
+        return tr__fail(TR_EFULL, "tr_rt_key_create: all %d keys are taken", TR_RT_LOCAL_MAX);
+    }
+    key_fini[n] = fini;
+    // Release: a reader that sees the count sees the function.
+    atomic_store_explicit(&nkeys, n + 1, memory_order_release);
+    tr__mutex_unlock(&key_lock);
+    key->id = n + 1;
+    return TR_OK;
+}
+
+static bool
+key_valid(tr_rt_key key)
+{
+    return key.id != 0 && key.id <= atomic_load_explicit(&nkeys, memory_order_acquire);
+}
+
+void *
+tr_rt_local_get(tr_rt *rt, tr_rt_key key)
+{
+    if (rt == NULL || !key_valid(key)) {
+        return NULL;
+    }
+    // Acquire pairs with the release store in tr_rt_local_set: the value's
+    // contents are visible.
+    return atomic_load_explicit(&rt->r_local[key.id - 1], memory_order_acquire);
+}
+
+void *
+tr_rt_local_set(tr_rt *rt, tr_rt_key key, void *value)
+{
+    if (rt == NULL || !key_valid(key) || value == NULL) {
+        return NULL;
+    }
     tr__mutex_lock(&rt->r_idle_lock);
-    void *cur = atomic_load_explicit(&rt->r_ext[which], memory_order_relaxed);
+    void *cur = atomic_load_explicit(&rt->r_local[key.id - 1], memory_order_relaxed);
     if (cur == NULL) {
-        rt->r_ext_fini[which] = fini;
-        atomic_store_explicit(&rt->r_ext[which], ext, memory_order_release);
-        cur = ext;
+        rt->r_local_order[rt->r_nlocal++] = (uint8_t)(key.id - 1);
+        atomic_store_explicit(&rt->r_local[key.id - 1], value, memory_order_release);
+        cur = value;
     }
     tr__mutex_unlock(&rt->r_idle_lock);
     return cur;
@@ -376,10 +422,11 @@ tr_rt_free(tr_rt *rt)
         pthread_join(rt->r_workers[i].w_thread, NULL);
     }
     // Modules, last installed first (no task is left to use them).
-    for (int i = TR__EXT_COUNT - 1; i >= 0; i--) {
-        void *ext = atomic_load_explicit(&rt->r_ext[i], memory_order_acquire);
-        if (ext != NULL) {
-            rt->r_ext_fini[i](rt, ext);
+    for (unsigned i = rt->r_nlocal; i-- > 0;) {
+        unsigned k = rt->r_local_order[i];
+        void *v = atomic_load_explicit(&rt->r_local[k], memory_order_acquire);
+        if (key_fini[k] != NULL) {
+            key_fini[k](rt, v);
         }
     }
     tr__reactor_free(rt->r_reactor);

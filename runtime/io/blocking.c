@@ -1,7 +1,7 @@
 // Design notes.
 //
 // The pool. One per runtime, created on first use and installed in the
-// runtime's TR__EXT_BLOCKING slot; tr_rt_free calls pool_fini once every task
+// runtime's runtime-local slot; tr_rt_free calls pool_fini once every task
 // is gone and every worker has exited. It is a FIFO of jobs and up to p_max
 // threads under one pthread mutex, p_mu, with two condition variables:
 // p_work_cv (idle threads wait on it, timed, for the keep-alive) and
@@ -755,6 +755,25 @@ pool_fini(tr_rt *rt, void *ext)
     tr__free(p, sizeof *p);
 }
 
+// The runtime-local slot of the blocking pool: one key per process.
+static tr_rt_key pool_key_v;
+static pthread_once_t pool_key_once = PTHREAD_ONCE_INIT;
+
+static void
+pool_key_init(void)
+{
+    if (tr_rt_key_create(&pool_key_v, pool_fini) != TR_OK) {
+        tr__panic("no runtime-local key left for the blocking pool");
+    }
+}
+
+static tr_rt_key
+pool_key(void)
+{
+    pthread_once(&pool_key_once, pool_key_init);
+    return pool_key_v;
+}
+
 // env_uint reads a decimal environment variable in [lo, hi]; def when it is
 // unset or malformed (the pool is made lazily, where no error can be
 // returned: a bad value is ignored rather than fatal).
@@ -781,7 +800,7 @@ env_uint(const tr_rt *rt, const char *name, unsigned long lo, unsigned long hi, 
 static pool *
 pool_get(tr_rt *rt)
 {
-    pool *p = tr__rt_ext(rt, TR__EXT_BLOCKING);
+    pool *p = tr_rt_local_get(rt, pool_key());
     if (TR__LIKELY(p != NULL)) {
         return p;
     }
@@ -797,7 +816,7 @@ pool_get(tr_rt *rt)
                                   DEFAULT_MAX_THREADS);
     p->p_keepalive_ms =
         (uint32_t)env_uint(rt, "TROUPE_BLOCKING_KEEPALIVE_MS", 0, UINT32_MAX, DEFAULT_KEEPALIVE_MS);
-    pool *won = tr__rt_ext_install(rt, TR__EXT_BLOCKING, p, pool_fini);
+    pool *won = tr_rt_local_set(rt, pool_key(), p);
     if (won != p) {
         pool_fini(rt, p); // another thread was first; ours never ran anything
     }
@@ -840,7 +859,7 @@ void
 tr_blocking_get_stats(tr_rt *rt, tr_blocking_stats *out)
 {
     memset(out, 0, sizeof *out);
-    pool *p = tr__rt_ext(rt, TR__EXT_BLOCKING);
+    pool *p = tr_rt_local_get(rt, pool_key());
     if (p == NULL) {
         out->max_threads = (unsigned)env_uint(rt, "TROUPE_BLOCKING_THREADS", 1,
                                               TR_BLOCKING_MAX_THREADS, DEFAULT_MAX_THREADS);
@@ -868,7 +887,7 @@ tr_blocking_get_stats(tr_rt *rt, tr_blocking_stats *out)
 bool
 tr__blocking_wait_threads(tr_rt *rt, unsigned n, unsigned timeout_ms)
 {
-    pool *p = tr__rt_ext(rt, TR__EXT_BLOCKING);
+    pool *p = tr_rt_local_get(rt, pool_key());
     if (p == NULL) {
         return true;
     }

@@ -31,6 +31,11 @@
 bool tr__signal_poll(tr_signal *sig, tr_waker wk, uint64_t *count) TR__HIDDEN;
 // tr__signal_handled fills set with the signals troupe has handlers for.
 void tr__signal_handled(sigset_t *set) TR__HIDDEN;
+// tr__signal_rt_ensure creates rt's signal state if it does not exist yet:
+// a module whose state uses signals calls it before it sets its own
+// runtime-local slot, so that tr_rt_free (last set, first released)
+// releases the user before the signals.
+tr_err tr__signal_rt_ensure(tr_rt *rt) TR__HIDDEN;
 // tr__signal_listeners counts the listeners of signo (tests).
 uint32_t tr__signal_listeners(int signo) TR__HIDDEN;
 

@@ -62,7 +62,7 @@
 
 extern char **environ;
 
-// The per-runtime state (TR__EXT_PROCESS).
+// The per-runtime state (a runtime-local slot).
 typedef struct proc_rt {
     tr_rt *pr_rt;
     // SIGCHLD listener that wakes the reaper for this runtime's fallback
@@ -419,16 +419,39 @@ pr_fini(tr_rt *rt, void *ext)
     tr__free(pr, sizeof(*pr));
 }
 
+// The runtime-local slot of processes: one key per process.
+static tr_rt_key proc_key_v;
+static pthread_once_t proc_key_once = PTHREAD_ONCE_INIT;
+
+static void
+proc_key_init(void)
+{
+    if (tr_rt_key_create(&proc_key_v, pr_fini) != TR_OK) {
+        tr__panic("no runtime-local key left for processes");
+    }
+}
+
+static tr_rt_key
+proc_key(void)
+{
+    pthread_once(&proc_key_once, proc_key_init);
+    return proc_key_v;
+}
+
 static proc_rt *
 pr_get(tr_rt *rt)
 {
-    proc_rt *pr = tr__rt_ext(rt, TR__EXT_PROCESS);
+    proc_rt *pr = tr_rt_local_get(rt, proc_key());
     if (pr != NULL) {
         return pr;
     }
+    // The SIGCHLD fallback listens through signal.c: its slot first, so
+    // that it outlives ours at tr_rt_free. (If it cannot be created, a
+    // spawn that needs the fallback fails with the same error later.)
+    (void)tr__signal_rt_ensure(rt);
     pr = tr__zalloc(sizeof(*pr));
     pr->pr_rt = rt;
-    proc_rt *won = tr__rt_ext_install(rt, TR__EXT_PROCESS, pr, pr_fini);
+    proc_rt *won = tr_rt_local_set(rt, proc_key(), pr);
     if (won != pr) {
         tr__free(pr, sizeof(*pr));
     }

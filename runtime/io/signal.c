@@ -17,7 +17,7 @@
 // flight, or the handler sees the cleared slot. Only then is the eventfd
 // closed, so a handler never writes to a reused descriptor number.
 //
-// The per-runtime half (TR__EXT_SIGNAL) is the eventfd wrapped in a tr_io,
+// The per-runtime half (a runtime-local slot) is the eventfd wrapped in a tr_io,
 // an optional signalfd (also a tr_io), and per-signal listener counts under
 // g_lock. The waiters are the wakers registered on the eventfd's read
 // direction (the reactor's waiter queue of that tr_io): every waiting task
@@ -104,7 +104,7 @@ typedef struct sig_global {
 static sig_global g_sig[NSIGS];                  // under g_lock
 static bool g_slot_used[TR_SIGNAL_MAX_RUNTIMES]; // under g_lock
 
-// The per-runtime state (TR__EXT_SIGNAL).
+// The per-runtime state (a runtime-local slot).
 typedef struct sig_rt {
     tr_rt *sr_rt;
     int sr_slot;    // index in g_slots (fixed)
@@ -325,11 +325,39 @@ sig_rt_fini(tr_rt *rt, void *ext)
     sig_rt_free(ext);
 }
 
+// The runtime-local slot of signals: one key per process.
+static tr_rt_key sig_key_v;
+static pthread_once_t sig_key_once = PTHREAD_ONCE_INIT;
+
+static void
+sig_key_init(void)
+{
+    if (tr_rt_key_create(&sig_key_v, sig_rt_fini) != TR_OK) {
+        tr__panic("no runtime-local key left for signals");
+    }
+}
+
+static tr_rt_key
+sig_key(void)
+{
+    pthread_once(&sig_key_once, sig_key_init);
+    return sig_key_v;
+}
+
+static tr_err sig_rt_get(tr_rt *rt, sig_rt **out);
+
+tr_err
+tr__signal_rt_ensure(tr_rt *rt)
+{
+    sig_rt *sr;
+    return sig_rt_get(rt, &sr);
+}
+
 // sig_rt_get returns rt's signal state, creating it on first use.
 static tr_err
 sig_rt_get(tr_rt *rt, sig_rt **out)
 {
-    sig_rt *sr = tr__rt_ext(rt, TR__EXT_SIGNAL);
+    sig_rt *sr = tr_rt_local_get(rt, sig_key());
     if (sr != NULL) {
         *out = sr;
         return TR_OK;
@@ -363,7 +391,7 @@ sig_rt_get(tr_rt *rt, sig_rt **out)
     atomic_store(&g_slots[i].s_mask, 0);
     atomic_store(&g_slots[i].s_fd, fd);
     pthread_mutex_unlock(&g_lock);
-    sig_rt *won = tr__rt_ext_install(rt, TR__EXT_SIGNAL, sr, sig_rt_fini);
+    sig_rt *won = tr_rt_local_set(rt, sig_key(), sr);
     if (won != sr) {
         sig_rt_free(sr); // another thread was first; ours never listened
     }

@@ -1707,6 +1707,45 @@ test_exec_spawn_storm_during_shutdown(void **state)
     }
 }
 
+// Runtime-local slots: the first value set wins, a key that was never
+// created reads NULL, and tr_rt_free releases the values last set first.
+static int local_order[4];
+static int local_n;
+
+static void
+local_fini(tr_rt *rt, void *value)
+{
+    (void)rt;
+    local_order[local_n++] = *(int *)value;
+}
+
+static void
+test_exec_local_slots(void **state)
+{
+    (void)state;
+    static tr_rt_key a, b;
+    assert_int_equal(tr_rt_key_create(&a, local_fini), TR_OK);
+    assert_int_equal(tr_rt_key_create(&b, local_fini), TR_OK);
+    assert_int_not_equal(a.id, b.id);
+    assert_int_equal(tr_rt_key_create(NULL, local_fini), TR_EINVAL);
+    tr_rt *rt = tu_rt_new();
+    static int one = 1, two = 2, three = 3;
+    assert_null(tr_rt_local_get(rt, a));
+    assert_null(tr_rt_local_get(rt, (tr_rt_key){0}));
+    assert_null(tr_rt_local_get(rt, (tr_rt_key){TR_RT_LOCAL_MAX + 1}));
+    assert_null(tr_rt_local_set(rt, (tr_rt_key){TR_RT_LOCAL_MAX + 1}, &one));
+    assert_ptr_equal(tr_rt_local_set(rt, b, &two), &two);
+    assert_ptr_equal(tr_rt_local_set(rt, a, &one), &one);
+    assert_ptr_equal(tr_rt_local_set(rt, a, &three), &one); // the first stays
+    assert_ptr_equal(tr_rt_local_get(rt, a), &one);
+    assert_ptr_equal(tr_rt_local_get(rt, b), &two);
+    local_n = 0;
+    tr_rt_free(rt);
+    assert_int_equal(local_n, 2);
+    assert_int_equal(local_order[0], 1); // a was set last: released first
+    assert_int_equal(local_order[1], 2);
+}
+
 int
 main(void)
 {
@@ -1735,6 +1774,7 @@ main(void)
         cmocka_unit_test(test_exec_spawn_one_call),
         cmocka_unit_test(test_exec_start_racing_shutdown_is_carried_out),
         cmocka_unit_test(test_exec_spawn_storm_during_shutdown),
+        cmocka_unit_test(test_exec_local_slots),
     };
     return tu_run_group(tests, group_setup, group_teardown);
 }

@@ -158,6 +158,35 @@ TR_API const char *tr_sched_name(tr_sched_kind k);
 // other name, and tr_error_detail then lists the names. Any thread.
 TR_API tr_err tr_sched_parse(const char *name, tr_sched_kind *out);
 
+// Per-runtime slots, for modules built on the runtime (actors/, daemon/,
+// or a program's own) to attach state to a runtime without touching it. A
+// module creates a key once per process; each runtime then holds one value
+// per key.
+typedef struct tr_rt_key {
+    uint32_t id; // 0: no key
+} tr_rt_key;
+
+// How many keys a process may create.
+#define TR_RT_LOCAL_MAX 64
+
+// tr_rt_key_create makes a new key (process-wide; keys are never freed):
+// fini (may be NULL) releases a runtime's value at tr_rt_free, once every
+// task is gone and every worker thread has exited, values in reverse order
+// of their setting. TR_EFULL when all TR_RT_LOCAL_MAX keys are taken. Any
+// thread; create keys once (pthread_once), not per runtime.
+TR_API tr_err tr_rt_key_create(tr_rt_key *key, void (*fini)(tr_rt *rt, void *value));
+
+// tr_rt_local_get returns rt's value for key, or NULL before one is set
+// (or for a key that was never created). Any thread, lock-free.
+TR_API void *tr_rt_local_get(tr_rt *rt, tr_rt_key key);
+
+// tr_rt_local_set sets rt's value for key to value unless one is set
+// already, and returns the value that is set: value, or the one another
+// thread set first (then the caller still owns value and frees it). The
+// runtime owns what it set: the key's fini releases it. NULL for a bad
+// key or a NULL value. Any thread.
+TR_API void *tr_rt_local_set(tr_rt *rt, tr_rt_key key, void *value);
+
 // tr_rt_get_stats fills *out with a snapshot of counters. Any thread; the
 // figures are read without stopping the runtime, so while it runs they may
 // lag what a caller saw by a task per worker (a worker counts a task after
