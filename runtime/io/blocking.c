@@ -81,80 +81,19 @@ static const tr_waker no_waker = {NULL, NULL};
 enum { DW_RUNNING = 0, DW_DONE = 1, DW_SLEEPING = 2 };
 
 // ---------------------------------------------------------------------------
-// Jobs.
+// Jobs (tr__job: io/io.h).
 
-enum job_kind {
-    K_USER = 1,
-    K_OPEN,
-    K_READ,
-    K_PREAD,
-    K_WRITE,
-    K_PWRITE,
-    K_FSYNC,
-    K_FDATASYNC,
-    K_CLOSE,
-    K_READ_ALL,
-    K_WRITE_ALL,
-    K_RESOLVE,
-};
+typedef tr__job job;
 
-typedef struct job job;
-struct job {
-    job *j_next;    // pool FIFO link, under p_mu
-    size_t j_alloc; // bytes allocated for the job; immutable
-    int j_kind;     // immutable
-
-    // User jobs; immutable.
-    tr_blocking_fn j_fn;
-    void *j_arg;
-    tr_blocking_cleanup_fn j_cleanup;
-
-    // The op side and the pool side; the release that reaches 0 frees the
-    // job (acq_rel fetch_sub, pairing with the other side's).
-    _Atomic uint32_t j_refs;
-    // DW_RUNNING, DW_SLEEPING (a thread in tr_blocking_wait sleeps on it) or
-    // DW_DONE. Completion exchanges in DW_DONE (release, under j_lock after
-    // the outcome) and wakes the futex only if it took DW_SLEEPING.
-    _Atomic uint32_t j_done_word;
-
-    tr__mutex j_lock;
-    bool j_done;      // under j_lock: the outcome is final
-    bool j_ran;       // under j_lock: fn ran (set with j_done)
-    bool j_abandoned; // under j_lock: the op side let go
-    tr_err j_status;  // under j_lock: TR_OK (ran) or TR_ESHUTDOWN (discarded)
-    tr_waker j_waker; // under j_lock: the task awaiting the job
-
-    // The outcome. Written by the pool thread before it sets j_done, read by
-    // the op side after it saw j_done (published by j_lock / j_done_word).
-    tr_value j_result; // user job's result; bytes moved for built-ins
-    tr_err j_err;      // built-ins' error
-
-    // Built-in operations' arguments (immutable once queued) and products
-    // (owned by the job until handed over; released by job_free).
-    int j_fd;    // dup'ed descriptor, the one to close, or the one opened
-    int j_flags; // open(2) flags, TR_FILE_* flags
-    mode_t j_mode;
-    off_t j_off;
-    size_t j_len;            // bytes to move, or the read_all limit
-    char *j_path;            // into j_data
-    const char *j_host;      // into j_data, or NULL
-    const char *j_service;   // into j_data, or NULL
-    struct addrinfo j_hints; // ai_flags/family/socktype/protocol only
-    bool j_has_hints;
-    void *j_out;            // read_all: the buffer (malloc); write_all: the data copy
-    size_t j_out_len;       // its length
-    struct addrinfo *j_ai;  // resolve: the list
-    unsigned char j_data[]; // bounce buffer, path, or host and service strings
-};
-
-static job *
-job_new(int kind, size_t extra)
+job *
+tr__job_new(int kind, size_t extra, void (*run)(tr__job *j))
 {
     size_t sz = sizeof(job) + extra;
     job *j = tr__alloc(sz);
     memset(j, 0, sizeof *j);
     j->j_alloc = sz;
     j->j_kind = kind;
+    j->j_run = run;
     j->j_fd = -1;
     j->j_lock = (tr__mutex)TR__MUTEX_INIT;
     atomic_init(&j->j_refs, 2);
@@ -191,7 +130,7 @@ job_unref(job *j)
 static void
 job_discard_user(job *j)
 {
-    if (j->j_kind == K_USER && j->j_cleanup != NULL) {
+    if (j->j_kind == TR__JOB_USER && j->j_cleanup != NULL) {
         j->j_cleanup(j->j_arg, j->j_result, j->j_ran);
     }
 }
@@ -224,270 +163,13 @@ job_complete(job *j, bool ran, tr_err status)
     job_unref(j);
 }
 
-// ---------------------------------------------------------------------------
-// Built-in operations, run on a pool thread. Each fills j_result/j_err and
-// closes the duplicate descriptor it worked on.
-
-static void
-close_dup(job *j)
-{
-    (void)close(j->j_fd);
-    j->j_fd = -1;
-}
-
-// write_full writes len bytes of buf (at off when off >= 0), retrying short
-// writes and EINTR. Returns the bytes written; *e is 0 or the errno that
-// stopped it.
-static size_t
-write_full(int fd, const unsigned char *buf, size_t len, off_t off, int *e)
-{
-    size_t done = 0;
-    *e = 0;
-    while (done < len) {
-        ssize_t r = off >= 0 ? pwrite(fd, buf + done, len - done, off + (off_t)done)
-                             : write(fd, buf + done, len - done);
-        if (r < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            *e = errno;
-            break;
-        }
-        if (r == 0) {
-            *e = EIO; // a regular file never does this; do not spin
-            break;
-        }
-        done += (size_t)r;
-    }
-    return done;
-}
-
-static void
-run_read(job *j)
-{
-    ssize_t r;
-    do {
-        r = j->j_kind == K_PREAD ? pread(j->j_fd, j->j_data, j->j_len, j->j_off)
-                                 : read(j->j_fd, j->j_data, j->j_len);
-    } while (r < 0 && errno == EINTR);
-    j->j_err = r < 0 ? tr__errno(errno) : TR_OK;
-    j->j_result.u64 = r < 0 ? 0 : (uint64_t)r;
-    close_dup(j);
-}
-
-static void
-run_write(job *j)
-{
-    int e;
-    size_t n = write_full(j->j_fd, j->j_data, j->j_len, j->j_kind == K_PWRITE ? j->j_off : -1, &e);
-    // Progress first; the error shows on the next call (as write(2)).
-    j->j_err = (e != 0 && n == 0) ? tr__errno(e) : TR_OK;
-    j->j_result.u64 = n;
-    close_dup(j);
-}
-
-static void
-run_sync(job *j)
-{
-    int r = j->j_kind == K_FSYNC ? fsync(j->j_fd) : fdatasync(j->j_fd);
-    j->j_err = r < 0 ? tr__errno(errno) : TR_OK;
-    close_dup(j);
-}
-
-static void
-run_open(job *j)
-{
-    int fd;
-    do {
-        fd = open(j->j_path, j->j_flags | O_CLOEXEC, j->j_mode);
-    } while (fd < 0 && errno == EINTR);
-    j->j_err = fd < 0 ? tr__errno(errno) : TR_OK;
-    j->j_fd = fd; // the job owns it until the joiner takes it
-}
-
-static void
-run_close(job *j)
-{
-    int r = close(j->j_fd);
-    // EINTR: Linux has released the descriptor; report success.
-    j->j_err = (r < 0 && errno != EINTR) ? tr__errno(errno) : TR_OK;
-    j->j_fd = -1;
-}
-
-static void
-run_read_all(job *j)
-{
-    // j_len is the limit; keep max + 2 (content, one past, the NUL) in range.
-    size_t max = j->j_len < SIZE_MAX - 2 ? j->j_len : SIZE_MAX - 2;
-    unsigned char *buf = NULL;
-    size_t len = 0;
-    tr_err err = TR_OK;
-    int fd;
-    do {
-        fd = open(j->j_path, O_RDONLY | O_CLOEXEC);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) {
-        j->j_err = tr__errno(errno);
-        return;
-    }
-    j->j_fd = fd;
-    // The size from fstat is a first guess (+1 sees EOF without a regrow);
-    // /proc files say 0 and a file may grow while we read.
-    struct stat sb;
-    size_t cap = 4096;
-    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0) {
-        if ((uint64_t)sb.st_size > max) {
-            err = TR_ETOOBIG;
-            goto out;
-        }
-        cap = (size_t)sb.st_size + 1;
-    }
-    if (cap > max + 1) {
-        cap = max + 1;
-    }
-    buf = malloc(cap + 1); // + the NUL
-    if (buf == NULL) {
-        err = TR_ENOMEM;
-        goto out;
-    }
-    for (;;) {
-        if (len == cap) {
-            if (cap > max) {
-                err = TR_ETOOBIG; // read max + 1 bytes
-                goto out;
-            }
-            size_t ncap = cap > (max + 1) / 2 ? max + 1 : cap * 2;
-            unsigned char *nbuf = realloc(buf, ncap + 1);
-            if (nbuf == NULL) {
-                err = TR_ENOMEM;
-                goto out;
-            }
-            buf = nbuf;
-            cap = ncap;
-        }
-        ssize_t r = read(fd, buf + len, cap - len);
-        if (r < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            err = tr__errno(errno);
-            goto out;
-        }
-        if (r == 0) {
-            break;
-        }
-        len += (size_t)r;
-    }
-    buf[len] = '\0';
-    j->j_out = buf; // the job owns it until the joiner takes it
-    j->j_out_len = len;
-    buf = NULL;
-out:
-    free(buf);
-    close_dup(j);
-    j->j_err = err;
-}
-
-static void
-run_write_all(job *j)
-{
-    int oflags = O_WRONLY | O_CREAT | O_CLOEXEC;
-    oflags |= (j->j_flags & TR_FILE_APPEND) ? O_APPEND : O_TRUNC;
-    if (j->j_flags & TR_FILE_EXCL) {
-        oflags |= O_EXCL;
-    }
-    int fd;
-    do {
-        fd = open(j->j_path, oflags, j->j_mode);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) {
-        j->j_err = tr__errno(errno);
-        return;
-    }
-    int e = 0;
-    (void)write_full(fd, j->j_out, j->j_out_len, -1, &e);
-    if (e == 0 && (j->j_flags & TR_FILE_SYNC) && fsync(fd) < 0) {
-        e = errno;
-    }
-    // close reports late write errors (NFS, some quotas); keep the first.
-    if (close(fd) < 0 && errno != EINTR && e == 0) {
-        e = errno;
-    }
-    j->j_err = tr__errno(e);
-}
-
-// resolve_err maps a getaddrinfo result (errno_saved for EAI_SYSTEM).
-static tr_err
-resolve_err(int rc, int errno_saved)
-{
-    switch (rc) {
-    case 0:
-        return TR_OK;
-    case EAI_AGAIN:
-        return TR_EAGAIN;
-    case EAI_MEMORY:
-        return TR_ENOMEM;
-    case EAI_BADFLAGS:
-    case EAI_FAMILY:
-    case EAI_SOCKTYPE:
-        return TR_EINVAL;
-    case EAI_OVERFLOW:
-        return TR_ETOOBIG;
-    case EAI_SYSTEM:
-        return tr_err_from_errno(errno_saved);
-    default:
-        // EAI_NONAME, EAI_NODATA, EAI_ADDRFAMILY, EAI_FAIL, EAI_SERVICE.
-        return TR_ENAME;
-    }
-}
-
-static void
-run_resolve(job *j)
-{
-    struct addrinfo *ai = NULL;
-    int rc = getaddrinfo(j->j_host, j->j_service, j->j_has_hints ? &j->j_hints : NULL, &ai);
-    j->j_err = resolve_err(rc, errno);
-    if (rc == 0) {
-        j->j_ai = ai;
-    }
-}
-
 static void
 job_execute(job *j)
 {
-    switch (j->j_kind) {
-    case K_USER:
+    if (j->j_run != NULL) {
+        j->j_run(j); // a built-in operation (fs.c, net.c)
+    } else {
         j->j_result = j->j_fn(j->j_arg);
-        break;
-    case K_OPEN:
-        run_open(j);
-        break;
-    case K_READ:
-    case K_PREAD:
-        run_read(j);
-        break;
-    case K_WRITE:
-    case K_PWRITE:
-        run_write(j);
-        break;
-    case K_FSYNC:
-    case K_FDATASYNC:
-        run_sync(j);
-        break;
-    case K_CLOSE:
-        run_close(j);
-        break;
-    case K_READ_ALL:
-        run_read_all(j);
-        break;
-    case K_WRITE_ALL:
-        run_write_all(j);
-        break;
-    case K_RESOLVE:
-        run_resolve(j);
-        break;
-    default:
-        tr__panic("blocking: bad job kind %d", j->j_kind);
     }
 }
 
@@ -949,9 +631,8 @@ op_ready(job *j, tr_waker w)
     return done;
 }
 
-// op_release lets op go of its (done) job and makes op idle.
-static void
-op_release(tr_blocking_op *op, job *j)
+void
+tr__blocking_release(tr_blocking_op *op, job *j)
 {
     op_clear(op);
     job_unref(j);
@@ -1002,7 +683,7 @@ tr_spawn_blocking(tr_rt *rt, tr_blocking_op *op, tr_blocking_fn fn, void *arg,
     if (op_job(op) != NULL) {
         return TR_EBUSY;
     }
-    job *j = job_new(K_USER, 0);
+    job *j = tr__job_new(TR__JOB_USER, 0, NULL);
     j->j_fn = fn;
     j->j_arg = arg;
     j->j_cleanup = cleanup;
@@ -1023,7 +704,7 @@ user_finish(tr_blocking_op *op, job *j, tr_value *result)
     } else {
         job_discard_user(j); // never ran: the cleanup releases arg
     }
-    op_release(op, j);
+    tr__blocking_release(op, j);
     return status;
 }
 
@@ -1031,7 +712,7 @@ tr_poll
 tr_blocking_join(tr_blocking_op *op, tr_cx *cx, tr_value *result, tr_err *err)
 {
     job *j = op_job(op);
-    if (j == NULL || j->j_kind != K_USER) {
+    if (j == NULL || j->j_kind != TR__JOB_USER) {
         *err = TR_EINVAL;
         return TR_READY;
     }
@@ -1049,7 +730,7 @@ tr_err
 tr_blocking_wait(tr_blocking_op *op, tr_value *result)
 {
     job *j = op != NULL ? op_job(op) : NULL;
-    if (j == NULL || j->j_kind != K_USER) {
+    if (j == NULL || j->j_kind != TR__JOB_USER) {
         return TR_EINVAL;
     }
     if (tr__cur != NULL) {
@@ -1089,28 +770,25 @@ tr_blocking_run(tr_rt *rt, tr_blocking_fn fn, void *arg, tr_value *result)
 // caller (TR_EINVAL, READY, op untouched); then the budget; then either
 // start the job (idle op) or check on it.
 
-enum step { STEP_PENDING, STEP_START, STEP_DONE, STEP_BAD };
-
-static enum step
-op_step(tr_blocking_op *op, tr_cx *cx, int kind, job **jp)
+enum tr__step
+tr__blocking_step(tr_blocking_op *op, tr_cx *cx, int kind, tr__job **jp)
 {
     job *j = op_job(op);
     *jp = j;
     if (j != NULL && j->j_kind != kind) {
-        return STEP_BAD;
+        return TR__STEP_BAD;
     }
     if (!tr_cx_budget_spend(cx)) {
-        return STEP_PENDING;
+        return TR__STEP_PENDING;
     }
     if (j == NULL) {
-        return STEP_START;
+        return TR__STEP_START;
     }
-    return op_ready(j, tr_cx_waker(cx)) ? STEP_DONE : STEP_PENDING;
+    return op_ready(j, tr_cx_waker(cx)) ? TR__STEP_DONE : TR__STEP_PENDING;
 }
 
-// op_launch starts j for the polling task: PENDING, or READY with *err.
-static tr_poll
-op_launch(tr_blocking_op *op, tr_cx *cx, job *j, tr_err *err)
+tr_poll
+tr__blocking_launch(tr_blocking_op *op, tr_cx *cx, job *j, tr_err *err)
 {
     j->j_waker = tr_cx_waker(cx); // before it is shared: no lock needed
     tr_err e = op_start(tr_cx_rt(cx), op, j);
@@ -1121,354 +799,11 @@ op_launch(tr_blocking_op *op, tr_cx *cx, job *j, tr_err *err)
     return TR_PENDING;
 }
 
-// builtin_status returns the outcome of a done built-in job: its own error,
-// or TR_ESHUTDOWN when the runtime was freed before it ran.
-static tr_err
-builtin_status(job *j)
+tr_err
+tr__blocking_status(job *j)
 {
     tr__mutex_lock(&j->j_lock);
     tr_err status = j->j_status;
     tr__mutex_unlock(&j->j_lock);
     return status == TR_OK ? j->j_err : status;
-}
-
-// dup_fd makes the job's own descriptor for fd (see the design notes).
-static tr_err
-dup_fd(int fd, int *out)
-{
-    int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (d < 0) {
-        return tr__errno(errno);
-    }
-    *out = d;
-    return TR_OK;
-}
-
-static job *
-path_job(int kind, const char *path, size_t extra_before)
-{
-    size_t plen = strlen(path) + 1;
-    job *j = job_new(kind, extra_before + plen);
-    j->j_path = (char *)j->j_data + extra_before;
-    memcpy(j->j_path, path, plen);
-    return j;
-}
-
-tr_poll
-tr_file_open(tr_blocking_op *op, tr_cx *cx, const char *path, int flags, mode_t mode, int *fd,
-             tr_err *err)
-{
-    job *j;
-    switch (op_step(op, cx, K_OPEN, &j)) {
-    case STEP_PENDING:
-        return TR_PENDING;
-    case STEP_BAD:
-        *fd = -1;
-        *err = TR_EINVAL;
-        return TR_READY;
-    case STEP_START:
-        if (path == NULL) {
-            *fd = -1;
-            *err = TR_EINVAL;
-            return TR_READY;
-        }
-        j = path_job(K_OPEN, path, 0);
-        j->j_flags = flags;
-        j->j_mode = mode;
-        *fd = -1;
-        return op_launch(op, cx, j, err);
-    case STEP_DONE:
-        break;
-    }
-    *err = builtin_status(j);
-    *fd = -1;
-    if (*err == TR_OK) {
-        *fd = j->j_fd; // handed over
-        j->j_fd = -1;
-    }
-    op_release(op, j);
-    return TR_READY;
-}
-
-// rw_poll is read, pread, write and pwrite.
-static tr_poll
-rw_poll(tr_blocking_op *op, tr_cx *cx, int kind, int fd, void *rbuf, const void *wbuf, size_t len,
-        off_t off, size_t *n, tr_err *err)
-{
-    job *j;
-    switch (op_step(op, cx, kind, &j)) {
-    case STEP_PENDING:
-        return TR_PENDING;
-    case STEP_BAD:
-        *n = 0;
-        *err = TR_EINVAL;
-        return TR_READY;
-    case STEP_START: {
-        *n = 0;
-        bool positioned = kind == K_PREAD || kind == K_PWRITE;
-        if ((len > 0 && rbuf == NULL && wbuf == NULL) || (positioned && off < 0)) {
-            *err = TR_EINVAL;
-            return TR_READY;
-        }
-        int d = -1;
-        tr_err e = dup_fd(fd, &d);
-        if (e != TR_OK) {
-            *err = e;
-            return TR_READY;
-        }
-        if (len == 0) {
-            // Nothing to move; the dup has checked fd.
-            (void)close(d);
-            *err = TR_OK;
-            return TR_READY;
-        }
-        if (len > TR_FILE_MAX_CHUNK) {
-            len = TR_FILE_MAX_CHUNK;
-        }
-        j = job_new(kind, len);
-        j->j_fd = d;
-        j->j_len = len;
-        j->j_off = off;
-        if (wbuf != NULL) {
-            memcpy(j->j_data, wbuf, len);
-        }
-        return op_launch(op, cx, j, err);
-    }
-    case STEP_DONE:
-        break;
-    }
-    *err = builtin_status(j);
-    *n = 0;
-    if (*err == TR_OK) {
-        *n = (size_t)j->j_result.u64;
-        if (rbuf != NULL && *n > 0) {
-            memcpy(rbuf, j->j_data, *n);
-        }
-    }
-    op_release(op, j);
-    return TR_READY;
-}
-
-tr_poll
-tr_file_read(tr_blocking_op *op, tr_cx *cx, int fd, void *buf, size_t len, size_t *n, tr_err *err)
-{
-    return rw_poll(op, cx, K_READ, fd, buf, NULL, len, 0, n, err);
-}
-
-tr_poll
-tr_file_pread(tr_blocking_op *op, tr_cx *cx, int fd, void *buf, size_t len, off_t off, size_t *n,
-              tr_err *err)
-{
-    return rw_poll(op, cx, K_PREAD, fd, buf, NULL, len, off, n, err);
-}
-
-tr_poll
-tr_file_write(tr_blocking_op *op, tr_cx *cx, int fd, const void *buf, size_t len, size_t *n,
-              tr_err *err)
-{
-    return rw_poll(op, cx, K_WRITE, fd, NULL, buf, len, 0, n, err);
-}
-
-tr_poll
-tr_file_pwrite(tr_blocking_op *op, tr_cx *cx, int fd, const void *buf, size_t len, off_t off,
-               size_t *n, tr_err *err)
-{
-    return rw_poll(op, cx, K_PWRITE, fd, NULL, buf, len, off, n, err);
-}
-
-// fd_poll is fsync, fdatasync and close: a descriptor in, an error out.
-static tr_poll
-fd_poll(tr_blocking_op *op, tr_cx *cx, int kind, int fd, tr_err *err)
-{
-    job *j;
-    switch (op_step(op, cx, kind, &j)) {
-    case STEP_PENDING:
-        return TR_PENDING;
-    case STEP_BAD:
-        *err = TR_EINVAL;
-        return TR_READY;
-    case STEP_START: {
-        int d = fd;
-        if (kind != K_CLOSE) {
-            tr_err e = dup_fd(fd, &d);
-            if (e != TR_OK) {
-                *err = e;
-                return TR_READY;
-            }
-        } else if (fd < 0) {
-            *err = TR_EBADF;
-            return TR_READY;
-        }
-        j = job_new(kind, 0);
-        // Close: fd is the job's now. If the job cannot be queued, freeing
-        // it closes fd, so the descriptor is gone whatever the outcome.
-        j->j_fd = d;
-        return op_launch(op, cx, j, err);
-    }
-    case STEP_DONE:
-        break;
-    }
-    *err = builtin_status(j);
-    op_release(op, j);
-    return TR_READY;
-}
-
-tr_poll
-tr_file_fsync(tr_blocking_op *op, tr_cx *cx, int fd, tr_err *err)
-{
-    return fd_poll(op, cx, K_FSYNC, fd, err);
-}
-
-tr_poll
-tr_file_fdatasync(tr_blocking_op *op, tr_cx *cx, int fd, tr_err *err)
-{
-    return fd_poll(op, cx, K_FDATASYNC, fd, err);
-}
-
-tr_poll
-tr_file_close(tr_blocking_op *op, tr_cx *cx, int fd, tr_err *err)
-{
-    return fd_poll(op, cx, K_CLOSE, fd, err);
-}
-
-tr_poll
-tr_file_read_all(tr_blocking_op *op, tr_cx *cx, const char *path, size_t max, void **data,
-                 size_t *len, tr_err *err)
-{
-    job *j;
-    switch (op_step(op, cx, K_READ_ALL, &j)) {
-    case STEP_PENDING:
-        return TR_PENDING;
-    case STEP_BAD:
-        *data = NULL;
-        *len = 0;
-        *err = TR_EINVAL;
-        return TR_READY;
-    case STEP_START:
-        *data = NULL;
-        *len = 0;
-        if (path == NULL) {
-            *err = TR_EINVAL;
-            return TR_READY;
-        }
-        j = path_job(K_READ_ALL, path, 0);
-        j->j_len = max == 0 ? TR_FILE_READ_ALL_MAX : max;
-        return op_launch(op, cx, j, err);
-    case STEP_DONE:
-        break;
-    }
-    *err = builtin_status(j);
-    *data = NULL;
-    *len = 0;
-    if (*err == TR_OK) {
-        *data = j->j_out; // handed over
-        *len = j->j_out_len;
-        j->j_out = NULL;
-    }
-    op_release(op, j);
-    return TR_READY;
-}
-
-tr_poll
-tr_file_write_all(tr_blocking_op *op, tr_cx *cx, const char *path, const void *data, size_t len,
-                  mode_t mode, unsigned flags, tr_err *err)
-{
-    job *j;
-    switch (op_step(op, cx, K_WRITE_ALL, &j)) {
-    case STEP_PENDING:
-        return TR_PENDING;
-    case STEP_BAD:
-        *err = TR_EINVAL;
-        return TR_READY;
-    case STEP_START: {
-        if (path == NULL || (len > 0 && data == NULL) ||
-            (flags & ~(TR_FILE_SYNC | TR_FILE_APPEND | TR_FILE_EXCL)) != 0) {
-            *err = TR_EINVAL;
-            return TR_READY;
-        }
-        // The copy is as large as the caller's data: malloc, so that a
-        // size the machine cannot hold is an error rather than an abort.
-        void *copy = malloc(len > 0 ? len : 1);
-        if (copy == NULL) {
-            *err = TR_ENOMEM;
-            return TR_READY;
-        }
-        if (len > 0) {
-            memcpy(copy, data, len);
-        }
-        j = path_job(K_WRITE_ALL, path, 0);
-        j->j_out = copy; // freed with the job
-        j->j_out_len = len;
-        j->j_mode = mode;
-        j->j_flags = (int)flags;
-        return op_launch(op, cx, j, err);
-    }
-    case STEP_DONE:
-        break;
-    }
-    *err = builtin_status(j);
-    op_release(op, j);
-    return TR_READY;
-}
-
-// ---------------------------------------------------------------------------
-// Name resolution.
-
-tr_poll
-tr_resolve(tr_blocking_op *op, tr_cx *cx, const char *host, const char *service,
-           const struct addrinfo *hints, struct addrinfo **res, tr_err *err)
-{
-    job *j;
-    switch (op_step(op, cx, K_RESOLVE, &j)) {
-    case STEP_PENDING:
-        return TR_PENDING;
-    case STEP_BAD:
-        *res = NULL;
-        *err = TR_EINVAL;
-        return TR_READY;
-    case STEP_START: {
-        *res = NULL;
-        if (host == NULL && service == NULL) {
-            *err = TR_ENAME; // what getaddrinfo says (EAI_NONAME)
-            return TR_READY;
-        }
-        size_t hlen = host != NULL ? strlen(host) + 1 : 0;
-        size_t slen = service != NULL ? strlen(service) + 1 : 0;
-        j = job_new(K_RESOLVE, hlen + slen);
-        if (host != NULL) {
-            memcpy(j->j_data, host, hlen);
-            j->j_host = (const char *)j->j_data;
-        }
-        if (service != NULL) {
-            memcpy(j->j_data + hlen, service, slen);
-            j->j_service = (const char *)j->j_data + hlen;
-        }
-        if (hints != NULL) {
-            j->j_has_hints = true;
-            j->j_hints.ai_flags = hints->ai_flags;
-            j->j_hints.ai_family = hints->ai_family;
-            j->j_hints.ai_socktype = hints->ai_socktype;
-            j->j_hints.ai_protocol = hints->ai_protocol;
-        }
-        return op_launch(op, cx, j, err);
-    }
-    case STEP_DONE:
-        break;
-    }
-    *err = builtin_status(j);
-    *res = NULL;
-    if (*err == TR_OK) {
-        *res = j->j_ai; // handed over
-        j->j_ai = NULL;
-    }
-    op_release(op, j);
-    return TR_READY;
-}
-
-void
-tr_resolve_free(struct addrinfo *res)
-{
-    if (res != NULL) {
-        freeaddrinfo(res);
-    }
 }

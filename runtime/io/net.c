@@ -20,6 +20,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -33,6 +34,7 @@
 #include <troupe/net.h>
 
 #include "base/base.h"
+#include "io/io.h"
 
 // ---------------------------------------------------------------------------
 // Descriptors.
@@ -783,4 +785,104 @@ tr_pipe(tr_rt *rt, tr_io **rd, tr_io **wr)
         return rv;
     }
     return TR_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Name resolution: getaddrinfo as a job of the blocking pool.
+
+typedef tr__job job;
+
+// resolve_err maps a getaddrinfo result (errno_saved for EAI_SYSTEM).
+static tr_err
+resolve_err(int rc, int errno_saved)
+{
+    switch (rc) {
+    case 0:
+        return TR_OK;
+    case EAI_AGAIN:
+        return TR_EAGAIN;
+    case EAI_MEMORY:
+        return TR_ENOMEM;
+    case EAI_BADFLAGS:
+    case EAI_FAMILY:
+    case EAI_SOCKTYPE:
+        return TR_EINVAL;
+    case EAI_OVERFLOW:
+        return TR_ETOOBIG;
+    case EAI_SYSTEM:
+        return tr_err_from_errno(errno_saved);
+    default:
+        // EAI_NONAME, EAI_NODATA, EAI_ADDRFAMILY, EAI_FAIL, EAI_SERVICE.
+        return TR_ENAME;
+    }
+}
+
+static void
+run_resolve(job *j)
+{
+    struct addrinfo *ai = NULL;
+    int rc = getaddrinfo(j->j_host, j->j_service, j->j_has_hints ? &j->j_hints : NULL, &ai);
+    j->j_err = resolve_err(rc, errno);
+    if (rc == 0) {
+        j->j_ai = ai;
+    }
+}
+
+tr_poll
+tr_resolve(tr_blocking_op *op, tr_cx *cx, const char *host, const char *service,
+           const struct addrinfo *hints, struct addrinfo **res, tr_err *err)
+{
+    job *j;
+    switch (tr__blocking_step(op, cx, TR__JOB_RESOLVE, &j)) {
+    case TR__STEP_PENDING:
+        return TR_PENDING;
+    case TR__STEP_BAD:
+        *res = NULL;
+        *err = TR_EINVAL;
+        return TR_READY;
+    case TR__STEP_START: {
+        *res = NULL;
+        if (host == NULL && service == NULL) {
+            *err = TR_ENAME; // what getaddrinfo says (EAI_NONAME)
+            return TR_READY;
+        }
+        size_t hlen = host != NULL ? strlen(host) + 1 : 0;
+        size_t slen = service != NULL ? strlen(service) + 1 : 0;
+        j = tr__job_new(TR__JOB_RESOLVE, hlen + slen, run_resolve);
+        if (host != NULL) {
+            memcpy(j->j_data, host, hlen);
+            j->j_host = (const char *)j->j_data;
+        }
+        if (service != NULL) {
+            memcpy(j->j_data + hlen, service, slen);
+            j->j_service = (const char *)j->j_data + hlen;
+        }
+        if (hints != NULL) {
+            j->j_has_hints = true;
+            j->j_hints.ai_flags = hints->ai_flags;
+            j->j_hints.ai_family = hints->ai_family;
+            j->j_hints.ai_socktype = hints->ai_socktype;
+            j->j_hints.ai_protocol = hints->ai_protocol;
+        }
+        return tr__blocking_launch(op, cx, j, err);
+    }
+    case TR__STEP_DONE:
+        break;
+    }
+    *err = tr__blocking_status(j);
+    *res = NULL;
+    if (*err == TR_OK) {
+        *res = j->j_ai; // handed over
+        j->j_ai = NULL;
+    }
+    tr__blocking_release(op, j);
+    return TR_READY;
+}
+
+void
+tr_resolve_free(struct addrinfo *res)
+{
+    if (res != NULL) {
+        freeaddrinfo(res);
+    }
 }

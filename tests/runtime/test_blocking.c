@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <troupe/blocking.h>
+#include <troupe/fs.h>
 
 // From blocking.c (hidden): wait until the pool has at most n threads.
 

@@ -20,9 +20,11 @@
 #ifndef TROUPE_NET_H
 #define TROUPE_NET_H
 
+#include <netdb.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include <troupe/blocking.h>
 #include <troupe/common.h>
 #include <troupe/err.h>
 #include <troupe/io.h>
@@ -226,6 +228,27 @@ TR_API tr_err tr_unix_peer_cred(const tr_io *io, tr_peer_cred *out);
 // TR_EPIPE, but write(2) also raises SIGPIPE first: a program that may do
 // this ignores SIGPIPE. Any thread.
 TR_API tr_err tr_pipe(tr_rt *rt, tr_io **rd, tr_io **wr);
+
+// ---------------------------------------------------------------------------
+// Name resolution, on the blocking pool (getaddrinfo blocks).
+
+// tr_resolve runs getaddrinfo(host, service, hints) on the pool of the
+// polling task's runtime. host or service may be NULL (not both); both
+// strings are copied on the first poll, and of hints (may be NULL) only
+// ai_flags, ai_family, ai_socktype and ai_protocol are read. TR_READY with
+// *err TR_OK and *res the list (free it with tr_resolve_free or
+// freeaddrinfo), or an error and *res NULL: TR_ENAME (no such name or
+// service, or no address of the family asked for), TR_EAGAIN (temporary
+// failure of the name server), TR_EINVAL (bad hints), TR_ENOMEM, or an
+// errno mapping for a system error. Pass the same op (and arguments) on
+// every poll until TR_READY; op is then idle. A leaf operation. Cancellation:
+// tr_blocking_abandon(&op) from drop; a lookup in progress runs to its end
+// and its list is freed.
+TR_API tr_poll tr_resolve(tr_blocking_op *op, tr_cx *cx, const char *host, const char *service,
+                          const struct addrinfo *hints, struct addrinfo **res, tr_err *err);
+
+// tr_resolve_free frees a list from tr_resolve (NULL is a no-op).
+TR_API void tr_resolve_free(struct addrinfo *res);
 
 TR_END_DECLS
 

@@ -12,6 +12,7 @@
 #include <troupe/net.h>
 #include <troupe/bufread.h>
 #include <troupe/blocking.h>
+#include <troupe/fs.h>
 #include <troupe/signal.h>
 #include <troupe/process.h>
 #include <troupe/sync.h>
