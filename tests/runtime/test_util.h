@@ -1,6 +1,9 @@
-// test_util.h: helpers shared by the runtime core tests: creating and
-// freeing runtimes with leak checks, an event that plain threads and tasks
-// can both wait on (with bounded timeouts, never sleeps), and thread helpers.
+// test_util.h: the one harness of the runtime tests: creating and freeing
+// runtimes with leak checks, an event that plain threads and tasks can both
+// wait on (with bounded timeouts, never sleeps), thread helpers, checks
+// inside poll functions (CHECK*: record the first failure and finish the
+// task), yields bounded by time (YIELD_UNTIL), and running a root task
+// under a watchdog (tu_run_root, tu_run_main).
 //
 // Everything here is static inline (or marked unused) so that each test
 // executable compiles cleanly under -Wall -Wextra -Werror whatever it uses.
@@ -14,6 +17,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fnmatch.h>
 #include <semaphore.h>
@@ -695,6 +699,175 @@ tu_pred_atleast(void *arg)
 {
     tu_atleast *a = arg;
     return atomic_load(a->counter) >= a->n;
+}
+
+// ---------------------------------------------------------------------------
+// Checks that finish the task. CHECK* are TU_CHECK for a poll function
+// written with the await macros: they record the first failure
+// (tu_fail_record) and finish the task (TR_RETURN), and the test fails
+// once the runtime has returned (tu_checks_pass, done by tu_run_root and
+// tu_run_main). TU_CHECK, which goes on, is for helper threads and for
+// polls that must carry on.
+
+#define CHECK(st, c)                                \
+    do {                                            \
+        if (!(c)) {                                 \
+            tu_fail_record(__FILE__, __LINE__, #c); \
+            TR_RETURN(st);                          \
+        }                                           \
+    } while (0)
+
+// CHECK_EQ(st, x, y): x == y as u64; a failure shows both values.
+#define CHECK_EQ(st, x, y)                                                                    \
+    do {                                                                                      \
+        uint64_t check_x_ = (uint64_t)(x), check_y_ = (uint64_t)(y);                          \
+        if (check_x_ != check_y_) {                                                           \
+            char msg_[300];                                                                   \
+            snprintf(msg_, sizeof msg_, "%s == %s (%llu != %llu)", #x, #y,                    \
+                     (unsigned long long)check_x_, (unsigned long long)check_y_);             \
+            tu_fail_record(__FILE__, __LINE__, msg_);                                         \
+            TR_RETURN(st);                                                                    \
+        }                                                                                     \
+    } while (0)
+
+// CHECK_ERR(st, got, want): the tr_err got is want; a failure names both.
+#define CHECK_ERR(st, got, want)                                                      \
+    do {                                                                              \
+        tr_err got_ = (got), want_ = (want);                                          \
+        if (got_ != want_) {                                                          \
+            char msg_[200];                                                           \
+            snprintf(msg_, sizeof msg_, "%s is %s, want %s", #got, tr_err_name(got_), \
+                     tr_err_name(want_));                                             \
+            tu_fail_record(__FILE__, __LINE__, msg_);                                 \
+            TR_RETURN(st);                                                            \
+        }                                                                             \
+    } while (0)
+
+// CHECK_MEM: the n bytes at p are the C string s (n == strlen(s)).
+#define CHECK_MEM(st, p, n, s) CHECK(st, (n) == strlen(s) && memcmp((p), (s), (n)) == 0)
+
+// YIELD_UNTIL(st, cx, cond): yield until cond holds, for at most
+// TU_WAIT_MS (TU_YIELD_UNTIL: bounded by time, never by a count of turns,
+// and an expiry records what was awaited), then CHECK it. The state needs
+// a `uint64_t tu_deadline` field.
+#define YIELD_UNTIL(st, cx, cond)     \
+    do {                              \
+        TU_YIELD_UNTIL(st, cx, cond); \
+        CHECK(st, cond);              \
+    } while (0)
+
+// YIELD_N(st, cx, n): let the other tasks run n turns. Never a wait for
+// something to happen (that is YIELD_UNTIL's job): either a negative check
+// on one worker (something must NOT happen in those turns; n turns of the
+// FIFO run queue are deterministic there), or pacing where whatever
+// happens meanwhile is fine. The state needs `spins`.
+#define YIELD_N(st, cx, n)                                        \
+    do {                                                          \
+        for ((st)->spins = 0; (st)->spins < (n); (st)->spins++) { \
+            TR_YIELD(st, cx);                                     \
+        }                                                         \
+    } while (0)
+
+// ---------------------------------------------------------------------------
+// Running a root task.
+
+// tu_rt_make makes a runtime of scheduler sched with `workers` workers, the
+// environment ignored (TROUPE_WORKERS and the deterministic mode must not
+// change what the test relies on).
+static inline tr_rt *
+tu_rt_make(tr_sched_kind sched, unsigned workers)
+{
+    tr_rt_config cfg;
+    tr_rt_config_init(&cfg);
+    cfg.sched = sched;
+    cfg.workers = workers;
+    cfg.ignore_env = true;
+    return tu_rt_new_cfg(&cfg);
+}
+
+// tu_count_fds returns the number of open descriptors of the process (plus
+// a constant: compare two counts).
+static inline int
+tu_count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    int n = 0;
+    while (readdir(d) != NULL) {
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+// tu_run_root runs root (from tr_task_new) to completion on rt under a
+// watchdog (TU_WAIT_MS) and checks that every check passed and that the
+// root completed with TR_OK. rt stays the test's.
+static inline void
+tu_run_root(tr_rt *rt, void *root)
+{
+    tu_watchdog wd;
+    tu_watchdog_start(&wd, rt, TU_WAIT_MS);
+    tr_outcome out;
+    memset(&out, 0, sizeof out);
+    tr_err rv = tr_rt_block_on(rt, root, &out);
+    tu_watchdog_stop(&wd);
+    tu_checks_pass();
+    assert_int_equal(rv, TR_OK);
+    assert_int_equal(out.err, TR_OK);
+}
+
+// tu_run_main_on runs a task of kind spec, its state a copy of *init
+// (spec->size bytes, tr_pc zero), as the root of rt (fresh) under a
+// watchdog (3 * TU_WAIT_MS, longer than a YIELD_UNTIL, so that a wait that
+// runs out of time is reported as such); then checks that every check
+// passed, that the root completed with TR_OK, that no task outlived it and
+// that no descriptor leaked; and frees rt.
+static inline void
+tu_run_main_on(tr_rt *rt, const tr_task_spec *spec, const void *init)
+{
+    int fds = tu_count_fds();
+    void *m = tu_task_new(rt, spec);
+    memcpy(m, init, spec->size);
+    tu_watchdog wd;
+    tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
+    tr_outcome out;
+    memset(&out, 0, sizeof out);
+    tr_err rv = tr_rt_block_on(rt, m, &out);
+    tu_watchdog_stop(&wd);
+    tu_checks_pass();
+    assert_int_equal(rv, TR_OK);
+    assert_int_equal(out.err, TR_OK);
+    // On several workers a task the main task joined is freed (and the
+    // live count lowered) by its worker after the join completed: stop the
+    // runtime, so that every task has finished and every worker stopped,
+    // before counting what is left.
+    tu_rt_quiesce(rt, TU_WAIT_MS);
+    assert_int_equal(tu_live(rt), 0);
+    assert_int_equal(tu_count_fds(), fds);
+    tu_rt_free_clean(rt);
+}
+
+// tu_run_main: tu_run_main_on a fresh runtime with `workers` workers (one:
+// round robin, a plain FIFO; more: work stealing), the environment
+// ignored: several tests rely on one worker (no other thread drives the
+// reactor in the middle of a poll).
+static inline void
+tu_run_main(unsigned workers, const tr_task_spec *spec, const void *init)
+{
+    tu_run_main_on(tu_rt_make(workers > 1 ? TR_SCHED_WS : TR_SCHED_RR, workers), spec, init);
+}
+
+// tu_spawn starts, from inside a poll, a task of kind spec whose state is
+// a copy of *init (tr_spawn); a failure is recorded (TU_CHECK) and gives
+// TR_JOIN_NONE.
+static inline tr_join
+tu_spawn(tr_cx *cx, const tr_task_spec *spec, const void *init)
+{
+    tr_join j = TR_JOIN_NONE;
+    tr_err rv = tr_spawn(tr_cx_rt(cx), spec, NULL, (void *)init, &j);
+    TU_CHECK(rv == TR_OK);
+    return j;
 }
 
 #endif

@@ -5,7 +5,7 @@
 // bytes stay in the reader), the small reads and fill/consume, and copies
 // between pipes (tr_copy, tr_bufread_copy) on one and two workers.
 //
-// Each test runs a main task on a fresh runtime (run_main) under a
+// Each test runs a main task on a fresh runtime (tu_run_main) under a
 // watchdog thread and checks afterwards that no task is left and no
 // descriptor leaked. Nothing sleeps.
 //
@@ -13,9 +13,8 @@
 // the end of file after a short read; the tests here race the writer's
 // close against the reader's last read on purpose.
 #define _GNU_SOURCE
-#include "test_util.h"
+#include "../test_util.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -25,8 +24,6 @@
 #include <troupe/io.h>
 #include <troupe/net.h>
 #include <troupe/time.h>
-
-#include "io_test_util.h"
 
 // write_now writes all of s to a fresh pipe's write end from inside a poll
 // (it fits in the pipe) and closes that end: the reader then finds the
@@ -96,7 +93,7 @@ test_bufread_init_fini(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    int fds = count_fds();
+    int fds = tu_count_fds();
     tr_io *rd, *wr;
     assert_int_equal(tr_pipe(rt, &rd, &wr), TR_OK);
     tr_bufread br;
@@ -120,7 +117,7 @@ test_bufread_init_fini(void **state)
 
     tr_io_close(rd);
     tr_io_close(wr);
-    assert_int_equal(count_fds(), fds);
+    assert_int_equal(tu_count_fds(), fds);
     tu_rt_free_clean(rt);
 }
 
@@ -205,7 +202,7 @@ test_bufread_read_exact_eof(void **state)
     (void)state;
     exact_main m;
     memset(&m, 0, sizeof m);
-    run_main(1, &exact_main_spec, &m);
+    tu_run_main(1, &exact_main_spec, &m);
 }
 
 // ---------------------------------------------------------------------------
@@ -271,7 +268,7 @@ test_bufread_lines_eof(void **state)
     (void)state;
     lines_main m;
     memset(&m, 0, sizeof m);
-    run_main(1, &lines_main_spec, &m);
+    tu_run_main(1, &lines_main_spec, &m);
 }
 
 // ---------------------------------------------------------------------------
@@ -371,7 +368,7 @@ test_bufread_line_too_long(void **state)
     (void)state;
     limit_main m;
     memset(&m, 0, sizeof m);
-    run_main(1, &limit_main_spec, &m);
+    tu_run_main(1, &limit_main_spec, &m);
 }
 
 // ---------------------------------------------------------------------------
@@ -437,7 +434,7 @@ test_bufread_small_reads(void **state)
     (void)state;
     small_main m;
     memset(&m, 0, sizeof m);
-    run_main(1, &small_main_spec, &m);
+    tu_run_main(1, &small_main_spec, &m);
 }
 
 // ---------------------------------------------------------------------------
@@ -501,7 +498,7 @@ test_bufread_abandoned_keeps_bytes(void **state)
     (void)state;
     abandon_main m;
     memset(&m, 0, sizeof m);
-    run_main(1, &abandon_main_spec, &m);
+    tu_run_main(1, &abandon_main_spec, &m);
 }
 
 // ---------------------------------------------------------------------------
@@ -645,8 +642,8 @@ chunk_main_poll(void *arg, tr_cx *cx)
             st->wr = tr_io_ref(w.wr);
         }
         st->rd = tr_io_ref(r.rd);
-        st->jr = spawn(cx, &chunk_reader_spec, &r);
-        st->jw = spawn(cx, &chunk_writer_spec, &w);
+        st->jr = tu_spawn(cx, &chunk_reader_spec, &r);
+        st->jw = tu_spawn(cx, &chunk_writer_spec, &w);
     }
     TR_AWAIT(st, tr_join_poll(&st->jr, cx, &st->out));
     CHECK_ERR(st, st->out.err, TR_OK);
@@ -677,7 +674,7 @@ run_chunked(bool lines)
     texts_make();
     for (unsigned workers = 1; workers <= 2; workers++) {
         chunk_main m = {.lines = lines, .eof = true};
-        run_main(workers, &chunk_main_spec, &m);
+        tu_run_main(workers, &chunk_main_spec, &m);
     }
 }
 
@@ -882,9 +879,9 @@ copy_main_poll(void *arg, tr_cx *cx)
             st->a_wr = tr_io_ref(w.wr);
         }
         st->b_rd = tr_io_ref(r.rd);
-        st->jw = spawn(cx, &big_writer_spec, &w);
-        st->jc = spawn(cx, &copier_spec, &c);
-        st->jr = spawn(cx, &big_reader_spec, &r);
+        st->jw = tu_spawn(cx, &big_writer_spec, &w);
+        st->jc = tu_spawn(cx, &copier_spec, &c);
+        st->jr = tu_spawn(cx, &big_reader_spec, &r);
     }
     TR_AWAIT(st, tr_join_poll(&st->jr, cx, &st->out));
     CHECK_ERR(st, st->out.err, TR_OK);
@@ -920,9 +917,9 @@ run_copy(bool buffered)
 {
     for (unsigned workers = 1; workers <= 2; workers++) {
         copy_main m = {.buffered = buffered};
-        run_main(workers, &copy_main_spec, &m);
+        tu_run_main(workers, &copy_main_spec, &m);
         copy_main e = {.buffered = buffered, .eof = true};
-        run_main(workers, &copy_main_spec, &e);
+        tu_run_main(workers, &copy_main_spec, &e);
     }
 }
 
@@ -991,7 +988,7 @@ test_bufread_copy_write_error(void **state)
     assert_int_equal(sigaction(SIGPIPE, &ign, &old), 0);
     copyerr_main m;
     memset(&m, 0, sizeof m);
-    run_main(1, &copyerr_main_spec, &m);
+    tu_run_main(1, &copyerr_main_spec, &m);
     assert_int_equal(sigaction(SIGPIPE, &old, NULL), 0);
 }
 

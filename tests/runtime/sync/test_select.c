@@ -14,7 +14,7 @@
 //   that producers on other workers release, and rounds of races. Counts
 //   are conserved and nothing leaks.
 #define TU_IGNORE_ENV 1
-#include "sync_test_util.h"
+#include "../test_util.h"
 
 #include <troupe/chan.h>
 #include <troupe/select.h>
@@ -411,7 +411,7 @@ test_select_real_awaitables_pass_grants_on(void **state)
     tr_sem *sem = st->s.sem;
     tr_notify *n = st->s.n;
     tr_chan *ch = st->s.ch;
-    run_root(rt, st);
+    tu_run_root(rt, st);
     tu_rt_free_clean(rt);
     // Freeing panics if an op were still in line.
     tr_sem_free(sem);
@@ -517,7 +517,7 @@ test_select_cancelled_task_abandons(void **state)
     assert_int_equal(tr_notify_new(&n), TR_OK);
     st->sem = sem;
     st->n = n;
-    run_root(rt, st);
+    tu_run_root(rt, st);
     tu_rt_free_clean(rt);
     tr_sem_free(sem);
     tr_notify_free(n);
@@ -653,13 +653,13 @@ test_race_join_first_wins_losers_cancelled(void **state)
                 {TR_SCHED_RR, 3, 200},
                 {TR_SCHED_HYBRID, 2, 200}};
     for (size_t c = 0; c < sizeof cfgs / sizeof cfgs[0]; c++) {
-        tr_rt *rt = rt_make(cfgs[c].sched, cfgs[c].workers);
+        tr_rt *rt = tu_rt_make(cfgs[c].sched, cfgs[c].workers);
         race_root *st = tu_task_new(rt, &race_root_spec);
         tr_sem *dropped = NULL;
         assert_int_equal(tr_sem_new(0, &dropped), TR_OK);
         st->dropped = dropped;
         st->rounds = cfgs[c].rounds;
-        run_root(rt, st);
+        tu_run_root(rt, st);
         // A loser's drop runs just before its slot is freed, on its
         // worker, which may be descheduled in between: stop the runtime
         // (every task finished, every worker stopped) before checking for
@@ -709,7 +709,7 @@ test_race_join_fewest_yields_wins(void **state)
     tr_sem *dropped = NULL;
     assert_int_equal(tr_sem_new(0, &dropped), TR_OK);
     st->dropped = dropped;
-    run_root(rt, st);
+    tu_run_root(rt, st);
     tu_rt_free_clean(rt);
     tr_sem_free(dropped);
 }
@@ -792,7 +792,7 @@ test_race_join_abandon_cancels_all(void **state)
     tr_sem *dropped = NULL;
     assert_int_equal(tr_sem_new(0, &dropped), TR_OK);
     st->dropped = dropped;
-    run_root(rt, st);
+    tu_run_root(rt, st);
     tu_rt_free_clean(rt);
     tr_sem_free(dropped);
     // Empty handles: a no-op.
@@ -959,10 +959,10 @@ test_select_stress_two_semaphores(void **state)
         memset(&sh, 0, sizeof sh);
         assert_int_equal(tr_sem_new(0, &sh.sem[0]), TR_OK);
         assert_int_equal(tr_sem_new(0, &sh.sem[1]), TR_OK);
-        tr_rt *rt = rt_make(cfgs[c].sched, cfgs[c].workers);
+        tr_rt *rt = tu_rt_make(cfgs[c].sched, cfgs[c].workers);
         ss_root *st = tu_task_new(rt, &ss_root_spec);
         st->sh = &sh;
-        run_root(rt, st);
+        tu_run_root(rt, st);
         tu_rt_free_clean(rt); // quiesces first
         assert_int_equal(atomic_load(&sh.taken[0]) + atomic_load(&sh.taken[1]), SS_TOTAL);
         assert_int_equal(tr_sem_available(sh.sem[0]), 0);

@@ -17,7 +17,7 @@
 // (YIELD_UNTIL), never by a count of yields, and runtimes of several
 // workers are quiesced before their live count is checked.
 #define TU_IGNORE_ENV 1
-#include "sync_test_util.h"
+#include "../test_util.h"
 
 #include <troupe/group.h>
 
@@ -216,7 +216,7 @@ test_group_join_all_first_error_and_reuse(void **state)
     assert_int_equal(tr_group_new(rt, 0, &g), TR_OK);
     all_root *st = tu_task_new(rt, &all_root_spec);
     st->g = g;
-    run_root(rt, st);
+    tu_run_root(rt, st);
     tr_group_free(g);
     tu_rt_free_clean(rt);
 }
@@ -284,7 +284,7 @@ test_group_join_next_completion_order(void **state)
     assert_int_equal(tr_group_new(rt, TR_GROUP_VALUES, &g), TR_OK);
     next_root *st = tu_task_new(rt, &next_root_spec);
     st->g = g;
-    run_root(rt, st);
+    tu_run_root(rt, st);
     tr_group_free(g);
     tu_rt_free_clean(rt);
 }
@@ -373,12 +373,12 @@ test_group_first_error_cancels_rest(void **state)
         unsigned workers;
     } cfgs[] = {{TR_SCHED_RR, 1}, {TR_SCHED_WS, 2}, {TR_SCHED_WS, 4}, {TR_SCHED_HYBRID, 3}};
     for (size_t c = 0; c < sizeof cfgs / sizeof cfgs[0]; c++) {
-        tr_rt *rt = rt_make(cfgs[c].sched, cfgs[c].workers);
+        tr_rt *rt = tu_rt_make(cfgs[c].sched, cfgs[c].workers);
         tr_group *g = NULL;
         assert_int_equal(tr_group_new(rt, TR_GROUP_CANCEL_ON_ERROR, &g), TR_OK);
         coe_root *st = tu_task_new(rt, &coe_root_spec);
         st->g = g;
-        run_root(rt, st);
+        tu_run_root(rt, st);
         tr_group_free(g);
         tu_rt_free_clean(rt); // quiesces first
     }
@@ -434,7 +434,7 @@ test_group_cancel(void **state)
     assert_int_equal(tr_group_new(rt, TR_GROUP_VALUES, &g), TR_OK);
     cancel_root *st = tu_task_new(rt, &cancel_root_spec);
     st->g = g;
-    run_root(rt, st);
+    tu_run_root(rt, st);
     tr_group_free(g);
     tu_rt_free_clean(rt);
 }
@@ -468,7 +468,7 @@ static void
 test_group_wait_and_cancel_from_plain_thread(void **state)
 {
     (void)state;
-    tr_rt *rt = rt_make(TR_SCHED_WS, 2);
+    tr_rt *rt = tu_rt_make(TR_SCHED_WS, 2);
     tr_group *g = NULL;
     atomic_int drops = 0;
     assert_int_equal(tr_group_new(rt, 0, &g), TR_OK);
@@ -500,7 +500,7 @@ test_group_wait_and_cancel_from_plain_thread(void **state)
     // From a worker thread the blocking wait refuses.
     deadlock_root *st = tu_task_new(rt, &deadlock_root_spec);
     st->g = g;
-    run_root(rt, st);
+    tu_run_root(rt, st);
     tr_group_free(g);
     tu_checks_pass();
     tu_rt_free_clean(rt); // quiesces first
@@ -587,7 +587,7 @@ test_group_free_with_running_members(void **state)
     atomic_store(&boxes_freed, 0);
     tr_rt *rt = tu_rt_new_fifo();
     free_root *st = tu_task_new(rt, &free_root_spec);
-    run_root(rt, st);
+    tu_run_root(rt, st);
     tu_rt_free_clean(rt);
 }
 
@@ -598,7 +598,7 @@ test_group_outlives_runtime(void **state)
     for (unsigned flags = 0; flags <= TR_GROUP_CANCEL_ON_ERROR; flags++) {
         for (unsigned workers = 1; workers <= 2; workers++) {
             atomic_int drops = 0;
-            tr_rt *rt = rt_make(TR_SCHED_WS, workers);
+            tr_rt *rt = tu_rt_make(TR_SCHED_WS, workers);
             tr_group *g = NULL;
             assert_int_equal(tr_group_new(rt, flags, &g), TR_OK);
             for (uint32_t i = 0; i < 12; i++) {
@@ -681,12 +681,12 @@ test_group_stress_workers(void **state)
                 {TR_SCHED_RR, 3},
                 {TR_SCHED_HYBRID, 2}};
     for (size_t c = 0; c < sizeof cfgs / sizeof cfgs[0]; c++) {
-        tr_rt *rt = rt_make(cfgs[c].sched, cfgs[c].workers);
+        tr_rt *rt = tu_rt_make(cfgs[c].sched, cfgs[c].workers);
         tr_group *g = NULL;
         assert_int_equal(tr_group_new(rt, TR_GROUP_CANCEL_ON_ERROR, &g), TR_OK);
         stress_root *st = tu_task_new(rt, &stress_root_spec);
         st->g = g;
-        run_root(rt, st);
+        tu_run_root(rt, st);
         tr_group_free(g);
         tu_rt_free_clean(rt); // quiesces first
     }

@@ -2,7 +2,7 @@
 // (troupe/time.h). Ordering tests run on a virtual clock, so nothing here
 // sleeps to wait for a timer; the few real-clock tests assert lower bounds
 // only (a timer never fires early).
-#include "test_util.h"
+#include "../test_util.h"
 
 #include "exec/exec.h"
 

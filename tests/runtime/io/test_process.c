@@ -11,7 +11,7 @@
 // which have nothing to await (troupe reaps orphans on its own), poll a
 // counter between 1 ms timer sleeps, bounded by TU_WAIT_MS.
 #include "io/io.h"
-#include "test_util.h"
+#include "../test_util.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -60,21 +60,6 @@ expect_mode(const tr_process *p)
 {
     bool want = !g_fallback && g_have_pidfd;
     return tr__process_has_pidfd(p) == want;
-}
-
-// run_root runs root on rt under a watchdog and checks it completed.
-static void
-run_root(tr_rt *rt, void *root)
-{
-    tu_watchdog wd;
-    tu_watchdog_start(&wd, rt, TU_WAIT_MS);
-    tr_outcome out;
-    memset(&out, 0, sizeof out);
-    tr_err e = tr_rt_block_on(rt, root, &out);
-    tu_watchdog_stop(&wd);
-    tu_checks_pass();
-    assert_int_equal(e, TR_OK);
-    assert_int_equal(out.err, TR_OK);
 }
 
 static tr_rt *
@@ -194,7 +179,7 @@ test_process_stdout_and_status(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    run_root(rt, tu_task_new(rt, &out_spec));
+    tu_run_root(rt, tu_task_new(rt, &out_spec));
     assert_int_equal(tr__process_orphans(), 0);
     tu_rt_free_clean(rt);
 }
@@ -320,7 +305,7 @@ test_process_cat_echo(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    run_root(rt, tu_task_new(rt, &cat_spec));
+    tu_run_root(rt, tu_task_new(rt, &cat_spec));
     tu_rt_free_clean(rt);
 }
 
@@ -389,7 +374,7 @@ test_process_stderr_and_null(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    run_root(rt, tu_task_new(rt, &err_spec));
+    tu_run_root(rt, tu_task_new(rt, &err_spec));
     tu_rt_free_clean(rt);
 }
 
@@ -446,7 +431,7 @@ test_process_kill(void **state)
         tr_rt *rt = tu_rt_new();
         kill_task *k = tu_task_new(rt, &kill_spec);
         k->sig = sigs[i];
-        run_root(rt, k);
+        tu_run_root(rt, k);
         tu_rt_free_clean(rt);
     }
 }
@@ -562,7 +547,7 @@ test_process_inherits_nothing(void **state)
     inherit_task *t = tu_task_new(rt, &inherit_spec);
     t->leak[0] = leak[0];
     t->leak[1] = leak[1];
-    run_root(rt, t);
+    tu_run_root(rt, t);
     tu_rt_free_clean(rt);
     close(leak[0]);
     close(leak[1]);
@@ -628,7 +613,7 @@ test_process_env_and_cwd(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    run_root(rt, tu_task_new(rt, &env_spec));
+    tu_run_root(rt, tu_task_new(rt, &env_spec));
     tu_rt_free_clean(rt);
 }
 
@@ -727,7 +712,7 @@ test_process_wait_blocking(void **state)
     assert_true(expect_mode(p));
     deadlock_task *d = tu_task_new(rt, &deadlock_spec);
     d->p = p;
-    run_root(rt, d);
+    tu_run_root(rt, d);
     tr_exit_status st;
     assert_int_equal(tr_process_wait_blocking(p, &st), TR_OK);
     assert_int_equal(st.code, 5);
@@ -861,7 +846,7 @@ test_process_wait_cancelled(void **state)
     tu_event_init(&ev);
     cancel_root *r = tu_task_new(rt, &cancel_root_spec);
     r->waiting = &ev;
-    run_root(rt, r);
+    tu_run_root(rt, r);
     assert_int_equal(tr__process_orphans(), 0);
     tu_rt_free_clean(rt);
     tu_event_destroy(&ev);
@@ -934,7 +919,7 @@ test_process_orphan_reaped(void **state)
     tr_process_free(a);
     assert_int_equal(tr_process_kill(b, SIGKILL), TR_OK);
     tr_process_free(b);
-    run_root(rt, tu_task_new(rt, &orphan_root_spec));
+    tu_run_root(rt, tu_task_new(rt, &orphan_root_spec));
     assert_int_equal(tr__process_orphans(), 0);
     assert_false(is_zombie(pa));
     assert_false(is_zombie(pb));
@@ -1124,7 +1109,7 @@ test_process_many_two_workers(void **state)
     sink s;
     sink_start(&s); // before the workers start: they inherit the mask
     tr_rt *rt = rt_workers(2);
-    run_root(rt, tu_task_new(rt, &many_root_spec));
+    tu_run_root(rt, tu_task_new(rt, &many_root_spec));
     tu_rt_free_clean(rt);
     sink_stop(&s);
 }

@@ -6,7 +6,7 @@
 // One worker, FIFO run queue: tasks started from outside the runtime reach
 // the queue when the worker drains its inbox (queue empty, or every 32
 // polls). Nothing sleeps to wait: threads wait on events with timeouts.
-#include "test_util.h"
+#include "../test_util.h"
 
 #include <sched.h>
 

@@ -7,177 +7,15 @@
 // yet polled" rely on that. Nothing sleeps: waits are joins, semaphores
 // posted by the other side, or yields bounded by time (YIELD_UNTIL, never
 // by a count of yields).
-#include "test_util.h"
+#include "../test_util.h"
 
 // ---------------------------------------------------------------------------
 // Helpers.
 
-// Checks inside a task. A cmocka assertion there would longjmp out of
-// tr_rt_block_on and leave the runtime's worker state behind, so that every
-// later test fails too. CHECK instead records the first failure and
-// finishes the task; run_main then frees the runtime and fails the test.
-static struct {
-    const char *file;
-    int line;
-    char what[256];
-} check_failed;
-
-static void
-check_fail(const char *file, int line, const char *expr, uint64_t a, uint64_t b, bool eq)
-{
-    if (check_failed.file != NULL) {
-        return;
-    }
-    check_failed.file = file;
-    check_failed.line = line;
-    if (eq) {
-        snprintf(check_failed.what, sizeof check_failed.what, "%s (%llu != %llu)", expr,
-                 (unsigned long long)a, (unsigned long long)b);
-    } else {
-        snprintf(check_failed.what, sizeof check_failed.what, "%s", expr);
-    }
-}
-
-#define CHECK(st, cond)                                         \
-    do {                                                        \
-        if (!(cond)) {                                          \
-            check_fail(__FILE__, __LINE__, #cond, 0, 0, false); \
-            TR_RETURN(st);                                      \
-        }                                                       \
-    } while (0)
-
-#define CHECK_EQ(st, x, y)                                                          \
-    do {                                                                            \
-        uint64_t check_x_ = (uint64_t)(x), check_y_ = (uint64_t)(y);                \
-        if (check_x_ != check_y_) {                                                 \
-            check_fail(__FILE__, __LINE__, #x " == " #y, check_x_, check_y_, true); \
-            TR_RETURN(st);                                                          \
-        }                                                                           \
-    } while (0)
-
-// rt_new makes a one-worker runtime: several tests rely on a task spawned
-// by the main task running only when the main task yields or waits.
-static tr_rt *
-rt_new(void)
-{
-    tr_rt_config cfg;
-    tr_rt_config_init(&cfg);
-    cfg.workers = 1;
-    cfg.sched = TR_SCHED_RR; // on one worker a plain FIFO
-    tr_rt *rt = NULL;
-    assert_int_equal(tr_rt_new(&cfg, &rt), TR_OK);
-    assert_non_null(rt);
-    return rt;
-}
-
-static void *
-task_new(tr_rt *rt, const tr_task_spec *spec)
-{
-    void *st = NULL;
-    assert_int_equal(tr_task_new(rt, spec, &st), TR_OK);
-    assert_non_null(st);
-    return st;
-}
-
-// The harness is the root task of every test that uses a runtime. It
-// starts the test's main task (a copy of a state the test prepared) and
-// joins it. With the watchdog on, it yields while the main task runs and,
-// if that takes more than WATCHDOG_MS, cancels it: a lost wake-up then
-// fails the test instead of hanging it. WATCHDOG_MS is longer than the
-// TU_WAIT_MS of a YIELD_UNTIL, so that a wait that runs out of time is
-// reported as such. The tests whose progress depends on plain threads run
-// without it, so that the yielding root does not take CPU time from those
-// threads.
-#define WATCHDOG_MS (3 * TU_WAIT_MS)
-
-enum { MAIN_OK = 0, MAIN_HUNG = 1, MAIN_FAILED = 2 };
-
-typedef struct harness {
-    int tr_pc;
-    const tr_task_spec *spec;
-    const void *init; // the main task's initial state (spec->size bytes)
-    bool watchdog;
-    uint64_t deadline;
-    bool hung;
-    tr_join join;
-    tr_outcome out;
-} harness;
-
-static tr_poll
-harness_poll(void *arg, tr_cx *cx)
-{
-    harness *st = arg;
-    TR_BEGIN(st);
-    {
-        void *m = task_new(tr_cx_rt(cx), st->spec);
-        memcpy(m, st->init, st->spec->size);
-        tr_task_start(m, &st->join);
-    }
-    if (st->watchdog) {
-        st->deadline = tu_deadline(WATCHDOG_MS);
-        while (!tr_join_is_finished(&st->join) && tu_now_ns() <= st->deadline) {
-            TR_YIELD(st, cx);
-        }
-        if (!tr_join_is_finished(&st->join)) {
-            st->hung = true;
-            (void)tr_task_abort(&st->join);
-        }
-    }
-    TR_AWAIT(st, tr_join_poll(&st->join, cx, &st->out));
-    tr_cx_set_result_u64(cx, st->hung ? MAIN_HUNG : st->out.err == TR_OK ? MAIN_OK : MAIN_FAILED);
-    TR_END(st);
-}
-
-static const tr_task_spec harness_spec = {
-    .name = "harness", .poll = harness_poll, .size = sizeof(harness)};
-
-// run_main runs a task of kind spec, whose initial state is a copy of *init
-// (spec->size bytes, tr_pc zero), on a fresh one-worker runtime; checks that
-// it completed (in time, with the watchdog), that no task outlived it, and
-// frees the runtime.
-static void
-run_main(const tr_task_spec *spec, const void *init, bool watchdog)
-{
-    tr_rt *rt = rt_new();
-    harness *h = task_new(rt, &harness_spec);
-    h->spec = spec;
-    h->init = init;
-    h->watchdog = watchdog;
-    memset(&check_failed, 0, sizeof check_failed);
-    tr_outcome out;
-    memset(&out, 0, sizeof out);
-    tr_err rv = tr_rt_block_on(rt, h, &out);
-    // A YIELD_UNTIL that ran out of time records what it waited for (in
-    // test_util.h's record) before its CHECK fails: report that first.
-    int expired = atomic_exchange(&tu_fail_count, 0);
-    if (check_failed.file != NULL || expired != 0) {
-        tr_rt_free(rt); // cancels what the failed task left behind
-        if (expired != 0) {
-            fail_msg("%s: %s", spec->name, tu_fail_msg);
-        }
-        fail_msg("%s:%d: check failed: %s", check_failed.file, check_failed.line,
-                 check_failed.what);
-    }
-    assert_int_equal(rv, TR_OK);
-    assert_int_equal(out.err, TR_OK);
-    if (out.value.u64 == MAIN_HUNG) {
-        fail_msg("%s: not finished after %u ms (a lost wake-up?)", spec->name, WATCHDOG_MS);
-    }
-    assert_int_equal(out.value.u64, MAIN_OK);
-    tr_rt_stats stats;
-    tr_rt_get_stats(rt, &stats);
-    assert_int_equal(stats.live_tasks, 0);
-    tr_rt_free(rt);
-}
-
-// YIELD_UNTIL(st, cx, cond): yield until cond holds, for at most
-// TU_WAIT_MS (TU_YIELD_UNTIL: an expiry records what was awaited), then
-// CHECK it. The state needs a `uint64_t tu_deadline` field.
-#define YIELD_UNTIL(st, cx, cond)     \
-    do {                              \
-        TU_YIELD_UNTIL(st, cx, cond); \
-        CHECK(st, cond);              \
-    } while (0)
+// Every test runs its main task on a fresh one-worker runtime
+// (tu_run_main_on(tu_rt_new(), ...)): several tests rely on a task spawned
+// by the main task running only when the main task yields or waits. The
+// environment applies (CI runs this suite again in the deterministic mode).
 
 // ---------------------------------------------------------------------------
 // A sender task: sends the items [next, end) with tr_chan_send, reporting
@@ -233,7 +71,7 @@ static const tr_task_spec sender_spec = {
 static tr_join
 spawn_sender(tr_rt *rt, tr_chan *ch, uint32_t first, uint32_t end, sender_rep *rep)
 {
-    sender_task *st = task_new(rt, &sender_spec);
+    sender_task *st = tu_task_new(rt, &sender_spec);
     tr_chan_sender_clone(ch);
     st->ch = ch;
     st->next = first;
@@ -415,7 +253,7 @@ test_chan_order_preserved(void **state)
     (void)state;
     order_root st = {0};
     assert_int_equal(tr_chan_new(sizeof(uint32_t), 4, &st.ch), TR_OK);
-    run_main(&order_root_spec, &st, true);
+    tu_run_main_on(tu_rt_new(), &order_root_spec, &st);
 }
 
 // ---------------------------------------------------------------------------
@@ -492,7 +330,7 @@ test_chan_send_waits_when_full(void **state)
     (void)state;
     bp_root st = {0};
     assert_int_equal(tr_chan_new(sizeof(uint32_t), 2, &st.ch), TR_OK);
-    run_main(&bp_root_spec, &st, true);
+    tu_run_main_on(tu_rt_new(), &bp_root_spec, &st);
 }
 
 // ---------------------------------------------------------------------------
@@ -550,7 +388,7 @@ test_chan_waiting_senders_served_fifo(void **state)
     (void)state;
     fifo_root st = {0};
     assert_int_equal(tr_chan_new(sizeof(uint32_t), 1, &st.ch), TR_OK);
-    run_main(&fifo_root_spec, &st, true);
+    tu_run_main_on(tu_rt_new(), &fifo_root_spec, &st);
 }
 
 // ---------------------------------------------------------------------------
@@ -649,7 +487,7 @@ test_chan_last_sender_closes_after_drain(void **state)
     assert_int_equal(tr_chan_new(sizeof(uint32_t), 8, &st.ch), TR_OK);
     assert_int_equal(tr_chan_new(sizeof(uint32_t), 8, &st.ch2), TR_OK);
     assert_int_equal(tr_chan_new(sizeof(uint32_t), 8, &st.ch3), TR_OK);
-    run_main(&lastsend_root_spec, &st, true);
+    tu_run_main_on(tu_rt_new(), &lastsend_root_spec, &st);
 }
 
 // ---------------------------------------------------------------------------
@@ -708,7 +546,7 @@ test_chan_receiver_close_fails_senders(void **state)
     (void)state;
     rxclose_root st = {0};
     assert_int_equal(tr_chan_new(sizeof(uint32_t), 1, &st.ch), TR_OK);
-    run_main(&rxclose_root_spec, &st, true);
+    tu_run_main_on(tu_rt_new(), &rxclose_root_spec, &st);
 }
 
 // A receiver task cancelled while it waits releases the receiver (drop):
@@ -730,7 +568,7 @@ rxcancel_root_poll(void *arg, tr_cx *cx)
     rxcancel_root *st = arg;
     TR_BEGIN(st);
     {
-        receiver_task *rx = task_new(tr_cx_rt(cx), &receiver_spec);
+        receiver_task *rx = tu_task_new(tr_cx_rt(cx), &receiver_spec);
         rx->ch = st->ch;
         rx->polls = &st->polls;
         tr_task_start(rx, &st->join);
@@ -755,7 +593,7 @@ test_chan_receiver_cancelled_while_waiting(void **state)
     (void)state;
     rxcancel_root st = {0};
     assert_int_equal(tr_chan_new(sizeof(uint32_t), 1, &st.ch), TR_OK);
-    run_main(&rxcancel_root_spec, &st, true);
+    tu_run_main_on(tu_rt_new(), &rxcancel_root_spec, &st);
 }
 
 // ---------------------------------------------------------------------------
@@ -840,7 +678,7 @@ run_cancel(bool granted)
     cancel_root st = {0};
     assert_int_equal(tr_chan_new(sizeof(uint32_t), 1, &st.ch), TR_OK);
     st.granted = granted;
-    run_main(&cancel_root_spec, &st, true);
+    tu_run_main_on(tu_rt_new(), &cancel_root_spec, &st);
 }
 
 static void
@@ -947,7 +785,7 @@ test_chan_recv_charges_budget(void **state)
     for (uint32_t i = 0; i < BUDGET_ITEMS; i++) {
         assert_int_equal(tr_chan_try_send(st.ch, &i), TR_OK);
     }
-    run_main(&budget_recv_spec, &st, true);
+    tu_run_main_on(tu_rt_new(), &budget_recv_spec, &st);
     assert_int_equal(tr_chan_len(st.ch), 0);
     tr_chan_sender_release(st.ch);
     tr_chan_receiver_release(st.ch);
@@ -961,7 +799,7 @@ test_chan_send_charges_budget(void **state)
     st.limit = default_budget();
     assert_int_equal(tr_chan_new(sizeof(uint32_t), BUDGET_ITEMS, &st.ch), TR_OK);
     tr_chan *ch = st.ch;
-    run_main(&budget_send_spec, &st, true);
+    tu_run_main_on(tu_rt_new(), &budget_send_spec, &st);
     assert_int_equal(tr_chan_len(ch), BUDGET_ITEMS);
     for (uint32_t i = 0; i < BUDGET_ITEMS; i++) {
         uint32_t v;
@@ -1074,7 +912,7 @@ test_chan_cross_thread_try_send(void **state)
         assert_int_equal(pthread_create(&prod[i].thread, NULL, xt_producer_main, &prod[i]), 0);
     }
     // No watchdog: progress depends on the producer threads.
-    run_main(&xt_root_spec, &st, false);
+    tu_run_main_on(tu_rt_new(), &xt_root_spec, &st);
     for (uint32_t i = 0; i < XT_PRODUCERS; i++) {
         assert_int_equal(pthread_join(prod[i].thread, NULL), 0);
         assert_int_equal(prod[i].bad, TR_OK);
@@ -1188,7 +1026,7 @@ static const tr_task_spec os_sender_spec = {.name = "oneshot-sender",
 static tr_join
 spawn_os_sender(tr_rt *rt, tr_oneshot *o, uint64_t value, uint32_t yields, bool send)
 {
-    os_sender *st = task_new(rt, &os_sender_spec);
+    os_sender *st = tu_task_new(rt, &os_sender_spec);
     st->o = o;
     st->value = value;
     st->yields = yields;
@@ -1277,7 +1115,7 @@ test_oneshot_send_recv(void **state)
 {
     (void)state;
     os_root st = {0};
-    run_main(&os_send_recv_spec, &st, true);
+    tu_run_main_on(tu_rt_new(), &os_send_recv_spec, &st);
 }
 
 static tr_poll
@@ -1319,7 +1157,7 @@ test_oneshot_sender_dropped_closes(void **state)
 {
     (void)state;
     os_root st = {0};
-    run_main(&os_sender_dropped_spec, &st, true);
+    tu_run_main_on(tu_rt_new(), &os_sender_dropped_spec, &st);
 }
 
 static tr_poll
@@ -1331,7 +1169,7 @@ os_receiver_dropped_poll(void *arg, tr_cx *cx)
     // end), then the send reports TR_ECLOSED and frees the oneshot.
     CHECK_EQ(st, tr_oneshot_new(sizeof(uint64_t), &st->o), TR_OK);
     {
-        os_receiver *rx = task_new(tr_cx_rt(cx), &os_receiver_spec);
+        os_receiver *rx = tu_task_new(tr_cx_rt(cx), &os_receiver_spec);
         rx->o = st->o;
         rx->polls = &st->polls;
         tr_task_start(rx, &st->join);
@@ -1361,7 +1199,7 @@ test_oneshot_receiver_dropped_send_fails(void **state)
     assert_int_equal(tr_oneshot_send(o, &v), TR_ECLOSED);
 
     os_root st = {0};
-    run_main(&os_receiver_dropped_spec, &st, true);
+    tu_run_main_on(tu_rt_new(), &os_receiver_dropped_spec, &st);
 }
 
 static void
@@ -1445,7 +1283,7 @@ test_oneshot_recv_charges_budget(void **state)
         assert_int_equal(tr_oneshot_new(sizeof(uint32_t), &st.o[i]), TR_OK);
         assert_int_equal(tr_oneshot_send(st.o[i], &i), TR_OK);
     }
-    run_main(&os_budget_spec, &st, true);
+    tu_run_main_on(tu_rt_new(), &os_budget_spec, &st);
 }
 
 // A plain thread sends (or drops) oneshots while a task awaits them in turn.
@@ -1522,7 +1360,7 @@ test_oneshot_cross_thread_send(void **state)
     }
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, xt_os_thread, &sh), 0);
-    run_main(&xt_os_spec, &st, false);
+    tu_run_main_on(tu_rt_new(), &xt_os_spec, &st);
     assert_int_equal(pthread_join(t, NULL), 0);
     assert_int_equal(sh.bad, 0);
 }

@@ -17,7 +17,7 @@
 // by a count of turns; YIELD_N makes negative checks on one worker, or
 // paces the stress's aborts.
 #define TU_IGNORE_ENV 1
-#include "sync_test_util.h"
+#include "../test_util.h"
 
 #include <troupe/sync.h>
 
@@ -334,7 +334,7 @@ test_sem_fifo_no_barging(void **state)
     tr_sem *sem = NULL;
     assert_int_equal(tr_sem_new(0, &sem), TR_OK);
     st->sem = sem;
-    run_root(rt, st);
+    tu_run_root(rt, st);
     tu_rt_free_clean(rt);
     tr_sem_free(sem);
 }
@@ -394,7 +394,7 @@ run_sem_cancel(bool granted)
     assert_int_equal(tr_sem_new(granted ? 0 : 1, &sem), TR_OK);
     st->sem = sem;
     st->granted = granted;
-    run_root(rt, st);
+    tu_run_root(rt, st);
     tu_rt_free_clean(rt);
     tr_sem_free(sem);
 }
@@ -465,7 +465,7 @@ test_sem_close_fails_waiters(void **state)
     tr_sem *sem = NULL;
     assert_int_equal(tr_sem_new(0, &sem), TR_OK);
     st->sem = sem;
-    run_root(rt, st);
+    tu_run_root(rt, st);
     tu_rt_free_clean(rt);
     tr_sem_free(sem);
 }
@@ -536,7 +536,7 @@ test_sem_mutex_charge_budget(void **state)
     st->sem = sem;
     st->m = m;
     st->limit = cfg.budget;
-    run_root(rt, st);
+    tu_run_root(rt, st);
     tu_rt_free_clean(rt);
     tr_sem_free(sem);
     tr_mutex_free(m);
@@ -614,7 +614,7 @@ run_mutex_root(int mode)
     assert_int_equal(tr_mutex_new(&m), TR_OK);
     st->m = m;
     st->mode = mode;
-    run_root(rt, st);
+    tu_run_root(rt, st);
     tu_rt_free_clean(rt);
     tr_mutex_free(m);
 }
@@ -699,7 +699,7 @@ test_mutex_unlock_from_plain_thread(void **state)
     tr_rt *rt = tu_rt_new_fifo();
     xunlock_root *st = tu_task_new(rt, &xunlock_root_spec);
     st->x = &x;
-    run_root(rt, st);
+    tu_run_root(rt, st);
     tu_thread_join(t);
     tu_rt_free_clean(rt);
     tr_mutex_free(x.m);
@@ -872,7 +872,7 @@ run_notify(int mode)
     assert_int_equal(tr_notify_new(&n), TR_OK);
     st->n = n;
     st->mode = mode;
-    run_root(rt, st);
+    tu_run_root(rt, st);
     tu_rt_free_clean(rt);
     tr_notify_free(n);
 }
@@ -1063,11 +1063,11 @@ run_stress(bool use_sem)
         sh.permits = 3;
         assert_int_equal(tr_mutex_new(&sh.m), TR_OK);
         assert_int_equal(tr_sem_new(sh.permits, &sh.sem), TR_OK);
-        tr_rt *rt = rt_make(stress_cfgs[c].sched, stress_cfgs[c].workers);
+        tr_rt *rt = tu_rt_make(stress_cfgs[c].sched, stress_cfgs[c].workers);
         stress_root *st = tu_task_new(rt, &stress_root_spec);
         st->sh = &sh;
         st->use_sem = use_sem;
-        run_root(rt, st);
+        tu_run_root(rt, st);
         tu_rt_free_clean(rt); // quiesces first
         assert_int_equal(atomic_load(&sh.violations), 0);
         assert_int_equal(atomic_load(&sh.inside), 0);
@@ -1202,12 +1202,12 @@ test_notify_from_plain_thread(void **state)
             memset(&sh, 0, sizeof sh);
             sh.use_all = use_all;
             assert_int_equal(tr_notify_new(&sh.n), TR_OK);
-            tr_rt *rt = rt_make(TR_SCHED_WS, workers);
+            tr_rt *rt = tu_rt_make(TR_SCHED_WS, workers);
             xn_root *st = tu_task_new(rt, &xn_root_spec);
             st->sh = &sh;
             pthread_t t;
             tu_thread_start(&t, xn_producer, &sh);
-            run_root(rt, st);
+            tu_run_root(rt, st);
             tu_thread_join(t);
             tu_rt_free_clean(rt); // quiesces first
             tr_notify_free(sh.n);

@@ -6,7 +6,7 @@
 // form; the switch form, built when TR_AWAIT_SWITCH is defined, panics),
 // and the panic when a finished task is polled again (in a forked child,
 // which must die of SIGABRT).
-#include "test_util.h"
+#include "../test_util.h"
 
 #include <fcntl.h>
 #include <signal.h>

@@ -5,7 +5,7 @@
 //
 // The runtime has one worker, so a task spawned by a running task runs only
 // once the spawner yields or waits; tests rely on that FIFO order.
-#include "test_util.h"
+#include "../test_util.h"
 
 #include "exec/exec.h"
 #include "task/task.h"

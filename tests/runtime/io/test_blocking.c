@@ -12,9 +12,8 @@
 // set, plain threads use bounded waits, and a watchdog turns a lost wake-up
 // into a failure.
 #include "io/io.h"
-#include "test_util.h"
+#include "../test_util.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -36,31 +35,12 @@ workers_of(void **state)
     return *(unsigned *)*state;
 }
 
+// rt_of makes the runtime of the test's worker count (tu_rt_make).
 static tr_rt *
-rt_make(unsigned workers)
+rt_of(void **state)
 {
-    tr_rt_config cfg;
-    tu_config_init(&cfg);
-    cfg.workers = workers;
-    if (workers > 1) {
-        cfg.sched = TR_SCHED_WS;
-    }
-    return tu_rt_new_cfg(&cfg);
-}
-
-// run_root runs root to completion under a watchdog and checks the TU_CHECKs.
-static void
-run_root(tr_rt *rt, void *root)
-{
-    tu_watchdog wd;
-    tu_watchdog_start(&wd, rt, TU_WAIT_MS);
-    tr_outcome out;
-    memset(&out, 0, sizeof out);
-    tr_err e = tr_rt_block_on(rt, root, &out);
-    tu_watchdog_stop(&wd);
-    tu_checks_pass();
-    assert_int_equal(e, TR_OK);
-    assert_int_equal(out.err, TR_OK);
+    unsigned workers = workers_of(state);
+    return tu_rt_make(workers > 1 ? TR_SCHED_WS : TR_SCHED_RR, workers);
 }
 
 static tr_value
@@ -70,23 +50,6 @@ val_u64(uint64_t v)
     memset(&x, 0, sizeof x);
     x.u64 = v;
     return x;
-}
-
-// count_fds returns the number of open descriptors of the process.
-static int
-count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] != '.') {
-            n++;
-        }
-    }
-    closedir(d);
-    return n - 1; // the directory stream's own
 }
 
 // ---------------------------------------------------------------------------
@@ -145,8 +108,8 @@ static const tr_task_spec basic_spec = {
 static void
 test_blocking_spawn_join(void **state)
 {
-    tr_rt *rt = rt_make(workers_of(state));
-    run_root(rt, tu_task_new(rt, &basic_spec));
+    tr_rt *rt = rt_of(state);
+    tu_run_root(rt, tu_task_new(rt, &basic_spec));
     tr_blocking_stats bs;
     tr_blocking_get_stats(rt, &bs);
     assert_int_equal(bs.completed, BASIC_JOBS);
@@ -250,13 +213,13 @@ static const tr_task_spec many_spec = {
 static void
 test_blocking_many_jobs_over_cap(void **state)
 {
-    tr_rt *rt = rt_make(workers_of(state));
+    tr_rt *rt = rt_of(state);
     assert_int_equal(tr_blocking_set_max_threads(rt, CAP), TR_OK);
     assert_int_equal(tr_blocking_set_keepalive(rt, 60000), TR_OK);
     assert_int_equal(tr_blocking_set_max_threads(rt, 0), TR_EINVAL);
     assert_int_equal(tr_blocking_set_max_threads(rt, TR_BLOCKING_MAX_THREADS + 1), TR_EINVAL);
     gate_init(&the_gate, CAP);
-    run_root(rt, tu_task_new(rt, &many_spec));
+    tu_run_root(rt, tu_task_new(rt, &many_spec));
     assert_int_equal(the_gate.peak, CAP);
     gate_destroy(&the_gate);
     tr_blocking_stats bs;
@@ -358,14 +321,14 @@ static const tr_task_spec plain_root_spec = {
 static void
 test_blocking_plain_thread_with_runtime(void **state)
 {
-    tr_rt *rt = rt_make(workers_of(state));
+    tr_rt *rt = rt_of(state);
     plain_ctx c = {.rt = rt};
     tu_event_init(&c.done);
     pthread_t t;
     tu_thread_start(&t, plain_main, &c);
     plain_root *r = tu_task_new(rt, &plain_root_spec);
     r->c = &c;
-    run_root(rt, r);
+    tu_run_root(rt, r);
     tu_thread_join(t);
     assert_int_equal(c.err, TR_OK);
     assert_int_equal(c.got, 100);
@@ -525,8 +488,8 @@ static void
 test_blocking_cancel_while_running(void **state)
 {
     cancel_ctx_init();
-    tr_rt *rt = rt_make(workers_of(state));
-    run_root(rt, tu_task_new(rt, &cancel_running_spec));
+    tr_rt *rt = rt_of(state);
+    tu_run_root(rt, tu_task_new(rt, &cancel_running_spec));
     tu_rt_free_clean(rt);
     assert_int_equal(atomic_load(&cctx.fn_runs), 1);
     assert_int_equal(atomic_load(&cctx.cleanups), 1);
@@ -589,9 +552,9 @@ static void
 test_blocking_cancel_while_queued(void **state)
 {
     cancel_ctx_init();
-    tr_rt *rt = rt_make(workers_of(state));
+    tr_rt *rt = rt_of(state);
     assert_int_equal(tr_blocking_set_max_threads(rt, 1), TR_OK);
-    run_root(rt, tu_task_new(rt, &cancel_queued_spec));
+    tu_run_root(rt, tu_task_new(rt, &cancel_queued_spec));
     assert_int_equal(atomic_load(&cctx.fn_runs), 0); // job_flag never ran
     assert_int_equal(atomic_load(&cctx.cleanups), 1);
     assert_int_equal(atomic_load(&cctx.cleanup_ran), 0);
@@ -700,7 +663,7 @@ test_blocking_rt_free_with_jobs(void **state)
 {
     cancel_ctx_init();
     atomic_store(&free_spawned, 0);
-    tr_rt *rt = rt_make(workers_of(state));
+    tr_rt *rt = rt_of(state);
     assert_int_equal(tr_blocking_set_max_threads(rt, 1), TR_OK);
     tr_blocking_op p = TR_BLOCKING_OP_INIT, q = TR_BLOCKING_OP_INIT;
     assert_int_equal(tr_spawn_blocking(rt, &p, job_blocker, NULL, NULL), TR_OK);
@@ -878,8 +841,8 @@ static const tr_task_spec resolve_spec = {
 static void
 test_blocking_resolve_loopback(void **state)
 {
-    tr_rt *rt = rt_make(workers_of(state));
-    run_root(rt, tu_task_new(rt, &resolve_spec));
+    tr_rt *rt = rt_of(state);
+    tu_run_root(rt, tu_task_new(rt, &resolve_spec));
     tu_rt_free_clean(rt);
 }
 
@@ -1051,8 +1014,8 @@ static void
 test_blocking_file_io(void **state)
 {
     tmp_dir_make();
-    int fds = count_fds();
-    tr_rt *rt = rt_make(workers_of(state));
+    int fds = tu_count_fds();
+    tr_rt *rt = rt_of(state);
     file_task *st = tu_task_new(rt, &file_spec);
     st->big = malloc(BIG_LEN);
     st->big_in = malloc(BIG_LEN);
@@ -1060,11 +1023,11 @@ test_blocking_file_io(void **state)
         st->big[i] = (unsigned char)(i * 31 + (i >> 12));
     }
     unsigned char *big = st->big, *big_in = st->big_in;
-    run_root(rt, st);
+    tu_run_root(rt, st);
     free(big);
     free(big_in);
     tu_rt_free_clean(rt);
-    assert_int_equal(count_fds(), fds);
+    assert_int_equal(tu_count_fds(), fds);
     const char *names[] = {"a.txt", "big.bin", NULL};
     tmp_dir_remove(names);
 }
@@ -1188,15 +1151,15 @@ test_blocking_file_cancel_open(void **state)
     sem_init(&fctx.go, 0, 0);
     tu_event_init(&fctx.done);
     fctx.ok = false;
-    int fds = count_fds();
-    tr_rt *rt = rt_make(workers_of(state));
+    int fds = tu_count_fds();
+    tr_rt *rt = rt_of(state);
     pthread_t t;
     tu_thread_start(&t, fifo_writer, NULL);
-    run_root(rt, tu_task_new(rt, &fifo_root_spec));
+    tu_run_root(rt, tu_task_new(rt, &fifo_root_spec));
     tu_thread_join(t);
     // tr_rt_free waits for the open job; the descriptor it got is closed.
     tu_rt_free_clean(rt);
-    assert_int_equal(count_fds(), fds);
+    assert_int_equal(tu_count_fds(), fds);
     sem_destroy(&fctx.go);
     tu_event_destroy(&fctx.done);
     const char *names[] = {"fifo", NULL};

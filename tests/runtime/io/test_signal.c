@@ -10,26 +10,12 @@
 // signal still in flight. Nothing sleeps: tasks await the signals, and the
 // sending thread waits on semaphores the waiters post.
 #include "io/io.h"
-#include "test_util.h"
+#include "../test_util.h"
 
 #include <signal.h>
 #include <unistd.h>
 
 #include <troupe/signal.h>
-
-static void
-run_root(tr_rt *rt, void *root)
-{
-    tu_watchdog wd;
-    tu_watchdog_start(&wd, rt, TU_WAIT_MS);
-    tr_outcome out;
-    memset(&out, 0, sizeof out);
-    tr_err e = tr_rt_block_on(rt, root, &out);
-    tu_watchdog_stop(&wd);
-    tu_checks_pass();
-    assert_int_equal(e, TR_OK);
-    assert_int_equal(out.err, TR_OK);
-}
 
 static bool
 disposition_is(int signo, void (*h)(int))
@@ -105,7 +91,7 @@ test_signal_delivered_to_waiting_task(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    run_root(rt, tu_task_new(rt, &waiter_spec));
+    tu_run_root(rt, tu_task_new(rt, &waiter_spec));
     assert_int_equal(tr__signal_listeners(SIGUSR1), 0);
     assert_true(disposition_is(SIGUSR1, SIG_DFL)); // restored
     tu_rt_free_clean(rt);
@@ -172,7 +158,7 @@ test_signal_from_plain_thread(void **state)
     tu_thread_start(&rig.thr, thread_sender, &rig);
     thread_task *t = tu_task_new(rt, &thread_task_spec);
     t->rig = &rig;
-    run_root(rt, t);
+    tu_run_root(rt, t);
     tu_thread_join(rig.thr);
     tu_event_destroy(&rig.listening);
     tu_rt_free_clean(rt);
@@ -235,7 +221,7 @@ test_signal_two_before_wait(void **state)
     assert_int_equal(raise(SIGUSR1), 0);
     before_task *t = tu_task_new(rt, &before_spec);
     t->sig = &sig;
-    run_root(rt, t);
+    tu_run_root(rt, t);
     tr_signal_drop(&sig);
     tr_signal_drop(&sig); // idempotent
     assert_int_equal(tr__signal_listeners(SIGUSR1), 0);
@@ -299,7 +285,7 @@ test_signal_wait_cancelled(void **state)
     tu_event_init(&rig.listening);
     cancel_root *r = tu_task_new(rt, &cancel_root_spec);
     r->rig = &rig;
-    run_root(rt, r);
+    tu_run_root(rt, r);
     tu_rt_free_clean(rt);
     tu_event_destroy(&rig.listening);
 }
@@ -343,7 +329,7 @@ await_once(tr_rt *rt, tr_signal *sig, uint64_t want)
     once_task *t = tu_task_new(rt, &once_spec);
     t->sig = sig;
     t->want = want;
-    run_root(rt, t);
+    tu_run_root(rt, t);
 }
 
 static void
@@ -498,7 +484,7 @@ test_signal_signalfd_mode(void **state)
     tu_config_init(&cfg);
     cfg.workers = 2;
     tr_rt *rt = tu_rt_new_cfg(&cfg);
-    run_root(rt, tu_task_new(rt, &sfd_root_spec));
+    tu_run_root(rt, tu_task_new(rt, &sfd_root_spec));
     assert_int_equal(tr__signal_listeners(SIGUSR2), 0);
     assert_true(disposition_is(SIGUSR2, SIG_DFL)); // no handler was installed
     // Two workers: a joined sender's slot may still be on its way back
@@ -663,7 +649,7 @@ test_signal_storm_two_workers(void **state)
     tu_thread_start(&s.thr, storm_sender, &s);
     storm_root *r = tu_task_new(rt, &storm_root_spec);
     r->s = &s;
-    run_root(rt, r);
+    tu_run_root(rt, r);
     tu_thread_join(s.thr);
     tu_checks_pass();
     assert_int_equal(atomic_load(&s.sent), ROUNDS);

@@ -4,7 +4,7 @@
 // descriptors, and many descriptors across several workers. Sockets over
 // the network are test_net's.
 #define _GNU_SOURCE
-#include "test_util.h"
+#include "../test_util.h"
 
 #include <fcntl.h>
 #include <sys/eventfd.h>

@@ -11,7 +11,7 @@
 // These tests assert exact FIFO interleavings (spawn, yield once, expect
 // the child to have run): the deterministic mode would reorder them.
 #define TU_IGNORE_ENV 1
-#include "test_util.h"
+#include "../test_util.h"
 
 #include <sched.h>
 #include <semaphore.h>

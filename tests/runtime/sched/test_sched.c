@@ -27,7 +27,7 @@
 // bounded by a count, which the OS can defeat by leaving a worker thread
 // off the CPU), and a watchdog turns a lost wakeup into a failure with a
 // dump of the runtime.
-#include "test_util.h"
+#include "../test_util.h"
 
 #include "exec/exec.h" // worker park states (white box)
 

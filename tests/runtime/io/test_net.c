@@ -5,16 +5,15 @@
 // pipes, split halves used by two tasks at once, and closing a tr_io while
 // another task waits on it.
 //
-// Every test runs a main task on a fresh runtime (run_main) under a
+// Every test runs a main task on a fresh runtime (tu_run_main) under a
 // watchdog thread, so that a lost wake-up fails the test instead of hanging
 // it, and checks afterwards that no task is left and that the process has
 // exactly the descriptors it had before (no socket leaks). Nothing sleeps:
 // tasks wait on IO, joins or yields bounded by time (TU_YIELD_UNTIL), never
 // by a count of yields.
 #define _GNU_SOURCE
-#include "test_util.h"
+#include "../test_util.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -27,8 +26,6 @@
 #include <troupe/io.h>
 #include <troupe/net.h>
 #include <troupe/bufread.h>
-
-#include "io_test_util.h"
 
 static void
 pattern(char *buf, size_t len, unsigned seed, size_t off)
@@ -244,7 +241,7 @@ echo_server_poll(void *arg, tr_cx *cx)
         memset(&c, 0, sizeof c);
         tr_io_split(st->conn, &c.rd, &c.wr);
         st->conn = NULL;
-        st->joins[st->i] = spawn(cx, &echo_conn_spec, &c);
+        st->joins[st->i] = tu_spawn(cx, &echo_conn_spec, &c);
     }
     for (st->i = 0; st->i < st->n; st->i++) {
         TR_AWAIT(st, tr_join_poll(&st->joins[st->i], cx, &st->out));
@@ -353,14 +350,14 @@ echo_main_poll(void *arg, tr_cx *cx)
         CHECK(st, fd_flags_ok(s.lis));
         CHECK_ERR(st, tr_net_local_addr(s.lis, &st->addr), TR_OK);
         CHECK(st, tr_addr_port(&st->addr) != 0);
-        st->server = spawn(cx, &echo_server_spec, &s);
+        st->server = tu_spawn(cx, &echo_server_spec, &s);
     }
     for (st->i = 0; st->i < st->clients; st->i++) {
         echo_client c;
         memset(&c, 0, sizeof c);
         c.addr = st->addr;
         c.id = st->i;
-        st->joins[st->i] = spawn(cx, &echo_client_spec, &c);
+        st->joins[st->i] = tu_spawn(cx, &echo_client_spec, &c);
     }
     for (st->i = 0; st->i < st->clients; st->i++) {
         TR_AWAIT(st, tr_join_poll(&st->joins[st->i], cx, &st->out));
@@ -392,7 +389,7 @@ test_net_tcp_echo_1worker(void **state)
 {
     (void)state;
     echo_main m = {.clients = ECHO_CLIENTS};
-    run_main(1, &echo_main_spec, &m);
+    tu_run_main(1, &echo_main_spec, &m);
 }
 
 static void
@@ -400,7 +397,7 @@ test_net_tcp_echo_2workers(void **state)
 {
     (void)state;
     echo_main m = {.clients = ECHO_CLIENTS};
-    run_main(2, &echo_main_spec, &m);
+    tu_run_main(2, &echo_main_spec, &m);
 }
 
 static void
@@ -408,7 +405,7 @@ test_net_tcp_echo_3workers(void **state)
 {
     (void)state;
     echo_main m = {.clients = ECHO_CLIENTS};
-    run_main(3, &echo_main_spec, &m);
+    tu_run_main(3, &echo_main_spec, &m);
 }
 
 // ---------------------------------------------------------------------------
@@ -493,7 +490,7 @@ test_net_connect_refused(void **state)
     memset(&m, 0, sizeof m);
     m.fd = -1;
     snprintf(m.path, sizeof m.path, "/tmp/troupe-net-none-%d/nothing.sock", (int)getpid());
-    run_main(1, &refused_main_spec, &m);
+    tu_run_main(1, &refused_main_spec, &m);
 }
 
 // ---------------------------------------------------------------------------
@@ -572,7 +569,7 @@ cancel_main_poll(void *arg, tr_cx *cx)
         memset(&c, 0, sizeof c);
         c.addr = st->addr;
         c.polled = &st->polled;
-        st->j = spawn(cx, &connector_spec, &c);
+        st->j = tu_spawn(cx, &connector_spec, &c);
     }
     TU_YIELD_UNTIL(st, cx, atomic_load(&st->polled) != 0);
     CHECK(st, atomic_load(&st->polled) == 1);
@@ -604,9 +601,9 @@ test_net_connect_cancel(void **state)
     (void)state;
     cancel_main m;
     memset(&m, 0, sizeof m);
-    run_main(1, &cancel_main_spec, &m);
+    tu_run_main(1, &cancel_main_spec, &m);
     memset(&m, 0, sizeof m);
-    run_main(2, &cancel_main_spec, &m);
+    tu_run_main(2, &cancel_main_spec, &m);
 }
 
 // ---------------------------------------------------------------------------
@@ -698,7 +695,7 @@ test_net_tcp_addrs_nodelay(void **state)
     (void)state;
     tcpaddr_main m;
     memset(&m, 0, sizeof m);
-    run_main(1, &tcpaddr_main_spec, &m);
+    tu_run_main(1, &tcpaddr_main_spec, &m);
 }
 
 // A second listener on the same port is TR_EADDRINUSE (SO_REUSEADDR does
@@ -768,7 +765,7 @@ test_net_tcp_addrinuse_ipv6(void **state)
     (void)state;
     tcp6_main m;
     memset(&m, 0, sizeof m);
-    run_main(1, &tcp6_main_spec, &m);
+    tu_run_main(1, &tcp6_main_spec, &m);
 }
 
 // ---------------------------------------------------------------------------
@@ -843,7 +840,7 @@ udp_main_poll(void *arg, tr_cx *cx)
         CHECK(st, fd_flags_ok(r.io));
         CHECK_ERR(st, tr_net_local_addr(r.io, &st->to), TR_OK);
         r.waiting = &st->waiting;
-        st->j = spawn(cx, &udp_rx_spec, &r);
+        st->j = tu_spawn(cx, &udp_rx_spec, &r);
     }
     CHECK_ERR(st, tr_udp_socket(tr_cx_rt(cx), AF_INET, &st->tx), TR_OK);
     CHECK(st, fd_flags_ok(st->tx));
@@ -891,9 +888,9 @@ test_net_udp_loopback(void **state)
     (void)state;
     udp_main m;
     memset(&m, 0, sizeof m);
-    run_main(1, &udp_main_spec, &m);
+    tu_run_main(1, &udp_main_spec, &m);
     memset(&m, 0, sizeof m);
-    run_main(2, &udp_main_spec, &m);
+    tu_run_main(2, &udp_main_spec, &m);
 }
 
 // ---------------------------------------------------------------------------
@@ -1003,7 +1000,7 @@ test_net_unix_stream_peercred(void **state)
     memset(&m, 0, sizeof m);
     tmpdir_path(&t, "s.sock", m.path, sizeof m.path);
     snprintf(m.abstract, sizeof m.abstract, "@troupe-test-net-%d", (int)getpid());
-    run_main(1, &unix_main_spec, &m);
+    tu_run_main(1, &unix_main_spec, &m);
     tmpdir_remove(&t, (const char *const[]){"s.sock", NULL});
 }
 
@@ -1101,7 +1098,7 @@ test_net_unix_dgram(void **state)
     memset(&m, 0, sizeof m);
     tmpdir_path(&t, "a.sock", m.path_a, sizeof m.path_a);
     tmpdir_path(&t, "b.sock", m.path_b, sizeof m.path_b);
-    run_main(1, &udgram_main_spec, &m);
+    tu_run_main(1, &udgram_main_spec, &m);
     tmpdir_remove(&t, (const char *const[]){"a.sock", "b.sock", NULL});
 }
 
@@ -1185,7 +1182,7 @@ test_net_pair_and_pipe(void **state)
     assert_int_equal(sigaction(SIGPIPE, &ign, &old), 0);
     pair_main m;
     memset(&m, 0, sizeof m);
-    run_main(1, &pair_main_spec, &m);
+    tu_run_main(1, &pair_main_spec, &m);
     assert_int_equal(sigaction(SIGPIPE, &old, NULL), 0);
 }
 
@@ -1310,14 +1307,14 @@ split_main_poll(void *arg, tr_cx *cx)
         echo_conn e;
         memset(&e, 0, sizeof e);
         tr_io_split(b, &e.rd, &e.wr);
-        st->je = spawn(cx, &echo_conn_spec, &e);
+        st->je = tu_spawn(cx, &echo_conn_spec, &e);
         split_reader r;
         memset(&r, 0, sizeof r);
         split_writer w;
         memset(&w, 0, sizeof w);
         tr_io_split(a, &r.rd, &w.wr);
-        st->jr = spawn(cx, &split_reader_spec, &r);
-        st->jw = spawn(cx, &split_writer_spec, &w);
+        st->jr = tu_spawn(cx, &split_reader_spec, &r);
+        st->jw = tu_spawn(cx, &split_writer_spec, &w);
     }
     TR_AWAIT(st, tr_join_poll(&st->jw, cx, &st->out));
     CHECK_ERR(st, st->out.err, TR_OK);
@@ -1350,9 +1347,9 @@ test_net_split_concurrent(void **state)
     (void)state;
     split_main m;
     memset(&m, 0, sizeof m);
-    run_main(1, &split_main_spec, &m);
+    tu_run_main(1, &split_main_spec, &m);
     memset(&m, 0, sizeof m);
-    run_main(2, &split_main_spec, &m);
+    tu_run_main(2, &split_main_spec, &m);
 }
 
 // ---------------------------------------------------------------------------
@@ -1431,10 +1428,10 @@ close_main_poll(void *arg, tr_cx *cx)
         memset(&w, 0, sizeof w);
         w.io = tr_io_ref(st->rd);
         w.waiting = &st->waiting;
-        st->j1 = spawn(cx, &waiter_spec, &w);
+        st->j1 = tu_spawn(cx, &waiter_spec, &w);
         w.io = tr_io_ref(st->lis);
         w.accept = true;
-        st->j2 = spawn(cx, &waiter_spec, &w);
+        st->j2 = tu_spawn(cx, &waiter_spec, &w);
     }
     TU_YIELD_UNTIL(st, cx, atomic_load(&st->waiting) >= 2);
     CHECK(st, atomic_load(&st->waiting) == 2);
@@ -1476,9 +1473,9 @@ test_net_close_wakes_waiter(void **state)
     (void)state;
     close_main m;
     memset(&m, 0, sizeof m);
-    run_main(1, &close_main_spec, &m);
+    tu_run_main(1, &close_main_spec, &m);
     memset(&m, 0, sizeof m);
-    run_main(2, &close_main_spec, &m);
+    tu_run_main(2, &close_main_spec, &m);
 }
 
 // The close comes from a plain thread while the runtime's only worker is
@@ -1503,7 +1500,7 @@ test_net_close_from_thread(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    int fds = count_fds();
+    int fds = tu_count_fds();
     tr_io *rd, *wr;
     assert_int_equal(tr_pipe(rt, &rd, &wr), TR_OK);
     atomic_int waiting = 0;
@@ -1526,7 +1523,7 @@ test_net_close_from_thread(void **state)
     assert_int_equal(out.value.u64, 1);
     tr_io_close(wr);
     sem_destroy(&c.sem);
-    assert_int_equal(count_fds(), fds);
+    assert_int_equal(tu_count_fds(), fds);
     tu_rt_free_clean(rt);
 }
 
@@ -1637,8 +1634,8 @@ eof_probe_poll(void *arg, tr_cx *cx)
         eof_reader r = {.rd = st->rd};
         eof_writer w = {.wr = st->wr};
         st->rd = st->wr = NULL;
-        st->jr = spawn(cx, &eof_reader_spec, &r);
-        st->jw = spawn(cx, &eof_writer_spec, &w);
+        st->jr = tu_spawn(cx, &eof_reader_spec, &r);
+        st->jw = tu_spawn(cx, &eof_writer_spec, &w);
     }
     TR_AWAIT(st, tr_join_poll(&st->jw, cx, &st->out));
     TR_AWAIT(st, tr_join_poll(&st->jr, cx, &st->out));
@@ -1668,7 +1665,7 @@ test_net_eof_after_short_read(void **state)
     tu_config_init(&cfg);
     cfg.ignore_env = true; // FIFO on one worker: the order above
     tr_rt *rt = tu_rt_new_cfg(&cfg);
-    int fds = count_fds();
+    int fds = tu_count_fds();
     eof_probe *p = tu_task_new(rt, &eof_probe_spec);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
@@ -1677,7 +1674,7 @@ test_net_eof_after_short_read(void **state)
     assert_int_equal(tr_rt_block_on(rt, p, &out), TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
-    assert_int_equal(count_fds(), fds);
+    assert_int_equal(tu_count_fds(), fds);
     tu_rt_free_clean(rt);
     assert_int_equal(out.value.u64, EOF_OK);
 }
@@ -1776,7 +1773,7 @@ test_net_write_no_sigpipe(void **state)
     sigpipes = 0;
     sigpipe_main m;
     memset(&m, 0, sizeof m);
-    run_main(1, &sigpipe_main_spec, &m);
+    tu_run_main(1, &sigpipe_main_spec, &m);
     assert_int_equal(sigaction(SIGPIPE, &old, NULL), 0);
     assert_int_equal(sigpipes, 0);
 }
