@@ -54,6 +54,7 @@ tr__counter_add(_Atomic uint64_t *c, uint64_t n)
 enum {
     TR__HOOK_START_ACCEPTED = 1, // tr_task_start from outside: accepted, not yet sent
     TR__HOOK_WAIT_STARTS = 2,    // a shutdown waits for starts in flight
+    TR__HOOK_MAILBOX_MARKED = 3, // markempty has set the mark, not yet re-checked the system lane
 };
 typedef void (*tr__hook_fn)(int point);
 extern _Atomic(tr__hook_fn) tr__test_hook TR__HIDDEN;

@@ -1,6 +1,8 @@
 // task/task.h: the task layer (README, Architecture: layer 1): task slots,
 // the pool they come from, the state word, wakers, join handles and cancel
-// (pool.c, task.c).
+// (pool.c, task.c); messages and mailboxes (msg.c, mailbox.c: their slabs
+// are the pool's kin, and a mailbox wakes its consumer task through its
+// waker).
 //
 // Layers, bottom up: base -> task -> sched -> exec -> reactor -> io, fs,
 // sync (tests/integration/layers.sh checks every #include "..."). This
@@ -22,6 +24,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <troupe/mailbox.h>
 #include <troupe/task.h>
 
 #include "base/base.h"
@@ -269,5 +272,50 @@ void tr__task_precancel(void *state) TR__HIDDEN;
 bool tr__task_collect(tr_rt *rt, uint64_t key, tr_outcome *out) TR__HIDDEN;
 // tr__rt_cancel_cmd carries out a Cancel message on the executor (w).
 void tr__rt_cancel_cmd(tr__worker *w, uint64_t key) TR__HIDDEN;
+
+// ---------------------------------------------------------------------------
+// msg.c: the message slabs behind tr_msg_alloc (troupe/mailbox.h): size
+// classes, and the counters white-box tests and tr_trim use.
+
+// Slab classes are 1 .. TR__MSG_NCLASSES, of 32 << (class - 1) bytes (32 to
+// TR_MSG_SMALL_MAX); 0 is TR_MSG_CLASS_NONE; a larger message is LARGE.
+#define TR__MSG_NCLASSES 8
+#define TR__MSG_CLASS_LARGE (TR__MSG_NCLASSES + 1)
+
+_Static_assert((32u << (TR__MSG_NCLASSES - 1)) == TR_MSG_SMALL_MAX, "classes end at SMALL_MAX");
+
+// tr__msg_class_of returns the class a message of size bytes gets.
+unsigned tr__msg_class_of(size_t size) TR__HIDDEN;
+
+// tr__msg_class_size returns the bytes of an object of a slab class.
+size_t tr__msg_class_size(unsigned cls) TR__HIDDEN;
+
+// tr__msg_batch returns how many objects of a class move between a thread's
+// cache and the depot at once (a thread caches at most two batches).
+unsigned tr__msg_batch(unsigned cls) TR__HIDDEN;
+
+// Counters of one slab class. Objects are carved from slabs; a free object
+// is in the depot or in some thread's cache; the rest are live messages.
+typedef struct tr__msg_stats {
+    uint64_t ms_slabs;  // slabs of this class
+    uint64_t ms_carved; // objects in them
+    uint64_t ms_depot;  // free objects in the depot
+    uint64_t ms_cached; // free objects in the calling thread's cache
+} tr__msg_stats;
+
+// tr__msg_stats_get reads the counters of class cls (1 .. TR__MSG_NCLASSES).
+void tr__msg_stats_get(unsigned cls, tr__msg_stats *out) TR__HIDDEN;
+
+// tr__msg_large_live returns the number of LARGE messages not yet freed.
+uint64_t tr__msg_large_live(void) TR__HIDDEN;
+
+// tr__msg_flush moves the calling thread's cache to the depot (what a
+// thread's exit does).
+void tr__msg_flush(void) TR__HIDDEN;
+
+// tr__msg_trim flushes the calling thread's cache, then returns to the
+// system the slabs of every class whose objects are all in the depot (no
+// live message, none cached by a thread). tr_trim calls it.
+void tr__msg_trim(void) TR__HIDDEN;
 
 #endif

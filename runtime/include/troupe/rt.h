@@ -225,7 +225,9 @@ TR_API void tr_rt_dump(tr_rt *rt, FILE *f);
 
 // tr_trim returns to the system the task-pool memory that freed runtimes
 // left in the process-wide cache (capped by TROUPE_POOL_CACHE_MB, default
-// 512). Any thread.
+// 512), and the message slabs (troupe/mailbox.h) of every size class that
+// has no message allocated or cached by a live thread (the calling thread's
+// cache is emptied first). Any thread.
 TR_API void tr_trim(void);
 
 TR_END_DECLS

@@ -7,6 +7,7 @@
 #include <troupe/task.h>
 #include <troupe/rt.h>
 #include <troupe/chan.h>
+#include <troupe/mailbox.h>
 #include <troupe/time.h>
 #include <troupe/io.h>
 #include <troupe/net.h>
