@@ -71,7 +71,7 @@ run_read(job *j)
     ssize_t r;
     do {
         r = j->j_kind == TR__JOB_PREAD ? pread(j->j_fd, j->j_data, j->j_len, j->j_off)
-                                 : read(j->j_fd, j->j_data, j->j_len);
+                                       : read(j->j_fd, j->j_data, j->j_len);
     } while (r < 0 && errno == EINTR);
     j->j_err = r < 0 ? tr__errno(errno) : TR_OK;
     j->j_result.u64 = r < 0 ? 0 : (uint64_t)r;
@@ -82,7 +82,8 @@ static void
 run_write(job *j)
 {
     int e;
-    size_t n = write_full(j->j_fd, j->j_data, j->j_len, j->j_kind == TR__JOB_PWRITE ? j->j_off : -1, &e);
+    size_t n =
+        write_full(j->j_fd, j->j_data, j->j_len, j->j_kind == TR__JOB_PWRITE ? j->j_off : -1, &e);
     // Progress first; the error shows on the next call (as write(2)).
     j->j_err = (e != 0 && n == 0) ? tr__errno(e) : TR_OK;
     j->j_result.u64 = n;
@@ -526,4 +527,3 @@ tr_file_write_all(tr_blocking_op *op, tr_cx *cx, const char *path, const void *d
     tr__blocking_release(op, j);
     return TR_READY;
 }
-

@@ -718,16 +718,16 @@ tu_pred_atleast(void *arg)
     } while (0)
 
 // CHECK_EQ(st, x, y): x == y as u64; a failure shows both values.
-#define CHECK_EQ(st, x, y)                                                                    \
-    do {                                                                                      \
-        uint64_t check_x_ = (uint64_t)(x), check_y_ = (uint64_t)(y);                          \
-        if (check_x_ != check_y_) {                                                           \
-            char msg_[300];                                                                   \
-            snprintf(msg_, sizeof msg_, "%s == %s (%llu != %llu)", #x, #y,                    \
-                     (unsigned long long)check_x_, (unsigned long long)check_y_);             \
-            tu_fail_record(__FILE__, __LINE__, msg_);                                         \
-            TR_RETURN(st);                                                                    \
-        }                                                                                     \
+#define CHECK_EQ(st, x, y)                                                        \
+    do {                                                                          \
+        uint64_t check_x_ = (uint64_t)(x), check_y_ = (uint64_t)(y);              \
+        if (check_x_ != check_y_) {                                               \
+            char msg_[300];                                                       \
+            snprintf(msg_, sizeof msg_, "%s == %s (%llu != %llu)", #x, #y,        \
+                     (unsigned long long)check_x_, (unsigned long long)check_y_); \
+            tu_fail_record(__FILE__, __LINE__, msg_);                             \
+            TR_RETURN(st);                                                        \
+        }                                                                         \
     } while (0)
 
 // CHECK_ERR(st, got, want): the tr_err got is want; a failure names both.
