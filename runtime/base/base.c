@@ -194,6 +194,12 @@ tr__fail(tr_err err, const char *fmt, ...)
     return err;
 }
 
+void
+tr__detail_clear(void)
+{
+    detail[0] = '\0';
+}
+
 const char *
 tr_error_detail(void)
 {

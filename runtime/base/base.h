@@ -73,6 +73,10 @@ tr__hook(int point)
 // For errors of configuration and misuse, never on a hot path.
 tr_err tr__fail(tr_err err, const char *fmt, ...) __attribute__((format(printf, 2, 3))) TR__HIDDEN;
 
+// tr__detail_clear empties this thread's detail, so that a detail read
+// after a callback (a kind's init) is the callback's own or none.
+void tr__detail_clear(void) TR__HIDDEN;
+
 // tr__errno maps an errno value to a tr_err.
 tr_err tr__errno(int e) TR__HIDDEN;
 

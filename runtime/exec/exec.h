@@ -20,6 +20,7 @@
 
 #include <troupe/rt.h>
 #include <troupe/task.h>
+#include <troupe/executor.h>
 #include <troupe/v1/executor.pb-c.h>
 
 #include "base/base.h"
@@ -28,18 +29,37 @@
 
 typedef struct tr__worker tr__worker;
 
-// An executor command: the protobuf-c message is the in-memory form, with
-// its body embedded so that one allocation carries it. Linked into the
-// executor's inbox (a multi-producer stack taken whole by a worker).
+// An executor command: a message (its tr_msg header first, m_type the
+// ExecutorCommand descriptor) whose protobuf-c struct is the in-memory form,
+// with its body embedded so that one tr_msg_alloc carries it; a TaskSpec's
+// strings and bytes follow the struct in the same block. Linked into the
+// executor's inbox through the header (a multi-producer stack that any
+// worker takes whole: see inbox.c).
 typedef struct tr__cmd {
-    struct tr__cmd *c_next;
+    tr_msg c_hdr;           // m_flags: TR__CMD_*
+    tr_mailbox *c_reply_to; // where replies go, or NULL
     Troupe__V1__ExecutorCommand c_msg;
     union {
         Troupe__V1__Spawn spawn;
         Troupe__V1__Cancel cancel;
         Troupe__V1__Shutdown shutdown;
+        Troupe__V1__StatusRequest status;
     } c_body;
+    Troupe__V1__TaskSpec c_spec; // c_body.spawn.spec, for a spawn by spec
 } tr__cmd;
+
+// The runtime sent this command itself (tr_task_start, tr_task_cancel and
+// tr_rt_shutdown from outside the runtime): a Cancel whose flag is already
+// set, a Spawn by slot key.
+#define TR__CMD_LOCAL 1u
+
+// A registered task kind (kind.c). Never freed before the runtime.
+typedef struct tr__kind {
+    char k_name[TR_KIND_NAME_MAX + 1];
+    const tr_task_spec *k_spec;
+    tr_kind_init_fn k_init;
+    tr_kind_encode_fn k_encode;
+} tr__kind;
 
 struct tr__worker {
     tr_rt *w_rt;
@@ -103,9 +123,10 @@ struct tr_rt {
     tr__worker *r_workers;
     uint64_t r_start_ns;
 
-    // The executor's inbox: commands from any thread. CAS push (release),
-    // taken whole by whichever worker drains it (acquire exchange).
-    _Alignas(64) _Atomic(tr__cmd *) r_inbox;
+    // The executor's inbox: tr__cmd messages from any thread. CAS push
+    // (release), taken whole by whichever worker drains it (acquire
+    // exchange).
+    _Alignas(64) _Atomic(tr_msg *) r_inbox;
 
     // The global injector: tasks woken outside the runtime and ring
     // overflow. A growable circular array of slot pointers under
@@ -156,6 +177,12 @@ struct tr_rt {
     _Atomic(void *) r_local[TR_RT_LOCAL_MAX]; // by key id - 1
     uint8_t r_local_order[TR_RT_LOCAL_MAX];   // key ids - 1, in install order (r_idle_lock)
     unsigned r_nlocal;                        // under r_idle_lock
+
+    // Task kinds by name (kind.c): an array of pointers under r_kind_lock.
+    tr__mutex r_kind_lock;
+    tr__kind **r_kinds;
+    unsigned r_nkinds;
+    unsigned r_kind_cap;
 };
 
 // The context of one poll, on the worker's stack.
@@ -209,13 +236,24 @@ void tr__unpark_worker(tr__worker *w) TR__HIDDEN;
 // wake, or the reactor's eventfd when w waits in the backend).
 void tr__park_notify(tr__worker *w) TR__HIDDEN;
 uint64_t tr__rng_next(uint64_t *state) TR__HIDDEN;
-tr_err tr__rt_send(tr_rt *rt, tr__cmd *cmd) TR__HIDDEN;
+// tr__rt_send queues cmd on rt's inbox (ownership moves with it) and
+// makes a worker look.
+void tr__rt_send(tr_rt *rt, tr__cmd *cmd) TR__HIDDEN;
 // tr__rt_start_enter admits a start from outside the runtime: false once a
 // shutdown was requested (the start is refused). On true the caller pushes
 // its Spawn message, then calls tr__rt_start_exit.
 bool tr__rt_start_enter(tr_rt *rt) TR__HIDDEN;
 void tr__rt_start_exit(tr_rt *rt) TR__HIDDEN;
-tr__cmd *tr__cmd_new(Troupe__V1__ExecutorCommand__CommandCase kind) TR__HIDDEN;
+// tr__cmd_new allocates a zeroed command of kind with extra bytes after
+// the struct (a TaskSpec's strings and bytes), flags TR__CMD_*.
+tr__cmd *tr__cmd_new(Troupe__V1__ExecutorCommand__CommandCase kind, size_t extra,
+                     uint32_t flags) TR__HIDDEN;
+// tr__cmd_extra returns the extra bytes of a command.
+static inline char *
+tr__cmd_extra(tr__cmd *c)
+{
+    return (char *)(c + 1);
+}
 // tr__inject_pop takes up to max tasks from the injector: it returns the
 // first and gives the others to w's scheduler.
 tr__slot *tr__inject_pop(tr__worker *w, uint32_t max) TR__HIDDEN;
@@ -240,6 +278,26 @@ void tr__end_searching(tr__worker *w) TR__HIDDEN;
 // sleeps (in the reactor when it gets the driver, else on its futex) until
 // unparked or timeout_ns.
 void tr__park_worker(tr__worker *w, uint64_t timeout_ns) TR__HIDDEN;
+
+// command.c: carrying out commands from tr_exec_send and answering them.
+// tr__cmd_handle carries c out on w (the inbox's drain; c stays the
+// caller's to free).
+void tr__cmd_handle(tr__worker *w, tr__cmd *c) TR__HIDDEN;
+
+// dump.c: what a runtime holds.
+// tr__task_info_of describes the task in s as of now_ms (tr__rt_now_ms):
+// false when s holds no live task.
+bool tr__task_info_of(tr__slot *s, uint64_t now_ms, tr_task_info *info) TR__HIDDEN;
+uint64_t tr__rt_now_ms(tr_rt *rt) TR__HIDDEN;
+
+// kind.c: the registry of task kinds.
+// tr__kind_find returns rt's kind called name (len bytes), or NULL.
+const tr__kind *tr__kind_find(tr_rt *rt, const char *name, size_t len) TR__HIDDEN;
+// tr__kind_new prepares a task of kind k from args (as tr_kind_spawn, up to
+// the start): TR_OK and *state, or an error with the task discarded.
+tr_err tr__kind_new(tr_rt *rt, const tr__kind *k, const void *args, size_t len,
+                    void **state) TR__HIDDEN;
+void tr__kinds_free(tr_rt *rt) TR__HIDDEN;
 
 // worker.c: the worker loop and shutdown.
 // tr__run_loop runs tasks on w until it should stop. main: w is worker 0

@@ -1,13 +1,25 @@
 // Design notes.
 //
-// The executor is an actor. Spawn, Cancel and Shutdown arrive as messages
-// (protobuf-c structs from proto/troupe/v1/executor.proto, never packed
-// inside a process) on the runtime's inbox: a multi-producer stack that any
-// thread pushes onto with one CAS and that a worker takes whole with one
-// exchange, then reverses into arrival order. Tasks woken from outside the
-// runtime go to the global injector (a locked circular array of slot
-// pointers with an atomic length). A task running on a worker takes the
-// fast path into its worker's queues instead, with the same semantics.
+// The executor is an actor. Its commands (Spawn, Cancel, Shutdown,
+// StatusRequest: protobuf-c structs from proto/troupe/v1/executor.proto,
+// never packed inside a process) are tr_msg messages on the runtime's inbox.
+//
+// The inbox is not a tr_mailbox. A mailbox has one consumer, and the
+// executor has none of its own: every worker drains the inbox between
+// polls (and worker 0, or tr_rt_free, during a shutdown), so that a command
+// is carried out by whichever worker looks first, however busy the others
+// are, with no task to schedule, and even with one worker whose only task
+// never yields for long. So the inbox is a multi-producer stack of the same
+// tr_msg headers that any thread pushes onto with one CAS and that any
+// worker takes whole with one exchange (no ABA: nothing is ever popped
+// singly), then reverses into arrival order. A consumer task on a mailbox
+// would have serialised commands behind the run queue and needed the
+// shutdown to wait for it; a take-all needs neither.
+//
+// Tasks woken from outside the runtime go to the global injector (a locked
+// circular array of slot pointers with an atomic length). A task running
+// on a worker takes the fast path into its worker's queues instead, with
+// the same semantics.
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -22,9 +34,14 @@
 // The inbox and the injector.
 
 tr__cmd *
-tr__cmd_new(Troupe__V1__ExecutorCommand__CommandCase kind)
+tr__cmd_new(Troupe__V1__ExecutorCommand__CommandCase kind, size_t extra, uint32_t flags)
 {
-    tr__cmd *c = tr__zalloc(sizeof(*c));
+    tr__cmd *c = (tr__cmd *)tr_msg_alloc(sizeof(*c) + extra);
+    uint32_t cls = c->c_hdr.m_class;
+    memset(c, 0, sizeof(*c) + extra);
+    c->c_hdr.m_class = cls;
+    c->c_hdr.m_type = &troupe__v1__executor_command__descriptor;
+    c->c_hdr.m_flags = flags;
     troupe__v1__executor_command__init(&c->c_msg);
     c->c_msg.command_case = kind;
     switch (kind) {
@@ -40,36 +57,34 @@ tr__cmd_new(Troupe__V1__ExecutorCommand__CommandCase kind)
         troupe__v1__shutdown__init(&c->c_body.shutdown);
         c->c_msg.shutdown = &c->c_body.shutdown;
         break;
-    default:
+    case TROUPE__V1__EXECUTOR_COMMAND__COMMAND_STATUS:
+        troupe__v1__status_request__init(&c->c_body.status);
+        c->c_msg.status = &c->c_body.status;
         break;
+    default:
+        TR__ASSERT(!"tr__cmd_new: a command this version does not know");
     }
     return c;
 }
 
-static void
-cmd_free(tr__cmd *c)
-{
-    tr__free(c, sizeof(*c));
-}
-
-tr_err
+void
 tr__rt_send(tr_rt *rt, tr__cmd *cmd)
 {
     // Once pushed, cmd belongs to whichever worker drains it.
     bool shutdown = cmd->c_msg.command_case == TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SHUTDOWN;
-    tr__cmd *head = atomic_load_explicit(&rt->r_inbox, memory_order_relaxed);
+    tr_msg *m = &cmd->c_hdr;
+    tr_msg *head = atomic_load_explicit(&rt->r_inbox, memory_order_relaxed);
     do {
-        cmd->c_next = head;
+        atomic_store_explicit(&m->m_next, head, memory_order_relaxed);
         // seq_cst: the release half pairs with the acquire exchange in
         // tr__drain_inbox; the rest with tr__park_worker's last look.
-    } while (!atomic_compare_exchange_weak_explicit(&rt->r_inbox, &head, cmd, memory_order_seq_cst,
+    } while (!atomic_compare_exchange_weak_explicit(&rt->r_inbox, &head, m, memory_order_seq_cst,
                                                     memory_order_relaxed));
     tr__notify_parked(rt);
     // Worker 0 carries out shutdowns and deadlines: make sure it looks.
     if (shutdown) {
         tr__wake_main(rt);
     }
-    return TR_OK;
 }
 
 // Starts from outside the runtime and the shutdown meet as in Dekker's
@@ -182,45 +197,7 @@ tr__inject_pop(tr__worker *w, uint32_t max)
     return got[0];
 }
 
-static void
-handle_cmd(tr__worker *w, tr__cmd *c)
-{
-    tr_rt *rt = w->w_rt;
-    const Troupe__V1__ExecutorCommand *m = &c->c_msg;
-    switch (m->command_case) {
-    case TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SPAWN:
-        if (m->spawn->task_case == TROUPE__V1__SPAWN__TASK_TASK_KEY) {
-            tr__slot *s = tr__pool_lookup(tr__key_index(m->spawn->task_key));
-            // tr_task_start set SCHED, which keeps the slot alive for us.
-            TR__ASSERT(s != NULL);
-            rt->r_sched->push(w, s, TR__PUSH_NEW);
-        }
-        // A spawn by task spec needs a registry of task kinds: the actors
-        // layer resolves those before they reach a runtime.
-        break;
-    case TROUPE__V1__EXECUTOR_COMMAND__COMMAND_CANCEL:
-        tr__rt_cancel_cmd(w, m->cancel->task_id);
-        break;
-    case TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SHUTDOWN:
-        if (m->shutdown->mode == TROUPE__V1__SHUTDOWN_MODE__SHUTDOWN_MODE_IMMEDIATE) {
-            int expect = TR__SD_REQUESTED;
-            atomic_compare_exchange_strong_explicit(&rt->r_shutdown, &expect, TR__SD_CANCELLING,
-                                                    memory_order_acq_rel, memory_order_acquire);
-        } else if (m->shutdown->deadline_ms > 0) {
-            atomic_store_explicit(&rt->r_deadline_ns,
-                                  tr__now_ns() + (uint64_t)m->shutdown->deadline_ms * 1000000u,
-                                  memory_order_release);
-        }
-        // Worker 0 carries it out (or tr_rt_free): wake it to look.
-        tr__wake_main(rt);
-        break;
-    default:
-        break;
-    }
-    tr__counter_add(&w->w_commands, 1);
-}
-
-// tr__drain_inbox handles every queued command in arrival order.
+// tr__drain_inbox carries out every queued command in arrival order.
 bool
 tr__drain_inbox(tr__worker *w)
 {
@@ -228,19 +205,19 @@ tr__drain_inbox(tr__worker *w)
     if (atomic_load_explicit(&rt->r_inbox, memory_order_relaxed) == NULL) {
         return false;
     }
-    tr__cmd *c = atomic_exchange_explicit(&rt->r_inbox, NULL, memory_order_acquire);
-    tr__cmd *fifo = NULL;
-    while (c != NULL) { // reverse the stack into arrival order
-        tr__cmd *next = c->c_next;
-        c->c_next = fifo;
-        fifo = c;
-        c = next;
+    tr_msg *m = atomic_exchange_explicit(&rt->r_inbox, NULL, memory_order_acquire);
+    tr_msg *fifo = NULL;
+    while (m != NULL) { // reverse the stack into arrival order
+        tr_msg *next = atomic_load_explicit(&m->m_next, memory_order_relaxed);
+        atomic_store_explicit(&m->m_next, fifo, memory_order_relaxed);
+        fifo = m;
+        m = next;
     }
     bool any = fifo != NULL;
     while (fifo != NULL) {
-        tr__cmd *next = fifo->c_next;
-        handle_cmd(w, fifo);
-        cmd_free(fifo);
+        tr_msg *next = atomic_load_explicit(&fifo->m_next, memory_order_relaxed);
+        tr__cmd_handle(w, TR__CONTAINER_OF(fifo, tr__cmd, c_hdr));
+        tr_msg_free(fifo);
         fifo = next;
     }
     return any;

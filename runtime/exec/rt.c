@@ -368,12 +368,13 @@ tr_rt_shutdown(tr_rt *rt, tr_shutdown_mode mode, uint32_t deadline_ms)
                                                  memory_order_acq_rel, memory_order_acquire)) {
         return TR_ESHUTDOWN;
     }
-    tr__cmd *cmd = tr__cmd_new(TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SHUTDOWN);
+    tr__cmd *cmd = tr__cmd_new(TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SHUTDOWN, 0, TR__CMD_LOCAL);
     cmd->c_body.shutdown.mode = mode == TR_SHUTDOWN_IMMEDIATE
                                     ? TROUPE__V1__SHUTDOWN_MODE__SHUTDOWN_MODE_IMMEDIATE
                                     : TROUPE__V1__SHUTDOWN_MODE__SHUTDOWN_MODE_GRACEFUL;
     cmd->c_body.shutdown.deadline_ms = deadline_ms;
-    return tr__rt_send(rt, cmd);
+    tr__rt_send(rt, cmd);
+    return TR_OK;
 }
 
 bool
@@ -430,6 +431,7 @@ tr_rt_free(tr_rt *rt)
         }
     }
     tr__reactor_free(rt->r_reactor);
+    tr__kinds_free(rt);
     for (unsigned i = 0; i < rt->r_nworkers; i++) {
         rt->r_sched->fini(&rt->r_workers[i]);
         sched_state_free(rt->r_sched, rt->r_workers[i].w_sched);

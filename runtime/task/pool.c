@@ -467,6 +467,53 @@ tr__pool_foreach(tr__pool *p, void (*fn)(tr__slot *s, void *arg), void *arg)
     }
 }
 
+static int
+chunk_id_cmp(const void *a, const void *b)
+{
+    uint32_t x = (*(tr__chunk *const *)a)->c_id, y = (*(tr__chunk *const *)b)->c_id;
+    return x < y ? -1 : x > y;
+}
+
+uint64_t
+tr__pool_scan(tr__pool *p, uint64_t from, bool (*fn)(tr__slot *s, void *arg), void *arg)
+{
+    // The pool's chunks only come (until tr__pool_fini), so this snapshot
+    // of the list stays valid; sorted by id, they are in index order.
+    size_t n = 0, cap = 16;
+    tr__chunk **cs = tr__alloc(sizeof(*cs) * cap);
+    for (tr__chunk *c = atomic_load_explicit(&p->p_chunks, memory_order_acquire); c != NULL;
+         c = c->c_next) {
+        if (((uint64_t)c->c_id + 1) << TR__SLOT_BITS <= from) {
+            continue; // wholly before from
+        }
+        if (n == cap) {
+            tr__chunk **bigger = tr__alloc(sizeof(*cs) * cap * 2);
+            memcpy(bigger, cs, sizeof(*cs) * n);
+            tr__free(cs, sizeof(*cs) * cap);
+            cs = bigger;
+            cap *= 2;
+        }
+        cs[n++] = c;
+    }
+    qsort(cs, n, sizeof(*cs), chunk_id_cmp);
+    uint64_t next = 0;
+    for (size_t i = 0; i < n && next == 0; i++) {
+        tr__chunk *c = cs[i];
+        uint64_t base = (uint64_t)c->c_id << TR__SLOT_BITS;
+        uint32_t carved = atomic_load_explicit(&c->c_carved, memory_order_acquire);
+        uint32_t j = from > base ? (uint32_t)(from - base) : 0;
+        for (; j < carved; j++) {
+            tr__slot *s = (tr__slot *)((char *)c + TR__CHUNK_HDR + (size_t)j * c->c_slot_size);
+            if (!fn(s, arg)) {
+                next = base + j + 1;
+                break;
+            }
+        }
+    }
+    tr__free(cs, sizeof(*cs) * cap);
+    return next;
+}
+
 uint64_t
 tr__pool_live(tr__pool *p)
 {

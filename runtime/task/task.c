@@ -193,7 +193,7 @@ tr_task_start(void *state, tr_join *join)
     // From outside the runtime: a Spawn message to the executor.
     tr__hook(TR__HOOK_START_ACCEPTED);
     atomic_fetch_add_explicit(&rt->r_ext_spawned, 1, memory_order_relaxed);
-    tr__cmd *cmd = tr__cmd_new(TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SPAWN);
+    tr__cmd *cmd = tr__cmd_new(TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SPAWN, 0, TR__CMD_LOCAL);
     cmd->c_body.spawn.task_case = TROUPE__V1__SPAWN__TASK_TASK_KEY;
     cmd->c_body.spawn.task_key = tr__slot_key(s, word);
     tr__rt_send(rt, cmd);
@@ -879,7 +879,7 @@ cancel_key(tr_rt *rt, uint64_t key, bool handle)
         }
         return TR_OK;
     }
-    tr__cmd *cmd = tr__cmd_new(TROUPE__V1__EXECUTOR_COMMAND__COMMAND_CANCEL);
+    tr__cmd *cmd = tr__cmd_new(TROUPE__V1__EXECUTOR_COMMAND__COMMAND_CANCEL, 0, TR__CMD_LOCAL);
     cmd->c_body.cancel.task_id = key;
     tr__rt_send(rt, cmd);
     return TR_OK;

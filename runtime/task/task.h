@@ -210,6 +210,13 @@ tr__slot *tr__pool_lookup(uint32_t index) TR__HIDDEN;
 // tr__pool_foreach calls fn for every carved slot (racy snapshot).
 void tr__pool_foreach(tr__pool *p, void (*fn)(tr__slot *s, void *arg), void *arg) TR__HIDDEN;
 
+// tr__pool_scan calls fn for the carved slots of p whose index is at least
+// from, in index order, until fn returns false (racy snapshot, as foreach).
+// Returns the index after the slot fn stopped at, or 0 when it saw the last.
+// Indexes stay put while the pool lives, so a listing can go on from there.
+uint64_t tr__pool_scan(tr__pool *p, uint64_t from, bool (*fn)(tr__slot *s, void *arg),
+                       void *arg) TR__HIDDEN;
+
 uint64_t tr__pool_live(tr__pool *p) TR__HIDDEN;
 void tr__pool_usage(tr__pool *p, uint64_t *slots, uint64_t *bytes) TR__HIDDEN;
 

@@ -1,9 +1,11 @@
 // troupe/rt.h: the runtime: create it, run a root task to completion with
 // tr_rt_block_on, shut it down, read its statistics and dump its live tasks.
 //
-// The executor is an actor: Spawn, Cancel and Shutdown reach it as messages
-// (proto/troupe/v1/executor.proto) on a multi-producer queue that any thread
-// may push to. The thread that calls tr_rt_block_on is worker 0.
+// The executor is an actor: Spawn, Cancel, Shutdown and StatusRequest reach
+// it as messages (proto/troupe/v1/executor.proto) on a multi-producer queue
+// that any thread may push to; troupe/executor.h sends them from anywhere,
+// another process included, and registers the task kinds a remote Spawn
+// names. The thread that calls tr_rt_block_on is worker 0.
 #ifndef TROUPE_RT_H
 #define TROUPE_RT_H
 

@@ -19,5 +19,6 @@
 #include <troupe/sync.h>
 #include <troupe/group.h>
 #include <troupe/select.h>
+#include <troupe/executor.h>
 
 #endif
