@@ -287,7 +287,7 @@ status_one(tr__slot *s, void *arg)
 {
     status_page *pg = arg;
     tr_task_info info;
-    if (!tr__task_info_of(s, pg->now_ms, &info)) {
+    if (!tr__slot_info(s, pg->now_ms, &info)) {
         return true;
     }
     Troupe__V1__TaskStatus *e = &pg->entries[pg->n];

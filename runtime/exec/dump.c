@@ -24,36 +24,6 @@ tr_task_state_name(tr_task_state s)
     return names[s];
 }
 
-bool
-tr__task_info_of(tr__slot *s, uint64_t now_ms, tr_task_info *info)
-{
-    uint64_t word = atomic_load_explicit(&s->s_word, memory_order_acquire);
-    if (!(word & TR__W_LIVE)) {
-        return false;
-    }
-    const tr_task_spec *spec = atomic_load_explicit(&s->s_spec, memory_order_relaxed);
-    info->id.id = tr__slot_key(s, word);
-    info->name = (spec != NULL && spec->name != NULL) ? spec->name : "?";
-    if (!(word & TR__W_STARTED)) {
-        info->state = TR_TASK_PREPARED;
-    } else if (word & TR__W_COMPLETE) {
-        info->state = TR_TASK_COMPLETE;
-    } else if (word & TR__W_CANCEL) {
-        info->state = TR_TASK_CANCELLING;
-    } else if (word & TR__W_RUNNING) {
-        info->state = TR_TASK_RUNNING;
-    } else if (word & TR__W_SCHED) {
-        info->state = TR_TASK_SCHEDULED;
-    } else {
-        info->state = TR_TASK_IDLE;
-    }
-    info->polls = atomic_load_explicit(&s->s_polls, memory_order_relaxed);
-    info->sleeps = (uint32_t)((word & TR__W_SLEEP_MASK) >> TR__W_SLEEP_SHIFT);
-    uint32_t last = atomic_load_explicit(&s->s_last_poll_ms, memory_order_relaxed);
-    info->idle_ms = (info->polls == 0 || now_ms < last) ? 0 : now_ms - last;
-    return true;
-}
-
 uint64_t
 tr__rt_now_ms(tr_rt *rt)
 {
@@ -71,7 +41,7 @@ foreach_one(tr__slot *s, void *arg)
 {
     foreach_arg *fa = arg;
     tr_task_info info;
-    if (tr__task_info_of(s, fa->now_ms, &info)) {
+    if (tr__slot_info(s, fa->now_ms, &info)) {
         fa->fn(&info, fa->arg);
     }
 }

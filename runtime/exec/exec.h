@@ -146,9 +146,6 @@ struct tr_rt {
     unsigned *r_sleepers; // under r_idle_lock
     unsigned r_nsleepers; // under r_idle_lock
 
-    // RR: the next worker to deal a new task to.
-    _Atomic uint32_t r_rr_next;
-
     // Shutdown state (TR__SD_*), set by tr_rt_shutdown (any thread) and moved
     // on by worker 0 or tr_rt_free. Read by tr_task_new to refuse spawns.
     _Alignas(64) _Atomic int r_shutdown;
@@ -183,17 +180,6 @@ struct tr_rt {
     tr__kind **r_kinds;
     unsigned r_nkinds;
     unsigned r_kind_cap;
-};
-
-// The context of one poll, on the worker's stack.
-struct tr_cx {
-    tr_rt *cx_rt;
-    tr__worker *cx_w;
-    tr__slot *cx_slot;
-    uint64_t cx_key;
-    uint32_t cx_budget;
-    bool cx_yielded; // the task asked to be polled again (yield, budget)
-    bool cx_boxed;   // the result is {ptr, dtor}
 };
 
 // The worker the calling thread is, or NULL on a thread outside every
@@ -244,6 +230,131 @@ void tr__rt_send(tr_rt *rt, tr__cmd *cmd) TR__HIDDEN;
 // its Spawn message, then calls tr__rt_start_exit.
 bool tr__rt_start_enter(tr_rt *rt) TR__HIDDEN;
 void tr__rt_start_exit(tr_rt *rt) TR__HIDDEN;
+// ---------------------------------------------------------------------------
+// The executor's face to the other layers. The runtime and worker structs
+// are this layer's: task/, sched/, reactor/ and the layers above read and
+// write them only through these (tests/integration/layers.sh checks that
+// no file outside exec/ names a field of either).
+
+static inline tr_rt *
+tr__worker_rt(const tr__worker *w)
+{
+    return w->w_rt;
+}
+
+static inline unsigned
+tr__worker_index(const tr__worker *w)
+{
+    return w->w_index;
+}
+
+// tr__worker_sched returns w's scheduler state (the scheduler's own file
+// alone knows its type).
+static inline void *
+tr__worker_sched(const tr__worker *w)
+{
+    return w->w_sched;
+}
+
+// tr__worker_now_ms returns w's coarse clock (ms since the runtime began).
+static inline uint32_t
+tr__worker_now_ms(const tr__worker *w)
+{
+    return w->w_now_ms;
+}
+
+// tr__worker_set_timed makes w watch the clock after its polls (a task of
+// it arms a timer or waits for IO).
+static inline void
+tr__worker_set_timed(tr__worker *w)
+{
+    w->w_timed = true;
+}
+
+// Counters other layers keep for the statistics (owner thread only).
+static inline void
+tr__worker_count_poll(tr__worker *w)
+{
+    tr__counter_add(&w->w_polls, 1);
+}
+
+static inline void
+tr__worker_count_spawn(tr__worker *w)
+{
+    tr__counter_add(&w->w_spawned, 1);
+}
+
+// tr__worker_count_done counts a task that completed or was cancelled.
+static inline void
+tr__worker_count_done(tr__worker *w, bool cancelled)
+{
+    tr__counter_add(cancelled ? &w->w_cancelled : &w->w_completed, 1);
+}
+
+// tr__worker_count_steal counts one steal of n tasks.
+static inline void
+tr__worker_count_steal(tr__worker *w, uint64_t n)
+{
+    tr__counter_add(&w->w_steals, 1);
+    tr__counter_add(&w->w_stolen, n);
+}
+
+static inline void
+tr__worker_count_lifo_hit(tr__worker *w)
+{
+    tr__counter_add(&w->w_lifo_hits, 1);
+}
+
+static inline unsigned
+tr__rt_nworkers(const tr_rt *rt)
+{
+    return rt->r_nworkers;
+}
+
+static inline tr__worker *
+tr__rt_worker(tr_rt *rt, unsigned i)
+{
+    return &rt->r_workers[i];
+}
+
+static inline tr__pool *
+tr__rt_pool(tr_rt *rt)
+{
+    return &rt->r_pool;
+}
+
+static inline const tr__sched_ops *
+tr__rt_sched(const tr_rt *rt)
+{
+    return rt->r_sched;
+}
+
+static inline const tr_rt_config *
+tr__rt_config(const tr_rt *rt)
+{
+    return &rt->r_cfg;
+}
+
+static inline struct tr__reactor *
+tr__rt_reactor(const tr_rt *rt)
+{
+    return rt->r_reactor;
+}
+
+// tr__rt_shutting_down reports whether a shutdown was requested (acquire).
+static inline bool
+tr__rt_shutting_down(tr_rt *rt)
+{
+    return atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) != TR__SD_NONE;
+}
+
+// tr__rt_count_ext_spawn counts a task started from outside the runtime.
+static inline void
+tr__rt_count_ext_spawn(tr_rt *rt)
+{
+    atomic_fetch_add_explicit(&rt->r_ext_spawned, 1, memory_order_relaxed);
+}
+
 // tr__cmd_new allocates a zeroed command of kind with extra bytes after
 // the struct (a TaskSpec's strings and bytes), flags TR__CMD_*.
 tr__cmd *tr__cmd_new(Troupe__V1__ExecutorCommand__CommandCase kind, size_t extra,
@@ -278,6 +389,12 @@ void tr__end_searching(tr__worker *w) TR__HIDDEN;
 // sleeps (in the reactor when it gets the driver, else on its futex) until
 // unparked or timeout_ns.
 void tr__park_worker(tr__worker *w, uint64_t timeout_ns) TR__HIDDEN;
+// tr__park_as_driver moves w's parker to TR__PARK_DRIVER before the
+// reactor's wait (counting the park): false when w was notified already
+// (the wait then only collects what is there). tr__park_driver_done moves
+// it back once the wait returned. The reactor's park (tr__reactor_park).
+bool tr__park_as_driver(tr__worker *w) TR__HIDDEN;
+void tr__park_driver_done(tr__worker *w) TR__HIDDEN;
 
 // command.c: carrying out commands from tr_exec_send and answering them.
 // tr__cmd_handle carries c out on w (the inbox's drain; c stays the
@@ -285,9 +402,7 @@ void tr__park_worker(tr__worker *w, uint64_t timeout_ns) TR__HIDDEN;
 void tr__cmd_handle(tr__worker *w, tr__cmd *c) TR__HIDDEN;
 
 // dump.c: what a runtime holds.
-// tr__task_info_of describes the task in s as of now_ms (tr__rt_now_ms):
-// false when s holds no live task.
-bool tr__task_info_of(tr__slot *s, uint64_t now_ms, tr_task_info *info) TR__HIDDEN;
+// tr__rt_now_ms returns ms since the runtime began (tr__slot_info's clock).
 uint64_t tr__rt_now_ms(tr_rt *rt) TR__HIDDEN;
 
 // kind.c: the registry of task kinds.

@@ -46,8 +46,7 @@ futex_unpark(tr__worker *w)
     } else if (old == TR__PARK_DRIVER) {
         // Blocked in the reactor's backend: the one case the eventfd is
         // written.
-        tr__reactor *rx = w->w_rt->r_reactor;
-        rx->rx_ops->wake(rx, w);
+        tr__rx_wake_worker(w->w_rt->r_reactor, w);
     }
 }
 
@@ -228,4 +227,22 @@ tr__park_worker(tr__worker *w, uint64_t timeout_ns)
         // Awake again: now wake what the wait found, into our own queues.
         tr__reactor_park_done(w);
     }
+}
+
+bool
+tr__park_as_driver(tr__worker *w)
+{
+    uint32_t expect = TR__PARK_EMPTY;
+    if (atomic_compare_exchange_strong_explicit(&w->w_park, &expect, TR__PARK_DRIVER,
+                                                memory_order_seq_cst, memory_order_seq_cst)) {
+        tr__counter_add(&w->w_parks, 1);
+        return true;
+    }
+    return false;
+}
+
+void
+tr__park_driver_done(tr__worker *w)
+{
+    atomic_store_explicit(&w->w_park, TR__PARK_EMPTY, memory_order_seq_cst);
 }

@@ -278,7 +278,7 @@ tr_rt_block_on(tr_rt *rt, void *root, tr_outcome *out)
     // timers keep going while no thread is inside block_on.
     tr__wake_one_sleeper(rt);
     if (rs != NULL) {
-        uint64_t word = atomic_load_explicit(&rs->s_word, memory_order_acquire);
+        uint64_t word = tr__slot_word(rs);
         TR__ASSERT(word & TR__W_COMPLETE);
         tr__take_outcome(rs, word, &o);
         tr__slot_release(rt, rs, TR__W_BOXED);
@@ -387,12 +387,7 @@ static void
 destroy_result(tr__slot *s, void *arg)
 {
     (void)arg;
-    uint64_t word = atomic_load_explicit(&s->s_word, memory_order_acquire);
-    if ((word & (TR__W_LIVE | TR__W_COMPLETE | TR__W_BOXED)) ==
-            (TR__W_LIVE | TR__W_COMPLETE | TR__W_BOXED) &&
-        s->s_result.box.dtor != NULL) {
-        s->s_result.box.dtor(s->s_result.box.ptr);
-    }
+    tr__slot_destroy_result(s);
 }
 
 void

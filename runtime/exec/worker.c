@@ -51,21 +51,9 @@ active_tasks(tr_rt *rt)
 static void
 sweep_one(tr__slot *s, void *arg)
 {
-    tr__worker *w = arg;
-    uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire);
-    for (;;) {
-        if ((old & (TR__W_LIVE | TR__W_STARTED)) != (TR__W_LIVE | TR__W_STARTED) ||
-            (old & (TR__W_COMPLETE | TR__W_RUNNING))) {
-            return;
-        }
-        // Claim it as if polling it; SCHED stays so a queued slot is only
-        // freed by whoever pops it.
-        if (atomic_compare_exchange_weak_explicit(&s->s_word, &old, old | TR__W_RUNNING,
-                                                  memory_order_acquire, memory_order_acquire)) {
-            break;
-        }
+    if (tr__slot_claim_cancel(s)) {
+        tr__task_cancel_now(arg, s);
     }
-    tr__task_cancel_now(w, s);
 }
 
 // retire takes a popped slot out of the queues during tr__cancel_all: complete
@@ -75,7 +63,7 @@ sweep_one(tr__slot *s, void *arg)
 static void
 retire(tr__worker *w, tr__slot *s)
 {
-    atomic_fetch_or_explicit(&s->s_word, TR__W_CANCEL, memory_order_relaxed);
+    tr__slot_flag_cancel(s);
     tr__task_run(w, s);
 }
 
@@ -171,9 +159,7 @@ service_turn(tr__worker *w, bool reactor)
     }
     tr__drain_inbox(w);
     refresh_clock(w);
-    tr__reactor *rx = w->w_rt->r_reactor;
-    w->w_timed = atomic_load_explicit(&rx->rx_ntimers, memory_order_relaxed) != 0 ||
-                 atomic_load_explicit(&rx->rx_nregs, memory_order_relaxed) != 0;
+    w->w_timed = tr__rx_watching(w->w_rt->r_reactor);
 }
 
 // time_due is the look after a poll, while timers or IO wait (w_timed):
@@ -202,7 +188,7 @@ time_due(tr__worker *w)
         return w->w_rt->r_cfg.deterministic_seed == 0;
     }
     if (w->w_long_polls) {
-        uint64_t due = atomic_load_explicit(&w->w_rt->r_reactor->rx_next_ns, memory_order_relaxed);
+        uint64_t due = tr__rx_next_ns(w->w_rt->r_reactor);
         if (due < c + 2 * coarse_res_ns && tr__now_ns() >= due) {
             return w->w_rt->r_cfg.deterministic_seed == 0;
         }
@@ -213,8 +199,7 @@ time_due(tr__worker *w)
 static bool
 root_done(tr__slot *root)
 {
-    return root != NULL &&
-           (atomic_load_explicit(&root->s_word, memory_order_acquire) & TR__W_COMPLETE);
+    return root != NULL && tr__slot_is_complete(root);
 }
 
 static tr__slot *

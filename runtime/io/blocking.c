@@ -462,7 +462,7 @@ pool_key(void)
 static unsigned long
 env_uint(const tr_rt *rt, const char *name, unsigned long lo, unsigned long hi, unsigned long def)
 {
-    if (rt->r_cfg.ignore_env) {
+    if (tr__rt_config(rt)->ignore_env) {
         return def;
     }
     const char *s = getenv(name);

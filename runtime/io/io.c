@@ -73,7 +73,7 @@ close_now(tr_io *io)
     }
     if (!(io->io_flags & TR__IOF_NOPOLL)) {
         // Before the close: epoll watches the open file, not the number.
-        io->io_rx->rx_ops->del(io->io_rx, io);
+        tr__rx_del(io->io_rx, io);
     }
     tr__io_wake_all(io);
     old = atomic_fetch_or_explicit(&io->io_life, TR__LIFE_CLOSING, memory_order_acq_rel);
@@ -131,7 +131,7 @@ io_open(tr_rt *rt, int fd, unsigned flags, unsigned kind, tr_io **out)
             iof |= TR__IOF_ONESHOT;
         }
     }
-    tr__reactor *rx = rt->r_reactor;
+    tr__reactor *rx = tr__rt_reactor(rt);
     tr_io *io = tr__reg_alloc(rx);
     if (io == NULL) {
         return TR_EMFILE;
@@ -146,7 +146,7 @@ io_open(tr_rt *rt, int fd, unsigned flags, unsigned kind, tr_io **out)
     uint64_t ready = (iof & TR__IOF_ONESHOT) ? 0 : (TR__RD_READ | TR__RD_WRITE);
     atomic_store_explicit(&io->io_ready, ready, memory_order_release);
     if (!(iof & TR__IOF_NOPOLL)) {
-        int e = rx->rx_ops->add(rx, io, 0);
+        int e = tr__rx_add(rx, io, 0);
         if (e == EPERM) {
             // epoll cannot watch it (e.g. /dev/null): always ready.
             io->io_flags = (iof | TR__IOF_NOPOLL) & ~(uint32_t)TR__IOF_ONESHOT;

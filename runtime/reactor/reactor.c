@@ -411,7 +411,7 @@ static bool
 drv_trylock(tr__reactor *rx, tr__worker *w)
 {
     uint32_t expect = 0;
-    return atomic_compare_exchange_strong_explicit(&rx->rx_drv, &expect, w->w_index + 1,
+    return atomic_compare_exchange_strong_explicit(&rx->rx_drv, &expect, tr__worker_index(w) + 1,
                                                    memory_order_seq_cst, memory_order_seq_cst);
 }
 
@@ -435,7 +435,7 @@ drv_unlock(tr__reactor *rx, bool handoff)
     }
     uint32_t missed = atomic_exchange_explicit(&rx->rx_drv_missed, 0, memory_order_seq_cst);
     if (missed != 0) {
-        tr__park_notify(&rx->rx_rt->r_workers[missed - 1]);
+        tr__park_notify(tr__rt_worker(rx->rx_rt, missed - 1));
     }
 }
 
@@ -459,14 +459,14 @@ ms_ceil(uint64_t ns)
 bool
 tr__reactor_park(tr__worker *w, uint64_t timeout_ns)
 {
-    tr__reactor *rx = w->w_rt->r_reactor;
+    tr__reactor *rx = tr__rt_reactor(tr__worker_rt(w));
     if (!drv_trylock(rx, w)) {
         // Leave word for the holder (see drv_unlock), then look once more.
-        atomic_store_explicit(&rx->rx_drv_missed, w->w_index + 1, memory_order_seq_cst);
+        atomic_store_explicit(&rx->rx_drv_missed, tr__worker_index(w) + 1, memory_order_seq_cst);
         if (!drv_trylock(rx, w)) {
             return false;
         }
-        uint32_t me = w->w_index + 1;
+        uint32_t me = tr__worker_index(w) + 1;
         atomic_compare_exchange_strong_explicit(&rx->rx_drv_missed, &me, 0, memory_order_relaxed,
                                                 memory_order_relaxed);
     }
@@ -494,15 +494,11 @@ tr__reactor_park(tr__worker *w, uint64_t timeout_ns)
             tmo = t;
         }
     }
-    uint32_t expect = TR__PARK_EMPTY;
-    if (atomic_compare_exchange_strong_explicit(&w->w_park, &expect, TR__PARK_DRIVER,
-                                                memory_order_seq_cst, memory_order_seq_cst)) {
-        tr__counter_add(&w->w_parks, 1);
-    } else {
+    if (!tr__park_as_driver(w)) {
         tmo = 0; // notified already: only collect what is there
     }
     rx->rx_ops->wait(rx, w, tmo);
-    atomic_store_explicit(&w->w_park, TR__PARK_EMPTY, memory_order_seq_cst);
+    tr__park_driver_done(w);
     atomic_store_explicit(&rx->rx_drv_until, 0, memory_order_seq_cst);
     return true;
 }
@@ -510,7 +506,7 @@ tr__reactor_park(tr__worker *w, uint64_t timeout_ns)
 void
 tr__reactor_park_done(tr__worker *w)
 {
-    tr__reactor *rx = w->w_rt->r_reactor;
+    tr__reactor *rx = tr__rt_reactor(tr__worker_rt(w));
     tr__timers_fire(rx);
     // About to run what the wait found: hand the driver over to a worker
     // that sleeps on its futex, so that IO and timers go on during a long
@@ -523,7 +519,7 @@ tr__reactor_park_done(tr__worker *w)
 void
 tr__reactor_maintain(tr__worker *w)
 {
-    tr__reactor *rx = w->w_rt->r_reactor;
+    tr__reactor *rx = tr__rt_reactor(tr__worker_rt(w));
     bool regs = atomic_load_explicit(&rx->rx_nregs, memory_order_relaxed) != 0;
     if (!regs && atomic_load_explicit(&rx->rx_ntimers, memory_order_relaxed) == 0) {
         return;

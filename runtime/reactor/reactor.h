@@ -195,6 +195,46 @@ void tr__reactor_wake(tr__reactor *rx) TR__HIDDEN;
 // (readiness bits TR__RD_READ/WRITE). Driver only.
 void tr__io_event(tr__reactor *rx, uint64_t key, uint64_t bits) TR__HIDDEN;
 
+// The reactor's face to the other layers (exec/, io/): they reach its
+// struct and its backend only through these.
+
+// tr__rx_watching reports whether timers are armed or descriptors are
+// registered (relaxed: a hint for the workers' clock watch).
+static inline bool
+tr__rx_watching(tr__reactor *rx)
+{
+    return atomic_load_explicit(&rx->rx_ntimers, memory_order_relaxed) != 0 ||
+           atomic_load_explicit(&rx->rx_nregs, memory_order_relaxed) != 0;
+}
+
+// tr__rx_next_ns returns when the earliest timer is due (relaxed hint).
+static inline uint64_t
+tr__rx_next_ns(tr__reactor *rx)
+{
+    return atomic_load_explicit(&rx->rx_next_ns, memory_order_relaxed);
+}
+
+// tr__rx_add and tr__rx_del register io with the backend and take it off
+// (errno values, 0 for success).
+static inline int
+tr__rx_add(tr__reactor *rx, tr_io *io, uint32_t events)
+{
+    return rx->rx_ops->add(rx, io, events);
+}
+
+static inline int
+tr__rx_del(tr__reactor *rx, tr_io *io)
+{
+    return rx->rx_ops->del(rx, io);
+}
+
+// tr__rx_wake_worker makes w's wait in the backend return (park.c).
+static inline void
+tr__rx_wake_worker(tr__reactor *rx, tr__worker *w)
+{
+    rx->rx_ops->wake(rx, w);
+}
+
 // tr__rx_new_tick starts a batch of events: the backend calls it after each
 // wait, before the batch's tr__io_event calls. Driver only.
 static inline void

@@ -102,13 +102,13 @@ tr__rx_now(tr__reactor *rx)
 uint64_t
 tr_now(tr_rt *rt)
 {
-    return tr__rx_now(rt->r_reactor);
+    return tr__rx_now(tr__rt_reactor(rt));
 }
 
 uint64_t
 tr_rt_timers(tr_rt *rt)
 {
-    return atomic_load_explicit(&rt->r_reactor->rx_ntimers, memory_order_relaxed);
+    return atomic_load_explicit(&tr__rt_reactor(rt)->rx_ntimers, memory_order_relaxed);
 }
 
 // ---------------------------------------------------------------------------
@@ -301,7 +301,7 @@ tr_timer_drop(tr_timer *t)
         return;
     }
     if (st == T_ARMED) {
-        tr__reactor *rx = t->t_rt->r_reactor;
+        tr__reactor *rx = tr__rt_reactor(t->t_rt);
         tr__mutex_lock(&rx->rx_tm_lock);
         if (atomic_load_explicit(&t->t_state, memory_order_relaxed) == T_ARMED) {
             wheel_unlink(rx, t);
@@ -324,7 +324,7 @@ timer_poll(tr_timer *t, tr_cx *cx, uint64_t deadline, bool relative)
         return TR_READY;
     }
     tr_rt *rt = tr_cx_rt(cx);
-    tr__reactor *rx = rt->r_reactor;
+    tr__reactor *rx = tr__rt_reactor(rt);
     tr_waker wk = tr_cx_waker(cx);
     if (st == T_ARMED) {
         if (!tr_waker_eq(t->t_waker, wk)) {
@@ -364,7 +364,7 @@ timer_poll(tr_timer *t, tr_cx *cx, uint64_t deadline, bool relative)
             atomic_store_explicit(&rx->rx_next_ns, due, memory_order_relaxed);
         }
     }
-    cx->cx_w->w_timed = true; // watch the clock from the next poll on
+    tr__worker_set_timed(tr__cx_worker(cx)); // watch the clock from the next poll on
     bool wake = t->t_when < atomic_load_explicit(&rx->rx_drv_until, memory_order_relaxed);
     tr__mutex_unlock(&rx->rx_tm_lock);
     if (wake) {

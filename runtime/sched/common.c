@@ -85,7 +85,7 @@ void
 tr__steal_q_init(tr__worker *w, tr__steal_q *q)
 {
     tr__ring_init(&q->sq_ring);
-    q->sq_rng = 0x9E3779B97F4A7C15ull * (w->w_index + 1);
+    q->sq_rng = 0x9E3779B97F4A7C15ull * (tr__worker_index(w) + 1);
 }
 
 void
@@ -94,32 +94,31 @@ tr__steal_q_push(tr__worker *w, tr__steal_q *q, tr__slot *s)
     tr__slot *batch[TR__RING_CAP / 2 + 1];
     uint32_t n;
     if (!tr__ring_push(&q->sq_ring, s, batch, &n)) {
-        tr__inject_push(w->w_rt, batch, n);
+        tr__inject_push(tr__worker_rt(w), batch, n);
         return; // tr__inject_push notified
     }
-    tr__notify_parked(w->w_rt);
+    tr__notify_parked(tr__worker_rt(w));
 }
 
 tr__slot *
 tr__steal_q_steal(tr__worker *w)
 {
-    tr_rt *rt = w->w_rt;
-    unsigned n = rt->r_nworkers;
+    tr_rt *rt = tr__worker_rt(w);
+    unsigned n = tr__rt_nworkers(rt);
     if (n < 2) {
         return NULL;
     }
-    tr__steal_q *q = tr__steal_q_of(w->w_sched);
+    tr__steal_q *q = tr__steal_q_of(tr__worker_sched(w));
     unsigned start = (unsigned)(tr__rng_next(&q->sq_rng) % n);
     for (unsigned i = 0; i < n; i++) {
-        tr__worker *v = &rt->r_workers[(start + i) % n];
+        tr__worker *v = tr__rt_worker(rt, (start + i) % n);
         if (v == w) {
             continue;
         }
         uint32_t before = tr__ring_len(&q->sq_ring);
-        tr__slot *s = tr__ring_steal(&tr__steal_q_of(v->w_sched)->sq_ring, &q->sq_ring);
+        tr__slot *s = tr__ring_steal(&tr__steal_q_of(tr__worker_sched(v))->sq_ring, &q->sq_ring);
         if (s != NULL) {
-            tr__counter_add(&w->w_steals, 1);
-            tr__counter_add(&w->w_stolen, 1 + tr__ring_len(&q->sq_ring) - before);
+            tr__worker_count_steal(w, 1 + tr__ring_len(&q->sq_ring) - before);
             return s;
         }
     }
@@ -129,13 +128,13 @@ tr__steal_q_steal(tr__worker *w)
 uint32_t
 tr__steal_q_stealable(tr__worker *victim)
 {
-    return tr__ring_len(&tr__steal_q_of(victim->w_sched)->sq_ring);
+    return tr__ring_len(&tr__steal_q_of(tr__worker_sched(victim))->sq_ring);
 }
 
 uint32_t
 tr__steal_q_room(tr__worker *w)
 {
-    return TR__RING_CAP - tr__ring_len(&tr__steal_q_of(w->w_sched)->sq_ring);
+    return TR__RING_CAP - tr__ring_len(&tr__steal_q_of(tr__worker_sched(w))->sq_ring);
 }
 
 void

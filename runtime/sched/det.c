@@ -36,15 +36,15 @@ det_grow(det_state *st)
 static void
 det_init(tr__worker *w)
 {
-    det_state *st = w->w_sched;
-    st->rng = w->w_rt->r_cfg.deterministic_seed;
+    det_state *st = tr__worker_sched(w);
+    st->rng = tr__rt_config(tr__worker_rt(w))->deterministic_seed;
     det_grow(st);
 }
 
 static void
 det_fini(tr__worker *w)
 {
-    det_state *st = w->w_sched;
+    det_state *st = tr__worker_sched(w);
     if (st->set != NULL) {
         tr__free(st->set, sizeof(*st->set) * st->cap);
         st->set = NULL;
@@ -55,7 +55,7 @@ static void
 det_push(tr__worker *w, tr__slot *s, int how)
 {
     (void)how;
-    det_state *st = w->w_sched;
+    det_state *st = tr__worker_sched(w);
     if (st->len == st->cap) {
         det_grow(st);
     }
@@ -66,7 +66,7 @@ det_push(tr__worker *w, tr__slot *s, int how)
 static tr__slot *
 det_pop(tr__worker *w)
 {
-    det_state *st = w->w_sched;
+    det_state *st = tr__worker_sched(w);
     if (st->len == 0) {
         return NULL;
     }
@@ -80,7 +80,7 @@ det_pop(tr__worker *w)
 static uint32_t
 det_len(tr__worker *w)
 {
-    return atomic_load_explicit(&((det_state *)w->w_sched)->n, memory_order_relaxed);
+    return atomic_load_explicit(&((det_state *)tr__worker_sched(w))->n, memory_order_relaxed);
 }
 
 const tr__sched_ops tr__sched_det = {

@@ -60,7 +60,7 @@ heap_insert(hy_state *st, tr__slot *s)
         heap_grow(st);
     }
     heap_ent e = {
-        .h_prio = tr__w_sleeps(atomic_load_explicit(&s->s_word, memory_order_relaxed)),
+        .h_prio = tr__slot_sleeps(s),
         .h_seq = st->heap_seq++,
         .h_slot = s,
     };
@@ -108,7 +108,7 @@ heap_pop(hy_state *st)
 static void
 hy_init(tr__worker *w)
 {
-    hy_state *st = w->w_sched;
+    hy_state *st = tr__worker_sched(w);
     tr__steal_q_init(w, &st->q);
     heap_grow(st);
 }
@@ -116,7 +116,7 @@ hy_init(tr__worker *w)
 static void
 hy_fini(tr__worker *w)
 {
-    hy_state *st = w->w_sched;
+    hy_state *st = tr__worker_sched(w);
     if (st->heap != NULL) {
         tr__free(st->heap, sizeof(*st->heap) * st->heap_cap);
         st->heap = NULL;
@@ -127,13 +127,13 @@ static void
 hy_push(tr__worker *w, tr__slot *s, int how)
 {
     (void)how;
-    tr__steal_q_push(w, &((hy_state *)w->w_sched)->q, s);
+    tr__steal_q_push(w, &((hy_state *)tr__worker_sched(w))->q, s);
 }
 
 static tr__slot *
 hy_pop(tr__worker *w)
 {
-    hy_state *st = w->w_sched;
+    hy_state *st = tr__worker_sched(w);
     if (st->heap_len == 0) {
         // Refill the hot queue with everything cold, ordered by sleeps.
         tr__slot *s;
@@ -149,7 +149,7 @@ hy_pop(tr__worker *w)
 static uint32_t
 hy_len(tr__worker *w)
 {
-    hy_state *st = w->w_sched;
+    hy_state *st = tr__worker_sched(w);
     return tr__ring_len(&st->q.sq_ring) + atomic_load_explicit(&st->hot_len, memory_order_relaxed);
 }
 

@@ -19,12 +19,14 @@ typedef struct rr_state {
     tr__slot *rq_head; // under rq_lock
     tr__slot *rq_tail; // under rq_lock
     _Atomic uint32_t rq_len;
+    // Worker 0's alone: the next worker to deal a new task to (any thread).
+    _Alignas(64) _Atomic uint32_t deal;
 } rr_state;
 
 static void
 rr_init(tr__worker *w)
 {
-    rr_state *st = w->w_sched;
+    rr_state *st = tr__worker_sched(w);
     st->rq_lock = (tr__mutex)TR__MUTEX_INIT;
 }
 
@@ -44,7 +46,7 @@ fifo_append(tr__slot **head, tr__slot **tail, tr__slot *s)
 static void
 rr_give(tr__worker *t, tr__slot *s)
 {
-    rr_state *st = t->w_sched;
+    rr_state *st = tr__worker_sched(t);
     tr__mutex_lock(&st->rq_lock);
     fifo_append(&st->rq_head, &st->rq_tail, s);
     // seq_cst pairs with the park protocol: t re-checks its length after
@@ -57,20 +59,21 @@ rr_give(tr__worker *t, tr__slot *s)
 static tr__worker *
 rr_target(tr_rt *rt, tr__slot *s, int how)
 {
-    int last = tr__w_worker(atomic_load_explicit(&s->s_word, memory_order_relaxed));
-    if (how == TR__PUSH_NEW || last < 0 || (unsigned)last >= rt->r_nworkers) {
-        uint32_t i = atomic_fetch_add_explicit(&rt->r_rr_next, 1, memory_order_relaxed);
-        return &rt->r_workers[i % rt->r_nworkers];
+    int last = tr__slot_last_worker(s);
+    if (how == TR__PUSH_NEW || last < 0 || (unsigned)last >= tr__rt_nworkers(rt)) {
+        rr_state *w0 = tr__worker_sched(tr__rt_worker(rt, 0));
+        uint32_t i = atomic_fetch_add_explicit(&w0->deal, 1, memory_order_relaxed);
+        return tr__rt_worker(rt, i % tr__rt_nworkers(rt));
     }
-    return &rt->r_workers[last];
+    return tr__rt_worker(rt, last);
 }
 
 static void
 rr_push(tr__worker *w, tr__slot *s, int how)
 {
-    tr__worker *t = rr_target(w->w_rt, s, how);
+    tr__worker *t = rr_target(tr__worker_rt(w), s, how);
     if (t == w) {
-        rr_state *st = w->w_sched;
+        rr_state *st = tr__worker_sched(w);
         fifo_append(&st->head, &st->tail, s);
         atomic_store_explicit(&st->local_len,
                               atomic_load_explicit(&st->local_len, memory_order_relaxed) + 1,
@@ -89,7 +92,7 @@ rr_push_remote(tr_rt *rt, tr__slot *s)
 static tr__slot *
 rr_pop(tr__worker *w)
 {
-    rr_state *st = w->w_sched;
+    rr_state *st = tr__worker_sched(w);
     if (atomic_load_explicit(&st->rq_len, memory_order_acquire) > 0) {
         // Append what others gave us behind the local FIFO, whole: checked
         // at every pop, so a task that keeps yielding here cannot starve
@@ -127,7 +130,7 @@ rr_pop(tr__worker *w)
 static uint32_t
 rr_len(tr__worker *w)
 {
-    rr_state *st = w->w_sched;
+    rr_state *st = tr__worker_sched(w);
     return atomic_load_explicit(&st->local_len, memory_order_relaxed) +
            atomic_load_explicit(&st->rq_len, memory_order_seq_cst);
 }

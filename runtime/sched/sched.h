@@ -44,13 +44,13 @@ typedef struct tr__ring {
     // {steal, real} heads packed in one word: real is where the owner pops;
     // steal trails it while a thief is copying entries out, so that the
     // owner does not overwrite them. Every change is a CAS.
-    _Alignas(64) _Atomic uint64_t r_head;
+    _Alignas(64) _Atomic uint64_t rg_head;
     // Where the owner pushes. Written only by the owner (release); read by
     // thieves (acquire).
-    _Alignas(64) _Atomic uint32_t r_tail;
+    _Alignas(64) _Atomic uint32_t rg_tail;
     // Entries, read by thieves racing the owner's later writes to other
-    // positions: relaxed atomics, ordered by r_head and r_tail.
-    _Atomic(tr__slot *) r_buf[TR__RING_CAP];
+    // positions: relaxed atomics, ordered by rg_head and rg_tail.
+    _Atomic(tr__slot *) rg_buf[TR__RING_CAP];
 } tr__ring;
 
 void tr__ring_init(tr__ring *r) TR__HIDDEN;
@@ -94,7 +94,7 @@ typedef struct tr__sched_ops {
     // Bytes of per-worker state (w_sched): allocated zeroed, 64-byte
     // aligned, by tr_rt_new before init and freed after fini.
     size_t state_size;
-    // Set up w's queues in w->w_sched (at tr_rt_new).
+    // Set up w's queues in its scheduler state (tr__worker_sched, at tr_rt_new).
     void (*init)(tr__worker *w);
     // Release what init allocated (at tr_rt_free, all queues empty).
     void (*fini)(tr__worker *w);

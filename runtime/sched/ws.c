@@ -30,13 +30,13 @@ typedef struct ws_state {
 static void
 ws_init(tr__worker *w)
 {
-    tr__steal_q_init(w, &((ws_state *)w->w_sched)->q);
+    tr__steal_q_init(w, &((ws_state *)tr__worker_sched(w))->q);
 }
 
 static void
 ws_push(tr__worker *w, tr__slot *s, int how)
 {
-    ws_state *st = w->w_sched;
+    ws_state *st = tr__worker_sched(w);
     if (how != TR__PUSH_WAKE) {
         tr__steal_q_push(w, &st->q, s);
         return;
@@ -51,13 +51,13 @@ ws_push(tr__worker *w, tr__slot *s, int how)
 static tr__slot *
 ws_pop(tr__worker *w)
 {
-    ws_state *st = w->w_sched;
+    ws_state *st = tr__worker_sched(w);
     tr__slot *s = atomic_load_explicit(&st->lifo, memory_order_relaxed);
     if (s != NULL) {
         atomic_store_explicit(&st->lifo, NULL, memory_order_relaxed);
         if (st->lifo_streak < LIFO_MAX_STREAK) {
             st->lifo_streak++;
-            tr__counter_add(&w->w_lifo_hits, 1);
+            tr__worker_count_lifo_hit(w);
             return s;
         }
         // Enough LIFO in a row: let the ring's tasks have a turn. No wake
@@ -67,7 +67,7 @@ ws_pop(tr__worker *w)
         tr__slot *batch[TR__RING_CAP / 2 + 1];
         uint32_t n;
         if (!tr__ring_push(&st->q.sq_ring, s, batch, &n)) {
-            tr__inject_push(w->w_rt, batch, n);
+            tr__inject_push(tr__worker_rt(w), batch, n);
         }
     }
     st->lifo_streak = 0;
@@ -77,7 +77,7 @@ ws_pop(tr__worker *w)
 static uint32_t
 ws_len(tr__worker *w)
 {
-    ws_state *st = w->w_sched;
+    ws_state *st = tr__worker_sched(w);
     return tr__ring_len(&st->q.sq_ring) +
            (atomic_load_explicit(&st->lifo, memory_order_relaxed) != NULL);
 }

@@ -59,7 +59,7 @@ free_slot(tr_rt *rt, tr__slot *s, uint64_t word)
             s->s_result.box.dtor(s->s_result.box.ptr);
         }
     }
-    tr__pool_free(&rt->r_pool, tr__shard_of(rt), s);
+    tr__pool_free(tr__rt_pool(rt), tr__shard_of(rt), s);
 }
 
 void
@@ -81,9 +81,9 @@ tr__task_schedule(tr_rt *rt, tr__slot *s)
 {
     tr__worker *w = tr__worker_of(rt);
     if (w != NULL) {
-        rt->r_sched->push(w, s, TR__PUSH_WAKE);
+        tr__rt_sched(rt)->push(w, s, TR__PUSH_WAKE);
     } else {
-        rt->r_sched->push_remote(rt, s);
+        tr__rt_sched(rt)->push_remote(rt, s);
     }
 }
 
@@ -117,24 +117,24 @@ tr_task_new(tr_rt *rt, const tr_task_spec *spec, void **state)
                      spec->size > TR_TASK_MAX_STATE)) {
         return new_invalid(rt, spec, state);
     }
-    if (atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) != TR__SD_NONE) {
+    if (tr__rt_shutting_down(rt)) {
         return TR_ESHUTDOWN;
     }
     tr__slot *s;
     tr_err rv;
     tr__worker *w = tr__worker_of(rt);
     if (TR__LIKELY(w != NULL)) {
-        rv = tr__pool_alloc(&rt->r_pool, w->w_index, spec->size, &s);
+        rv = tr__pool_alloc(tr__rt_pool(rt), tr__worker_index(w), spec->size, &s);
     } else {
-        tr__mutex_lock(&rt->r_pool.p_ext_lock);
-        rv = tr__pool_alloc(&rt->r_pool, rt->r_nworkers, spec->size, &s);
-        tr__mutex_unlock(&rt->r_pool.p_ext_lock);
+        tr__mutex_lock(&tr__rt_pool(rt)->p_ext_lock);
+        rv = tr__pool_alloc(tr__rt_pool(rt), tr__rt_nworkers(rt), spec->size, &s);
+        tr__mutex_unlock(&tr__rt_pool(rt)->p_ext_lock);
     }
     if (TR__UNLIKELY(rv != TR_OK)) {
         if (rv == TR_EEXHAUSTED) {
             return tr__fail(
                 rv, "task \"%.40s\": %llu tasks are live, the limit (tr_rt_config.max_tasks)",
-                spec->name ? spec->name : "?", (unsigned long long)rt->r_cfg.max_tasks);
+                spec->name ? spec->name : "?", (unsigned long long)tr__rt_config(rt)->max_tasks);
         }
         return rv;
     }
@@ -155,7 +155,7 @@ refuse(tr_rt *rt, tr__slot *s, tr_join *join)
     if (spec->drop != NULL) {
         spec->drop(tr__slot_state(s));
     }
-    tr__pool_free(&rt->r_pool, tr__shard_of(rt), s);
+    tr__pool_free(tr__rt_pool(rt), tr__shard_of(rt), s);
     return TR_ESHUTDOWN;
 }
 
@@ -170,8 +170,7 @@ tr_task_start(void *state, tr_join *join)
     if (TR__LIKELY(w != NULL)) {
         // On a worker of rt the check needs no handshake: a shutdown's
         // finisher drains this worker's queues only after it has stopped.
-        if (TR__UNLIKELY(atomic_load_explicit(&rt->r_shutdown, memory_order_acquire) !=
-                         TR__SD_NONE)) {
+        if (TR__UNLIKELY(tr__rt_shutting_down(rt))) {
             return refuse(rt, s, join);
         }
     } else if (!tr__rt_start_enter(rt)) {
@@ -186,13 +185,13 @@ tr_task_start(void *state, tr_join *join)
     // Release pairs with the acquire of whoever pops or wakes it.
     atomic_store_explicit(&s->s_word, word, memory_order_release);
     if (TR__LIKELY(w != NULL)) {
-        tr__counter_add(&w->w_spawned, 1);
-        rt->r_sched->push(w, s, TR__PUSH_NEW);
+        tr__worker_count_spawn(w);
+        tr__rt_sched(rt)->push(w, s, TR__PUSH_NEW);
         return TR_OK;
     }
     // From outside the runtime: a Spawn message to the executor.
     tr__hook(TR__HOOK_START_ACCEPTED);
-    atomic_fetch_add_explicit(&rt->r_ext_spawned, 1, memory_order_relaxed);
+    tr__rt_count_ext_spawn(rt);
     tr__cmd *cmd = tr__cmd_new(TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SPAWN, 0, TR__CMD_LOCAL);
     cmd->c_body.spawn.task_case = TROUPE__V1__SPAWN__TASK_TASK_KEY;
     cmd->c_body.spawn.task_key = tr__slot_key(s, word);
@@ -228,7 +227,7 @@ tr_task_discard(void *state)
     tr_rt *rt = tr__slot_rt(s);
     uint64_t word = atomic_load_explicit(&s->s_word, memory_order_relaxed);
     TR__ASSERT((word & (TR__W_LIVE | TR__W_STARTED)) == TR__W_LIVE);
-    tr__pool_free(&rt->r_pool, tr__shard_of(rt), s);
+    tr__pool_free(tr__rt_pool(rt), tr__shard_of(rt), s);
 }
 
 // ---------------------------------------------------------------------------
@@ -237,14 +236,14 @@ tr_task_discard(void *state)
 static void
 complete(tr__worker *w, tr__slot *s, bool cancelled, bool boxed)
 {
-    tr_rt *rt = w->w_rt;
+    tr_rt *rt = tr__worker_rt(w);
     // Counted before the completing CAS, so that whoever sees the task
     // complete (a joiner) sees the count too, and so that the CAS (a full
     // barrier) orders the count before this worker's next look at
     // r_shutdown: a graceful shutdown's finisher reads the counts after it
     // stored r_shutdown (see run_loop), so either it sees this completion or
     // this worker sees the shutdown and wakes it.
-    tr__counter_add(cancelled ? &w->w_cancelled : &w->w_completed, 1);
+    tr__worker_count_done(w, cancelled);
     uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire), nw;
     tr_waker jw;
     do {
@@ -290,7 +289,7 @@ tr__task_run(tr__worker *w, tr__slot *s)
             nw = old & ~TR__W_SCHED;
         } else {
             nw = (old & ~(TR__W_SCHED | TR__W_NOTIFIED | TR__W_WORKER_MASK)) | TR__W_RUNNING |
-                 ((uint64_t)(w->w_index + 1) << TR__W_WORKER_SHIFT);
+                 ((uint64_t)(tr__worker_index(w) + 1) << TR__W_WORKER_SHIFT);
         }
         // Acquire pairs with the release of the waker or spawner.
         if (atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_acquire,
@@ -300,7 +299,7 @@ tr__task_run(tr__worker *w, tr__slot *s)
     }
     if (old & TR__W_COMPLETE) {
         if (tr__w_refs(nw) == 0) {
-            free_slot(w->w_rt, s, nw);
+            free_slot(tr__worker_rt(w), s, nw);
         }
         return;
     }
@@ -308,22 +307,22 @@ tr__task_run(tr__worker *w, tr__slot *s)
         tr__task_cancel_now(w, s);
         return;
     }
-    tr_rt *rt = w->w_rt;
+    tr_rt *rt = tr__worker_rt(w);
     tr_cx cx = {
         .cx_rt = rt,
         .cx_w = w,
         .cx_slot = s,
         .cx_key = tr__slot_key(s, nw),
-        .cx_budget = rt->r_cfg.budget,
+        .cx_budget = tr__rt_config(rt)->budget,
         .cx_yielded = false,
         .cx_boxed = false,
     };
     const tr_task_spec *spec = atomic_load_explicit(&s->s_spec, memory_order_relaxed);
     tr_poll r = spec->poll(tr__slot_state(s), &cx);
-    tr__counter_add(&w->w_polls, 1);
+    tr__worker_count_poll(w);
     atomic_store_explicit(&s->s_polls, atomic_load_explicit(&s->s_polls, memory_order_relaxed) + 1,
                           memory_order_relaxed);
-    atomic_store_explicit(&s->s_last_poll_ms, w->w_now_ms, memory_order_relaxed);
+    atomic_store_explicit(&s->s_last_poll_ms, tr__worker_now_ms(w), memory_order_relaxed);
     if (r == TR_READY) {
         if (spec->drop != NULL) {
             spec->drop(tr__slot_state(s));
@@ -345,7 +344,7 @@ tr__task_run(tr__worker *w, tr__slot *s)
     } while (!atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_release,
                                                     memory_order_relaxed));
     if (requeue) {
-        rt->r_sched->push(w, s, TR__PUSH_YIELD);
+        tr__rt_sched(rt)->push(w, s, TR__PUSH_YIELD);
     }
 }
 
@@ -416,7 +415,7 @@ tr_cx_rt(tr_cx *cx)
 unsigned
 tr_cx_worker(tr_cx *cx)
 {
-    return cx->cx_w->w_index;
+    return tr__worker_index(cx->cx_w);
 }
 
 tr_task_id
@@ -854,9 +853,9 @@ tr__rt_cancel_cmd(tr__worker *w, uint64_t key)
 {
     tr__slot *s;
     bool push;
-    (void)request_cancel(w->w_rt, key, false, true, &s, &push);
+    (void)request_cancel(tr__worker_rt(w), key, false, true, &s, &push);
     if (push) {
-        w->w_rt->r_sched->push(w, s, TR__PUSH_WAKE);
+        tr__rt_sched(tr__worker_rt(w))->push(w, s, TR__PUSH_WAKE);
     }
 }
 
@@ -875,7 +874,7 @@ cancel_key(tr_rt *rt, uint64_t key, bool handle)
     }
     if (w != NULL) {
         if (push) {
-            rt->r_sched->push(w, s, TR__PUSH_WAKE);
+            tr__rt_sched(rt)->push(w, s, TR__PUSH_WAKE);
         }
         return TR_OK;
     }
@@ -905,4 +904,61 @@ tr_task_cancel(tr_rt *rt, tr_task_id id)
         return TR_EINVAL;
     }
     return cancel_key(rt, id.id, false);
+}
+
+bool
+tr__slot_claim_cancel(tr__slot *s)
+{
+    uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire);
+    for (;;) {
+        if ((old & (TR__W_LIVE | TR__W_STARTED)) != (TR__W_LIVE | TR__W_STARTED) ||
+            (old & (TR__W_COMPLETE | TR__W_RUNNING))) {
+            return false;
+        }
+        if (atomic_compare_exchange_weak_explicit(&s->s_word, &old, old | TR__W_RUNNING,
+                                                  memory_order_acquire, memory_order_acquire)) {
+            return true;
+        }
+    }
+}
+
+void
+tr__slot_destroy_result(tr__slot *s)
+{
+    uint64_t word = atomic_load_explicit(&s->s_word, memory_order_acquire);
+    if ((word & (TR__W_LIVE | TR__W_COMPLETE | TR__W_BOXED)) ==
+            (TR__W_LIVE | TR__W_COMPLETE | TR__W_BOXED) &&
+        s->s_result.box.dtor != NULL) {
+        s->s_result.box.dtor(s->s_result.box.ptr);
+    }
+}
+
+bool
+tr__slot_info(tr__slot *s, uint64_t now_ms, tr_task_info *info)
+{
+    uint64_t word = atomic_load_explicit(&s->s_word, memory_order_acquire);
+    if (!(word & TR__W_LIVE)) {
+        return false;
+    }
+    const tr_task_spec *spec = atomic_load_explicit(&s->s_spec, memory_order_relaxed);
+    info->id.id = tr__slot_key(s, word);
+    info->name = (spec != NULL && spec->name != NULL) ? spec->name : "?";
+    if (!(word & TR__W_STARTED)) {
+        info->state = TR_TASK_PREPARED;
+    } else if (word & TR__W_COMPLETE) {
+        info->state = TR_TASK_COMPLETE;
+    } else if (word & TR__W_CANCEL) {
+        info->state = TR_TASK_CANCELLING;
+    } else if (word & TR__W_RUNNING) {
+        info->state = TR_TASK_RUNNING;
+    } else if (word & TR__W_SCHED) {
+        info->state = TR_TASK_SCHEDULED;
+    } else {
+        info->state = TR_TASK_IDLE;
+    }
+    info->polls = atomic_load_explicit(&s->s_polls, memory_order_relaxed);
+    info->sleeps = (uint32_t)((word & TR__W_SLEEP_MASK) >> TR__W_SLEEP_SHIFT);
+    uint32_t last = atomic_load_explicit(&s->s_last_poll_ms, memory_order_relaxed);
+    info->idle_ms = (info->polls == 0 || now_ms < last) ? 0 : now_ms - last;
+    return true;
 }

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include <troupe/mailbox.h>
+#include <troupe/rt.h>
 #include <troupe/task.h>
 
 #include "base/base.h"
@@ -281,6 +282,77 @@ bool tr__task_collect(tr_rt *rt, uint64_t key, tr_outcome *out) TR__HIDDEN;
 void tr__rt_cancel_cmd(tr__worker *w, uint64_t key) TR__HIDDEN;
 
 // ---------------------------------------------------------------------------
+// The context of one poll, on the worker's stack (task.c's tr__task_run).
+struct tr_cx {
+    tr_rt *cx_rt;
+    tr__worker *cx_w;
+    tr__slot *cx_slot;
+    uint64_t cx_key;
+    uint32_t cx_budget;
+    bool cx_yielded; // the task asked to be polled again (yield, budget)
+    bool cx_boxed;   // the result is {ptr, dtor}
+};
+
+// Slot accessors for the layers above (exec/, sched/): only task/ names a
+// slot's fields, but for s_next, which belongs to the queue holding the
+// slot (see tr__slot).
+
+// tr__slot_word reads the state word (acquire).
+static inline uint64_t
+tr__slot_word(tr__slot *s)
+{
+    return atomic_load_explicit(&s->s_word, memory_order_acquire);
+}
+
+static inline bool
+tr__slot_is_complete(tr__slot *s)
+{
+    return (tr__slot_word(s) & TR__W_COMPLETE) != 0;
+}
+
+// tr__slot_sleeps returns how often the task has had to sleep (saturating).
+static inline unsigned
+tr__slot_sleeps(tr__slot *s)
+{
+    return tr__w_sleeps(atomic_load_explicit(&s->s_word, memory_order_relaxed));
+}
+
+// tr__slot_last_worker returns the worker that last polled the task, or -1.
+static inline int
+tr__slot_last_worker(tr__slot *s)
+{
+    return tr__w_worker(atomic_load_explicit(&s->s_word, memory_order_relaxed));
+}
+
+// tr__slot_flag_cancel sets the cancel flag of a slot that is queued (so
+// never free): the next run carries the cancel out instead of polling.
+static inline void
+tr__slot_flag_cancel(tr__slot *s)
+{
+    atomic_fetch_or_explicit(&s->s_word, TR__W_CANCEL, memory_order_relaxed);
+}
+
+// tr__slot_claim_cancel claims a started task that is neither complete nor
+// being polled, as a poll would (RUNNING; SCHED stays, so that a queued slot
+// is freed only by whoever pops it), for the shutdown's sweep to cancel it
+// (tr__task_cancel_now): false when there is nothing to claim.
+bool tr__slot_claim_cancel(tr__slot *s) TR__HIDDEN;
+
+// tr__slot_destroy_result destroys the boxed result of a completed task that
+// nobody will join (tr_rt_free).
+void tr__slot_destroy_result(tr__slot *s) TR__HIDDEN;
+
+// tr__slot_info describes the task in s as of now_ms (the runtime's coarse
+// ms): false when s holds no live task.
+bool tr__slot_info(tr__slot *s, uint64_t now_ms, tr_task_info *info) TR__HIDDEN;
+
+// tr__cx_worker returns the worker polling the task of cx.
+static inline tr__worker *
+tr__cx_worker(const tr_cx *cx)
+{
+    return cx->cx_w;
+}
+
 // msg.c: the message slabs behind tr_msg_alloc (troupe/mailbox.h): size
 // classes, and the counters white-box tests and tr_trim use.
 

@@ -16,6 +16,13 @@
 # Examples use public headers only. Also: every cross-file prototype lives
 # in a header (no "... TR__HIDDEN;" declaration in a .c file), and every
 # layer folder has its one header, which states what it may include.
+#
+# Struct fields: no file outside a layer names the fields of that layer's
+# structs; it goes through the accessors its header offers. Checked for
+# the runtime and worker structs (exec/: r_*, w_*), the task slot (task/:
+# s_word, s_spec, s_result, s_join_*, s_polls, s_last_poll_ms; s_next is
+# the link of the queue holding the slot, so sched/ may use it) and the
+# reactor (reactor/: rx_*).
 set -euo pipefail
 root=${1:?usage: layers.sh RUNTIME_DIR}
 cd "$root"
@@ -92,6 +99,21 @@ for dir in */; do
             done < <(grep -n 'TR__HIDDEN;[[:space:]]*$' "$f" || true)
         fi
     done < <(find "$layer" -name '*.[ch]' | sort)
+done
+
+# owner:regex of that layer's struct fields, as in "p->FIELD" or "x.FIELD".
+fields=(
+    'exec:(->|\.)[rw]_[a-z0-9_]+'
+    'task:(->|\.)s_(word|spec|result|join_ops|join_data|polls|last_poll_ms)\b'
+    'reactor:(->|\.)rx_[a-z0-9_]+'
+)
+for rule in "${fields[@]}"; do
+    owner=${rule%%:*}
+    re=${rule#*:}
+    while IFS= read -r hit; do
+        bad "$hit: names a field of $owner/'s structs (use $owner/$owner.h's accessors)"
+    done < <(find . -name '*.[ch]' ! -path "./$owner/*" ! -path './include/*' -print0 |
+        xargs -0 grep -nE -- "$re" /dev/null | sed 's|^\./|runtime/|' || true)
 done
 
 if [ $fail -ne 0 ]; then
