@@ -195,6 +195,21 @@ tr__fail(tr_err err, const char *fmt, ...)
 }
 
 void
+tr__name_list(char *buf, size_t len, size_t n, const char *(*name)(size_t i))
+{
+    size_t at = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n && at < len; i++) {
+        const char *sep = i == 0 ? "" : (i + 1 == n ? " or " : ", ");
+        int k = snprintf(buf + at, len - at, "%s%s", sep, name(i));
+        if (k < 0) {
+            break;
+        }
+        at += (size_t)k;
+    }
+}
+
+void
 tr__detail_clear(void)
 {
     detail[0] = '\0';

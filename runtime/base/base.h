@@ -73,6 +73,10 @@ tr__hook(int point)
 // For errors of configuration and misuse, never on a hot path.
 tr_err tr__fail(tr_err err, const char *fmt, ...) __attribute__((format(printf, 2, 3))) TR__HIDDEN;
 
+// tr__name_list writes "a, b or c" (the n names name(0..n-1)) into buf, for
+// a detail that lists what a setting may be (truncated to len).
+void tr__name_list(char *buf, size_t len, size_t n, const char *(*name)(size_t i)) TR__HIDDEN;
+
 // tr__detail_clear empties this thread's detail, so that a detail read
 // after a callback (a kind's init) is the callback's own or none.
 void tr__detail_clear(void) TR__HIDDEN;

@@ -53,18 +53,16 @@ tr__backend_find(const char *name)
     return NULL;
 }
 
+static const char *
+backend_name_at(size_t i)
+{
+    return backends[i]->name;
+}
+
 void
 tr__backend_names(char *buf, size_t len)
 {
-    size_t at = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]) && at < len; i++) {
-        int n = snprintf(buf + at, len - at, "%s%s", i == 0 ? "" : ", ", backends[i]->name);
-        if (n < 0) {
-            break;
-        }
-        at += (size_t)n;
-    }
+    tr__name_list(buf, len, sizeof(backends) / sizeof(backends[0]), backend_name_at);
 }
 
 // ---------------------------------------------------------------------------

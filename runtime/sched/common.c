@@ -30,19 +30,16 @@ tr__sched_find(tr_sched_kind kind)
     return NULL;
 }
 
+static const char *
+sched_name_at(size_t i)
+{
+    return tr__sched_table[i].name;
+}
+
 void
 tr__sched_names(char *buf, size_t len)
 {
-    size_t at = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < tr__sched_count && at < len; i++) {
-        const char *sep = i == 0 ? "" : (i + 1 == tr__sched_count ? " or " : ", ");
-        int n = snprintf(buf + at, len - at, "%s%s", sep, tr__sched_table[i].name);
-        if (n < 0) {
-            break;
-        }
-        at += (size_t)n;
-    }
+    tr__name_list(buf, len, tr__sched_count, sched_name_at);
 }
 
 const char *
