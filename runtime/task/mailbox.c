@@ -444,7 +444,7 @@ tr_mailbox_try_push(tr_mailbox *mb, tr_msg *m, bool *woke)
         if (woke != NULL) {
             *woke = false;
         }
-        return TR_EFULL;
+        return TR_EAGAIN;
     }
     bool w = push_user(mb, m);
     if (woke != NULL) {

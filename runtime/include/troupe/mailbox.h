@@ -187,9 +187,9 @@ TR_API bool tr_mailbox_push(tr_mailbox *mb, tr_msg *m);
 
 // tr_mailbox_try_push queues m on the user lane if the bound allows it:
 // TR_OK takes ownership of m (and *woke, when woke is not NULL, says what
-// tr_mailbox_push's result says); TR_EFULL when the lane holds bound messages
-// or senders are waiting for room: the caller keeps m. Any thread; lock-free,
-// never blocks.
+// tr_mailbox_push's result says); TR_EAGAIN, the one "would block" code,
+// when the lane holds bound messages or senders are waiting for room: the
+// caller keeps m. Any thread; lock-free, never blocks.
 TR_API tr_err tr_mailbox_try_push(tr_mailbox *mb, tr_msg *m, bool *woke);
 
 // tr_mailbox_push_system queues m on the system lane: never refused, not

@@ -254,9 +254,9 @@ test_mailbox_try_push_bound(void **state)
     // Full: the caller keeps the message.
     tr_msg *m = msg_new(0, 99);
     woke = true;
-    assert_int_equal(tr_mailbox_try_push(&mb, m, &woke), TR_EFULL);
+    assert_int_equal(tr_mailbox_try_push(&mb, m, &woke), TR_EAGAIN);
     assert_false(woke);
-    assert_int_equal(tr_mailbox_try_push(&mb, m, NULL), TR_EFULL);
+    assert_int_equal(tr_mailbox_try_push(&mb, m, NULL), TR_EAGAIN);
     // push ignores the bound, and so does the system lane.
     assert_false(tr_mailbox_push(&mb, msg_new(0, 3)));
     assert_int_equal(tr_mailbox_len(&mb), 4);
@@ -272,7 +272,7 @@ test_mailbox_try_push_bound(void **state)
         tr_msg_free(x);
     }
     assert_int_equal(tr_mailbox_len(&mb), 3);
-    assert_int_equal(tr_mailbox_try_push(&mb, m, NULL), TR_EFULL); // 3 of 3
+    assert_int_equal(tr_mailbox_try_push(&mb, m, NULL), TR_EAGAIN); // 3 of 3
     tr_msg *first = tr_mailbox_pop(&mb);
     assert_int_equal(as_tmsg(first)->seq, 1);
     tr_msg_free(first);
@@ -824,7 +824,7 @@ typedef struct bounded {
     uint32_t per;
     _Atomic uint32_t takes;    // bumped by the consumer after each take
     _Atomic uint32_t sleepers; // producers waiting on takes
-    atomic_uint fulls;         // TR_EFULL results
+    atomic_uint fulls;         // TR_EAGAIN results
     pthread_t thr[BOUNDED_PRODUCERS];
 } bounded;
 
@@ -1167,7 +1167,7 @@ cancel_root_poll(void *arg, tr_cx *cx)
         TU_CHECK(tr_task_abort(&st->join[0]) == TR_OK);
         {
             tr_msg *y = msg_new(9, 1);
-            TU_CHECK(tr_mailbox_try_push(st->mb, y, NULL) == TR_EFULL); // the place is taken
+            TU_CHECK(tr_mailbox_try_push(st->mb, y, NULL) == TR_EAGAIN); // the place is taken
             tr_msg_free(y);
         }
     } else {
