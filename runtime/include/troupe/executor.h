@@ -100,7 +100,8 @@ TR_API tr_err tr_kind_spawn(tr_rt *rt, const char *name, const void *args, size_
 // carry commands out between polls, so the executor answers as long as one
 // of them runs: with one worker, only while a thread is inside
 // tr_rt_block_on; commands still queued when the runtime is freed are
-// answered then (a Spawn with TR_ESHUTDOWN). Any thread; lock-free.
+// answered then (a Spawn with TR_ESHUTDOWN). Any thread; never blocks (a
+// message allocation and one CAS).
 TR_API tr_err tr_exec_send(tr_rt *rt, const Troupe__V1__ExecutorCommand *cmd, tr_mailbox *reply_to);
 
 // A reply from the executor: a message whose m_type is
