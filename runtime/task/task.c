@@ -906,22 +906,6 @@ tr_task_cancel(tr_rt *rt, tr_task_id id)
     return cancel_key(rt, id.id, false);
 }
 
-bool
-tr__slot_claim_cancel(tr__slot *s)
-{
-    uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire);
-    for (;;) {
-        if ((old & (TR__W_LIVE | TR__W_STARTED)) != (TR__W_LIVE | TR__W_STARTED) ||
-            (old & (TR__W_COMPLETE | TR__W_RUNNING))) {
-            return false;
-        }
-        if (atomic_compare_exchange_weak_explicit(&s->s_word, &old, old | TR__W_RUNNING,
-                                                  memory_order_acquire, memory_order_acquire)) {
-            return true;
-        }
-    }
-}
-
 void
 tr__slot_destroy_result(tr__slot *s)
 {

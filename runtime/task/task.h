@@ -336,7 +336,21 @@ tr__slot_flag_cancel(tr__slot *s)
 // being polled, as a poll would (RUNNING; SCHED stays, so that a queued slot
 // is freed only by whoever pops it), for the shutdown's sweep to cancel it
 // (tr__task_cancel_now): false when there is nothing to claim.
-bool tr__slot_claim_cancel(tr__slot *s) TR__HIDDEN;
+static inline bool
+tr__slot_claim_cancel(tr__slot *s)
+{
+    uint64_t old = atomic_load_explicit(&s->s_word, memory_order_acquire);
+    for (;;) {
+        if ((old & (TR__W_LIVE | TR__W_STARTED)) != (TR__W_LIVE | TR__W_STARTED) ||
+            (old & (TR__W_COMPLETE | TR__W_RUNNING))) {
+            return false;
+        }
+        if (atomic_compare_exchange_weak_explicit(&s->s_word, &old, old | TR__W_RUNNING,
+                                                  memory_order_acquire, memory_order_acquire)) {
+            return true;
+        }
+    }
+}
 
 // tr__slot_destroy_result destroys the boxed result of a completed task that
 // nobody will join (tr_rt_free).
