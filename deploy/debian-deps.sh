@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing troupe needs on Debian 12 (bookworm):
-# the toolchain, nng, protobuf-c, cmocka and valgrind, all from Debian's own
+# the toolchain, nng, protobuf-c, cmocka, valgrind and clang with its
+# libFuzzer runtime (the fuzz step of .ci/run), all from Debian's own
 # packages (see README "Dependencies"). Idempotent: when every package is
 # already installed it changes nothing and does not touch the network.
 # Waits (up to 5 minutes) for another apt that holds apt's or dpkg's lock.
@@ -13,6 +14,7 @@ packages=(
     cmake make gcc libc6-dev pkg-config
     libnng-dev libprotobuf-c-dev protobuf-c-compiler libcmocka-dev
     valgrind
+    clang libclang-rt-14-dev
 )
 
 missing=()

@@ -9,7 +9,8 @@
 // LLVMFuzzerTestOneInput under a main of ours) that runs the files named on
 // its command line, or, given none, a fixed set of seeds and a bounded
 // number of deterministic mutations of them; ctest runs it that way
-// (fuzz.exec_command), under ASan in CI.
+// (fuzz.exec_command), under ASan in CI. `--write-seeds DIR` writes the
+// seeds as files, the corpus .ci/run starts libFuzzer from.
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
@@ -331,9 +332,34 @@ run_file(const char *path)
     return 0;
 }
 
+// write_seeds writes the seeds into dir, a corpus to start libFuzzer from.
+static int
+write_seeds(const char *dir)
+{
+    uint8_t buf[512];
+    for (int i = 0; i < NSEEDS; i++) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/seed-%d", dir, i);
+        FILE *f = fopen(path, "wb");
+        if (f == NULL) {
+            perror(path);
+            return 1;
+        }
+        size_t n = seed(i, buf, sizeof(buf));
+        if (fwrite(buf, 1, n, f) != n || fclose(f) != 0) {
+            perror(path);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "--write-seeds") == 0) {
+        return write_seeds(argv[2]);
+    }
     if (argc > 1) {
         for (int i = 1; i < argc; i++) {
             if (run_file(argv[i]) != 0) {
