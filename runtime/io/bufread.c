@@ -92,10 +92,11 @@ tr_bufread_consume(tr_bufread *br, size_t n)
 }
 
 // fill_more reads once into the free tail (compacting first if it is
-// small): TR_READY with *n the bytes added (0 at end of file) or -(tr_err).
-// The caller makes sure the buffer is not full of unreturned bytes.
+// small): TR_READY with *err TR_OK and *n the bytes added (0 at end of
+// file), or *err the read error. The caller makes sure the buffer is not
+// full of unreturned bytes.
 static tr_poll
-fill_more(tr_bufread *br, tr_cx *cx, ssize_t *n)
+fill_more(tr_bufread *br, tr_cx *cx, size_t *n, tr_err *err)
 {
     size_t cap = usable(br);
     if (br->br_start == br->br_end) {
@@ -106,12 +107,10 @@ fill_more(tr_bufread *br, tr_cx *cx, ssize_t *n)
         br->br_start = 0;
     }
     TR__ASSERT(br->br_end < cap);
-    if (tr_read(br->br_io, cx, br->br_buf + br->br_end, cap - br->br_end, n) == TR_PENDING) {
+    if (tr_read(br->br_io, cx, br->br_buf + br->br_end, cap - br->br_end, n, err) == TR_PENDING) {
         return TR_PENDING;
     }
-    if (*n > 0) {
-        br->br_end += (size_t)*n;
-    }
+    br->br_end += *n; // 0 on an error
     return TR_READY;
 }
 
@@ -119,14 +118,13 @@ tr_poll
 tr_bufread_fill(tr_bufread *br, tr_cx *cx, const char **data, size_t *len, tr_err *err)
 {
     if (br->br_start == br->br_end) {
-        ssize_t n;
-        if (fill_more(br, cx, &n) == TR_PENDING) {
+        size_t n;
+        if (fill_more(br, cx, &n, err) == TR_PENDING) {
             return TR_PENDING;
         }
-        if (n < 0) {
+        if (*err != TR_OK) {
             *data = NULL;
             *len = 0;
-            *err = tr_io_err(n);
             return TR_READY;
         }
     }
@@ -150,25 +148,22 @@ take(tr_bufread *br, void *buf, size_t len)
 }
 
 tr_poll
-tr_bufread_read(tr_bufread *br, tr_cx *cx, void *buf, size_t len, ssize_t *out)
+tr_bufread_read(tr_bufread *br, tr_cx *cx, void *buf, size_t len, size_t *n, tr_err *err)
 {
-    if (len == 0) {
-        *out = 0;
-        return TR_READY;
-    }
-    if (br->br_start != br->br_end) {
-        *out = (ssize_t)take(br, buf, len);
+    if (len == 0 || br->br_start != br->br_end) {
+        *n = take(br, buf, len);
+        *err = TR_OK;
         return TR_READY;
     }
     if (len >= usable(br)) {
         // Nothing buffered and a large read: skip the copy.
-        return tr_read(br->br_io, cx, buf, len, out);
+        return tr_read(br->br_io, cx, buf, len, n, err);
     }
-    ssize_t n;
-    if (fill_more(br, cx, &n) == TR_PENDING) {
+    size_t got;
+    if (fill_more(br, cx, &got, err) == TR_PENDING) {
         return TR_PENDING;
     }
-    *out = n <= 0 ? n : (ssize_t)take(br, buf, len);
+    *n = got == 0 ? 0 : take(br, buf, len);
     return TR_READY;
 }
 
@@ -178,24 +173,23 @@ tr_bufread_read_exact(tr_io_op *op, tr_bufread *br, tr_cx *cx, void *buf, size_t
     while (op->done < len) {
         char *dst = (char *)buf + op->done;
         size_t want = len - op->done;
-        ssize_t n;
+        size_t n;
         if (br->br_start != br->br_end) {
             op->done += take(br, dst, want);
             continue;
         }
         if (want >= usable(br)) {
-            if (tr_read(br->br_io, cx, dst, want, &n) == TR_PENDING) {
+            if (tr_read(br->br_io, cx, dst, want, &n, err) == TR_PENDING) {
                 return TR_PENDING;
             }
             if (n > 0) {
-                op->done += (size_t)n;
+                op->done += n;
                 continue;
             }
-        } else if (fill_more(br, cx, &n) == TR_PENDING) {
+        } else if (fill_more(br, cx, &n, err) == TR_PENDING) {
             return TR_PENDING;
         }
-        if (n < 0) {
-            *err = tr_io_err(n);
+        if (*err != TR_OK) {
             return TR_READY;
         }
         if (n == 0) {
@@ -240,14 +234,13 @@ tr_bufread_read_until(tr_bufread *br, tr_cx *cx, int delim, size_t max, const ch
             *err = TR_ETOOBIG;
             return TR_READY;
         }
-        ssize_t n;
-        if (fill_more(br, cx, &n) == TR_PENDING) {
+        size_t n;
+        if (fill_more(br, cx, &n, err) == TR_PENDING) {
             return TR_PENDING;
         }
-        if (n < 0) {
+        if (*err != TR_OK) {
             *data = NULL;
             *len = 0;
-            *err = tr_io_err(n);
             return TR_READY;
         }
         if (n == 0) {
@@ -293,26 +286,24 @@ tr_poll
 tr_bufread_copy(tr_io_op *op, tr_bufread *br, tr_io *to, tr_cx *cx, tr_err *err)
 {
     for (;;) {
-        ssize_t n;
+        size_t n;
         if (br->br_start == br->br_end) {
-            if (fill_more(br, cx, &n) == TR_PENDING) {
+            if (fill_more(br, cx, &n, err) == TR_PENDING) {
                 return TR_PENDING;
             }
-            if (n <= 0) {
-                *err = n == 0 ? TR_OK : tr_io_err(n);
-                return TR_READY;
+            if (*err != TR_OK || n == 0) {
+                return TR_READY; // an error, or end of file (TR_OK)
             }
         }
-        if (tr_write(to, cx, br->br_buf + br->br_start, br->br_end - br->br_start, &n) ==
+        if (tr_write(to, cx, br->br_buf + br->br_start, br->br_end - br->br_start, &n, err) ==
             TR_PENDING) {
             return TR_PENDING;
         }
-        if (n < 0) {
-            *err = tr_io_err(n);
+        if (*err != TR_OK) {
             return TR_READY;
         }
-        tr_bufread_consume(br, (size_t)n);
-        op->done += (size_t)n;
+        tr_bufread_consume(br, n);
+        op->done += n;
     }
 }
 
@@ -323,25 +314,23 @@ tr_poll
 tr_copy(tr_copy_op *op, tr_io *from, tr_io *to, tr_cx *cx, tr_err *err)
 {
     for (;;) {
-        ssize_t n;
+        size_t n;
         if (op->cp_start == op->cp_end) {
-            if (tr_read(from, cx, op->cp_buf, sizeof op->cp_buf, &n) == TR_PENDING) {
+            if (tr_read(from, cx, op->cp_buf, sizeof op->cp_buf, &n, err) == TR_PENDING) {
                 return TR_PENDING;
             }
-            if (n <= 0) {
+            if (*err != TR_OK || n == 0) {
                 op->cp_start = op->cp_end = 0;
-                *err = n == 0 ? TR_OK : tr_io_err(n);
-                return TR_READY;
+                return TR_READY; // an error, or end of file (TR_OK)
             }
             op->cp_start = 0;
             op->cp_end = (uint32_t)n;
         }
-        if (tr_write(to, cx, op->cp_buf + op->cp_start, op->cp_end - op->cp_start, &n) ==
+        if (tr_write(to, cx, op->cp_buf + op->cp_start, op->cp_end - op->cp_start, &n, err) ==
             TR_PENDING) {
             return TR_PENDING;
         }
-        if (n < 0) {
-            *err = tr_io_err(n);
+        if (*err != TR_OK) {
             return TR_READY;
         }
         op->cp_start += (uint32_t)n;

@@ -675,11 +675,13 @@ tr_poll
 tr_process_wait(tr_process *p, tr_cx *cx, tr_exit_status *st, tr_err *err)
 {
     if (p->p_pidio != NULL) {
-        ssize_t n;
-        if (tr_io_poll_op(p->p_pidio, cx, TR_IO_READ, pidfd_reap, p, &n) == TR_PENDING) {
+        size_t n;
+        if (tr_io_poll_op(p->p_pidio, cx, TR_IO_READ, pidfd_reap, p, &n, err) == TR_PENDING) {
             return TR_PENDING;
         }
-        *err = n < 0 ? tr_io_err(n) : result(p, st);
+        if (*err == TR_OK) {
+            *err = result(p, st);
+        }
         return TR_READY;
     }
     if (!tr_cx_budget_spend(cx)) {

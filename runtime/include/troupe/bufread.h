@@ -94,9 +94,10 @@ TR_API void tr_bufread_consume(tr_bufread *br, size_t n);
 
 // tr_bufread_read reads up to len bytes: the buffered bytes first; with
 // none buffered, a read of at least the buffer's size goes straight into
-// buf. TR_READY with *out the count (0 at end of file) or -(tr_err).
-// Cancelled while pending: nothing was read.
-TR_API tr_poll tr_bufread_read(tr_bufread *br, tr_cx *cx, void *buf, size_t len, ssize_t *out);
+// buf. TR_READY with *err TR_OK and *n the count (0 at end of file), or
+// *err the read error and *n 0. Cancelled while pending: nothing was read.
+TR_API tr_poll tr_bufread_read(tr_bufread *br, tr_cx *cx, void *buf, size_t len, size_t *n,
+                               tr_err *err);
 
 // tr_bufread_read_exact reads exactly len bytes into buf, through the
 // buffer: *err TR_OK, or TR_EEOF when the stream ended first (op->done

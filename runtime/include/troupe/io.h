@@ -6,9 +6,11 @@
 // before anyone waits is not lost, and a reader task and a writer task on
 // one descriptor never take each other's wake-ups.
 //
-// Results: the operations below report a byte count through `ssize_t *out`:
-// >= 0 is a count (0 from a read is end of file), < 0 is -(tr_err) (see
-// tr_io_err). Every leaf operation charges the poll budget once.
+// Results: every awaitable here follows the library's convention (README,
+// "Conventions"): on TR_READY, *err is TR_OK or the error, and a byte count
+// comes back in *n (0 when *err is not TR_OK). End of file for a read is
+// TR_READY with *err TR_OK and *n == 0. Every leaf operation charges the
+// poll budget once.
 //
 // Cancellation: a leaf operation (read, write, recv, send, accept, ...)
 // holds nothing while it is pending, so a task cancelled at an await on one
@@ -86,29 +88,30 @@ TR_API void tr_io_split(tr_io *io, tr_io **rd, tr_io **wr);
 // or both of a socket (shutdown(2)). Any thread.
 TR_API tr_err tr_io_shutdown(tr_io *io, int how);
 
-// tr_io_err returns the error of a negative result (TR_OK for n >= 0).
-static inline tr_err
-tr_io_err(ssize_t n)
-{
-    return n < 0 ? (tr_err)-n : TR_OK;
-}
-
 // ---------------------------------------------------------------------------
 // Leaf operations (see the header comment for results and cancellation).
 
-TR_API tr_poll tr_read(tr_io *io, tr_cx *cx, void *buf, size_t len, ssize_t *out);
-TR_API tr_poll tr_write(tr_io *io, tr_cx *cx, const void *buf, size_t len, ssize_t *out);
-TR_API tr_poll tr_readv(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, ssize_t *out);
-TR_API tr_poll tr_writev(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, ssize_t *out);
+// tr_read reads up to len bytes: *n the count, 0 at end of file.
+TR_API tr_poll tr_read(tr_io *io, tr_cx *cx, void *buf, size_t len, size_t *n, tr_err *err);
+// tr_write writes up to len bytes: *n the count (a short write is TR_OK).
+TR_API tr_poll tr_write(tr_io *io, tr_cx *cx, const void *buf, size_t len, size_t *n, tr_err *err);
+TR_API tr_poll tr_readv(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, size_t *n,
+                        tr_err *err);
+TR_API tr_poll tr_writev(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, size_t *n,
+                         tr_err *err);
 // Sockets. Sends add MSG_NOSIGNAL: a closed peer is TR_EPIPE, not SIGPIPE.
-TR_API tr_poll tr_recv(tr_io *io, tr_cx *cx, void *buf, size_t len, int flags, ssize_t *out);
-TR_API tr_poll tr_send(tr_io *io, tr_cx *cx, const void *buf, size_t len, int flags, ssize_t *out);
+TR_API tr_poll tr_recv(tr_io *io, tr_cx *cx, void *buf, size_t len, int flags, size_t *n,
+                       tr_err *err);
+TR_API tr_poll tr_send(tr_io *io, tr_cx *cx, const void *buf, size_t len, int flags, size_t *n,
+                       tr_err *err);
 TR_API tr_poll tr_recvfrom(tr_io *io, tr_cx *cx, void *buf, size_t len, int flags,
-                           struct sockaddr *from, socklen_t *fromlen, ssize_t *out);
+                           struct sockaddr *from, socklen_t *fromlen, size_t *n, tr_err *err);
 TR_API tr_poll tr_sendto(tr_io *io, tr_cx *cx, const void *buf, size_t len, int flags,
-                         const struct sockaddr *to, socklen_t tolen, ssize_t *out);
-TR_API tr_poll tr_recvmsg(tr_io *io, tr_cx *cx, struct msghdr *msg, int flags, ssize_t *out);
-TR_API tr_poll tr_sendmsg(tr_io *io, tr_cx *cx, const struct msghdr *msg, int flags, ssize_t *out);
+                         const struct sockaddr *to, socklen_t tolen, size_t *n, tr_err *err);
+TR_API tr_poll tr_recvmsg(tr_io *io, tr_cx *cx, struct msghdr *msg, int flags, size_t *n,
+                          tr_err *err);
+TR_API tr_poll tr_sendmsg(tr_io *io, tr_cx *cx, const struct msghdr *msg, int flags, size_t *n,
+                          tr_err *err);
 
 // tr_accept accepts a connection on a listening socket: TR_READY with
 // *err TR_OK and *conn a new tr_io (owned by the caller; non-blocking and
@@ -136,14 +139,17 @@ TR_API tr_poll tr_connect(tr_io *io, tr_cx *cx, tr_connect_op *op, const struct 
 enum { TR_IO_READ = 0, TR_IO_WRITE = 1 };
 
 // tr_io_fn performs one non-blocking system call on fd and returns its
-// result, or -1 with errno set (EAGAIN: not ready).
+// result (>= 0), or -1 with errno set (EAGAIN: not ready). It keeps the
+// system call's own shape on purpose (`return read(fd, ...)` is a whole
+// tr_io_fn): tr_io_poll_op maps errno to a tr_err in one place.
 typedef ssize_t (*tr_io_fn)(int fd, void *arg);
 
 // tr_io_poll_op runs fn when direction dir is ready, with the readiness
-// protocol of the leaf operations: TR_READY with *out = fn's result or
-// -(tr_err); TR_PENDING when fn reported EAGAIN (the task wakes at the next
-// edge). Charges the budget once.
-TR_API tr_poll tr_io_poll_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, ssize_t *out);
+// protocol of the leaf operations: TR_READY with *err TR_OK and *n fn's
+// result, or *err the mapped errno and *n 0; TR_PENDING when fn reported
+// EAGAIN (the task wakes at the next edge). Charges the budget once.
+TR_API tr_poll tr_io_poll_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t *n,
+                             tr_err *err);
 
 // tr_io_ready waits until direction dir is (believed) ready, without any
 // system call: TR_READY with *err TR_OK and *tick the readiness event seen,

@@ -105,7 +105,8 @@ tr_sleep_drop(tr_timer *t)
 // every poll:
 //
 //     TR_AWAIT(st, tr_timeout_poll(&st->to, cx, 500 * TR_NS_PER_MS,
-//                                  tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n)));
+//                                  tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n,
+//                                          &st->err)));
 //     if (tr_timeout_expired(&st->to)) { ...give the inner operation up... }
 //
 // TR_READY when the inner is READY (expired false) or when the deadline

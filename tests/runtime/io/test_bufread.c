@@ -380,7 +380,8 @@ typedef struct small_main {
     tr_bufread br;
     const char *data;
     size_t len;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     tr_err err;
     char buf[64];
 } small_main;
@@ -394,9 +395,9 @@ small_main_poll(void *arg, tr_cx *cx)
     CHECK(st, write_now(st->wr, "0123456789abcdefghij", 20));
     st->wr = NULL;
     CHECK_ERR(st, tr_bufread_init(&st->br, st->rd, NULL, 32), TR_OK);
-    TR_AWAIT(st, tr_bufread_read(&st->br, cx, st->buf, 0, &st->n));
-    CHECK(st, st->n == 0); // a zero-length read reads nothing
-    TR_AWAIT(st, tr_bufread_read(&st->br, cx, st->buf, 4, &st->n));
+    TR_AWAIT(st, tr_bufread_read(&st->br, cx, st->buf, 0, &st->n, &st->ioerr));
+    CHECK(st, st->ioerr == TR_OK && st->n == 0); // a zero-length read reads nothing
+    TR_AWAIT(st, tr_bufread_read(&st->br, cx, st->buf, 4, &st->n, &st->ioerr));
     CHECK(st, st->n == 4 && memcmp(st->buf, "0123", 4) == 0);
     CHECK(st, tr_bufread_buffered(&st->br) == 16);
     TR_AWAIT(st, tr_bufread_fill(&st->br, cx, &st->data, &st->len, &st->err));
@@ -404,10 +405,10 @@ small_main_poll(void *arg, tr_cx *cx)
     CHECK_MEM(st, st->data, st->len, "456789abcdefghij");
     tr_bufread_consume(&st->br, 6);
     // Asks for more than is buffered: gets what is buffered, no read.
-    TR_AWAIT(st, tr_bufread_read(&st->br, cx, st->buf, sizeof st->buf, &st->n));
+    TR_AWAIT(st, tr_bufread_read(&st->br, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
     CHECK(st, st->n == 10 && memcmp(st->buf, "abcdefghij", 10) == 0);
-    TR_AWAIT(st, tr_bufread_read(&st->br, cx, st->buf, sizeof st->buf, &st->n));
-    CHECK(st, st->n == 0);
+    TR_AWAIT(st, tr_bufread_read(&st->br, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
+    CHECK(st, st->ioerr == TR_OK && st->n == 0);
     TR_AWAIT(st, tr_bufread_fill(&st->br, cx, &st->data, &st->len, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
     CHECK(st, st->len == 0); // end of file
@@ -448,7 +449,8 @@ typedef struct abandon_main {
     tr_timeout to;
     const char *line;
     size_t len;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     tr_err err;
     char mem[64];
 } abandon_main;
@@ -460,7 +462,7 @@ abandon_main_poll(void *arg, tr_cx *cx)
     TR_BEGIN(st);
     CHECK_ERR(st, tr_pipe(tr_cx_rt(cx), &st->rd, &st->wr), TR_OK);
     CHECK_ERR(st, tr_bufread_init(&st->br, st->rd, st->mem, sizeof st->mem), TR_OK);
-    TR_AWAIT(st, tr_write(st->wr, cx, "first\npar", 9, &st->n));
+    TR_AWAIT(st, tr_write(st->wr, cx, "first\npar", 9, &st->n, &st->ioerr));
     CHECK(st, st->n == 9);
     TR_AWAIT(st, tr_bufread_line(&st->br, cx, 0, &st->line, &st->len, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
@@ -469,7 +471,7 @@ abandon_main_poll(void *arg, tr_cx *cx)
                                  tr_bufread_line(&st->br, cx, 0, &st->line, &st->len, &st->err)));
     CHECK(st, tr_timeout_expired(&st->to));
     CHECK(st, tr_bufread_buffered(&st->br) == 3); // "par" is kept
-    TR_AWAIT(st, tr_write(st->wr, cx, "tial\n", 5, &st->n));
+    TR_AWAIT(st, tr_write(st->wr, cx, "tial\n", 5, &st->n, &st->ioerr));
     CHECK(st, st->n == 5);
     TR_AWAIT(st, tr_bufread_line(&st->br, cx, 0, &st->line, &st->len, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
@@ -813,7 +815,8 @@ typedef struct big_reader {
     int tr_pc;
     tr_io *rd; // owned
     size_t off;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     char buf[4096];
     char want[4096];
 } big_reader;
@@ -827,11 +830,11 @@ big_reader_poll(void *arg, tr_cx *cx)
         TR_AWAIT(st, tr_read(st->rd, cx, st->buf,
                              COPY_BYTES - st->off < sizeof st->buf ? COPY_BYTES - st->off
                                                                    : sizeof st->buf,
-                             &st->n));
+                             &st->n, &st->ioerr));
         CHECK(st, st->n > 0);
-        copy_pattern(st->want, (size_t)st->n, st->off);
-        CHECK(st, memcmp(st->buf, st->want, (size_t)st->n) == 0);
-        st->off += (size_t)st->n;
+        copy_pattern(st->want, st->n, st->off);
+        CHECK(st, memcmp(st->buf, st->want, st->n) == 0);
+        st->off += st->n;
     }
     tr_cx_set_result_u64(cx, st->off);
     TR_END(st);
@@ -856,7 +859,8 @@ typedef struct copy_main {
     tr_io *b_rd; // a reference to B's read end, for the end of file
     tr_join jw, jc, jr;
     tr_outcome out;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     char buf[16];
 } copy_main;
 
@@ -893,8 +897,8 @@ copy_main_poll(void *arg, tr_cx *cx)
     TR_AWAIT(st, tr_join_poll(&st->jc, cx, &st->out));
     CHECK_ERR(st, st->out.err, TR_OK);
     CHECK(st, st->out.value.u64 == COPY_BYTES);
-    TR_AWAIT(st, tr_read(st->b_rd, cx, st->buf, sizeof st->buf, &st->n));
-    CHECK(st, st->n == 0);
+    TR_AWAIT(st, tr_read(st->b_rd, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
+    CHECK(st, st->ioerr == TR_OK && st->n == 0);
     TR_END(st);
 }
 
@@ -943,7 +947,8 @@ typedef struct copyerr_main {
     tr_io *a_rd, *a_wr, *b_rd, *b_wr;
     tr_copy_op cp;
     tr_err err;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } copyerr_main;
 
 static tr_poll
@@ -955,7 +960,7 @@ copyerr_main_poll(void *arg, tr_cx *cx)
     CHECK_ERR(st, tr_pipe(tr_cx_rt(cx), &st->b_rd, &st->b_wr), TR_OK);
     tr_io_close(st->b_rd); // nobody reads B
     st->b_rd = NULL;
-    TR_AWAIT(st, tr_write(st->a_wr, cx, "data", 4, &st->n));
+    TR_AWAIT(st, tr_write(st->a_wr, cx, "data", 4, &st->n, &st->ioerr));
     CHECK(st, st->n == 4);
     TR_AWAIT(st, tr_copy(&st->cp, st->a_rd, st->b_wr, cx, &st->err));
     CHECK_ERR(st, st->err, TR_EPIPE);

@@ -415,7 +415,8 @@ typedef struct churn {
     int i;
     tr_io *rd, *wr;
     char buf[8];
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } churn;
 
 static tr_poll
@@ -433,7 +434,7 @@ churn_poll(void *arg, tr_cx *cx)
         }
         // Make events, then close with them possibly still queued.
         TU_CHECK(write(tr_io_fd(st->wr), "x", 1) == 1);
-        TR_AWAIT(st, tr_read(st->rd, cx, st->buf, sizeof st->buf, &st->n));
+        TR_AWAIT(st, tr_read(st->rd, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
         TU_CHECK(st->n == 1);
         if (st->i % 2 == 0) {
             TU_CHECK(write(tr_io_fd(st->wr), "yz", 2) == 2);
@@ -472,7 +473,8 @@ typedef struct efd_task {
     int tr_pc;
     tr_io *io;
     uint64_t v;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } efd_task;
 
 static tr_poll
@@ -480,7 +482,7 @@ efd_poll(void *arg, tr_cx *cx)
 {
     efd_task *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_io_poll_op(st->io, cx, TR_IO_READ, efd_read, &st->v, &st->n));
+    TR_AWAIT(st, tr_io_poll_op(st->io, cx, TR_IO_READ, efd_read, &st->v, &st->n, &st->ioerr));
     TR_END(st);
 }
 
@@ -773,7 +775,8 @@ typedef struct slow_task {
     int tr_pc;
     tr_io *io;
     inflight *f;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } slow_task;
 
 static tr_poll
@@ -781,8 +784,8 @@ slow_poll(void *arg, tr_cx *cx)
 {
     slow_task *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_io_poll_op(st->io, cx, TR_IO_READ, slow_call, st->f, &st->n));
-    tr_cx_set_result_u64(cx, (uint64_t)st->n);
+    TR_AWAIT(st, tr_io_poll_op(st->io, cx, TR_IO_READ, slow_call, st->f, &st->n, &st->ioerr));
+    tr_cx_set_result_u64(cx, st->n);
     TR_END(st);
 }
 

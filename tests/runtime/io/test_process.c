@@ -97,7 +97,8 @@ typedef struct out_task {
     tr_process *p;
     tr_io *out;
     char buf[4096];
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     char line[32];
     size_t line_len;
     uint32_t next; // the number the next complete line must carry
@@ -145,14 +146,14 @@ out_poll(void *arg, tr_cx *cx)
     TU_CHECK(tr_process_take_stdio(st->p, 1) == NULL); // taken already
     TU_CHECK(tr_process_take_stdio(st->p, 0) == NULL); // not a pipe
     for (;;) {
-        TR_AWAIT(st, tr_read(st->out, cx, st->buf, sizeof st->buf, &st->n));
-        if (st->n <= 0) {
+        TR_AWAIT(st, tr_read(st->out, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
+        if (st->ioerr != TR_OK || st->n == 0) {
             break;
         }
-        st->total += (size_t)st->n;
-        out_feed(st, st->buf, (size_t)st->n);
+        st->total += st->n;
+        out_feed(st, st->buf, st->n);
     }
-    TU_CHECK(st->n == 0);
+    TU_CHECK(st->ioerr == TR_OK && st->n == 0);
     TU_CHECK(!st->bad);
     TU_CHECK(st->next == N_LINES);
     TU_CHECK(st->line_len == 0);
@@ -233,7 +234,8 @@ typedef struct cat_task {
     tr_io *out;
     unsigned char *data;
     unsigned char buf[8192];
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     size_t got;
     bool bad;
     tr_join writer;
@@ -273,18 +275,18 @@ cat_poll(void *arg, tr_cx *cx)
         st->out = tr_process_take_stdio(st->p, 1);
     }
     for (;;) {
-        TR_AWAIT(st, tr_read(st->out, cx, st->buf, sizeof st->buf, &st->n));
-        if (st->n <= 0) {
+        TR_AWAIT(st, tr_read(st->out, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
+        if (st->ioerr != TR_OK || st->n == 0) {
             break;
         }
-        for (ssize_t i = 0; i < st->n; i++) {
+        for (size_t i = 0; i < st->n; i++) {
             if (st->got + (size_t)i >= CAT_BYTES || st->buf[i] != cat_byte(st->got + (size_t)i)) {
                 st->bad = true;
             }
         }
-        st->got += (size_t)st->n;
+        st->got += st->n;
     }
-    TU_CHECK(st->n == 0);
+    TU_CHECK(st->ioerr == TR_OK && st->n == 0);
     TU_CHECK(!st->bad);
     TU_CHECK(st->got == CAT_BYTES);
     TR_AWAIT(st, tr_join_poll(&st->writer, cx, &st->wout));
@@ -322,7 +324,8 @@ typedef struct err_task {
     char ebuf[64];
     size_t olen;
     size_t elen;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     tr_exit_status st;
     tr_err err;
 } err_task;
@@ -340,20 +343,20 @@ err_poll(void *arg, tr_cx *cx)
     st->out = tr_process_take_stdio(st->p, 1);
     st->err_io = tr_process_take_stdio(st->p, 2);
     for (;;) {
-        TR_AWAIT(st,
-                 tr_read(st->out, cx, st->obuf + st->olen, sizeof st->obuf - 1 - st->olen, &st->n));
-        if (st->n <= 0) {
+        TR_AWAIT(st, tr_read(st->out, cx, st->obuf + st->olen, sizeof st->obuf - 1 - st->olen,
+                             &st->n, &st->ioerr));
+        if (st->ioerr != TR_OK || st->n == 0) {
             break;
         }
-        st->olen += (size_t)st->n;
+        st->olen += st->n;
     }
     for (;;) {
         TR_AWAIT(st, tr_read(st->err_io, cx, st->ebuf + st->elen, sizeof st->ebuf - 1 - st->elen,
-                             &st->n));
-        if (st->n <= 0) {
+                             &st->n, &st->ioerr));
+        if (st->ioerr != TR_OK || st->n == 0) {
             break;
         }
-        st->elen += (size_t)st->n;
+        st->elen += st->n;
     }
     st->obuf[st->olen] = '\0';
     st->ebuf[st->elen] = '\0';
@@ -450,7 +453,8 @@ typedef struct inherit_task {
     tr_io *out;
     char buf[4096];
     size_t len;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     tr_exit_status st;
     tr_err err;
 } inherit_task;
@@ -508,16 +512,17 @@ inherit_poll(void *arg, tr_cx *cx)
                                    st->leak[1], tr_io_fd(st->in), tr_io_fd(st->out));
     }
     // One short line: a pipe takes it whole.
-    TR_AWAIT(st, tr_write(st->in, cx, st->buf, st->len, &st->n));
-    TU_CHECK(st->n == (ssize_t)st->len);
+    TR_AWAIT(st, tr_write(st->in, cx, st->buf, st->len, &st->n, &st->ioerr));
+    TU_CHECK(st->n == (size_t)st->len);
     tr_io_close(st->in);
     st->len = 0;
     for (;;) {
-        TR_AWAIT(st, tr_read(st->out, cx, st->buf + st->len, sizeof st->buf - 1 - st->len, &st->n));
-        if (st->n <= 0) {
+        TR_AWAIT(st, tr_read(st->out, cx, st->buf + st->len, sizeof st->buf - 1 - st->len, &st->n,
+                             &st->ioerr));
+        if (st->ioerr != TR_OK || st->n == 0) {
             break;
         }
-        st->len += (size_t)st->n;
+        st->len += st->n;
     }
     st->buf[st->len] = '\0';
     check_inherit(st->buf);
@@ -563,7 +568,8 @@ typedef struct env_task {
     tr_io *out;
     char buf[256];
     size_t len;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     tr_exit_status st;
     tr_err err;
 } env_task;
@@ -591,11 +597,12 @@ env_poll(void *arg, tr_cx *cx)
         st->out = tr_process_take_stdio(st->p, 1);
     }
     for (;;) {
-        TR_AWAIT(st, tr_read(st->out, cx, st->buf + st->len, sizeof st->buf - 1 - st->len, &st->n));
-        if (st->n <= 0) {
+        TR_AWAIT(st, tr_read(st->out, cx, st->buf + st->len, sizeof st->buf - 1 - st->len, &st->n,
+                             &st->ioerr));
+        if (st->ioerr != TR_OK || st->n == 0) {
             break;
         }
-        st->len += (size_t)st->n;
+        st->len += st->n;
     }
     st->buf[st->len] = '\0';
     TU_CHECK(strcmp(st->buf, "bar:/\n") == 0);
@@ -975,7 +982,8 @@ typedef struct many_child {
     tr_io *out;
     char buf[64];
     size_t len;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     tr_exit_status st;
     tr_err err;
     atomic_int *ok;
@@ -998,11 +1006,12 @@ many_child_poll(void *arg, tr_cx *cx)
         st->out = tr_process_take_stdio(st->p, 1);
     }
     for (;;) {
-        TR_AWAIT(st, tr_read(st->out, cx, st->buf + st->len, sizeof st->buf - 1 - st->len, &st->n));
-        if (st->n <= 0) {
+        TR_AWAIT(st, tr_read(st->out, cx, st->buf + st->len, sizeof st->buf - 1 - st->len, &st->n,
+                             &st->ioerr));
+        if (st->ioerr != TR_OK || st->n == 0) {
             break;
         }
-        st->len += (size_t)st->n;
+        st->len += st->n;
     }
     st->buf[st->len] = '\0';
     TR_AWAIT(st, tr_process_wait(st->p, cx, &st->st, &st->err));
