@@ -37,8 +37,7 @@ conn_poll(void *arg, tr_cx *cx)
         if (st->err != TR_OK || st->n == 0) {
             break; // an error (a reset peer), or EOF: the connection ends
         }
-        tr_io_op_reset(&st->wr);
-        TR_AWAIT(st, tr_write_all(&st->wr, st->io, cx, st->buf, st->n, &st->err));
+        TR_AWAIT(st, tr_write_all(st->io, cx, &st->wr, st->buf, st->n, NULL, &st->err));
         if (st->err != TR_OK) {
             break;
         }

@@ -21,6 +21,7 @@
 #include <troupe/bufread.h>
 
 #include "base/base.h"
+#include "io/io.h"
 
 // usable: how many bytes the buffer holds (one is kept for the NUL).
 static inline size_t
@@ -168,37 +169,36 @@ tr_bufread_read(tr_bufread *br, tr_cx *cx, void *buf, size_t len, size_t *n, tr_
 }
 
 tr_poll
-tr_bufread_read_exact(tr_io_op *op, tr_bufread *br, tr_cx *cx, void *buf, size_t len, tr_err *err)
+tr_bufread_read_exact(tr_bufread *br, tr_cx *cx, tr_io_op *op, void *buf, size_t len, size_t *n,
+                      tr_err *err)
 {
-    while (op->done < len) {
-        char *dst = (char *)buf + op->done;
-        size_t want = len - op->done;
-        size_t n;
+    while (op->iop_done < len) {
+        char *dst = (char *)buf + op->iop_done;
+        size_t want = len - op->iop_done;
+        size_t k;
         if (br->br_start != br->br_end) {
-            op->done += take(br, dst, want);
+            op->iop_done += take(br, dst, want);
             continue;
         }
         if (want >= usable(br)) {
-            if (tr_read(br->br_io, cx, dst, want, &n, err) == TR_PENDING) {
+            if (tr_read(br->br_io, cx, dst, want, &k, err) == TR_PENDING) {
                 return TR_PENDING;
             }
-            if (n > 0) {
-                op->done += n;
+            if (k > 0) {
+                op->iop_done += k;
                 continue;
             }
-        } else if (fill_more(br, cx, &n, err) == TR_PENDING) {
+        } else if (fill_more(br, cx, &k, err) == TR_PENDING) {
             return TR_PENDING;
         }
         if (*err != TR_OK) {
-            return TR_READY;
+            return tr__io_op_finish(op, n, err, *err);
         }
-        if (n == 0) {
-            *err = TR_EEOF;
-            return TR_READY;
+        if (k == 0) {
+            return tr__io_op_finish(op, n, err, TR_EEOF);
         }
     }
-    *err = TR_OK;
-    return TR_READY;
+    return tr__io_op_finish(op, n, err, TR_OK);
 }
 
 tr_poll
@@ -283,58 +283,70 @@ tr_bufread_line(tr_bufread *br, tr_cx *cx, size_t max, const char **line, size_t
 }
 
 tr_poll
-tr_bufread_copy(tr_io_op *op, tr_bufread *br, tr_io *to, tr_cx *cx, tr_err *err)
+tr_bufread_copy(tr_bufread *br, tr_cx *cx, tr_io_op *op, tr_io *to, size_t *n, tr_err *err)
 {
     for (;;) {
-        size_t n;
+        size_t k;
         if (br->br_start == br->br_end) {
-            if (fill_more(br, cx, &n, err) == TR_PENDING) {
+            if (fill_more(br, cx, &k, err) == TR_PENDING) {
                 return TR_PENDING;
             }
-            if (*err != TR_OK || n == 0) {
-                return TR_READY; // an error, or end of file (TR_OK)
+            if (*err != TR_OK || k == 0) {
+                return tr__io_op_finish(op, n, err, *err); // an error, or end of file (TR_OK)
             }
         }
-        if (tr_write(to, cx, br->br_buf + br->br_start, br->br_end - br->br_start, &n, err) ==
+        if (tr_write(to, cx, br->br_buf + br->br_start, br->br_end - br->br_start, &k, err) ==
             TR_PENDING) {
             return TR_PENDING;
         }
         if (*err != TR_OK) {
-            return TR_READY;
+            return tr__io_op_finish(op, n, err, *err);
         }
-        tr_bufread_consume(br, n);
-        op->done += n;
+        tr_bufread_consume(br, k);
+        op->iop_done += k;
     }
 }
 
 // ---------------------------------------------------------------------------
 // tr_copy.
 
+// copy_done hands out the count and zeroes the op (the buffer's bytes are
+// dropped: after an error nobody will write them).
+static tr_poll
+copy_done(tr_copy_op *op, size_t *n, tr_err *err, tr_err e)
+{
+    if (n != NULL) {
+        *n = op->cp_done;
+    }
+    tr_copy_op_abandon(op);
+    *err = e;
+    return TR_READY;
+}
+
 tr_poll
-tr_copy(tr_copy_op *op, tr_io *from, tr_io *to, tr_cx *cx, tr_err *err)
+tr_copy(tr_copy_op *op, tr_cx *cx, tr_io *from, tr_io *to, size_t *n, tr_err *err)
 {
     for (;;) {
-        size_t n;
+        size_t k;
         if (op->cp_start == op->cp_end) {
-            if (tr_read(from, cx, op->cp_buf, sizeof op->cp_buf, &n, err) == TR_PENDING) {
+            if (tr_read(from, cx, op->cp_buf, sizeof op->cp_buf, &k, err) == TR_PENDING) {
                 return TR_PENDING;
             }
-            if (*err != TR_OK || n == 0) {
-                op->cp_start = op->cp_end = 0;
-                return TR_READY; // an error, or end of file (TR_OK)
+            if (*err != TR_OK || k == 0) {
+                return copy_done(op, n, err, *err); // an error, or end of file (TR_OK)
             }
             op->cp_start = 0;
-            op->cp_end = (uint32_t)n;
+            op->cp_end = (uint32_t)k;
         }
-        if (tr_write(to, cx, op->cp_buf + op->cp_start, op->cp_end - op->cp_start, &n, err) ==
+        if (tr_write(to, cx, op->cp_buf + op->cp_start, op->cp_end - op->cp_start, &k, err) ==
             TR_PENDING) {
             return TR_PENDING;
         }
         if (*err != TR_OK) {
-            return TR_READY;
+            return copy_done(op, n, err, *err);
         }
-        op->cp_start += (uint32_t)n;
-        op->done += (uint64_t)n;
+        op->cp_start += (uint32_t)k;
+        op->cp_done += k;
         if (op->cp_start == op->cp_end) {
             op->cp_start = op->cp_end = 0;
         }

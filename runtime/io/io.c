@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "exec/exec.h"
+#include "io/io.h"
 #include "reactor/reactor.h"
 
 // ---------------------------------------------------------------------------
@@ -648,39 +649,39 @@ tr_connect(tr_io *io, tr_cx *cx, tr_connect_op *op, const struct sockaddr *addr,
 // Multi-step operations.
 
 tr_poll
-tr_read_exact(tr_io_op *op, tr_io *io, tr_cx *cx, void *buf, size_t len, tr_err *err)
+tr_read_exact(tr_io *io, tr_cx *cx, tr_io_op *op, void *buf, size_t len, size_t *n, tr_err *err)
 {
-    while (op->done < len) {
-        size_t n;
-        if (tr_read(io, cx, (char *)buf + op->done, len - op->done, &n, err) == TR_PENDING) {
+    while (op->iop_done < len) {
+        size_t k;
+        if (tr_read(io, cx, (char *)buf + op->iop_done, len - op->iop_done, &k, err) ==
+            TR_PENDING) {
             return TR_PENDING;
         }
         if (*err != TR_OK) {
-            return TR_READY;
+            return tr__io_op_finish(op, n, err, *err);
         }
-        if (n == 0) {
-            *err = TR_EEOF;
-            return TR_READY;
+        if (k == 0) {
+            return tr__io_op_finish(op, n, err, TR_EEOF);
         }
-        op->done += n;
+        op->iop_done += k;
     }
-    *err = TR_OK;
-    return TR_READY;
+    return tr__io_op_finish(op, n, err, TR_OK);
 }
 
 tr_poll
-tr_write_all(tr_io_op *op, tr_io *io, tr_cx *cx, const void *buf, size_t len, tr_err *err)
+tr_write_all(tr_io *io, tr_cx *cx, tr_io_op *op, const void *buf, size_t len, size_t *n,
+             tr_err *err)
 {
-    while (op->done < len) {
-        size_t n;
-        if (tr_write(io, cx, (const char *)buf + op->done, len - op->done, &n, err) == TR_PENDING) {
+    while (op->iop_done < len) {
+        size_t k;
+        if (tr_write(io, cx, (const char *)buf + op->iop_done, len - op->iop_done, &k, err) ==
+            TR_PENDING) {
             return TR_PENDING;
         }
         if (*err != TR_OK) {
-            return TR_READY;
+            return tr__io_op_finish(op, n, err, *err);
         }
-        op->done += n;
+        op->iop_done += k;
     }
-    *err = TR_OK;
-    return TR_READY;
+    return tr__io_op_finish(op, n, err, TR_OK);
 }

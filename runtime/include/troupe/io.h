@@ -16,8 +16,9 @@
 // holds nothing while it is pending, so a task cancelled at an await on one
 // loses nothing that was not yet transferred. Multi-step operations keep
 // their progress in caller-owned op structs (tr_io_op, tr_connect_op): if
-// the task is cancelled mid-way, what was already transferred is in
-// op->done and the rest was not; nothing needs to be dropped.
+// the task is cancelled mid-way, what was already transferred is counted
+// in the op (tr_io_op_done) and the rest was not; nothing needs to be
+// dropped.
 #ifndef TROUPE_IO_H
 #define TROUPE_IO_H
 
@@ -162,28 +163,46 @@ TR_API tr_poll tr_io_ready(tr_io *io, tr_cx *cx, int dir, uint32_t *tick, tr_err
 TR_API void tr_io_clear_ready(tr_io *io, int dir, uint32_t tick);
 
 // ---------------------------------------------------------------------------
-// Multi-step operations. Their progress is a tr_io_op in the task state:
-// zero it (or tr_io_op_reset) before each operation.
+// Multi-step operations. Their progress is a tr_io_op in the task state.
 
+// The progress of one tr_read_exact or tr_write_all: embed it in the task
+// state, zeroed. Back to its zeroed state when the awaitable returns
+// TR_READY, so it may be reused at once for the next call. An operation
+// given up while pending (a timeout expired, or the task chose to stop)
+// leaves its count in the op: read it with tr_io_op_done, then
+// tr_io_op_abandon before the op is used again.
 typedef struct tr_io_op {
-    size_t done; // bytes transferred so far (public: read it after a failure)
+    size_t iop_done; // private: bytes transferred so far
 } tr_io_op;
 
-static inline void
-tr_io_op_reset(tr_io_op *op)
+_Static_assert(sizeof(tr_io_op) == sizeof(void *), "tr_io_op: one word");
+
+// tr_io_op_done returns the bytes a pending operation has moved so far.
+static inline size_t
+tr_io_op_done(const tr_io_op *op)
 {
-    op->done = 0;
+    return op->iop_done;
 }
 
-// tr_read_exact reads exactly len bytes: *err TR_OK, or TR_EEOF when the
-// stream ended first (op->done bytes were read), or the read error.
-TR_API tr_poll tr_read_exact(tr_io_op *op, tr_io *io, tr_cx *cx, void *buf, size_t len,
+// tr_io_op_abandon gives up a pending operation: op is zeroed again. The
+// bytes already moved stay moved. Nothing else is held, so a drop function
+// need not call it.
+static inline void
+tr_io_op_abandon(tr_io_op *op)
+{
+    op->iop_done = 0;
+}
+
+// tr_read_exact reads exactly len bytes into buf: TR_READY with *err TR_OK,
+// or TR_EEOF when the stream ended first, or the read error; *n (may be
+// NULL) is the bytes read into buf (len on TR_OK).
+TR_API tr_poll tr_read_exact(tr_io *io, tr_cx *cx, tr_io_op *op, void *buf, size_t len, size_t *n,
                              tr_err *err);
 
-// tr_write_all writes all len bytes: *err TR_OK, or the write error
-// (op->done bytes were written).
-TR_API tr_poll tr_write_all(tr_io_op *op, tr_io *io, tr_cx *cx, const void *buf, size_t len,
-                            tr_err *err);
+// tr_write_all writes all len bytes of buf: TR_READY with *err TR_OK or the
+// write error; *n (may be NULL) is the bytes written (len on TR_OK).
+TR_API tr_poll tr_write_all(tr_io *io, tr_cx *cx, tr_io_op *op, const void *buf, size_t len,
+                            size_t *n, tr_err *err);
 
 TR_END_DECLS
 

@@ -64,8 +64,7 @@ chunk_writer_poll(void *arg, tr_cx *cx)
         if (st->n > st->len - st->off) {
             st->n = st->len - st->off;
         }
-        tr_io_op_reset(&st->op);
-        TR_AWAIT(st, tr_write_all(&st->op, st->wr, cx, st->data + st->off, st->n, &st->err));
+        TR_AWAIT(st, tr_write_all(st->wr, cx, &st->op, st->data + st->off, st->n, NULL, &st->err));
         CHECK_ERR(st, st->err, TR_OK);
         st->off += st->n;
         TR_YIELD(st, cx);
@@ -128,6 +127,7 @@ test_bufread_init_fini(void **state)
 
 typedef struct exact_main {
     int tr_pc;
+    size_t done; // what the last read_exact or copy moved
     tr_io *rd, *wr;
     tr_io_op op;
     tr_err err;
@@ -145,9 +145,9 @@ exact_main_poll(void *arg, tr_cx *cx)
     CHECK_ERR(st, tr_pipe(tr_cx_rt(cx), &st->rd, &st->wr), TR_OK);
     CHECK(st, write_now(st->wr, "hello", 5));
     st->wr = NULL;
-    TR_AWAIT(st, tr_read_exact(&st->op, st->rd, cx, st->buf, 10, &st->err));
+    TR_AWAIT(st, tr_read_exact(st->rd, cx, &st->op, st->buf, 10, &st->done, &st->err));
     CHECK_ERR(st, st->err, TR_EEOF);
-    CHECK(st, st->op.done == 5 && memcmp(st->buf, "hello", 5) == 0);
+    CHECK(st, st->done == 5 && memcmp(st->buf, "hello", 5) == 0);
     tr_io_release(st->rd);
     st->rd = NULL;
 
@@ -160,25 +160,21 @@ exact_main_poll(void *arg, tr_cx *cx)
     CHECK(st, write_now(st->wr, st->want, 100));
     st->wr = NULL;
     CHECK_ERR(st, tr_bufread_init(&st->br, st->rd, st->mem, sizeof st->mem), TR_OK);
-    tr_io_op_reset(&st->op);
-    TR_AWAIT(st, tr_bufread_read_exact(&st->op, &st->br, cx, st->buf, 3, &st->err));
+    TR_AWAIT(st, tr_bufread_read_exact(&st->br, cx, &st->op, st->buf, 3, &st->done, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
-    CHECK(st, st->op.done == 3 && memcmp(st->buf, st->want, 3) == 0);
+    CHECK(st, st->done == 3 && memcmp(st->buf, st->want, 3) == 0);
     CHECK(st, tr_bufread_buffered(&st->br) == 12);
-    tr_io_op_reset(&st->op);
-    TR_AWAIT(st, tr_bufread_read_exact(&st->op, &st->br, cx, st->buf, 90, &st->err));
+    TR_AWAIT(st, tr_bufread_read_exact(&st->br, cx, &st->op, st->buf, 90, &st->done, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
-    CHECK(st, st->op.done == 90 && memcmp(st->buf, st->want + 3, 90) == 0);
+    CHECK(st, st->done == 90 && memcmp(st->buf, st->want + 3, 90) == 0);
     CHECK(st, tr_bufread_buffered(&st->br) == 0);
-    tr_io_op_reset(&st->op);
-    TR_AWAIT(st, tr_bufread_read_exact(&st->op, &st->br, cx, st->buf, 10, &st->err));
+    TR_AWAIT(st, tr_bufread_read_exact(&st->br, cx, &st->op, st->buf, 10, &st->done, &st->err));
     CHECK_ERR(st, st->err, TR_EEOF);
-    CHECK(st, st->op.done == 7 && memcmp(st->buf, st->want + 93, 7) == 0);
+    CHECK(st, st->done == 7 && memcmp(st->buf, st->want + 93, 7) == 0);
     // And again at end of file: nothing at all.
-    tr_io_op_reset(&st->op);
-    TR_AWAIT(st, tr_bufread_read_exact(&st->op, &st->br, cx, st->buf, 1, &st->err));
+    TR_AWAIT(st, tr_bufread_read_exact(&st->br, cx, &st->op, st->buf, 1, &st->done, &st->err));
     CHECK_ERR(st, st->err, TR_EEOF);
-    CHECK(st, st->op.done == 0);
+    CHECK(st, st->done == 0);
     TR_END(st);
 }
 
@@ -730,7 +726,7 @@ big_writer_poll(void *arg, tr_cx *cx)
     big_writer *st = arg;
     TR_BEGIN(st);
     if (st->header) {
-        TR_AWAIT(st, tr_write_all(&st->op, st->wr, cx, "h1: a\r\nh2: b\n", 13, &st->err));
+        TR_AWAIT(st, tr_write_all(st->wr, cx, &st->op, "h1: a\r\nh2: b\n", 13, NULL, &st->err));
         CHECK_ERR(st, st->err, TR_OK);
     }
     for (st->off = 0; st->off < COPY_BYTES; st->off += st->n) {
@@ -739,8 +735,7 @@ big_writer_poll(void *arg, tr_cx *cx)
             st->n = COPY_BYTES - st->off;
         }
         copy_pattern(st->buf, st->n, st->off);
-        tr_io_op_reset(&st->op);
-        TR_AWAIT(st, tr_write_all(&st->op, st->wr, cx, st->buf, st->n, &st->err));
+        TR_AWAIT(st, tr_write_all(st->wr, cx, &st->op, st->buf, st->n, NULL, &st->err));
         CHECK_ERR(st, st->err, TR_OK);
         if (st->k % 5 == 0) {
             TR_YIELD(st, cx);
@@ -763,6 +758,7 @@ static const tr_task_spec big_writer_spec = {.name = "big-writer",
 
 typedef struct copier {
     int tr_pc;
+    size_t done;      // what the last read_exact or copy moved
     tr_io *from, *to; // owned
     bool buffered;
     tr_copy_op cp;
@@ -779,9 +775,9 @@ copier_poll(void *arg, tr_cx *cx)
     copier *st = arg;
     TR_BEGIN(st);
     if (!st->buffered) {
-        TR_AWAIT(st, tr_copy(&st->cp, st->from, st->to, cx, &st->err));
+        TR_AWAIT(st, tr_copy(&st->cp, cx, st->from, st->to, &st->done, &st->err));
         CHECK_ERR(st, st->err, TR_OK);
-        tr_cx_set_result_u64(cx, st->cp.done);
+        tr_cx_set_result_u64(cx, st->done);
     } else {
         CHECK_ERR(st, tr_bufread_init(&st->br, st->from, NULL, 0), TR_OK);
         TR_AWAIT(st, tr_bufread_line(&st->br, cx, 0, &st->line, &st->len, &st->err));
@@ -790,9 +786,9 @@ copier_poll(void *arg, tr_cx *cx)
         TR_AWAIT(st, tr_bufread_line(&st->br, cx, 0, &st->line, &st->len, &st->err));
         CHECK_ERR(st, st->err, TR_OK);
         CHECK_MEM(st, st->line, st->len, "h2: b");
-        TR_AWAIT(st, tr_bufread_copy(&st->op, &st->br, st->to, cx, &st->err));
+        TR_AWAIT(st, tr_bufread_copy(&st->br, cx, &st->op, st->to, &st->done, &st->err));
         CHECK_ERR(st, st->err, TR_OK);
-        tr_cx_set_result_u64(cx, st->op.done);
+        tr_cx_set_result_u64(cx, st->done);
     }
     tr_io_close(st->to); // the reader's end of file
     st->to = NULL;
@@ -944,6 +940,7 @@ test_bufread_copy_after_lines(void **state)
 // A write error stops the copy and is reported, with what was written.
 typedef struct copyerr_main {
     int tr_pc;
+    size_t done; // what the last read_exact or copy moved
     tr_io *a_rd, *a_wr, *b_rd, *b_wr;
     tr_copy_op cp;
     tr_err err;
@@ -962,9 +959,9 @@ copyerr_main_poll(void *arg, tr_cx *cx)
     st->b_rd = NULL;
     TR_AWAIT(st, tr_write(st->a_wr, cx, "data", 4, &st->n, &st->ioerr));
     CHECK(st, st->n == 4);
-    TR_AWAIT(st, tr_copy(&st->cp, st->a_rd, st->b_wr, cx, &st->err));
+    TR_AWAIT(st, tr_copy(&st->cp, cx, st->a_rd, st->b_wr, &st->done, &st->err));
     CHECK_ERR(st, st->err, TR_EPIPE);
-    CHECK(st, st->cp.done == 0);
+    CHECK(st, st->done == 0);
     TR_END(st);
 }
 
@@ -997,6 +994,127 @@ test_bufread_copy_write_error(void **state)
     assert_int_equal(sigaction(SIGPIPE, &old, NULL), 0);
 }
 
+// ---------------------------------------------------------------------------
+// Op reuse: each op is back to its zeroed state when its awaitable returns
+// TR_READY, so a second call on the same op does its whole work: two
+// read_exacts through the reader (the second as long as the first, which a
+// count left over would end at once), then two tr_copy and two
+// tr_bufread_copy from two sources into one pipe, each reporting its own
+// count.
+
+#define REUSE_A 5000
+#define REUSE_B 3000
+
+typedef struct reuse_main {
+    int tr_pc;
+    tr_io *rd, *wr;   // a source
+    tr_io *ord, *owr; // where the copies go
+    tr_bufread br;
+    tr_io_op op;
+    tr_copy_op cp;
+    size_t n;
+    tr_err err;
+    int round; // 0: tr_copy, 1: tr_bufread_copy
+    int src;   // 0: a, 1: b
+    char mem[16];
+    char a[REUSE_A], b[REUSE_B];
+    char got[REUSE_A + REUSE_B];
+} reuse_main;
+
+static bool
+reuse_source(tr_cx *cx, reuse_main *st, const char *data, size_t len)
+{
+    return tr_pipe(tr_cx_rt(cx), &st->rd, &st->wr) == TR_OK && write_now(st->wr, data, len);
+}
+
+// reuse_drain reads what the copies put into the output pipe (it is all
+// there already: a pipe holds 64 KiB) and checks it is a then b.
+static bool
+reuse_drain(reuse_main *st)
+{
+    size_t want = REUSE_A + REUSE_B;
+    ssize_t k = read(tr_io_fd(st->ord), st->got, sizeof st->got);
+    return k == (ssize_t)want && memcmp(st->got, st->a, REUSE_A) == 0 &&
+           memcmp(st->got + REUSE_A, st->b, REUSE_B) == 0;
+}
+
+static tr_poll
+reuse_main_poll(void *arg, tr_cx *cx)
+{
+    reuse_main *st = arg;
+    TR_BEGIN(st);
+    for (size_t i = 0; i < REUSE_A; i++) {
+        st->a[i] = (char)('a' + i % 26);
+    }
+    for (size_t i = 0; i < REUSE_B; i++) {
+        st->b[i] = (char)('A' + i % 23);
+    }
+
+    // tr_bufread_read_exact twice on one op, 20 bytes each, through a
+    // 16-byte reader.
+    CHECK(st, reuse_source(cx, st, st->a, 40));
+    CHECK_ERR(st, tr_bufread_init(&st->br, st->rd, st->mem, sizeof st->mem), TR_OK);
+    TR_AWAIT(st, tr_bufread_read_exact(&st->br, cx, &st->op, st->got, 20, &st->n, &st->err));
+    CHECK_ERR(st, st->err, TR_OK);
+    CHECK_EQ(st, st->n, 20);
+    TR_AWAIT(st, tr_bufread_read_exact(&st->br, cx, &st->op, st->got + 20, 20, &st->n, &st->err));
+    CHECK_ERR(st, st->err, TR_OK);
+    CHECK_EQ(st, st->n, 20);
+    CHECK(st, memcmp(st->got, st->a, 40) == 0);
+    tr_bufread_fini(&st->br);
+    tr_io_release(st->rd);
+    st->rd = NULL;
+
+    // The copies, twice each on one op.
+    for (st->round = 0; st->round < 2; st->round++) {
+        CHECK_ERR(st, tr_pipe(tr_cx_rt(cx), &st->ord, &st->owr), TR_OK);
+        for (st->src = 0; st->src < 2; st->src++) {
+            CHECK(st, reuse_source(cx, st, st->src == 0 ? st->a : st->b,
+                                   st->src == 0 ? REUSE_A : REUSE_B));
+            if (st->round == 0) {
+                TR_AWAIT(st, tr_copy(&st->cp, cx, st->rd, st->owr, &st->n, &st->err));
+            } else {
+                CHECK_ERR(st, tr_bufread_init(&st->br, st->rd, st->mem, sizeof st->mem), TR_OK);
+                TR_AWAIT(st, tr_bufread_copy(&st->br, cx, &st->op, st->owr, &st->n, &st->err));
+                tr_bufread_fini(&st->br);
+            }
+            CHECK_ERR(st, st->err, TR_OK);
+            CHECK_EQ(st, st->n, st->src == 0 ? REUSE_A : REUSE_B);
+            tr_io_release(st->rd);
+            st->rd = NULL;
+        }
+        CHECK(st, reuse_drain(st));
+        tr_io_close(st->ord);
+        tr_io_close(st->owr);
+        st->ord = st->owr = NULL;
+    }
+    TR_END(st);
+}
+
+static void
+reuse_main_drop(void *arg)
+{
+    reuse_main *st = arg;
+    tr_bufread_fini(&st->br);
+    tr_io_release(st->rd);
+    tr_io_release(st->ord);
+    tr_io_release(st->owr);
+}
+
+static const tr_task_spec reuse_main_spec = {.name = "reuse-main",
+                                             .poll = reuse_main_poll,
+                                             .drop = reuse_main_drop,
+                                             .size = sizeof(reuse_main)};
+
+static void
+test_bufread_op_reuse(void **state)
+{
+    (void)state;
+    reuse_main m;
+    memset(&m, 0, sizeof m);
+    tu_run_main(1, &reuse_main_spec, &m);
+}
+
 int
 main(void)
 {
@@ -1012,6 +1130,7 @@ main(void)
         cmocka_unit_test(test_bufread_copy_pipes),
         cmocka_unit_test(test_bufread_copy_after_lines),
         cmocka_unit_test(test_bufread_copy_write_error),
+        cmocka_unit_test(test_bufread_op_reuse),
     };
     return tu_run(tests);
 }

@@ -202,6 +202,7 @@ typedef struct cat_writer {
     tr_io *in;
     unsigned char *data;
     tr_io_op op;
+    size_t n;
     tr_err err;
 } cat_writer;
 
@@ -210,9 +211,9 @@ cat_writer_poll(void *arg, tr_cx *cx)
 {
     cat_writer *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_write_all(&st->op, st->in, cx, st->data, CAT_BYTES, &st->err));
+    TR_AWAIT(st, tr_write_all(st->in, cx, &st->op, st->data, CAT_BYTES, &st->n, &st->err));
     TU_CHECK(st->err == TR_OK);
-    TU_CHECK(st->op.done == CAT_BYTES);
+    TU_CHECK(st->n == CAT_BYTES);
     TR_END(st);
 }
 
