@@ -135,7 +135,7 @@ TR_API tr_poll tr_mutex_lock(tr_mutex *m, tr_cx *cx, tr_mutex_lock_op *op);
 TR_API void tr_mutex_lock_abandon(tr_mutex *m, tr_mutex_lock_op *op);
 
 // tr_mutex_try_lock takes the lock if it is free and nobody waits: TR_OK or
-// TR_EBUSY. Any thread, never blocks.
+// TR_EAGAIN (a lock would wait). Any thread, never blocks.
 TR_API tr_err tr_mutex_try_lock(tr_mutex *m);
 
 // tr_mutex_unlock releases the lock, handing it to the longest waiter, if

@@ -1158,6 +1158,28 @@ test_process_env_forces_fallback(void **state)
 #f "_fallback", f, setup_fallback, teardown_mode, NULL \
     }
 
+// The one would-block code: tr_process_try_wait on a running child says
+// TR_EAGAIN (and reaps nothing); once the child is reaped it says TR_OK
+// with the same status every time.
+static void
+test_process_try_wait_would_block_is_eagain(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    tr_process *p = NULL;
+    tr_exit_status st;
+    assert_int_equal(
+        spawn_sh(rt, "read x; exit 3", TR_STDIO_PIPE, TR_STDIO_NULL, TR_STDIO_NULL, &p), TR_OK);
+    assert_true(expect_mode(p));
+    assert_int_equal(tr_process_try_wait(p, &st), TR_EAGAIN);
+    tr_io_close(tr_process_take_stdio(p, 0)); // end of file: the child exits
+    assert_int_equal(tr_process_wait_blocking(p, &st), TR_OK);
+    assert_int_equal(tr_process_try_wait(p, &st), TR_OK);
+    assert_int_equal(st.code, 3);
+    tr_process_free(p);
+    tu_rt_free_clean(rt);
+}
+
 int
 main(void)
 {
@@ -1176,6 +1198,7 @@ main(void)
         BOTH(test_process_env_and_cwd),
         BOTH(test_process_spawn_errors),
         BOTH(test_process_wait_blocking),
+        BOTH(test_process_try_wait_would_block_is_eagain),
         BOTH(test_process_wait_cancelled),
         BOTH(test_process_orphan_reaped),
         BOTH(test_process_orphan_outlives_runtime),

@@ -245,7 +245,7 @@ test_sync_try_calls_and_counts(void **state)
     assert_false(tr_mutex_is_locked(m));
     assert_int_equal(tr_mutex_try_lock(m), TR_OK);
     assert_true(tr_mutex_is_locked(m));
-    assert_int_equal(tr_mutex_try_lock(m), TR_EBUSY);
+    assert_int_equal(tr_mutex_try_lock(m), TR_EAGAIN);
     tr_mutex_unlock(m);
     assert_false(tr_mutex_is_locked(m));
     assert_int_equal(tr_mutex_try_lock(m), TR_OK);
@@ -575,7 +575,7 @@ mutex_root_poll(void *arg, tr_cx *cx)
     }
     tr_mutex_unlock(st->m); // handed to waiter 0
     CHECK(st, tr_mutex_is_locked(st->m));
-    CHECK(st, tr_mutex_try_lock(st->m) == TR_EBUSY); // no barging
+    CHECK(st, tr_mutex_try_lock(st->m) == TR_EAGAIN); // no barging
     if (st->mode == 2) {
         // Waiter 0 was handed the lock but has not run: its drop passes
         // the lock to waiter 1.
@@ -1215,11 +1215,38 @@ test_notify_from_plain_thread(void **state)
     }
 }
 
+// The one would-block code: tr_sem_try_acquire and tr_mutex_try_lock say
+// TR_EAGAIN when they would have had to wait; a closed semaphore still says
+// TR_ECLOSED.
+static void
+test_sync_try_would_block_is_eagain(void **state)
+{
+    (void)state;
+    tr_sem *s = NULL;
+    assert_int_equal(tr_sem_new(1, &s), TR_OK);
+    assert_int_equal(tr_sem_try_acquire(s, 2), TR_EAGAIN); // too few permits
+    assert_int_equal(tr_sem_try_acquire(s, 1), TR_OK);
+    assert_int_equal(tr_sem_try_acquire(s, 1), TR_EAGAIN); // none left
+    tr_sem_close(s);
+    assert_int_equal(tr_sem_try_acquire(s, 1), TR_ECLOSED);
+    tr_sem_free(s);
+
+    tr_mutex *m = NULL;
+    assert_int_equal(tr_mutex_new(&m), TR_OK);
+    assert_int_equal(tr_mutex_try_lock(m), TR_OK);
+    assert_int_equal(tr_mutex_try_lock(m), TR_EAGAIN); // held
+    tr_mutex_unlock(m);
+    assert_int_equal(tr_mutex_try_lock(m), TR_OK);
+    tr_mutex_unlock(m);
+    tr_mutex_free(m);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sync_try_calls_and_counts),
+        cmocka_unit_test(test_sync_try_would_block_is_eagain),
         cmocka_unit_test(test_sem_fifo_no_barging),
         cmocka_unit_test(test_sem_cancel_waiting_head_unblocks_line),
         cmocka_unit_test(test_sem_cancel_granted_passes_permit_on),
