@@ -56,8 +56,9 @@ TR_API void tr_oneshot_receiver_release(tr_oneshot *o);
 
 typedef struct tr_chan tr_chan;
 
-// A send in progress; embed it in the task state (zero it, or tr_task_new's
-// zeroed state does). Private fields.
+// A send in progress; embed it in the task state, zeroed (a new task's
+// state is). Back to its zeroed state when tr_chan_send returns TR_READY,
+// so it may be reused at once.
 typedef struct tr_chan_send_op {
     void *o_priv[4];
 } tr_chan_send_op;

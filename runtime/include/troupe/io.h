@@ -122,7 +122,8 @@ TR_API tr_poll tr_sendmsg(tr_io *io, tr_cx *cx, const struct msghdr *msg, int fl
 TR_API tr_poll tr_accept(tr_io *lis, tr_cx *cx, tr_io **conn, struct sockaddr *addr,
                          socklen_t *addrlen, tr_err *err);
 
-// A connect in progress: embed it in the task state, zeroed. Private.
+// A connect in progress: embed it in the task state, zeroed. Back to its
+// zeroed state when tr_connect returns TR_READY.
 typedef struct tr_connect_op {
     int c_started;
 } tr_connect_op;

@@ -109,7 +109,9 @@ TR_API tr_err tr_unix_listen(tr_rt *rt, const char *path, int backlog, tr_io **o
 TR_API tr_poll tr_net_accept(tr_io *lis, tr_cx *cx, tr_io **conn, tr_addr *peer, tr_err *err);
 
 // A connect in progress: embed it in the task state, zeroed. It owns the
-// socket being connected until the connect completes. Private fields.
+// socket being connected until the connect completes. Back to its zeroed
+// state when tr_net_connect (tr_tcp_connect, tr_unix_connect) returns
+// TR_READY, so it may be reused at once.
 typedef struct tr_net_connect_op {
     tr_connect_op nc_connect;
     tr_io *nc_io;

@@ -40,7 +40,8 @@ typedef struct tr__sync_node {
 
 typedef struct tr_sem tr_sem;
 
-// An acquire in progress; embed it in the task state, zeroed. Private.
+// An acquire in progress; embed it in the task state, zeroed. Back to its
+// zeroed state when tr_sem_acquire returns TR_READY.
 typedef struct tr_sem_acquire_op {
     tr__sync_node o_node;
 } tr_sem_acquire_op;
@@ -105,7 +106,8 @@ TR_API void tr_sem_close(tr_sem *s);
 
 typedef struct tr_mutex tr_mutex;
 
-// A lock in progress; embed it in the task state, zeroed. Private.
+// A lock in progress; embed it in the task state, zeroed. Back to its
+// zeroed state when tr_mutex_lock returns TR_READY.
 typedef struct tr_mutex_lock_op {
     tr__sync_node o_node;
 } tr_mutex_lock_op;
@@ -168,7 +170,8 @@ TR_API bool tr_mutex_is_locked(tr_mutex *m);
 
 typedef struct tr_notify tr_notify;
 
-// A wait in progress; embed it in the task state, zeroed. Private.
+// A wait in progress; embed it in the task state, zeroed. Back to its
+// zeroed state when tr_notify_wait returns TR_READY.
 typedef struct tr_notify_wait_op {
     tr__sync_node o_node;
 } tr_notify_wait_op;

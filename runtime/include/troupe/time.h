@@ -55,8 +55,9 @@ TR_API uint64_t tr_now(tr_rt *rt);
 TR_API uint64_t tr_rt_timers(tr_rt *rt);
 
 // ---------------------------------------------------------------------------
-// Timers. Embed one in the task state (zeroed, as tr_task_new's state is,
-// or by tr_timer_init). Private fields.
+// Timers. Embed one in the task state, zeroed (as a new task's state is).
+// Back to its zeroed (idle) state when tr_sleep or tr_sleep_until returns
+// TR_READY, so the same timer may sleep again at once.
 
 typedef struct tr_timer {
     struct tr_timer *t_prev;
@@ -106,34 +107,32 @@ tr_sleep_drop(tr_timer *t)
 //
 //     TR_AWAIT(st, tr_timeout_poll(&st->to, cx, 500 * TR_NS_PER_MS,
 //                                  tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n,
-//                                          &st->err)));
-//     if (tr_timeout_expired(&st->to)) { ...give the inner operation up... }
+//                                          &st->err),
+//                                  &st->expired));
+//     if (st->expired) { ...give the inner operation up... }
 //
-// TR_READY when the inner is READY (expired false) or when the deadline
-// passed first (expired true). On expiry the inner operation has not
+// TR_READY when the inner is READY (*expired false) or when the deadline
+// passed first (*expired true). On expiry the inner operation has not
 // completed and the caller must give it up: a leaf IO operation needs
 // nothing (it only left a stale wake-up behind); an op struct with its own
-// drop (a channel send, a join handle, a lock wait) has that drop called.
+// _abandon (a channel send, a lock wait, a read_exact) has it called.
 
+// A timeout in progress: embed it in the task state, zeroed. Back to its
+// zeroed state when tr_timeout_poll returns TR_READY (the deadline is
+// disarmed or has fired), so it may be reused at once.
 typedef struct tr_timeout {
-    tr_timer to_timer;
-    bool to_expired;
+    tr_timer to_timer; // private
 } tr_timeout;
 
 // tr_timeout_poll arms a deadline ns after its first poll (see above).
-TR_API tr_poll tr_timeout_poll(tr_timeout *op, tr_cx *cx, uint64_t ns, tr_poll inner);
+// The op is the object (a timeout has no other). Never fails.
+TR_API tr_poll tr_timeout_poll(tr_timeout *op, tr_cx *cx, uint64_t ns, tr_poll inner,
+                               bool *expired);
 
 // tr_timeout_poll_until is tr_timeout_poll with an absolute deadline on
 // the runtime's clock.
-TR_API tr_poll tr_timeout_poll_until(tr_timeout *op, tr_cx *cx, uint64_t deadline_ns,
-                                     tr_poll inner);
-
-// tr_timeout_expired reports whether the last completion was an expiry.
-static inline bool
-tr_timeout_expired(const tr_timeout *op)
-{
-    return op->to_expired;
-}
+TR_API tr_poll tr_timeout_poll_until(tr_timeout *op, tr_cx *cx, uint64_t deadline_ns, tr_poll inner,
+                                     bool *expired);
 
 // tr_timeout_drop disarms the deadline (call from drop when cancelled).
 static inline void
@@ -145,6 +144,8 @@ tr_timeout_drop(tr_timeout *op)
 // ---------------------------------------------------------------------------
 // Interval: ticks every period. The first tick completes at once; a tick
 // that is late by more than a period skips the missed ones (counted).
+// An interval is an object (tr_interval_init), not an op: its schedule
+// carries on from one tick to the next, and tr_interval_tick never fails.
 
 typedef struct tr_interval {
     tr_timer iv_timer;

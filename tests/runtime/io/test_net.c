@@ -1787,6 +1787,69 @@ test_net_write_no_sigpipe(void **state)
     assert_int_equal(sigpipes, 0);
 }
 
+// Op reuse: a tr_net_connect_op is back to its zeroed state when the
+// connect returns TR_READY, so two connects on one op both connect (the
+// listener's backlog holds them until they are accepted).
+typedef struct creuse_main {
+    int tr_pc;
+    tr_io *lis, *c[2], *s[2];
+    tr_net_connect_op op;
+    tr_addr addr;
+    int i;
+    tr_err err;
+} creuse_main;
+
+static tr_poll
+creuse_main_poll(void *arg, tr_cx *cx)
+{
+    creuse_main *st = arg;
+    TR_BEGIN(st);
+    {
+        tr_addr any = parse_ok("127.0.0.1:0");
+        CHECK_ERR(st, tr_tcp_listen(tr_cx_rt(cx), &any, 4, &st->lis), TR_OK);
+        CHECK_ERR(st, tr_net_local_addr(st->lis, &st->addr), TR_OK);
+    }
+    for (st->i = 0; st->i < 2; st->i++) {
+        TR_AWAIT(st, tr_tcp_connect(&st->op, cx, &st->addr, &st->c[st->i], &st->err));
+        CHECK_ERR(st, st->err, TR_OK);
+        CHECK(st, st->c[st->i] != NULL);
+    }
+    for (st->i = 0; st->i < 2; st->i++) {
+        TR_AWAIT(st, tr_net_accept(st->lis, cx, &st->s[st->i], NULL, &st->err));
+        CHECK_ERR(st, st->err, TR_OK);
+    }
+    {
+        tr_addr peer;
+        CHECK_ERR(st, tr_net_peer_addr(st->c[1], &peer), TR_OK);
+        CHECK_EQ(st, tr_addr_port(&peer), tr_addr_port(&st->addr));
+    }
+    TR_END(st);
+}
+
+static void
+creuse_main_drop(void *arg)
+{
+    creuse_main *st = arg;
+    tr_net_connect_abandon(&st->op);
+    for (int i = 0; i < 2; i++) {
+        tr_io_release(st->c[i]);
+        tr_io_release(st->s[i]);
+    }
+    tr_io_release(st->lis);
+}
+
+static const tr_task_spec creuse_main_spec = {.name = "creuse_main",
+                                              .poll = creuse_main_poll,
+                                              .drop = creuse_main_drop,
+                                              .size = sizeof(creuse_main)};
+
+static void
+test_net_connect_op_reuse(void **state)
+{
+    (void)state;
+    tu_run_main(1, &creuse_main_spec, &(creuse_main){0});
+}
+
 int
 main(void)
 {
@@ -1797,6 +1860,7 @@ main(void)
         cmocka_unit_test(test_net_tcp_echo_3workers),
         cmocka_unit_test(test_net_connect_refused),
         cmocka_unit_test(test_net_connect_cancel),
+        cmocka_unit_test(test_net_connect_op_reuse),
         cmocka_unit_test(test_net_tcp_addrs_nodelay),
         cmocka_unit_test(test_net_tcp_addrinuse_ipv6),
         cmocka_unit_test(test_net_udp_loopback),

@@ -420,17 +420,16 @@ to_root_poll(void *arg, tr_cx *cx)
         tr_task_start(s, &st->j);
     }
     st->t0 = tr_now(rt);
-    TR_AWAIT(st,
-             tr_timeout_poll(&st->to, cx, 20 * TR_NS_PER_MS, tr_join_poll(&st->j, cx, &st->out)));
+    TR_AWAIT(st, tr_timeout_poll(&st->to, cx, 20 * TR_NS_PER_MS, tr_join_poll(&st->j, cx, &st->out),
+                                 &st->expired1));
     st->t1 = tr_now(rt);
-    st->expired1 = tr_timeout_expired(&st->to);
     if (st->expired1) {
         tr_task_abort(&st->j); // give the inner operation up
     }
-    // The join now completes (cancelled) well before a 10 s deadline.
-    TR_AWAIT(st,
-             tr_timeout_poll(&st->to, cx, 10 * TR_NS_PER_SEC, tr_join_poll(&st->j, cx, &st->out)));
-    st->expired2 = tr_timeout_expired(&st->to);
+    // The join now completes (cancelled) well before a 10 s deadline, on
+    // the same op (back to its zeroed state after the expiry).
+    TR_AWAIT(st, tr_timeout_poll(&st->to, cx, 10 * TR_NS_PER_SEC,
+                                 tr_join_poll(&st->j, cx, &st->out), &st->expired2));
     TU_CHECK(st->out.err == TR_ECANCELED);
     TU_CHECK(!tr_timer_armed(&st->to.to_timer));
     TU_CHECK(tr_rt_timers(rt) == 0);

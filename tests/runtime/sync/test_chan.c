@@ -1388,6 +1388,82 @@ test_chan_try_would_block_is_eagain(void **state)
     assert_int_equal(tr_oneshot_try_recv(o, &v), TR_ECLOSED); // receiver released
 }
 
+// Op reuse: a tr_chan_send_op is back to its zeroed state when tr_chan_send
+// returns TR_READY, so two sends into a full channel on one op both wait
+// for room and both arrive, in order.
+
+typedef struct reuse_rx {
+    int tr_pc;
+    tr_chan *ch;
+    uint32_t v, want;
+    tr_err err;
+} reuse_rx;
+
+static tr_poll
+reuse_rx_poll(void *arg, tr_cx *cx)
+{
+    reuse_rx *st = arg;
+    TR_BEGIN(st);
+    for (st->want = 0; st->want < 3; st->want++) {
+        TR_AWAIT(st, tr_chan_recv(st->ch, cx, &st->v, &st->err));
+        CHECK_ERR(st, st->err, TR_OK);
+        CHECK_EQ(st, st->v, st->want);
+    }
+    TR_END(st);
+}
+
+static const tr_task_spec reuse_rx_spec = {
+    .name = "reuse_rx", .poll = reuse_rx_poll, .size = sizeof(reuse_rx)};
+
+typedef struct reuse_tx {
+    int tr_pc;
+    tr_chan *ch;
+    tr_join rj;
+    tr_outcome ro;
+    tr_chan_send_op op;
+    uint32_t v;
+    tr_err err;
+} reuse_tx;
+
+static tr_poll
+reuse_tx_poll(void *arg, tr_cx *cx)
+{
+    reuse_tx *st = arg;
+    TR_BEGIN(st);
+    st->v = 0;
+    CHECK_ERR(st, tr_chan_try_send(st->ch, &st->v), TR_OK); // now full
+    st->rj = tu_spawn(cx, &reuse_rx_spec, &(reuse_rx){.ch = st->ch});
+    for (st->v = 1; st->v < 3; st->v++) {
+        TR_AWAIT(st, tr_chan_send(st->ch, cx, &st->op, &st->v, &st->err));
+        CHECK_ERR(st, st->err, TR_OK);
+    }
+    TR_AWAIT(st, tr_join_poll(&st->rj, cx, &st->ro));
+    CHECK_ERR(st, st->ro.err, TR_OK);
+    CHECK_EQ(st, tr_chan_len(st->ch), 0);
+    TR_END(st);
+}
+
+static void
+reuse_tx_drop(void *arg)
+{
+    reuse_tx *st = arg;
+    tr_join_release(&st->rj);
+}
+
+static const tr_task_spec reuse_tx_spec = {
+    .name = "reuse_tx", .poll = reuse_tx_poll, .drop = reuse_tx_drop, .size = sizeof(reuse_tx)};
+
+static void
+test_chan_send_op_reuse(void **state)
+{
+    (void)state;
+    tr_chan *ch = NULL;
+    assert_int_equal(tr_chan_new(sizeof(uint32_t), 1, &ch), TR_OK);
+    tu_run_main(1, &reuse_tx_spec, &(reuse_tx){.ch = ch});
+    tr_chan_sender_release(ch);
+    tr_chan_receiver_release(ch);
+}
+
 int
 main(void)
 {
@@ -1411,6 +1487,7 @@ main(void)
         cmocka_unit_test(test_oneshot_receiver_dropped_send_fails),
         cmocka_unit_test(test_oneshot_try_recv_codes),
         cmocka_unit_test(test_chan_try_would_block_is_eagain),
+        cmocka_unit_test(test_chan_send_op_reuse),
         cmocka_unit_test(test_oneshot_recv_charges_budget),
         cmocka_unit_test(test_oneshot_cross_thread_send),
     };
