@@ -410,7 +410,7 @@ pr_fini(tr_rt *rt, void *ext)
         }
     }
     if (pr->pr_chld_on) {
-        tr_signal_drop(&pr->pr_chld);
+        tr_signal_fini(&pr->pr_chld);
         pr->pr_chld_on = false;
     }
     sweep_locked();
@@ -480,7 +480,7 @@ process_discard(tr_process *p)
             tr_io_close(p->p_stdio[i]);
         }
     }
-    tr_signal_drop(&p->p_sig);
+    tr_signal_fini(&p->p_sig);
     tr__free(p, sizeof(*p));
 }
 
@@ -772,7 +772,7 @@ tr_process_free(tr_process *p)
         tr_io_release(p->p_pidio);
     }
     // After orphan_add: the SIGCHLD handler stays installed throughout.
-    tr_signal_drop(&p->p_sig);
+    tr_signal_fini(&p->p_sig);
     tr__free(p, sizeof(*p));
 }
 

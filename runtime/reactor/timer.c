@@ -294,7 +294,7 @@ tr_timer_armed(const tr_timer *t)
 }
 
 void
-tr_timer_drop(tr_timer *t)
+tr_timer_abandon(tr_timer *t)
 {
     uint32_t st = atomic_load_explicit(&t->t_state, memory_order_acquire);
     if (st == T_IDLE) {
@@ -391,7 +391,7 @@ static tr_poll
 timeout_poll(tr_timeout *op, tr_cx *cx, uint64_t when, bool relative, tr_poll inner, bool *expired)
 {
     if (inner == TR_READY) {
-        tr_timer_drop(&op->to_timer);
+        tr_timer_abandon(&op->to_timer);
         *expired = false;
         return TR_READY;
     }

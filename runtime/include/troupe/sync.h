@@ -121,6 +121,8 @@ TR_API tr_err tr_mutex_new(tr_mutex **out);
 TR_API void tr_mutex_free(tr_mutex *m);
 
 // tr_mutex_lock awaits the lock: TR_READY once the calling task holds it.
+// It never fails (a mutex cannot be closed), so it has no error
+// out-parameter.
 // TR_PENDING while it waits in line: op holds its place and must not move
 // or be reused until TR_READY. From a task only; a leaf operation that
 // charges the poll budget. Not reentrant: a task that locks a mutex it
@@ -200,7 +202,8 @@ TR_API void tr_notify_all(tr_notify *n);
 // (tr_notify_wait_abandon) if the task decides not to wait. Any thread.
 TR_API void tr_notify_wait_prepare(tr_notify *n, tr_notify_wait_op *op);
 
-// tr_notify_wait awaits a notification: TR_READY when tr_notify_one chose
+// tr_notify_wait awaits a notification (it never fails, so it has no error
+// out-parameter): TR_READY when tr_notify_one chose
 // this op, a stored permit was consumed, or tr_notify_all came after the op
 // started to wait (or was prepared). TR_PENDING while it waits: op holds its
 // place in line and must not move or be reused until TR_READY. From a task

@@ -481,7 +481,7 @@ static void
 abandon_main_drop(void *arg)
 {
     abandon_main *st = arg;
-    tr_timeout_drop(&st->to);
+    tr_timeout_abandon(&st->to);
     tr_bufread_fini(&st->br);
     tr_io_release(st->rd);
     tr_io_release(st->wr);

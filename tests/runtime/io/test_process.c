@@ -837,7 +837,7 @@ cancel_root_drop(void *arg)
 {
     cancel_root *st = arg;
     tr_join_release(&st->j);
-    tr_timer_drop(&st->ow.t);
+    tr_timer_abandon(&st->ow.t);
 }
 
 static const tr_task_spec cancel_root_spec = {.name = "cancel_root",
@@ -882,7 +882,7 @@ static void
 orphan_root_drop(void *arg)
 {
     orphan_root *st = arg;
-    tr_timer_drop(&st->ow.t);
+    tr_timer_abandon(&st->ow.t);
 }
 
 static const tr_task_spec orphan_root_spec = {.name = "orphan_root",

@@ -234,7 +234,7 @@ static void
 lp_y_drop(void *arg)
 {
     lp_y *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
     tr_io_release(st->io);
 }
 
@@ -451,7 +451,7 @@ static void
 tw_drop(void *arg)
 {
     tw_task *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
 }
 
 static const tr_task_spec tw_spec = {
@@ -475,7 +475,7 @@ static void
 far_drop(void *arg)
 {
     far_sleeper *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
 }
 
 static const tr_task_spec far_spec = {
@@ -614,7 +614,7 @@ static void
 va_drop(void *arg)
 {
     va_task *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
 }
 
 static const tr_task_spec va_spec = {
@@ -749,7 +749,7 @@ static void
 mr_a_drop(void *arg)
 {
     mr_a *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
 }
 
 static const tr_task_spec mr_a_spec = {

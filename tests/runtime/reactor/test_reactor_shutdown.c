@@ -239,7 +239,7 @@ static void
 sd_sleep_drop(void *arg)
 {
     sd_sleep_task *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
     atomic_fetch_add(&st->c->drops, 1);
 }
 

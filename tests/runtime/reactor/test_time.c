@@ -57,7 +57,7 @@ static void
 sleeper_drop(void *arg)
 {
     sleeper *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
     if (st->drops != NULL) {
         atomic_fetch_add(st->drops, 1);
     }
@@ -440,7 +440,7 @@ static void
 to_root_drop(void *arg)
 {
     to_root *st = arg;
-    tr_timeout_drop(&st->to);
+    tr_timeout_abandon(&st->to);
 }
 
 static const tr_task_spec to_root_spec = {
@@ -506,7 +506,7 @@ static void
 iv_root_drop(void *arg)
 {
     iv_root *st = arg;
-    tr_interval_drop(&st->iv);
+    tr_interval_abandon(&st->iv);
 }
 
 static const tr_task_spec iv_root_spec = {
@@ -758,7 +758,7 @@ static void
 lp_sleeper_drop(void *arg)
 {
     lp_sleeper *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
 }
 
 static const tr_task_spec lp_sleeper_spec = {.name = "sleeper",
