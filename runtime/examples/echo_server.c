@@ -21,7 +21,7 @@
 typedef struct conn {
     int tr_pc;
     tr_io *io;
-    ssize_t n;
+    size_t n;
     tr_io_op wr;
     tr_err err;
     char buf[4096];
@@ -33,12 +33,11 @@ conn_poll(void *arg, tr_cx *cx)
     conn *st = arg;
     TR_BEGIN(st);
     for (;;) {
-        TR_AWAIT(st, tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n));
-        if (st->n <= 0) {
-            break; // EOF, or an error (a reset peer): the connection ends
+        TR_AWAIT(st, tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n, &st->err));
+        if (st->err != TR_OK || st->n == 0) {
+            break; // an error (a reset peer), or EOF: the connection ends
         }
-        tr_io_op_reset(&st->wr);
-        TR_AWAIT(st, tr_write_all(&st->wr, st->io, cx, st->buf, (size_t)st->n, &st->err));
+        TR_AWAIT(st, tr_write_all(st->io, cx, &st->wr, st->buf, st->n, NULL, &st->err));
         if (st->err != TR_OK) {
             break;
         }

@@ -21,6 +21,7 @@
 #include <troupe/bufread.h>
 
 #include "base/base.h"
+#include "io/io.h"
 
 // usable: how many bytes the buffer holds (one is kept for the NUL).
 static inline size_t
@@ -92,10 +93,11 @@ tr_bufread_consume(tr_bufread *br, size_t n)
 }
 
 // fill_more reads once into the free tail (compacting first if it is
-// small): TR_READY with *n the bytes added (0 at end of file) or -(tr_err).
-// The caller makes sure the buffer is not full of unreturned bytes.
+// small): TR_READY with *err TR_OK and *n the bytes added (0 at end of
+// file), or *err the read error. The caller makes sure the buffer is not
+// full of unreturned bytes.
 static tr_poll
-fill_more(tr_bufread *br, tr_cx *cx, ssize_t *n)
+fill_more(tr_bufread *br, tr_cx *cx, size_t *n, tr_err *err)
 {
     size_t cap = usable(br);
     if (br->br_start == br->br_end) {
@@ -106,12 +108,10 @@ fill_more(tr_bufread *br, tr_cx *cx, ssize_t *n)
         br->br_start = 0;
     }
     TR__ASSERT(br->br_end < cap);
-    if (tr_read(br->br_io, cx, br->br_buf + br->br_end, cap - br->br_end, n) == TR_PENDING) {
+    if (tr_read(br->br_io, cx, br->br_buf + br->br_end, cap - br->br_end, n, err) == TR_PENDING) {
         return TR_PENDING;
     }
-    if (*n > 0) {
-        br->br_end += (size_t)*n;
-    }
+    br->br_end += *n; // 0 on an error
     return TR_READY;
 }
 
@@ -119,14 +119,13 @@ tr_poll
 tr_bufread_fill(tr_bufread *br, tr_cx *cx, const char **data, size_t *len, tr_err *err)
 {
     if (br->br_start == br->br_end) {
-        ssize_t n;
-        if (fill_more(br, cx, &n) == TR_PENDING) {
+        size_t n;
+        if (fill_more(br, cx, &n, err) == TR_PENDING) {
             return TR_PENDING;
         }
-        if (n < 0) {
+        if (*err != TR_OK) {
             *data = NULL;
             *len = 0;
-            *err = tr_io_err(n);
             return TR_READY;
         }
     }
@@ -150,61 +149,56 @@ take(tr_bufread *br, void *buf, size_t len)
 }
 
 tr_poll
-tr_bufread_read(tr_bufread *br, tr_cx *cx, void *buf, size_t len, ssize_t *out)
+tr_bufread_read(tr_bufread *br, tr_cx *cx, void *buf, size_t len, size_t *n, tr_err *err)
 {
-    if (len == 0) {
-        *out = 0;
-        return TR_READY;
-    }
-    if (br->br_start != br->br_end) {
-        *out = (ssize_t)take(br, buf, len);
+    if (len == 0 || br->br_start != br->br_end) {
+        *n = take(br, buf, len);
+        *err = TR_OK;
         return TR_READY;
     }
     if (len >= usable(br)) {
         // Nothing buffered and a large read: skip the copy.
-        return tr_read(br->br_io, cx, buf, len, out);
+        return tr_read(br->br_io, cx, buf, len, n, err);
     }
-    ssize_t n;
-    if (fill_more(br, cx, &n) == TR_PENDING) {
+    size_t got;
+    if (fill_more(br, cx, &got, err) == TR_PENDING) {
         return TR_PENDING;
     }
-    *out = n <= 0 ? n : (ssize_t)take(br, buf, len);
+    *n = got == 0 ? 0 : take(br, buf, len);
     return TR_READY;
 }
 
 tr_poll
-tr_bufread_read_exact(tr_io_op *op, tr_bufread *br, tr_cx *cx, void *buf, size_t len, tr_err *err)
+tr_bufread_read_exact(tr_bufread *br, tr_cx *cx, tr_io_op *op, void *buf, size_t len, size_t *n,
+                      tr_err *err)
 {
-    while (op->done < len) {
-        char *dst = (char *)buf + op->done;
-        size_t want = len - op->done;
-        ssize_t n;
+    while (op->iop_done < len) {
+        char *dst = (char *)buf + op->iop_done;
+        size_t want = len - op->iop_done;
+        size_t k;
         if (br->br_start != br->br_end) {
-            op->done += take(br, dst, want);
+            op->iop_done += take(br, dst, want);
             continue;
         }
         if (want >= usable(br)) {
-            if (tr_read(br->br_io, cx, dst, want, &n) == TR_PENDING) {
+            if (tr_read(br->br_io, cx, dst, want, &k, err) == TR_PENDING) {
                 return TR_PENDING;
             }
-            if (n > 0) {
-                op->done += (size_t)n;
+            if (k > 0) {
+                op->iop_done += k;
                 continue;
             }
-        } else if (fill_more(br, cx, &n) == TR_PENDING) {
+        } else if (fill_more(br, cx, &k, err) == TR_PENDING) {
             return TR_PENDING;
         }
-        if (n < 0) {
-            *err = tr_io_err(n);
-            return TR_READY;
+        if (*err != TR_OK) {
+            return tr__io_op_finish(op, n, err, *err);
         }
-        if (n == 0) {
-            *err = TR_EEOF;
-            return TR_READY;
+        if (k == 0) {
+            return tr__io_op_finish(op, n, err, TR_EEOF);
         }
     }
-    *err = TR_OK;
-    return TR_READY;
+    return tr__io_op_finish(op, n, err, TR_OK);
 }
 
 tr_poll
@@ -240,14 +234,13 @@ tr_bufread_read_until(tr_bufread *br, tr_cx *cx, int delim, size_t max, const ch
             *err = TR_ETOOBIG;
             return TR_READY;
         }
-        ssize_t n;
-        if (fill_more(br, cx, &n) == TR_PENDING) {
+        size_t n;
+        if (fill_more(br, cx, &n, err) == TR_PENDING) {
             return TR_PENDING;
         }
-        if (n < 0) {
+        if (*err != TR_OK) {
             *data = NULL;
             *len = 0;
-            *err = tr_io_err(n);
             return TR_READY;
         }
         if (n == 0) {
@@ -290,62 +283,70 @@ tr_bufread_line(tr_bufread *br, tr_cx *cx, size_t max, const char **line, size_t
 }
 
 tr_poll
-tr_bufread_copy(tr_io_op *op, tr_bufread *br, tr_io *to, tr_cx *cx, tr_err *err)
+tr_bufread_copy(tr_bufread *br, tr_cx *cx, tr_io_op *op, tr_io *to, size_t *n, tr_err *err)
 {
     for (;;) {
-        ssize_t n;
+        size_t k;
         if (br->br_start == br->br_end) {
-            if (fill_more(br, cx, &n) == TR_PENDING) {
+            if (fill_more(br, cx, &k, err) == TR_PENDING) {
                 return TR_PENDING;
             }
-            if (n <= 0) {
-                *err = n == 0 ? TR_OK : tr_io_err(n);
-                return TR_READY;
+            if (*err != TR_OK || k == 0) {
+                return tr__io_op_finish(op, n, err, *err); // an error, or end of file (TR_OK)
             }
         }
-        if (tr_write(to, cx, br->br_buf + br->br_start, br->br_end - br->br_start, &n) ==
+        if (tr_write(to, cx, br->br_buf + br->br_start, br->br_end - br->br_start, &k, err) ==
             TR_PENDING) {
             return TR_PENDING;
         }
-        if (n < 0) {
-            *err = tr_io_err(n);
-            return TR_READY;
+        if (*err != TR_OK) {
+            return tr__io_op_finish(op, n, err, *err);
         }
-        tr_bufread_consume(br, (size_t)n);
-        op->done += (size_t)n;
+        tr_bufread_consume(br, k);
+        op->iop_done += k;
     }
 }
 
 // ---------------------------------------------------------------------------
 // tr_copy.
 
+// copy_done hands out the count and zeroes the op (the buffer's bytes are
+// dropped: after an error nobody will write them).
+static tr_poll
+copy_done(tr_copy_op *op, size_t *n, tr_err *err, tr_err e)
+{
+    if (n != NULL) {
+        *n = op->cp_done;
+    }
+    tr_copy_op_abandon(op);
+    *err = e;
+    return TR_READY;
+}
+
 tr_poll
-tr_copy(tr_copy_op *op, tr_io *from, tr_io *to, tr_cx *cx, tr_err *err)
+tr_copy(tr_copy_op *op, tr_cx *cx, tr_io *from, tr_io *to, size_t *n, tr_err *err)
 {
     for (;;) {
-        ssize_t n;
+        size_t k;
         if (op->cp_start == op->cp_end) {
-            if (tr_read(from, cx, op->cp_buf, sizeof op->cp_buf, &n) == TR_PENDING) {
+            if (tr_read(from, cx, op->cp_buf, sizeof op->cp_buf, &k, err) == TR_PENDING) {
                 return TR_PENDING;
             }
-            if (n <= 0) {
-                op->cp_start = op->cp_end = 0;
-                *err = n == 0 ? TR_OK : tr_io_err(n);
-                return TR_READY;
+            if (*err != TR_OK || k == 0) {
+                return copy_done(op, n, err, *err); // an error, or end of file (TR_OK)
             }
             op->cp_start = 0;
-            op->cp_end = (uint32_t)n;
+            op->cp_end = (uint32_t)k;
         }
-        if (tr_write(to, cx, op->cp_buf + op->cp_start, op->cp_end - op->cp_start, &n) ==
+        if (tr_write(to, cx, op->cp_buf + op->cp_start, op->cp_end - op->cp_start, &k, err) ==
             TR_PENDING) {
             return TR_PENDING;
         }
-        if (n < 0) {
-            *err = tr_io_err(n);
-            return TR_READY;
+        if (*err != TR_OK) {
+            return copy_done(op, n, err, *err);
         }
-        op->cp_start += (uint32_t)n;
-        op->done += (uint64_t)n;
+        op->cp_start += (uint32_t)k;
+        op->cp_done += k;
         if (op->cp_start == op->cp_end) {
             op->cp_start = op->cp_end = 0;
         }

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "exec/exec.h"
+#include "io/io.h"
 #include "reactor/reactor.h"
 
 // ---------------------------------------------------------------------------
@@ -265,8 +266,9 @@ clear_ready(tr_io *io, uint64_t bit, uint64_t seen)
 
 // io_op runs fn under the readiness protocol. want: the bytes asked for
 // (a smaller result on a stream clears readiness), 0 when not a transfer.
+// On TR_READY: *err TR_OK and *n fn's result, or *err the error and *n 0.
 static tr_poll
-io_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t want, ssize_t *out)
+io_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t want, size_t *out, tr_err *err)
 {
     if (!tr_cx_budget_spend(cx)) {
         return TR_PENDING;
@@ -275,7 +277,8 @@ io_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t want, ssize_
     for (;;) {
         uint64_t r = atomic_load_explicit(&io->io_ready, memory_order_acquire);
         if (r & TR__RD_CLOSED) {
-            *out = -(ssize_t)TR_ECLOSED;
+            *out = 0;
+            *err = TR_ECLOSED;
             return TR_READY;
         }
         if (!(r & bit)) {
@@ -292,7 +295,8 @@ io_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t want, ssize_
             if (oneshot) {
                 tr__io_unclaim(io, dir);
             }
-            *out = -(ssize_t)TR_ECLOSED;
+            *out = 0;
+            *err = TR_ECLOSED;
             return TR_READY;
         }
         int fd = atomic_load_explicit(&io->io_fd, memory_order_relaxed);
@@ -311,22 +315,24 @@ io_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t want, ssize_
                 !(r & (dir == TR_IO_READ ? TR__RD_RHUP : TR__RD_WHUP))) {
                 clear_ready(io, bit, r);
             }
-            *out = n;
+            *out = (size_t)n;
+            *err = TR_OK;
             return TR_READY;
         }
         if (e == EAGAIN || e == EWOULDBLOCK) {
             clear_ready(io, bit, r);
             continue;
         }
-        *out = -(ssize_t)tr__errno(e);
+        *out = 0;
+        *err = tr__errno(e);
         return TR_READY;
     }
 }
 
 tr_poll
-tr_io_poll_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, ssize_t *out)
+tr_io_poll_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t *n, tr_err *err)
 {
-    return io_op(io, cx, dir, fn, arg, 0, out);
+    return io_op(io, cx, dir, fn, arg, 0, n, err);
 }
 
 tr_poll
@@ -459,81 +465,81 @@ iov_total(const struct iovec *iov, int n)
 }
 
 tr_poll
-tr_read(tr_io *io, tr_cx *cx, void *buf, size_t len, ssize_t *out)
+tr_read(tr_io *io, tr_cx *cx, void *buf, size_t len, size_t *n, tr_err *err)
 {
     buf_arg b = {.buf = buf, .len = oneshot_cap(io, len)};
-    return io_op(io, cx, TR_IO_READ, do_read, &b, b.len, out);
+    return io_op(io, cx, TR_IO_READ, do_read, &b, b.len, n, err);
 }
 
 tr_poll
-tr_write(tr_io *io, tr_cx *cx, const void *buf, size_t len, ssize_t *out)
+tr_write(tr_io *io, tr_cx *cx, const void *buf, size_t len, size_t *n, tr_err *err)
 {
     buf_arg b = {.buf = (void *)buf, .len = oneshot_cap(io, len)};
     return io_op(io, cx, TR_IO_WRITE, (io->io_flags & TR__IOF_SOCKET) ? do_send : do_write, &b,
-                 b.len, out);
+                 b.len, n, err);
 }
 
 tr_poll
-tr_readv(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, ssize_t *out)
+tr_readv(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, size_t *n, tr_err *err)
 {
     buf_arg b = {.iov = iov, .iovcnt = iovcnt};
-    return io_op(io, cx, TR_IO_READ, do_readv, &b, iov_total(iov, iovcnt), out);
+    return io_op(io, cx, TR_IO_READ, do_readv, &b, iov_total(iov, iovcnt), n, err);
 }
 
 tr_poll
-tr_writev(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, ssize_t *out)
+tr_writev(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, size_t *n, tr_err *err)
 {
     buf_arg b = {.iov = iov, .iovcnt = iovcnt};
     return io_op(io, cx, TR_IO_WRITE, (io->io_flags & TR__IOF_SOCKET) ? do_sendv : do_writev, &b,
-                 iov_total(iov, iovcnt), out);
+                 iov_total(iov, iovcnt), n, err);
 }
 
 tr_poll
-tr_recv(tr_io *io, tr_cx *cx, void *buf, size_t len, int flags, ssize_t *out)
+tr_recv(tr_io *io, tr_cx *cx, void *buf, size_t len, int flags, size_t *n, tr_err *err)
 {
     buf_arg b = {.buf = buf, .len = len, .flags = flags};
-    return io_op(io, cx, TR_IO_READ, do_recv, &b, (flags & MSG_PEEK) ? 0 : len, out);
+    return io_op(io, cx, TR_IO_READ, do_recv, &b, (flags & MSG_PEEK) ? 0 : len, n, err);
 }
 
 tr_poll
-tr_send(tr_io *io, tr_cx *cx, const void *buf, size_t len, int flags, ssize_t *out)
+tr_send(tr_io *io, tr_cx *cx, const void *buf, size_t len, int flags, size_t *n, tr_err *err)
 {
     buf_arg b = {.buf = (void *)buf, .len = len, .flags = flags};
-    return io_op(io, cx, TR_IO_WRITE, do_send, &b, len, out);
+    return io_op(io, cx, TR_IO_WRITE, do_send, &b, len, n, err);
 }
 
 tr_poll
 tr_recvfrom(tr_io *io, tr_cx *cx, void *buf, size_t len, int flags, struct sockaddr *from,
-            socklen_t *fromlen, ssize_t *out)
+            socklen_t *fromlen, size_t *n, tr_err *err)
 {
     buf_arg b = {.buf = buf, .len = len, .flags = flags, .addr = from, .addrlen = fromlen};
-    return io_op(io, cx, TR_IO_READ, do_recv, &b, 0, out);
+    return io_op(io, cx, TR_IO_READ, do_recv, &b, 0, n, err);
 }
 
 tr_poll
 tr_sendto(tr_io *io, tr_cx *cx, const void *buf, size_t len, int flags, const struct sockaddr *to,
-          socklen_t tolen, ssize_t *out)
+          socklen_t tolen, size_t *n, tr_err *err)
 {
     buf_arg b = {.buf = (void *)buf,
                  .len = len,
                  .flags = flags,
                  .addr = (struct sockaddr *)to,
                  .tolen = tolen};
-    return io_op(io, cx, TR_IO_WRITE, do_send, &b, 0, out);
+    return io_op(io, cx, TR_IO_WRITE, do_send, &b, 0, n, err);
 }
 
 tr_poll
-tr_recvmsg(tr_io *io, tr_cx *cx, struct msghdr *msg, int flags, ssize_t *out)
+tr_recvmsg(tr_io *io, tr_cx *cx, struct msghdr *msg, int flags, size_t *n, tr_err *err)
 {
     buf_arg b = {.msg = msg, .flags = flags};
-    return io_op(io, cx, TR_IO_READ, do_recvmsg, &b, 0, out);
+    return io_op(io, cx, TR_IO_READ, do_recvmsg, &b, 0, n, err);
 }
 
 tr_poll
-tr_sendmsg(tr_io *io, tr_cx *cx, const struct msghdr *msg, int flags, ssize_t *out)
+tr_sendmsg(tr_io *io, tr_cx *cx, const struct msghdr *msg, int flags, size_t *n, tr_err *err)
 {
     buf_arg b = {.msg = (struct msghdr *)msg, .flags = flags};
-    return io_op(io, cx, TR_IO_WRITE, do_sendmsg, &b, 0, out);
+    return io_op(io, cx, TR_IO_WRITE, do_sendmsg, &b, 0, n, err);
 }
 
 static ssize_t
@@ -554,12 +560,11 @@ tr_accept(tr_io *lis, tr_cx *cx, tr_io **conn, struct sockaddr *addr, socklen_t 
           tr_err *err)
 {
     buf_arg b = {.addr = addr, .addrlen = addrlen};
-    ssize_t n;
-    if (io_op(lis, cx, TR_IO_READ, do_accept, &b, 0, &n) == TR_PENDING) {
+    size_t n;
+    if (io_op(lis, cx, TR_IO_READ, do_accept, &b, 0, &n, err) == TR_PENDING) {
         return TR_PENDING;
     }
-    if (n < 0) {
-        *err = tr_io_err(n);
+    if (*err != TR_OK) {
         return TR_READY;
     }
     *err = io_open(lis->io_rt, (int)n, 0, OPEN_OURS_READY, conn);
@@ -644,41 +649,39 @@ tr_connect(tr_io *io, tr_cx *cx, tr_connect_op *op, const struct sockaddr *addr,
 // Multi-step operations.
 
 tr_poll
-tr_read_exact(tr_io_op *op, tr_io *io, tr_cx *cx, void *buf, size_t len, tr_err *err)
+tr_read_exact(tr_io *io, tr_cx *cx, tr_io_op *op, void *buf, size_t len, size_t *n, tr_err *err)
 {
-    while (op->done < len) {
-        ssize_t n;
-        if (tr_read(io, cx, (char *)buf + op->done, len - op->done, &n) == TR_PENDING) {
+    while (op->iop_done < len) {
+        size_t k;
+        if (tr_read(io, cx, (char *)buf + op->iop_done, len - op->iop_done, &k, err) ==
+            TR_PENDING) {
             return TR_PENDING;
         }
-        if (n < 0) {
-            *err = tr_io_err(n);
-            return TR_READY;
+        if (*err != TR_OK) {
+            return tr__io_op_finish(op, n, err, *err);
         }
-        if (n == 0) {
-            *err = TR_EEOF;
-            return TR_READY;
+        if (k == 0) {
+            return tr__io_op_finish(op, n, err, TR_EEOF);
         }
-        op->done += (size_t)n;
+        op->iop_done += k;
     }
-    *err = TR_OK;
-    return TR_READY;
+    return tr__io_op_finish(op, n, err, TR_OK);
 }
 
 tr_poll
-tr_write_all(tr_io_op *op, tr_io *io, tr_cx *cx, const void *buf, size_t len, tr_err *err)
+tr_write_all(tr_io *io, tr_cx *cx, tr_io_op *op, const void *buf, size_t len, size_t *n,
+             tr_err *err)
 {
-    while (op->done < len) {
-        ssize_t n;
-        if (tr_write(io, cx, (const char *)buf + op->done, len - op->done, &n) == TR_PENDING) {
+    while (op->iop_done < len) {
+        size_t k;
+        if (tr_write(io, cx, (const char *)buf + op->iop_done, len - op->iop_done, &k, err) ==
+            TR_PENDING) {
             return TR_PENDING;
         }
-        if (n < 0) {
-            *err = tr_io_err(n);
-            return TR_READY;
+        if (*err != TR_OK) {
+            return tr__io_op_finish(op, n, err, *err);
         }
-        op->done += (size_t)n;
+        op->iop_done += k;
     }
-    *err = TR_OK;
-    return TR_READY;
+    return tr__io_op_finish(op, n, err, TR_OK);
 }

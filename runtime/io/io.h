@@ -19,11 +19,27 @@
 #include <stdint.h>
 
 #include <troupe/blocking.h>
+#include <troupe/io.h>
 #include <troupe/process.h>
 #include <troupe/signal.h>
 #include <troupe/task.h>
 
 #include "base/base.h"
+
+// tr__io_op_finish ends a multi-step operation on a tr_io_op (io.c's
+// read_exact and write_all, bufread.c's): the count goes to *n (may be
+// NULL), op is zeroed so that the next call can use it at once, and *err
+// is e. Returns TR_READY.
+static inline tr_poll
+tr__io_op_finish(tr_io_op *op, size_t *n, tr_err *err, tr_err e)
+{
+    if (n != NULL) {
+        *n = op->iop_done;
+    }
+    op->iop_done = 0;
+    *err = e;
+    return TR_READY;
+}
 
 // signal.c: tr__signal_poll is tr_signal_wait with an explicit waker and
 // no budget: true with *count when the signal came, false when wk is

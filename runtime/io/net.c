@@ -654,26 +654,28 @@ tr_net_dgram_connect(tr_io *io, const tr_addr *peer)
 }
 
 tr_poll
-tr_net_sendto(tr_io *io, tr_cx *cx, const void *buf, size_t len, const tr_addr *to, ssize_t *out)
+tr_net_sendto(tr_io *io, tr_cx *cx, const void *buf, size_t len, const tr_addr *to, size_t *n,
+              tr_err *err)
 {
     if (!addr_ok(to)) {
-        *out = -(ssize_t)TR_EINVAL;
+        *n = 0;
+        *err = TR_EINVAL;
         return TR_READY;
     }
-    return tr_sendto(io, cx, buf, len, 0, (const struct sockaddr *)&to->ss, to->len, out);
+    return tr_sendto(io, cx, buf, len, 0, (const struct sockaddr *)&to->ss, to->len, n, err);
 }
 
 tr_poll
-tr_net_recvfrom(tr_io *io, tr_cx *cx, void *buf, size_t len, tr_addr *from, ssize_t *out)
+tr_net_recvfrom(tr_io *io, tr_cx *cx, void *buf, size_t len, tr_addr *from, size_t *n, tr_err *err)
 {
     if (from == NULL) {
-        return tr_recvfrom(io, cx, buf, len, 0, NULL, NULL, out);
+        return tr_recvfrom(io, cx, buf, len, 0, NULL, NULL, n, err);
     }
     socklen_t sl = sizeof(from->ss);
-    if (tr_recvfrom(io, cx, buf, len, 0, (struct sockaddr *)&from->ss, &sl, out) == TR_PENDING) {
+    if (tr_recvfrom(io, cx, buf, len, 0, (struct sockaddr *)&from->ss, &sl, n, err) == TR_PENDING) {
         return TR_PENDING;
     }
-    if (*out < 0 || sl == 0 || sl > sizeof(from->ss)) {
+    if (*err != TR_OK || sl == 0 || sl > sizeof(from->ss)) {
         memset(from, 0, sizeof(*from)); // no address (or an error)
     } else {
         from->len = sl;

@@ -410,7 +410,7 @@ pr_fini(tr_rt *rt, void *ext)
         }
     }
     if (pr->pr_chld_on) {
-        tr_signal_drop(&pr->pr_chld);
+        tr_signal_fini(&pr->pr_chld);
         pr->pr_chld_on = false;
     }
     sweep_locked();
@@ -480,7 +480,7 @@ process_discard(tr_process *p)
             tr_io_close(p->p_stdio[i]);
         }
     }
-    tr_signal_drop(&p->p_sig);
+    tr_signal_fini(&p->p_sig);
     tr__free(p, sizeof(*p));
 }
 
@@ -675,11 +675,13 @@ tr_poll
 tr_process_wait(tr_process *p, tr_cx *cx, tr_exit_status *st, tr_err *err)
 {
     if (p->p_pidio != NULL) {
-        ssize_t n;
-        if (tr_io_poll_op(p->p_pidio, cx, TR_IO_READ, pidfd_reap, p, &n) == TR_PENDING) {
+        size_t n;
+        if (tr_io_poll_op(p->p_pidio, cx, TR_IO_READ, pidfd_reap, p, &n, err) == TR_PENDING) {
             return TR_PENDING;
         }
-        *err = n < 0 ? tr_io_err(n) : result(p, st);
+        if (*err == TR_OK) {
+            *err = result(p, st);
+        }
         return TR_READY;
     }
     if (!tr_cx_budget_spend(cx)) {
@@ -770,7 +772,7 @@ tr_process_free(tr_process *p)
         tr_io_release(p->p_pidio);
     }
     // After orphan_add: the SIGCHLD handler stays installed throughout.
-    tr_signal_drop(&p->p_sig);
+    tr_signal_fini(&p->p_sig);
     tr__free(p, sizeof(*p));
 }
 

@@ -464,7 +464,7 @@ tr_signal_init(tr_signal *sig, tr_rt *rt, int signo, unsigned flags)
 }
 
 void
-tr_signal_drop(tr_signal *sig)
+tr_signal_fini(tr_signal *sig)
 {
     if (sig == NULL || sig->sg_state == NULL) {
         return;

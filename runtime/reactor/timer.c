@@ -294,7 +294,7 @@ tr_timer_armed(const tr_timer *t)
 }
 
 void
-tr_timer_drop(tr_timer *t)
+tr_timer_abandon(tr_timer *t)
 {
     uint32_t st = atomic_load_explicit(&t->t_state, memory_order_acquire);
     if (st == T_IDLE) {
@@ -385,31 +385,33 @@ tr_sleep_until(tr_timer *t, tr_cx *cx, uint64_t deadline_ns)
     return timer_poll(t, cx, deadline_ns, false);
 }
 
+// Either way the timer ends idle (dropped, or fired and seen): the op is
+// back to its zeroed state.
 static tr_poll
-timeout_poll(tr_timeout *op, tr_cx *cx, uint64_t when, bool relative, tr_poll inner)
+timeout_poll(tr_timeout *op, tr_cx *cx, uint64_t when, bool relative, tr_poll inner, bool *expired)
 {
     if (inner == TR_READY) {
-        tr_timer_drop(&op->to_timer);
-        op->to_expired = false;
+        tr_timer_abandon(&op->to_timer);
+        *expired = false;
         return TR_READY;
     }
     if (timer_poll(&op->to_timer, cx, when, relative) == TR_READY) {
-        op->to_expired = true;
+        *expired = true;
         return TR_READY;
     }
     return TR_PENDING;
 }
 
 tr_poll
-tr_timeout_poll(tr_timeout *op, tr_cx *cx, uint64_t ns, tr_poll inner)
+tr_timeout_poll(tr_timeout *op, tr_cx *cx, uint64_t ns, tr_poll inner, bool *expired)
 {
-    return timeout_poll(op, cx, ns, true, inner);
+    return timeout_poll(op, cx, ns, true, inner, expired);
 }
 
 tr_poll
-tr_timeout_poll_until(tr_timeout *op, tr_cx *cx, uint64_t deadline_ns, tr_poll inner)
+tr_timeout_poll_until(tr_timeout *op, tr_cx *cx, uint64_t deadline_ns, tr_poll inner, bool *expired)
 {
-    return timeout_poll(op, cx, deadline_ns, false, inner);
+    return timeout_poll(op, cx, deadline_ns, false, inner, expired);
 }
 
 void

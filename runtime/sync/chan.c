@@ -240,7 +240,7 @@ ring_pop(tr_chan *ch, void *out)
 }
 
 // recv_locked takes the oldest item: TR_OK (and *wake is the sender granted
-// the freed slot), TR_ECLOSED or TR_EEMPTY.
+// the freed slot), TR_ECLOSED or TR_EAGAIN.
 static tr_err
 recv_locked(tr_chan *ch, void *out, tr_waker *wake)
 {
@@ -253,7 +253,7 @@ recv_locked(tr_chan *ch, void *out, tr_waker *wake)
     if (ch->c_senders == 0) {
         return TR_ECLOSED;
     }
-    return TR_EEMPTY;
+    return TR_EAGAIN;
 }
 
 static void
@@ -428,7 +428,7 @@ tr_chan_try_send(tr_chan *ch, const void *item)
     }
     if (ch->c_len + ch->c_reserved == ch->c_cap) {
         tr__mutex_unlock(&ch->c_lock);
-        return TR_EFULL;
+        return TR_EAGAIN;
     }
     TR__ASSERT(waiters_empty(ch));
     ring_push(ch, item);
@@ -448,7 +448,7 @@ tr_chan_recv(tr_chan *ch, tr_cx *cx, void *out, tr_err *err)
     tr_waker wake = no_waker;
     tr__mutex_lock(&ch->c_lock);
     tr_err e = recv_locked(ch, out, &wake);
-    if (e == TR_EEMPTY) {
+    if (e == TR_EAGAIN) {
         ch->c_rx_waker = self;
         tr__mutex_unlock(&ch->c_lock);
         return TR_PENDING;

@@ -54,7 +54,7 @@ oneshot_free(tr_oneshot *o)
 }
 
 // take_locked ends a receive if it can: TR_OK (value copied, receiver end
-// released), TR_ECLOSED (receiver end released) or TR_EEMPTY (nothing yet).
+// released), TR_ECLOSED (receiver end released) or TR_EAGAIN (nothing yet).
 // Whenever it releases the receiver end, the sender end is already gone, so
 // the caller frees the object after the unlock.
 static tr_err
@@ -72,7 +72,7 @@ take_locked(tr_oneshot *o, void *out)
         o->o_rx_alive = false;
         return TR_ECLOSED;
     }
-    return TR_EEMPTY;
+    return TR_EAGAIN;
 }
 
 tr_err
@@ -148,7 +148,7 @@ tr_oneshot_recv(tr_oneshot *o, tr_cx *cx, void *out, tr_err *err)
     tr_waker self = tr_cx_waker(cx);
     tr__mutex_lock(&o->o_lock);
     tr_err e = take_locked(o, out);
-    if (e == TR_EEMPTY) {
+    if (e == TR_EAGAIN) {
         o->o_rx_waker = self;
         tr__mutex_unlock(&o->o_lock);
         return TR_PENDING;
@@ -165,7 +165,7 @@ tr_oneshot_try_recv(tr_oneshot *o, void *out)
     tr__mutex_lock(&o->o_lock);
     tr_err e = take_locked(o, out);
     tr__mutex_unlock(&o->o_lock);
-    if (e != TR_EEMPTY) {
+    if (e != TR_EAGAIN) {
         oneshot_free(o);
     }
     return e;

@@ -440,7 +440,7 @@ tr_mutex_lock_abandon(tr_mutex *m, tr_mutex_lock_op *op)
 tr_err
 tr_mutex_try_lock(tr_mutex *m)
 {
-    return sem_try_acquire(&m->m_sem, 1) == TR_OK ? TR_OK : TR_EBUSY;
+    return sem_try_acquire(&m->m_sem, 1) == TR_OK ? TR_OK : TR_EAGAIN;
 }
 
 void

@@ -69,7 +69,7 @@ static void
 sleeper_drop(void *arg)
 {
     sleeper *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
 }
 
 static const tr_task_spec sleeper_spec = {
@@ -92,13 +92,11 @@ piper_poll(void *arg, tr_cx *cx)
     shared *sh = st->sh;
     TR_BEGIN(st);
     while (!atomic_load_explicit(&sh->done, memory_order_relaxed)) {
-        tr_io_op_reset(&st->op);
-        TR_AWAIT(st, tr_write_all(&st->op, st->wr, cx, st->buf, sh->chunk, &st->err));
+        TR_AWAIT(st, tr_write_all(st->wr, cx, &st->op, st->buf, sh->chunk, NULL, &st->err));
         if (st->err != TR_OK) {
             TR_RETURN(st);
         }
-        tr_io_op_reset(&st->op);
-        TR_AWAIT(st, tr_read_exact(&st->op, st->rd, cx, st->buf, sh->chunk, &st->err));
+        TR_AWAIT(st, tr_read_exact(st->rd, cx, &st->op, st->buf, sh->chunk, NULL, &st->err));
         if (st->err != TR_OK) {
             TR_RETURN(st);
         }

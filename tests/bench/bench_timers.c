@@ -71,7 +71,7 @@ static void
 sleeper_drop(void *arg)
 {
     sleeper *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
 }
 
 static const tr_task_spec sleeper_spec = {

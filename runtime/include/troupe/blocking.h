@@ -36,9 +36,11 @@ TR_BEGIN_DECLS
 
 // An operation on the blocking pool in progress. Embed it in the task state
 // (or keep it on a plain thread's stack); zeroed (or TR_BLOCKING_OP_INIT) it
-// is idle. Private fields. It holds a reference to a job that is allocated
-// separately, so the op may be freed as soon as it is idle again (after
-// TR_READY) or abandoned; it must not be copied while in flight.
+// is idle. Back to its zeroed state when tr_blocking_join, tr_resolve or a
+// tr_file_* awaitable returns TR_READY (and after tr_blocking_wait), so it
+// may be reused at once. It holds a reference to a job that is allocated
+// separately, so the op may be freed as soon as it is idle again or
+// abandoned; it must not be copied while in flight.
 typedef struct tr_blocking_op {
     void *b_priv[2];
 } tr_blocking_op;

@@ -23,11 +23,12 @@
 // its op struct while it is pending. Bytes read from the descriptor but
 // not yet returned stay in the reader's buffer (a cancelled read_until or
 // line loses nothing; the next call returns them); bytes a read_exact had
-// copied out are counted in its op->done. A copy reports in op->done the
-// bytes written to the destination: with tr_bufread_copy the rest stays in
-// the reader; with tr_copy the bytes read but not yet written are in the op
-// and are lost with it. A cancelled task's drop only calls tr_bufread_fini
-// (and releases its tr_io references).
+// copied out are counted in its op (tr_io_op_done). A copy counts in its op
+// the bytes written to the destination (tr_io_op_done, tr_copy_op_done):
+// with tr_bufread_copy the rest stays in the reader; with tr_copy the bytes
+// read but not yet written are in the op and are lost with it. A cancelled
+// task's drop only calls tr_bufread_fini (and releases its tr_io
+// references).
 #ifndef TROUPE_BUFREAD_H
 #define TROUPE_BUFREAD_H
 
@@ -45,17 +46,19 @@ TR_BEGIN_DECLS
 // The smallest buffer tr_bufread_init accepts.
 #define TR_BUFREAD_MIN_CAP ((size_t)16)
 
-// A buffered reader. Embed it in the task state; the fields are private.
+// A buffered reader. Embed it in the task state.
 typedef struct tr_bufread {
-    tr_io *br_io;    // borrowed: the caller holds the reference
-    char *br_buf;    // br_cap bytes; the last one is kept for a NUL
-    size_t br_cap;   // size of br_buf
-    size_t br_start; // first byte not yet handed out
-    size_t br_end;   // end of the bytes read
-    size_t br_scan;  // bytes after br_start already searched for br_delim
-    int br_delim;    // the delimiter br_scan refers to
-    bool br_owned;   // br_buf came from tr_bufread_init's allocation
+    tr_io *br_io;    // private: borrowed, the caller holds the reference
+    char *br_buf;    // private: br_cap bytes; the last one is kept for a NUL
+    size_t br_cap;   // private: size of br_buf
+    size_t br_start; // private: first byte not yet handed out
+    size_t br_end;   // private: end of the bytes read
+    size_t br_scan;  // private: bytes after br_start already searched for br_delim
+    int br_delim;    // private: the delimiter br_scan refers to
+    bool br_owned;   // private: br_buf came from tr_bufread_init's allocation
 } tr_bufread;
+
+_Static_assert(sizeof(tr_bufread) == 7 * sizeof(void *), "tr_bufread: seven words");
 
 // tr_bufread_init prepares br to read io. buf (cap bytes) is the caller's
 // memory, which must outlive the reader; buf NULL makes the reader allocate
@@ -94,18 +97,19 @@ TR_API void tr_bufread_consume(tr_bufread *br, size_t n);
 
 // tr_bufread_read reads up to len bytes: the buffered bytes first; with
 // none buffered, a read of at least the buffer's size goes straight into
-// buf. TR_READY with *out the count (0 at end of file) or -(tr_err).
-// Cancelled while pending: nothing was read.
-TR_API tr_poll tr_bufread_read(tr_bufread *br, tr_cx *cx, void *buf, size_t len, ssize_t *out);
+// buf. TR_READY with *err TR_OK and *n the count (0 at end of file), or
+// *err the read error and *n 0. Cancelled while pending: nothing was read.
+TR_API tr_poll tr_bufread_read(tr_bufread *br, tr_cx *cx, void *buf, size_t len, size_t *n,
+                               tr_err *err);
 
 // tr_bufread_read_exact reads exactly len bytes into buf, through the
-// buffer: *err TR_OK, or TR_EEOF when the stream ended first (op->done
-// bytes were read into buf), or the read error (op->done bytes read).
-// Zero op (tr_io_op_reset) before each operation. Cancelled while pending:
-// op->done bytes are in buf, the rest is still to be read (from the
-// reader's buffer or the descriptor).
-TR_API tr_poll tr_bufread_read_exact(tr_io_op *op, tr_bufread *br, tr_cx *cx, void *buf, size_t len,
-                                     tr_err *err);
+// buffer: *err TR_OK, or TR_EEOF when the stream ended first, or the read
+// error; *n (may be NULL) is the bytes read into buf (len on TR_OK). op is
+// back to its zeroed state when tr_bufread_read_exact returns TR_READY.
+// Cancelled while pending: tr_io_op_done(op) bytes are in buf, the rest is
+// still to be read (from the reader's buffer or the descriptor).
+TR_API tr_poll tr_bufread_read_exact(tr_bufread *br, tr_cx *cx, tr_io_op *op, void *buf, size_t len,
+                                     size_t *n, tr_err *err);
 
 // tr_bufread_read_until reads up to and including the byte delim: TR_READY
 // with *err TR_OK and *data, *len the record (ending with delim, except for
@@ -148,11 +152,13 @@ TR_API tr_poll tr_bufread_line(tr_bufread *br, tr_cx *cx, size_t max, const char
                                size_t *len, tr_err *err);
 
 // tr_bufread_copy writes everything br reads, buffered bytes first, to `to`
-// until end of file: *err TR_OK at end of file, or the read or write error.
-// op->done counts the bytes written (zero op before each copy). Bytes not
-// yet written stay in the reader, also when the task is cancelled while
-// the copy is pending. It does not close or shut down `to`.
-TR_API tr_poll tr_bufread_copy(tr_io_op *op, tr_bufread *br, tr_io *to, tr_cx *cx, tr_err *err);
+// until end of file: *err TR_OK at end of file, or the read or write error;
+// *n (may be NULL) is the bytes written. op is back to its zeroed state
+// when tr_bufread_copy returns TR_READY. Bytes not yet written stay in the
+// reader, also when the task is cancelled while the copy is pending
+// (tr_io_op_done(op) were written). It does not close or shut down `to`.
+TR_API tr_poll tr_bufread_copy(tr_bufread *br, tr_cx *cx, tr_io_op *op, tr_io *to, size_t *n,
+                               tr_err *err);
 
 // ---------------------------------------------------------------------------
 // Copy without a reader.
@@ -160,35 +166,49 @@ TR_API tr_poll tr_bufread_copy(tr_io_op *op, tr_bufread *br, tr_io *to, tr_cx *c
 // tr_copy's buffer size.
 #define TR_COPY_BUF ((size_t)8192)
 
-// A copy in progress, with its buffer: embed it in the task state, zeroed
-// (or tr_copy_op_reset) before each copy. done is public: the bytes written
-// to the destination so far.
+// A copy in progress, with its buffer: embed it in the task state, zeroed.
+// Back to its zeroed state when tr_copy returns TR_READY, so it may be
+// reused at once for the next copy. A copy given up while pending keeps its
+// count (tr_copy_op_done); tr_copy_op_abandon zeroes it for the next one.
 typedef struct tr_copy_op {
-    uint64_t done;
-    uint32_t cp_start; // private: cp_buf[cp_start, cp_end) is read, not yet written
-    uint32_t cp_end;
-    unsigned char cp_buf[TR_COPY_BUF];
+    size_t cp_done;                    // private: bytes written to the destination so far
+    uint32_t cp_start;                 // private: cp_buf[cp_start, cp_end) is read, not yet written
+    uint32_t cp_end;                   // private
+    unsigned char cp_buf[TR_COPY_BUF]; // private
 } tr_copy_op;
 
-// tr_copy_op_reset readies op for a new copy (done back to 0).
-static inline void
-tr_copy_op_reset(tr_copy_op *op)
+_Static_assert(sizeof(tr_copy_op) == 2 * sizeof(void *) + TR_COPY_BUF,
+               "tr_copy_op: two words and the buffer");
+
+// tr_copy_op_done returns the bytes a pending copy has written so far.
+static inline size_t
+tr_copy_op_done(const tr_copy_op *op)
 {
-    op->done = 0;
+    return op->cp_done;
+}
+
+// tr_copy_op_abandon gives up a pending copy: op is ready for a new one
+// (the bytes read but not yet written are dropped). A drop function need
+// not call it.
+static inline void
+tr_copy_op_abandon(tr_copy_op *op)
+{
+    op->cp_done = 0;
     op->cp_start = 0;
     op->cp_end = 0;
 }
 
 // tr_copy reads from `from` and writes to `to` until from's end of file:
-// TR_READY with *err TR_OK (op->done bytes were copied), or the read or
-// write error (op->done bytes had been written; TR_EPIPE when to's reader
-// went away). It does not close or shut down `to`. Every read and write
-// charges the poll budget, so a long copy lets other tasks run. Works on
-// any pair of descriptors the reactor watches (pipes, sockets, ttys);
-// `from` and `to` may be the two halves of one tr_io_split (an echo).
-// Cancelled while pending: op->done bytes reached `to`; the bytes read but
-// not yet written (at most TR_COPY_BUF) are lost with the op.
-TR_API tr_poll tr_copy(tr_copy_op *op, tr_io *from, tr_io *to, tr_cx *cx, tr_err *err);
+// TR_READY with *err TR_OK, or the read or write error (TR_EPIPE when to's
+// reader went away); *n (may be NULL) is the bytes written to `to`. It
+// does not close or shut down `to`. Every read and write charges the poll
+// budget, so a long copy lets other tasks run. Works on any pair of
+// descriptors the reactor watches (pipes, sockets, ttys); `from` and `to`
+// may be the two halves of one tr_io_split (an echo). There is no single
+// object here, so the op comes first. Cancelled while pending:
+// tr_copy_op_done(op) bytes reached `to`; the bytes read but not yet
+// written (at most TR_COPY_BUF) are lost with the op.
+TR_API tr_poll tr_copy(tr_copy_op *op, tr_cx *cx, tr_io *from, tr_io *to, size_t *n, tr_err *err);
 
 TR_END_DECLS
 

@@ -40,8 +40,9 @@ TR_API void tr_oneshot_sender_release(tr_oneshot *o);
 // cancelled while waiting calls tr_oneshot_receiver_release from its drop.
 TR_API tr_poll tr_oneshot_recv(tr_oneshot *o, tr_cx *cx, void *out, tr_err *err);
 
-// tr_oneshot_try_recv: TR_OK (value copied, receiver released), TR_EEMPTY
-// (nothing yet; o still owned) or TR_ECLOSED (receiver released).
+// tr_oneshot_try_recv: TR_OK (value copied, receiver released), TR_EAGAIN
+// (nothing yet: a receive would wait; o still owned) or TR_ECLOSED
+// (receiver released).
 TR_API tr_err tr_oneshot_try_recv(tr_oneshot *o, void *out);
 
 // tr_oneshot_receiver_release drops the receiver end without receiving.
@@ -55,8 +56,9 @@ TR_API void tr_oneshot_receiver_release(tr_oneshot *o);
 
 typedef struct tr_chan tr_chan;
 
-// A send in progress; embed it in the task state (zero it, or tr_task_new's
-// zeroed state does). Private fields.
+// A send in progress; embed it in the task state, zeroed (a new task's
+// state is). Back to its zeroed state when tr_chan_send returns TR_READY,
+// so it may be reused at once.
 typedef struct tr_chan_send_op {
     void *o_priv[4];
 } tr_chan_send_op;
@@ -94,8 +96,8 @@ TR_API tr_poll tr_chan_send(tr_chan *ch, tr_cx *cx, tr_chan_send_op *op, const v
 // waiting sender.
 TR_API void tr_chan_send_abandon(tr_chan *ch, tr_chan_send_op *op);
 
-// tr_chan_try_send copies *item in if there is room: TR_OK, TR_EFULL or
-// TR_ECLOSED. Any thread, never blocks.
+// tr_chan_try_send copies *item in if there is room: TR_OK, TR_EAGAIN (full:
+// a send would wait) or TR_ECLOSED. Any thread, never blocks.
 TR_API tr_err tr_chan_try_send(tr_chan *ch, const void *item);
 
 // tr_chan_recv awaits an item: TR_READY with *err TR_OK (item copied to out)
@@ -104,7 +106,8 @@ TR_API tr_err tr_chan_try_send(tr_chan *ch, const void *item);
 // pending.
 TR_API tr_poll tr_chan_recv(tr_chan *ch, tr_cx *cx, void *out, tr_err *err);
 
-// tr_chan_try_recv: TR_OK, TR_EEMPTY or TR_ECLOSED. Receiver side only.
+// tr_chan_try_recv: TR_OK, TR_EAGAIN (nothing buffered: a receive would
+// wait) or TR_ECLOSED. Receiver side only.
 TR_API tr_err tr_chan_try_recv(tr_chan *ch, void *out);
 
 // tr_chan_len returns the number of buffered items (a snapshot).

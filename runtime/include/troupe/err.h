@@ -1,5 +1,14 @@
 // troupe/err.h: the one error type of libtroupe. Fallible functions return a
 // tr_err (TR_OK is 0) and hand results back through out parameters.
+//
+// Would block: every try_ function that would have had to wait returns
+// TR_EAGAIN (a channel full or empty, a lock held, a child still running).
+// TR_EFULL, TR_EEMPTY and TR_EBUSY name other conditions: a fixed table
+// that is full (TR_EFULL: all runtime-local keys are taken), nothing left at
+// all (TR_EEMPTY: a group with no member), something already in use
+// (TR_EBUSY: an op not idle, a clock or signal taken in another mode).
+// (tr_mailbox_try_push still says TR_EFULL for a full lane, which is a
+// would-block: it is to move to TR_EAGAIN.)
 #ifndef TROUPE_ERR_H
 #define TROUPE_ERR_H
 
@@ -19,11 +28,11 @@ TR_BEGIN_DECLS
     X(TR_EFINISHED, "task had already finished")                        \
     X(TR_EDEADLOCK, "blocking call on a runtime worker would deadlock") \
     X(TR_ECLOSED, "closed")                                             \
-    X(TR_EFULL, "full")                                                 \
-    X(TR_EEMPTY, "empty")                                               \
+    X(TR_EFULL, "no room left")                                         \
+    X(TR_EEMPTY, "nothing left")                                        \
     X(TR_ETIMEDOUT, "timed out")                                        \
-    X(TR_EAGAIN, "try again")                                           \
-    X(TR_EBUSY, "busy")                                                 \
+    X(TR_EAGAIN, "would block, try again")                              \
+    X(TR_EBUSY, "already in use")                                       \
     X(TR_ENOTSUP, "not supported")                                      \
     X(TR_ETOOBIG, "too big")                                            \
     X(TR_EPERM, "operation not permitted")                              \

@@ -6,16 +6,19 @@
 // before anyone waits is not lost, and a reader task and a writer task on
 // one descriptor never take each other's wake-ups.
 //
-// Results: the operations below report a byte count through `ssize_t *out`:
-// >= 0 is a count (0 from a read is end of file), < 0 is -(tr_err) (see
-// tr_io_err). Every leaf operation charges the poll budget once.
+// Results: every awaitable here follows the library's convention (README,
+// "Conventions"): on TR_READY, *err is TR_OK or the error, and a byte count
+// comes back in *n (0 when *err is not TR_OK). End of file for a read is
+// TR_READY with *err TR_OK and *n == 0. Every leaf operation charges the
+// poll budget once.
 //
 // Cancellation: a leaf operation (read, write, recv, send, accept, ...)
 // holds nothing while it is pending, so a task cancelled at an await on one
 // loses nothing that was not yet transferred. Multi-step operations keep
 // their progress in caller-owned op structs (tr_io_op, tr_connect_op): if
-// the task is cancelled mid-way, what was already transferred is in
-// op->done and the rest was not; nothing needs to be dropped.
+// the task is cancelled mid-way, what was already transferred is counted
+// in the op (tr_io_op_done) and the rest was not; nothing needs to be
+// dropped.
 #ifndef TROUPE_IO_H
 #define TROUPE_IO_H
 
@@ -86,29 +89,30 @@ TR_API void tr_io_split(tr_io *io, tr_io **rd, tr_io **wr);
 // or both of a socket (shutdown(2)). Any thread.
 TR_API tr_err tr_io_shutdown(tr_io *io, int how);
 
-// tr_io_err returns the error of a negative result (TR_OK for n >= 0).
-static inline tr_err
-tr_io_err(ssize_t n)
-{
-    return n < 0 ? (tr_err)-n : TR_OK;
-}
-
 // ---------------------------------------------------------------------------
 // Leaf operations (see the header comment for results and cancellation).
 
-TR_API tr_poll tr_read(tr_io *io, tr_cx *cx, void *buf, size_t len, ssize_t *out);
-TR_API tr_poll tr_write(tr_io *io, tr_cx *cx, const void *buf, size_t len, ssize_t *out);
-TR_API tr_poll tr_readv(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, ssize_t *out);
-TR_API tr_poll tr_writev(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, ssize_t *out);
+// tr_read reads up to len bytes: *n the count, 0 at end of file.
+TR_API tr_poll tr_read(tr_io *io, tr_cx *cx, void *buf, size_t len, size_t *n, tr_err *err);
+// tr_write writes up to len bytes: *n the count (a short write is TR_OK).
+TR_API tr_poll tr_write(tr_io *io, tr_cx *cx, const void *buf, size_t len, size_t *n, tr_err *err);
+TR_API tr_poll tr_readv(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, size_t *n,
+                        tr_err *err);
+TR_API tr_poll tr_writev(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, size_t *n,
+                         tr_err *err);
 // Sockets. Sends add MSG_NOSIGNAL: a closed peer is TR_EPIPE, not SIGPIPE.
-TR_API tr_poll tr_recv(tr_io *io, tr_cx *cx, void *buf, size_t len, int flags, ssize_t *out);
-TR_API tr_poll tr_send(tr_io *io, tr_cx *cx, const void *buf, size_t len, int flags, ssize_t *out);
+TR_API tr_poll tr_recv(tr_io *io, tr_cx *cx, void *buf, size_t len, int flags, size_t *n,
+                       tr_err *err);
+TR_API tr_poll tr_send(tr_io *io, tr_cx *cx, const void *buf, size_t len, int flags, size_t *n,
+                       tr_err *err);
 TR_API tr_poll tr_recvfrom(tr_io *io, tr_cx *cx, void *buf, size_t len, int flags,
-                           struct sockaddr *from, socklen_t *fromlen, ssize_t *out);
+                           struct sockaddr *from, socklen_t *fromlen, size_t *n, tr_err *err);
 TR_API tr_poll tr_sendto(tr_io *io, tr_cx *cx, const void *buf, size_t len, int flags,
-                         const struct sockaddr *to, socklen_t tolen, ssize_t *out);
-TR_API tr_poll tr_recvmsg(tr_io *io, tr_cx *cx, struct msghdr *msg, int flags, ssize_t *out);
-TR_API tr_poll tr_sendmsg(tr_io *io, tr_cx *cx, const struct msghdr *msg, int flags, ssize_t *out);
+                         const struct sockaddr *to, socklen_t tolen, size_t *n, tr_err *err);
+TR_API tr_poll tr_recvmsg(tr_io *io, tr_cx *cx, struct msghdr *msg, int flags, size_t *n,
+                          tr_err *err);
+TR_API tr_poll tr_sendmsg(tr_io *io, tr_cx *cx, const struct msghdr *msg, int flags, size_t *n,
+                          tr_err *err);
 
 // tr_accept accepts a connection on a listening socket: TR_READY with
 // *err TR_OK and *conn a new tr_io (owned by the caller; non-blocking and
@@ -118,7 +122,8 @@ TR_API tr_poll tr_sendmsg(tr_io *io, tr_cx *cx, const struct msghdr *msg, int fl
 TR_API tr_poll tr_accept(tr_io *lis, tr_cx *cx, tr_io **conn, struct sockaddr *addr,
                          socklen_t *addrlen, tr_err *err);
 
-// A connect in progress: embed it in the task state, zeroed. Private.
+// A connect in progress: embed it in the task state, zeroed. Back to its
+// zeroed state when tr_connect returns TR_READY.
 typedef struct tr_connect_op {
     int c_started;
 } tr_connect_op;
@@ -136,14 +141,17 @@ TR_API tr_poll tr_connect(tr_io *io, tr_cx *cx, tr_connect_op *op, const struct 
 enum { TR_IO_READ = 0, TR_IO_WRITE = 1 };
 
 // tr_io_fn performs one non-blocking system call on fd and returns its
-// result, or -1 with errno set (EAGAIN: not ready).
+// result (>= 0), or -1 with errno set (EAGAIN: not ready). It keeps the
+// system call's own shape on purpose (`return read(fd, ...)` is a whole
+// tr_io_fn): tr_io_poll_op maps errno to a tr_err in one place.
 typedef ssize_t (*tr_io_fn)(int fd, void *arg);
 
 // tr_io_poll_op runs fn when direction dir is ready, with the readiness
-// protocol of the leaf operations: TR_READY with *out = fn's result or
-// -(tr_err); TR_PENDING when fn reported EAGAIN (the task wakes at the next
-// edge). Charges the budget once.
-TR_API tr_poll tr_io_poll_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, ssize_t *out);
+// protocol of the leaf operations: TR_READY with *err TR_OK and *n fn's
+// result, or *err the mapped errno and *n 0; TR_PENDING when fn reported
+// EAGAIN (the task wakes at the next edge). Charges the budget once.
+TR_API tr_poll tr_io_poll_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t *n,
+                             tr_err *err);
 
 // tr_io_ready waits until direction dir is (believed) ready, without any
 // system call: TR_READY with *err TR_OK and *tick the readiness event seen,
@@ -156,28 +164,46 @@ TR_API tr_poll tr_io_ready(tr_io *io, tr_cx *cx, int dir, uint32_t *tick, tr_err
 TR_API void tr_io_clear_ready(tr_io *io, int dir, uint32_t tick);
 
 // ---------------------------------------------------------------------------
-// Multi-step operations. Their progress is a tr_io_op in the task state:
-// zero it (or tr_io_op_reset) before each operation.
+// Multi-step operations. Their progress is a tr_io_op in the task state.
 
+// The progress of one tr_read_exact or tr_write_all: embed it in the task
+// state, zeroed. Back to its zeroed state when the awaitable returns
+// TR_READY, so it may be reused at once for the next call. An operation
+// given up while pending (a timeout expired, or the task chose to stop)
+// leaves its count in the op: read it with tr_io_op_done, then
+// tr_io_op_abandon before the op is used again.
 typedef struct tr_io_op {
-    size_t done; // bytes transferred so far (public: read it after a failure)
+    size_t iop_done; // private: bytes transferred so far
 } tr_io_op;
 
-static inline void
-tr_io_op_reset(tr_io_op *op)
+_Static_assert(sizeof(tr_io_op) == sizeof(void *), "tr_io_op: one word");
+
+// tr_io_op_done returns the bytes a pending operation has moved so far.
+static inline size_t
+tr_io_op_done(const tr_io_op *op)
 {
-    op->done = 0;
+    return op->iop_done;
 }
 
-// tr_read_exact reads exactly len bytes: *err TR_OK, or TR_EEOF when the
-// stream ended first (op->done bytes were read), or the read error.
-TR_API tr_poll tr_read_exact(tr_io_op *op, tr_io *io, tr_cx *cx, void *buf, size_t len,
+// tr_io_op_abandon gives up a pending operation: op is zeroed again. The
+// bytes already moved stay moved. Nothing else is held, so a drop function
+// need not call it.
+static inline void
+tr_io_op_abandon(tr_io_op *op)
+{
+    op->iop_done = 0;
+}
+
+// tr_read_exact reads exactly len bytes into buf: TR_READY with *err TR_OK,
+// or TR_EEOF when the stream ended first, or the read error; *n (may be
+// NULL) is the bytes read into buf (len on TR_OK).
+TR_API tr_poll tr_read_exact(tr_io *io, tr_cx *cx, tr_io_op *op, void *buf, size_t len, size_t *n,
                              tr_err *err);
 
-// tr_write_all writes all len bytes: *err TR_OK, or the write error
-// (op->done bytes were written).
-TR_API tr_poll tr_write_all(tr_io_op *op, tr_io *io, tr_cx *cx, const void *buf, size_t len,
-                            tr_err *err);
+// tr_write_all writes all len bytes of buf: TR_READY with *err TR_OK or the
+// write error; *n (may be NULL) is the bytes written (len on TR_OK).
+TR_API tr_poll tr_write_all(tr_io *io, tr_cx *cx, tr_io_op *op, const void *buf, size_t len,
+                            size_t *n, tr_err *err);
 
 TR_END_DECLS
 

@@ -109,7 +109,9 @@ TR_API tr_err tr_unix_listen(tr_rt *rt, const char *path, int backlog, tr_io **o
 TR_API tr_poll tr_net_accept(tr_io *lis, tr_cx *cx, tr_io **conn, tr_addr *peer, tr_err *err);
 
 // A connect in progress: embed it in the task state, zeroed. It owns the
-// socket being connected until the connect completes. Private fields.
+// socket being connected until the connect completes. Back to its zeroed
+// state when tr_net_connect (tr_tcp_connect, tr_unix_connect) returns
+// TR_READY, so it may be reused at once.
 typedef struct tr_net_connect_op {
     tr_connect_op nc_connect;
     tr_io *nc_io;
@@ -177,21 +179,21 @@ TR_API tr_err tr_udp_socket(tr_rt *rt, int family, tr_io **out);
 // addresses are dropped by the kernel. Never blocks; any thread.
 TR_API tr_err tr_net_dgram_connect(tr_io *io, const tr_addr *peer);
 
-// tr_net_sendto sends one datagram of len bytes to *to: TR_READY with *out
-// the bytes sent, or -(tr_err) (TR_ETOOBIG for a datagram larger than the
-// socket allows). A leaf operation from a task; cancel-safe (nothing is
-// sent unless it returns TR_READY).
+// tr_net_sendto sends one datagram of len bytes to *to: TR_READY with *err
+// TR_OK and *n the bytes sent, or *err the error (TR_ETOOBIG for a datagram
+// larger than the socket allows) and *n 0. A leaf operation from a task;
+// cancel-safe (nothing is sent unless it returns TR_READY).
 TR_API tr_poll tr_net_sendto(tr_io *io, tr_cx *cx, const void *buf, size_t len, const tr_addr *to,
-                             ssize_t *out);
+                             size_t *n, tr_err *err);
 
 // tr_net_recvfrom receives one datagram into buf (the part beyond len is
-// lost): TR_READY with *out its length (up to len) and its sender in *from
-// (may be NULL; from->len is 0 when the sender has no address, as an
-// unbound Unix socket or the other end of a pair), or -(tr_err). A leaf
-// operation from a task; cancel-safe (no datagram is taken unless it
-// returns TR_READY).
+// lost): TR_READY with *err TR_OK, *n its length (up to len) and its
+// sender in *from (may be NULL; from->len is 0 when the sender has no
+// address, as an unbound Unix socket or the other end of a pair), or *err
+// the error and *n 0. A leaf operation from a task; cancel-safe (no
+// datagram is taken unless it returns TR_READY).
 TR_API tr_poll tr_net_recvfrom(tr_io *io, tr_cx *cx, void *buf, size_t len, tr_addr *from,
-                               ssize_t *out);
+                               size_t *n, tr_err *err);
 
 // ---------------------------------------------------------------------------
 // Unix-domain extras.

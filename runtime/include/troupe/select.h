@@ -45,8 +45,11 @@ typedef struct tr_select_branch {
     void *arg;
 } tr_select_branch;
 
-// The progress of one select; embed it in the task state, zeroed. Private
-// fields.
+// The progress of one select; embed it in the task state, zeroed. When
+// tr_select or tr_race_join returns TR_READY it holds nothing and may be
+// reused at once; the one thing it keeps is where the next select starts
+// polling, on purpose: a loop of selects whose first branch is
+// always ready would otherwise never poll the others.
 typedef struct tr_select_op {
     uint32_t o_next;   // private: the branch to poll first next time
     uint32_t o_active; // private: polled and not yet finished

@@ -67,8 +67,11 @@ enum {
 };
 
 // A listener for one signal, for one task at a time. Embed it in the task
-// state. Private fields. A zeroed tr_signal is inactive (tr_signal_drop on
-// it is a no-op).
+// state. Private fields. A zeroed tr_signal is inactive (tr_signal_fini on
+// it is a no-op). It is an object with a lifecycle (tr_signal_init takes a
+// process-wide slot and may install a handler), so it is released with
+// tr_signal_fini, not abandoned: a pending tr_signal_wait holds nothing and
+// needs no _abandon.
 typedef struct tr_signal {
     void *sg_state;   // the runtime's signal state, NULL when inactive
     uint64_t sg_seen; // the delivery counter at the last completion
@@ -89,19 +92,20 @@ TR_API tr_err tr_signal_init(tr_signal *sig, tr_rt *rt, int signo, unsigned flag
 
 // tr_signal_wait waits for the signal: TR_READY with *count (>= 1) the
 // number of deliveries since the previous completion or tr_signal_init; or
-// TR_PENDING, the task being woken at the next delivery. A leaf operation:
+// TR_PENDING, the task being woken at the next delivery. It never fails,
+// so it has no error out-parameter. A leaf operation:
 // charges the budget once. From a task of the runtime sig was initialised
 // for. Cancel-safe: a task cancelled at this await loses nothing (the
 // deliveries stay counted for the next wait, if the op is kept); its drop
-// function calls tr_signal_drop.
+// function calls tr_signal_fini.
 TR_API tr_poll tr_signal_wait(tr_signal *sig, tr_cx *cx, uint64_t *count);
 
-// tr_signal_drop stops listening and makes sig inactive; when it was the
+// tr_signal_fini stops listening and makes sig inactive; when it was the
 // last listener of its signal in the process, the previous disposition is
 // restored (handler mode). Idempotent; any thread; call it from the drop
 // function of the task that embeds sig, and before tr_rt_free for a
 // tr_signal kept outside a task.
-TR_API void tr_signal_drop(tr_signal *sig);
+TR_API void tr_signal_fini(tr_signal *sig);
 
 TR_END_DECLS
 

@@ -40,7 +40,8 @@ typedef struct tr__sync_node {
 
 typedef struct tr_sem tr_sem;
 
-// An acquire in progress; embed it in the task state, zeroed. Private.
+// An acquire in progress; embed it in the task state, zeroed. Back to its
+// zeroed state when tr_sem_acquire returns TR_READY.
 typedef struct tr_sem_acquire_op {
     tr__sync_node o_node;
 } tr_sem_acquire_op;
@@ -105,7 +106,8 @@ TR_API void tr_sem_close(tr_sem *s);
 
 typedef struct tr_mutex tr_mutex;
 
-// A lock in progress; embed it in the task state, zeroed. Private.
+// A lock in progress; embed it in the task state, zeroed. Back to its
+// zeroed state when tr_mutex_lock returns TR_READY.
 typedef struct tr_mutex_lock_op {
     tr__sync_node o_node;
 } tr_mutex_lock_op;
@@ -119,6 +121,8 @@ TR_API tr_err tr_mutex_new(tr_mutex **out);
 TR_API void tr_mutex_free(tr_mutex *m);
 
 // tr_mutex_lock awaits the lock: TR_READY once the calling task holds it.
+// It never fails (a mutex cannot be closed), so it has no error
+// out-parameter.
 // TR_PENDING while it waits in line: op holds its place and must not move
 // or be reused until TR_READY. From a task only; a leaf operation that
 // charges the poll budget. Not reentrant: a task that locks a mutex it
@@ -135,7 +139,7 @@ TR_API tr_poll tr_mutex_lock(tr_mutex *m, tr_cx *cx, tr_mutex_lock_op *op);
 TR_API void tr_mutex_lock_abandon(tr_mutex *m, tr_mutex_lock_op *op);
 
 // tr_mutex_try_lock takes the lock if it is free and nobody waits: TR_OK or
-// TR_EBUSY. Any thread, never blocks.
+// TR_EAGAIN (a lock would wait). Any thread, never blocks.
 TR_API tr_err tr_mutex_try_lock(tr_mutex *m);
 
 // tr_mutex_unlock releases the lock, handing it to the longest waiter, if
@@ -168,7 +172,8 @@ TR_API bool tr_mutex_is_locked(tr_mutex *m);
 
 typedef struct tr_notify tr_notify;
 
-// A wait in progress; embed it in the task state, zeroed. Private.
+// A wait in progress; embed it in the task state, zeroed. Back to its
+// zeroed state when tr_notify_wait returns TR_READY.
 typedef struct tr_notify_wait_op {
     tr__sync_node o_node;
 } tr_notify_wait_op;
@@ -197,7 +202,8 @@ TR_API void tr_notify_all(tr_notify *n);
 // (tr_notify_wait_abandon) if the task decides not to wait. Any thread.
 TR_API void tr_notify_wait_prepare(tr_notify *n, tr_notify_wait_op *op);
 
-// tr_notify_wait awaits a notification: TR_READY when tr_notify_one chose
+// tr_notify_wait awaits a notification (it never fails, so it has no error
+// out-parameter): TR_READY when tr_notify_one chose
 // this op, a stored permit was consumed, or tr_notify_all came after the op
 // started to wait (or was prepared). TR_PENDING while it waits: op holds its
 // place in line and must not move or be reused until TR_READY. From a task

@@ -8,8 +8,8 @@
 //
 // A timer lives in its task's state (the tr_timer below, embedded in an op
 // struct) and is armed by its first poll. It is disarmed when it fires and
-// is awaited, and by tr_timer_drop: a task cancelled while a timer is armed
-// must call the matching *_drop function from its drop function, before the
+// is awaited, and by tr_timer_abandon: a task cancelled while a timer is armed
+// must call the matching *_abandon function from its drop function, before the
 // state memory goes away.
 #ifndef TROUPE_TIME_H
 #define TROUPE_TIME_H
@@ -55,8 +55,9 @@ TR_API uint64_t tr_now(tr_rt *rt);
 TR_API uint64_t tr_rt_timers(tr_rt *rt);
 
 // ---------------------------------------------------------------------------
-// Timers. Embed one in the task state (zeroed, as tr_task_new's state is,
-// or by tr_timer_init). Private fields.
+// Timers. Embed one in the task state, zeroed (as a new task's state is).
+// Back to its zeroed (idle) state when tr_sleep or tr_sleep_until returns
+// TR_READY, so the same timer may sleep again at once.
 
 typedef struct tr_timer {
     struct tr_timer *t_prev;
@@ -70,13 +71,15 @@ typedef struct tr_timer {
 } tr_timer;
 
 // tr_timer_init zeroes a timer (a zeroed tr_timer is already initialised).
+// A timer holds nothing while idle, so it needs no _fini: withdrawing a
+// pending sleep is tr_timer_abandon.
 TR_API void tr_timer_init(tr_timer *t);
 
-// tr_timer_drop disarms t if it is armed; afterwards t is idle and its
+// tr_timer_abandon disarms t if it is armed; afterwards t is idle and its
 // memory may be freed. Idempotent; any thread. A task's drop function calls
-// it for every timer its state embeds (tr_sleep_drop, tr_timeout_drop and
-// tr_interval_drop are the same call for the op structs below).
-TR_API void tr_timer_drop(tr_timer *t);
+// it for every timer its state embeds (tr_sleep_abandon, tr_timeout_abandon and
+// tr_interval_abandon are the same call for the op structs below).
+TR_API void tr_timer_abandon(tr_timer *t);
 
 // tr_timer_armed reports whether t is armed (waiting for its deadline).
 TR_API bool tr_timer_armed(const tr_timer *t);
@@ -84,20 +87,21 @@ TR_API bool tr_timer_armed(const tr_timer *t);
 // ---------------------------------------------------------------------------
 // Sleep.
 
-// tr_sleep waits until ns nanoseconds after its first poll. TR_READY once
+// tr_sleep waits until ns nanoseconds after its first poll. It never fails,
+// so it has no error out-parameter. TR_READY once
 // that time has come (the timer is then idle again: the same tr_timer may
-// sleep again). Charges the budget once. Cancel-safe through tr_timer_drop.
+// sleep again). Charges the budget once. Cancel-safe through tr_timer_abandon.
 TR_API tr_poll tr_sleep(tr_timer *t, tr_cx *cx, uint64_t ns);
 
 // tr_sleep_until waits until the runtime's clock reads deadline_ns (at once
 // when that has passed). As tr_sleep otherwise.
 TR_API tr_poll tr_sleep_until(tr_timer *t, tr_cx *cx, uint64_t deadline_ns);
 
-// tr_sleep_drop is tr_timer_drop.
+// tr_sleep_abandon is tr_timer_abandon.
 static inline void
-tr_sleep_drop(tr_timer *t)
+tr_sleep_abandon(tr_timer *t)
 {
-    tr_timer_drop(t);
+    tr_timer_abandon(t);
 }
 
 // ---------------------------------------------------------------------------
@@ -105,45 +109,46 @@ tr_sleep_drop(tr_timer *t)
 // every poll:
 //
 //     TR_AWAIT(st, tr_timeout_poll(&st->to, cx, 500 * TR_NS_PER_MS,
-//                                  tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n)));
-//     if (tr_timeout_expired(&st->to)) { ...give the inner operation up... }
+//                                  tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n,
+//                                          &st->err),
+//                                  &st->expired));
+//     if (st->expired) { ...give the inner operation up... }
 //
-// TR_READY when the inner is READY (expired false) or when the deadline
-// passed first (expired true). On expiry the inner operation has not
+// TR_READY when the inner is READY (*expired false) or when the deadline
+// passed first (*expired true). On expiry the inner operation has not
 // completed and the caller must give it up: a leaf IO operation needs
 // nothing (it only left a stale wake-up behind); an op struct with its own
-// drop (a channel send, a join handle, a lock wait) has that drop called.
+// _abandon (a channel send, a lock wait, a read_exact) has it called.
 
+// A timeout in progress: embed it in the task state, zeroed. Back to its
+// zeroed state when tr_timeout_poll returns TR_READY (the deadline is
+// disarmed or has fired), so it may be reused at once.
 typedef struct tr_timeout {
-    tr_timer to_timer;
-    bool to_expired;
+    tr_timer to_timer; // private
 } tr_timeout;
 
 // tr_timeout_poll arms a deadline ns after its first poll (see above).
-TR_API tr_poll tr_timeout_poll(tr_timeout *op, tr_cx *cx, uint64_t ns, tr_poll inner);
+// The op is the object (a timeout has no other). Never fails.
+TR_API tr_poll tr_timeout_poll(tr_timeout *op, tr_cx *cx, uint64_t ns, tr_poll inner,
+                               bool *expired);
 
 // tr_timeout_poll_until is tr_timeout_poll with an absolute deadline on
 // the runtime's clock.
-TR_API tr_poll tr_timeout_poll_until(tr_timeout *op, tr_cx *cx, uint64_t deadline_ns,
-                                     tr_poll inner);
+TR_API tr_poll tr_timeout_poll_until(tr_timeout *op, tr_cx *cx, uint64_t deadline_ns, tr_poll inner,
+                                     bool *expired);
 
-// tr_timeout_expired reports whether the last completion was an expiry.
-static inline bool
-tr_timeout_expired(const tr_timeout *op)
-{
-    return op->to_expired;
-}
-
-// tr_timeout_drop disarms the deadline (call from drop when cancelled).
+// tr_timeout_abandon disarms the deadline (call from drop when cancelled).
 static inline void
-tr_timeout_drop(tr_timeout *op)
+tr_timeout_abandon(tr_timeout *op)
 {
-    tr_timer_drop(&op->to_timer);
+    tr_timer_abandon(&op->to_timer);
 }
 
 // ---------------------------------------------------------------------------
 // Interval: ticks every period. The first tick completes at once; a tick
 // that is late by more than a period skips the missed ones (counted).
+// An interval is an object (tr_interval_init), not an op: its schedule
+// carries on from one tick to the next, and tr_interval_tick never fails.
 
 typedef struct tr_interval {
     tr_timer iv_timer;
@@ -156,14 +161,14 @@ typedef struct tr_interval {
 TR_API void tr_interval_init(tr_interval *iv, uint64_t period_ns);
 
 // tr_interval_tick waits for the next tick. Cancel-safe through
-// tr_interval_drop.
+// tr_interval_abandon.
 TR_API tr_poll tr_interval_tick(tr_interval *iv, tr_cx *cx);
 
-// tr_interval_drop disarms the interval's timer.
+// tr_interval_abandon disarms the interval's timer.
 static inline void
-tr_interval_drop(tr_interval *iv)
+tr_interval_abandon(tr_interval *iv)
 {
-    tr_timer_drop(&iv->iv_timer);
+    tr_timer_abandon(&iv->iv_timer);
 }
 
 TR_END_DECLS

@@ -33,7 +33,7 @@ static void
 child_drop(void *arg)
 {
     child *st = arg;
-    tr_sleep_drop(&st->timer);
+    tr_sleep_abandon(&st->timer);
 }
 
 static const tr_task_spec child_spec = {

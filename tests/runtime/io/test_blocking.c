@@ -99,6 +99,12 @@ basic_poll(void *arg, tr_cx *cx)
         TU_CHECK(st->ops[st->i].b_priv[0] == NULL); // idle again
         TU_CHECK(!tr_blocking_is_done(&st->ops[st->i]));
     }
+    // Op reuse: back to its zeroed state after TR_READY, the op takes the
+    // next job at once, which runs and is joined in full.
+    TU_CHECK(tr_spawn_blocking(tr_cx_rt(cx), &st->ops[0], job_double, (void *)(uintptr_t)21,
+                               NULL) == TR_OK);
+    TR_AWAIT(st, tr_blocking_join(&st->ops[0], cx, &st->res, &st->err));
+    TU_CHECK(st->err == TR_OK && st->res.u64 == 42);
     TR_END(st);
 }
 
@@ -112,7 +118,7 @@ test_blocking_spawn_join(void **state)
     tu_run_root(rt, tu_task_new(rt, &basic_spec));
     tr_blocking_stats bs;
     tr_blocking_get_stats(rt, &bs);
-    assert_int_equal(bs.completed, BASIC_JOBS);
+    assert_int_equal(bs.completed, BASIC_JOBS + 1); // and the op reused once
     assert_true(bs.threads_started >= 1 && bs.threads <= bs.max_threads);
     tu_rt_free_clean(rt);
 }
@@ -794,6 +800,7 @@ resolve_poll(void *arg, tr_cx *cx)
 {
     resolve_task *st = arg;
     TR_BEGIN(st);
+    // Every lookup below reuses the one op (op reuse).
     // "localhost" comes from /etc/hosts.
     memset(&st->hints, 0, sizeof st->hints);
     st->hints.ai_family = AF_INET;
@@ -882,6 +889,8 @@ file_poll(void *arg, tr_cx *cx)
     tmp_path(st->path, sizeof st->path, "a.txt");
     tmp_path(st->path2, sizeof st->path2, "big.bin");
 
+    // Every call below reuses the one op (op reuse: each is back to its
+    // zeroed state at TR_READY) and is checked for its whole work.
     // Write, overwrite in place, sync, read back.
     TR_AWAIT(st, tr_file_open(&st->op, cx, st->path, O_RDWR | O_CREAT | O_TRUNC, 0600, &st->fd,
                               &st->err));

@@ -64,8 +64,7 @@ chunk_writer_poll(void *arg, tr_cx *cx)
         if (st->n > st->len - st->off) {
             st->n = st->len - st->off;
         }
-        tr_io_op_reset(&st->op);
-        TR_AWAIT(st, tr_write_all(&st->op, st->wr, cx, st->data + st->off, st->n, &st->err));
+        TR_AWAIT(st, tr_write_all(st->wr, cx, &st->op, st->data + st->off, st->n, NULL, &st->err));
         CHECK_ERR(st, st->err, TR_OK);
         st->off += st->n;
         TR_YIELD(st, cx);
@@ -128,6 +127,7 @@ test_bufread_init_fini(void **state)
 
 typedef struct exact_main {
     int tr_pc;
+    size_t done; // what the last read_exact or copy moved
     tr_io *rd, *wr;
     tr_io_op op;
     tr_err err;
@@ -145,9 +145,9 @@ exact_main_poll(void *arg, tr_cx *cx)
     CHECK_ERR(st, tr_pipe(tr_cx_rt(cx), &st->rd, &st->wr), TR_OK);
     CHECK(st, write_now(st->wr, "hello", 5));
     st->wr = NULL;
-    TR_AWAIT(st, tr_read_exact(&st->op, st->rd, cx, st->buf, 10, &st->err));
+    TR_AWAIT(st, tr_read_exact(st->rd, cx, &st->op, st->buf, 10, &st->done, &st->err));
     CHECK_ERR(st, st->err, TR_EEOF);
-    CHECK(st, st->op.done == 5 && memcmp(st->buf, "hello", 5) == 0);
+    CHECK(st, st->done == 5 && memcmp(st->buf, "hello", 5) == 0);
     tr_io_release(st->rd);
     st->rd = NULL;
 
@@ -160,25 +160,21 @@ exact_main_poll(void *arg, tr_cx *cx)
     CHECK(st, write_now(st->wr, st->want, 100));
     st->wr = NULL;
     CHECK_ERR(st, tr_bufread_init(&st->br, st->rd, st->mem, sizeof st->mem), TR_OK);
-    tr_io_op_reset(&st->op);
-    TR_AWAIT(st, tr_bufread_read_exact(&st->op, &st->br, cx, st->buf, 3, &st->err));
+    TR_AWAIT(st, tr_bufread_read_exact(&st->br, cx, &st->op, st->buf, 3, &st->done, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
-    CHECK(st, st->op.done == 3 && memcmp(st->buf, st->want, 3) == 0);
+    CHECK(st, st->done == 3 && memcmp(st->buf, st->want, 3) == 0);
     CHECK(st, tr_bufread_buffered(&st->br) == 12);
-    tr_io_op_reset(&st->op);
-    TR_AWAIT(st, tr_bufread_read_exact(&st->op, &st->br, cx, st->buf, 90, &st->err));
+    TR_AWAIT(st, tr_bufread_read_exact(&st->br, cx, &st->op, st->buf, 90, &st->done, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
-    CHECK(st, st->op.done == 90 && memcmp(st->buf, st->want + 3, 90) == 0);
+    CHECK(st, st->done == 90 && memcmp(st->buf, st->want + 3, 90) == 0);
     CHECK(st, tr_bufread_buffered(&st->br) == 0);
-    tr_io_op_reset(&st->op);
-    TR_AWAIT(st, tr_bufread_read_exact(&st->op, &st->br, cx, st->buf, 10, &st->err));
+    TR_AWAIT(st, tr_bufread_read_exact(&st->br, cx, &st->op, st->buf, 10, &st->done, &st->err));
     CHECK_ERR(st, st->err, TR_EEOF);
-    CHECK(st, st->op.done == 7 && memcmp(st->buf, st->want + 93, 7) == 0);
+    CHECK(st, st->done == 7 && memcmp(st->buf, st->want + 93, 7) == 0);
     // And again at end of file: nothing at all.
-    tr_io_op_reset(&st->op);
-    TR_AWAIT(st, tr_bufread_read_exact(&st->op, &st->br, cx, st->buf, 1, &st->err));
+    TR_AWAIT(st, tr_bufread_read_exact(&st->br, cx, &st->op, st->buf, 1, &st->done, &st->err));
     CHECK_ERR(st, st->err, TR_EEOF);
-    CHECK(st, st->op.done == 0);
+    CHECK(st, st->done == 0);
     TR_END(st);
 }
 
@@ -380,7 +376,8 @@ typedef struct small_main {
     tr_bufread br;
     const char *data;
     size_t len;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     tr_err err;
     char buf[64];
 } small_main;
@@ -394,9 +391,9 @@ small_main_poll(void *arg, tr_cx *cx)
     CHECK(st, write_now(st->wr, "0123456789abcdefghij", 20));
     st->wr = NULL;
     CHECK_ERR(st, tr_bufread_init(&st->br, st->rd, NULL, 32), TR_OK);
-    TR_AWAIT(st, tr_bufread_read(&st->br, cx, st->buf, 0, &st->n));
-    CHECK(st, st->n == 0); // a zero-length read reads nothing
-    TR_AWAIT(st, tr_bufread_read(&st->br, cx, st->buf, 4, &st->n));
+    TR_AWAIT(st, tr_bufread_read(&st->br, cx, st->buf, 0, &st->n, &st->ioerr));
+    CHECK(st, st->ioerr == TR_OK && st->n == 0); // a zero-length read reads nothing
+    TR_AWAIT(st, tr_bufread_read(&st->br, cx, st->buf, 4, &st->n, &st->ioerr));
     CHECK(st, st->n == 4 && memcmp(st->buf, "0123", 4) == 0);
     CHECK(st, tr_bufread_buffered(&st->br) == 16);
     TR_AWAIT(st, tr_bufread_fill(&st->br, cx, &st->data, &st->len, &st->err));
@@ -404,10 +401,10 @@ small_main_poll(void *arg, tr_cx *cx)
     CHECK_MEM(st, st->data, st->len, "456789abcdefghij");
     tr_bufread_consume(&st->br, 6);
     // Asks for more than is buffered: gets what is buffered, no read.
-    TR_AWAIT(st, tr_bufread_read(&st->br, cx, st->buf, sizeof st->buf, &st->n));
+    TR_AWAIT(st, tr_bufread_read(&st->br, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
     CHECK(st, st->n == 10 && memcmp(st->buf, "abcdefghij", 10) == 0);
-    TR_AWAIT(st, tr_bufread_read(&st->br, cx, st->buf, sizeof st->buf, &st->n));
-    CHECK(st, st->n == 0);
+    TR_AWAIT(st, tr_bufread_read(&st->br, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
+    CHECK(st, st->ioerr == TR_OK && st->n == 0);
     TR_AWAIT(st, tr_bufread_fill(&st->br, cx, &st->data, &st->len, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
     CHECK(st, st->len == 0); // end of file
@@ -446,9 +443,11 @@ typedef struct abandon_main {
     tr_io *rd, *wr;
     tr_bufread br;
     tr_timeout to;
+    bool expired;
     const char *line;
     size_t len;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     tr_err err;
     char mem[64];
 } abandon_main;
@@ -460,16 +459,17 @@ abandon_main_poll(void *arg, tr_cx *cx)
     TR_BEGIN(st);
     CHECK_ERR(st, tr_pipe(tr_cx_rt(cx), &st->rd, &st->wr), TR_OK);
     CHECK_ERR(st, tr_bufread_init(&st->br, st->rd, st->mem, sizeof st->mem), TR_OK);
-    TR_AWAIT(st, tr_write(st->wr, cx, "first\npar", 9, &st->n));
+    TR_AWAIT(st, tr_write(st->wr, cx, "first\npar", 9, &st->n, &st->ioerr));
     CHECK(st, st->n == 9);
     TR_AWAIT(st, tr_bufread_line(&st->br, cx, 0, &st->line, &st->len, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
     CHECK_MEM(st, st->line, st->len, "first");
     TR_AWAIT(st, tr_timeout_poll(&st->to, cx, 2 * TR_NS_PER_MS,
-                                 tr_bufread_line(&st->br, cx, 0, &st->line, &st->len, &st->err)));
-    CHECK(st, tr_timeout_expired(&st->to));
+                                 tr_bufread_line(&st->br, cx, 0, &st->line, &st->len, &st->err),
+                                 &st->expired));
+    CHECK(st, st->expired);
     CHECK(st, tr_bufread_buffered(&st->br) == 3); // "par" is kept
-    TR_AWAIT(st, tr_write(st->wr, cx, "tial\n", 5, &st->n));
+    TR_AWAIT(st, tr_write(st->wr, cx, "tial\n", 5, &st->n, &st->ioerr));
     CHECK(st, st->n == 5);
     TR_AWAIT(st, tr_bufread_line(&st->br, cx, 0, &st->line, &st->len, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
@@ -481,7 +481,7 @@ static void
 abandon_main_drop(void *arg)
 {
     abandon_main *st = arg;
-    tr_timeout_drop(&st->to);
+    tr_timeout_abandon(&st->to);
     tr_bufread_fini(&st->br);
     tr_io_release(st->rd);
     tr_io_release(st->wr);
@@ -728,7 +728,7 @@ big_writer_poll(void *arg, tr_cx *cx)
     big_writer *st = arg;
     TR_BEGIN(st);
     if (st->header) {
-        TR_AWAIT(st, tr_write_all(&st->op, st->wr, cx, "h1: a\r\nh2: b\n", 13, &st->err));
+        TR_AWAIT(st, tr_write_all(st->wr, cx, &st->op, "h1: a\r\nh2: b\n", 13, NULL, &st->err));
         CHECK_ERR(st, st->err, TR_OK);
     }
     for (st->off = 0; st->off < COPY_BYTES; st->off += st->n) {
@@ -737,8 +737,7 @@ big_writer_poll(void *arg, tr_cx *cx)
             st->n = COPY_BYTES - st->off;
         }
         copy_pattern(st->buf, st->n, st->off);
-        tr_io_op_reset(&st->op);
-        TR_AWAIT(st, tr_write_all(&st->op, st->wr, cx, st->buf, st->n, &st->err));
+        TR_AWAIT(st, tr_write_all(st->wr, cx, &st->op, st->buf, st->n, NULL, &st->err));
         CHECK_ERR(st, st->err, TR_OK);
         if (st->k % 5 == 0) {
             TR_YIELD(st, cx);
@@ -761,6 +760,7 @@ static const tr_task_spec big_writer_spec = {.name = "big-writer",
 
 typedef struct copier {
     int tr_pc;
+    size_t done;      // what the last read_exact or copy moved
     tr_io *from, *to; // owned
     bool buffered;
     tr_copy_op cp;
@@ -777,9 +777,9 @@ copier_poll(void *arg, tr_cx *cx)
     copier *st = arg;
     TR_BEGIN(st);
     if (!st->buffered) {
-        TR_AWAIT(st, tr_copy(&st->cp, st->from, st->to, cx, &st->err));
+        TR_AWAIT(st, tr_copy(&st->cp, cx, st->from, st->to, &st->done, &st->err));
         CHECK_ERR(st, st->err, TR_OK);
-        tr_cx_set_result_u64(cx, st->cp.done);
+        tr_cx_set_result_u64(cx, st->done);
     } else {
         CHECK_ERR(st, tr_bufread_init(&st->br, st->from, NULL, 0), TR_OK);
         TR_AWAIT(st, tr_bufread_line(&st->br, cx, 0, &st->line, &st->len, &st->err));
@@ -788,9 +788,9 @@ copier_poll(void *arg, tr_cx *cx)
         TR_AWAIT(st, tr_bufread_line(&st->br, cx, 0, &st->line, &st->len, &st->err));
         CHECK_ERR(st, st->err, TR_OK);
         CHECK_MEM(st, st->line, st->len, "h2: b");
-        TR_AWAIT(st, tr_bufread_copy(&st->op, &st->br, st->to, cx, &st->err));
+        TR_AWAIT(st, tr_bufread_copy(&st->br, cx, &st->op, st->to, &st->done, &st->err));
         CHECK_ERR(st, st->err, TR_OK);
-        tr_cx_set_result_u64(cx, st->op.done);
+        tr_cx_set_result_u64(cx, st->done);
     }
     tr_io_close(st->to); // the reader's end of file
     st->to = NULL;
@@ -813,7 +813,8 @@ typedef struct big_reader {
     int tr_pc;
     tr_io *rd; // owned
     size_t off;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     char buf[4096];
     char want[4096];
 } big_reader;
@@ -827,11 +828,11 @@ big_reader_poll(void *arg, tr_cx *cx)
         TR_AWAIT(st, tr_read(st->rd, cx, st->buf,
                              COPY_BYTES - st->off < sizeof st->buf ? COPY_BYTES - st->off
                                                                    : sizeof st->buf,
-                             &st->n));
+                             &st->n, &st->ioerr));
         CHECK(st, st->n > 0);
-        copy_pattern(st->want, (size_t)st->n, st->off);
-        CHECK(st, memcmp(st->buf, st->want, (size_t)st->n) == 0);
-        st->off += (size_t)st->n;
+        copy_pattern(st->want, st->n, st->off);
+        CHECK(st, memcmp(st->buf, st->want, st->n) == 0);
+        st->off += st->n;
     }
     tr_cx_set_result_u64(cx, st->off);
     TR_END(st);
@@ -856,7 +857,8 @@ typedef struct copy_main {
     tr_io *b_rd; // a reference to B's read end, for the end of file
     tr_join jw, jc, jr;
     tr_outcome out;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     char buf[16];
 } copy_main;
 
@@ -893,8 +895,8 @@ copy_main_poll(void *arg, tr_cx *cx)
     TR_AWAIT(st, tr_join_poll(&st->jc, cx, &st->out));
     CHECK_ERR(st, st->out.err, TR_OK);
     CHECK(st, st->out.value.u64 == COPY_BYTES);
-    TR_AWAIT(st, tr_read(st->b_rd, cx, st->buf, sizeof st->buf, &st->n));
-    CHECK(st, st->n == 0);
+    TR_AWAIT(st, tr_read(st->b_rd, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
+    CHECK(st, st->ioerr == TR_OK && st->n == 0);
     TR_END(st);
 }
 
@@ -940,10 +942,12 @@ test_bufread_copy_after_lines(void **state)
 // A write error stops the copy and is reported, with what was written.
 typedef struct copyerr_main {
     int tr_pc;
+    size_t done; // what the last read_exact or copy moved
     tr_io *a_rd, *a_wr, *b_rd, *b_wr;
     tr_copy_op cp;
     tr_err err;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } copyerr_main;
 
 static tr_poll
@@ -955,11 +959,11 @@ copyerr_main_poll(void *arg, tr_cx *cx)
     CHECK_ERR(st, tr_pipe(tr_cx_rt(cx), &st->b_rd, &st->b_wr), TR_OK);
     tr_io_close(st->b_rd); // nobody reads B
     st->b_rd = NULL;
-    TR_AWAIT(st, tr_write(st->a_wr, cx, "data", 4, &st->n));
+    TR_AWAIT(st, tr_write(st->a_wr, cx, "data", 4, &st->n, &st->ioerr));
     CHECK(st, st->n == 4);
-    TR_AWAIT(st, tr_copy(&st->cp, st->a_rd, st->b_wr, cx, &st->err));
+    TR_AWAIT(st, tr_copy(&st->cp, cx, st->a_rd, st->b_wr, &st->done, &st->err));
     CHECK_ERR(st, st->err, TR_EPIPE);
-    CHECK(st, st->cp.done == 0);
+    CHECK(st, st->done == 0);
     TR_END(st);
 }
 
@@ -992,6 +996,127 @@ test_bufread_copy_write_error(void **state)
     assert_int_equal(sigaction(SIGPIPE, &old, NULL), 0);
 }
 
+// ---------------------------------------------------------------------------
+// Op reuse: each op is back to its zeroed state when its awaitable returns
+// TR_READY, so a second call on the same op does its whole work: two
+// read_exacts through the reader (the second as long as the first, which a
+// count left over would end at once), then two tr_copy and two
+// tr_bufread_copy from two sources into one pipe, each reporting its own
+// count.
+
+#define REUSE_A 5000
+#define REUSE_B 3000
+
+typedef struct reuse_main {
+    int tr_pc;
+    tr_io *rd, *wr;   // a source
+    tr_io *ord, *owr; // where the copies go
+    tr_bufread br;
+    tr_io_op op;
+    tr_copy_op cp;
+    size_t n;
+    tr_err err;
+    int round; // 0: tr_copy, 1: tr_bufread_copy
+    int src;   // 0: a, 1: b
+    char mem[16];
+    char a[REUSE_A], b[REUSE_B];
+    char got[REUSE_A + REUSE_B];
+} reuse_main;
+
+static bool
+reuse_source(tr_cx *cx, reuse_main *st, const char *data, size_t len)
+{
+    return tr_pipe(tr_cx_rt(cx), &st->rd, &st->wr) == TR_OK && write_now(st->wr, data, len);
+}
+
+// reuse_drain reads what the copies put into the output pipe (it is all
+// there already: a pipe holds 64 KiB) and checks it is a then b.
+static bool
+reuse_drain(reuse_main *st)
+{
+    size_t want = REUSE_A + REUSE_B;
+    ssize_t k = read(tr_io_fd(st->ord), st->got, sizeof st->got);
+    return k == (ssize_t)want && memcmp(st->got, st->a, REUSE_A) == 0 &&
+           memcmp(st->got + REUSE_A, st->b, REUSE_B) == 0;
+}
+
+static tr_poll
+reuse_main_poll(void *arg, tr_cx *cx)
+{
+    reuse_main *st = arg;
+    TR_BEGIN(st);
+    for (size_t i = 0; i < REUSE_A; i++) {
+        st->a[i] = (char)('a' + i % 26);
+    }
+    for (size_t i = 0; i < REUSE_B; i++) {
+        st->b[i] = (char)('A' + i % 23);
+    }
+
+    // tr_bufread_read_exact twice on one op, 20 bytes each, through a
+    // 16-byte reader.
+    CHECK(st, reuse_source(cx, st, st->a, 40));
+    CHECK_ERR(st, tr_bufread_init(&st->br, st->rd, st->mem, sizeof st->mem), TR_OK);
+    TR_AWAIT(st, tr_bufread_read_exact(&st->br, cx, &st->op, st->got, 20, &st->n, &st->err));
+    CHECK_ERR(st, st->err, TR_OK);
+    CHECK_EQ(st, st->n, 20);
+    TR_AWAIT(st, tr_bufread_read_exact(&st->br, cx, &st->op, st->got + 20, 20, &st->n, &st->err));
+    CHECK_ERR(st, st->err, TR_OK);
+    CHECK_EQ(st, st->n, 20);
+    CHECK(st, memcmp(st->got, st->a, 40) == 0);
+    tr_bufread_fini(&st->br);
+    tr_io_release(st->rd);
+    st->rd = NULL;
+
+    // The copies, twice each on one op.
+    for (st->round = 0; st->round < 2; st->round++) {
+        CHECK_ERR(st, tr_pipe(tr_cx_rt(cx), &st->ord, &st->owr), TR_OK);
+        for (st->src = 0; st->src < 2; st->src++) {
+            CHECK(st, reuse_source(cx, st, st->src == 0 ? st->a : st->b,
+                                   st->src == 0 ? REUSE_A : REUSE_B));
+            if (st->round == 0) {
+                TR_AWAIT(st, tr_copy(&st->cp, cx, st->rd, st->owr, &st->n, &st->err));
+            } else {
+                CHECK_ERR(st, tr_bufread_init(&st->br, st->rd, st->mem, sizeof st->mem), TR_OK);
+                TR_AWAIT(st, tr_bufread_copy(&st->br, cx, &st->op, st->owr, &st->n, &st->err));
+                tr_bufread_fini(&st->br);
+            }
+            CHECK_ERR(st, st->err, TR_OK);
+            CHECK_EQ(st, st->n, st->src == 0 ? REUSE_A : REUSE_B);
+            tr_io_release(st->rd);
+            st->rd = NULL;
+        }
+        CHECK(st, reuse_drain(st));
+        tr_io_close(st->ord);
+        tr_io_close(st->owr);
+        st->ord = st->owr = NULL;
+    }
+    TR_END(st);
+}
+
+static void
+reuse_main_drop(void *arg)
+{
+    reuse_main *st = arg;
+    tr_bufread_fini(&st->br);
+    tr_io_release(st->rd);
+    tr_io_release(st->ord);
+    tr_io_release(st->owr);
+}
+
+static const tr_task_spec reuse_main_spec = {.name = "reuse-main",
+                                             .poll = reuse_main_poll,
+                                             .drop = reuse_main_drop,
+                                             .size = sizeof(reuse_main)};
+
+static void
+test_bufread_op_reuse(void **state)
+{
+    (void)state;
+    reuse_main m;
+    memset(&m, 0, sizeof m);
+    tu_run_main(1, &reuse_main_spec, &m);
+}
+
 int
 main(void)
 {
@@ -1007,6 +1132,7 @@ main(void)
         cmocka_unit_test(test_bufread_copy_pipes),
         cmocka_unit_test(test_bufread_copy_after_lines),
         cmocka_unit_test(test_bufread_copy_write_error),
+        cmocka_unit_test(test_bufread_op_reuse),
     };
     return tu_run(tests);
 }

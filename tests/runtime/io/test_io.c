@@ -51,7 +51,7 @@ typedef struct reader {
     tr_io *io;
     tr_io_op op;
     char *buf;
-    size_t len;
+    size_t len, got;
     tr_err err;
     bool close_when_done;
 } reader;
@@ -61,7 +61,7 @@ reader_poll(void *arg, tr_cx *cx)
 {
     reader *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_read_exact(&st->op, st->io, cx, st->buf, st->len, &st->err));
+    TR_AWAIT(st, tr_read_exact(st->io, cx, &st->op, st->buf, st->len, &st->got, &st->err));
     TR_END(st);
 }
 
@@ -93,10 +93,9 @@ writer_poll(void *arg, tr_cx *cx)
     writer *st = arg;
     TR_BEGIN(st);
     for (st->off = 0; st->off < st->len; st->off += st->chunk) {
-        tr_io_op_reset(&st->op);
-        TR_AWAIT(st, tr_write_all(&st->op, st->io, cx, st->buf + st->off,
+        TR_AWAIT(st, tr_write_all(st->io, cx, &st->op, st->buf + st->off,
                                   st->len - st->off < st->chunk ? st->len - st->off : st->chunk,
-                                  &st->err));
+                                  NULL, &st->err));
         if (st->err != TR_OK) {
             break;
         }
@@ -415,7 +414,8 @@ typedef struct churn {
     int i;
     tr_io *rd, *wr;
     char buf[8];
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } churn;
 
 static tr_poll
@@ -433,7 +433,7 @@ churn_poll(void *arg, tr_cx *cx)
         }
         // Make events, then close with them possibly still queued.
         TU_CHECK(write(tr_io_fd(st->wr), "x", 1) == 1);
-        TR_AWAIT(st, tr_read(st->rd, cx, st->buf, sizeof st->buf, &st->n));
+        TR_AWAIT(st, tr_read(st->rd, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
         TU_CHECK(st->n == 1);
         if (st->i % 2 == 0) {
             TU_CHECK(write(tr_io_fd(st->wr), "yz", 2) == 2);
@@ -472,7 +472,8 @@ typedef struct efd_task {
     int tr_pc;
     tr_io *io;
     uint64_t v;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } efd_task;
 
 static tr_poll
@@ -480,7 +481,7 @@ efd_poll(void *arg, tr_cx *cx)
 {
     efd_task *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_io_poll_op(st->io, cx, TR_IO_READ, efd_read, &st->v, &st->n));
+    TR_AWAIT(st, tr_io_poll_op(st->io, cx, TR_IO_READ, efd_read, &st->v, &st->n, &st->ioerr));
     TR_END(st);
 }
 
@@ -583,7 +584,7 @@ test_io_regular_file(void **state)
     r2->len = 10;
     assert_int_equal(tr_rt_block_on(rt, r2, NULL), TR_OK);
     assert_int_equal(r2->err, TR_EEOF);
-    assert_int_equal(r2->op.done, 0);
+    assert_int_equal(r2->got, 0);
     free(src);
     free(dst);
     tr_io_close(io);
@@ -637,18 +638,15 @@ pinger_poll(void *arg, tr_cx *cx)
     for (st->i = 0; st->i < st->rounds; st->i++) {
         if (st->first) {
             st->v = st->i;
-            tr_io_op_reset(&st->op);
-            TR_AWAIT(st, tr_write_all(&st->op, st->io, cx, &st->v, sizeof st->v, &st->err));
+            TR_AWAIT(st, tr_write_all(st->io, cx, &st->op, &st->v, sizeof st->v, NULL, &st->err));
             TU_CHECK(st->err == TR_OK);
         }
-        tr_io_op_reset(&st->op);
-        TR_AWAIT(st, tr_read_exact(&st->op, st->io, cx, &st->got, sizeof st->got, &st->err));
+        TR_AWAIT(st, tr_read_exact(st->io, cx, &st->op, &st->got, sizeof st->got, NULL, &st->err));
         TU_CHECK(st->err == TR_OK);
         TU_CHECK(st->got == st->i);
         if (!st->first) {
             st->v = st->got;
-            tr_io_op_reset(&st->op);
-            TR_AWAIT(st, tr_write_all(&st->op, st->io, cx, &st->v, sizeof st->v, &st->err));
+            TR_AWAIT(st, tr_write_all(st->io, cx, &st->op, &st->v, sizeof st->v, NULL, &st->err));
             TU_CHECK(st->err == TR_OK);
         }
     }
@@ -773,7 +771,8 @@ typedef struct slow_task {
     int tr_pc;
     tr_io *io;
     inflight *f;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } slow_task;
 
 static tr_poll
@@ -781,8 +780,8 @@ slow_poll(void *arg, tr_cx *cx)
 {
     slow_task *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_io_poll_op(st->io, cx, TR_IO_READ, slow_call, st->f, &st->n));
-    tr_cx_set_result_u64(cx, (uint64_t)st->n);
+    TR_AWAIT(st, tr_io_poll_op(st->io, cx, TR_IO_READ, slow_call, st->f, &st->n, &st->ioerr));
+    tr_cx_set_result_u64(cx, st->n);
     TR_END(st);
 }
 
@@ -832,6 +831,120 @@ test_io_close_deferred_while_in_flight(void **state)
     tu_rt_free_clean(rt);
 }
 
+// ---------------------------------------------------------------------------
+// Op reuse: a tr_io_op is back to its zeroed state when tr_write_all or
+// tr_read_exact returns TR_READY, so the next call on the same op does its
+// whole work. The second buffer is the shorter one (a count left over from
+// the first call would make the second return at once) and both are larger
+// than a socket's buffer, so each call waits for its peer half way.
+
+#define REUSE_A ((size_t)1 << 20)
+#define REUSE_B ((size_t)3 << 18)
+
+typedef struct reuse_bufs {
+    char *src_a, *src_b, *dst_a, *dst_b;
+    size_t wrote_a, wrote_b; // the writer's counts
+    tr_err werr_a, werr_b;
+} reuse_bufs;
+
+typedef struct reuse_writer {
+    int tr_pc;
+    tr_io *io;
+    reuse_bufs *b;
+    tr_io_op op;
+} reuse_writer;
+
+static tr_poll
+reuse_writer_poll(void *arg, tr_cx *cx)
+{
+    reuse_writer *st = arg;
+    reuse_bufs *b = st->b;
+    TR_BEGIN(st);
+    TR_AWAIT(st, tr_write_all(st->io, cx, &st->op, b->src_a, REUSE_A, &b->wrote_a, &b->werr_a));
+    TR_AWAIT(st, tr_write_all(st->io, cx, &st->op, b->src_b, REUSE_B, &b->wrote_b, &b->werr_b));
+    TR_END(st);
+}
+
+static void
+reuse_writer_drop(void *arg)
+{
+    reuse_writer *st = arg;
+    tr_io_release(st->io);
+}
+
+static const tr_task_spec reuse_writer_spec = {.name = "reuse_writer",
+                                               .poll = reuse_writer_poll,
+                                               .drop = reuse_writer_drop,
+                                               .size = sizeof(reuse_writer)};
+
+typedef struct reuse_main {
+    int tr_pc;
+    reuse_bufs *b;
+    tr_io *x, *y;
+    tr_join wj;
+    tr_outcome wo;
+    tr_io_op op;
+    size_t n;
+    tr_err err;
+} reuse_main;
+
+static tr_poll
+reuse_main_poll(void *arg, tr_cx *cx)
+{
+    reuse_main *st = arg;
+    reuse_bufs *b = st->b;
+    TR_BEGIN(st);
+    CHECK_ERR(st, tr_unix_pair(tr_cx_rt(cx), SOCK_STREAM, &st->x, &st->y), TR_OK);
+    st->wj = tu_spawn(cx, &reuse_writer_spec, &(reuse_writer){.io = st->x, .b = b});
+    st->x = NULL; // the writer's now
+    TR_AWAIT(st, tr_read_exact(st->y, cx, &st->op, b->dst_a, REUSE_A, &st->n, &st->err));
+    CHECK_ERR(st, st->err, TR_OK);
+    CHECK_EQ(st, st->n, REUSE_A);
+    TR_AWAIT(st, tr_read_exact(st->y, cx, &st->op, b->dst_b, REUSE_B, &st->n, &st->err));
+    CHECK_ERR(st, st->err, TR_OK);
+    CHECK_EQ(st, st->n, REUSE_B);
+    TR_AWAIT(st, tr_join_poll(&st->wj, cx, &st->wo));
+    CHECK_ERR(st, st->wo.err, TR_OK);
+    TR_END(st);
+}
+
+static void
+reuse_main_drop(void *arg)
+{
+    reuse_main *st = arg;
+    tr_join_release(&st->wj);
+    tr_io_release(st->x);
+    tr_io_release(st->y);
+}
+
+static const tr_task_spec reuse_main_spec = {.name = "reuse_main",
+                                             .poll = reuse_main_poll,
+                                             .drop = reuse_main_drop,
+                                             .size = sizeof(reuse_main)};
+
+static void
+test_io_op_reuse(void **state)
+{
+    (void)state;
+    reuse_bufs b = {.src_a = malloc(REUSE_A),
+                    .src_b = malloc(REUSE_B),
+                    .dst_a = calloc(1, REUSE_A),
+                    .dst_b = calloc(1, REUSE_B)};
+    fill(b.src_a, REUSE_A, 1);
+    fill(b.src_b, REUSE_B, 2);
+    tu_run_main(1, &reuse_main_spec, &(reuse_main){.b = &b});
+    assert_int_equal(b.werr_a, TR_OK);
+    assert_int_equal(b.werr_b, TR_OK);
+    assert_int_equal(b.wrote_a, REUSE_A);
+    assert_int_equal(b.wrote_b, REUSE_B);
+    assert_memory_equal(b.src_a, b.dst_a, REUSE_A);
+    assert_memory_equal(b.src_b, b.dst_b, REUSE_B);
+    free(b.src_a);
+    free(b.src_b);
+    free(b.dst_a);
+    free(b.dst_b);
+}
+
 int
 main(void)
 {
@@ -853,6 +966,7 @@ main(void)
         cmocka_unit_test(test_io_ping_pong_ws_four_workers),
         cmocka_unit_test(test_io_ping_pong_rr_three_workers),
         cmocka_unit_test(test_io_ping_pong_hybrid_two_workers),
+        cmocka_unit_test(test_io_op_reuse),
     };
     return tu_run(tests);
 }

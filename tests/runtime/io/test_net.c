@@ -186,6 +186,7 @@ test_net_addr_parse_format(void **state)
 
 typedef struct echo_conn {
     int tr_pc;
+    size_t done; // what the last read_exact or copy moved
     tr_io *rd, *wr;
     tr_copy_op cp;
     tr_err err;
@@ -196,11 +197,11 @@ echo_conn_poll(void *arg, tr_cx *cx)
 {
     echo_conn *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_copy(&st->cp, st->rd, st->wr, cx, &st->err));
+    TR_AWAIT(st, tr_copy(&st->cp, cx, st->rd, st->wr, &st->done, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
     // The client shut its side: say we are done too.
     CHECK_ERR(st, tr_io_shutdown(st->wr, SHUT_WR), TR_OK);
-    tr_cx_set_result_u64(cx, st->cp.done);
+    tr_cx_set_result_u64(cx, st->done);
     TR_END(st);
 }
 
@@ -277,7 +278,8 @@ typedef struct echo_client {
     tr_err err;
     tr_io_op op;
     size_t len;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     uint64_t total;
     char out[ECHO_MAX];
     char in[ECHO_MAX];
@@ -295,11 +297,9 @@ echo_client_poll(void *arg, tr_cx *cx)
     for (st->i = 0; st->i < ECHO_MSGS; st->i++) {
         st->len = 1 + (st->id * 977u + st->i * 131u * (st->i + 1)) % ECHO_MAX;
         pattern(st->out, st->len, st->id, st->i);
-        tr_io_op_reset(&st->op);
-        TR_AWAIT(st, tr_write_all(&st->op, st->io, cx, st->out, st->len, &st->err));
+        TR_AWAIT(st, tr_write_all(st->io, cx, &st->op, st->out, st->len, NULL, &st->err));
         CHECK_ERR(st, st->err, TR_OK);
-        tr_io_op_reset(&st->op);
-        TR_AWAIT(st, tr_read_exact(&st->op, st->io, cx, st->in, st->len, &st->err));
+        TR_AWAIT(st, tr_read_exact(st->io, cx, &st->op, st->in, st->len, NULL, &st->err));
         CHECK_ERR(st, st->err, TR_OK);
         CHECK(st, memcmp(st->in, st->out, st->len) == 0);
         st->total += st->len;
@@ -307,8 +307,8 @@ echo_client_poll(void *arg, tr_cx *cx)
     // Half-close: the server's copy ends, it shuts down its side, we see
     // the end of file.
     CHECK_ERR(st, tr_io_shutdown(st->io, SHUT_WR), TR_OK);
-    TR_AWAIT(st, tr_read(st->io, cx, st->in, sizeof st->in, &st->n));
-    CHECK(st, st->n == 0);
+    TR_AWAIT(st, tr_read(st->io, cx, st->in, sizeof st->in, &st->n, &st->ioerr));
+    CHECK(st, st->ioerr == TR_OK && st->n == 0);
     tr_cx_set_result_u64(cx, st->total);
     TR_END(st);
 }
@@ -707,7 +707,8 @@ typedef struct tcp6_main {
     tr_addr addr;
     tr_net_connect_op conn;
     tr_err err;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     char buf[8];
 } tcp6_main;
 
@@ -739,9 +740,9 @@ tcp6_main_poll(void *arg, tr_cx *cx)
     CHECK_ERR(st, st->err, TR_OK);
     TR_AWAIT(st, tr_net_accept(st->lis, cx, &st->srv, NULL, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
-    TR_AWAIT(st, tr_write(st->cli, cx, "six", 3, &st->n));
+    TR_AWAIT(st, tr_write(st->cli, cx, "six", 3, &st->n, &st->ioerr));
     CHECK(st, st->n == 3);
-    TR_AWAIT(st, tr_read(st->srv, cx, st->buf, sizeof st->buf, &st->n));
+    TR_AWAIT(st, tr_read(st->srv, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
     CHECK(st, st->n == 3 && memcmp(st->buf, "six", 3) == 0);
     TR_END(st);
 }
@@ -780,7 +781,8 @@ typedef struct udp_rx {
     tr_io *io; // owned
     unsigned i;
     tr_addr from;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     atomic_int *waiting;
     char buf[2048];
 } udp_rx;
@@ -792,13 +794,14 @@ udp_rx_poll(void *arg, tr_cx *cx)
     TR_BEGIN(st);
     atomic_store(st->waiting, 1);
     for (st->i = 0; st->i < UDP_COUNT; st->i++) {
-        TR_AWAIT(st, tr_net_recvfrom(st->io, cx, st->buf, sizeof st->buf, &st->from, &st->n));
-        CHECK(st, st->n == (ssize_t)(1 + st->i * 97));
+        TR_AWAIT(st, tr_net_recvfrom(st->io, cx, st->buf, sizeof st->buf, &st->from, &st->n,
+                                     &st->ioerr));
+        CHECK(st, st->n == (size_t)(1 + st->i * 97));
         CHECK(st, (unsigned char)st->buf[0] == st->i && (unsigned char)st->buf[st->n - 1] == st->i);
         CHECK(st, tr_addr_family(&st->from) == AF_INET && tr_addr_port(&st->from) != 0);
         // Echo it back to whoever sent it.
-        TR_AWAIT(st, tr_net_sendto(st->io, cx, st->buf, (size_t)st->n, &st->from, &st->n));
-        CHECK(st, st->n == (ssize_t)(1 + st->i * 97));
+        TR_AWAIT(st, tr_net_sendto(st->io, cx, st->buf, st->n, &st->from, &st->n, &st->ioerr));
+        CHECK(st, st->n == (size_t)(1 + st->i * 97));
     }
     TR_END(st);
 }
@@ -819,7 +822,8 @@ typedef struct udp_main {
     tr_addr to, from, mine;
     unsigned i;
     uint64_t tu_deadline;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     atomic_int waiting;
     tr_join j;
     tr_outcome out;
@@ -851,11 +855,13 @@ udp_main_poll(void *arg, tr_cx *cx)
     TR_YIELD(st, cx);
     for (st->i = 0; st->i < UDP_COUNT; st->i++) {
         memset(st->buf, (int)st->i, 1 + st->i * 97);
-        TR_AWAIT(st, tr_net_sendto(st->tx, cx, st->buf, 1 + st->i * 97, &st->to, &st->n));
-        CHECK(st, st->n == (ssize_t)(1 + st->i * 97));
-        TR_AWAIT(st, tr_net_recvfrom(st->tx, cx, st->got, sizeof st->got, &st->from, &st->n));
-        CHECK(st, st->n == (ssize_t)(1 + st->i * 97));
-        CHECK(st, memcmp(st->got, st->buf, (size_t)st->n) == 0);
+        TR_AWAIT(st,
+                 tr_net_sendto(st->tx, cx, st->buf, 1 + st->i * 97, &st->to, &st->n, &st->ioerr));
+        CHECK(st, st->n == (size_t)(1 + st->i * 97));
+        TR_AWAIT(st, tr_net_recvfrom(st->tx, cx, st->got, sizeof st->got, &st->from, &st->n,
+                                     &st->ioerr));
+        CHECK(st, st->n == (size_t)(1 + st->i * 97));
+        CHECK(st, memcmp(st->got, st->buf, st->n) == 0);
         CHECK(st, addr_eq(&st->from, &st->to));
     }
     TR_AWAIT(st, tr_join_poll(&st->j, cx, &st->out));
@@ -864,9 +870,9 @@ udp_main_poll(void *arg, tr_cx *cx)
     // A connected UDP socket: tr_send / tr_recv to itself.
     CHECK_ERR(st, tr_net_local_addr(st->tx, &st->mine), TR_OK);
     CHECK_ERR(st, tr_net_dgram_connect(st->tx, &st->mine), TR_OK);
-    TR_AWAIT(st, tr_send(st->tx, cx, "self", 4, 0, &st->n));
+    TR_AWAIT(st, tr_send(st->tx, cx, "self", 4, 0, &st->n, &st->ioerr));
     CHECK(st, st->n == 4);
-    TR_AWAIT(st, tr_recv(st->tx, cx, st->got, sizeof st->got, 0, &st->n));
+    TR_AWAIT(st, tr_recv(st->tx, cx, st->got, sizeof st->got, 0, &st->n, &st->ioerr));
     CHECK(st, st->n == 4 && memcmp(st->got, "self", 4) == 0);
     TR_END(st);
 }
@@ -940,17 +946,14 @@ unix_main_poll(void *arg, tr_cx *cx)
         CHECK_ERR(st, tr_unix_peer_cred(st->cli, &c), TR_OK);
         CHECK(st, c.pid == getpid() && c.uid == getuid() && c.gid == getgid());
     }
-    TR_AWAIT(st, tr_write_all(&st->op, st->cli, cx, "hello", 5, &st->err));
+    TR_AWAIT(st, tr_write_all(st->cli, cx, &st->op, "hello", 5, NULL, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
-    tr_io_op_reset(&st->op);
-    TR_AWAIT(st, tr_read_exact(&st->op, st->srv, cx, st->buf, 5, &st->err));
+    TR_AWAIT(st, tr_read_exact(st->srv, cx, &st->op, st->buf, 5, NULL, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
     CHECK(st, memcmp(st->buf, "hello", 5) == 0);
-    tr_io_op_reset(&st->op);
-    TR_AWAIT(st, tr_write_all(&st->op, st->srv, cx, "olleh", 5, &st->err));
+    TR_AWAIT(st, tr_write_all(st->srv, cx, &st->op, "olleh", 5, NULL, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
-    tr_io_op_reset(&st->op);
-    TR_AWAIT(st, tr_read_exact(&st->op, st->cli, cx, st->buf, 5, &st->err));
+    TR_AWAIT(st, tr_read_exact(st->cli, cx, &st->op, st->buf, 5, NULL, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
     CHECK(st, memcmp(st->buf, "olleh", 5) == 0);
 
@@ -1013,7 +1016,8 @@ typedef struct udgram_main {
     char path_a[108], path_b[108];
     tr_io *a, *b;
     unsigned i;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     tr_addr from, to;
     char buf[1500];
     char got[1500];
@@ -1031,21 +1035,22 @@ udgram_main_poll(void *arg, tr_cx *cx)
     // Send them all first: the boundaries must survive queueing.
     for (st->i = 0; st->i < sizeof udgram_sizes / sizeof udgram_sizes[0]; st->i++) {
         memset(st->buf, 'a' + (int)st->i, udgram_sizes[st->i]);
-        TR_AWAIT(st, tr_send(st->a, cx, st->buf, udgram_sizes[st->i], 0, &st->n));
-        CHECK(st, st->n == (ssize_t)udgram_sizes[st->i]);
+        TR_AWAIT(st, tr_send(st->a, cx, st->buf, udgram_sizes[st->i], 0, &st->n, &st->ioerr));
+        CHECK(st, st->n == (size_t)udgram_sizes[st->i]);
     }
     for (st->i = 0; st->i < sizeof udgram_sizes / sizeof udgram_sizes[0]; st->i++) {
-        TR_AWAIT(st, tr_net_recvfrom(st->b, cx, st->got, sizeof st->got, &st->from, &st->n));
-        CHECK(st, st->n == (ssize_t)udgram_sizes[st->i]);
+        TR_AWAIT(
+            st, tr_net_recvfrom(st->b, cx, st->got, sizeof st->got, &st->from, &st->n, &st->ioerr));
+        CHECK(st, st->n == (size_t)udgram_sizes[st->i]);
         CHECK(st, st->n == 0 ||
                       (st->got[0] == 'a' + (int)st->i && st->got[st->n - 1] == 'a' + (int)st->i));
         CHECK(st, st->from.len == 0); // a socketpair end has no name
     }
     // A datagram larger than the receive buffer: the rest is lost.
     memset(st->buf, 'z', 1000);
-    TR_AWAIT(st, tr_send(st->b, cx, st->buf, 1000, 0, &st->n));
+    TR_AWAIT(st, tr_send(st->b, cx, st->buf, 1000, 0, &st->n, &st->ioerr));
     CHECK(st, st->n == 1000);
-    TR_AWAIT(st, tr_net_recvfrom(st->a, cx, st->got, 10, NULL, &st->n));
+    TR_AWAIT(st, tr_net_recvfrom(st->a, cx, st->got, 10, NULL, &st->n, &st->ioerr));
     CHECK(st, st->n == 10);
     tr_io_release(st->a);
     tr_io_release(st->b);
@@ -1056,9 +1061,10 @@ udgram_main_poll(void *arg, tr_cx *cx)
     CHECK_ERR(st, tr_unix_dgram_bind(tr_cx_rt(cx), st->path_b, &st->b), TR_OK);
     CHECK(st, fd_flags_ok(st->a));
     CHECK_ERR(st, tr_addr_unix(&st->to, st->path_b), TR_OK);
-    TR_AWAIT(st, tr_net_sendto(st->a, cx, "dgram", 5, &st->to, &st->n));
+    TR_AWAIT(st, tr_net_sendto(st->a, cx, "dgram", 5, &st->to, &st->n, &st->ioerr));
     CHECK(st, st->n == 5);
-    TR_AWAIT(st, tr_net_recvfrom(st->b, cx, st->got, sizeof st->got, &st->from, &st->n));
+    TR_AWAIT(st,
+             tr_net_recvfrom(st->b, cx, st->got, sizeof st->got, &st->from, &st->n, &st->ioerr));
     CHECK(st, st->n == 5 && memcmp(st->got, "dgram", 5) == 0);
     {
         char want[128], got[TR_ADDR_STRLEN];
@@ -1068,9 +1074,9 @@ udgram_main_poll(void *arg, tr_cx *cx)
     }
     // Reply to the address received; connected form via dgram_connect.
     CHECK_ERR(st, tr_net_dgram_connect(st->b, &st->from), TR_OK);
-    TR_AWAIT(st, tr_send(st->b, cx, "back", 4, 0, &st->n));
+    TR_AWAIT(st, tr_send(st->b, cx, "back", 4, 0, &st->n, &st->ioerr));
     CHECK(st, st->n == 4);
-    TR_AWAIT(st, tr_recv(st->a, cx, st->got, sizeof st->got, 0, &st->n));
+    TR_AWAIT(st, tr_recv(st->a, cx, st->got, sizeof st->got, 0, &st->n, &st->ioerr));
     CHECK(st, st->n == 4 && memcmp(st->got, "back", 4) == 0);
     TR_END(st);
 }
@@ -1110,7 +1116,8 @@ test_net_unix_dgram(void **state)
 typedef struct pair_main {
     int tr_pc;
     tr_io *a, *b;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     tr_err err;
     tr_io_op op;
     tr_peer_cred cred;
@@ -1126,30 +1133,28 @@ pair_main_poll(void *arg, tr_cx *cx)
     CHECK(st, fd_flags_ok(st->a) && fd_flags_ok(st->b));
     CHECK_ERR(st, tr_unix_peer_cred(st->a, &st->cred), TR_OK);
     CHECK(st, st->cred.pid == getpid());
-    TR_AWAIT(st, tr_write_all(&st->op, st->a, cx, "ping", 4, &st->err));
+    TR_AWAIT(st, tr_write_all(st->a, cx, &st->op, "ping", 4, NULL, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
-    TR_AWAIT(st, tr_read(st->b, cx, st->buf, sizeof st->buf, &st->n));
+    TR_AWAIT(st, tr_read(st->b, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
     CHECK(st, st->n == 4 && memcmp(st->buf, "ping", 4) == 0);
     tr_io_close(st->a);
     st->a = NULL;
-    TR_AWAIT(st, tr_read(st->b, cx, st->buf, sizeof st->buf, &st->n));
-    CHECK(st, st->n == 0);
+    TR_AWAIT(st, tr_read(st->b, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
+    CHECK(st, st->ioerr == TR_OK && st->n == 0);
     tr_io_release(st->b);
     st->b = NULL;
 
     CHECK_ERR(st, tr_pipe(tr_cx_rt(cx), &st->a, &st->b), TR_OK);
     CHECK(st, fd_flags_ok(st->a) && fd_flags_ok(st->b));
-    tr_io_op_reset(&st->op);
-    TR_AWAIT(st, tr_write_all(&st->op, st->b, cx, "through a pipe", 14, &st->err));
+    TR_AWAIT(st, tr_write_all(st->b, cx, &st->op, "through a pipe", 14, NULL, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
-    tr_io_op_reset(&st->op);
-    TR_AWAIT(st, tr_read_exact(&st->op, st->a, cx, st->buf, 14, &st->err));
+    TR_AWAIT(st, tr_read_exact(st->a, cx, &st->op, st->buf, 14, NULL, &st->err));
     CHECK_ERR(st, st->err, TR_OK);
     CHECK(st, memcmp(st->buf, "through a pipe", 14) == 0);
     tr_io_close(st->b);
     st->b = NULL;
-    TR_AWAIT(st, tr_read(st->a, cx, st->buf, sizeof st->buf, &st->n));
-    CHECK(st, st->n == 0);
+    TR_AWAIT(st, tr_read(st->a, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
+    CHECK(st, st->ioerr == TR_OK && st->n == 0);
     tr_io_release(st->a);
     st->a = NULL;
 
@@ -1157,8 +1162,8 @@ pair_main_poll(void *arg, tr_cx *cx)
     CHECK_ERR(st, tr_pipe(tr_cx_rt(cx), &st->a, &st->b), TR_OK);
     tr_io_close(st->a);
     st->a = NULL;
-    TR_AWAIT(st, tr_write(st->b, cx, "x", 1, &st->n));
-    CHECK_ERR(st, tr_io_err(st->n), TR_EPIPE);
+    TR_AWAIT(st, tr_write(st->b, cx, "x", 1, &st->n, &st->ioerr));
+    CHECK_ERR(st, st->ioerr, TR_EPIPE);
     TR_END(st);
 }
 
@@ -1225,8 +1230,7 @@ split_writer_poll(void *arg, tr_cx *cx)
             st->len = SPLIT_BYTES - st->off;
         }
         pattern(st->buf, st->len, 5, st->off);
-        tr_io_op_reset(&st->op);
-        TR_AWAIT(st, tr_write_all(&st->op, st->wr, cx, st->buf, st->len, &st->err));
+        TR_AWAIT(st, tr_write_all(st->wr, cx, &st->op, st->buf, st->len, NULL, &st->err));
         CHECK_ERR(st, st->err, TR_OK);
         if (st->k % 7 == 0) {
             TR_YIELD(st, cx);
@@ -1251,7 +1255,8 @@ typedef struct split_reader {
     int tr_pc;
     tr_io *rd; // owned
     size_t off;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     char buf[3000];
     char want[3000];
 } split_reader;
@@ -1265,15 +1270,15 @@ split_reader_poll(void *arg, tr_cx *cx)
         TR_AWAIT(st, tr_read(st->rd, cx, st->buf,
                              SPLIT_BYTES - st->off < sizeof st->buf ? SPLIT_BYTES - st->off
                                                                     : sizeof st->buf,
-                             &st->n));
+                             &st->n, &st->ioerr));
         CHECK(st, st->n > 0);
-        pattern(st->want, (size_t)st->n, 5, st->off);
-        CHECK(st, memcmp(st->buf, st->want, (size_t)st->n) == 0);
-        st->off += (size_t)st->n;
+        pattern(st->want, st->n, 5, st->off);
+        CHECK(st, memcmp(st->buf, st->want, st->n) == 0);
+        st->off += st->n;
     }
     CHECK_ERR(st, tr_io_shutdown(st->rd, SHUT_WR), TR_OK);
-    TR_AWAIT(st, tr_read(st->rd, cx, st->buf, sizeof st->buf, &st->n));
-    CHECK(st, st->n == 0);
+    TR_AWAIT(st, tr_read(st->rd, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
+    CHECK(st, st->ioerr == TR_OK && st->n == 0);
     tr_cx_set_result_u64(cx, st->off);
     TR_END(st);
 }
@@ -1363,7 +1368,8 @@ typedef struct waiter {
     bool accept;
     atomic_int *waiting;
     sem_t *sem; // posted before waiting (may be NULL)
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     tr_io *conn;
     tr_err err;
     char buf[16];
@@ -1383,14 +1389,14 @@ waiter_poll(void *arg, tr_cx *cx)
         CHECK_ERR(st, st->err, TR_ECLOSED);
         CHECK(st, st->conn == NULL);
     } else {
-        TR_AWAIT(st, tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n));
-        CHECK_ERR(st, tr_io_err(st->n), TR_ECLOSED);
+        TR_AWAIT(st, tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
+        CHECK_ERR(st, st->ioerr, TR_ECLOSED);
     }
     // Later operations fail the same way. (Not checked: tr_io_fd == -1,
     // since the closing thread may still be between waking us and closing
     // the descriptor.)
-    TR_AWAIT(st, tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n));
-    CHECK_ERR(st, tr_io_err(st->n), TR_ECLOSED);
+    TR_AWAIT(st, tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
+    CHECK_ERR(st, st->ioerr, TR_ECLOSED);
     tr_cx_set_result_u64(cx, 1);
     TR_END(st);
 }
@@ -1556,7 +1562,8 @@ typedef struct eof_probe {
 typedef struct eof_reader {
     int tr_pc;
     tr_io *rd; // owned
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     char buf[100];
 } eof_reader;
 
@@ -1567,17 +1574,17 @@ eof_reader_poll(void *arg, tr_cx *cx)
 {
     eof_reader *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_read(st->rd, cx, st->buf, sizeof st->buf, &st->n));
+    TR_AWAIT(st, tr_read(st->rd, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
     if (st->n != 5) {
         tr_cx_set_result_u64(cx, EOF_ODD);
         TR_RETURN(st);
     }
     // The end of file is known: this read must not wait.
-    if (tr_read(st->rd, cx, st->buf, sizeof st->buf, &st->n) == TR_PENDING) {
+    if (tr_read(st->rd, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr) == TR_PENDING) {
         tr_cx_set_result_u64(cx, EOF_LOST);
         TR_RETURN(st);
     }
-    tr_cx_set_result_u64(cx, st->n == 0 ? EOF_OK : EOF_ODD);
+    tr_cx_set_result_u64(cx, st->ioerr == TR_OK && st->n == 0 ? EOF_OK : EOF_ODD);
     TR_END(st);
 }
 
@@ -1596,7 +1603,8 @@ static const tr_task_spec eof_reader_spec = {.name = "eof-reader",
 typedef struct eof_writer {
     int tr_pc;
     tr_io *wr; // owned
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } eof_writer;
 
 static tr_poll
@@ -1604,7 +1612,7 @@ eof_writer_poll(void *arg, tr_cx *cx)
 {
     eof_writer *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_write(st->wr, cx, "hello", 5, &st->n));
+    TR_AWAIT(st, tr_write(st->wr, cx, "hello", 5, &st->n, &st->ioerr));
     TU_CHECK(st->n == 5);
     tr_io_close(st->wr); // in the same poll as the write: one event
     st->wr = NULL;
@@ -1707,7 +1715,8 @@ typedef struct sigpipe_main {
     tr_addr addr;
     tr_net_connect_op conn;
     tr_err err;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     uint64_t tu_deadline;
 } sigpipe_main;
 
@@ -1732,8 +1741,8 @@ sigpipe_main_poll(void *arg, tr_cx *cx)
     // the kernel, however long that takes on a busy machine).
     st->tu_deadline = tu_deadline(TU_WAIT_MS);
     for (;;) {
-        TR_AWAIT(st, tr_write(st->cli, cx, "x", 1, &st->n));
-        if (st->n < 0) {
+        TR_AWAIT(st, tr_write(st->cli, cx, "x", 1, &st->n, &st->ioerr));
+        if (st->ioerr != TR_OK) {
             break;
         }
         if (tu_now_ns() > st->tu_deadline) {
@@ -1743,8 +1752,8 @@ sigpipe_main_poll(void *arg, tr_cx *cx)
         }
         TR_YIELD(st, cx);
     }
-    CHECK(st, st->n < 0);
-    CHECK(st, tr_io_err(st->n) == TR_EPIPE || tr_io_err(st->n) == TR_ECONNRESET);
+    CHECK(st, st->ioerr != TR_OK);
+    CHECK(st, st->ioerr == TR_EPIPE || st->ioerr == TR_ECONNRESET);
     TR_END(st);
 }
 
@@ -1778,6 +1787,69 @@ test_net_write_no_sigpipe(void **state)
     assert_int_equal(sigpipes, 0);
 }
 
+// Op reuse: a tr_net_connect_op is back to its zeroed state when the
+// connect returns TR_READY, so two connects on one op both connect (the
+// listener's backlog holds them until they are accepted).
+typedef struct creuse_main {
+    int tr_pc;
+    tr_io *lis, *c[2], *s[2];
+    tr_net_connect_op op;
+    tr_addr addr;
+    int i;
+    tr_err err;
+} creuse_main;
+
+static tr_poll
+creuse_main_poll(void *arg, tr_cx *cx)
+{
+    creuse_main *st = arg;
+    TR_BEGIN(st);
+    {
+        tr_addr any = parse_ok("127.0.0.1:0");
+        CHECK_ERR(st, tr_tcp_listen(tr_cx_rt(cx), &any, 4, &st->lis), TR_OK);
+        CHECK_ERR(st, tr_net_local_addr(st->lis, &st->addr), TR_OK);
+    }
+    for (st->i = 0; st->i < 2; st->i++) {
+        TR_AWAIT(st, tr_tcp_connect(&st->op, cx, &st->addr, &st->c[st->i], &st->err));
+        CHECK_ERR(st, st->err, TR_OK);
+        CHECK(st, st->c[st->i] != NULL);
+    }
+    for (st->i = 0; st->i < 2; st->i++) {
+        TR_AWAIT(st, tr_net_accept(st->lis, cx, &st->s[st->i], NULL, &st->err));
+        CHECK_ERR(st, st->err, TR_OK);
+    }
+    {
+        tr_addr peer;
+        CHECK_ERR(st, tr_net_peer_addr(st->c[1], &peer), TR_OK);
+        CHECK_EQ(st, tr_addr_port(&peer), tr_addr_port(&st->addr));
+    }
+    TR_END(st);
+}
+
+static void
+creuse_main_drop(void *arg)
+{
+    creuse_main *st = arg;
+    tr_net_connect_abandon(&st->op);
+    for (int i = 0; i < 2; i++) {
+        tr_io_release(st->c[i]);
+        tr_io_release(st->s[i]);
+    }
+    tr_io_release(st->lis);
+}
+
+static const tr_task_spec creuse_main_spec = {.name = "creuse_main",
+                                              .poll = creuse_main_poll,
+                                              .drop = creuse_main_drop,
+                                              .size = sizeof(creuse_main)};
+
+static void
+test_net_connect_op_reuse(void **state)
+{
+    (void)state;
+    tu_run_main(1, &creuse_main_spec, &(creuse_main){0});
+}
+
 int
 main(void)
 {
@@ -1788,6 +1860,7 @@ main(void)
         cmocka_unit_test(test_net_tcp_echo_3workers),
         cmocka_unit_test(test_net_connect_refused),
         cmocka_unit_test(test_net_connect_cancel),
+        cmocka_unit_test(test_net_connect_op_reuse),
         cmocka_unit_test(test_net_tcp_addrs_nodelay),
         cmocka_unit_test(test_net_tcp_addrinuse_ipv6),
         cmocka_unit_test(test_net_udp_loopback),

@@ -97,7 +97,8 @@ typedef struct out_task {
     tr_process *p;
     tr_io *out;
     char buf[4096];
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     char line[32];
     size_t line_len;
     uint32_t next; // the number the next complete line must carry
@@ -145,14 +146,14 @@ out_poll(void *arg, tr_cx *cx)
     TU_CHECK(tr_process_take_stdio(st->p, 1) == NULL); // taken already
     TU_CHECK(tr_process_take_stdio(st->p, 0) == NULL); // not a pipe
     for (;;) {
-        TR_AWAIT(st, tr_read(st->out, cx, st->buf, sizeof st->buf, &st->n));
-        if (st->n <= 0) {
+        TR_AWAIT(st, tr_read(st->out, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
+        if (st->ioerr != TR_OK || st->n == 0) {
             break;
         }
-        st->total += (size_t)st->n;
-        out_feed(st, st->buf, (size_t)st->n);
+        st->total += st->n;
+        out_feed(st, st->buf, st->n);
     }
-    TU_CHECK(st->n == 0);
+    TU_CHECK(st->ioerr == TR_OK && st->n == 0);
     TU_CHECK(!st->bad);
     TU_CHECK(st->next == N_LINES);
     TU_CHECK(st->line_len == 0);
@@ -201,6 +202,7 @@ typedef struct cat_writer {
     tr_io *in;
     unsigned char *data;
     tr_io_op op;
+    size_t n;
     tr_err err;
 } cat_writer;
 
@@ -209,9 +211,9 @@ cat_writer_poll(void *arg, tr_cx *cx)
 {
     cat_writer *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_write_all(&st->op, st->in, cx, st->data, CAT_BYTES, &st->err));
+    TR_AWAIT(st, tr_write_all(st->in, cx, &st->op, st->data, CAT_BYTES, &st->n, &st->err));
     TU_CHECK(st->err == TR_OK);
-    TU_CHECK(st->op.done == CAT_BYTES);
+    TU_CHECK(st->n == CAT_BYTES);
     TR_END(st);
 }
 
@@ -233,7 +235,8 @@ typedef struct cat_task {
     tr_io *out;
     unsigned char *data;
     unsigned char buf[8192];
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     size_t got;
     bool bad;
     tr_join writer;
@@ -273,18 +276,18 @@ cat_poll(void *arg, tr_cx *cx)
         st->out = tr_process_take_stdio(st->p, 1);
     }
     for (;;) {
-        TR_AWAIT(st, tr_read(st->out, cx, st->buf, sizeof st->buf, &st->n));
-        if (st->n <= 0) {
+        TR_AWAIT(st, tr_read(st->out, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
+        if (st->ioerr != TR_OK || st->n == 0) {
             break;
         }
-        for (ssize_t i = 0; i < st->n; i++) {
+        for (size_t i = 0; i < st->n; i++) {
             if (st->got + (size_t)i >= CAT_BYTES || st->buf[i] != cat_byte(st->got + (size_t)i)) {
                 st->bad = true;
             }
         }
-        st->got += (size_t)st->n;
+        st->got += st->n;
     }
-    TU_CHECK(st->n == 0);
+    TU_CHECK(st->ioerr == TR_OK && st->n == 0);
     TU_CHECK(!st->bad);
     TU_CHECK(st->got == CAT_BYTES);
     TR_AWAIT(st, tr_join_poll(&st->writer, cx, &st->wout));
@@ -322,7 +325,8 @@ typedef struct err_task {
     char ebuf[64];
     size_t olen;
     size_t elen;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     tr_exit_status st;
     tr_err err;
 } err_task;
@@ -340,20 +344,20 @@ err_poll(void *arg, tr_cx *cx)
     st->out = tr_process_take_stdio(st->p, 1);
     st->err_io = tr_process_take_stdio(st->p, 2);
     for (;;) {
-        TR_AWAIT(st,
-                 tr_read(st->out, cx, st->obuf + st->olen, sizeof st->obuf - 1 - st->olen, &st->n));
-        if (st->n <= 0) {
+        TR_AWAIT(st, tr_read(st->out, cx, st->obuf + st->olen, sizeof st->obuf - 1 - st->olen,
+                             &st->n, &st->ioerr));
+        if (st->ioerr != TR_OK || st->n == 0) {
             break;
         }
-        st->olen += (size_t)st->n;
+        st->olen += st->n;
     }
     for (;;) {
         TR_AWAIT(st, tr_read(st->err_io, cx, st->ebuf + st->elen, sizeof st->ebuf - 1 - st->elen,
-                             &st->n));
-        if (st->n <= 0) {
+                             &st->n, &st->ioerr));
+        if (st->ioerr != TR_OK || st->n == 0) {
             break;
         }
-        st->elen += (size_t)st->n;
+        st->elen += st->n;
     }
     st->obuf[st->olen] = '\0';
     st->ebuf[st->elen] = '\0';
@@ -450,7 +454,8 @@ typedef struct inherit_task {
     tr_io *out;
     char buf[4096];
     size_t len;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     tr_exit_status st;
     tr_err err;
 } inherit_task;
@@ -508,16 +513,17 @@ inherit_poll(void *arg, tr_cx *cx)
                                    st->leak[1], tr_io_fd(st->in), tr_io_fd(st->out));
     }
     // One short line: a pipe takes it whole.
-    TR_AWAIT(st, tr_write(st->in, cx, st->buf, st->len, &st->n));
-    TU_CHECK(st->n == (ssize_t)st->len);
+    TR_AWAIT(st, tr_write(st->in, cx, st->buf, st->len, &st->n, &st->ioerr));
+    TU_CHECK(st->n == (size_t)st->len);
     tr_io_close(st->in);
     st->len = 0;
     for (;;) {
-        TR_AWAIT(st, tr_read(st->out, cx, st->buf + st->len, sizeof st->buf - 1 - st->len, &st->n));
-        if (st->n <= 0) {
+        TR_AWAIT(st, tr_read(st->out, cx, st->buf + st->len, sizeof st->buf - 1 - st->len, &st->n,
+                             &st->ioerr));
+        if (st->ioerr != TR_OK || st->n == 0) {
             break;
         }
-        st->len += (size_t)st->n;
+        st->len += st->n;
     }
     st->buf[st->len] = '\0';
     check_inherit(st->buf);
@@ -563,7 +569,8 @@ typedef struct env_task {
     tr_io *out;
     char buf[256];
     size_t len;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     tr_exit_status st;
     tr_err err;
 } env_task;
@@ -591,11 +598,12 @@ env_poll(void *arg, tr_cx *cx)
         st->out = tr_process_take_stdio(st->p, 1);
     }
     for (;;) {
-        TR_AWAIT(st, tr_read(st->out, cx, st->buf + st->len, sizeof st->buf - 1 - st->len, &st->n));
-        if (st->n <= 0) {
+        TR_AWAIT(st, tr_read(st->out, cx, st->buf + st->len, sizeof st->buf - 1 - st->len, &st->n,
+                             &st->ioerr));
+        if (st->ioerr != TR_OK || st->n == 0) {
             break;
         }
-        st->len += (size_t)st->n;
+        st->len += st->n;
     }
     st->buf[st->len] = '\0';
     TU_CHECK(strcmp(st->buf, "bar:/\n") == 0);
@@ -829,7 +837,7 @@ cancel_root_drop(void *arg)
 {
     cancel_root *st = arg;
     tr_join_release(&st->j);
-    tr_timer_drop(&st->ow.t);
+    tr_timer_abandon(&st->ow.t);
 }
 
 static const tr_task_spec cancel_root_spec = {.name = "cancel_root",
@@ -874,7 +882,7 @@ static void
 orphan_root_drop(void *arg)
 {
     orphan_root *st = arg;
-    tr_timer_drop(&st->ow.t);
+    tr_timer_abandon(&st->ow.t);
 }
 
 static const tr_task_spec orphan_root_spec = {.name = "orphan_root",
@@ -975,7 +983,8 @@ typedef struct many_child {
     tr_io *out;
     char buf[64];
     size_t len;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     tr_exit_status st;
     tr_err err;
     atomic_int *ok;
@@ -998,11 +1007,12 @@ many_child_poll(void *arg, tr_cx *cx)
         st->out = tr_process_take_stdio(st->p, 1);
     }
     for (;;) {
-        TR_AWAIT(st, tr_read(st->out, cx, st->buf + st->len, sizeof st->buf - 1 - st->len, &st->n));
-        if (st->n <= 0) {
+        TR_AWAIT(st, tr_read(st->out, cx, st->buf + st->len, sizeof st->buf - 1 - st->len, &st->n,
+                             &st->ioerr));
+        if (st->ioerr != TR_OK || st->n == 0) {
             break;
         }
-        st->len += (size_t)st->n;
+        st->len += st->n;
     }
     st->buf[st->len] = '\0';
     TR_AWAIT(st, tr_process_wait(st->p, cx, &st->st, &st->err));
@@ -1148,6 +1158,28 @@ test_process_env_forces_fallback(void **state)
 #f "_fallback", f, setup_fallback, teardown_mode, NULL \
     }
 
+// The one would-block code: tr_process_try_wait on a running child says
+// TR_EAGAIN (and reaps nothing); once the child is reaped it says TR_OK
+// with the same status every time.
+static void
+test_process_try_wait_would_block_is_eagain(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    tr_process *p = NULL;
+    tr_exit_status st;
+    assert_int_equal(
+        spawn_sh(rt, "read x; exit 3", TR_STDIO_PIPE, TR_STDIO_NULL, TR_STDIO_NULL, &p), TR_OK);
+    assert_true(expect_mode(p));
+    assert_int_equal(tr_process_try_wait(p, &st), TR_EAGAIN);
+    tr_io_close(tr_process_take_stdio(p, 0)); // end of file: the child exits
+    assert_int_equal(tr_process_wait_blocking(p, &st), TR_OK);
+    assert_int_equal(tr_process_try_wait(p, &st), TR_OK);
+    assert_int_equal(st.code, 3);
+    tr_process_free(p);
+    tu_rt_free_clean(rt);
+}
+
 int
 main(void)
 {
@@ -1166,6 +1198,7 @@ main(void)
         BOTH(test_process_env_and_cwd),
         BOTH(test_process_spawn_errors),
         BOTH(test_process_wait_blocking),
+        BOTH(test_process_try_wait_would_block_is_eagain),
         BOTH(test_process_wait_cancelled),
         BOTH(test_process_orphan_reaped),
         BOTH(test_process_orphan_outlives_runtime),

@@ -79,7 +79,7 @@ static void
 waiter_drop(void *arg)
 {
     waiter_task *st = arg;
-    tr_signal_drop(&st->sig);
+    tr_signal_fini(&st->sig);
     tr_join_release(&st->sender);
 }
 
@@ -140,7 +140,7 @@ static void
 thread_task_drop(void *arg)
 {
     thread_task *st = arg;
-    tr_signal_drop(&st->sig);
+    tr_signal_fini(&st->sig);
 }
 
 static const tr_task_spec thread_task_spec = {.name = "thread_task",
@@ -222,8 +222,8 @@ test_signal_two_before_wait(void **state)
     before_task *t = tu_task_new(rt, &before_spec);
     t->sig = &sig;
     tu_run_root(rt, t);
-    tr_signal_drop(&sig);
-    tr_signal_drop(&sig); // idempotent
+    tr_signal_fini(&sig);
+    tr_signal_fini(&sig); // idempotent
     assert_int_equal(tr__signal_listeners(SIGUSR1), 0);
     tu_rt_free_clean(rt);
 }
@@ -350,7 +350,7 @@ test_signal_chains_and_restores(void **state)
     assert_int_equal(raise(SIGUSR2), 0);
     assert_int_equal(atomic_load(&user_hits), 1);
     await_once(rt, &sig, 1);
-    tr_signal_drop(&sig);
+    tr_signal_fini(&sig);
     assert_true(disposition_is(SIGUSR2, user_handler));
     assert_int_equal(raise(SIGUSR2), 0);
     assert_int_equal(atomic_load(&user_hits), 2);
@@ -376,10 +376,10 @@ test_signal_two_runtimes(void **state)
     await_once(a, &sa1, 1);
     await_once(b, &sb, 1);
     await_once(a, &sa2, 1);
-    tr_signal_drop(&sa1);
-    tr_signal_drop(&sa2);
+    tr_signal_fini(&sa1);
+    tr_signal_fini(&sa2);
     assert_false(disposition_is(SIGUSR1, SIG_DFL)); // b still listens
-    tr_signal_drop(&sb);
+    tr_signal_fini(&sb);
     assert_true(disposition_is(SIGUSR1, SIG_DFL));
     tu_rt_free_clean(a);
     tu_rt_free_clean(b);
@@ -413,7 +413,7 @@ test_signal_invalid(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(tr_signal_init(&sig, rt, bad[i], 0), TR_EINVAL);
         assert_null(sig.sg_state);
-        tr_signal_drop(&sig); // inactive: a no-op
+        tr_signal_fini(&sig); // inactive: a no-op
     }
     assert_int_equal(tr_signal_init(&sig, rt, SIGUSR1, 1u << 7), TR_EINVAL);
     assert_int_equal(tr_signal_init(&sig, NULL, SIGUSR1, 0), TR_EINVAL);
@@ -465,7 +465,7 @@ static void
 sfd_root_drop(void *arg)
 {
     sfd_root *st = arg;
-    tr_signal_drop(&st->sig);
+    tr_signal_fini(&st->sig);
     tr_join_release(&st->sender);
 }
 
@@ -581,7 +581,7 @@ static void
 storm_waiter_drop(void *arg)
 {
     storm_waiter *st = arg;
-    tr_signal_drop(&st->sig);
+    tr_signal_fini(&st->sig);
 }
 
 static const tr_task_spec storm_waiter_spec = {.name = "storm_waiter",

@@ -31,7 +31,8 @@ typedef struct edge_task {
     tr_io *io;
     edge_ctl *c;
     uint64_t v, total;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } edge_task;
 
 static tr_poll
@@ -40,9 +41,10 @@ edge_poll(void *arg, tr_cx *cx)
     edge_task *st = arg;
     TR_BEGIN(st);
     while (st->total < st->c->rounds) {
-        TR_AWAIT(st, tr_io_poll_op(st->io, cx, TR_IO_READ, efd_read_fn, &st->v, &st->n));
-        TU_CHECK(st->n == (ssize_t)sizeof(uint64_t));
-        if (st->n != (ssize_t)sizeof(uint64_t)) {
+        TR_AWAIT(st,
+                 tr_io_poll_op(st->io, cx, TR_IO_READ, efd_read_fn, &st->v, &st->n, &st->ioerr));
+        TU_CHECK(st->n == sizeof(uint64_t));
+        if (st->n != sizeof(uint64_t)) {
             break;
         }
         st->total += st->v;
@@ -162,7 +164,8 @@ typedef struct lp_x {
     lp_ctl *c;
     tr_io *io;
     char b;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } lp_x;
 
 static tr_poll
@@ -170,7 +173,7 @@ lp_x_poll(void *arg, tr_cx *cx)
 {
     lp_x *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_read(st->io, cx, &st->b, 1, &st->n));
+    TR_AWAIT(st, tr_read(st->io, cx, &st->b, 1, &st->n, &st->ioerr));
     TU_CHECK(st->n == 1);
     atomic_store(&st->c->x_worker, (int)tr_cx_worker(cx));
     atomic_store(&st->c->y_done_early, atomic_load(&st->c->y_done));
@@ -206,7 +209,8 @@ typedef struct lp_y {
     tr_io *io;
     tr_timer t;
     char b;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } lp_y;
 
 static tr_poll
@@ -217,7 +221,7 @@ lp_y_poll(void *arg, tr_cx *cx)
     if (st->c->timer_mode) {
         TR_AWAIT(st, tr_sleep(&st->t, cx, LP_TIMER_NS));
     } else {
-        TR_AWAIT(st, tr_read(st->io, cx, &st->b, 1, &st->n));
+        TR_AWAIT(st, tr_read(st->io, cx, &st->b, 1, &st->n, &st->ioerr));
         TU_CHECK(st->n == 1);
     }
     atomic_store(&st->c->y_worker, (int)tr_cx_worker(cx));
@@ -230,7 +234,7 @@ static void
 lp_y_drop(void *arg)
 {
     lp_y *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
     tr_io_release(st->io);
 }
 
@@ -447,7 +451,7 @@ static void
 tw_drop(void *arg)
 {
     tw_task *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
 }
 
 static const tr_task_spec tw_spec = {
@@ -471,7 +475,7 @@ static void
 far_drop(void *arg)
 {
     far_sleeper *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
 }
 
 static const tr_task_spec far_spec = {
@@ -610,7 +614,7 @@ static void
 va_drop(void *arg)
 {
     va_task *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
 }
 
 static const tr_task_spec va_spec = {
@@ -745,7 +749,7 @@ static void
 mr_a_drop(void *arg)
 {
     mr_a *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
 }
 
 static const tr_task_spec mr_a_spec = {
@@ -1172,7 +1176,8 @@ typedef struct lpio_reader {
     lpio_shared *sh;
     tr_io *io;
     char b;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } lpio_reader;
 
 static tr_poll
@@ -1180,7 +1185,7 @@ lpio_reader_poll(void *arg, tr_cx *cx)
 {
     lpio_reader *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_read(st->io, cx, &st->b, 1, &st->n));
+    TR_AWAIT(st, tr_read(st->io, cx, &st->b, 1, &st->n, &st->ioerr));
     TU_CHECK(st->n == 1);
     atomic_store(&st->sh->polls_at_read, atomic_load(&st->sh->busy_polls));
     atomic_store(&st->sh->done, true);

@@ -35,7 +35,8 @@ typedef struct rd_task {
     unsigned i;
     uint64_t r;
     char b;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } rd_task;
 
 static tr_poll
@@ -44,7 +45,7 @@ rd_poll(void *arg, tr_cx *cx)
     rd_task *st = arg;
     TR_BEGIN(st);
     for (st->r = 0; st->r < st->c->rounds; st->r++) {
-        TR_AWAIT(st, tr_read(st->io, cx, &st->b, 1, &st->n));
+        TR_AWAIT(st, tr_read(st->io, cx, &st->b, 1, &st->n, &st->ioerr));
         TU_CHECK(st->n == 1);
         atomic_fetch_add(&st->c->arrived, 1);
         TR_AWAIT(st, tu_event_poll(&st->c->next[st->r * st->c->k + st->i], cx));
@@ -155,7 +156,7 @@ wq_writer_poll(void *arg, tr_cx *cx)
 {
     wq_writer *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_write_all(&st->op, st->io, cx, st->msg, sizeof st->msg, &st->err));
+    TR_AWAIT(st, tr_write_all(st->io, cx, &st->op, st->msg, sizeof st->msg, NULL, &st->err));
     TU_CHECK(st->err == TR_OK);
     TR_END(st);
 }
@@ -176,7 +177,8 @@ typedef struct wq_drain {
     tu_event *go;
     size_t want, got;
     char buf[4096];
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } wq_drain;
 
 static tr_poll
@@ -186,12 +188,12 @@ wq_drain_poll(void *arg, tr_cx *cx)
     TR_BEGIN(st);
     TR_AWAIT(st, tu_event_poll(st->go, cx));
     while (st->got < st->want) {
-        TR_AWAIT(st, tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n));
+        TR_AWAIT(st, tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
         TU_CHECK(st->n > 0);
-        if (st->n <= 0) {
+        if (st->ioerr != TR_OK || st->n == 0) {
             break;
         }
-        st->got += (size_t)st->n;
+        st->got += st->n;
     }
     TU_CHECK(st->got == st->want);
     TR_END(st);
@@ -298,7 +300,8 @@ typedef struct ch_child {
     ch_stats *s;
     unsigned char want;
     unsigned char buf[16];
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } ch_child;
 
 static tr_poll
@@ -306,13 +309,13 @@ ch_child_poll(void *arg, tr_cx *cx)
 {
     ch_child *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n));
-    if (st->n > 0) {
+    TR_AWAIT(st, tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
+    if (st->ioerr == TR_OK && st->n > 0) {
         TU_CHECK(st->n == 1);
         TU_CHECK(st->buf[0] == st->want);
         atomic_fetch_add(&st->s->data, 1);
     } else {
-        TU_CHECK(tr_io_err(st->n) == TR_ECLOSED);
+        TU_CHECK(st->ioerr == TR_ECLOSED);
         atomic_fetch_add(&st->s->closed, 1);
     }
     TR_END(st);
@@ -336,7 +339,8 @@ typedef struct ch_parent {
     tr_join child;
     tr_outcome o;
     unsigned char b;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } ch_parent;
 
 static tr_poll
@@ -362,7 +366,7 @@ ch_parent_poll(void *arg, tr_cx *cx)
             TR_YIELD(st, cx);
         }
         st->b = (unsigned char)(st->id * 37 + st->i);
-        TR_AWAIT(st, tr_write(st->wr, cx, &st->b, 1, &st->n));
+        TR_AWAIT(st, tr_write(st->wr, cx, &st->b, 1, &st->n, &st->ioerr));
         TU_CHECK(st->n == 1);
         if (st->i % 2 == 0) {
             tr_io_close(st->rd);
@@ -468,7 +472,8 @@ typedef struct cr_task {
     tr_io *io;
     cr_result *res;
     unsigned char buf[512];
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } cr_task;
 
 static tr_poll
@@ -477,18 +482,18 @@ cr_poll(void *arg, tr_cx *cx)
     cr_task *st = arg;
     TR_BEGIN(st);
     for (;;) {
-        TR_AWAIT(st, tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n));
-        if (st->n <= 0) {
+        TR_AWAIT(st, tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
+        if (st->ioerr != TR_OK || st->n == 0) {
             break;
         }
-        for (ssize_t i = 0; i < st->n; i++) {
+        for (size_t i = 0; i < st->n; i++) {
             if (st->buf[i] != 'A') {
                 st->res->foreign++;
             }
         }
-        st->res->got += (uint64_t)st->n;
+        st->res->got += st->n;
     }
-    st->res->end = st->n == 0 ? TR_EEOF : tr_io_err(st->n);
+    st->res->end = st->ioerr == TR_OK ? TR_EEOF : st->ioerr;
     TR_END(st);
 }
 
@@ -635,7 +640,8 @@ typedef struct eof_task {
     int tr_pc;
     tr_io *io;
     char buf[4096];
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
     size_t total;
     tr_err end;
 } eof_task;
@@ -646,13 +652,13 @@ eof_poll(void *arg, tr_cx *cx)
     eof_task *st = arg;
     TR_BEGIN(st);
     for (;;) {
-        TR_AWAIT(st, tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n));
-        if (st->n <= 0) {
+        TR_AWAIT(st, tr_read(st->io, cx, st->buf, sizeof st->buf, &st->n, &st->ioerr));
+        if (st->ioerr != TR_OK || st->n == 0) {
             break;
         }
-        st->total += (size_t)st->n;
+        st->total += st->n;
     }
-    st->end = st->n == 0 ? TR_EEOF : tr_io_err(st->n);
+    st->end = st->ioerr == TR_OK ? TR_EEOF : st->ioerr;
     TR_END(st);
 }
 
@@ -768,7 +774,7 @@ typedef struct hup_writer {
     tr_io *io;
     tr_io_op op;
     char *buf;
-    size_t len;
+    size_t len, wrote;
     tr_err err;
 } hup_writer;
 
@@ -777,7 +783,7 @@ hup_writer_poll(void *arg, tr_cx *cx)
 {
     hup_writer *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_write_all(&st->op, st->io, cx, st->buf, st->len, &st->err));
+    TR_AWAIT(st, tr_write_all(st->io, cx, &st->op, st->buf, st->len, &st->wrote, &st->err));
     TR_END(st);
 }
 
@@ -866,7 +872,7 @@ test_rx_hangup_wakes_writer(void **state)
         assert_int_equal(bad, 0);
         if (half) {
             assert_int_equal(w->err, TR_OK);
-            assert_int_equal(w->op.done, len);
+            assert_int_equal(w->wrote, len);
             assert_int_equal(r->end, TR_EEOF);
             assert_int_equal(r->total, 0);
             close(sv[1]);
@@ -900,7 +906,8 @@ typedef struct mg_task {
     tr_io *io;
     mg_ctl *c;
     uint64_t v;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } mg_task;
 
 static tr_poll
@@ -908,8 +915,8 @@ mg_poll(void *arg, tr_cx *cx)
 {
     mg_task *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_io_poll_op(st->io, cx, TR_IO_READ, efd_read_fn, &st->v, &st->n));
-    TU_CHECK(st->n == (ssize_t)sizeof(uint64_t));
+    TR_AWAIT(st, tr_io_poll_op(st->io, cx, TR_IO_READ, efd_read_fn, &st->v, &st->n, &st->ioerr));
+    TU_CHECK(st->n == sizeof(uint64_t));
     TU_CHECK(st->v == 1);
     atomic_fetch_add(&st->c->done, 1);
     TR_END(st);
@@ -1088,7 +1095,8 @@ typedef struct os_task {
     int tr_pc;
     tr_io *io;
     os_ctl *c;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } os_task;
 
 static tr_poll
@@ -1097,9 +1105,9 @@ os_poll(void *arg, tr_cx *cx)
     os_task *st = arg;
     TR_BEGIN(st);
     for (;;) {
-        TR_AWAIT(st, tr_io_poll_op(st->io, cx, TR_IO_READ, os_fn, st->c, &st->n));
-        if (st->n <= 0) {
-            TU_CHECK(st->n == 0); // end of file
+        TR_AWAIT(st, tr_io_poll_op(st->io, cx, TR_IO_READ, os_fn, st->c, &st->n, &st->ioerr));
+        if (st->ioerr != TR_OK || st->n == 0) {
+            TU_CHECK(st->ioerr == TR_OK); // end of file
             break;
         }
         atomic_fetch_add(&st->c->got, 1);

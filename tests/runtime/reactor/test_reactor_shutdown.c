@@ -29,7 +29,8 @@ typedef struct bo_reader {
     tr_io *io;
     bo_ctl *c;
     char b;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } bo_reader;
 
 static tr_poll
@@ -37,7 +38,7 @@ bo_reader_poll(void *arg, tr_cx *cx)
 {
     bo_reader *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_read(st->io, cx, &st->b, 1, &st->n));
+    TR_AWAIT(st, tr_read(st->io, cx, &st->b, 1, &st->n, &st->ioerr));
     TU_CHECK(st->n == 1);
     if (atomic_fetch_add(&st->c->done, 1) + 1 == st->c->target) {
         tu_event_set(&st->c->all_done);
@@ -192,7 +193,8 @@ typedef struct sd_io_task {
     sd_ctl *c;
     tr_io *io;
     char b;
-    ssize_t n;
+    size_t n;
+    tr_err ioerr;
 } sd_io_task;
 
 static tr_poll
@@ -200,7 +202,7 @@ sd_io_poll(void *arg, tr_cx *cx)
 {
     sd_io_task *st = arg;
     TR_BEGIN(st);
-    TR_AWAIT(st, tr_read(st->io, cx, &st->b, 1, &st->n));
+    TR_AWAIT(st, tr_read(st->io, cx, &st->b, 1, &st->n, &st->ioerr));
     TU_CHECK(st->n == 1);
     atomic_fetch_add(&st->c->completed, 1);
     TR_END(st);
@@ -237,7 +239,7 @@ static void
 sd_sleep_drop(void *arg)
 {
     sd_sleep_task *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
     atomic_fetch_add(&st->c->drops, 1);
 }
 

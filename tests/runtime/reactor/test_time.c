@@ -57,7 +57,7 @@ static void
 sleeper_drop(void *arg)
 {
     sleeper *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
     if (st->drops != NULL) {
         atomic_fetch_add(st->drops, 1);
     }
@@ -420,17 +420,16 @@ to_root_poll(void *arg, tr_cx *cx)
         tr_task_start(s, &st->j);
     }
     st->t0 = tr_now(rt);
-    TR_AWAIT(st,
-             tr_timeout_poll(&st->to, cx, 20 * TR_NS_PER_MS, tr_join_poll(&st->j, cx, &st->out)));
+    TR_AWAIT(st, tr_timeout_poll(&st->to, cx, 20 * TR_NS_PER_MS, tr_join_poll(&st->j, cx, &st->out),
+                                 &st->expired1));
     st->t1 = tr_now(rt);
-    st->expired1 = tr_timeout_expired(&st->to);
     if (st->expired1) {
         tr_task_abort(&st->j); // give the inner operation up
     }
-    // The join now completes (cancelled) well before a 10 s deadline.
-    TR_AWAIT(st,
-             tr_timeout_poll(&st->to, cx, 10 * TR_NS_PER_SEC, tr_join_poll(&st->j, cx, &st->out)));
-    st->expired2 = tr_timeout_expired(&st->to);
+    // The join now completes (cancelled) well before a 10 s deadline, on
+    // the same op (back to its zeroed state after the expiry).
+    TR_AWAIT(st, tr_timeout_poll(&st->to, cx, 10 * TR_NS_PER_SEC,
+                                 tr_join_poll(&st->j, cx, &st->out), &st->expired2));
     TU_CHECK(st->out.err == TR_ECANCELED);
     TU_CHECK(!tr_timer_armed(&st->to.to_timer));
     TU_CHECK(tr_rt_timers(rt) == 0);
@@ -441,7 +440,7 @@ static void
 to_root_drop(void *arg)
 {
     to_root *st = arg;
-    tr_timeout_drop(&st->to);
+    tr_timeout_abandon(&st->to);
 }
 
 static const tr_task_spec to_root_spec = {
@@ -507,7 +506,7 @@ static void
 iv_root_drop(void *arg)
 {
     iv_root *st = arg;
-    tr_interval_drop(&st->iv);
+    tr_interval_abandon(&st->iv);
 }
 
 static const tr_task_spec iv_root_spec = {
@@ -759,7 +758,7 @@ static void
 lp_sleeper_drop(void *arg)
 {
     lp_sleeper *st = arg;
-    tr_timer_drop(&st->t);
+    tr_timer_abandon(&st->t);
 }
 
 static const tr_task_spec lp_sleeper_spec = {.name = "sleeper",

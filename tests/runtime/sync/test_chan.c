@@ -156,13 +156,13 @@ test_chan_try_send_try_recv_codes(void **state)
     tr_chan *ch = NULL;
     uint32_t v;
     assert_int_equal(tr_chan_new(sizeof(uint32_t), 2, &ch), TR_OK);
-    assert_int_equal(tr_chan_try_recv(ch, &v), TR_EEMPTY);
+    assert_int_equal(tr_chan_try_recv(ch, &v), TR_EAGAIN);
     v = 1;
     assert_int_equal(tr_chan_try_send(ch, &v), TR_OK);
     v = 2;
     assert_int_equal(tr_chan_try_send(ch, &v), TR_OK);
     v = 3;
-    assert_int_equal(tr_chan_try_send(ch, &v), TR_EFULL);
+    assert_int_equal(tr_chan_try_send(ch, &v), TR_EAGAIN);
     assert_int_equal(tr_chan_len(ch), 2);
     assert_int_equal(tr_chan_try_recv(ch, &v), TR_OK);
     assert_int_equal(v, 1);
@@ -172,7 +172,7 @@ test_chan_try_send_try_recv_codes(void **state)
     assert_int_equal(v, 2);
     assert_int_equal(tr_chan_try_recv(ch, &v), TR_OK);
     assert_int_equal(v, 3);
-    assert_int_equal(tr_chan_try_recv(ch, &v), TR_EEMPTY);
+    assert_int_equal(tr_chan_try_recv(ch, &v), TR_EAGAIN);
     assert_int_equal(tr_chan_len(ch), 0);
 
     // Two sender references: the channel stays open until both are gone,
@@ -183,7 +183,7 @@ test_chan_try_send_try_recv_codes(void **state)
     tr_chan_sender_release(ch);
     assert_int_equal(tr_chan_try_recv(ch, &v), TR_OK);
     assert_int_equal(v, 4);
-    assert_int_equal(tr_chan_try_recv(ch, &v), TR_EEMPTY);
+    assert_int_equal(tr_chan_try_recv(ch, &v), TR_EAGAIN);
     v = 5;
     assert_int_equal(tr_chan_try_send(ch, &v), TR_OK);
     tr_chan_sender_release(ch);
@@ -293,14 +293,14 @@ bp_root_poll(void *arg, tr_cx *cx)
     CHECK(st, !tr_join_is_finished(&st->join));
     CHECK_EQ(st, tr_chan_len(st->ch), 2);
     st->item = 99;
-    CHECK_EQ(st, tr_chan_try_send(st->ch, &st->item), TR_EFULL);
+    CHECK_EQ(st, tr_chan_try_send(st->ch, &st->item), TR_EAGAIN);
 
     // Taking an item makes room for the waiting sender, not for a newcomer.
     CHECK_EQ(st, tr_chan_try_recv(st->ch, &st->item), TR_OK);
     CHECK_EQ(st, st->item, 10);
     CHECK_EQ(st, tr_chan_len(st->ch), 1);
     st->item = 99;
-    CHECK_EQ(st, tr_chan_try_send(st->ch, &st->item), TR_EFULL);
+    CHECK_EQ(st, tr_chan_try_send(st->ch, &st->item), TR_EAGAIN);
     YIELD_UNTIL(st, cx, tr_join_is_finished(&st->join));
     CHECK_EQ(st, tr_chan_len(st->ch), 2);
     TR_AWAIT(st, tr_join_poll(&st->join, cx, &st->out));
@@ -635,7 +635,7 @@ cancel_root_poll(void *arg, tr_cx *cx)
         CHECK_EQ(st, st->item, 1);
         CHECK_EQ(st, tr_task_abort(&st->join[0]), TR_OK);
         st->item = 99;
-        CHECK_EQ(st, tr_chan_try_send(st->ch, &st->item), TR_EFULL);
+        CHECK_EQ(st, tr_chan_try_send(st->ch, &st->item), TR_EAGAIN);
     } else {
         CHECK_EQ(st, tr_task_abort(&st->join[0]), TR_OK);
         TR_AWAIT(st, tr_join_poll(&st->join[0], cx, &st->out));
@@ -812,7 +812,7 @@ test_chan_send_charges_budget(void **state)
 
 // ---------------------------------------------------------------------------
 // Plain threads as senders: they use tr_chan_try_send while a task awaits.
-// On TR_EFULL a producer waits on its semaphore, which the receiving task
+// On TR_EAGAIN a producer waits on its semaphore, which the receiving task
 // posts for every item it takes, so each producer waits at most once per
 // item received: bounded, and never a sleep. Each wait ends after
 // TU_WAIT_MS at the latest, failing the test instead of hanging it.
@@ -840,7 +840,7 @@ xt_producer_main(void *arg)
         tr_err e = tr_chan_try_send(p->ch, &item);
         if (e == TR_OK) {
             seq++;
-        } else if (e == TR_EFULL) {
+        } else if (e == TR_EAGAIN) {
             p->full++;
             if (!tu_sem_wait_ms(&p->room, TU_WAIT_MS)) {
                 p->bad = TR_ETIMEDOUT; // the receiver stopped taking items
@@ -965,7 +965,7 @@ test_chan_release_race(void **state)
         if (r % 2 == 0) {
             // Take what has arrived, if anything, before releasing.
             (void)tr_chan_try_recv(ch, &v);
-            if (tr_oneshot_try_recv(o, &w) == TR_EEMPTY) {
+            if (tr_oneshot_try_recv(o, &w) == TR_EAGAIN) {
                 tr_oneshot_receiver_release(o);
             }
         } else {
@@ -1209,8 +1209,8 @@ test_oneshot_try_recv_codes(void **state)
     tr_oneshot *o = NULL;
     uint64_t v = 0;
     assert_int_equal(tr_oneshot_new(sizeof v, &o), TR_OK);
-    assert_int_equal(tr_oneshot_try_recv(o, &v), TR_EEMPTY);
-    assert_int_equal(tr_oneshot_try_recv(o, &v), TR_EEMPTY);
+    assert_int_equal(tr_oneshot_try_recv(o, &v), TR_EAGAIN);
+    assert_int_equal(tr_oneshot_try_recv(o, &v), TR_EAGAIN);
     v = 9;
     assert_int_equal(tr_oneshot_send(o, &v), TR_OK);
     v = 0;
@@ -1365,6 +1365,105 @@ test_oneshot_cross_thread_send(void **state)
     assert_int_equal(sh.bad, 0);
 }
 
+// The one would-block code: each try_ function here that would have had to
+// wait says TR_EAGAIN, and a closed end still says TR_ECLOSED.
+static void
+test_chan_try_would_block_is_eagain(void **state)
+{
+    (void)state;
+    uint32_t v = 7;
+    tr_chan *ch = NULL;
+    assert_int_equal(tr_chan_new(sizeof v, 1, &ch), TR_OK);
+    assert_int_equal(tr_chan_try_recv(ch, &v), TR_EAGAIN); // empty
+    assert_int_equal(tr_chan_try_send(ch, &v), TR_OK);
+    assert_int_equal(tr_chan_try_send(ch, &v), TR_EAGAIN); // full
+    tr_chan_receiver_release(ch);
+    assert_int_equal(tr_chan_try_send(ch, &v), TR_ECLOSED);
+    tr_chan_sender_release(ch);
+
+    tr_oneshot *o = NULL;
+    assert_int_equal(tr_oneshot_new(sizeof v, &o), TR_OK);
+    assert_int_equal(tr_oneshot_try_recv(o, &v), TR_EAGAIN); // nothing sent yet
+    tr_oneshot_sender_release(o);
+    assert_int_equal(tr_oneshot_try_recv(o, &v), TR_ECLOSED); // receiver released
+}
+
+// Op reuse: a tr_chan_send_op is back to its zeroed state when tr_chan_send
+// returns TR_READY, so two sends into a full channel on one op both wait
+// for room and both arrive, in order.
+
+typedef struct reuse_rx {
+    int tr_pc;
+    tr_chan *ch;
+    uint32_t v, want;
+    tr_err err;
+} reuse_rx;
+
+static tr_poll
+reuse_rx_poll(void *arg, tr_cx *cx)
+{
+    reuse_rx *st = arg;
+    TR_BEGIN(st);
+    for (st->want = 0; st->want < 3; st->want++) {
+        TR_AWAIT(st, tr_chan_recv(st->ch, cx, &st->v, &st->err));
+        CHECK_ERR(st, st->err, TR_OK);
+        CHECK_EQ(st, st->v, st->want);
+    }
+    TR_END(st);
+}
+
+static const tr_task_spec reuse_rx_spec = {
+    .name = "reuse_rx", .poll = reuse_rx_poll, .size = sizeof(reuse_rx)};
+
+typedef struct reuse_tx {
+    int tr_pc;
+    tr_chan *ch;
+    tr_join rj;
+    tr_outcome ro;
+    tr_chan_send_op op;
+    uint32_t v;
+    tr_err err;
+} reuse_tx;
+
+static tr_poll
+reuse_tx_poll(void *arg, tr_cx *cx)
+{
+    reuse_tx *st = arg;
+    TR_BEGIN(st);
+    st->v = 0;
+    CHECK_ERR(st, tr_chan_try_send(st->ch, &st->v), TR_OK); // now full
+    st->rj = tu_spawn(cx, &reuse_rx_spec, &(reuse_rx){.ch = st->ch});
+    for (st->v = 1; st->v < 3; st->v++) {
+        TR_AWAIT(st, tr_chan_send(st->ch, cx, &st->op, &st->v, &st->err));
+        CHECK_ERR(st, st->err, TR_OK);
+    }
+    TR_AWAIT(st, tr_join_poll(&st->rj, cx, &st->ro));
+    CHECK_ERR(st, st->ro.err, TR_OK);
+    CHECK_EQ(st, tr_chan_len(st->ch), 0);
+    TR_END(st);
+}
+
+static void
+reuse_tx_drop(void *arg)
+{
+    reuse_tx *st = arg;
+    tr_join_release(&st->rj);
+}
+
+static const tr_task_spec reuse_tx_spec = {
+    .name = "reuse_tx", .poll = reuse_tx_poll, .drop = reuse_tx_drop, .size = sizeof(reuse_tx)};
+
+static void
+test_chan_send_op_reuse(void **state)
+{
+    (void)state;
+    tr_chan *ch = NULL;
+    assert_int_equal(tr_chan_new(sizeof(uint32_t), 1, &ch), TR_OK);
+    tu_run_main(1, &reuse_tx_spec, &(reuse_tx){.ch = ch});
+    tr_chan_sender_release(ch);
+    tr_chan_receiver_release(ch);
+}
+
 int
 main(void)
 {
@@ -1387,6 +1486,8 @@ main(void)
         cmocka_unit_test(test_oneshot_sender_dropped_closes),
         cmocka_unit_test(test_oneshot_receiver_dropped_send_fails),
         cmocka_unit_test(test_oneshot_try_recv_codes),
+        cmocka_unit_test(test_chan_try_would_block_is_eagain),
+        cmocka_unit_test(test_chan_send_op_reuse),
         cmocka_unit_test(test_oneshot_recv_charges_budget),
         cmocka_unit_test(test_oneshot_cross_thread_send),
     };

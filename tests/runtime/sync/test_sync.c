@@ -245,7 +245,7 @@ test_sync_try_calls_and_counts(void **state)
     assert_false(tr_mutex_is_locked(m));
     assert_int_equal(tr_mutex_try_lock(m), TR_OK);
     assert_true(tr_mutex_is_locked(m));
-    assert_int_equal(tr_mutex_try_lock(m), TR_EBUSY);
+    assert_int_equal(tr_mutex_try_lock(m), TR_EAGAIN);
     tr_mutex_unlock(m);
     assert_false(tr_mutex_is_locked(m));
     assert_int_equal(tr_mutex_try_lock(m), TR_OK);
@@ -575,7 +575,7 @@ mutex_root_poll(void *arg, tr_cx *cx)
     }
     tr_mutex_unlock(st->m); // handed to waiter 0
     CHECK(st, tr_mutex_is_locked(st->m));
-    CHECK(st, tr_mutex_try_lock(st->m) == TR_EBUSY); // no barging
+    CHECK(st, tr_mutex_try_lock(st->m) == TR_EAGAIN); // no barging
     if (st->mode == 2) {
         // Waiter 0 was handed the lock but has not run: its drop passes
         // the lock to waiter 1.
@@ -1215,11 +1215,162 @@ test_notify_from_plain_thread(void **state)
     }
 }
 
+// The one would-block code: tr_sem_try_acquire and tr_mutex_try_lock say
+// TR_EAGAIN when they would have had to wait; a closed semaphore still says
+// TR_ECLOSED.
+static void
+test_sync_try_would_block_is_eagain(void **state)
+{
+    (void)state;
+    tr_sem *s = NULL;
+    assert_int_equal(tr_sem_new(1, &s), TR_OK);
+    assert_int_equal(tr_sem_try_acquire(s, 2), TR_EAGAIN); // too few permits
+    assert_int_equal(tr_sem_try_acquire(s, 1), TR_OK);
+    assert_int_equal(tr_sem_try_acquire(s, 1), TR_EAGAIN); // none left
+    tr_sem_close(s);
+    assert_int_equal(tr_sem_try_acquire(s, 1), TR_ECLOSED);
+    tr_sem_free(s);
+
+    tr_mutex *m = NULL;
+    assert_int_equal(tr_mutex_new(&m), TR_OK);
+    assert_int_equal(tr_mutex_try_lock(m), TR_OK);
+    assert_int_equal(tr_mutex_try_lock(m), TR_EAGAIN); // held
+    tr_mutex_unlock(m);
+    assert_int_equal(tr_mutex_try_lock(m), TR_OK);
+    tr_mutex_unlock(m);
+    tr_mutex_free(m);
+}
+
+// Op reuse: a tr_sem_acquire_op, tr_mutex_lock_op and tr_notify_wait_op is
+// back to its zeroed state when its awaitable returns TR_READY, so the main
+// task waits twice on each with one op, and each wait does its whole work
+// (takes a permit, holds the lock, consumes a notification). A helper task
+// gives each round only after the main task asked (a ping on a channel),
+// so on one worker every wait goes through the line.
+
+typedef struct reuse_sync {
+    tr_sem *sem;
+    tr_mutex *m;
+    tr_notify *n;
+    tr_chan *ping; // main -> helper: "give me the next one"
+} reuse_sync;
+
+typedef struct reuse_helper {
+    int tr_pc;
+    reuse_sync *r;
+    int i;
+    uint8_t what;
+    tr_mutex_lock_op lk;
+    tr_err err;
+} reuse_helper;
+
+static tr_poll
+reuse_helper_poll(void *arg, tr_cx *cx)
+{
+    reuse_helper *st = arg;
+    TR_BEGIN(st);
+    for (st->i = 0; st->i < 6; st->i++) {
+        TR_AWAIT(st, tr_chan_recv(st->r->ping, cx, &st->what, &st->err));
+        CHECK_ERR(st, st->err, TR_OK);
+        if (st->what == 's') {
+            tr_sem_release(st->r->sem, 1);
+        } else if (st->what == 'n') {
+            tr_notify_one(st->r->n);
+        } else {
+            // The helper holds the lock (the test took it for the first
+            // round): hand it over, then queue for it again for the next
+            // round, except after the last.
+            tr_mutex_unlock(st->r->m);
+            if (st->what == 'm') {
+                TR_AWAIT(st, tr_mutex_lock(st->r->m, cx, &st->lk));
+            }
+        }
+    }
+    TR_END(st);
+}
+
+static const tr_task_spec reuse_helper_spec = {
+    .name = "reuse_helper", .poll = reuse_helper_poll, .size = sizeof(reuse_helper)};
+
+typedef struct reuse_sync_main {
+    int tr_pc;
+    reuse_sync *r;
+    tr_join hj;
+    tr_outcome ho;
+    int i;
+    uint8_t what;
+    tr_sem_acquire_op acq;
+    tr_mutex_lock_op lk;
+    tr_notify_wait_op nw;
+    tr_err err;
+} reuse_sync_main;
+
+static tr_poll
+reuse_sync_main_poll(void *arg, tr_cx *cx)
+{
+    reuse_sync_main *st = arg;
+    TR_BEGIN(st);
+    st->hj = tu_spawn(cx, &reuse_helper_spec, &(reuse_helper){.r = st->r});
+    for (st->i = 0; st->i < 2; st->i++) {
+        st->what = 's';
+        CHECK_ERR(st, tr_chan_try_send(st->r->ping, &st->what), TR_OK);
+        TR_AWAIT(st, tr_sem_acquire(st->r->sem, cx, &st->acq, 1, &st->err));
+        CHECK_ERR(st, st->err, TR_OK);
+        CHECK_EQ(st, tr_sem_available(st->r->sem), 0); // the permit is ours
+
+        st->what = 'n';
+        CHECK_ERR(st, tr_chan_try_send(st->r->ping, &st->what), TR_OK);
+        TR_AWAIT(st, tr_notify_wait(st->r->n, cx, &st->nw));
+
+        st->what = st->i == 0 ? 'm' : 'M';
+        CHECK_ERR(st, tr_chan_try_send(st->r->ping, &st->what), TR_OK);
+        TR_AWAIT(st, tr_mutex_lock(st->r->m, cx, &st->lk));
+        CHECK_ERR(st, tr_mutex_try_lock(st->r->m), TR_EAGAIN); // we hold it
+        tr_mutex_unlock(st->r->m);
+    }
+    TR_AWAIT(st, tr_join_poll(&st->hj, cx, &st->ho));
+    CHECK_ERR(st, st->ho.err, TR_OK);
+    CHECK(st, !tr_mutex_is_locked(st->r->m));
+    TR_END(st);
+}
+
+static void
+reuse_sync_main_drop(void *arg)
+{
+    reuse_sync_main *st = arg;
+    tr_join_release(&st->hj);
+}
+
+static const tr_task_spec reuse_sync_main_spec = {.name = "reuse_sync_main",
+                                                  .poll = reuse_sync_main_poll,
+                                                  .drop = reuse_sync_main_drop,
+                                                  .size = sizeof(reuse_sync_main)};
+
+static void
+test_sync_op_reuse(void **state)
+{
+    (void)state;
+    reuse_sync r;
+    assert_int_equal(tr_sem_new(0, &r.sem), TR_OK);
+    assert_int_equal(tr_mutex_new(&r.m), TR_OK);
+    assert_int_equal(tr_notify_new(&r.n), TR_OK);
+    assert_int_equal(tr_chan_new(1, 8, &r.ping), TR_OK);
+    assert_int_equal(tr_mutex_try_lock(r.m), TR_OK); // the helper's, for round one
+    tu_run_main(1, &reuse_sync_main_spec, &(reuse_sync_main){.r = &r});
+    tr_chan_sender_release(r.ping);
+    tr_chan_receiver_release(r.ping);
+    tr_notify_free(r.n);
+    tr_mutex_free(r.m);
+    tr_sem_free(r.sem);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sync_try_calls_and_counts),
+        cmocka_unit_test(test_sync_try_would_block_is_eagain),
+        cmocka_unit_test(test_sync_op_reuse),
         cmocka_unit_test(test_sem_fifo_no_barging),
         cmocka_unit_test(test_sem_cancel_waiting_head_unblocks_line),
         cmocka_unit_test(test_sem_cancel_granted_passes_permit_on),
