@@ -297,6 +297,26 @@ tr_rt_block_on(tr_rt *rt, void *root, tr_outcome *out)
     return sd ? TR_ESHUTDOWN : o.err;
 }
 
+tr_err
+tr_rt_run(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *arg), void *arg,
+          tr_outcome *out)
+{
+    void *root;
+    tr_err rv = tr_task_new(rt, spec, &root);
+    if (rv != TR_OK) {
+        if (out != NULL) {
+            *out = (tr_outcome){.err = rv};
+        }
+        return rv;
+    }
+    if (init != NULL) {
+        init(root, arg);
+    } else if (arg != NULL) {
+        memcpy(root, arg, spec->size);
+    }
+    return tr_rt_block_on(rt, root, out);
+}
+
 // Keys of per-runtime slots: process-wide, never freed. key_fini[i] is the
 // release function of key id i + 1, written before nkeys publishes it.
 static void (*key_fini[TR_RT_LOCAL_MAX])(tr_rt *rt, void *value);

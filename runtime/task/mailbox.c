@@ -535,7 +535,7 @@ tr_mailbox_send(tr_mailbox *mb, tr_cx *cx, tr_mailbox_op *op, tr_msg *m, tr_err 
 }
 
 void
-tr_mailbox_op_abandon(tr_mailbox *mb, tr_mailbox_op *op)
+tr_mailbox_send_abandon(tr_mailbox *mb, tr_mailbox_op *op)
 {
     if (mb == NULL || op == NULL ||
         atomic_load_explicit(&op->o_state, memory_order_relaxed) == OP_IDLE) {

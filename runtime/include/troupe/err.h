@@ -7,8 +7,6 @@
 // that is full (TR_EFULL: all runtime-local keys are taken), nothing left at
 // all (TR_EEMPTY: a group with no member), something already in use
 // (TR_EBUSY: an op not idle, a clock or signal taken in another mode).
-// (tr_mailbox_try_push still says TR_EFULL for a full lane, which is a
-// would-block: it is to move to TR_EAGAIN.)
 #ifndef TROUPE_ERR_H
 #define TROUPE_ERR_H
 

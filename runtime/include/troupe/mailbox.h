@@ -207,17 +207,17 @@ TR_API bool tr_mailbox_push_system(tr_mailbox *mb, tr_msg *m);
 // charges the poll budget first. From a task only.
 //
 // Cancellation: a task cancelled while a send is pending calls
-// tr_mailbox_op_abandon(mb, op) from its drop function (and frees m, which
+// tr_mailbox_send_abandon(mb, op) from its drop function (and frees m, which
 // it still owns). Nothing was sent.
 TR_API tr_poll tr_mailbox_send(tr_mailbox *mb, tr_cx *cx, tr_mailbox_op *op, tr_msg *m,
                                tr_err *err);
 
-// tr_mailbox_op_abandon withdraws a pending send: op leaves the line, and a
+// tr_mailbox_send_abandon withdraws a pending send: op leaves the line, and a
 // place already granted to it (its task was woken but has not yet pushed)
 // passes to the next sender in line, so no room is lost. A no-op for an idle
 // op, and when mb or op is NULL, so a drop function may call it
 // unconditionally. Any thread.
-TR_API void tr_mailbox_op_abandon(tr_mailbox *mb, tr_mailbox_op *op);
+TR_API void tr_mailbox_send_abandon(tr_mailbox *mb, tr_mailbox_op *op);
 
 // tr_mailbox_pop returns the next message, system lane first, or NULL (none,
 // or only messages still in a push's window). The caller owns the message.

@@ -93,6 +93,16 @@ TR_API void tr_rt_free(tr_rt *rt);
 // them, and tasks waiting for worker 0 run in the next block_on.
 TR_API tr_err tr_rt_block_on(tr_rt *rt, void *root, tr_outcome *out);
 
+// tr_rt_run is tr_rt_block_on for a root it makes, as tr_spawn makes a task:
+// it allocates a root of kind spec, init(state, arg) fills it in (init NULL:
+// spec->size bytes are copied from arg, or the state stays zeroed when arg
+// is NULL too), then runs it as tr_rt_block_on does and returns what that
+// returns. When the root cannot be made (tr_task_new's errors: TR_EINVAL,
+// TR_EEXHAUSTED, TR_ESHUTDOWN) it returns that error, with out->err the
+// same, and init has not run. The way to run a program's main task.
+TR_API tr_err tr_rt_run(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *arg),
+                        void *arg, tr_outcome *out);
+
 // Shutdown. From the moment tr_rt_shutdown is called the runtime accepts no
 // task: tr_task_new and tr_spawn fail with TR_ESHUTDOWN, and tr_task_start
 // refuses a task prepared earlier (TR_ESHUTDOWN; its drop runs on the

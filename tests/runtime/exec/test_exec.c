@@ -1746,6 +1746,56 @@ test_exec_local_slots(void **state)
     assert_int_equal(local_order[1], 2);
 }
 
+// tr_rt_run: a root made and run in one call.
+typedef struct run_root {
+    uint64_t a, b;
+} run_root;
+
+static tr_poll
+run_root_poll(void *arg, tr_cx *cx)
+{
+    run_root *st = arg;
+    tr_cx_set_result_u64(cx, st->a * 100 + st->b);
+    return TR_READY;
+}
+
+static const tr_task_spec run_root_spec = {
+    .name = "run.root", .poll = run_root_poll, .size = sizeof(run_root)};
+
+static void
+run_root_init(void *state, void *arg)
+{
+    run_root *st = state;
+    st->a = *(uint64_t *)arg;
+    st->b = 7;
+}
+
+static void
+test_exec_run_makes_and_runs_the_root(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    tr_outcome out;
+    uint64_t a = 4;
+    assert_int_equal(tr_rt_run(rt, &run_root_spec, run_root_init, &a, &out), TR_OK);
+    assert_int_equal(out.err, TR_OK);
+    assert_int_equal(out.value.u64, 407);
+    run_root copy = {.a = 1, .b = 2}; // init NULL: the state is copied
+    assert_int_equal(tr_rt_run(rt, &run_root_spec, NULL, &copy, &out), TR_OK);
+    assert_int_equal(out.value.u64, 102);
+    assert_int_equal(tr_rt_run(rt, &run_root_spec, NULL, NULL, &out), TR_OK); // zeroed
+    assert_int_equal(out.value.u64, 0);
+    static const tr_task_spec nopoll = {.name = "nopoll", .size = 8};
+    assert_int_equal(tr_rt_run(rt, &nopoll, NULL, NULL, &out), TR_EINVAL);
+    assert_int_equal(out.err, TR_EINVAL);
+    assert_int_equal(tr_rt_shutdown(rt, TR_SHUTDOWN_GRACEFUL, 0), TR_OK);
+    a = 9;
+    assert_int_equal(tr_rt_run(rt, &run_root_spec, run_root_init, &a, &out), TR_ESHUTDOWN);
+    assert_int_equal(out.err, TR_ESHUTDOWN);
+    assert_int_equal(a, 9);
+    tu_rt_free_clean(rt);
+}
+
 int
 main(void)
 {
@@ -1775,6 +1825,7 @@ main(void)
         cmocka_unit_test(test_exec_start_racing_shutdown_is_carried_out),
         cmocka_unit_test(test_exec_spawn_storm_during_shutdown),
         cmocka_unit_test(test_exec_local_slots),
+        cmocka_unit_test(test_exec_run_makes_and_runs_the_root),
     };
     return tu_run_group(tests, group_setup, group_teardown);
 }

@@ -1010,7 +1010,7 @@ static void
 sender_drop(void *arg)
 {
     sender *st = arg;
-    tr_mailbox_op_abandon(st->mb, &st->op);
+    tr_mailbox_send_abandon(st->mb, &st->op);
     if (st->m != NULL) {
         tr_msg_free(st->m);
     }
@@ -1394,7 +1394,7 @@ static void
 budget_root_drop(void *arg)
 {
     budget_root *st = arg;
-    tr_mailbox_op_abandon(st->mb, &st->op);
+    tr_mailbox_send_abandon(st->mb, &st->op);
     if (st->m != NULL) {
         tr_msg_free(st->m);
     }
