@@ -910,6 +910,124 @@ test_many_senders(void **state)
     tu_rt_free_clean(h.rt);
 }
 
+// Commands racing a shutdown and the runtime's free: every command
+// tr_exec_send accepted is answered exactly once (a Spawn with want_result:
+// Spawned then exactly one TaskResult, or an Error), whether a worker, the
+// shutdown's last drain or tr_rt_free carries it out.
+enum { RACE_SENDERS = 4, RACE_MAX = 3000 };
+
+typedef struct race_sender {
+    tr_rt *rt;
+    rbox *b;
+    atomic_bool *stop;
+    uint32_t sent;          // accepted commands, corr 0 .. sent-1
+    uint8_t want[RACE_MAX]; // 1: a Spawn with want_result, 2: a Status
+} race_sender;
+
+static void *
+race_main(void *arg)
+{
+    race_sender *rs = arg;
+    uint8_t args[8];
+    pack_args(args, 1, 2);
+    for (uint32_t i = 0; i < RACE_MAX && !atomic_load(rs->stop); i++) {
+        tr_err rv;
+        if (i % 3 == 2) {
+            rv = send_status(rs->rt, rs->b, rs->sent, i % 2, 4, 0);
+            rs->want[rs->sent] = 2;
+        } else {
+            rv = send_spawn(rs->rt, rs->b, rs->sent, i % 3 ? "add" : "stuck", args, i % 3 ? 8 : 0,
+                            true);
+            rs->want[rs->sent] = 1;
+        }
+        if (rv == TR_OK) {
+            rs->sent++;
+        }
+    }
+    return NULL;
+}
+
+static void
+test_commands_racing_shutdown_are_all_answered(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 6; round++) {
+        host h;
+        host_start(&h);
+        register_kinds(h.rt);
+        atomic_bool stop = false;
+        race_sender *rs = calloc(RACE_SENDERS, sizeof(*rs));
+        pthread_t thr[RACE_SENDERS];
+        for (int t = 0; t < RACE_SENDERS; t++) {
+            rs[t] = (race_sender){.rt = h.rt, .b = rbox_new(), .stop = &stop};
+            tu_thread_start(&thr[t], race_main, &rs[t]);
+        }
+        // Shut down while they send: as soon as some commands went through.
+        assert_true(
+            TU_SPIN_UNTIL(tu_stats(h.rt).commands >= 50u * (unsigned)(round + 1), TU_WAIT_MS));
+        assert_int_equal(
+            tr_rt_shutdown(h.rt, round % 2 ? TR_SHUTDOWN_IMMEDIATE : TR_SHUTDOWN_GRACEFUL, 50),
+            TR_OK);
+        tu_thread_join(h.thr); // block_on returns from the shutdown
+        atomic_store(&stop, true);
+        for (int t = 0; t < RACE_SENDERS; t++) {
+            tu_thread_join(thr[t]);
+        }
+        tu_event_destroy(&h.stop);
+        tr_rt_free(h.rt); // answers what is still queued
+        for (int t = 0; t < RACE_SENDERS; t++) {
+            uint8_t *got = calloc(rs[t].sent + 1, 1);  // bit 1: first reply, bit 2: result
+            uint32_t replies = 0, expect = rs[t].sent; // + one per TaskResult
+            tr_msg *m;
+            while ((m = tr_mailbox_pop(&rs[t].b->mb)) != NULL) {
+                tr_exec_reply *r = tr_exec_reply_of(m);
+                assert_non_null(r);
+                uint64_t c = r->reply->correlation_id;
+                assert_true(c < rs[t].sent);
+                switch (r->reply->reply_case) {
+                case TROUPE__V1__EXECUTOR_REPLY__REPLY_RESULT:
+                    assert_int_equal(rs[t].want[c], 1);
+                    assert_true(got[c] & 1); // after its Spawned
+                    assert_false(got[c] & 2);
+                    got[c] |= 2;
+                    expect++;
+                    break;
+                case TROUPE__V1__EXECUTOR_REPLY__REPLY_SPAWNED:
+                    assert_int_equal(rs[t].want[c], 1);
+                    assert_false(got[c] & 1);
+                    got[c] |= 1 | 4; // 4: owes a result
+                    break;
+                case TROUPE__V1__EXECUTOR_REPLY__REPLY_STATUS:
+                    assert_int_equal(rs[t].want[c], 2);
+                    assert_false(got[c] & 1);
+                    got[c] |= 1;
+                    break;
+                default:
+                    assert_int_equal(r->reply->reply_case, TROUPE__V1__EXECUTOR_REPLY__REPLY_ERROR);
+                    assert_int_equal(r->reply->error->code, TR_ESHUTDOWN);
+                    assert_false(got[c] & 1);
+                    got[c] |= 1;
+                    break;
+                }
+                replies++;
+                tr_msg_free(m);
+            }
+            for (uint32_t c = 0; c < rs[t].sent; c++) {
+                if (!(got[c] & 1)) {
+                    fail_msg("round %d sender %d: command %u was never answered", round, t, c);
+                }
+                if ((got[c] & 4) && !(got[c] & 2)) {
+                    fail_msg("round %d sender %d: spawn %u got no TaskResult", round, t, c);
+                }
+            }
+            assert_int_equal(replies, expect);
+            free(got);
+            rbox_free(rs[t].b);
+        }
+        free(rs);
+    }
+}
+
 int
 main(void)
 {
@@ -923,6 +1041,7 @@ main(void)
         cmocka_unit_test(test_status_round_trip_and_paging),
         cmocka_unit_test(test_shutdown_by_command),
         cmocka_unit_test(test_many_senders),
+        cmocka_unit_test(test_commands_racing_shutdown_are_all_answered),
     };
     return tu_run(tests);
 }
