@@ -525,7 +525,7 @@ test_exec_graceful_shutdown_deadline(void **state)
         tr_task_start(t, &g.stuck[i]);
     }
     // Always runnable, never done: cancelled at the deadline as well.
-    tr_task_start(tu_task_new(rt, &spinner_spec), &g.spin);
+    tu_start(rt, &spinner_spec, NULL, &g.spin);
     root *r = root_new(rt, &graceful_root_spec, &g, &g.root_drops);
     uint64_t t0 = tu_now_ns();
     tr_outcome out;
