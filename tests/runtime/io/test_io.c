@@ -243,16 +243,13 @@ test_io_wake_parked_driver(void **state)
     tr_io *rd, *wr;
     make_pipe(rt, &rd, &wr);
     char buf[8];
-    reader *r = tu_task_new(rt, &reader_spec);
-    r->io = rd;
-    r->buf = buf;
-    r->len = 8;
     late_writer lw = {.rt = rt, .fd = tr_io_fd(wr)};
     pthread_t t;
     tu_thread_start(&t, late_writer_main, &lw);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(
+        tr_rt_run(rt, &reader_spec, NULL, &(reader){.io = rd, .buf = buf, .len = 8}, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_thread_join(t);
     tu_checks_pass();
@@ -307,18 +304,16 @@ run_split(unsigned workers)
         char *src, *dst;
     } dirs[2] = {{brd, awr, src1, dst1}, {ard, bwr, src2, dst2}};
     for (int d = 0; d < 2; d++) {
-        reader *r = tu_task_new(rt, &reader_spec);
-        r->io = dirs[d].rio;
-        r->buf = dirs[d].dst;
-        r->len = len;
-        r->close_when_done = true;
         writer *w = tu_task_new(rt, &writer_spec);
         w->io = dirs[d].wio;
         w->buf = dirs[d].src;
         w->len = len;
         w->chunk = 3000 + 1000 * (size_t)d;
         w->close_when_done = true;
-        tr_task_start(r, &j->j[2 * d]);
+        tu_start(
+            rt, &reader_spec,
+            &(reader){.io = dirs[d].rio, .buf = dirs[d].dst, .len = len, .close_when_done = true},
+            &j->j[2 * d]);
         tr_task_start(w, &j->j[2 * d + 1]);
     }
     tu_watchdog wd;
@@ -451,8 +446,7 @@ test_io_slot_reuse(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    churn *c = tu_task_new(rt, &churn_spec);
-    assert_int_equal(tr_rt_block_on(rt, c, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &churn_spec, NULL, NULL, NULL), TR_OK);
     tu_checks_pass();
     assert_int_equal(atomic_load(&rt->r_reactor->rx_nregs), 0);
     assert_true(rt->r_reactor->rx_nchunks == 1); // two slots, reused
@@ -695,19 +689,15 @@ run_ping(unsigned workers, tr_sched_kind sched)
         tr_io *a, *b;
         make_pair(rt, &a, &b);
         for (int k = 0; k < 2; k++) {
-            pinger *pg = tu_task_new(rt, &pinger_spec);
-            pg->io = k == 0 ? a : b;
-            pg->rounds = 300;
-            pg->first = k == 0;
-            tr_task_start(pg, &js[2 * p + (unsigned)k]);
+            tu_start(rt, &pinger_spec,
+                     &(pinger){.io = k == 0 ? a : b, .rounds = 300, .first = k == 0},
+                     &js[2 * p + (unsigned)k]);
         }
     }
-    ping_root *r = tu_task_new(rt, &ping_root_spec);
-    r->js = js;
-    r->n = 2 * pairs;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 6 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(
+        tr_rt_run(rt, &ping_root_spec, NULL, &(ping_root){.js = js, .n = 2 * pairs}, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     tu_rt_quiesce(rt, TU_WAIT_MS); // several workers: as in run_split

@@ -488,9 +488,7 @@ tw_thread(void *arg)
     for (unsigned r = 0; r < c->rounds; r++) {
         if (r == c->rounds / 2) {
             // From now on the driver sleeps until the far timer, not forever.
-            far_sleeper *f = NULL;
-            TU_CHECK(tr_task_new(c->rt, &far_spec, (void **)&f) == TR_OK);
-            tr_task_start(f, &c->far);
+            TU_CHECK(tr_spawn(c->rt, &far_spec, NULL, NULL, &c->far) == TR_OK);
             atomic_store(&c->far_started, true);
             uint64_t deadline = tu_now_ns() + (uint64_t)TU_WAIT_MS * TR_NS_PER_MS;
             while (tr_rt_timers(c->rt) < 1 && tu_now_ns() < deadline) {
@@ -546,11 +544,9 @@ test_rx_timer_armed_off_driver(void **state)
             tu_event_init(&c.go[r]);
         }
         sem_init(&c.fired, 0, 0);
-        tw_task *t = tu_task_new(rt, &tw_spec);
-        t->c = &c;
         tw_root *root = tu_task_new(rt, &tw_root_spec);
         root->c = &c;
-        tr_task_start(t, &root->j);
+        tu_start(rt, &tw_spec, &(tw_task){.c = &c}, &root->j);
         pthread_t thr;
         tu_thread_start(&thr, tw_thread, &c);
         tu_watchdog wd;
@@ -654,10 +650,8 @@ run_vadvance(unsigned workers, tr_sched_kind sched)
     assert_int_equal(tr_clock_new_virtual(TR_NS_PER_SEC, &clk), TR_OK);
     tr_rt *rt = rt_new(workers, sched, clk);
     va_ctl c = {.rt = rt, .clk = clk, .rounds = BY_SAN(600, 400)};
-    va_task *t = tu_task_new(rt, &va_spec);
-    t->c = &c;
     tr_join j;
-    tr_task_start(t, &j);
+    tu_start(rt, &va_spec, &(va_task){.c = &c}, &j);
     pthread_t thr;
     tu_thread_start(&thr, va_thread, &c);
     unsigned bad = run_joinall(rt, &j, 1, 6 * TU_WAIT_MS);
@@ -820,14 +814,8 @@ mr_root_poll(void *arg, tr_cx *cx)
     TR_BEGIN(st);
     {
         // Round robin: S goes to worker 1, A to worker 0.
-        mr_s *s = NULL;
-        TU_CHECK(tr_task_new(rt, &mr_s_spec, (void **)&s) == TR_OK);
-        s->c = st->c;
-        tr_task_start(s, &st->js);
-        mr_a *a = NULL;
-        TU_CHECK(tr_task_new(rt, &mr_a_spec, (void **)&a) == TR_OK);
-        a->c = st->c;
-        tr_task_start(a, &st->ja);
+        TU_CHECK(tr_spawn(rt, &mr_s_spec, NULL, &(mr_s){.c = st->c}, &st->js) == TR_OK);
+        TU_CHECK(tr_spawn(rt, &mr_a_spec, NULL, &(mr_a){.c = st->c}, &st->ja) == TR_OK);
     }
     TR_AWAIT(st, tr_join_poll(&st->ja, cx, &st->o));
     TR_AWAIT(st, tr_join_poll(&st->js, cx, &st->o));
@@ -852,11 +840,9 @@ test_rx_timer_arm_races_wheel_turn(void **state)
     mr_ctl c = {.clk = clk, .rounds = BY_SAN(200000, 40000)};
     atomic_init(&c.wa, -1);
     atomic_init(&c.ws, -1);
-    mr_root *root = tu_task_new(rt, &mr_root_spec);
-    root->c = &c;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 9 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, root, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &mr_root_spec, NULL, &(mr_root){.c = &c}, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     print_message("  A on worker %d, S on worker %d; %llu round(s) (%llu without arming), %d "
@@ -1060,15 +1046,10 @@ ev_root_poll(void *arg, tr_cx *cx)
     {
         // Spawned back to back: round robin deals the two spinners to the
         // two workers.
-        ev_stuck *sk = NULL;
-        TU_CHECK(tr_task_new(rt, &ev_stuck_spec, (void **)&sk) == TR_OK);
-        sk->c = st->c;
-        tr_task_start(sk, &st->js[0]);
+        TU_CHECK(tr_spawn(rt, &ev_stuck_spec, NULL, &(ev_stuck){.c = st->c}, &st->js[0]) == TR_OK);
         for (int i = 1; i < 3; i++) {
-            ev_spin *sp = NULL;
-            TU_CHECK(tr_task_new(rt, &ev_spin_spec, (void **)&sp) == TR_OK);
-            sp->c = st->c;
-            tr_task_start(sp, &st->js[i]);
+            TU_CHECK(tr_spawn(rt, &ev_spin_spec, NULL, &(ev_spin){.c = st->c}, &st->js[i]) ==
+                     TR_OK);
         }
     }
     for (st->i = 0; st->i < 3; st->i++) {
@@ -1086,13 +1067,11 @@ run_eventfd_busy(tr_sched_kind sched)
 {
     tr_rt *rt = rt_new(2, sched, NULL);
     ev_ctl c = {.rt = rt};
-    ev_root *root = tu_task_new(rt, &ev_root_spec);
-    root->c = &c;
     pthread_t thr;
     tu_thread_start(&thr, ev_thread, &c);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, root, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &ev_root_spec, NULL, &(ev_root){.c = &c}, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_thread_join(thr);
     tu_checks_pass();
@@ -1214,13 +1193,8 @@ test_rx_io_serviced_after_long_poll(void **state)
         make_pipe(rt, &rd, &wr);
         lpio_shared sh = {.wfd = tr_io_fd(wr)};
         tr_join js[2];
-        lpio_reader *r = tu_task_new(rt, &lpio_reader_spec);
-        r->sh = &sh;
-        r->io = tr_io_ref(rd);
-        tr_task_start(r, &js[0]);
-        lpio_busy *b = tu_task_new(rt, &lpio_busy_spec);
-        b->sh = &sh;
-        tr_task_start(b, &js[1]);
+        tu_start(rt, &lpio_reader_spec, &(lpio_reader){.sh = &sh, .io = tr_io_ref(rd)}, &js[0]);
+        tu_start(rt, &lpio_busy_spec, &(lpio_busy){.sh = &sh}, &js[1]);
         unsigned bad = run_joinall(rt, js, 2, 3 * TU_WAIT_MS);
         tu_checks_pass();
         assert_int_equal(bad, 0);

@@ -106,11 +106,7 @@ run_same_readers(unsigned workers, tr_sched_kind sched)
     c.wfd = tr_io_fd(wr);
     tr_join js[6];
     for (unsigned i = 0; i < c.k; i++) {
-        rd_task *t = tu_task_new(rt, &rd_spec);
-        t->io = tr_io_ref(rd);
-        t->c = &c;
-        t->i = i;
-        tr_task_start(t, &js[i]);
+        tu_start(rt, &rd_spec, &(rd_task){.io = tr_io_ref(rd), .c = &c, .i = i}, &js[i]);
     }
     pthread_t thr;
     tu_thread_start(&thr, rd_thread, &c);
@@ -261,11 +257,8 @@ test_rx_same_direction_writers(void **state)
                 memset(w->msg, 'a' + i, sizeof w->msg);
                 tr_task_start(w, &js[i]);
             }
-            wq_drain *d = tu_task_new(rt, &wq_drain_spec);
-            d->io = b;
-            d->go = &c.go;
-            d->want = filled + K * 64;
-            tr_task_start(d, &js[K]);
+            tu_start(rt, &wq_drain_spec, &(wq_drain){.io = b, .go = &c.go, .want = filled + K * 64},
+                     &js[K]);
             pthread_t thr;
             tu_thread_start(&thr, wq_thread, &c);
             unsigned bad = run_joinall(rt, js, K + 1, 6 * TU_WAIT_MS);
@@ -355,12 +348,11 @@ ch_parent_poll(void *arg, tr_cx *cx)
             TU_CHECK(pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0);
             TU_CHECK(tr_io_open(rt, p[0], 0, &st->rd) == TR_OK);
             TU_CHECK(tr_io_open(rt, p[1], 0, &st->wr) == TR_OK);
-            ch_child *c = NULL;
-            TU_CHECK(tr_task_new(rt, &ch_child_spec, (void **)&c) == TR_OK);
-            c->io = tr_io_ref(st->rd);
-            c->s = st->s;
-            c->want = (unsigned char)(st->id * 37 + st->i);
-            tr_task_start(c, &st->child);
+            TU_CHECK(tr_spawn(rt, &ch_child_spec, NULL,
+                              &(ch_child){.io = tr_io_ref(st->rd),
+                                          .s = st->s,
+                                          .want = (unsigned char)(st->id * 37 + st->i)},
+                              &st->child) == TR_OK);
         }
         if (st->i % 3 == 0) {
             TR_YIELD(st, cx);
@@ -401,11 +393,7 @@ test_rx_churn_across_workers(void **state)
         tr_join js[P];
         unsigned iters = BY_SAN(400, 250);
         for (unsigned i = 0; i < P; i++) {
-            ch_parent *p = tu_task_new(rt, &ch_parent_spec);
-            p->s = &st;
-            p->id = i;
-            p->iters = iters;
-            tr_task_start(p, &js[i]);
+            tu_start(rt, &ch_parent_spec, &(ch_parent){.s = &st, .id = i, .iters = iters}, &js[i]);
         }
         unsigned bad = run_joinall(rt, js, P, 6 * TU_WAIT_MS);
         tu_checks_pass();
@@ -439,11 +427,8 @@ test_rx_stale_event_on_reused_slot(void **state)
     enum { P = 4 };
     tr_join js[P];
     for (unsigned i = 0; i < P; i++) {
-        ch_parent *p = tu_task_new(rt, &ch_parent_spec);
-        p->s = &st;
-        p->id = i;
-        p->iters = BY_SAN(1000, 300);
-        tr_task_start(p, &js[i]);
+        tu_start(rt, &ch_parent_spec, &(ch_parent){.s = &st, .id = i, .iters = BY_SAN(1000, 300)},
+                 &js[i]);
     }
     unsigned bad = run_joinall(rt, js, P, 6 * TU_WAIT_MS);
     tu_checks_pass();
@@ -602,13 +587,11 @@ run_close_from_thread(unsigned workers, tr_sched_kind sched)
     tr_rt *rt = rt_new(workers, sched, NULL);
     cft_ctl c = {.rt = rt, .sched = sched};
     tu_event_init(&c.finished);
-    cft_root *root = tu_task_new(rt, &cft_root_spec);
-    root->c = &c;
     pthread_t thr;
     tu_thread_start(&thr, cft_thread, &c);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 9 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, root, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &cft_root_spec, NULL, &(cft_root){.c = &c}, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_thread_join(thr);
     tu_checks_pass();
@@ -1154,10 +1137,7 @@ run_oneshot_shared(unsigned workers, tr_sched_kind sched, os_ctl *c)
     c->wfd = p[1];
     tr_join js[K];
     for (int i = 0; i < K; i++) {
-        os_task *t = tu_task_new(rt, &os_spec);
-        t->io = tr_io_ref(rd);
-        t->c = c;
-        tr_task_start(t, &js[i]);
+        tu_start(rt, &os_spec, &(os_task){.io = tr_io_ref(rd), .c = c}, &js[i]);
     }
     pthread_t thr;
     tu_thread_start(&thr, os_thread, c);

@@ -132,15 +132,15 @@ run_many(uint64_t n, uint64_t span_ns)
     order_log log = {.want = n};
     log.deadlines = calloc(n, sizeof(uint64_t));
     tu_event_init(&log.all_done);
-    many_root *r = tu_task_new(rt, &many_root_spec);
-    r->clk = clk;
-    r->log = &log;
-    r->n = n;
-    r->rng = 0x9e3779b97f4a7c15ull;
-    r->span_ns = span_ns;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 6 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(
+        tr_rt_run(
+            rt, &many_root_spec, NULL,
+            &(many_root){
+                .clk = clk, .log = &log, .n = n, .rng = 0x9e3779b97f4a7c15ull, .span_ns = span_ns},
+            NULL),
+        TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     assert_int_equal(atomic_load(&log.n), n);
@@ -224,12 +224,10 @@ test_time_far_future_deadlines(void **state)
     order_log log = {.want = 4};
     log.deadlines = calloc(4, sizeof(uint64_t));
     tu_event_init(&log.all_done);
-    far_root *r = tu_task_new(rt, &far_root_spec);
-    r->clk = clk;
-    r->log = &log;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(
+        tr_rt_run(rt, &far_root_spec, NULL, &(far_root){.clk = clk, .log = &log}, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     for (int i = 1; i < 4; i++) {
@@ -324,11 +322,9 @@ run_steps(unsigned workers)
     step_ctl c = {.rt = rt, .clk = clk, .log = &log};
     pthread_t thr;
     tu_thread_start(&thr, step_thread, &c);
-    step_root *r = tu_task_new(rt, &step_root_spec);
-    r->log = &log;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &step_root_spec, NULL, &(step_root){.log = &log}, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_thread_join(thr);
     tu_checks_pass();
@@ -387,9 +383,8 @@ test_time_real_sleep_not_early(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    real_sleep *r = tu_task_new(rt, &real_sleep_spec);
     uint64_t t0 = tu_now_ns();
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &real_sleep_spec, NULL, NULL, NULL), TR_OK);
     uint64_t t1 = tu_now_ns();
     assert_true(t1 - t0 >= 35 * TR_NS_PER_MS);
     tu_rt_free_clean(rt);
@@ -622,12 +617,10 @@ test_time_real_sleeps_many_workers(void **state)
     order_log log = {.want = n};
     log.deadlines = calloc(n, sizeof(uint64_t));
     tu_event_init(&log.all_done);
-    multi_root *r = tu_task_new(rt, &multi_root_spec);
-    r->log = &log;
-    r->n = n;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(
+        tr_rt_run(rt, &multi_root_spec, NULL, &(multi_root){.log = &log, .n = n}, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     assert_int_equal(atomic_load(&log.n), n);
@@ -688,8 +681,7 @@ test_time_past_deadline_ready_at_once(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    past_root *r = tu_task_new(rt, &past_root_spec);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &past_root_spec, NULL, NULL, NULL), TR_OK);
     tu_checks_pass();
     assert_int_equal(tr_rt_timers(rt), 0);
     tu_rt_free_clean(rt);
@@ -810,9 +802,7 @@ test_time_timer_fires_after_long_poll(void **state)
     cfg.clock = sh.clk;
     cfg.ignore_env = true; // deterministic mode keeps to the poll count
     tr_rt *rt = tu_rt_new_cfg(&cfg);
-    lp_root *r = tu_task_new(rt, &lp_root_spec);
-    r->sh = &sh;
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &lp_root_spec, NULL, &(lp_root){.sh = &sh}, NULL), TR_OK);
     tu_checks_pass();
     assert_false(atomic_load(&sh.slow));
     assert_true(atomic_load(&sh.done));

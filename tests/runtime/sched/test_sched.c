@@ -1103,12 +1103,10 @@ cancel_race_run(bool from_task)
         if (!from_task) {
             tu_thread_start(&c->thr, cr_thread, c);
         }
-        cr_root *r = tu_task_new(rt, &cr_root_spec);
-        r->c = c;
         tu_watchdog wd;
         wd_start(&wd, rt);
         tr_outcome out;
-        tr_err rv = tr_rt_block_on(rt, r, &out);
+        tr_err rv = tr_rt_run(rt, &cr_root_spec, NULL, &(cr_root){.c = c}, &out);
         wd_stop(&wd);
         if (!from_task) {
             tu_thread_join(c->thr);
@@ -2254,10 +2252,8 @@ test_sched_block_on_returns_when_root_completes_elsewhere(void **state)
         tr_err rv = TR_OK;
         tr_outcome out = {.err = TR_OK};
         for (round = 0; round < BO_ROUNDS && !atomic_load(&wd.fired); round++) {
-            bo_root *r = tu_task_new(rt, &bo_root_spec);
-            r->elsewhere = &elsewhere;
-            r->round = (uint32_t)round;
-            rv = tr_rt_block_on(rt, r, &out);
+            rv = tr_rt_run(rt, &bo_root_spec, NULL,
+                           &(bo_root){.elsewhere = &elsewhere, .round = (uint32_t)round}, &out);
             if (rv != TR_OK || out.value.u64 != 7) {
                 break;
             }

@@ -71,14 +71,9 @@ static const tr_task_spec sender_spec = {
 static tr_join
 spawn_sender(tr_rt *rt, tr_chan *ch, uint32_t first, uint32_t end, sender_rep *rep)
 {
-    sender_task *st = tu_task_new(rt, &sender_spec);
     tr_chan_sender_clone(ch);
-    st->ch = ch;
-    st->next = first;
-    st->end = end;
-    st->rep = rep;
     tr_join j = TR_JOIN_NONE;
-    tr_task_start(st, &j);
+    tu_start(rt, &sender_spec, &(sender_task){.ch = ch, .next = first, .end = end, .rep = rep}, &j);
     return j;
 }
 
@@ -1026,13 +1021,9 @@ static const tr_task_spec os_sender_spec = {.name = "oneshot-sender",
 static tr_join
 spawn_os_sender(tr_rt *rt, tr_oneshot *o, uint64_t value, uint32_t yields, bool send)
 {
-    os_sender *st = tu_task_new(rt, &os_sender_spec);
-    st->o = o;
-    st->value = value;
-    st->yields = yields;
-    st->send = send;
     tr_join j = TR_JOIN_NONE;
-    tr_task_start(st, &j);
+    tu_start(rt, &os_sender_spec,
+             &(os_sender){.o = o, .value = value, .yields = yields, .send = send}, &j);
     return j;
 }
 
