@@ -93,10 +93,9 @@ run_edges(unsigned workers, tr_sched_kind sched)
     for (unsigned i = 0; i < c.n; i++) {
         c.fds[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         assert_true(c.fds[i] >= 0);
-        edge_task *t = tu_task_new(rt, &edge_spec);
-        assert_int_equal(tr_io_open(rt, c.fds[i], 0, &t->io), TR_OK);
-        t->c = &c;
-        tr_task_start(t, &js[i]);
+        edge_task t = {.c = &c};
+        assert_int_equal(tr_io_open(rt, c.fds[i], 0, &t.io), TR_OK);
+        tu_start(rt, &edge_spec, &t, &js[i]);
     }
     pthread_t thr;
     tu_thread_start(&thr, edge_thread, &c);
@@ -265,15 +264,15 @@ lp_thread(void *arg)
     return NULL;
 }
 
-// The round's root: starts the prepared Y and X (prepared on this thread,
+// The round's root: spawns Y, then X, in its first poll (on this thread,
 // which is worker 0 inside block_on), then joins both.
 typedef struct lp_root {
     int tr_pc;
-    void *prepared[2];
+    lp_ctl *c;
+    tr_io *io[2]; // Y's and X's read ends: a reference each, for the task
     tr_join js[2];
     unsigned i;
     tr_outcome o;
-    lp_ctl *c;
 } lp_root;
 
 static tr_poll
@@ -281,10 +280,8 @@ lp_root_poll(void *arg, tr_cx *cx)
 {
     lp_root *st = arg;
     TR_BEGIN(st);
-    st->c = ((lp_y *)st->prepared[0])->c;
-    for (st->i = 0; st->i < 2; st->i++) {
-        TU_CHECK(tr_task_start(st->prepared[st->i], &st->js[st->i]) == TR_OK);
-    }
+    st->js[0] = tu_spawn(cx, &lp_y_spec, &(lp_y){.c = st->c, .io = st->io[0]});
+    st->js[1] = tu_spawn(cx, &lp_x_spec, &(lp_x){.c = st->c, .io = st->io[1]});
     for (st->i = 0; st->i < 2; st->i++) {
         TR_AWAIT(st, tr_join_poll(&st->js[st->i], cx, &st->o));
         if (st->o.err != TR_OK) {
@@ -313,25 +310,17 @@ lp_round(tr_sched_kind sched, bool timer_mode)
     make_pipe(rt, &yr, &yw);
     c.x_wfd = tr_io_fd(xw);
     c.y_wfd = tr_io_fd(yw);
-    lp_y *y = tu_task_new(rt, &lp_y_spec);
-    y->c = &c;
-    y->io = tr_io_ref(yr);
-    lp_x *x = tu_task_new(rt, &lp_x_spec);
-    x->c = &c;
-    x->io = tr_io_ref(xr);
     // The root starts Y, then X, in one poll: rr deals them to the two
     // workers in turn. Started from this thread before block_on, the
     // root's own deal could fall between theirs (worker 1 drains the Spawn
     // messages as they come) and put both on one worker, where rr, which
     // never moves a task, leaves Y behind X's long poll by design.
-    lp_root *r = tu_task_new(rt, &lp_root_spec);
-    r->prepared[0] = y;
-    r->prepared[1] = x;
+    lp_root init = {.c = &c, .io = {tr_io_ref(yr), tr_io_ref(xr)}};
     pthread_t thr;
     tu_thread_start(&thr, lp_thread, &c);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 6 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &lp_root_spec, NULL, &init, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     unsigned bad = atomic_load(&c.not_ok);
     tu_thread_join(thr);
@@ -544,14 +533,13 @@ test_rx_timer_armed_off_driver(void **state)
             tu_event_init(&c.go[r]);
         }
         sem_init(&c.fired, 0, 0);
-        tw_root *root = tu_task_new(rt, &tw_root_spec);
-        root->c = &c;
-        tu_start(rt, &tw_spec, &(tw_task){.c = &c}, &root->j);
+        tw_root root = {.c = &c};
+        tu_start(rt, &tw_spec, &(tw_task){.c = &c}, &root.j);
         pthread_t thr;
         tu_thread_start(&thr, tw_thread, &c);
         tu_watchdog wd;
         tu_watchdog_start(&wd, rt, 6 * TU_WAIT_MS);
-        assert_int_equal(tr_rt_block_on(rt, root, NULL), TR_OK);
+        assert_int_equal(tr_rt_run(rt, &tw_root_spec, NULL, &root, NULL), TR_OK);
         tu_watchdog_stop(&wd);
         tu_thread_join(thr);
         tu_checks_pass();
@@ -965,11 +953,7 @@ ev_thread(void *arg)
         tr_wake(c->stuck_waker);
         c->wakes++;
         if (i % 10 == 0) {
-            tu_value_task *v = NULL;
-            if (tr_task_new(c->rt, &tu_value_spec, (void **)&v) == TR_OK) {
-                v->value = 1;
-                tr_task_start(v, NULL);
-            }
+            (void)tr_spawn(c->rt, &tu_value_spec, NULL, TU_VALUE(1, 0, NULL), NULL);
         }
     }
     atomic_store(&c->storm_active, false);
@@ -1011,12 +995,9 @@ static const tr_task_spec until_ms_spec = {
 static void
 block_until_ms(tr_rt *rt, bool (*pred)(void *arg), void *arg, unsigned ms)
 {
-    until_ms *u = tu_task_new(rt, &until_ms_spec);
-    u->pred = pred;
-    u->arg = arg;
-    u->deadline = tu_now_ns() + (uint64_t)ms * TR_NS_PER_MS;
-    assert_int_equal(tr_rt_block_on(rt, u, NULL), TR_OK);
-    // (u is freed: block_on took its result.)
+    until_ms init = {
+        .pred = pred, .arg = arg, .deadline = tu_now_ns() + (uint64_t)ms * TR_NS_PER_MS};
+    assert_int_equal(tr_rt_run(rt, &until_ms_spec, NULL, &init, NULL), TR_OK);
     if (!pred(arg)) {
         tr_rt_dump(rt, stdout);
         fail_msg("block_until_ms: the condition did not hold within %u ms", ms);

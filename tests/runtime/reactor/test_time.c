@@ -69,13 +69,9 @@ static const tr_task_spec sleeper_spec = {
 static tr_join
 spawn_sleeper(tr_rt *rt, uint64_t deadline, order_log *log, atomic_int *drops)
 {
-    sleeper *s = NULL;
-    TU_CHECK(tr_task_new(rt, &sleeper_spec, (void **)&s) == TR_OK);
-    s->deadline = deadline;
-    s->log = log;
-    s->drops = drops;
-    tr_join j;
-    tr_task_start(s, &j);
+    tr_join j = TR_JOIN_NONE;
+    sleeper init = {.deadline = deadline, .log = log, .drops = drops};
+    TU_CHECK(tr_spawn(rt, &sleeper_spec, NULL, &init, &j) == TR_OK);
     return j;
 }
 
@@ -402,6 +398,7 @@ typedef struct to_root {
     atomic_int *polls, *drops;
     bool expired1, expired2;
     uint64_t t0, t1;
+    struct to_root *snap; // the test's copy of the state at the end
 } to_root;
 
 static tr_poll
@@ -410,10 +407,7 @@ to_root_poll(void *arg, tr_cx *cx)
     to_root *st = arg;
     tr_rt *rt = tr_cx_rt(cx);
     TR_BEGIN(st);
-    {
-        tu_stuck *s = tu_stuck_new(rt, st->polls, st->drops);
-        tr_task_start(s, &st->j);
-    }
+    TU_CHECK(tr_spawn(rt, &tu_stuck_spec, NULL, TU_STUCK(st->polls, st->drops), &st->j) == TR_OK);
     st->t0 = tr_now(rt);
     TR_AWAIT(st, tr_timeout_poll(&st->to, cx, 20 * TR_NS_PER_MS, tr_join_poll(&st->j, cx, &st->out),
                                  &st->expired1));
@@ -428,6 +422,7 @@ to_root_poll(void *arg, tr_cx *cx)
     TU_CHECK(st->out.err == TR_ECANCELED);
     TU_CHECK(!tr_timer_armed(&st->to.to_timer));
     TU_CHECK(tr_rt_timers(rt) == 0);
+    *st->snap = *st;
     TR_END(st);
 }
 
@@ -447,12 +442,11 @@ test_time_timeout_cancels_inner(void **state)
     (void)state;
     tr_rt *rt = tu_rt_new();
     atomic_int polls = 0, drops = 0;
-    to_root *r = tu_task_new(rt, &to_root_spec);
-    r->polls = &polls;
-    r->drops = &drops;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    to_root end = {0}, *r = &end;
+    to_root init = {.polls = &polls, .drops = &drops, .snap = &end};
+    assert_int_equal(tr_rt_run(rt, &to_root_spec, NULL, &init, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     assert_true(r->expired1);
@@ -471,6 +465,7 @@ typedef struct iv_root {
     tr_clock *clk;
     int ticks;
     uint64_t t_first, t_last;
+    struct iv_root *snap; // the test's copy of the state at the end
 } iv_root;
 
 static tr_poll
@@ -494,6 +489,7 @@ iv_root_poll(void *arg, tr_cx *cx)
     TR_AWAIT(st, tr_interval_tick(&st->iv, cx));
     st->ticks++;
     st->t_last = tr_now(rt);
+    *st->snap = *st;
     TR_END(st);
 }
 
@@ -513,11 +509,11 @@ test_time_interval_skips_missed_ticks(void **state)
     (void)state;
     tr_clock *clk;
     tr_rt *rt = vclock_rt(&clk, 1);
-    iv_root *r = tu_task_new(rt, &iv_root_spec);
-    r->clk = clk;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    iv_root end = {0}, *r = &end;
+    assert_int_equal(tr_rt_run(rt, &iv_root_spec, NULL, &(iv_root){.clk = clk, .snap = &end}, NULL),
+                     TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     assert_int_equal(r->ticks, 3);
@@ -541,16 +537,15 @@ test_time_cancel_disarms(void **state)
         js[i] = spawn_sleeper(rt, tr_now(rt) + 3600 * TR_NS_PER_SEC, NULL, &drops);
     }
     // Let them arm: run the runtime until it parks, via a root that yields.
-    tu_value_task *v = tu_value_new(rt, 3, 7, NULL);
-    assert_int_equal(tr_rt_block_on(rt, v, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &tu_value_spec, NULL, TU_VALUE(3, 7, NULL), NULL), TR_OK);
     assert_int_equal(tr_rt_timers(rt), 50);
     for (int i = 0; i < 50; i++) {
         assert_int_equal(tr_task_abort(&js[i]), TR_OK);
         tr_outcome o;
         // Cancels are carried out by a worker: run until each join is done.
         while (!tr_join_is_finished(&js[i])) {
-            tu_value_task *y = tu_value_new(rt, 1, 0, NULL);
-            assert_int_equal(tr_rt_block_on(rt, y, NULL), TR_OK);
+            assert_int_equal(tr_rt_run(rt, &tu_value_spec, NULL, TU_VALUE(1, 0, NULL), NULL),
+                             TR_OK);
         }
         assert_int_equal(tr_join_wait(&js[i], &o), TR_OK);
         assert_int_equal(o.err, TR_ECANCELED);
@@ -570,8 +565,7 @@ test_time_free_with_armed_timers(void **state)
         tr_join j = spawn_sleeper(rt, tr_now(rt) + 3600 * TR_NS_PER_SEC, NULL, &drops);
         tr_join_release(&j);
     }
-    tu_value_task *v = tu_value_new(rt, 2, 1, NULL);
-    assert_int_equal(tr_rt_block_on(rt, v, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &tu_value_spec, NULL, TU_VALUE(2, 1, NULL), NULL), TR_OK);
     assert_int_equal(tr_rt_timers(rt), 100);
     tr_rt_free(rt); // cancels them: each drop disarms its timer
     assert_int_equal(atomic_load(&drops), 100);
@@ -771,16 +765,8 @@ lp_root_poll(void *arg, tr_cx *cx)
 {
     lp_root *st = arg;
     TR_BEGIN(st);
-    {
-        lp_sleeper *sl = NULL;
-        lp_busy *b = NULL;
-        TU_CHECK(tr_task_new(tr_cx_rt(cx), &lp_sleeper_spec, (void **)&sl) == TR_OK);
-        sl->sh = st->sh;
-        tr_task_start(sl, &st->j[0]);
-        TU_CHECK(tr_task_new(tr_cx_rt(cx), &lp_busy_spec, (void **)&b) == TR_OK);
-        b->sh = st->sh;
-        tr_task_start(b, &st->j[1]);
-    }
+    st->j[0] = tu_spawn(cx, &lp_sleeper_spec, &(lp_sleeper){.sh = st->sh});
+    st->j[1] = tu_spawn(cx, &lp_busy_spec, &(lp_busy){.sh = st->sh});
     for (st->i = 0; st->i < 2; st->i++) {
         TR_AWAIT(st, tr_join_poll(&st->j[st->i], cx, &st->out));
     }
