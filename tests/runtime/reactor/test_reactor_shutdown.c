@@ -318,11 +318,9 @@ run_shutdown(tr_sched_kind sched, int mode)
     }
     c.rds = rds;
     c.wfds = wfds;
-    sd_root *root = tu_task_new(rt, &sd_root_spec);
-    root->c = &c;
-    root->wait = mode != SD_FREE_ONLY;
+    sd_root root = {.c = &c, .wait = mode != SD_FREE_ONLY};
     if (mode == SD_FREE_ONLY) {
-        assert_int_equal(tr_rt_block_on(rt, root, NULL), TR_OK);
+        assert_int_equal(tr_rt_run(rt, &sd_root_spec, NULL, &root, NULL), TR_OK);
         // The root returned at once; the others wait on workers 1 and 2.
         uint64_t deadline = tu_now_ns() + (uint64_t)TU_WAIT_MS * TR_NS_PER_MS;
         while ((tr_rt_timers(rt) < K || !all_idle(rt, 1)) && tu_now_ns() < deadline) {
@@ -334,7 +332,7 @@ run_shutdown(tr_sched_kind sched, int mode)
         pthread_t thr;
         tu_thread_start(&thr, sd_thread, &c);
         tr_outcome o;
-        tr_err e = tr_rt_block_on(rt, root, &o);
+        tr_err e = tr_rt_run(rt, &sd_root_spec, NULL, &root, &o);
         tu_thread_join(thr);
         tu_checks_pass();
         assert_false(c.not_idle);
