@@ -562,12 +562,7 @@ rxcancel_root_poll(void *arg, tr_cx *cx)
 {
     rxcancel_root *st = arg;
     TR_BEGIN(st);
-    {
-        receiver_task *rx = tu_task_new(tr_cx_rt(cx), &receiver_spec);
-        rx->ch = st->ch;
-        rx->polls = &st->polls;
-        tr_task_start(rx, &st->join);
-    }
+    st->join = tu_spawn(cx, &receiver_spec, &(receiver_task){.ch = st->ch, .polls = &st->polls});
     YIELD_UNTIL(st, cx, st->polls >= 1);
     CHECK_EQ(st, tr_task_abort(&st->join), TR_OK);
     TR_AWAIT(st, tr_join_poll(&st->join, cx, &st->out));
@@ -1159,12 +1154,7 @@ os_receiver_dropped_poll(void *arg, tr_cx *cx)
     // A receiver task waits, is cancelled (its drop releases the receiver
     // end), then the send reports TR_ECLOSED and frees the oneshot.
     CHECK_EQ(st, tr_oneshot_new(sizeof(uint64_t), &st->o), TR_OK);
-    {
-        os_receiver *rx = tu_task_new(tr_cx_rt(cx), &os_receiver_spec);
-        rx->o = st->o;
-        rx->polls = &st->polls;
-        tr_task_start(rx, &st->join);
-    }
+    st->join = tu_spawn(cx, &os_receiver_spec, &(os_receiver){.o = st->o, .polls = &st->polls});
     YIELD_UNTIL(st, cx, st->polls >= 1);
     CHECK_EQ(st, tr_task_abort(&st->join), TR_OK);
     TR_AWAIT(st, tr_join_poll(&st->join, cx, &st->out));

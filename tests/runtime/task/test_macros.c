@@ -409,14 +409,10 @@ run_in_child(int mode)
         if (tr_rt_new(&cfg, &rt) != TR_OK) {
             _exit(3);
         }
-        void *p = NULL;
-        if (tr_task_new(rt, mode == 2 ? &once_spec : &in_switch_spec, &p) != TR_OK) {
-            _exit(4);
-        }
         if (mode == 2) {
             once done = {.tr_pc = 0};
             tr_outcome out;
-            if (tr_rt_block_on(rt, p, &out) != TR_OK) {
+            if (tr_rt_run(rt, &once_spec, NULL, NULL, &out) != TR_OK) {
                 _exit(5);
             }
             // What the finished task's state held: its resume point.
@@ -424,9 +420,8 @@ run_in_child(int mode)
             once_poll(&done, NULL); // panics
             _exit(7);
         }
-        ((in_switch *)p)->mode = mode;
         tr_outcome out;
-        tr_err rv = tr_rt_block_on(rt, p, &out);
+        tr_err rv = tr_rt_run(rt, &in_switch_spec, NULL, &(in_switch){.mode = mode}, &out);
         tr_rt_free(rt);
         _exit(rv != TR_OK ? 5 : out.value.u64 == 1 ? 0 : 6);
     }
