@@ -97,11 +97,12 @@ static const tr_task_spec member_spec = {
 static void
 start_member(tr_rt *rt, tr_group *g, const member_task *tmpl, tr_task_id *id)
 {
-    member_task *st = NULL;
-    if (tr_task_new(rt, &member_spec, (void **)&st) != TR_OK) {
+    void *p = NULL;
+    if (tr_task_new(rt, &member_spec, &p) != TR_OK) {
         tu_fail_record(__FILE__, __LINE__, "tr_task_new");
         return;
     }
+    member_task *st = p;
     memcpy(st, tmpl, sizeof *st);
     st->tr_pc = 0;
     if (st->started != NULL) {

@@ -5,6 +5,11 @@
 //
 // The runtime has one worker, so a task spawned by a running task runs only
 // once the spawner yields or waits; tests rely on that FIFO order.
+//
+// This suite tests tr_task_new and tr_task_start themselves (a prepared
+// task, its state and slot, the start), so it spawns in those two steps
+// (tu_task_new, tu_value_new, tu_stuck_new) where the other suites use the
+// one-call tr_spawn and tr_rt_run.
 #include "../test_util.h"
 
 #include "exec/exec.h"
@@ -381,9 +386,11 @@ static tr_poll
 reuse_root_poll(void *arg, tr_cx *cx)
 {
     reuse_root *st = arg;
+    void *p = NULL;
     tu_stuck *u = NULL;
     TR_BEGIN(st);
-    TU_CHECK(tr_task_new(tr_cx_rt(cx), &tu_stuck_spec, (void **)&u) == TR_OK);
+    TU_CHECK(tr_task_new(tr_cx_rt(cx), &tu_stuck_spec, &p) == TR_OK);
+    u = p;
     if (u == NULL) {
         TR_RETURN(st);
     }

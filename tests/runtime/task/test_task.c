@@ -8,6 +8,11 @@
 // woken by a running task runs after the ones already queued; the expected
 // orders below rely on that. Nothing sleeps: threads wait on semaphores or
 // events with bounded timeouts.
+//
+// This suite tests tr_task_new and tr_task_start themselves (a prepared
+// task, its state and slot, the start), so it spawns in those two steps
+// (tu_task_new, tu_value_new, tu_stuck_new) where the other suites use the
+// one-call tr_spawn and tr_rt_run.
 // These tests assert exact FIFO interleavings (spawn, yield once, expect
 // the child to have run): the deterministic mode would reorder them.
 #define TU_IGNORE_ENV 1
