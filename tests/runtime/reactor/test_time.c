@@ -130,13 +130,9 @@ run_many(uint64_t n, uint64_t span_ns)
     tu_event_init(&log.all_done);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 6 * TU_WAIT_MS);
-    assert_int_equal(
-        tr_rt_run(
-            rt, &many_root_spec, NULL,
-            &(many_root){
-                .clk = clk, .log = &log, .n = n, .rng = 0x9e3779b97f4a7c15ull, .span_ns = span_ns},
-            NULL),
-        TR_OK);
+    many_root init = {
+        .clk = clk, .log = &log, .n = n, .rng = 0x9e3779b97f4a7c15ull, .span_ns = span_ns};
+    assert_int_equal(tr_rt_run(rt, &many_root_spec, NULL, &init, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     assert_int_equal(atomic_load(&log.n), n);

@@ -981,11 +981,8 @@ stress_root_poll(void *arg, tr_cx *cx)
     stress_root *st = arg;
     TR_BEGIN(st);
     for (st->i = 0; st->i < STRESS_TASKS + STRESS_VICTIMS; st->i++) {
-        CHECK(st,
-              tr_spawn(tr_cx_rt(cx), &stress_spec, NULL,
-                       &(stress_task){
-                           .sh = st->sh, .use_sem = st->use_sem, .victim = st->i >= STRESS_TASKS},
-                       &st->j[st->i]) == TR_OK);
+        stress_task t = {.sh = st->sh, .use_sem = st->use_sem, .victim = st->i >= STRESS_TASKS};
+        CHECK(st, tr_spawn(tr_cx_rt(cx), &stress_spec, NULL, &t, &st->j[st->i]) == TR_OK);
     }
     // Cancel the victims one by one while everybody runs: each may be
     // waiting, granted but not yet run, or holding. YIELD_N only paces the

@@ -482,8 +482,7 @@ join_await_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
     TR_BEGIN(st);
-    if (!spawn(cx, &tu_value_spec, &(tu_value_task){.value = 42, .yields = 3, .drops = &st->drops},
-               &st->j)) {
+    if (!spawn(cx, &tu_value_spec, TU_VALUE(42, 3, &st->drops), &st->j)) {
         TR_RETURN(st);
     }
     TU_CHECK(!tr_join_is_finished(&st->j));
@@ -781,8 +780,7 @@ cancel_joiner_root(void *arg, tr_cx *cx)
     TR_AWAIT(st, tr_join_poll(&st->j, cx, &st->out));
     TU_CHECK(st->out.err == TR_ECANCELED);
     // A new task, most likely in the joiner's old slot.
-    if (!spawn(cx, &tu_stuck_spec, &(tu_stuck){.polls = &st->polls, .drops = &st->drops},
-               &st->j2)) {
+    if (!spawn(cx, &tu_stuck_spec, TU_STUCK(&st->polls, &st->drops), &st->j2)) {
         TR_RETURN(st);
     }
     cj->next_index = (uint32_t)tr_join_id(&st->j2).id;
@@ -1163,7 +1161,7 @@ cancel_pending_root(void *arg, tr_cx *cx)
     root *st = arg;
     enum cancel_how how = *(enum cancel_how *)st->arg;
     TR_BEGIN(st);
-    if (!spawn(cx, &tu_stuck_spec, &(tu_stuck){.polls = &st->polls, .drops = &st->drops}, &st->j)) {
+    if (!spawn(cx, &tu_stuck_spec, TU_STUCK(&st->polls, &st->drops), &st->j)) {
         TR_RETURN(st);
     }
     st->id = tr_join_id(&st->j);
@@ -1207,7 +1205,7 @@ cancel_unpolled_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
     TR_BEGIN(st);
-    if (!spawn(cx, &tu_stuck_spec, &(tu_stuck){.polls = &st->polls, .drops = &st->drops}, &st->j)) {
+    if (!spawn(cx, &tu_stuck_spec, TU_STUCK(&st->polls, &st->drops), &st->j)) {
         TR_RETURN(st);
     }
     TU_CHECK(tr_task_abort(&st->j) == TR_OK);
@@ -1254,7 +1252,7 @@ cancel_thread_root(void *arg, tr_cx *cx)
     root *st = arg;
     thread_cancel *tc = st->arg;
     TR_BEGIN(st);
-    if (!spawn(cx, &tu_stuck_spec, &(tu_stuck){.polls = &st->polls, .drops = &st->drops}, &st->j)) {
+    if (!spawn(cx, &tu_stuck_spec, TU_STUCK(&st->polls, &st->drops), &st->j)) {
         TR_RETURN(st);
     }
     TR_YIELD(st, cx);
@@ -1527,9 +1525,7 @@ cancel_stress_root(void *arg, tr_cx *cx)
             pthread_create(st->k == 0 ? &st->thr : &st->thr2, NULL, cancel_stress_thread, cs) == 0);
     }
     for (st->k = 0; st->k < CS_TASKS; st->k++) {
-        if (!spawn(cx, &tu_value_spec,
-                   &(tu_value_task){.value = st->k, .yields = st->k % 5, .drops = &cs->drops},
-                   &cs->joins[st->k])) {
+        if (!spawn(cx, &tu_value_spec, TU_VALUE(st->k, st->k % 5, &cs->drops), &cs->joins[st->k])) {
             TR_RETURN(st);
         }
         cs->ids[st->k] = tr_join_id(&cs->joins[st->k]);
