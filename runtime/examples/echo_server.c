@@ -55,6 +55,20 @@ conn_drop(void *arg)
 static const tr_task_spec conn_spec = {
     .name = "echo_conn", .poll = conn_poll, .drop = conn_drop, .size = sizeof(conn)};
 
+// conn_init moves the accepted socket (*arg, a tr_io **) into a new
+// connection's state, which tr_spawn has zeroed: an init function rather
+// than a copy of a whole conn, whose buffer is 4 KiB. It empties *arg, so
+// that after a failed spawn the caller knows whether it still owns the
+// socket.
+static void
+conn_init(void *state, void *arg)
+{
+    conn *st = state;
+    tr_io **io = arg;
+    st->io = *io;
+    *io = NULL;
+}
+
 // The acceptor: every connection becomes a detached task.
 typedef struct acceptor {
     int tr_pc;
@@ -81,15 +95,11 @@ acceptor_poll(void *arg, tr_cx *cx)
             break;
         }
         tr_tcp_set_nodelay(st->c, true); // small echoes go out at once
-        void *mem;
-        if (tr_task_new(tr_cx_rt(cx), &conn_spec, &mem) != TR_OK) {
+        if (tr_spawn(tr_cx_rt(cx), &conn_spec, conn_init, &st->c, NULL) == TR_OK) {
+            st->accepted++; // detached: it frees itself when it ends
+        } else if (st->c != NULL) {
             tr_io_close(st->c); // shutting down, or the pool is full
-            continue;
         }
-        conn *c = mem;
-        c->io = st->c;
-        tr_task_start(c, NULL); // detached
-        st->accepted++;
     }
     TR_END(st);
 }
@@ -182,20 +192,14 @@ main(int argc, char **argv)
         tr_rt_free(rt);
         return 1;
     }
-    void *mem;
-    if ((rv = tr_task_new(rt, &acceptor_spec, &mem)) != TR_OK) {
-        fprintf(stderr, "echo_server: %s\n", tr_strerror(rv));
-        return 1;
-    }
-    acceptor *a = mem;
-    a->lis = lis;
-
     pthread_t sig;
     pthread_create(&sig, NULL, signal_thread, rt);
     fprintf(stderr, "echo_server: listening on %s (%s, %u workers)\n", text,
             tr_sched_name(cfg.sched), cfg.workers);
+    // The acceptor's state is a copy of the literal; it owns the listener
+    // from here (its drop closes it). Returns at the shutdown.
     tr_outcome out;
-    rv = tr_rt_block_on(rt, a, &out); // returns at the shutdown
+    rv = tr_rt_run(rt, &acceptor_spec, NULL, &(acceptor){.lis = lis}, &out);
     pthread_join(sig, NULL);
     for (unsigned i = 0; i < cfg.workers; i++) {
         tr_worker_stats ws;

@@ -84,16 +84,14 @@ root_poll(void *arg, tr_cx *cx)
     if (tr_chan_new(sizeof(uint64_t), 4, &st->ch) != TR_OK) {
         TR_RETURN(st);
     }
-    producer *p;
-    sleeper *s;
-    if (tr_task_new(tr_cx_rt(cx), &producer_spec, (void **)&p) != TR_OK ||
-        tr_task_new(tr_cx_rt(cx), &sleeper_spec, (void **)&s) != TR_OK) {
+    // tr_spawn copies the new task's state from the literal and starts it.
+    // The producer takes over the channel's sender end; the sleeper's
+    // state stays zeroed (no arg).
+    if (tr_spawn(tr_cx_rt(cx), &producer_spec, NULL, &(producer){.ch = st->ch, .n = 1000},
+                 &st->prod) != TR_OK ||
+        tr_spawn(tr_cx_rt(cx), &sleeper_spec, NULL, NULL, &st->sleep) != TR_OK) {
         TR_RETURN(st); // (a real program would also clean up)
     }
-    p->ch = st->ch; // the producer takes over the channel's sender end
-    p->n = 1000;
-    tr_task_start(p, &st->prod);
-    tr_task_start(s, &st->sleep);
 
     for (;;) {
         TR_AWAIT(st, tr_chan_recv(st->ch, cx, &st->item, &st->err));
@@ -129,12 +127,9 @@ main(void)
         fprintf(stderr, "hello: %s: %s\n", tr_strerror(e), tr_error_detail());
         return 1;
     }
-    root *r;
-    e = tr_task_new(rt, &root_spec, (void **)&r);
+    // tr_rt_run makes the root (zeroed: no arg) and runs it on this thread.
     tr_outcome out = {0};
-    if (e == TR_OK) {
-        e = tr_rt_block_on(rt, r, &out);
-    }
+    e = tr_rt_run(rt, &root_spec, NULL, NULL, &out);
     printf("root: %s, result %llu\n", tr_strerror(e), (unsigned long long)out.value.u64);
     tr_rt_free(rt);
     return e == TR_OK && out.value.u64 == 500500 ? 0 : 1;

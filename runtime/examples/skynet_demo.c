@@ -32,15 +32,13 @@ node_poll(void *arg, tr_cx *cx)
         TR_RETURN(st);
     }
     for (st->i = 0; st->i < 10; st->i++) {
-        node *kid;
-        tr_err e = tr_task_new(tr_cx_rt(cx), &node_spec, (void **)&kid);
+        uint64_t size = st->size / 10;
+        node kid = {.size = size, .num = st->num + (uint64_t)st->i * size};
+        tr_err e = tr_spawn(tr_cx_rt(cx), &node_spec, NULL, &kid, &st->kids[st->i]);
         if (e != TR_OK) {
             fprintf(stderr, "skynet: spawn failed: %s\n", tr_strerror(e));
             exit(1);
         }
-        kid->size = st->size / 10;
-        kid->num = st->num + (uint64_t)st->i * kid->size;
-        tr_task_start(kid, &st->kids[st->i]);
     }
     for (st->i = 0; st->i < 10; st->i++) {
         TR_AWAIT(st, tr_join_poll(&st->kids[st->i], cx, &out));
@@ -60,17 +58,10 @@ main(void)
             fprintf(stderr, "skynet: %s: %s\n", tr_strerror(e), tr_error_detail());
             return 1;
         }
-        node *root;
-        e = tr_task_new(rt, &node_spec, (void **)&root);
-        if (e != TR_OK) {
-            fprintf(stderr, "skynet: %s: %s\n", tr_strerror(e), tr_error_detail());
-            return 1;
-        }
-        root->size = 1000000;
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        tr_outcome out;
-        e = tr_rt_block_on(rt, root, &out);
+        tr_outcome out = {0};
+        e = tr_rt_run(rt, &node_spec, NULL, &(node){.size = 1000000}, &out);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
         tr_rt_stats st;

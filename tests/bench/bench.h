@@ -325,14 +325,17 @@ bench_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-// bench_block_on runs root on rt under the watchdog and returns the seconds
-// block_on took; *e and *out receive its results.
+// bench_run runs a root of kind spec on rt under the watchdog, made as
+// tr_rt_run makes it (its state a copy of *init, spec->size bytes), and
+// returns the seconds tr_rt_run took (making the root is one allocation
+// and copy of those); *e and *out receive its results.
 static inline double
-bench_block_on(const bench_args *a, tr_rt *rt, void *root, tr_err *e, tr_outcome *out)
+bench_run(const bench_args *a, tr_rt *rt, const tr_task_spec *spec, const void *init, tr_err *e,
+          tr_outcome *out)
 {
     bench_watch(a, rt);
     double t0 = bench_now();
-    *e = tr_rt_block_on(rt, root, out);
+    *e = tr_rt_run(rt, spec, NULL, (void *)init, out);
     double t1 = bench_now();
     bench_watch(a, NULL);
     return t1 - t0;

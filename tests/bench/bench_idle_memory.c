@@ -204,13 +204,10 @@ spawn_all(root *st, tr_cx *cx)
     }
     atomic_store(&g_gate, st->gate);
     for (uint64_t i = 0; i < st->n; i++) {
-        idler *t;
-        if (tr_task_new(tr_cx_rt(cx), &idler_spec, (void **)&t) != TR_OK) {
+        idler init = {.rx = st->tx[i], .idx = (uint32_t)i};
+        if (tr_spawn(tr_cx_rt(cx), &idler_spec, NULL, &init, &st->joins[i]) != TR_OK) {
             return false;
         }
-        t->rx = st->tx[i];
-        t->idx = (uint32_t)i;
-        tr_task_start(t, &st->joins[i]);
         rep->spawned++;
     }
     return true;
@@ -301,19 +298,10 @@ main(int argc, char **argv)
     touch(joins, n * sizeof *joins);
 
     tr_rt *rt = bench_rt_new(&a);
-    root *st;
-    if (tr_task_new(rt, &root_spec, (void **)&st) != TR_OK) {
-        fprintf(stderr, "bench_idle_memory: tr_task_new failed\n");
-        return 1;
-    }
     report rep = {0};
-    st->n = n;
-    st->tx = tx;
-    st->joins = joins;
-    st->rep = &rep;
     tr_err e;
-    tr_outcome out;
-    bench_block_on(&a, rt, st, &e, &out);
+    tr_outcome out = {0};
+    bench_run(&a, rt, &root_spec, &(root){.n = n, .tx = tx, .joins = joins, .rep = &rep}, &e, &out);
     tr_rt_stats stats;
     tr_rt_get_stats(rt, &stats);
     tr_rt_free(rt);

@@ -130,41 +130,65 @@ typedef struct root {
     tr_outcome oping, opong;
 } root;
 
+// The channel ends not yet handed to a task. Each channel was created
+// with one sender reference and its receiver; ping_init and pong_init move
+// the ends their task uses out of here, so that after a failed spawn the
+// root releases exactly the ends nobody took.
+typedef struct ends {
+    tr_chan *a_tx, *a_rx, *b_tx, *b_rx;
+    uint64_t n;
+} ends;
+
+static void
+ping_init(void *state, void *arg)
+{
+    ping *st = state;
+    ends *e = arg;
+    st->a = e->a_tx;
+    st->b = e->b_rx;
+    st->n = e->n;
+    e->a_tx = e->b_rx = NULL;
+}
+
+static void
+pong_init(void *state, void *arg)
+{
+    pong *st = state;
+    ends *e = arg;
+    st->a = e->a_rx;
+    st->b = e->b_tx;
+    e->a_rx = e->b_tx = NULL;
+}
+
 // start_pair creates the channels and starts ping and pong; false when
-// something could not be made (then nothing was started or leaked).
+// something could not be made (then every end nobody took is released, so
+// a ping or pong that did start sees its peer gone and ends).
 static bool
 start_pair(root *st, tr_cx *cx)
 {
     tr_chan *a = NULL, *b = NULL;
-    ping *pi = NULL;
-    pong *po = NULL;
-    if (tr_chan_new(sizeof(uint64_t), 1, &a) != TR_OK ||
-        tr_chan_new(sizeof(uint64_t), 1, &b) != TR_OK ||
-        tr_task_new(tr_cx_rt(cx), &ping_spec, (void **)&pi) != TR_OK ||
-        tr_task_new(tr_cx_rt(cx), &pong_spec, (void **)&po) != TR_OK) {
-        if (pi != NULL) {
-            tr_task_discard(pi);
-        }
-        tr_chan *chs[2] = {a, b};
-        for (int k = 0; k < 2; k++) {
-            if (chs[k] != NULL) {
-                tr_chan_sender_release(chs[k]);
-                tr_chan_receiver_release(chs[k]);
-            }
-        }
-        return false;
-    }
-    // Each channel was created with one sender reference and its receiver;
-    // each end passes to the task that uses it.
-    pi->a = a;
-    pi->b = b;
-    pi->n = st->n;
-    po->a = a;
-    po->b = b;
+    bool ok = tr_chan_new(sizeof(uint64_t), 1, &a) == TR_OK &&
+              tr_chan_new(sizeof(uint64_t), 1, &b) == TR_OK;
+    ends e = {.a_tx = a, .a_rx = a, .b_tx = b, .b_rx = b, .n = st->n};
     // Ping first: round robin deals ping and pong to workers in turn.
-    tr_task_start(pi, &st->jping);
-    tr_task_start(po, &st->jpong);
-    return true;
+    ok = ok && tr_spawn(tr_cx_rt(cx), &ping_spec, ping_init, &e, &st->jping) == TR_OK &&
+         tr_spawn(tr_cx_rt(cx), &pong_spec, pong_init, &e, &st->jpong) == TR_OK;
+    if (e.a_tx != NULL) {
+        tr_chan_sender_release(e.a_tx);
+    }
+    if (e.a_rx != NULL) {
+        tr_chan_receiver_release(e.a_rx);
+    }
+    if (e.b_tx != NULL) {
+        tr_chan_sender_release(e.b_tx);
+    }
+    if (e.b_rx != NULL) {
+        tr_chan_receiver_release(e.b_rx);
+    }
+    if (!ok) {
+        tr_join_release(&st->jping); // a no-op when ping did not start
+    }
+    return ok;
 }
 
 static tr_poll
@@ -207,17 +231,10 @@ main(int argc, char **argv)
     tr_rt_stats stats = {0};
     for (unsigned r = 0; r < a.runs; r++) {
         tr_rt *rt = bench_rt_new(&a);
-        root *st;
-        if (tr_task_new(rt, &root_spec, (void **)&st) != TR_OK) {
-            fprintf(stderr, "bench_ping_pong: tr_task_new failed\n");
-            return 1;
-        }
         tally t = {0};
-        st->n = a.n;
-        st->t = &t;
         tr_err e;
-        tr_outcome out;
-        secs[r] = bench_block_on(&a, rt, st, &e, &out);
+        tr_outcome out = {0};
+        secs[r] = bench_run(&a, rt, &root_spec, &(root){.n = a.n, .t = &t}, &e, &out);
         tr_rt_get_stats(rt, &stats);
         bool run_ok = e == TR_OK && t.joined && t.trips == a.n && t.last == a.n &&
                       t.echoed == a.n && stats.live_tasks == 0;

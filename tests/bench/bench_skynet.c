@@ -30,14 +30,12 @@ node_poll(void *arg, tr_cx *cx)
         TR_RETURN(st);
     }
     for (st->i = 0; st->i < 10; st->i++) {
-        node *k;
-        if (tr_task_new(tr_cx_rt(cx), &node_spec, (void **)&k) != TR_OK) {
+        uint64_t size = st->size / 10;
+        node k = {.size = size, .num = st->num + (uint64_t)st->i * size};
+        if (tr_spawn(tr_cx_rt(cx), &node_spec, NULL, &k, &st->kids[st->i]) != TR_OK) {
             tr_cx_set_result_u64(cx, 0); // the check at the root fails
             TR_RETURN(st);
         }
-        k->size = st->size / 10;
-        k->num = st->num + (uint64_t)st->i * k->size;
-        tr_task_start(k, &st->kids[st->i]);
     }
     for (st->i = 0; st->i < 10; st->i++) {
         TR_AWAIT(st, tr_join_poll(&st->kids[st->i], cx, &out));
@@ -66,16 +64,9 @@ main(int argc, char **argv)
     }
     for (unsigned r = 0; r < a.runs; r++) {
         tr_rt *rt = bench_rt_new(&a);
-        node *st;
-        if (tr_task_new(rt, &node_spec, (void **)&st) != TR_OK) {
-            fprintf(stderr, "bench_skynet: tr_task_new failed\n");
-            return 1;
-        }
-        st->num = 0;
-        st->size = leaves;
         tr_err e;
-        tr_outcome out;
-        secs[r] = bench_block_on(&a, rt, st, &e, &out);
+        tr_outcome out = {0};
+        secs[r] = bench_run(&a, rt, &node_spec, &(node){.size = leaves}, &e, &out);
         tr_rt_stats stats;
         tr_rt_get_stats(rt, &stats);
         ok = ok && e == TR_OK && out.value.u64 == leaves * (leaves - 1) / 2 &&

@@ -36,13 +36,11 @@ root_poll(void *arg, tr_cx *cx)
     root *st = arg;
     TR_BEGIN(st);
     for (st->i = 0; st->i < st->n; st->i++) {
-        void *p;
-        st->err = tr_task_new(tr_cx_rt(cx), &leaf_spec, &p);
+        st->err =
+            tr_spawn(tr_cx_rt(cx), &leaf_spec, NULL, &(leaf){.idx = st->i}, &st->joins[st->i]);
         if (st->err != TR_OK) {
             TR_RETURN(st);
         }
-        ((leaf *)p)->idx = st->i;
-        tr_task_start(p, &st->joins[st->i]);
     }
     for (st->i = 0; st->i < st->n; st->i++) {
         TR_AWAIT(st, tr_join_poll(&st->joins[st->i], cx, &st->out));
@@ -65,16 +63,9 @@ main(int argc, char **argv)
     bool ok = true;
     for (unsigned r = 0; r < a.runs; r++) {
         tr_rt *rt = bench_rt_new(&a);
-        root *st;
-        if (tr_task_new(rt, &root_spec, (void **)&st) != TR_OK) {
-            fprintf(stderr, "bench_spawn_join: tr_task_new failed\n");
-            return 1;
-        }
-        st->n = a.n;
-        st->joins = joins;
         tr_err e;
-        tr_outcome out;
-        secs[r] = bench_block_on(&a, rt, st, &e, &out);
+        tr_outcome out = {0};
+        secs[r] = bench_run(&a, rt, &root_spec, &(root){.n = a.n, .joins = joins}, &e, &out);
         tr_rt_stats stats;
         tr_rt_get_stats(rt, &stats);
         ok = ok && e == TR_OK && out.value.u64 == a.n * (a.n - 1) / 2 &&

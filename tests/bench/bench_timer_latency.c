@@ -117,6 +117,25 @@ piper_drop(void *arg)
 static const tr_task_spec piper_spec = {
     .name = "piper", .poll = piper_poll, .drop = piper_drop, .size = sizeof(piper)};
 
+// piper_init gives a new piper its buffer and pipe (arg: a piper_arg).
+typedef struct piper_arg {
+    tr_rt *rt;
+    shared *sh;
+} piper_arg;
+
+static void
+piper_init(void *state, void *arg)
+{
+    piper *p = state;
+    piper_arg *pa = arg;
+    p->sh = pa->sh;
+    p->buf = calloc(1, p->sh->chunk);
+    if (p->buf == NULL || tr_pipe(pa->rt, &p->rd, &p->wr) != TR_OK) {
+        fprintf(stderr, "bench_timer_latency: no pipe\n");
+        exit(1);
+    }
+}
+
 // The compute loop: compute_ns of work per poll, then yield.
 typedef struct computer {
     int tr_pc;
@@ -163,31 +182,13 @@ root_poll(void *arg, tr_cx *cx)
     shared *sh = st->sh;
     tr_rt *rt = tr_cx_rt(cx);
     TR_BEGIN(st);
-    {
-        void *mem;
-        if (st->compute) {
-            if (tr_task_new(rt, &computer_spec, &mem) != TR_OK) {
-                TR_RETURN(st);
-            }
-            ((computer *)mem)->sh = sh;
-        } else {
-            if (tr_task_new(rt, &piper_spec, &mem) != TR_OK) {
-                TR_RETURN(st);
-            }
-            piper *p = mem;
-            p->sh = sh;
-            p->buf = calloc(1, sh->chunk);
-            if (p->buf == NULL || tr_pipe(rt, &p->rd, &p->wr) != TR_OK) {
-                fprintf(stderr, "bench_timer_latency: no pipe\n");
-                exit(1);
-            }
-        }
-        tr_task_start(mem, &st->jb);
-        if (tr_task_new(rt, &sleeper_spec, &mem) != TR_OK) {
-            TR_RETURN(st);
-        }
-        ((sleeper *)mem)->sh = sh;
-        tr_task_start(mem, &st->js);
+    tr_err e = st->compute ? tr_spawn(rt, &computer_spec, NULL, &(computer){.sh = sh}, &st->jb)
+                           : tr_spawn(rt, &piper_spec, piper_init, &(piper_arg){rt, sh}, &st->jb);
+    if (e != TR_OK) {
+        TR_RETURN(st);
+    }
+    if (tr_spawn(rt, &sleeper_spec, NULL, &(sleeper){.sh = sh}, &st->js) != TR_OK) {
+        TR_RETURN(st);
     }
     TR_AWAIT(st, tr_join_poll(&st->js, cx, &st->out));
     TR_AWAIT(st, tr_join_poll(&st->jb, cx, &st->out));
@@ -224,16 +225,9 @@ scenario(bench_args *a, bool compute, uint64_t n, shared *proto, double *p50, do
         exit(1);
     }
     tr_rt *rt = bench_rt_new(a);
-    void *mem;
-    if (tr_task_new(rt, &root_spec, &mem) != TR_OK) {
-        exit(1);
-    }
-    root *r = mem;
-    r->sh = &sh;
-    r->compute = compute;
     tr_err e;
-    tr_outcome out;
-    bench_block_on(a, rt, r, &e, &out);
+    tr_outcome out = {0};
+    bench_run(a, rt, &root_spec, &(root){.sh = &sh, .compute = compute}, &e, &out);
     tr_rt_free(rt);
     bool ok = e == TR_OK && atomic_load(&sh.done) && sh.early == 0 && sh.busy_rounds > 0;
     qsort(sh.late_ns, n, sizeof(uint64_t), cmp_u64);

@@ -98,16 +98,12 @@ static void
 spawn_one(root *st, tr_rt *rt)
 {
     shared *sh = st->sh;
-    void *mem;
-    if (tr_task_new(rt, &sleeper_spec, &mem) != TR_OK) {
+    sleeper s = {
+        .idx = (uint32_t)st->i, .sh = sh, .deadline = sh->t0 + splitmix(&st->rng) % sh->span_ns};
+    if (tr_spawn(rt, &sleeper_spec, NULL, &s, NULL) != TR_OK) {
         fprintf(stderr, "bench_timers: spawn failed at %llu\n", (unsigned long long)st->i);
         exit(1);
     }
-    sleeper *s = mem;
-    s->idx = (uint32_t)st->i;
-    s->sh = sh;
-    s->deadline = sh->t0 + splitmix(&st->rng) % sh->span_ns;
-    tr_task_start(s, NULL);
 }
 
 static tr_poll
@@ -155,16 +151,9 @@ main(int argc, char **argv)
     if (sh.late_us == NULL || tr_oneshot_new(0, &sh.all_done) != TR_OK) {
         return 1;
     }
-    void *mem;
-    if (tr_task_new(rt, &root_spec, &mem) != TR_OK) {
-        return 1;
-    }
-    root *r = mem;
-    r->sh = &sh;
-    r->rng = 42;
     tr_err e;
-    tr_outcome out;
-    bench_block_on(&a, rt, r, &e, &out);
+    tr_outcome out = {0};
+    bench_run(&a, rt, &root_spec, &(root){.sh = &sh, .rng = 42}, &e, &out);
     uint64_t done = atomic_load(&sh.done);
     bool ok = e == TR_OK && done == a.n && atomic_load(&sh.early) == 0;
     double elapsed = (double)(atomic_load(&sh.last_wake) - sh.t0) * 1e-9;

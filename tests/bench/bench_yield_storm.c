@@ -54,12 +54,10 @@ root_poll(void *arg, tr_cx *cx)
     root *st = arg;
     TR_BEGIN(st);
     for (st->i = 0; st->i < st->n; st->i++) {
-        yielder *y;
-        if (tr_task_new(tr_cx_rt(cx), &yielder_spec, (void **)&y) != TR_OK) {
+        if (tr_spawn(tr_cx_rt(cx), &yielder_spec, NULL, &(yielder){.yields = st->yields},
+                     &st->joins[st->i]) != TR_OK) {
             break; // the check fails on the count; join what was started
         }
-        y->yields = st->yields;
-        tr_task_start(y, &st->joins[st->i]);
         st->t->spawned++;
     }
     for (st->i = 0; st->i < st->t->spawned; st->i++) {
@@ -92,19 +90,11 @@ main(int argc, char **argv)
     tr_rt_stats stats = {0};
     for (unsigned r = 0; r < a.runs; r++) {
         tr_rt *rt = bench_rt_new(&a);
-        root *st;
-        if (tr_task_new(rt, &root_spec, (void **)&st) != TR_OK) {
-            fprintf(stderr, "bench_yield_storm: tr_task_new failed\n");
-            return 1;
-        }
         tally t = {0};
-        st->n = a.n;
-        st->yields = yields;
-        st->joins = joins;
-        st->t = &t;
+        root init = {.n = a.n, .yields = yields, .joins = joins, .t = &t};
         tr_err e;
-        tr_outcome out;
-        secs[r] = bench_block_on(&a, rt, st, &e, &out);
+        tr_outcome out = {0};
+        secs[r] = bench_run(&a, rt, &root_spec, &init, &e, &out);
         tr_rt_get_stats(rt, &stats);
         bool run_ok = e == TR_OK && t.spawned == a.n && t.good == a.n && t.yields == a.n * yields &&
                       stats.completed == a.n + 1 && stats.live_tasks == 0;

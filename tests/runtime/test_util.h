@@ -262,6 +262,9 @@ tu_rt_free_clean(tr_rt *rt)
     tr_rt_free(rt);
 }
 
+// tu_task_new prepares a task with tr_task_new (the two-step form), for the
+// tests of tr_task_new and tr_task_start themselves; every other test
+// spawns in one call (tu_start, tu_spawn, tu_run_root).
 static inline void *
 tu_task_new(tr_rt *rt, const tr_task_spec *spec)
 {
@@ -269,6 +272,17 @@ tu_task_new(tr_rt *rt, const tr_task_spec *spec)
     assert_int_equal(tr_task_new(rt, spec, &st), TR_OK);
     assert_non_null(st);
     return st;
+}
+
+// tu_start starts, from outside a poll (the test's thread, a helper
+// thread), a task of kind spec whose state is a copy of *init (spec->size
+// bytes; NULL: zeroed), with tr_spawn, and asserts that it started. j may
+// be NULL: the task is detached. Inside a poll use tu_spawn (it records a
+// failure instead of asserting).
+static inline void
+tu_start(tr_rt *rt, const tr_task_spec *spec, const void *init, tr_join *j)
+{
+    assert_int_equal(tr_spawn(rt, spec, NULL, (void *)init, j), TR_OK);
 }
 
 // ---------------------------------------------------------------------------
@@ -484,7 +498,12 @@ tu_stuck_drop(void *arg)
 static const tr_task_spec tu_stuck_spec TU_UNUSED = {
     .name = "stuck", .poll = tu_stuck_poll, .drop = tu_stuck_drop, .size = sizeof(tu_stuck)};
 
-// tu_stuck_new prepares a stuck task (not started).
+// TU_STUCK(polls, drops) is the state of a stuck task, to pass as the
+// arg of tr_spawn, tr_rt_run or tu_start with tu_stuck_spec.
+#define TU_STUCK(p, d) (&(tu_stuck){.polls = (p), .drops = (d)})
+
+// tu_stuck_new prepares a stuck task (not started: tr_task_new), for the
+// tests of tr_task_new and tr_task_start themselves.
 static inline tu_stuck *
 tu_stuck_new(tr_rt *rt, atomic_int *polls, atomic_int *drops)
 {
@@ -530,6 +549,12 @@ tu_value_drop(void *arg)
 static const tr_task_spec tu_value_spec TU_UNUSED = {
     .name = "value", .poll = tu_value_poll, .drop = tu_value_drop, .size = sizeof(tu_value_task)};
 
+// TU_VALUE(value, yields, drops) is the state of a value task, to pass as
+// the arg of tr_spawn, tr_rt_run or tu_start with tu_value_spec.
+#define TU_VALUE(v, y, d) (&(tu_value_task){.value = (v), .yields = (y), .drops = (d)})
+
+// tu_value_new prepares a value task (not started: tr_task_new), for the
+// tests of tr_task_new and tr_task_start themselves.
 static inline tu_value_task *
 tu_value_new(tr_rt *rt, uint64_t value, uint32_t yields, atomic_int *drops)
 {
@@ -649,11 +674,9 @@ static const tr_task_spec tu_until_spec TU_UNUSED = {
 static inline void
 tu_block_until_(tr_rt *rt, bool (*pred)(void *arg), void *arg, const char *what)
 {
-    tu_until *u = tu_task_new(rt, &tu_until_spec);
-    u->pred = pred;
-    u->arg = arg;
     tr_outcome out;
-    assert_int_equal(tr_rt_block_on(rt, u, &out), TR_OK);
+    assert_int_equal(
+        tr_rt_run(rt, &tu_until_spec, NULL, &(tu_until){.pred = pred, .arg = arg}, &out), TR_OK);
     if (out.value.u64 != 1) {
         fail_msg("waited %u ms for: %s", TU_WAIT_MS, what);
     }
@@ -800,17 +823,18 @@ tu_count_fds(void)
     return n;
 }
 
-// tu_run_root runs root (from tr_task_new) to completion on rt under a
-// watchdog (TU_WAIT_MS) and checks that every check passed and that the
+// tu_run_root runs a root of kind spec, its state a copy of *init
+// (spec->size bytes; NULL: zeroed), to completion on rt (tr_rt_run) under a
+// watchdog (TU_WAIT_MS), and checks that every check passed and that the
 // root completed with TR_OK. rt stays the test's.
 static inline void
-tu_run_root(tr_rt *rt, void *root)
+tu_run_root(tr_rt *rt, const tr_task_spec *spec, const void *init)
 {
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, TU_WAIT_MS);
     tr_outcome out;
     memset(&out, 0, sizeof out);
-    tr_err rv = tr_rt_block_on(rt, root, &out);
+    tr_err rv = tr_rt_run(rt, spec, NULL, (void *)init, &out);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     assert_int_equal(rv, TR_OK);
@@ -827,13 +851,11 @@ static inline void
 tu_run_main_on(tr_rt *rt, const tr_task_spec *spec, const void *init)
 {
     int fds = tu_count_fds();
-    void *m = tu_task_new(rt, spec);
-    memcpy(m, init, spec->size);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
     tr_outcome out;
     memset(&out, 0, sizeof out);
-    tr_err rv = tr_rt_block_on(rt, m, &out);
+    tr_err rv = tr_rt_run(rt, spec, NULL, (void *)init, &out);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     assert_int_equal(rv, TR_OK);
@@ -866,6 +888,34 @@ tu_spawn(tr_cx *cx, const tr_task_spec *spec, const void *init)
 {
     tr_join j = TR_JOIN_NONE;
     tr_err rv = tr_spawn(tr_cx_rt(cx), spec, NULL, (void *)init, &j);
+    TU_CHECK(rv == TR_OK);
+    return j;
+}
+
+// tu_spawn_at is tu_spawn that also stores the address of the new task's
+// state in *at (a `T *` for a state of type T), for one-worker tests that
+// read the state of a task while it is alive. *at is left alone when the
+// spawn fails.
+typedef struct tu_copy_at {
+    const void *init;
+    size_t size;
+    void *at;
+} tu_copy_at;
+
+static inline void
+tu_copy_at_init(void *state, void *arg)
+{
+    tu_copy_at *c = arg;
+    memcpy(state, c->init, c->size);
+    memcpy(c->at, &state, sizeof state);
+}
+
+static inline tr_join
+tu_spawn_at(tr_cx *cx, const tr_task_spec *spec, const void *init, void *at)
+{
+    tr_join j = TR_JOIN_NONE;
+    tu_copy_at c = {.init = init, .size = spec->size, .at = at};
+    tr_err rv = tr_spawn(tr_cx_rt(cx), spec, tu_copy_at_init, &c, &j);
     TU_CHECK(rv == TR_OK);
     return j;
 }

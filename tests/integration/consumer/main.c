@@ -50,11 +50,9 @@ root_poll(void *arg, tr_cx *cx)
 {
     root *st = arg;
     TR_BEGIN(st);
-    child *c;
-    if (tr_task_new(tr_cx_rt(cx), &child_spec, (void **)&c) != TR_OK) {
+    if (tr_spawn(tr_cx_rt(cx), &child_spec, NULL, NULL, &st->child) != TR_OK) {
         TR_RETURN(st); // result 0: main reports the failure
     }
-    tr_task_start(c, &st->child);
     TR_AWAIT(st, tr_join_poll(&st->child, cx, &st->out));
     tr_cx_set_result_u64(cx, st->out.err == TR_OK ? st->out.value.u64 + 1 : 0);
     TR_END(st);
@@ -109,19 +107,15 @@ main(void)
         fprintf(stderr, "tr_rt_new: %s: %s\n", tr_strerror(e), tr_error_detail());
         return 1;
     }
-    root *r;
     tr_outcome out = {0};
-    e = tr_task_new(rt, &root_spec, (void **)&r);
-    if (e == TR_OK) {
-        e = tr_rt_block_on(rt, r, &out);
-    }
+    e = tr_rt_run(rt, &root_spec, NULL, NULL, &out);
     tr_rt_free(rt);
     if (e != TR_OK || out.value.u64 != 42) {
-        fprintf(stderr, "block_on: %s, result %llu, want success and 42\n", tr_strerror(e),
+        fprintf(stderr, "tr_rt_run: %s, result %llu, want success and 42\n", tr_strerror(e),
                 (unsigned long long)out.value.u64);
         return 1;
     }
-    printf("troupe %d.%d.%d: block_on ran a task tree, result %llu\n", TR_VERSION_MAJOR,
+    printf("troupe %d.%d.%d: tr_rt_run ran a task tree, result %llu\n", TR_VERSION_MAJOR,
            TR_VERSION_MINOR, TR_VERSION_PATCH, (unsigned long long)out.value.u64);
     return 0;
 }

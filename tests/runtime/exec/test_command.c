@@ -31,16 +31,14 @@ typedef struct host {
     tr_rt *rt;
     tu_event stop;
     pthread_t thr;
-    tr_err rv; // block_on's
+    tr_err rv; // tr_rt_run's
 } host;
 
 static void *
 host_main(void *arg)
 {
     host *h = arg;
-    host_root *root = tu_task_new(h->rt, &host_root_spec);
-    root->stop = &h->stop;
-    h->rv = tr_rt_block_on(h->rt, root, NULL);
+    h->rv = tr_rt_run(h->rt, &host_root_spec, NULL, &(host_root){.stop = &h->stop}, NULL);
     return NULL;
 }
 
@@ -632,7 +630,7 @@ test_send_refuses_malformed_commands(void **state)
     assert_false(tr_rt_is_shutdown(rt));
     // Nothing was queued: nothing comes back, even once the runtime runs
     // (block_on carries out what is queued before its root's first poll).
-    assert_int_equal(tr_rt_block_on(rt, tu_value_new(rt, 1, 0, NULL), NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &tu_value_spec, NULL, TU_VALUE(1, 0, NULL), NULL), TR_OK);
     rbox_assert_empty(b);
     assert_int_equal(tu_stats(rt).commands, 0);
     tr_rt_free(rt);
@@ -719,8 +717,7 @@ test_status_round_trip_and_paging(void **state)
     atomic_int drops = 0;
     tr_join *joins = calloc(N, sizeof(*joins));
     for (int i = 0; i < N; i++) {
-        tu_stuck *st = tu_stuck_new(h.rt, NULL, &drops);
-        assert_int_equal(tr_task_start(st, &joins[i]), TR_OK);
+        tu_start(h.rt, &tu_stuck_spec, TU_STUCK(NULL, &drops), &joins[i]);
     }
     // Counters only.
     assert_int_equal(send_status(h.rt, b, 1, false, 0, 0), TR_OK);

@@ -43,15 +43,21 @@ root_drop(void *arg)
         .name = #fn, .poll = fn, .drop = root_drop, .size = sizeof(root) \
     }
 
-static root *
-root_new(tr_rt *rt, const tr_task_spec *spec, void *arg, atomic_int *drops)
+// ROOT(arg, drops) is a root's state, for tr_rt_run to copy.
+#define ROOT(a, d) (&(root){.arg = (a), .drops = (d)})
+
+// spawn starts a task inside a poll, its state a copy of *init (NULL:
+// zeroed); a failure is recorded and gives false.
+static bool
+spawn(tr_cx *cx, const tr_task_spec *spec, const void *init, tr_join *j)
 {
-    root *r = tu_task_new(rt, spec);
-    r->arg = arg;
-    r->drops = drops;
-    return r;
+    tr_err e = tr_spawn(tr_cx_rt(cx), spec, NULL, (void *)init, j);
+    TU_CHECK(e == TR_OK);
+    return e == TR_OK;
 }
 
+// spawn_new prepares a task inside a poll (tr_task_new), for the cases
+// that test tr_task_start or a prepared task themselves.
 static void *
 spawn_new(tr_cx *cx, const tr_task_spec *spec)
 {
@@ -114,7 +120,8 @@ test_exec_new_validates_config(void **state)
     assert_non_null(strstr(tr_error_detail(), "tr_rt_config.max_tasks=0"));
     assert_null(rt);
     rt = tu_rt_new();
-    // A task state that is too large, or a spec without a poll function.
+    // A task state that is too large, or a spec without a poll function
+    // (tests tr_task_new itself).
     static const tr_task_spec big = {
         .name = "big", .poll = tu_value_poll, .size = TR_TASK_MAX_STATE + 1};
     static const tr_task_spec nopoll = {.name = "nopoll", .size = 8};
@@ -143,9 +150,8 @@ test_exec_block_on_returns_root_result(void **state)
     (void)state;
     tr_rt *rt = tu_rt_new();
     atomic_int drops = 0;
-    tu_value_task *r = tu_value_new(rt, 1234, 2, &drops);
     tr_outcome out;
-    assert_int_equal(tr_rt_block_on(rt, r, &out), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &tu_value_spec, NULL, TU_VALUE(1234, 2, &drops), &out), TR_OK);
     assert_int_equal(out.err, TR_OK);
     assert_int_equal(out.value.u64, 1234);
     assert_null(out.dtor);
@@ -157,12 +163,13 @@ test_exec_block_on_returns_root_result(void **state)
     assert_int_equal(st.polls, 3);
     assert_int_equal(st.live_tasks, 0);
     // Again, on the same runtime, without an outcome.
-    r = tu_value_new(rt, 1, 0, &drops);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &tu_value_spec, NULL, TU_VALUE(1, 0, &drops), NULL), TR_OK);
     assert_int_equal(atomic_load(&drops), 2);
     // Misuse.
     assert_int_equal(tr_rt_block_on(NULL, NULL, NULL), TR_EINVAL);
     tr_rt *other = tu_rt_new();
+    // A task prepared on another runtime (two steps: it tests that
+    // tr_rt_block_on refuses what tr_task_new made elsewhere).
     void *foreign = tu_task_new(other, &tu_value_spec);
     assert_int_equal(tr_rt_block_on(rt, foreign, NULL), TR_EINVAL);
     tr_task_discard(foreign);
@@ -189,9 +196,9 @@ test_exec_block_on_from_task_deadlocks(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new(), *other = tu_rt_new();
-    root *r = root_new(rt, &nested_block_on_root_spec, other, NULL);
     tr_outcome out;
-    assert_int_equal(tr_rt_block_on(rt, r, &out), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &nested_block_on_root_spec, NULL, ROOT(other, NULL), &out),
+                     TR_OK);
     tu_checks_pass();
     assert_int_equal(out.value.u64, 9);
     tu_rt_free_clean(other);
@@ -237,10 +244,9 @@ test_exec_block_on_busy_from_other_thread(void **state)
     tu_event_init(&bc.done);
     tr_rt *rt = tu_rt_new();
     bc.rt = rt;
-    root *r = root_new(rt, &busy_root_spec, &bc, NULL);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    tr_err rv = tr_rt_block_on(rt, r, NULL);
+    tr_err rv = tr_rt_run(rt, &busy_root_spec, NULL, ROOT(&bc, NULL), NULL);
     tu_watchdog_stop(&wd);
     assert_int_equal(rv, TR_OK);
     tu_checks_pass();
@@ -291,19 +297,15 @@ test_exec_block_on_twice_keeps_pending_tasks(void **state)
     tu_event_init(&ev);
     atomic_int polls = 0;
     tr_rt *rt = tu_rt_new();
-    ev_wait *w = tu_task_new(rt, &ev_wait_spec);
-    w->ev = &ev;
-    w->polls = &polls;
     tr_join j;
-    tr_task_start(w, &j);
+    tu_start(rt, &ev_wait_spec, &(ev_wait){.ev = &ev, .polls = &polls}, &j);
     tu_atleast al = {&polls, 1};
     tu_block_until(rt, tu_pred_atleast, &al);
     assert_false(tr_join_is_finished(&j));
     assert_int_equal(tu_live(rt), 1);
     // Set the event while no block_on runs: the wake waits in the injector.
     tu_event_set(&ev);
-    root *r = root_new(rt, &second_root_spec, &j, NULL);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &second_root_spec, NULL, ROOT(&j, NULL), NULL), TR_OK);
     tu_checks_pass();
     assert_int_equal(atomic_load(&polls), 2);
     tu_rt_free_clean(rt);
@@ -341,8 +343,7 @@ test_exec_spawn_from_thread_before_block_on(void **state)
     tr_rt *rt = tu_rt_new();
     tr_join j[EXT_N];
     for (int i = 0; i < EXT_N; i++) {
-        tu_value_task *t = tu_value_new(rt, 100 + (uint64_t)i, (uint32_t)i % 3, NULL);
-        tr_task_start(t, &j[i]);
+        tu_start(rt, &tu_value_spec, TU_VALUE(100 + (uint64_t)i, (uint32_t)i % 3, NULL), &j[i]);
     }
     tr_rt_stats st = tu_stats(rt);
     assert_int_equal(st.spawned, EXT_N);
@@ -383,14 +384,12 @@ during_thread(void *arg)
     tr_join *j = calloc(DURING_N, sizeof *j);
     int n = 0;
     for (int i = 0; i < DURING_N; i++) {
-        void *p = NULL;
-        if (tr_task_new(d->rt, &tu_value_spec, &p) != TR_OK) {
+        if (tr_spawn(d->rt, &tu_value_spec, NULL, TU_VALUE((uint64_t)i, (uint32_t)i % 2, NULL),
+                     &j[n]) != TR_OK) {
             atomic_fetch_add(&d->errors, 1);
             continue;
         }
-        ((tu_value_task *)p)->value = (uint64_t)i;
-        ((tu_value_task *)p)->yields = (uint32_t)i % 2;
-        tr_task_start(p, &j[n++]);
+        n++;
         if (i % 10 == 9) {
             // Join some while spawning goes on.
             for (int k = n - 10; k < n - 5; k++) {
@@ -448,10 +447,9 @@ test_exec_spawn_from_thread_during_block_on(void **state)
     tu_event_init(&d.done);
     tr_rt *rt = tu_rt_new();
     d.rt = rt;
-    root *r = root_new(rt, &during_root_spec, &d, NULL);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    tr_err rv = tr_rt_block_on(rt, r, NULL);
+    tr_err rv = tr_rt_run(rt, &during_root_spec, NULL, ROOT(&d, NULL), NULL);
     tu_watchdog_stop(&wd);
     assert_int_equal(rv, TR_OK);
     tu_checks_pass();
@@ -487,7 +485,8 @@ graceful_root(void *arg, tr_cx *cx)
     TR_BEGIN(st);
     TU_CHECK(tr_rt_shutdown(tr_cx_rt(cx), TR_SHUTDOWN_GRACEFUL, g->deadline_ms) == TR_OK);
     TU_CHECK(tr_rt_is_shutdown(tr_cx_rt(cx)));
-    // No new spawns once shutdown has begun, not even from a task.
+    // No new spawns once shutdown has begun, not even from a task (tests
+    // tr_task_new itself).
     TU_CHECK(tr_task_new(tr_cx_rt(cx), &tu_value_spec, &p) == TR_ESHUTDOWN);
     TU_CHECK(tr_rt_shutdown(tr_cx_rt(cx), TR_SHUTDOWN_IMMEDIATE, 0) == TR_ESHUTDOWN);
     TR_AWAIT(st, tu_event_poll(&never, cx));
@@ -517,19 +516,18 @@ test_exec_graceful_shutdown_deadline(void **state)
     g.deadline_ms = 100;
     tr_rt *rt = tu_rt_new();
     for (int i = 0; i < 3; i++) {
-        tu_value_task *t = tu_value_new(rt, 10 + (uint64_t)i, (uint32_t)i * 5, &g.fast_drops);
-        tr_task_start(t, &g.fast[i]);
+        tu_start(rt, &tu_value_spec, TU_VALUE(10 + (uint64_t)i, (uint32_t)i * 5, &g.fast_drops),
+                 &g.fast[i]);
     }
     for (int i = 0; i < 2; i++) {
-        tu_stuck *t = tu_stuck_new(rt, &g.stuck_polls, &g.stuck_drops);
-        tr_task_start(t, &g.stuck[i]);
+        tu_start(rt, &tu_stuck_spec, TU_STUCK(&g.stuck_polls, &g.stuck_drops), &g.stuck[i]);
     }
     // Always runnable, never done: cancelled at the deadline as well.
-    tr_task_start(tu_task_new(rt, &spinner_spec), &g.spin);
-    root *r = root_new(rt, &graceful_root_spec, &g, &g.root_drops);
+    tu_start(rt, &spinner_spec, NULL, &g.spin);
     uint64_t t0 = tu_now_ns();
     tr_outcome out;
-    assert_int_equal(tr_rt_block_on(rt, r, &out), TR_ESHUTDOWN);
+    assert_int_equal(tr_rt_run(rt, &graceful_root_spec, NULL, ROOT(&g, &g.root_drops), &out),
+                     TR_ESHUTDOWN);
     uint64_t elapsed_ms = (tu_now_ns() - t0) / 1000000;
     tu_checks_pass();
     assert_int_equal(out.err, TR_ECANCELED);
@@ -556,7 +554,7 @@ test_exec_graceful_shutdown_deadline(void **state)
     tr_rt_stats st = tu_stats(rt);
     assert_int_equal(st.completed, 3);
     assert_int_equal(st.cancelled, 4);
-    // Shut down for good.
+    // Shut down for good (tests tr_task_new itself).
     void *p = NULL;
     assert_int_equal(tr_task_new(rt, &tu_value_spec, &p), TR_ESHUTDOWN);
     assert_int_equal(tr_rt_shutdown(rt, TR_SHUTDOWN_GRACEFUL, 0), TR_ESHUTDOWN);
@@ -572,18 +570,13 @@ graceful_finish_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
     graceful *g = st->arg;
-    tu_value_task *t;
     TR_BEGIN(st);
     // Spawn first, then shut down: the children are already in.
     for (st->k = 0; st->k < 3; st->k++) {
-        t = spawn_new(cx, &tu_value_spec);
-        if (t == NULL) {
+        if (!spawn(cx, &tu_value_spec, TU_VALUE(st->k, 3 * st->k, &g->fast_drops),
+                   st->k == 0 ? &g->fast[0] : NULL)) {
             TR_RETURN(st);
         }
-        t->value = st->k;
-        t->yields = 3 * st->k;
-        t->drops = &g->fast_drops;
-        tr_task_start(t, st->k == 0 ? &g->fast[0] : NULL);
     }
     TU_CHECK(tr_rt_shutdown(tr_cx_rt(cx), TR_SHUTDOWN_GRACEFUL, g->deadline_ms) == TR_OK);
     TR_AWAIT(st, tr_join_poll(&g->fast[0], cx, &st->out));
@@ -604,10 +597,10 @@ test_exec_graceful_shutdown_all_finish(void **state)
         memset(&g, 0, sizeof g);
         g.deadline_ms = deadlines[d];
         tr_rt *rt = tu_rt_new();
-        root *r = root_new(rt, &graceful_finish_root_spec, &g, &g.root_drops);
         uint64_t t0 = tu_now_ns();
         tr_outcome out;
-        assert_int_equal(tr_rt_block_on(rt, r, &out), TR_OK);
+        assert_int_equal(
+            tr_rt_run(rt, &graceful_finish_root_spec, NULL, ROOT(&g, &g.root_drops), &out), TR_OK);
         uint64_t elapsed_ms = (tu_now_ns() - t0) / 1000000;
         tu_checks_pass();
         assert_int_equal(out.err, TR_OK);
@@ -646,16 +639,11 @@ immediate_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
     immediate *im = st->arg;
-    tu_stuck *t;
     TR_BEGIN(st);
     for (st->k = 0; st->k < 3; st->k++) {
-        t = spawn_new(cx, &tu_stuck_spec);
-        if (t == NULL) {
+        if (!spawn(cx, &tu_stuck_spec, TU_STUCK(&im->polls, &im->drops), &im->stuck[st->k])) {
             TR_RETURN(st);
         }
-        t->polls = &im->polls;
-        t->drops = &im->drops;
-        tr_task_start(t, &im->stuck[st->k]);
     }
     TR_YIELD(st, cx); // the children poll once and wait
     TU_CHECK(pthread_create(&im->waiter, NULL, immediate_waiter, im) == 0);
@@ -674,9 +662,9 @@ test_exec_immediate_shutdown_cancels_at_once(void **state)
     immediate im;
     memset(&im, 0, sizeof im);
     tr_rt *rt = tu_rt_new();
-    root *r = root_new(rt, &immediate_root_spec, &im, &im.root_drops);
     tr_outcome out;
-    assert_int_equal(tr_rt_block_on(rt, r, &out), TR_ESHUTDOWN);
+    assert_int_equal(tr_rt_run(rt, &immediate_root_spec, NULL, ROOT(&im, &im.root_drops), &out),
+                     TR_ESHUTDOWN);
     tu_checks_pass();
     assert_int_equal(out.err, TR_ECANCELED);
     assert_int_equal(atomic_load(&im.root_drops), 1);
@@ -746,13 +734,12 @@ test_exec_shutdown_from_thread(void **state)
         atomic_int drops = 0, sdrops = 0;
         tr_rt *rt = tu_rt_new();
         ft.rt = rt;
-        tu_stuck *s = tu_stuck_new(rt, NULL, &sdrops);
-        tr_task_start(s, NULL);
+        tu_start(rt, &tu_stuck_spec, TU_STUCK(NULL, &sdrops), NULL);
         pthread_t t;
         tu_thread_start(&t, shutdown_thread, &ft);
-        root *r = root_new(rt, &started_root_spec, &ft, &drops);
         tr_outcome out;
-        assert_int_equal(tr_rt_block_on(rt, r, &out), TR_ESHUTDOWN);
+        assert_int_equal(tr_rt_run(rt, &started_root_spec, NULL, ROOT(&ft, &drops), &out),
+                         TR_ESHUTDOWN);
         tu_thread_join(t);
         tu_checks_pass();
         assert_false(ft.timed_out);
@@ -766,6 +753,7 @@ test_exec_shutdown_from_thread(void **state)
     }
 }
 
+// Tests tr_task_new itself (tr_spawn's own refusal: test_exec_spawn_one_call).
 static void
 test_exec_spawn_after_shutdown_fails(void **state)
 {
@@ -800,6 +788,8 @@ test_exec_shutdown_twice(void **state)
 
 // A root prepared before a shutdown: block_on cancels it without polling it
 // (immediate), and a later block_on of a root prepared earlier does too.
+// Two steps on purpose: it tests what tr_rt_block_on does with a root that
+// tr_task_new made before the shutdown.
 static void
 test_exec_block_on_after_shutdown_cancels_root(void **state)
 {
@@ -864,14 +854,13 @@ owner_drop(void *arg)
 static const tr_task_spec owner_spec = {
     .name = "owner", .poll = owner_poll, .drop = owner_drop, .size = sizeof(owner)};
 
-static owner *
-owner_new(tr_rt *rt, atomic_int *drops, atomic_int *polls)
+// owner_start starts an owner (holding child, may be TR_JOIN_NONE) from
+// outside; j may be NULL.
+static void
+owner_start(tr_rt *rt, atomic_int *drops, atomic_int *polls, tr_join child, tr_join *j)
 {
-    owner *o = tu_task_new(rt, &owner_spec);
-    o->buf = malloc(4096);
-    o->drops = drops;
-    o->polls = polls;
-    return o;
+    owner o = {.buf = malloc(4096), .drops = drops, .polls = polls, .child = child};
+    tu_start(rt, &owner_spec, &o, j);
 }
 
 static void
@@ -883,22 +872,19 @@ test_exec_free_with_pending_tasks(void **state)
     // Polled and pending, each holding a handle to another pending task.
     tr_join handles[4];
     for (int i = 0; i < 4; i++) {
-        owner *leaf = owner_new(rt, &drops, &polls);
         tr_join lj;
-        tr_task_start(leaf, &lj);
-        owner *o = owner_new(rt, &drops, &polls);
-        o->child = lj;
-        tr_task_start(o, i % 2 ? &handles[i] : NULL);
+        owner_start(rt, &drops, &polls, TR_JOIN_NONE, &lj);
+        owner_start(rt, &drops, &polls, lj, i % 2 ? &handles[i] : NULL);
     }
     tu_atleast al = {&polls, 8};
     tu_block_until(rt, tu_pred_atleast, &al);
     assert_int_equal(atomic_load(&drops), 0);
     // Started from outside and never polled (Spawn messages still queued).
     for (int i = 0; i < 3; i++) {
-        owner *o = owner_new(rt, &drops, &polls);
-        tr_task_start(o, NULL);
+        owner_start(rt, &drops, &polls, TR_JOIN_NONE, NULL);
     }
-    // Prepared, never started: no drop (the state owns no memory here).
+    // Prepared, never started (tr_task_new itself): no drop (the state
+    // owns no memory here).
     void *prepared = tu_task_new(rt, &tu_value_spec);
     (void)prepared;
     assert_int_equal(tu_live(rt), 4 * 2 + 3 + 1);
@@ -940,17 +926,13 @@ million_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
     million *m = st->arg;
-    void *t;
     uint64_t live;
     TR_BEGIN(st);
     for (st->i = 0; st->i < MILLION / SPAWN_BATCH; st->i++) {
         for (st->k = 0; st->k < SPAWN_BATCH; st->k++) {
-            if (tr_task_new(tr_cx_rt(cx), &noop_spec, &t) != TR_OK) {
+            if (tr_spawn(tr_cx_rt(cx), &noop_spec, NULL, &(noop){.sum = &m->ran}, NULL) != TR_OK) {
                 m->failed++;
-                continue;
             }
-            ((noop *)t)->sum = &m->ran;
-            tr_task_start(t, NULL);
         }
         live = tu_live(tr_cx_rt(cx));
         if (live > m->max_live) {
@@ -970,8 +952,7 @@ test_exec_million_spawns(void **state)
     million m;
     memset(&m, 0, sizeof m);
     tr_rt *rt = tu_rt_new_fifo() /* FIFO order */;
-    root *r = root_new(rt, &million_root_spec, &m, NULL);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &million_root_spec, NULL, ROOT(&m, NULL), NULL), TR_OK);
     tu_checks_pass();
     assert_int_equal(m.failed, 0);
     assert_int_equal(m.ran, MILLION);
@@ -1045,22 +1026,17 @@ dump_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
     dump_ctx *dc = st->arg;
-    void *p;
     FILE *f;
     TR_BEGIN(st);
-    p = spawn_new(cx, &dump_idle_spec);
-    tr_task_start(p, &dc->idle);
-    p = spawn_new(cx, &dump_cancel_spec);
-    tr_task_start(p, &dc->cancel);
-    p = spawn_new(cx, &dump_done_spec);
-    tr_task_start(p, &dc->done);
-    p = spawn_new(cx, &dump_anon_spec);
-    tr_task_start(p, &dc->anon);
-    TR_YIELD(st, cx);                              // they all poll once
-    TU_CHECK(tr_task_abort(&dc->cancel) == TR_OK); // queued for its cancel
-    p = spawn_new(cx, &dump_sched_spec);           // queued, never polled
-    tr_task_start(p, &dc->sched);
-    st->arg = spawn_new(cx, &dump_prep_spec); // prepared, not started
+    (void)spawn(cx, &dump_idle_spec, NULL, &dc->idle);
+    (void)spawn(cx, &dump_cancel_spec, NULL, &dc->cancel);
+    (void)spawn(cx, &dump_done_spec, NULL, &dc->done);
+    (void)spawn(cx, &dump_anon_spec, NULL, &dc->anon);
+    TR_YIELD(st, cx);                                    // they all poll once
+    TU_CHECK(tr_task_abort(&dc->cancel) == TR_OK);       // queued for its cancel
+    (void)spawn(cx, &dump_sched_spec, NULL, &dc->sched); // queued, never polled
+    // Prepared, not started: tr_task_new itself (the dump lists it too).
+    st->arg = spawn_new(cx, &dump_prep_spec);
     tr_rt_foreach_task(tr_cx_rt(cx), collect, &dc->s);
     f = open_memstream(&dc->text, &dc->len);
     TU_CHECK(f != NULL);
@@ -1092,8 +1068,7 @@ test_exec_dump_lists_live_tasks(void **state)
     dump_ctx *dc = calloc(1, sizeof *dc);
     assert_non_null(dc);
     tr_rt *rt = tu_rt_new_fifo() /* FIFO order */;
-    root *r = root_new(rt, &dump_root_spec, dc, NULL);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &dump_root_spec, NULL, ROOT(dc, NULL), NULL), TR_OK);
     tu_checks_pass();
     seen *s = &dc->s;
     assert_int_equal(s->n, 7);
@@ -1183,19 +1158,16 @@ watch_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
     watcher *w = st->arg;
-    void *t;
     TR_BEGIN(st);
     TU_CHECK(pthread_create(&st->thr, NULL, watch_thread, w) == 0);
     // Start spawning once the watcher is watching.
     TR_AWAIT(st, tu_event_poll(&w->started, cx));
     for (st->i = 0; st->i < 40; st->i++) {
         for (st->k = 0; st->k < SPAWN_BATCH; st->k++) {
-            if (tr_task_new(tr_cx_rt(cx), &noop_spec, &t) != TR_OK) {
-                TU_CHECK(!"tr_task_new failed");
-                continue;
+            if (tr_spawn(tr_cx_rt(cx), &noop_spec, NULL, &(noop){.sum = &st->mark}, NULL) !=
+                TR_OK) {
+                TU_CHECK(!"tr_spawn failed");
             }
-            ((noop *)t)->sum = &st->mark;
-            tr_task_start(t, NULL);
         }
         TR_YIELD(st, cx);
     }
@@ -1217,10 +1189,9 @@ test_exec_dump_from_other_thread(void **state)
     tu_event_init(&w.started);
     tr_rt *rt = tu_rt_new_fifo() /* FIFO order */;
     w.rt = rt;
-    root *r = root_new(rt, &watch_root_spec, &w, NULL);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    tr_err rv = tr_rt_block_on(rt, r, NULL);
+    tr_err rv = tr_rt_run(rt, &watch_root_spec, NULL, ROOT(&w, NULL), NULL);
     tu_watchdog_stop(&wd);
     assert_int_equal(rv, TR_OK);
     tu_checks_pass();
@@ -1310,11 +1281,10 @@ test_exec_idle_runtime_parks(void **state)
     tu_event_init(&id.ev);
     tr_rt *rt = tu_rt_new();
     id.rt = rt;
-    root *r = root_new(rt, &idle_root_spec, &id, NULL);
     tr_outcome out;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    tr_err rv = tr_rt_block_on(rt, r, &out);
+    tr_err rv = tr_rt_run(rt, &idle_root_spec, NULL, ROOT(&id, NULL), &out);
     tu_watchdog_stop(&wd);
     assert_int_equal(rv, TR_OK);
     tu_checks_pass();
@@ -1359,6 +1329,8 @@ late_child_drop(void *arg)
 static const tr_task_spec late_child_spec = {
     .name = "late", .poll = late_child_poll, .drop = late_child_drop, .size = sizeof(late_child)};
 
+// late_root prepares a child, shuts down, then starts it: tests that
+// tr_task_start itself refuses it from inside a task.
 static tr_poll
 late_root(void *arg, tr_cx *cx)
 {
@@ -1379,6 +1351,8 @@ late_root(void *arg, tr_cx *cx)
 
 static const tr_task_spec late_root_spec = ROOT_SPEC(late_root);
 
+// Tests tr_task_start itself: a task prepared before the shutdown is
+// refused when started after it.
 static void
 test_exec_start_after_shutdown_refused(void **state)
 {
@@ -1410,9 +1384,8 @@ test_exec_start_after_shutdown_refused(void **state)
     // From a task: prepared before its own tr_rt_shutdown, started after.
     tr_rt *rt = tu_rt_new();
     atomic_int drops = 0;
-    root *r = root_new(rt, &late_root_spec, &drops, NULL);
     tr_outcome out;
-    assert_int_equal(tr_rt_block_on(rt, r, &out), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &late_root_spec, NULL, ROOT(&drops, NULL), &out), TR_OK);
     tu_checks_pass();
     assert_int_equal(atomic_load(&drops), 1);
     tu_rt_free_clean(rt);
@@ -1521,6 +1494,7 @@ test_exec_spawn_one_call(void **state)
 // shutdown's finisher is about to give up on it; only then does it send its
 // Spawn message. The finisher must wait for it and carry it out, so that
 // when block_on returns the task has been cancelled and its join is done.
+// Tests tr_task_start itself (the task is prepared before the race).
 static tu_event race_at_start, race_at_wait;
 
 static void

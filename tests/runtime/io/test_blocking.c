@@ -115,7 +115,7 @@ static void
 test_blocking_spawn_join(void **state)
 {
     tr_rt *rt = rt_of(state);
-    tu_run_root(rt, tu_task_new(rt, &basic_spec));
+    tu_run_root(rt, &basic_spec, NULL);
     tr_blocking_stats bs;
     tr_blocking_get_stats(rt, &bs);
     assert_int_equal(bs.completed, BASIC_JOBS + 1); // and the op reused once
@@ -225,7 +225,7 @@ test_blocking_many_jobs_over_cap(void **state)
     assert_int_equal(tr_blocking_set_max_threads(rt, 0), TR_EINVAL);
     assert_int_equal(tr_blocking_set_max_threads(rt, TR_BLOCKING_MAX_THREADS + 1), TR_EINVAL);
     gate_init(&the_gate, CAP);
-    tu_run_root(rt, tu_task_new(rt, &many_spec));
+    tu_run_root(rt, &many_spec, NULL);
     assert_int_equal(the_gate.peak, CAP);
     gate_destroy(&the_gate);
     tr_blocking_stats bs;
@@ -332,9 +332,7 @@ test_blocking_plain_thread_with_runtime(void **state)
     tu_event_init(&c.done);
     pthread_t t;
     tu_thread_start(&t, plain_main, &c);
-    plain_root *r = tu_task_new(rt, &plain_root_spec);
-    r->c = &c;
-    tu_run_root(rt, r);
+    tu_run_root(rt, &plain_root_spec, &(plain_root){.c = &c});
     tu_thread_join(t);
     assert_int_equal(c.err, TR_OK);
     assert_int_equal(c.got, 100);
@@ -468,12 +466,7 @@ cancel_running_poll(void *arg, tr_cx *cx)
 {
     cancel_root *st = arg;
     TR_BEGIN(st);
-    {
-        holder_task *h = NULL;
-        TU_CHECK(tr_task_new(tr_cx_rt(cx), &holder_spec, (void **)&h) == TR_OK);
-        h->fn = job_hold;
-        tr_task_start(h, &st->child);
-    }
+    st->child = tu_spawn(cx, &holder_spec, &(holder_task){.fn = job_hold});
     TR_AWAIT(st, tu_event_poll(&cctx.started, cx));
     TU_CHECK(tr_task_abort(&st->child) == TR_OK);
     TR_AWAIT(st, tr_join_poll(&st->child, cx, &st->out));
@@ -495,7 +488,7 @@ test_blocking_cancel_while_running(void **state)
 {
     cancel_ctx_init();
     tr_rt *rt = rt_of(state);
-    tu_run_root(rt, tu_task_new(rt, &cancel_running_spec));
+    tu_run_root(rt, &cancel_running_spec, NULL);
     tu_rt_free_clean(rt);
     assert_int_equal(atomic_load(&cctx.fn_runs), 1);
     assert_int_equal(atomic_load(&cctx.cleanups), 1);
@@ -532,13 +525,7 @@ cancel_queued_poll(void *arg, tr_cx *cx)
     TU_CHECK(tr_spawn_blocking(tr_cx_rt(cx), &st->blocker, job_blocker, NULL, NULL) == TR_OK);
     TR_AWAIT(st, tu_event_poll(&cctx.started, cx));
     tu_event_init(&st->spawned);
-    {
-        holder_task *h = NULL;
-        TU_CHECK(tr_task_new(tr_cx_rt(cx), &holder_spec, (void **)&h) == TR_OK);
-        h->fn = job_flag;
-        h->spawned = &st->spawned;
-        tr_task_start(h, &st->child);
-    }
+    st->child = tu_spawn(cx, &holder_spec, &(holder_task){.fn = job_flag, .spawned = &st->spawned});
     TR_AWAIT(st, tu_event_poll(&st->spawned, cx));
     TU_CHECK(tr_task_abort(&st->child) == TR_OK);
     TR_AWAIT(st, tr_join_poll(&st->child, cx, &st->out));
@@ -560,7 +547,7 @@ test_blocking_cancel_while_queued(void **state)
     cancel_ctx_init();
     tr_rt *rt = rt_of(state);
     assert_int_equal(tr_blocking_set_max_threads(rt, 1), TR_OK);
-    tu_run_root(rt, tu_task_new(rt, &cancel_queued_spec));
+    tu_run_root(rt, &cancel_queued_spec, NULL);
     assert_int_equal(atomic_load(&cctx.fn_runs), 0); // job_flag never ran
     assert_int_equal(atomic_load(&cctx.cleanups), 1);
     assert_int_equal(atomic_load(&cctx.cleanup_ran), 0);
@@ -676,7 +663,7 @@ test_blocking_rt_free_with_jobs(void **state)
     assert_true(tu_event_wait(&cctx.started, TU_WAIT_MS));
     assert_int_equal(tr_spawn_blocking(rt, &q, job_flag, malloc(8), cleanup_release), TR_OK);
     for (int i = 0; i < FREE_TASKS; i++) {
-        tr_task_start(tu_task_new(rt, &waiter_spec), NULL);
+        tu_start(rt, &waiter_spec, NULL, NULL);
     }
     tu_atleast want = {&free_spawned, FREE_TASKS};
     tu_block_until(rt, tu_pred_atleast, &want);
@@ -849,7 +836,7 @@ static void
 test_blocking_resolve_loopback(void **state)
 {
     tr_rt *rt = rt_of(state);
-    tu_run_root(rt, tu_task_new(rt, &resolve_spec));
+    tu_run_root(rt, &resolve_spec, NULL);
     tu_rt_free_clean(rt);
 }
 
@@ -1025,14 +1012,12 @@ test_blocking_file_io(void **state)
     tmp_dir_make();
     int fds = tu_count_fds();
     tr_rt *rt = rt_of(state);
-    file_task *st = tu_task_new(rt, &file_spec);
-    st->big = malloc(BIG_LEN);
-    st->big_in = malloc(BIG_LEN);
+    file_task init = {.big = malloc(BIG_LEN), .big_in = malloc(BIG_LEN)};
     for (size_t i = 0; i < BIG_LEN; i++) {
-        st->big[i] = (unsigned char)(i * 31 + (i >> 12));
+        init.big[i] = (unsigned char)(i * 31 + (i >> 12));
     }
-    unsigned char *big = st->big, *big_in = st->big_in;
-    tu_run_root(rt, st);
+    unsigned char *big = init.big, *big_in = init.big_in;
+    tu_run_root(rt, &file_spec, &init);
     free(big);
     free(big_in);
     tu_rt_free_clean(rt);
@@ -1121,7 +1106,7 @@ fifo_root_poll(void *arg, tr_cx *cx)
     fifo_root *st = arg;
     TR_BEGIN(st);
     st->rfd = -1;
-    tr_task_start(tu_task_new(tr_cx_rt(cx), &opener_spec), &st->child);
+    st->child = tu_spawn(cx, &opener_spec, NULL);
     // Yield until the pool has committed to the open: "running" counts a
     // job only once it can no longer be skipped. Bounded by time, not by
     // turns: a new pool thread may take a while to be scheduled on a
@@ -1164,7 +1149,7 @@ test_blocking_file_cancel_open(void **state)
     tr_rt *rt = rt_of(state);
     pthread_t t;
     tu_thread_start(&t, fifo_writer, NULL);
-    tu_run_root(rt, tu_task_new(rt, &fifo_root_spec));
+    tu_run_root(rt, &fifo_root_spec, NULL);
     tu_thread_join(t);
     // tr_rt_free waits for the open job; the descriptor it got is closed.
     tu_rt_free_clean(rt);

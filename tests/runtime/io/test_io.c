@@ -44,7 +44,8 @@ make_pair(tr_rt *rt, tr_io **a, tr_io **b)
 
 // ---------------------------------------------------------------------------
 // A reader that reads exactly `len` bytes into buf, and a writer that
-// writes them in chunks, yielding between chunks.
+// writes them in chunks, yielding between chunks. Each copies its final
+// state to *snap (when not NULL) as it finishes, for the test to read.
 
 typedef struct reader {
     int tr_pc;
@@ -54,6 +55,7 @@ typedef struct reader {
     size_t len, got;
     tr_err err;
     bool close_when_done;
+    struct reader *snap;
 } reader;
 
 static tr_poll
@@ -62,6 +64,9 @@ reader_poll(void *arg, tr_cx *cx)
     reader *st = arg;
     TR_BEGIN(st);
     TR_AWAIT(st, tr_read_exact(st->io, cx, &st->op, st->buf, st->len, &st->got, &st->err));
+    if (st->snap != NULL) {
+        *st->snap = *st;
+    }
     TR_END(st);
 }
 
@@ -85,6 +90,7 @@ typedef struct writer {
     size_t len, off, chunk;
     tr_err err;
     bool close_when_done;
+    struct writer *snap;
 } writer;
 
 static tr_poll
@@ -100,6 +106,9 @@ writer_poll(void *arg, tr_cx *cx)
             break;
         }
         TR_YIELD(st, cx);
+    }
+    if (st->snap != NULL) {
+        *st->snap = *st;
     }
     TR_END(st);
 }
@@ -148,26 +157,21 @@ run_transfer(tr_rt *rt, tr_io *rd, tr_io *wr, size_t len, size_t chunk, bool rea
 {
     char *src = malloc(len), *dst = calloc(1, len);
     fill(src, len, (unsigned)len);
-    reader *r = tu_task_new(rt, &reader_spec);
-    r->io = rd;
-    r->buf = dst;
-    r->len = len;
-    writer *w = tu_task_new(rt, &writer_spec);
-    w->io = wr;
-    w->buf = src;
-    w->len = len;
-    w->chunk = chunk;
-    join2 *j = tu_task_new(rt, &join2_spec);
+    reader rend = {0}, *r = &rend;
+    writer wend = {0}, *w = &wend;
+    reader rinit = {.io = rd, .buf = dst, .len = len, .snap = r};
+    writer winit = {.io = wr, .buf = src, .len = len, .chunk = chunk, .snap = w};
+    join2 j = {0};
     if (reader_first) {
-        tr_task_start(r, &j->a);
-        tr_task_start(w, &j->b);
+        tu_start(rt, &reader_spec, &rinit, &j.a);
+        tu_start(rt, &writer_spec, &winit, &j.b);
     } else {
-        tr_task_start(w, &j->b);
-        tr_task_start(r, &j->a);
+        tu_start(rt, &writer_spec, &winit, &j.b);
+        tu_start(rt, &reader_spec, &rinit, &j.a);
     }
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, j, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &join2_spec, NULL, &j, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     assert_int_equal(r->err, TR_OK);
     assert_int_equal(w->err, TR_OK);
@@ -202,14 +206,13 @@ test_io_edge_before_wait(void **state)
     tr_io *rd, *wr;
     make_pipe(rt, &rd, &wr);
     char buf[16] = {0};
-    reader *r = tu_task_new(rt, &reader_spec);
-    r->io = rd;
-    r->buf = buf;
-    r->len = 5;
+    reader rend = {0}, *r = &rend;
     // First: reader waits (registers), then data comes from a thread.
     assert_int_equal(write(tr_io_fd(wr), "hel", 3), 3);
     assert_int_equal(write(tr_io_fd(wr), "lo", 2), 2);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &reader_spec, NULL,
+                               &(reader){.io = rd, .buf = buf, .len = 5, .snap = r}, NULL),
+                     TR_OK);
     assert_int_equal(r->err, TR_OK);
     assert_memory_equal(buf, "hello", 5);
     tr_io_close(rd);
@@ -243,16 +246,13 @@ test_io_wake_parked_driver(void **state)
     tr_io *rd, *wr;
     make_pipe(rt, &rd, &wr);
     char buf[8];
-    reader *r = tu_task_new(rt, &reader_spec);
-    r->io = rd;
-    r->buf = buf;
-    r->len = 8;
     late_writer lw = {.rt = rt, .fd = tr_io_fd(wr)};
     pthread_t t;
     tu_thread_start(&t, late_writer_main, &lw);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(
+        tr_rt_run(rt, &reader_spec, NULL, &(reader){.io = rd, .buf = buf, .len = 8}, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_thread_join(t);
     tu_checks_pass();
@@ -301,29 +301,26 @@ run_split(unsigned workers)
     char *dst1 = calloc(1, len), *dst2 = calloc(1, len);
     fill(src1, len, 1);
     fill(src2, len, 2);
-    join4 *j = tu_task_new(rt, &join4_spec);
+    join4 j = {0};
     struct {
         tr_io *rio, *wio;
         char *src, *dst;
     } dirs[2] = {{brd, awr, src1, dst1}, {ard, bwr, src2, dst2}};
     for (int d = 0; d < 2; d++) {
-        reader *r = tu_task_new(rt, &reader_spec);
-        r->io = dirs[d].rio;
-        r->buf = dirs[d].dst;
-        r->len = len;
-        r->close_when_done = true;
-        writer *w = tu_task_new(rt, &writer_spec);
-        w->io = dirs[d].wio;
-        w->buf = dirs[d].src;
-        w->len = len;
-        w->chunk = 3000 + 1000 * (size_t)d;
-        w->close_when_done = true;
-        tr_task_start(r, &j->j[2 * d]);
-        tr_task_start(w, &j->j[2 * d + 1]);
+        writer w = {.io = dirs[d].wio,
+                    .buf = dirs[d].src,
+                    .len = len,
+                    .chunk = 3000 + 1000 * (size_t)d,
+                    .close_when_done = true};
+        tu_start(
+            rt, &reader_spec,
+            &(reader){.io = dirs[d].rio, .buf = dirs[d].dst, .len = len, .close_when_done = true},
+            &j.j[2 * d]);
+        tu_start(rt, &writer_spec, &w, &j.j[2 * d + 1]);
     }
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, j, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &join4_spec, NULL, &j, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     assert_memory_equal(src1, dst1, len);
     assert_memory_equal(src2, dst2, len);
@@ -386,17 +383,17 @@ test_io_close_wakes_waiter(void **state)
     make_pipe(rt, &rd, &wr);
     int fd = tr_io_fd(rd);
     char buf[4];
-    reader *r = tu_task_new(rt, &reader_spec);
-    r->io = tr_io_ref(rd); // the waiter's own reference
-    r->buf = buf;
-    r->len = 4;
-    r->close_when_done = true;
-    closer *c = tu_task_new(rt, &closer_spec);
-    c->io = rd; // the closer's
-    tr_task_start(r, &c->waiter);
+    reader rend = {0}, *r = &rend;
+    closer c = {.io = rd};               // the closer's reference
+    reader rinit = {.io = tr_io_ref(rd), // the waiter's own reference
+                    .buf = buf,
+                    .len = 4,
+                    .close_when_done = true,
+                    .snap = r};
+    tu_start(rt, &reader_spec, &rinit, &c.waiter);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, c, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &closer_spec, NULL, &c, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     assert_int_equal(r->err, TR_ECLOSED);
     assert_int_equal(fcntl(fd, F_GETFD), -1); // closed (the number is free)
@@ -451,8 +448,7 @@ test_io_slot_reuse(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    churn *c = tu_task_new(rt, &churn_spec);
-    assert_int_equal(tr_rt_block_on(rt, c, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &churn_spec, NULL, NULL, NULL), TR_OK);
     tu_checks_pass();
     assert_int_equal(atomic_load(&rt->r_reactor->rx_nregs), 0);
     assert_true(rt->r_reactor->rx_nchunks == 1); // two slots, reused
@@ -474,6 +470,7 @@ typedef struct efd_task {
     uint64_t v;
     size_t n;
     tr_err ioerr;
+    struct efd_task *snap; // the test's copy of the state at the end
 } efd_task;
 
 static tr_poll
@@ -482,6 +479,7 @@ efd_poll(void *arg, tr_cx *cx)
     efd_task *st = arg;
     TR_BEGIN(st);
     TR_AWAIT(st, tr_io_poll_op(st->io, cx, TR_IO_READ, efd_read, &st->v, &st->n, &st->ioerr));
+    *st->snap = *st;
     TR_END(st);
 }
 
@@ -505,20 +503,21 @@ test_io_poll_op_eventfd(void **state)
     tr_rt *rt = tu_rt_new();
     int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     assert_true(fd >= 0);
-    efd_task *t = tu_task_new(rt, &efd_spec);
-    assert_int_equal(tr_io_open(rt, fd, 0, &t->io), TR_OK);
+    efd_task end = {0}, *t = &end;
+    efd_task init = {.snap = &end};
+    assert_int_equal(tr_io_open(rt, fd, 0, &init.io), TR_OK);
     late_writer lw = {.rt = rt, .fd = fd};
     pthread_t thr;
     tu_thread_start(&thr, efd_thread, &lw);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, t, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &efd_spec, NULL, &init, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_thread_join(thr);
     tu_checks_pass();
     assert_int_equal(t->n, 8);
     assert_int_equal(t->v, 42);
-    tr_io_close(t->io);
+    tr_io_close(init.io);
     tu_rt_free_clean(rt);
 }
 
@@ -562,27 +561,20 @@ test_io_regular_file(void **state)
     size_t len = 100000;
     char *src = malloc(len), *dst = calloc(1, len);
     fill(src, len, 9);
-    writer *w = tu_task_new(rt, &writer_spec);
-    w->io = io;
-    w->buf = src;
-    w->len = len;
-    w->chunk = 4096;
-    assert_int_equal(tr_rt_block_on(rt, w, NULL), TR_OK);
+    writer wend = {0}, *w = &wend;
+    writer winit = {.io = io, .buf = src, .len = len, .chunk = 4096, .snap = w};
+    assert_int_equal(tr_rt_run(rt, &writer_spec, NULL, &winit, NULL), TR_OK);
     assert_int_equal(w->err, TR_OK);
     assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
-    reader *r = tu_task_new(rt, &reader_spec);
-    r->io = io;
-    r->buf = dst;
-    r->len = len;
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    reader rend = {0}, *r = &rend;
+    reader rinit = {.io = io, .buf = dst, .len = len, .snap = r};
+    assert_int_equal(tr_rt_run(rt, &reader_spec, NULL, &rinit, NULL), TR_OK);
     assert_int_equal(r->err, TR_OK);
     assert_memory_equal(src, dst, len);
     // At the end of the file: a short read is TR_EEOF.
-    reader *r2 = tu_task_new(rt, &reader_spec);
-    r2->io = io;
-    r2->buf = dst;
-    r2->len = 10;
-    assert_int_equal(tr_rt_block_on(rt, r2, NULL), TR_OK);
+    reader r2end = {0}, *r2 = &r2end;
+    reader r2init = {.io = io, .buf = dst, .len = 10, .snap = r2};
+    assert_int_equal(tr_rt_run(rt, &reader_spec, NULL, &r2init, NULL), TR_OK);
     assert_int_equal(r2->err, TR_EEOF);
     assert_int_equal(r2->got, 0);
     free(src);
@@ -695,19 +687,15 @@ run_ping(unsigned workers, tr_sched_kind sched)
         tr_io *a, *b;
         make_pair(rt, &a, &b);
         for (int k = 0; k < 2; k++) {
-            pinger *pg = tu_task_new(rt, &pinger_spec);
-            pg->io = k == 0 ? a : b;
-            pg->rounds = 300;
-            pg->first = k == 0;
-            tr_task_start(pg, &js[2 * p + (unsigned)k]);
+            tu_start(rt, &pinger_spec,
+                     &(pinger){.io = k == 0 ? a : b, .rounds = 300, .first = k == 0},
+                     &js[2 * p + (unsigned)k]);
         }
     }
-    ping_root *r = tu_task_new(rt, &ping_root_spec);
-    r->js = js;
-    r->n = 2 * pairs;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 6 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(
+        tr_rt_run(rt, &ping_root_spec, NULL, &(ping_root){.js = js, .n = 2 * pairs}, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     tu_rt_quiesce(rt, TU_WAIT_MS); // several workers: as in run_split
@@ -807,11 +795,9 @@ test_io_close_deferred_while_in_flight(void **state)
     memset(&f, 0, sizeof f);
     sem_init(&f.entered, 0, 0);
     sem_init(&f.release, 0, 0);
-    slow_task *t = tu_task_new(rt, &slow_spec);
-    t->io = tr_io_ref(rd);
-    t->f = &f;
     tr_join j;
-    tr_task_start(t, &j); // from outside: worker 1 picks it up
+    // From outside: worker 1 picks it up.
+    tu_start(rt, &slow_spec, &(slow_task){.io = tr_io_ref(rd), .f = &f}, &j);
     assert_true(tu_sem_wait_ms(&f.entered, TU_WAIT_MS));
     assert_int_equal(f.fd_seen, fd);
     tr_io_close(rd); // the call is in flight: the close must wait for it
@@ -820,13 +806,14 @@ test_io_close_deferred_while_in_flight(void **state)
     tr_outcome o;
     assert_int_equal(tr_join_wait(&j, &o), TR_OK);
     assert_false(f.timed_out);
-    assert_int_equal(o.value.u64, 7);         // (t is freed: the join took it)
+    assert_int_equal(o.value.u64, 7);
     assert_int_equal(fcntl(fd, F_GETFD), -1); // closed by the call's thread
     assert_int_equal(errno, EBADF);
     tr_io_close(wr);
     sem_destroy(&f.entered);
     sem_destroy(&f.release);
-    // Worker 1 frees t's slot after the join completed: let it finish.
+    // Worker 1 frees the task's slot after the join completed: let it
+    // finish.
     tu_rt_quiesce(rt, TU_WAIT_MS);
     tu_rt_free_clean(rt);
 }

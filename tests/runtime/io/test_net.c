@@ -1512,16 +1512,14 @@ test_net_close_from_thread(void **state)
     atomic_int waiting = 0;
     closer c = {.io = tr_io_ref(rd)};
     sem_init(&c.sem, 0, 0);
-    waiter *w = tu_task_new(rt, &waiter_spec);
-    w->io = rd; // the task's reference
-    w->waiting = &waiting;
-    w->sem = &c.sem;
     pthread_t t;
     tu_thread_start(&t, closer_main, &c);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
     tr_outcome out;
-    assert_int_equal(tr_rt_block_on(rt, w, &out), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &waiter_spec, NULL,
+                               &(waiter){.io = rd, .waiting = &waiting, .sem = &c.sem}, &out),
+                     TR_OK);
     tu_watchdog_stop(&wd);
     tu_thread_join(t);
     tu_checks_pass();
@@ -1674,12 +1672,11 @@ test_net_eof_after_short_read(void **state)
     cfg.ignore_env = true; // FIFO on one worker: the order above
     tr_rt *rt = tu_rt_new_cfg(&cfg);
     int fds = tu_count_fds();
-    eof_probe *p = tu_task_new(rt, &eof_probe_spec);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
     tr_outcome out;
     memset(&out, 0, sizeof out);
-    assert_int_equal(tr_rt_block_on(rt, p, &out), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &eof_probe_spec, NULL, NULL, &out), TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     assert_int_equal(tu_count_fds(), fds);

@@ -180,7 +180,7 @@ test_process_stdout_and_status(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    tu_run_root(rt, tu_task_new(rt, &out_spec));
+    tu_run_root(rt, &out_spec, NULL);
     assert_int_equal(tr__process_orphans(), 0);
     tu_rt_free_clean(rt);
 }
@@ -267,12 +267,9 @@ cat_poll(void *arg, tr_cx *cx)
         for (size_t i = 0; i < CAT_BYTES; i++) {
             st->data[i] = cat_byte(i);
         }
-        cat_writer *w = NULL;
-        TU_CHECK(tr_task_new(tr_cx_rt(cx), &cat_writer_spec, (void **)&w) == TR_OK);
-        w->in = tr_process_take_stdio(st->p, 0);
-        w->data = st->data;
-        TU_CHECK(w->in != NULL);
-        tr_task_start(w, &st->writer);
+        cat_writer w = {.in = tr_process_take_stdio(st->p, 0), .data = st->data};
+        TU_CHECK(w.in != NULL);
+        TU_CHECK(tr_spawn(tr_cx_rt(cx), &cat_writer_spec, NULL, &w, &st->writer) == TR_OK);
         st->out = tr_process_take_stdio(st->p, 1);
     }
     for (;;) {
@@ -308,7 +305,7 @@ test_process_cat_echo(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    tu_run_root(rt, tu_task_new(rt, &cat_spec));
+    tu_run_root(rt, &cat_spec, NULL);
     tu_rt_free_clean(rt);
 }
 
@@ -378,7 +375,7 @@ test_process_stderr_and_null(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    tu_run_root(rt, tu_task_new(rt, &err_spec));
+    tu_run_root(rt, &err_spec, NULL);
     tu_rt_free_clean(rt);
 }
 
@@ -433,9 +430,7 @@ test_process_kill(void **state)
     int sigs[] = {SIGTERM, SIGKILL};
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
         tr_rt *rt = tu_rt_new();
-        kill_task *k = tu_task_new(rt, &kill_spec);
-        k->sig = sigs[i];
-        tu_run_root(rt, k);
+        tu_run_root(rt, &kill_spec, &(kill_task){.sig = sigs[i]});
         tu_rt_free_clean(rt);
     }
 }
@@ -550,10 +545,7 @@ test_process_inherits_nothing(void **state)
     assert_int_equal(pipe(leak), 0); // no O_CLOEXEC on purpose
 
     tr_rt *rt = tu_rt_new();
-    inherit_task *t = tu_task_new(rt, &inherit_spec);
-    t->leak[0] = leak[0];
-    t->leak[1] = leak[1];
-    tu_run_root(rt, t);
+    tu_run_root(rt, &inherit_spec, &(inherit_task){.leak = {leak[0], leak[1]}});
     tu_rt_free_clean(rt);
     close(leak[0]);
     close(leak[1]);
@@ -621,7 +613,7 @@ test_process_env_and_cwd(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    tu_run_root(rt, tu_task_new(rt, &env_spec));
+    tu_run_root(rt, &env_spec, NULL);
     tu_rt_free_clean(rt);
 }
 
@@ -718,9 +710,7 @@ test_process_wait_blocking(void **state)
     assert_int_equal(spawn_sh(rt, "exit 5", TR_STDIO_NULL, TR_STDIO_NULL, TR_STDIO_NULL, &p),
                      TR_OK);
     assert_true(expect_mode(p));
-    deadlock_task *d = tu_task_new(rt, &deadlock_spec);
-    d->p = p;
-    tu_run_root(rt, d);
+    tu_run_root(rt, &deadlock_spec, &(deadlock_task){.p = p});
     tr_exit_status st;
     assert_int_equal(tr_process_wait_blocking(p, &st), TR_OK);
     assert_int_equal(st.code, 5);
@@ -817,12 +807,8 @@ cancel_root_poll(void *arg, tr_cx *cx)
 {
     cancel_root *st = arg;
     TR_BEGIN(st);
-    {
-        victim *v = NULL;
-        TU_CHECK(tr_task_new(tr_cx_rt(cx), &victim_spec, (void **)&v) == TR_OK);
-        v->waiting = st->waiting;
-        tr_task_start(v, &st->j);
-    }
+    TU_CHECK(tr_spawn(tr_cx_rt(cx), &victim_spec, NULL, &(victim){.waiting = st->waiting},
+                      &st->j) == TR_OK);
     TR_AWAIT(st, tu_event_poll(st->waiting, cx));
     TR_YIELD(st, cx); // on one worker, the victim is parked in its wait now
     TU_CHECK(tr_task_abort(&st->j) == TR_OK);
@@ -852,9 +838,7 @@ test_process_wait_cancelled(void **state)
     tr_rt *rt = tu_rt_new();
     tu_event ev;
     tu_event_init(&ev);
-    cancel_root *r = tu_task_new(rt, &cancel_root_spec);
-    r->waiting = &ev;
-    tu_run_root(rt, r);
+    tu_run_root(rt, &cancel_root_spec, &(cancel_root){.waiting = &ev});
     assert_int_equal(tr__process_orphans(), 0);
     tu_rt_free_clean(rt);
     tu_event_destroy(&ev);
@@ -927,7 +911,7 @@ test_process_orphan_reaped(void **state)
     tr_process_free(a);
     assert_int_equal(tr_process_kill(b, SIGKILL), TR_OK);
     tr_process_free(b);
-    tu_run_root(rt, tu_task_new(rt, &orphan_root_spec));
+    tu_run_root(rt, &orphan_root_spec, NULL);
     assert_int_equal(tr__process_orphans(), 0);
     assert_false(is_zombie(pa));
     assert_false(is_zombie(pb));
@@ -1049,11 +1033,8 @@ many_root_poll(void *arg, tr_cx *cx)
     many_root *st = arg;
     TR_BEGIN(st);
     for (unsigned i = 0; i < MANY; i++) {
-        many_child *c = NULL;
-        TU_CHECK(tr_task_new(tr_cx_rt(cx), &many_child_spec, (void **)&c) == TR_OK);
-        c->i = i;
-        c->ok = &st->ok;
-        tr_task_start(c, &st->j[i]);
+        TU_CHECK(tr_spawn(tr_cx_rt(cx), &many_child_spec, NULL,
+                          &(many_child){.i = i, .ok = &st->ok}, &st->j[i]) == TR_OK);
     }
     for (st->k = 0; st->k < MANY; st->k++) {
         TR_AWAIT(st, tr_join_poll(&st->j[st->k], cx, &st->out));
@@ -1119,7 +1100,7 @@ test_process_many_two_workers(void **state)
     sink s;
     sink_start(&s); // before the workers start: they inherit the mask
     tr_rt *rt = rt_workers(2);
-    tu_run_root(rt, tu_task_new(rt, &many_root_spec));
+    tu_run_root(rt, &many_root_spec, NULL);
     tu_rt_free_clean(rt);
     sink_stop(&s);
 }

@@ -64,10 +64,8 @@ waiter_poll(void *arg, tr_cx *cx)
     TU_CHECK(tr__signal_listeners(SIGUSR1) == 1);
     {
         // One worker: the sender runs only once we are parked below.
-        kill_task *k = NULL;
-        TU_CHECK(tr_task_new(tr_cx_rt(cx), &kill_spec, (void **)&k) == TR_OK);
-        k->signo = SIGUSR1;
-        tr_task_start(k, &st->sender);
+        TU_CHECK(tr_spawn(tr_cx_rt(cx), &kill_spec, NULL, &(kill_task){.signo = SIGUSR1},
+                          &st->sender) == TR_OK);
     }
     TR_AWAIT(st, tr_signal_wait(&st->sig, cx, &st->count));
     TU_CHECK(st->count == 1);
@@ -91,7 +89,7 @@ test_signal_delivered_to_waiting_task(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    tu_run_root(rt, tu_task_new(rt, &waiter_spec));
+    tu_run_root(rt, &waiter_spec, NULL);
     assert_int_equal(tr__signal_listeners(SIGUSR1), 0);
     assert_true(disposition_is(SIGUSR1, SIG_DFL)); // restored
     tu_rt_free_clean(rt);
@@ -156,9 +154,7 @@ test_signal_from_plain_thread(void **state)
     thread_rig rig;
     tu_event_init(&rig.listening);
     tu_thread_start(&rig.thr, thread_sender, &rig);
-    thread_task *t = tu_task_new(rt, &thread_task_spec);
-    t->rig = &rig;
-    tu_run_root(rt, t);
+    tu_run_root(rt, &thread_task_spec, &(thread_task){.rig = &rig});
     tu_thread_join(rig.thr);
     tu_event_destroy(&rig.listening);
     tu_rt_free_clean(rt);
@@ -188,12 +184,8 @@ before_poll(void *arg, tr_cx *cx)
     st->count = 0;
     // Nothing new: pending (the registration it leaves is harmless).
     TU_CHECK(tr_signal_wait(st->sig, cx, &st->count) == TR_PENDING);
-    {
-        kill_task *k = NULL;
-        TU_CHECK(tr_task_new(tr_cx_rt(cx), &kill_spec, (void **)&k) == TR_OK);
-        k->signo = SIGUSR1;
-        tr_task_start(k, &st->sender);
-    }
+    TU_CHECK(tr_spawn(tr_cx_rt(cx), &kill_spec, NULL, &(kill_task){.signo = SIGUSR1},
+                      &st->sender) == TR_OK);
     TR_AWAIT(st, tr_signal_wait(st->sig, cx, &st->count));
     TU_CHECK(st->count == 1);
     TR_AWAIT(st, tr_join_poll(&st->sender, cx, &st->out));
@@ -219,9 +211,7 @@ test_signal_two_before_wait(void **state)
     assert_int_equal(tr_signal_init(&sig, rt, SIGUSR1, 0), TR_OK);
     assert_int_equal(raise(SIGUSR1), 0);
     assert_int_equal(raise(SIGUSR1), 0);
-    before_task *t = tu_task_new(rt, &before_spec);
-    t->sig = &sig;
-    tu_run_root(rt, t);
+    tu_run_root(rt, &before_spec, &(before_task){.sig = &sig});
     tr_signal_fini(&sig);
     tr_signal_fini(&sig); // idempotent
     assert_int_equal(tr__signal_listeners(SIGUSR1), 0);
@@ -246,10 +236,8 @@ cancel_root_poll(void *arg, tr_cx *cx)
     TR_BEGIN(st);
     {
         // A listener that nobody signals.
-        thread_task *w = NULL;
-        TU_CHECK(tr_task_new(tr_cx_rt(cx), &thread_task_spec, (void **)&w) == TR_OK);
-        w->rig = st->rig;
-        tr_task_start(w, &st->j);
+        TU_CHECK(tr_spawn(tr_cx_rt(cx), &thread_task_spec, NULL, &(thread_task){.rig = st->rig},
+                          &st->j) == TR_OK);
     }
     TR_AWAIT(st, tu_event_poll(&st->rig->listening, cx));
     TU_CHECK(tr__signal_listeners(SIGUSR1) == 1);
@@ -283,9 +271,7 @@ test_signal_wait_cancelled(void **state)
     tr_rt *rt = tu_rt_new();
     thread_rig rig;
     tu_event_init(&rig.listening);
-    cancel_root *r = tu_task_new(rt, &cancel_root_spec);
-    r->rig = &rig;
-    tu_run_root(rt, r);
+    tu_run_root(rt, &cancel_root_spec, &(cancel_root){.rig = &rig});
     tu_rt_free_clean(rt);
     tu_event_destroy(&rig.listening);
 }
@@ -326,10 +312,7 @@ static const tr_task_spec once_spec = {
 static void
 await_once(tr_rt *rt, tr_signal *sig, uint64_t want)
 {
-    once_task *t = tu_task_new(rt, &once_spec);
-    t->sig = sig;
-    t->want = want;
-    tu_run_root(rt, t);
+    tu_run_root(rt, &once_spec, &(once_task){.sig = sig, .want = want});
 }
 
 static void
@@ -448,12 +431,8 @@ sfd_root_poll(void *arg, tr_cx *cx)
         TU_CHECK(tr_signal_init(&other, tr_cx_rt(cx), SIGUSR2, 0) == TR_EBUSY);
     }
     for (st->round = 0; st->round < 3; st->round++) {
-        {
-            kill_task *k = NULL;
-            TU_CHECK(tr_task_new(tr_cx_rt(cx), &kill_spec, (void **)&k) == TR_OK);
-            k->signo = SIGUSR2;
-            tr_task_start(k, &st->sender);
-        }
+        TU_CHECK(tr_spawn(tr_cx_rt(cx), &kill_spec, NULL, &(kill_task){.signo = SIGUSR2},
+                          &st->sender) == TR_OK);
         TR_AWAIT(st, tr_signal_wait(&st->sig, cx, &st->count));
         TU_CHECK(st->count == 1);
         TR_AWAIT(st, tr_join_poll(&st->sender, cx, &st->out));
@@ -484,7 +463,7 @@ test_signal_signalfd_mode(void **state)
     tu_config_init(&cfg);
     cfg.workers = 2;
     tr_rt *rt = tu_rt_new_cfg(&cfg);
-    tu_run_root(rt, tu_task_new(rt, &sfd_root_spec));
+    tu_run_root(rt, &sfd_root_spec, NULL);
     assert_int_equal(tr__signal_listeners(SIGUSR2), 0);
     assert_true(disposition_is(SIGUSR2, SIG_DFL)); // no handler was installed
     // Two workers: a joined sender's slot may still be on its way back
@@ -603,10 +582,8 @@ storm_root_poll(void *arg, tr_cx *cx)
     storm_root *st = arg;
     TR_BEGIN(st);
     for (unsigned i = 0; i < WAITERS; i++) {
-        storm_waiter *w = NULL;
-        TU_CHECK(tr_task_new(tr_cx_rt(cx), &storm_waiter_spec, (void **)&w) == TR_OK);
-        w->s = st->s;
-        tr_task_start(w, &st->j[i]);
+        TU_CHECK(tr_spawn(tr_cx_rt(cx), &storm_waiter_spec, NULL, &(storm_waiter){.s = st->s},
+                          &st->j[i]) == TR_OK);
     }
     for (st->k = 0; st->k < WAITERS; st->k++) {
         TR_AWAIT(st, tr_join_poll(&st->j[st->k], cx, &st->out));
@@ -647,9 +624,7 @@ test_signal_storm_two_workers(void **state)
     cfg.sched = TR_SCHED_WS;
     tr_rt *rt = tu_rt_new_cfg(&cfg);
     tu_thread_start(&s.thr, storm_sender, &s);
-    storm_root *r = tu_task_new(rt, &storm_root_spec);
-    r->s = &s;
-    tu_run_root(rt, r);
+    tu_run_root(rt, &storm_root_spec, &(storm_root){.s = &s});
     tu_thread_join(s.thr);
     tu_checks_pass();
     assert_int_equal(atomic_load(&s.sent), ROUNDS);

@@ -100,7 +100,8 @@ sched_str(tr_sched_kind k)
 }
 
 // ---------------------------------------------------------------------------
-// A root that joins n tasks and counts outcomes that are not TR_OK.
+// A root that joins n tasks; its result is how many outcomes were not
+// TR_OK.
 
 typedef struct joinall {
     int tr_pc;
@@ -122,6 +123,7 @@ joinall_poll(void *arg, tr_cx *cx)
         }
         tr_outcome_fini(&st->o);
     }
+    tr_cx_set_result_u64(cx, st->not_ok);
     TR_END(st);
 }
 
@@ -133,15 +135,13 @@ static const tr_task_spec joinall_spec = {
 static inline unsigned
 run_joinall(tr_rt *rt, tr_join *js, unsigned n, unsigned wd_ms)
 {
-    joinall *r = tu_task_new(rt, &joinall_spec);
-    r->js = js;
-    r->n = n;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, wd_ms);
-    tr_err e = tr_rt_block_on(rt, r, NULL);
+    tr_outcome out = {0};
+    tr_err e = tr_rt_run(rt, &joinall_spec, NULL, &(joinall){.js = js, .n = n}, &out);
     tu_watchdog_stop(&wd);
     assert_int_equal(e, TR_OK);
-    return r->not_ok;
+    return (unsigned)out.value.u64;
 }
 
 static inline ssize_t

@@ -93,10 +93,9 @@ run_edges(unsigned workers, tr_sched_kind sched)
     for (unsigned i = 0; i < c.n; i++) {
         c.fds[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         assert_true(c.fds[i] >= 0);
-        edge_task *t = tu_task_new(rt, &edge_spec);
-        assert_int_equal(tr_io_open(rt, c.fds[i], 0, &t->io), TR_OK);
-        t->c = &c;
-        tr_task_start(t, &js[i]);
+        edge_task t = {.c = &c};
+        assert_int_equal(tr_io_open(rt, c.fds[i], 0, &t.io), TR_OK);
+        tu_start(rt, &edge_spec, &t, &js[i]);
     }
     pthread_t thr;
     tu_thread_start(&thr, edge_thread, &c);
@@ -265,15 +264,15 @@ lp_thread(void *arg)
     return NULL;
 }
 
-// The round's root: starts the prepared Y and X (prepared on this thread,
+// The round's root: spawns Y, then X, in its first poll (on this thread,
 // which is worker 0 inside block_on), then joins both.
 typedef struct lp_root {
     int tr_pc;
-    void *prepared[2];
+    lp_ctl *c;
+    tr_io *io[2]; // Y's and X's read ends: a reference each, for the task
     tr_join js[2];
     unsigned i;
     tr_outcome o;
-    lp_ctl *c;
 } lp_root;
 
 static tr_poll
@@ -281,10 +280,8 @@ lp_root_poll(void *arg, tr_cx *cx)
 {
     lp_root *st = arg;
     TR_BEGIN(st);
-    st->c = ((lp_y *)st->prepared[0])->c;
-    for (st->i = 0; st->i < 2; st->i++) {
-        TU_CHECK(tr_task_start(st->prepared[st->i], &st->js[st->i]) == TR_OK);
-    }
+    st->js[0] = tu_spawn(cx, &lp_y_spec, &(lp_y){.c = st->c, .io = st->io[0]});
+    st->js[1] = tu_spawn(cx, &lp_x_spec, &(lp_x){.c = st->c, .io = st->io[1]});
     for (st->i = 0; st->i < 2; st->i++) {
         TR_AWAIT(st, tr_join_poll(&st->js[st->i], cx, &st->o));
         if (st->o.err != TR_OK) {
@@ -313,25 +310,17 @@ lp_round(tr_sched_kind sched, bool timer_mode)
     make_pipe(rt, &yr, &yw);
     c.x_wfd = tr_io_fd(xw);
     c.y_wfd = tr_io_fd(yw);
-    lp_y *y = tu_task_new(rt, &lp_y_spec);
-    y->c = &c;
-    y->io = tr_io_ref(yr);
-    lp_x *x = tu_task_new(rt, &lp_x_spec);
-    x->c = &c;
-    x->io = tr_io_ref(xr);
     // The root starts Y, then X, in one poll: rr deals them to the two
     // workers in turn. Started from this thread before block_on, the
     // root's own deal could fall between theirs (worker 1 drains the Spawn
     // messages as they come) and put both on one worker, where rr, which
     // never moves a task, leaves Y behind X's long poll by design.
-    lp_root *r = tu_task_new(rt, &lp_root_spec);
-    r->prepared[0] = y;
-    r->prepared[1] = x;
+    lp_root init = {.c = &c, .io = {tr_io_ref(yr), tr_io_ref(xr)}};
     pthread_t thr;
     tu_thread_start(&thr, lp_thread, &c);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 6 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &lp_root_spec, NULL, &init, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     unsigned bad = atomic_load(&c.not_ok);
     tu_thread_join(thr);
@@ -488,9 +477,7 @@ tw_thread(void *arg)
     for (unsigned r = 0; r < c->rounds; r++) {
         if (r == c->rounds / 2) {
             // From now on the driver sleeps until the far timer, not forever.
-            far_sleeper *f = NULL;
-            TU_CHECK(tr_task_new(c->rt, &far_spec, (void **)&f) == TR_OK);
-            tr_task_start(f, &c->far);
+            TU_CHECK(tr_spawn(c->rt, &far_spec, NULL, NULL, &c->far) == TR_OK);
             atomic_store(&c->far_started, true);
             uint64_t deadline = tu_now_ns() + (uint64_t)TU_WAIT_MS * TR_NS_PER_MS;
             while (tr_rt_timers(c->rt) < 1 && tu_now_ns() < deadline) {
@@ -546,16 +533,13 @@ test_rx_timer_armed_off_driver(void **state)
             tu_event_init(&c.go[r]);
         }
         sem_init(&c.fired, 0, 0);
-        tw_task *t = tu_task_new(rt, &tw_spec);
-        t->c = &c;
-        tw_root *root = tu_task_new(rt, &tw_root_spec);
-        root->c = &c;
-        tr_task_start(t, &root->j);
+        tw_root root = {.c = &c};
+        tu_start(rt, &tw_spec, &(tw_task){.c = &c}, &root.j);
         pthread_t thr;
         tu_thread_start(&thr, tw_thread, &c);
         tu_watchdog wd;
         tu_watchdog_start(&wd, rt, 6 * TU_WAIT_MS);
-        assert_int_equal(tr_rt_block_on(rt, root, NULL), TR_OK);
+        assert_int_equal(tr_rt_run(rt, &tw_root_spec, NULL, &root, NULL), TR_OK);
         tu_watchdog_stop(&wd);
         tu_thread_join(thr);
         tu_checks_pass();
@@ -654,10 +638,8 @@ run_vadvance(unsigned workers, tr_sched_kind sched)
     assert_int_equal(tr_clock_new_virtual(TR_NS_PER_SEC, &clk), TR_OK);
     tr_rt *rt = rt_new(workers, sched, clk);
     va_ctl c = {.rt = rt, .clk = clk, .rounds = BY_SAN(600, 400)};
-    va_task *t = tu_task_new(rt, &va_spec);
-    t->c = &c;
     tr_join j;
-    tr_task_start(t, &j);
+    tu_start(rt, &va_spec, &(va_task){.c = &c}, &j);
     pthread_t thr;
     tu_thread_start(&thr, va_thread, &c);
     unsigned bad = run_joinall(rt, &j, 1, 6 * TU_WAIT_MS);
@@ -820,14 +802,8 @@ mr_root_poll(void *arg, tr_cx *cx)
     TR_BEGIN(st);
     {
         // Round robin: S goes to worker 1, A to worker 0.
-        mr_s *s = NULL;
-        TU_CHECK(tr_task_new(rt, &mr_s_spec, (void **)&s) == TR_OK);
-        s->c = st->c;
-        tr_task_start(s, &st->js);
-        mr_a *a = NULL;
-        TU_CHECK(tr_task_new(rt, &mr_a_spec, (void **)&a) == TR_OK);
-        a->c = st->c;
-        tr_task_start(a, &st->ja);
+        TU_CHECK(tr_spawn(rt, &mr_s_spec, NULL, &(mr_s){.c = st->c}, &st->js) == TR_OK);
+        TU_CHECK(tr_spawn(rt, &mr_a_spec, NULL, &(mr_a){.c = st->c}, &st->ja) == TR_OK);
     }
     TR_AWAIT(st, tr_join_poll(&st->ja, cx, &st->o));
     TR_AWAIT(st, tr_join_poll(&st->js, cx, &st->o));
@@ -852,11 +828,9 @@ test_rx_timer_arm_races_wheel_turn(void **state)
     mr_ctl c = {.clk = clk, .rounds = BY_SAN(200000, 40000)};
     atomic_init(&c.wa, -1);
     atomic_init(&c.ws, -1);
-    mr_root *root = tu_task_new(rt, &mr_root_spec);
-    root->c = &c;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 9 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, root, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &mr_root_spec, NULL, &(mr_root){.c = &c}, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     print_message("  A on worker %d, S on worker %d; %llu round(s) (%llu without arming), %d "
@@ -979,11 +953,7 @@ ev_thread(void *arg)
         tr_wake(c->stuck_waker);
         c->wakes++;
         if (i % 10 == 0) {
-            tu_value_task *v = NULL;
-            if (tr_task_new(c->rt, &tu_value_spec, (void **)&v) == TR_OK) {
-                v->value = 1;
-                tr_task_start(v, NULL);
-            }
+            (void)tr_spawn(c->rt, &tu_value_spec, NULL, TU_VALUE(1, 0, NULL), NULL);
         }
     }
     atomic_store(&c->storm_active, false);
@@ -1025,12 +995,9 @@ static const tr_task_spec until_ms_spec = {
 static void
 block_until_ms(tr_rt *rt, bool (*pred)(void *arg), void *arg, unsigned ms)
 {
-    until_ms *u = tu_task_new(rt, &until_ms_spec);
-    u->pred = pred;
-    u->arg = arg;
-    u->deadline = tu_now_ns() + (uint64_t)ms * TR_NS_PER_MS;
-    assert_int_equal(tr_rt_block_on(rt, u, NULL), TR_OK);
-    // (u is freed: block_on took its result.)
+    until_ms init = {
+        .pred = pred, .arg = arg, .deadline = tu_now_ns() + (uint64_t)ms * TR_NS_PER_MS};
+    assert_int_equal(tr_rt_run(rt, &until_ms_spec, NULL, &init, NULL), TR_OK);
     if (!pred(arg)) {
         tr_rt_dump(rt, stdout);
         fail_msg("block_until_ms: the condition did not hold within %u ms", ms);
@@ -1060,15 +1027,10 @@ ev_root_poll(void *arg, tr_cx *cx)
     {
         // Spawned back to back: round robin deals the two spinners to the
         // two workers.
-        ev_stuck *sk = NULL;
-        TU_CHECK(tr_task_new(rt, &ev_stuck_spec, (void **)&sk) == TR_OK);
-        sk->c = st->c;
-        tr_task_start(sk, &st->js[0]);
+        TU_CHECK(tr_spawn(rt, &ev_stuck_spec, NULL, &(ev_stuck){.c = st->c}, &st->js[0]) == TR_OK);
         for (int i = 1; i < 3; i++) {
-            ev_spin *sp = NULL;
-            TU_CHECK(tr_task_new(rt, &ev_spin_spec, (void **)&sp) == TR_OK);
-            sp->c = st->c;
-            tr_task_start(sp, &st->js[i]);
+            TU_CHECK(tr_spawn(rt, &ev_spin_spec, NULL, &(ev_spin){.c = st->c}, &st->js[i]) ==
+                     TR_OK);
         }
     }
     for (st->i = 0; st->i < 3; st->i++) {
@@ -1086,13 +1048,11 @@ run_eventfd_busy(tr_sched_kind sched)
 {
     tr_rt *rt = rt_new(2, sched, NULL);
     ev_ctl c = {.rt = rt};
-    ev_root *root = tu_task_new(rt, &ev_root_spec);
-    root->c = &c;
     pthread_t thr;
     tu_thread_start(&thr, ev_thread, &c);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, root, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &ev_root_spec, NULL, &(ev_root){.c = &c}, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_thread_join(thr);
     tu_checks_pass();
@@ -1214,13 +1174,8 @@ test_rx_io_serviced_after_long_poll(void **state)
         make_pipe(rt, &rd, &wr);
         lpio_shared sh = {.wfd = tr_io_fd(wr)};
         tr_join js[2];
-        lpio_reader *r = tu_task_new(rt, &lpio_reader_spec);
-        r->sh = &sh;
-        r->io = tr_io_ref(rd);
-        tr_task_start(r, &js[0]);
-        lpio_busy *b = tu_task_new(rt, &lpio_busy_spec);
-        b->sh = &sh;
-        tr_task_start(b, &js[1]);
+        tu_start(rt, &lpio_reader_spec, &(lpio_reader){.sh = &sh, .io = tr_io_ref(rd)}, &js[0]);
+        tu_start(rt, &lpio_busy_spec, &(lpio_busy){.sh = &sh}, &js[1]);
         unsigned bad = run_joinall(rt, js, 2, 3 * TU_WAIT_MS);
         tu_checks_pass();
         assert_int_equal(bad, 0);

@@ -106,11 +106,7 @@ run_same_readers(unsigned workers, tr_sched_kind sched)
     c.wfd = tr_io_fd(wr);
     tr_join js[6];
     for (unsigned i = 0; i < c.k; i++) {
-        rd_task *t = tu_task_new(rt, &rd_spec);
-        t->io = tr_io_ref(rd);
-        t->c = &c;
-        t->i = i;
-        tr_task_start(t, &js[i]);
+        tu_start(rt, &rd_spec, &(rd_task){.io = tr_io_ref(rd), .c = &c, .i = i}, &js[i]);
     }
     pthread_t thr;
     tu_thread_start(&thr, rd_thread, &c);
@@ -256,16 +252,12 @@ test_rx_same_direction_writers(void **state)
             tu_event_init(&c.go);
             tr_join js[K + 1];
             for (int i = 0; i < K; i++) {
-                wq_writer *w = tu_task_new(rt, &wq_writer_spec);
-                w->io = tr_io_ref(a);
-                memset(w->msg, 'a' + i, sizeof w->msg);
-                tr_task_start(w, &js[i]);
+                wq_writer w = {.io = tr_io_ref(a)};
+                memset(w.msg, 'a' + i, sizeof w.msg);
+                tu_start(rt, &wq_writer_spec, &w, &js[i]);
             }
-            wq_drain *d = tu_task_new(rt, &wq_drain_spec);
-            d->io = b;
-            d->go = &c.go;
-            d->want = filled + K * 64;
-            tr_task_start(d, &js[K]);
+            tu_start(rt, &wq_drain_spec, &(wq_drain){.io = b, .go = &c.go, .want = filled + K * 64},
+                     &js[K]);
             pthread_t thr;
             tu_thread_start(&thr, wq_thread, &c);
             unsigned bad = run_joinall(rt, js, K + 1, 6 * TU_WAIT_MS);
@@ -355,12 +347,11 @@ ch_parent_poll(void *arg, tr_cx *cx)
             TU_CHECK(pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0);
             TU_CHECK(tr_io_open(rt, p[0], 0, &st->rd) == TR_OK);
             TU_CHECK(tr_io_open(rt, p[1], 0, &st->wr) == TR_OK);
-            ch_child *c = NULL;
-            TU_CHECK(tr_task_new(rt, &ch_child_spec, (void **)&c) == TR_OK);
-            c->io = tr_io_ref(st->rd);
-            c->s = st->s;
-            c->want = (unsigned char)(st->id * 37 + st->i);
-            tr_task_start(c, &st->child);
+            TU_CHECK(tr_spawn(rt, &ch_child_spec, NULL,
+                              &(ch_child){.io = tr_io_ref(st->rd),
+                                          .s = st->s,
+                                          .want = (unsigned char)(st->id * 37 + st->i)},
+                              &st->child) == TR_OK);
         }
         if (st->i % 3 == 0) {
             TR_YIELD(st, cx);
@@ -401,11 +392,7 @@ test_rx_churn_across_workers(void **state)
         tr_join js[P];
         unsigned iters = BY_SAN(400, 250);
         for (unsigned i = 0; i < P; i++) {
-            ch_parent *p = tu_task_new(rt, &ch_parent_spec);
-            p->s = &st;
-            p->id = i;
-            p->iters = iters;
-            tr_task_start(p, &js[i]);
+            tu_start(rt, &ch_parent_spec, &(ch_parent){.s = &st, .id = i, .iters = iters}, &js[i]);
         }
         unsigned bad = run_joinall(rt, js, P, 6 * TU_WAIT_MS);
         tu_checks_pass();
@@ -439,11 +426,8 @@ test_rx_stale_event_on_reused_slot(void **state)
     enum { P = 4 };
     tr_join js[P];
     for (unsigned i = 0; i < P; i++) {
-        ch_parent *p = tu_task_new(rt, &ch_parent_spec);
-        p->s = &st;
-        p->id = i;
-        p->iters = BY_SAN(1000, 300);
-        tr_task_start(p, &js[i]);
+        tu_start(rt, &ch_parent_spec, &(ch_parent){.s = &st, .id = i, .iters = BY_SAN(1000, 300)},
+                 &js[i]);
     }
     unsigned bad = run_joinall(rt, js, P, 6 * TU_WAIT_MS);
     tu_checks_pass();
@@ -530,12 +514,10 @@ cft_thread(void *arg)
         TU_CHECK(tr_io_open(rt, sv[0], 0, &io) == TR_OK);
         cr_result res = {.end = TR_OK};
         sem_init(&res.fin, 0, 0);
-        cr_task *t = NULL;
-        TU_CHECK(tr_task_new(rt, &cr_spec, (void **)&t) == TR_OK);
-        t->io = tr_io_ref(io);
-        t->res = &res;
-        tr_join j;
-        tr_task_start(t, &j); // a Spawn message: any worker, worker 0 included
+        tr_join j = TR_JOIN_NONE;
+        // A Spawn message: any worker, worker 0 included.
+        TU_CHECK(tr_spawn(rt, &cr_spec, NULL, &(cr_task){.io = tr_io_ref(io), .res = &res}, &j) ==
+                 TR_OK);
         if (round % 2 == 0) {
             // A burst: the close lands while reads are running.
             for (int k = 0; k < 200; k++) {
@@ -602,13 +584,11 @@ run_close_from_thread(unsigned workers, tr_sched_kind sched)
     tr_rt *rt = rt_new(workers, sched, NULL);
     cft_ctl c = {.rt = rt, .sched = sched};
     tu_event_init(&c.finished);
-    cft_root *root = tu_task_new(rt, &cft_root_spec);
-    root->c = &c;
     pthread_t thr;
     tu_thread_start(&thr, cft_thread, &c);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 9 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, root, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &cft_root_spec, NULL, &(cft_root){.c = &c}, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_thread_join(thr);
     tu_checks_pass();
@@ -644,6 +624,7 @@ typedef struct eof_task {
     tr_err ioerr;
     size_t total;
     tr_err end;
+    struct eof_task *snap; // the test's copy of the state at the end
 } eof_task;
 
 static tr_poll
@@ -659,6 +640,7 @@ eof_poll(void *arg, tr_cx *cx)
         st->total += st->n;
     }
     st->end = st->ioerr == TR_OK ? TR_EEOF : st->ioerr;
+    *st->snap = *st;
     TR_END(st);
 }
 
@@ -734,8 +716,9 @@ test_rx_eof_and_rdhup(void **state)
         } else {
             assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
         }
-        eof_task *t = tu_task_new(rt, &eof_spec);
-        assert_int_equal(tr_io_open(rt, fds[0], 0, &t->io), TR_OK);
+        eof_task end = {0}, *t = &end;
+        eof_task init = {.snap = &end};
+        assert_int_equal(tr_io_open(rt, fds[0], 0, &init.io), TR_OK);
         c.fd = fds[1];
         pthread_t thr;
         bool threaded = c.mode != 2;
@@ -746,7 +729,7 @@ test_rx_eof_and_rdhup(void **state)
         }
         tu_watchdog wd;
         tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-        assert_int_equal(tr_rt_block_on(rt, t, NULL), TR_OK);
+        assert_int_equal(tr_rt_run(rt, &eof_spec, NULL, &init, NULL), TR_OK);
         tu_watchdog_stop(&wd);
         if (threaded) {
             tu_thread_join(thr);
@@ -756,7 +739,7 @@ test_rx_eof_and_rdhup(void **state)
             fail_msg("round %d (%s, mode %d): read %zu of %zu bytes, ended with %s", round,
                      c.socket ? "socket" : "pipe", c.mode, t->total, c.len, tr_strerror(t->end));
         }
-        tr_io_close(t->io);
+        tr_io_close(init.io);
         if (c.fd >= 0) {
             close(c.fd);
         }
@@ -776,6 +759,7 @@ typedef struct hup_writer {
     char *buf;
     size_t len, wrote;
     tr_err err;
+    struct hup_writer *snap; // the test's copy of the state at the end
 } hup_writer;
 
 static tr_poll
@@ -784,6 +768,7 @@ hup_writer_poll(void *arg, tr_cx *cx)
     hup_writer *st = arg;
     TR_BEGIN(st);
     TR_AWAIT(st, tr_write_all(st->io, cx, &st->op, st->buf, st->len, &st->wrote, &st->err));
+    *st->snap = *st;
     TR_END(st);
 }
 
@@ -849,17 +834,13 @@ test_rx_hangup_wakes_writer(void **state)
         assert_int_equal(tr_io_open(rt, sv[0], 0, &io), TR_OK);
         size_t filled = fill_socket(sv[0]);
         tr_join js[2];
-        hup_writer *w = tu_task_new(rt, &hup_writer_spec);
-        w->io = tr_io_ref(io);
-        w->buf = big;
-        w->len = len;
-        tr_task_start(w, &js[0]);
+        hup_writer wend = {0}, *w = &wend;
+        tu_start(rt, &hup_writer_spec,
+                 &(hup_writer){.io = tr_io_ref(io), .buf = big, .len = len, .snap = &wend}, &js[0]);
         unsigned n = 1;
-        eof_task *r = NULL;
+        eof_task rend = {0}, *r = &rend;
         if (half) {
-            r = tu_task_new(rt, &eof_spec);
-            r->io = io;
-            tr_task_start(r, &js[1]);
+            tu_start(rt, &eof_spec, &(eof_task){.io = io, .snap = &rend}, &js[1]);
             n = 2;
         }
         hup_ctl c = {.rt = rt, .peer = sv[1], .half = half, .drain = filled + len};
@@ -942,13 +923,11 @@ mg_root_poll(void *arg, tr_cx *cx)
         {
             int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
             TU_CHECK(fd >= 0);
-            mg_task *t = NULL;
-            TU_CHECK(tr_task_new(rt, &mg_spec, (void **)&t) == TR_OK);
-            TU_CHECK(tr_io_open(rt, fd, 0, &t->io) == TR_OK);
-            st->c->ios[st->i] = t->io;
-            t->c = st->c;
+            mg_task t = {.c = st->c};
+            TU_CHECK(tr_io_open(rt, fd, 0, &t.io) == TR_OK);
+            st->c->ios[st->i] = t.io;
             st->c->fds[st->i] = fd;
-            tr_task_start(t, &st->js[st->i]);
+            st->js[st->i] = tu_spawn(cx, &mg_spec, &t);
             atomic_store(&st->c->published, st->i + 1);
         }
         if (st->i % 64 == 63) {
@@ -995,15 +974,13 @@ run_many_regs(tr_sched_kind sched)
     mg_ctl c = {.n = BY_SAN(3000, 2000)};
     c.fds = calloc(c.n, sizeof(int));
     c.ios = calloc(c.n, sizeof(tr_io *));
-    mg_root *root = tu_task_new(rt, &mg_root_spec);
-    root->c = &c;
-    root->js = calloc(c.n, sizeof(tr_join));
-    tr_join *js = root->js;
+    tr_join *js = calloc(c.n, sizeof(tr_join));
     pthread_t thr;
     tu_thread_start(&thr, mg_thread, &c);
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 6 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, root, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &mg_root_spec, NULL, &(mg_root){.c = &c, .js = js}, NULL),
+                     TR_OK);
     tu_watchdog_stop(&wd);
     tu_thread_join(thr);
     tu_checks_pass();
@@ -1154,10 +1131,7 @@ run_oneshot_shared(unsigned workers, tr_sched_kind sched, os_ctl *c)
     c->wfd = p[1];
     tr_join js[K];
     for (int i = 0; i < K; i++) {
-        os_task *t = tu_task_new(rt, &os_spec);
-        t->io = tr_io_ref(rd);
-        t->c = c;
-        tr_task_start(t, &js[i]);
+        tu_start(rt, &os_spec, &(os_task){.io = tr_io_ref(rd), .c = c}, &js[i]);
     }
     pthread_t thr;
     tu_thread_start(&thr, os_thread, c);

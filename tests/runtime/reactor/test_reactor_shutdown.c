@@ -70,11 +70,9 @@ bo_root_poll(void *arg, tr_cx *cx)
     TR_BEGIN(st);
     if (st->ev == &st->c->root_go) {
         for (unsigned i = 0; i < st->c->k; i++) {
-            bo_reader *r = NULL;
-            TU_CHECK(tr_task_new(rt, &bo_reader_spec, (void **)&r) == TR_OK);
-            r->io = tr_io_ref(st->c->rds[i]);
-            r->c = st->c;
-            tr_task_start(r, NULL);
+            TU_CHECK(tr_spawn(rt, &bo_reader_spec, NULL,
+                              &(bo_reader){.io = tr_io_ref(st->c->rds[i]), .c = st->c},
+                              NULL) == TR_OK);
         }
     }
     TR_AWAIT(st, tu_event_poll(st->ev, cx));
@@ -110,14 +108,12 @@ run_block_on_returns(unsigned workers, tr_sched_kind sched, bool strict)
         }
         tu_event_init(&c.root_go);
         tu_event_init(&c.all_done);
-        bo_root *root = tu_task_new(rt, &bo_root_spec);
-        root->c = &c;
-        root->ev = &c.root_go;
         pthread_t thr;
         tu_thread_start(&thr, bo_thread, &c);
         tu_watchdog wd;
         tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-        assert_int_equal(tr_rt_block_on(rt, root, NULL), TR_OK);
+        assert_int_equal(
+            tr_rt_run(rt, &bo_root_spec, NULL, &(bo_root){.c = &c, .ev = &c.root_go}, NULL), TR_OK);
         tu_watchdog_stop(&wd);
         tu_thread_join(thr);
         assert_false(c.not_idle);
@@ -133,11 +129,10 @@ run_block_on_returns(unsigned workers, tr_sched_kind sched, bool strict)
                          K);
             }
         } else {
-            bo_root *r2 = tu_task_new(rt, &bo_root_spec);
-            r2->c = &c;
-            r2->ev = &c.all_done;
             tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-            assert_int_equal(tr_rt_block_on(rt, r2, NULL), TR_OK);
+            assert_int_equal(
+                tr_rt_run(rt, &bo_root_spec, NULL, &(bo_root){.c = &c, .ev = &c.all_done}, NULL),
+                TR_OK);
             tu_watchdog_stop(&wd);
         }
         tu_checks_pass();
@@ -261,15 +256,9 @@ sd_root_poll(void *arg, tr_cx *cx)
     tr_rt *rt = tr_cx_rt(cx);
     TR_BEGIN(st);
     for (unsigned i = 0; i < st->c->k; i++) {
-        sd_io_task *t = NULL;
-        TU_CHECK(tr_task_new(rt, &sd_io_spec, (void **)&t) == TR_OK);
-        t->c = st->c;
-        t->io = st->c->rds[i]; // the task owns the read end
-        tr_task_start(t, NULL);
-        sd_sleep_task *s = NULL;
-        TU_CHECK(tr_task_new(rt, &sd_sleep_spec, (void **)&s) == TR_OK);
-        s->c = st->c;
-        tr_task_start(s, NULL);
+        TU_CHECK(tr_spawn(rt, &sd_io_spec, NULL, &(sd_io_task){.c = st->c, .io = st->c->rds[i]},
+                          NULL) == TR_OK);
+        TU_CHECK(tr_spawn(rt, &sd_sleep_spec, NULL, &(sd_sleep_task){.c = st->c}, NULL) == TR_OK);
     }
     if (st->wait) {
         TR_AWAIT(st, tu_event_poll(&st->c->never, cx));
@@ -329,11 +318,9 @@ run_shutdown(tr_sched_kind sched, int mode)
     }
     c.rds = rds;
     c.wfds = wfds;
-    sd_root *root = tu_task_new(rt, &sd_root_spec);
-    root->c = &c;
-    root->wait = mode != SD_FREE_ONLY;
+    sd_root root = {.c = &c, .wait = mode != SD_FREE_ONLY};
     if (mode == SD_FREE_ONLY) {
-        assert_int_equal(tr_rt_block_on(rt, root, NULL), TR_OK);
+        assert_int_equal(tr_rt_run(rt, &sd_root_spec, NULL, &root, NULL), TR_OK);
         // The root returned at once; the others wait on workers 1 and 2.
         uint64_t deadline = tu_now_ns() + (uint64_t)TU_WAIT_MS * TR_NS_PER_MS;
         while ((tr_rt_timers(rt) < K || !all_idle(rt, 1)) && tu_now_ns() < deadline) {
@@ -345,7 +332,7 @@ run_shutdown(tr_sched_kind sched, int mode)
         pthread_t thr;
         tu_thread_start(&thr, sd_thread, &c);
         tr_outcome o;
-        tr_err e = tr_rt_block_on(rt, root, &o);
+        tr_err e = tr_rt_run(rt, &sd_root_spec, NULL, &root, &o);
         tu_thread_join(thr);
         tu_checks_pass();
         assert_false(c.not_idle);

@@ -69,13 +69,9 @@ static const tr_task_spec sleeper_spec = {
 static tr_join
 spawn_sleeper(tr_rt *rt, uint64_t deadline, order_log *log, atomic_int *drops)
 {
-    sleeper *s = NULL;
-    TU_CHECK(tr_task_new(rt, &sleeper_spec, (void **)&s) == TR_OK);
-    s->deadline = deadline;
-    s->log = log;
-    s->drops = drops;
-    tr_join j;
-    tr_task_start(s, &j);
+    tr_join j = TR_JOIN_NONE;
+    sleeper init = {.deadline = deadline, .log = log, .drops = drops};
+    TU_CHECK(tr_spawn(rt, &sleeper_spec, NULL, &init, &j) == TR_OK);
     return j;
 }
 
@@ -132,15 +128,11 @@ run_many(uint64_t n, uint64_t span_ns)
     order_log log = {.want = n};
     log.deadlines = calloc(n, sizeof(uint64_t));
     tu_event_init(&log.all_done);
-    many_root *r = tu_task_new(rt, &many_root_spec);
-    r->clk = clk;
-    r->log = &log;
-    r->n = n;
-    r->rng = 0x9e3779b97f4a7c15ull;
-    r->span_ns = span_ns;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 6 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    many_root init = {
+        .clk = clk, .log = &log, .n = n, .rng = 0x9e3779b97f4a7c15ull, .span_ns = span_ns};
+    assert_int_equal(tr_rt_run(rt, &many_root_spec, NULL, &init, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     assert_int_equal(atomic_load(&log.n), n);
@@ -224,12 +216,10 @@ test_time_far_future_deadlines(void **state)
     order_log log = {.want = 4};
     log.deadlines = calloc(4, sizeof(uint64_t));
     tu_event_init(&log.all_done);
-    far_root *r = tu_task_new(rt, &far_root_spec);
-    r->clk = clk;
-    r->log = &log;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(
+        tr_rt_run(rt, &far_root_spec, NULL, &(far_root){.clk = clk, .log = &log}, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     for (int i = 1; i < 4; i++) {
@@ -324,11 +314,9 @@ run_steps(unsigned workers)
     step_ctl c = {.rt = rt, .clk = clk, .log = &log};
     pthread_t thr;
     tu_thread_start(&thr, step_thread, &c);
-    step_root *r = tu_task_new(rt, &step_root_spec);
-    r->log = &log;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &step_root_spec, NULL, &(step_root){.log = &log}, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_thread_join(thr);
     tu_checks_pass();
@@ -387,9 +375,8 @@ test_time_real_sleep_not_early(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    real_sleep *r = tu_task_new(rt, &real_sleep_spec);
     uint64_t t0 = tu_now_ns();
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &real_sleep_spec, NULL, NULL, NULL), TR_OK);
     uint64_t t1 = tu_now_ns();
     assert_true(t1 - t0 >= 35 * TR_NS_PER_MS);
     tu_rt_free_clean(rt);
@@ -407,6 +394,7 @@ typedef struct to_root {
     atomic_int *polls, *drops;
     bool expired1, expired2;
     uint64_t t0, t1;
+    struct to_root *snap; // the test's copy of the state at the end
 } to_root;
 
 static tr_poll
@@ -415,10 +403,7 @@ to_root_poll(void *arg, tr_cx *cx)
     to_root *st = arg;
     tr_rt *rt = tr_cx_rt(cx);
     TR_BEGIN(st);
-    {
-        tu_stuck *s = tu_stuck_new(rt, st->polls, st->drops);
-        tr_task_start(s, &st->j);
-    }
+    TU_CHECK(tr_spawn(rt, &tu_stuck_spec, NULL, TU_STUCK(st->polls, st->drops), &st->j) == TR_OK);
     st->t0 = tr_now(rt);
     TR_AWAIT(st, tr_timeout_poll(&st->to, cx, 20 * TR_NS_PER_MS, tr_join_poll(&st->j, cx, &st->out),
                                  &st->expired1));
@@ -433,6 +418,7 @@ to_root_poll(void *arg, tr_cx *cx)
     TU_CHECK(st->out.err == TR_ECANCELED);
     TU_CHECK(!tr_timer_armed(&st->to.to_timer));
     TU_CHECK(tr_rt_timers(rt) == 0);
+    *st->snap = *st;
     TR_END(st);
 }
 
@@ -452,12 +438,11 @@ test_time_timeout_cancels_inner(void **state)
     (void)state;
     tr_rt *rt = tu_rt_new();
     atomic_int polls = 0, drops = 0;
-    to_root *r = tu_task_new(rt, &to_root_spec);
-    r->polls = &polls;
-    r->drops = &drops;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    to_root end = {0}, *r = &end;
+    to_root init = {.polls = &polls, .drops = &drops, .snap = &end};
+    assert_int_equal(tr_rt_run(rt, &to_root_spec, NULL, &init, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     assert_true(r->expired1);
@@ -476,6 +461,7 @@ typedef struct iv_root {
     tr_clock *clk;
     int ticks;
     uint64_t t_first, t_last;
+    struct iv_root *snap; // the test's copy of the state at the end
 } iv_root;
 
 static tr_poll
@@ -499,6 +485,7 @@ iv_root_poll(void *arg, tr_cx *cx)
     TR_AWAIT(st, tr_interval_tick(&st->iv, cx));
     st->ticks++;
     st->t_last = tr_now(rt);
+    *st->snap = *st;
     TR_END(st);
 }
 
@@ -518,11 +505,11 @@ test_time_interval_skips_missed_ticks(void **state)
     (void)state;
     tr_clock *clk;
     tr_rt *rt = vclock_rt(&clk, 1);
-    iv_root *r = tu_task_new(rt, &iv_root_spec);
-    r->clk = clk;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    iv_root end = {0}, *r = &end;
+    assert_int_equal(tr_rt_run(rt, &iv_root_spec, NULL, &(iv_root){.clk = clk, .snap = &end}, NULL),
+                     TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     assert_int_equal(r->ticks, 3);
@@ -546,16 +533,15 @@ test_time_cancel_disarms(void **state)
         js[i] = spawn_sleeper(rt, tr_now(rt) + 3600 * TR_NS_PER_SEC, NULL, &drops);
     }
     // Let them arm: run the runtime until it parks, via a root that yields.
-    tu_value_task *v = tu_value_new(rt, 3, 7, NULL);
-    assert_int_equal(tr_rt_block_on(rt, v, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &tu_value_spec, NULL, TU_VALUE(3, 7, NULL), NULL), TR_OK);
     assert_int_equal(tr_rt_timers(rt), 50);
     for (int i = 0; i < 50; i++) {
         assert_int_equal(tr_task_abort(&js[i]), TR_OK);
         tr_outcome o;
         // Cancels are carried out by a worker: run until each join is done.
         while (!tr_join_is_finished(&js[i])) {
-            tu_value_task *y = tu_value_new(rt, 1, 0, NULL);
-            assert_int_equal(tr_rt_block_on(rt, y, NULL), TR_OK);
+            assert_int_equal(tr_rt_run(rt, &tu_value_spec, NULL, TU_VALUE(1, 0, NULL), NULL),
+                             TR_OK);
         }
         assert_int_equal(tr_join_wait(&js[i], &o), TR_OK);
         assert_int_equal(o.err, TR_ECANCELED);
@@ -575,8 +561,7 @@ test_time_free_with_armed_timers(void **state)
         tr_join j = spawn_sleeper(rt, tr_now(rt) + 3600 * TR_NS_PER_SEC, NULL, &drops);
         tr_join_release(&j);
     }
-    tu_value_task *v = tu_value_new(rt, 2, 1, NULL);
-    assert_int_equal(tr_rt_block_on(rt, v, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &tu_value_spec, NULL, TU_VALUE(2, 1, NULL), NULL), TR_OK);
     assert_int_equal(tr_rt_timers(rt), 100);
     tr_rt_free(rt); // cancels them: each drop disarms its timer
     assert_int_equal(atomic_load(&drops), 100);
@@ -622,12 +607,10 @@ test_time_real_sleeps_many_workers(void **state)
     order_log log = {.want = n};
     log.deadlines = calloc(n, sizeof(uint64_t));
     tu_event_init(&log.all_done);
-    multi_root *r = tu_task_new(rt, &multi_root_spec);
-    r->log = &log;
-    r->n = n;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(
+        tr_rt_run(rt, &multi_root_spec, NULL, &(multi_root){.log = &log, .n = n}, NULL), TR_OK);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     assert_int_equal(atomic_load(&log.n), n);
@@ -688,8 +671,7 @@ test_time_past_deadline_ready_at_once(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    past_root *r = tu_task_new(rt, &past_root_spec);
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &past_root_spec, NULL, NULL, NULL), TR_OK);
     tu_checks_pass();
     assert_int_equal(tr_rt_timers(rt), 0);
     tu_rt_free_clean(rt);
@@ -779,16 +761,8 @@ lp_root_poll(void *arg, tr_cx *cx)
 {
     lp_root *st = arg;
     TR_BEGIN(st);
-    {
-        lp_sleeper *sl = NULL;
-        lp_busy *b = NULL;
-        TU_CHECK(tr_task_new(tr_cx_rt(cx), &lp_sleeper_spec, (void **)&sl) == TR_OK);
-        sl->sh = st->sh;
-        tr_task_start(sl, &st->j[0]);
-        TU_CHECK(tr_task_new(tr_cx_rt(cx), &lp_busy_spec, (void **)&b) == TR_OK);
-        b->sh = st->sh;
-        tr_task_start(b, &st->j[1]);
-    }
+    st->j[0] = tu_spawn(cx, &lp_sleeper_spec, &(lp_sleeper){.sh = st->sh});
+    st->j[1] = tu_spawn(cx, &lp_busy_spec, &(lp_busy){.sh = st->sh});
     for (st->i = 0; st->i < 2; st->i++) {
         TR_AWAIT(st, tr_join_poll(&st->j[st->i], cx, &st->out));
     }
@@ -810,9 +784,7 @@ test_time_timer_fires_after_long_poll(void **state)
     cfg.clock = sh.clk;
     cfg.ignore_env = true; // deterministic mode keeps to the poll count
     tr_rt *rt = tu_rt_new_cfg(&cfg);
-    lp_root *r = tu_task_new(rt, &lp_root_spec);
-    r->sh = &sh;
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &lp_root_spec, NULL, &(lp_root){.sh = &sh}, NULL), TR_OK);
     tu_checks_pass();
     assert_false(atomic_load(&sh.slow));
     assert_true(atomic_load(&sh.done));

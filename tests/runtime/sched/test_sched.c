@@ -159,20 +159,21 @@ wd_stop(tu_watchdog *wd)
     }
 }
 
-// run_root runs block_on with root (from tr_task_new) under a watchdog and
-// checks that the root completed; returns its outcome.
+// run_root runs a root of kind spec, its state a copy of *init (NULL:
+// zeroed), with tr_rt_run under a watchdog and checks that the root
+// completed; returns its outcome.
 static tr_outcome
-run_root(tr_rt *rt, void *root)
+run_root(tr_rt *rt, const tr_task_spec *spec, const void *init)
 {
     tr_outcome out;
     memset(&out, 0, sizeof out);
     tu_watchdog wd;
     wd_start(&wd, rt);
-    tr_err rv = tr_rt_block_on(rt, root, &out);
+    tr_err rv = tr_rt_run(rt, spec, NULL, (void *)init, &out);
     wd_stop(&wd);
     checks_pass();
     if (rv != TR_OK) {
-        fail_msg("[%s] block_on: %s", g_ctx, tr_err_name(rv));
+        fail_msg("[%s] tr_rt_run: %s", g_ctx, tr_err_name(rv));
     }
     EXPECT_EQ(out.err, TR_OK);
     return out;
@@ -190,14 +191,15 @@ rt_free_clean(tr_rt *rt)
 // ---------------------------------------------------------------------------
 // Small helpers.
 
-// spawn prepares a task inside a poll (no cmocka asserts there).
-static void *
-spawn(tr_cx *cx, const tr_task_spec *spec)
+// spawn starts a task inside a poll, its state a copy of *init (NULL:
+// zeroed), with tr_spawn; a failure is recorded (no cmocka asserts there)
+// and gives false.
+static bool
+spawn(tr_cx *cx, const tr_task_spec *spec, const void *init, tr_join *j)
 {
-    void *p = NULL;
-    tr_err e = tr_task_new(tr_cx_rt(cx), spec, &p);
+    tr_err e = tr_spawn(tr_cx_rt(cx), spec, NULL, (void *)init, j);
     TU_CHECK(e == TR_OK);
-    return e == TR_OK ? p : NULL;
+    return e == TR_OK;
 }
 
 // An "in poll" flag per task: set on entry, cleared on exit. Finding it set
@@ -372,17 +374,14 @@ typedef struct load_parent {
 static tr_poll
 load_parent_body(load_parent *st, tr_cx *cx)
 {
-    load_child *c;
     TR_BEGIN(st);
     for (st->k = 0; st->k < LOAD_CHILDREN; st->k++) {
-        c = spawn(cx, &load_child_spec);
-        if (c == NULL) {
+        if (!spawn(cx, &load_child_spec,
+                   &(load_child){
+                       .ld = st->ld, .idx = st->p * LOAD_CHILDREN + st->k, .yields = st->k % 3},
+                   &st->j[st->k])) {
             TR_RETURN(st);
         }
-        c->ld = st->ld;
-        c->idx = st->p * LOAD_CHILDREN + st->k;
-        c->yields = st->k % 3;
-        tr_task_start(c, &st->j[st->k]);
         if (st->k == LOAD_CHILDREN / 2) {
             TR_YIELD(st, cx); // let the first half start meanwhile
         }
@@ -425,16 +424,12 @@ static tr_poll
 load_root_poll(void *arg, tr_cx *cx)
 {
     load_root *st = arg;
-    load_parent *p;
     TR_BEGIN(st);
     for (st->k = 0; st->k < LOAD_PARENTS; st->k++) {
-        p = spawn(cx, &load_parent_spec);
-        if (p == NULL) {
+        if (!spawn(cx, &load_parent_spec, &(load_parent){.ld = st->ld, .p = st->k},
+                   &st->j[st->k])) {
             TR_RETURN(st);
         }
-        p->ld = st->ld;
-        p->p = st->k;
-        tr_task_start(p, &st->j[st->k]);
     }
     for (st->k = 0; st->k < LOAD_PARENTS; st->k++) {
         TR_AWAIT(st, tr_join_poll(&st->j[st->k], cx, &st->out));
@@ -459,9 +454,7 @@ test_sched_load_spawn_join(void **state)
         tr_rt_config cfg = cfg_make(cases[c].sched, 2, false);
         tr_rt *rt = rt_make(&cfg, "load");
         ld->nworkers = tu_stats(rt).workers;
-        load_root *r = tu_task_new(rt, &load_root_spec);
-        r->ld = ld;
-        tr_outcome out = run_root(rt, r);
+        tr_outcome out = run_root(rt, &load_root_spec, &(load_root){.ld = ld});
         const uint64_t n = LOAD_N;
         EXPECT_EQ(out.value.u64, n * (n - 1) / 2);
         EXPECT_EQ(atomic_load(&g_overlaps), 0);
@@ -490,7 +483,7 @@ test_sched_load_spawn_join(void **state)
 }
 
 // ===========================================================================
-// Stress: plain threads spawn tasks (tr_task_new/tr_task_start from outside)
+// Stress: plain threads spawn tasks (tr_spawn from outside)
 // and wake sleeping tasks through their stored wakers while block_on runs.
 // Spawned tasks yield, some wake a sleeper from inside the runtime, some are
 // joined by their spawner thread with tr_join_wait and some are detached
@@ -581,8 +574,10 @@ ext_spawner(void *arg)
     }
     for (unsigned i = 0; i < EX_SPAWNS; i++) {
         uint32_t idx = a->t * EX_SPAWNS + i;
-        void *p = NULL;
-        if (tr_task_new(x->rt, &ext_task_spec, &p) != TR_OK) {
+        ext_task init = {.x = x, .idx = idx, .yields = idx % 3};
+        tr_join j = TR_JOIN_NONE;
+        // Joined (cases 0 to 2 below) or detached at the start.
+        if (tr_spawn(x->rt, &ext_task_spec, NULL, &init, i % 8 < 3 ? &j : NULL) != TR_OK) {
             atomic_fetch_add(&x->thread_fail, 1);
             // Count it, or the root would wait for it forever.
             if (atomic_fetch_add(&x->completed, 1) + 1 == EX_N) {
@@ -590,14 +585,8 @@ ext_spawner(void *arg)
             }
             continue;
         }
-        ext_task *t = p;
-        t->x = x;
-        t->idx = idx;
-        t->yields = idx % 3;
-        tr_join j = TR_JOIN_NONE;
         switch (i % 8) {
         case 0: { // a blocking join from this plain thread
-            tr_task_start(t, &j);
             tr_outcome out;
             if (tr_join_wait(&j, &out) != TR_OK || out.err != TR_OK || out.value.u64 != idx + 1) {
                 atomic_fetch_add(&x->thread_fail, 1);
@@ -606,11 +595,9 @@ ext_spawner(void *arg)
         }
         case 1:
         case 2: // detached right after the start, racing its completion
-            tr_task_start(t, &j);
             tr_join_release(&j);
             break;
         default:
-            tr_task_start(t, NULL);
             break;
         }
     }
@@ -676,16 +663,11 @@ static tr_poll
 ext_root_poll(void *arg, tr_cx *cx)
 {
     ext_root *st = arg;
-    ext_sleeper *s;
     TR_BEGIN(st);
     for (st->k = 0; st->k < EX_SLEEPERS; st->k++) {
-        s = spawn(cx, &ext_sleeper_spec);
-        if (s == NULL) {
+        if (!spawn(cx, &ext_sleeper_spec, &(ext_sleeper){.x = st->x, .i = st->k}, &st->j[st->k])) {
             TR_RETURN(st);
         }
-        s->x = st->x;
-        s->i = st->k;
-        tr_task_start(s, &st->j[st->k]);
     }
     // Every sleeper publishes its waker in its first poll, then wakes us.
     // (Awaited, not spun on: a spin bounded by a count fails whenever the
@@ -716,8 +698,6 @@ test_sched_stress_external_spawn_wake(void **state)
         tr_rt_config cfg = cfg_make(cases[c].sched, 2, false);
         tr_rt *rt = rt_make(&cfg, "external spawn/wake");
         x->rt = rt;
-        ext_root *r = tu_task_new(rt, &ext_root_spec);
-        r->x = x;
         for (unsigned t = 0; t < EX_SPAWNERS + EX_WAKERS; t++) {
             x->args[t].x = x;
             x->args[t].t = t < EX_SPAWNERS ? t : t - EX_SPAWNERS;
@@ -730,7 +710,7 @@ test_sched_stress_external_spawn_wake(void **state)
         tu_watchdog wd;
         wd_start(&wd, rt);
         tr_outcome out;
-        tr_err rv = tr_rt_block_on(rt, r, &out);
+        tr_err rv = tr_rt_run(rt, &ext_root_spec, NULL, &(ext_root){.x = x}, &out);
         wd_stop(&wd);
         for (unsigned t = 0; t < EX_SPAWNERS; t++) {
             tu_thread_join(x->spawners[t]);
@@ -814,11 +794,8 @@ lag_start(tr_sched_kind k, const char *label, tu_event *dropped, tu_event *relea
     tr_rt *rt = rt_make(&cfg, label);
     tu_event_init(dropped);
     tu_event_init(release);
-    assert_int_equal(tr_task_start(tu_value_new(rt, 0, 0, NULL), NULL), TR_OK);
-    lag_task *t = tu_task_new(rt, &lag_task_spec);
-    t->dropped = dropped;
-    t->release = release;
-    assert_int_equal(tr_task_start(t, NULL), TR_OK);
+    tu_start(rt, &tu_value_spec, TU_VALUE(0, 0, NULL), NULL);
+    tu_start(rt, &lag_task_spec, &(lag_task){.dropped = dropped, .release = release}, NULL);
     assert_true(tu_event_wait(dropped, TU_WAIT_MS));
     return rt;
 }
@@ -1033,30 +1010,23 @@ cr_root_poll(void *arg, tr_cx *cx)
 {
     cr_root *st = arg;
     cr *c = st->c;
-    racer *rc;
-    cr_aborter *ab;
     uint32_t idx;
     TR_BEGIN(st);
     for (st->round = 0; st->round < CR_ROUNDS; st->round++) {
         for (st->k = 0; st->k < CR_BATCH; st->k++) {
-            rc = spawn(cx, &racer_spec);
-            if (rc == NULL) {
+            if (!spawn(cx, &racer_spec,
+                       &(racer){.c = c,
+                                .idx = (uint32_t)(st->round * CR_BATCH + st->k),
+                                .yields = (uint32_t)(st->k % 4)},
+                       &st->j[st->k])) {
                 TR_RETURN(st);
             }
-            rc->c = c;
-            rc->idx = (uint32_t)(st->round * CR_BATCH + st->k);
-            rc->yields = (uint32_t)(st->k % 4);
-            tr_task_start(rc, &st->j[st->k]);
         }
         c->handles = st->j;
         if (c->from_task) {
-            ab = spawn(cx, &cr_aborter_spec);
-            if (ab == NULL) {
+            if (!spawn(cx, &cr_aborter_spec, &(cr_aborter){.c = c, .round = st->round}, &st->ja)) {
                 TR_RETURN(st);
             }
-            ab->c = c;
-            ab->round = st->round;
-            tr_task_start(ab, &st->ja);
             TR_AWAIT(st, tr_join_poll(&st->ja, cx, &st->out));
         } else {
             sem_post(&c->go);
@@ -1103,12 +1073,10 @@ cancel_race_run(bool from_task)
         if (!from_task) {
             tu_thread_start(&c->thr, cr_thread, c);
         }
-        cr_root *r = tu_task_new(rt, &cr_root_spec);
-        r->c = c;
         tu_watchdog wd;
         wd_start(&wd, rt);
         tr_outcome out;
-        tr_err rv = tr_rt_block_on(rt, r, &out);
+        tr_err rv = tr_rt_run(rt, &cr_root_spec, NULL, &(cr_root){.c = c}, &out);
         wd_stop(&wd);
         if (!from_task) {
             tu_thread_join(c->thr);
@@ -1150,9 +1118,11 @@ test_sched_cancel_race_from_task(void **state)
 // Stress: shutdown racing spawns. Plain threads spawn tasks (a third never
 // finish on their own) while another thread calls tr_rt_shutdown once
 // SR_TRIGGER tasks are out. Every tr_task_new either fails with
-// TR_ESHUTDOWN or its task runs its drop exactly once (completed, or
-// cancelled by the shutdown or by tr_rt_free); live tasks are exactly those
-// whose drop has not run yet; nothing leaks (ASan).
+// TR_ESHUTDOWN or its task runs its drop exactly once (completed, refused
+// by tr_task_start, or cancelled by the shutdown or by tr_rt_free); live
+// tasks are exactly those whose drop has not run yet; nothing leaks (ASan).
+// It tests tr_task_new and tr_task_start themselves (a shutdown falling
+// between the two), so it spawns in two steps.
 
 #define SR_SPAWNERS 3
 #define SR_SPAWNS 3000
@@ -1223,7 +1193,7 @@ sr_spawner(void *arg)
     sr *x = a->x;
     for (unsigned i = 0; i < SR_SPAWNS; i++) {
         uint32_t idx = a->t * SR_SPAWNS + i;
-        void *p = NULL;
+        void *p = NULL; // two steps on purpose: see above
         tr_err rv = tr_task_new(x->rt, &sr_task_spec, &p);
         if (rv == TR_ESHUTDOWN) {
             atomic_fetch_add(&x->refused, 1);
@@ -1309,6 +1279,8 @@ test_sched_shutdown_race_spawn(void **state)
             tr_rt *rt = rt_make(&cfg, m == 0 ? "shutdown race (immediate)"
                                              : "shutdown race (graceful 20 ms)");
             x->rt = rt;
+            // The root is made before the threads start (in two steps: the
+            // shutdown may come before tr_rt_run would have made it).
             sr_root *r = tu_task_new(rt, &sr_root_spec);
             r->x = x;
             for (unsigned t = 0; t < SR_SPAWNERS; t++) {
@@ -1571,46 +1543,30 @@ fair_root_poll(void *arg, tr_cx *cx)
 {
     fair_root *st = arg;
     fair *f = st->f;
-    spinner *sp;
-    latency *lt;
-    pingpong *pp;
-    ext_latency *el;
     TR_BEGIN(st);
     if (st->mode == 1) {
         for (st->n = 0; st->n < 2; st->n++) {
-            pp = spawn(cx, &pingpong_spec);
-            if (pp == NULL) {
+            if (!spawn(cx, &pingpong_spec, &(pingpong){.f = f, .me = st->n},
+                       st->n == 0 ? &st->j1 : &st->j3)) {
                 TR_RETURN(st);
             }
-            pp->f = f;
-            pp->me = st->n;
-            tr_task_start(pp, st->n == 0 ? &st->j1 : &st->j3);
         }
         TR_AWAIT(st, counter_poll(&f->pp_published, 2, &f->root_w, cx));
         pub_wake(&f->pp_w[0]); // serve
     } else {
-        sp = spawn(cx, &spinner_spec);
-        if (sp == NULL) {
+        if (!spawn(cx, &spinner_spec,
+                   &(spinner){.f = f, .max = st->mode == 2 ? SPIN_MAX_EXT : SPIN_MAX}, &st->j1)) {
             TR_RETURN(st);
         }
-        sp->f = f;
-        sp->max = st->mode == 2 ? SPIN_MAX_EXT : SPIN_MAX;
-        tr_task_start(sp, &st->j1);
     }
     if (st->mode == 2) {
-        el = spawn(cx, &ext_latency_spec);
-        if (el == NULL) {
+        if (!spawn(cx, &ext_latency_spec, &(ext_latency){.f = f}, &st->j2)) {
             TR_RETURN(st);
         }
-        el->f = f;
-        tr_task_start(el, &st->j2);
     } else {
-        lt = spawn(cx, &latency_spec);
-        if (lt == NULL) {
+        if (!spawn(cx, &latency_spec, &(latency){.f = f}, &st->j2)) {
             TR_RETURN(st);
         }
-        lt->f = f;
-        tr_task_start(lt, &st->j2);
     }
     TR_AWAIT(st, tr_join_poll(&st->j2, cx, &st->out));
     TU_CHECK(st->out.err == TR_OK);
@@ -1644,11 +1600,8 @@ fair_run(int mode)
             if (mode == 2) {
                 tu_thread_start(&thr, fair_ext_thread, f);
             }
-            fair_root *r = tu_task_new(rt, &fair_root_spec);
-            r->f = f;
-            r->mode = mode;
             f->t0 = tu_now_ns();
-            run_root(rt, r);
+            run_root(rt, &fair_root_spec, &(fair_root){.f = f, .mode = mode});
             if (mode == 2) {
                 tu_thread_join(thr);
             }
@@ -1776,18 +1729,13 @@ static tr_poll
 dist_root_poll(void *arg, tr_cx *cx)
 {
     dist_root *st = arg;
-    dist_task *t;
     TR_BEGIN(st);
     for (st->k = 0; st->k < st->n; st->k++) {
-        t = spawn(cx, &dist_task_spec);
-        if (t == NULL) {
+        if (!spawn(cx, &dist_task_spec,
+                   &(dist_task){.d = st->d, .idx = st->k, .work = st->work, .yields = st->yields},
+                   &st->j[st->k])) {
             TR_RETURN(st);
         }
-        t->d = st->d;
-        t->idx = st->k;
-        t->work = st->work;
-        t->yields = st->yields;
-        tr_task_start(t, &st->j[st->k]);
     }
     for (st->k = 0; st->k < st->n; st->k++) {
         TR_AWAIT(st, tr_join_poll(&st->j[st->k], cx, &st->out));
@@ -1809,12 +1757,8 @@ test_sched_ws_spreads_work(void **state)
     tr_rt_config cfg = cfg_make(TR_SCHED_WS, 2, true);
     tr_rt *rt = rt_make(&cfg, "ws spreads work");
     d->hold_until_ns = tu_now_ns() + (uint64_t)TU_WAIT_MS * 1000000u;
-    dist_root *r = tu_task_new(rt, &dist_root_spec);
-    r->d = d;
-    r->n = DIST_N;
-    r->work = DIST_WORK;
-    r->yields = 1;
-    run_root(rt, r);
+    run_root(rt, &dist_root_spec,
+             &(dist_root){.d = d, .n = DIST_N, .work = DIST_WORK, .yields = 1});
     EXPECT_EQ(atomic_load(&d->bad_worker), 0);
     EXPECT_EQ(atomic_load(&g_overlaps), 0);
     tr_worker_stats w0, w1;
@@ -1850,12 +1794,7 @@ test_sched_rr_deals_new_tasks_in_turn(void **state)
     assert_non_null(d);
     tr_rt_config cfg = cfg_make(TR_SCHED_RR, 2, true);
     tr_rt *rt = rt_make(&cfg, "rr deals in turn");
-    dist_root *r = tu_task_new(rt, &dist_root_spec);
-    r->d = d;
-    r->n = 100;
-    r->work = 2000;
-    r->yields = 0;
-    run_root(rt, r);
+    run_root(rt, &dist_root_spec, &(dist_root){.d = d, .n = 100, .work = 2000, .yields = 0});
     EXPECT_EQ(atomic_load(&d->bad_worker), 0);
     int on[2] = {0, 0};
     for (int i = 0; i < 100; i++) {
@@ -1940,16 +1879,11 @@ static tr_poll
 sticky_root_poll(void *arg, tr_cx *cx)
 {
     sticky_root *st = arg;
-    sticky *t;
     TR_BEGIN(st);
     for (st->k = 0; st->k < STICKY; st->k++) {
-        t = spawn(cx, &sticky_spec);
-        if (t == NULL) {
+        if (!spawn(cx, &sticky_spec, &(sticky){.sh = st->sh, .i = st->k}, &st->j[st->k])) {
             TR_RETURN(st);
         }
-        t->sh = st->sh;
-        t->i = st->k;
-        tr_task_start(t, &st->j[st->k]);
     }
     for (st->k = 0; st->k < STICKY; st->k++) {
         TR_AWAIT(st, tr_join_poll(&st->j[st->k], cx, &st->out));
@@ -1975,9 +1909,7 @@ test_sched_rr_wake_returns_to_last_worker(void **state)
     tr_rt *rt = rt_make(&cfg, "rr wake affinity");
     pthread_t thr;
     tu_thread_start(&thr, sticky_thread, sh);
-    sticky_root *r = tu_task_new(rt, &sticky_root_spec);
-    r->sh = sh;
-    run_root(rt, r);
+    run_root(rt, &sticky_root_spec, &(sticky_root){.sh = sh});
     tu_thread_join(thr);
     EXPECT_EQ(atomic_load(&sh->thread_fail), 0);
     EXPECT_EQ(atomic_load(&g_overlaps), 0);
@@ -2081,16 +2013,11 @@ hyb_root_poll(void *arg, tr_cx *cx)
 {
     hyb_root *st = arg;
     hyb *h = st->h;
-    sleepy *t;
     TR_BEGIN(st);
     for (st->k = 0; st->k < 3; st->k++) {
-        t = spawn(cx, &sleepy_spec);
-        if (t == NULL) {
+        if (!spawn(cx, &sleepy_spec, &(sleepy){.h = h, .i = st->k}, &st->j[st->k])) {
             TR_RETURN(st);
         }
-        t->h = h;
-        t->i = st->k;
-        tr_task_start(t, &st->j[st->k]);
         h->ids[st->k] = tr_join_id(&st->j[st->k]);
     }
     TU_YIELD_UNTIL(st, cx,
@@ -2129,9 +2056,7 @@ hyb_run(tr_sched_kind k, hyb *h)
 {
     tr_rt_config cfg = cfg_make(k, 1, true);
     tr_rt *rt = rt_make(&cfg, "hybrid: sleepy first");
-    hyb_root *r = tu_task_new(rt, &hyb_root_spec);
-    r->h = h;
-    run_root(rt, r);
+    run_root(rt, &hyb_root_spec, &(hyb_root){.h = h});
     EXPECT_EQ(h->found, 3);
     EXPECT_EQ(atomic_load(&h->tlen), 3);
     print_message("[%s] sleeps A=%u B=%u C=%u; order after waking B, A, C: %c %c %c\n", g_ctx,
@@ -2217,15 +2142,15 @@ static tr_poll
 bo_root_poll(void *arg, tr_cx *cx)
 {
     bo_root *st = arg;
-    bo_child *c;
     TR_BEGIN(st);
     for (st->k = 0; st->k < BO_CHILDREN; st->k++) {
-        c = spawn(cx, &bo_child_spec);
-        if (c == NULL) {
+        if (!spawn(cx, &bo_child_spec,
+                   &(bo_child){
+                       .work = 200 +
+                               (uint32_t)((st->round * 7919u + (unsigned)st->k * 104729u) % 2000u)},
+                   &st->j[st->k])) {
             TR_RETURN(st);
         }
-        c->work = 200 + (uint32_t)((st->round * 7919u + (unsigned)st->k * 104729u) % 2000u);
-        tr_task_start(c, &st->j[st->k]);
     }
     for (st->k = 0; st->k < BO_CHILDREN; st->k++) {
         TR_AWAIT(st, tr_join_poll(&st->j[st->k], cx, &st->out));
@@ -2254,10 +2179,8 @@ test_sched_block_on_returns_when_root_completes_elsewhere(void **state)
         tr_err rv = TR_OK;
         tr_outcome out = {.err = TR_OK};
         for (round = 0; round < BO_ROUNDS && !atomic_load(&wd.fired); round++) {
-            bo_root *r = tu_task_new(rt, &bo_root_spec);
-            r->elsewhere = &elsewhere;
-            r->round = (uint32_t)round;
-            rv = tr_rt_block_on(rt, r, &out);
+            rv = tr_rt_run(rt, &bo_root_spec, NULL,
+                           &(bo_root){.elsewhere = &elsewhere, .round = (uint32_t)round}, &out);
             if (rv != TR_OK || out.value.u64 != 7) {
                 break;
             }
@@ -2333,12 +2256,10 @@ test_sched_idle_runtime_uses_no_cpu(void **state)
         tu_event_init(&id.fire);
         tr_rt_config cfg = cfg_make(cases[cs].sched, 2, true);
         tr_rt *rt = rt_make(&cfg, "idle");
-        idle_root *r = tu_task_new(rt, &idle_root_spec);
-        r->id = &id;
         pthread_t thr;
         uint64_t cpu0 = cpu_ns(), t0 = tu_now_ns();
         tu_thread_start(&thr, idle_thread, &id);
-        run_root(rt, r);
+        run_root(rt, &idle_root_spec, &(idle_root){.id = &id});
         uint64_t cpu = cpu_ns() - cpu0, wall = tu_now_ns() - t0;
         tu_thread_join(thr);
         tr_rt_stats s = tu_stats(rt);
@@ -2421,17 +2342,13 @@ static tr_poll
 det_root_poll(void *arg, tr_cx *cx)
 {
     det_root *st = arg;
-    det_task *t;
     det_note(st->d, 255, cx);
     TR_BEGIN(st);
     for (st->k = 0; st->k < DET_TASKS; st->k++) {
-        t = spawn(cx, &det_task_spec);
-        if (t == NULL) {
+        if (!spawn(cx, &det_task_spec, &(det_task){.d = st->d, .label = (uint8_t)st->k},
+                   &st->j[st->k])) {
             TR_RETURN(st);
         }
-        t->d = st->d;
-        t->label = (uint8_t)st->k;
-        tr_task_start(t, &st->j[st->k]);
     }
     for (st->k = 0; st->k < DET_TASKS; st->k++) {
         TR_AWAIT(st, tr_join_poll(&st->j[st->k], cx, &st->out));
@@ -2454,9 +2371,7 @@ det_run(tr_sched_kind k, uint64_t seed, det *d)
     tr_rt_stats s = tu_stats(rt);
     EXPECT_EQ(s.workers, 1);
     EXPECT(s.deterministic_seed == seed);
-    det_root *r = tu_task_new(rt, &det_root_spec);
-    r->d = d;
-    run_root(rt, r);
+    run_root(rt, &det_root_spec, &(det_root){.d = d});
     EXPECT_EQ(atomic_load(&d->bad_worker), 0);
     int len = atomic_load(&d->len);
     EXPECT(len <= DET_TRACE);
@@ -2709,12 +2624,7 @@ test_sched_worker_stats(void **state)
         assert_non_null(d);
         tr_rt_config cfg = cfg_make(cases[cs].sched, 2, true);
         tr_rt *rt = rt_make(&cfg, "worker stats");
-        dist_root *r = tu_task_new(rt, &dist_root_spec);
-        r->d = d;
-        r->n = 100;
-        r->work = 5000;
-        r->yields = 2;
-        run_root(rt, r);
+        run_root(rt, &dist_root_spec, &(dist_root){.d = d, .n = 100, .work = 5000, .yields = 2});
         tu_rt_quiesce(rt, TU_WAIT_MS); // so that the counters hold still
         tr_rt_stats s = tu_stats(rt);
         EXPECT_EQ(s.sched, cases[cs].sched);

@@ -71,14 +71,9 @@ static const tr_task_spec sender_spec = {
 static tr_join
 spawn_sender(tr_rt *rt, tr_chan *ch, uint32_t first, uint32_t end, sender_rep *rep)
 {
-    sender_task *st = tu_task_new(rt, &sender_spec);
     tr_chan_sender_clone(ch);
-    st->ch = ch;
-    st->next = first;
-    st->end = end;
-    st->rep = rep;
     tr_join j = TR_JOIN_NONE;
-    tr_task_start(st, &j);
+    tu_start(rt, &sender_spec, &(sender_task){.ch = ch, .next = first, .end = end, .rep = rep}, &j);
     return j;
 }
 
@@ -567,12 +562,7 @@ rxcancel_root_poll(void *arg, tr_cx *cx)
 {
     rxcancel_root *st = arg;
     TR_BEGIN(st);
-    {
-        receiver_task *rx = tu_task_new(tr_cx_rt(cx), &receiver_spec);
-        rx->ch = st->ch;
-        rx->polls = &st->polls;
-        tr_task_start(rx, &st->join);
-    }
+    st->join = tu_spawn(cx, &receiver_spec, &(receiver_task){.ch = st->ch, .polls = &st->polls});
     YIELD_UNTIL(st, cx, st->polls >= 1);
     CHECK_EQ(st, tr_task_abort(&st->join), TR_OK);
     TR_AWAIT(st, tr_join_poll(&st->join, cx, &st->out));
@@ -1026,13 +1016,9 @@ static const tr_task_spec os_sender_spec = {.name = "oneshot-sender",
 static tr_join
 spawn_os_sender(tr_rt *rt, tr_oneshot *o, uint64_t value, uint32_t yields, bool send)
 {
-    os_sender *st = tu_task_new(rt, &os_sender_spec);
-    st->o = o;
-    st->value = value;
-    st->yields = yields;
-    st->send = send;
     tr_join j = TR_JOIN_NONE;
-    tr_task_start(st, &j);
+    tu_start(rt, &os_sender_spec,
+             &(os_sender){.o = o, .value = value, .yields = yields, .send = send}, &j);
     return j;
 }
 
@@ -1168,12 +1154,7 @@ os_receiver_dropped_poll(void *arg, tr_cx *cx)
     // A receiver task waits, is cancelled (its drop releases the receiver
     // end), then the send reports TR_ECLOSED and frees the oneshot.
     CHECK_EQ(st, tr_oneshot_new(sizeof(uint64_t), &st->o), TR_OK);
-    {
-        os_receiver *rx = tu_task_new(tr_cx_rt(cx), &os_receiver_spec);
-        rx->o = st->o;
-        rx->polls = &st->polls;
-        tr_task_start(rx, &st->join);
-    }
+    st->join = tu_spawn(cx, &os_receiver_spec, &(os_receiver){.o = st->o, .polls = &st->polls});
     YIELD_UNTIL(st, cx, st->polls >= 1);
     CHECK_EQ(st, tr_task_abort(&st->join), TR_OK);
     TR_AWAIT(st, tr_join_poll(&st->join, cx, &st->out));

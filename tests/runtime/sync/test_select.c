@@ -264,16 +264,10 @@ static const tr_task_spec kicker_spec = {
 static void
 spawn_kicker(tr_cx *cx, uint32_t delay, tr_sem *sem, size_t permits, tr_notify *n)
 {
-    kicker *k = NULL;
-    if (tr_task_new(tr_cx_rt(cx), &kicker_spec, (void **)&k) != TR_OK) {
-        tu_fail_record(__FILE__, __LINE__, "tr_task_new");
-        return;
+    kicker init = {.delay = delay, .sem = sem, .permits = permits, .n = n};
+    if (tr_spawn(tr_cx_rt(cx), &kicker_spec, NULL, &init, NULL) != TR_OK) {
+        tu_fail_record(__FILE__, __LINE__, "tr_spawn");
     }
-    k->delay = delay;
-    k->sem = sem;
-    k->permits = permits;
-    k->n = n;
-    tr_task_start(k, NULL);
 }
 
 // A task that waits for one permit (the one a losing branch passes on).
@@ -359,9 +353,8 @@ real_root_poll(void *arg, tr_cx *cx)
     real_branches(st, true); // sem at 0, notify at 1: the second poll starts at 1
     st->s.sem_cancels = st->s.notify_cancels = 0;
     CHECK(st, tr_select(&st->sel, cx, st->br, 3, &st->winner) == TR_PENDING);
-    CHECK(st, tr_task_new(tr_cx_rt(cx), &sem_taker_spec, (void **)&st->tk) == TR_OK);
-    st->tk->sem = st->s.sem;
-    tr_task_start(st->tk, &st->taker);
+    st->taker = tu_spawn_at(cx, &sem_taker_spec, &(sem_taker){.sem = st->s.sem}, &st->tk);
+    CHECK(st, st->tk != NULL);
     YIELD_UNTIL(st, cx, st->tk->polls >= 1); // in line behind our sem op
     tr_sem_release(st->s.sem, 1);            // granted to our op
     tr_notify_one(st->s.n);                  // delivered to our op
@@ -404,14 +397,14 @@ test_select_real_awaitables_pass_grants_on(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new_fifo();
-    real_root *st = tu_task_new(rt, &real_root_spec);
-    assert_int_equal(tr_sem_new(0, &st->s.sem), TR_OK);
-    assert_int_equal(tr_notify_new(&st->s.n), TR_OK);
-    assert_int_equal(tr_chan_new(sizeof(uint32_t), 4, &st->s.ch), TR_OK);
-    tr_sem *sem = st->s.sem;
-    tr_notify *n = st->s.n;
-    tr_chan *ch = st->s.ch;
-    tu_run_root(rt, st);
+    real_root init = {0};
+    assert_int_equal(tr_sem_new(0, &init.s.sem), TR_OK);
+    assert_int_equal(tr_notify_new(&init.s.n), TR_OK);
+    assert_int_equal(tr_chan_new(sizeof(uint32_t), 4, &init.s.ch), TR_OK);
+    tr_sem *sem = init.s.sem;
+    tr_notify *n = init.s.n;
+    tr_chan *ch = init.s.ch;
+    tu_run_root(rt, &real_root_spec, &init);
     tu_rt_free_clean(rt);
     // Freeing panics if an op were still in line.
     tr_sem_free(sem);
@@ -482,12 +475,9 @@ abort_root_poll(void *arg, tr_cx *cx)
     abort_root *st = arg;
     TR_BEGIN(st);
     {
-        sel_task *t = NULL;
-        CHECK(st, tr_task_new(tr_cx_rt(cx), &sel_task_spec, (void **)&t) == TR_OK);
-        t->s.sem = st->sem;
-        t->s.n = st->n;
-        t->polls = &st->polls;
-        tr_task_start(t, &st->j);
+        CHECK(st, tr_spawn(tr_cx_rt(cx), &sel_task_spec, NULL,
+                           &(sel_task){.s.sem = st->sem, .s.n = st->n, .polls = &st->polls},
+                           &st->j) == TR_OK);
     }
     YIELD_UNTIL(st, cx, st->polls >= 1);
     CHECK(st, tr_task_abort(&st->j) == TR_OK);
@@ -510,14 +500,11 @@ test_select_cancelled_task_abandons(void **state)
     (void)state;
     atomic_store(&sel_task_cancels, 0);
     tr_rt *rt = tu_rt_new_fifo();
-    abort_root *st = tu_task_new(rt, &abort_root_spec);
     tr_sem *sem = NULL;
     tr_notify *n = NULL;
     assert_int_equal(tr_sem_new(0, &sem), TR_OK);
     assert_int_equal(tr_notify_new(&n), TR_OK);
-    st->sem = sem;
-    st->n = n;
-    tu_run_root(rt, st);
+    tu_run_root(rt, &abort_root_spec, &(abort_root){.sem = sem, .n = n});
     tu_rt_free_clean(rt);
     tr_sem_free(sem);
     tr_notify_free(n);
@@ -568,18 +555,8 @@ static const tr_task_spec contestant_spec = {.name = "contestant",
 static tr_join
 spawn_contestant(tr_cx *cx, uint32_t yields, uint64_t value, bool stuck, tr_sem *dropped)
 {
-    contestant *c = NULL;
-    tr_join j = TR_JOIN_NONE;
-    if (tr_task_new(tr_cx_rt(cx), &contestant_spec, (void **)&c) != TR_OK) {
-        tu_fail_record(__FILE__, __LINE__, "tr_task_new");
-        return j;
-    }
-    c->yields = yields;
-    c->value = value;
-    c->stuck = stuck;
-    c->dropped = dropped;
-    tr_task_start(c, &j);
-    return j;
+    contestant init = {.yields = yields, .value = value, .stuck = stuck, .dropped = dropped};
+    return tu_spawn(cx, &contestant_spec, &init);
 }
 
 #define RACE_N 4
@@ -654,12 +631,10 @@ test_race_join_first_wins_losers_cancelled(void **state)
                 {TR_SCHED_HYBRID, 2, 200}};
     for (size_t c = 0; c < sizeof cfgs / sizeof cfgs[0]; c++) {
         tr_rt *rt = tu_rt_make(cfgs[c].sched, cfgs[c].workers);
-        race_root *st = tu_task_new(rt, &race_root_spec);
         tr_sem *dropped = NULL;
         assert_int_equal(tr_sem_new(0, &dropped), TR_OK);
-        st->dropped = dropped;
-        st->rounds = cfgs[c].rounds;
-        tu_run_root(rt, st);
+        tu_run_root(rt, &race_root_spec,
+                    &(race_root){.dropped = dropped, .rounds = cfgs[c].rounds});
         // A loser's drop runs just before its slot is freed, on its
         // worker, which may be descheduled in between: stop the runtime
         // (every task finished, every worker stopped) before checking for
@@ -705,11 +680,9 @@ test_race_join_fewest_yields_wins(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new_fifo();
-    race1_root *st = tu_task_new(rt, &race1_root_spec);
     tr_sem *dropped = NULL;
     assert_int_equal(tr_sem_new(0, &dropped), TR_OK);
-    st->dropped = dropped;
-    tu_run_root(rt, st);
+    tu_run_root(rt, &race1_root_spec, &(race1_root){.dropped = dropped});
     tu_rt_free_clean(rt);
     tr_sem_free(dropped);
 }
@@ -763,13 +736,11 @@ rabort_root_poll(void *arg, tr_cx *cx)
     rabort_root *st = arg;
     TR_BEGIN(st);
     {
-        racer *r = NULL;
-        CHECK(st, tr_task_new(tr_cx_rt(cx), &racer_spec, (void **)&r) == TR_OK);
+        racer r = {.polls = &st->polls};
         for (unsigned i = 0; i < RACE_N; i++) {
-            r->j[i] = spawn_contestant(cx, 0, 0, true, st->dropped);
+            r.j[i] = spawn_contestant(cx, 0, 0, true, st->dropped);
         }
-        r->polls = &st->polls;
-        tr_task_start(r, &st->j);
+        CHECK(st, tr_spawn(tr_cx_rt(cx), &racer_spec, NULL, &r, &st->j) == TR_OK);
     }
     YIELD_UNTIL(st, cx, st->polls >= 1);
     CHECK(st, tr_task_abort(&st->j) == TR_OK);
@@ -788,11 +759,9 @@ test_race_join_abandon_cancels_all(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new_fifo();
-    rabort_root *st = tu_task_new(rt, &rabort_root_spec);
     tr_sem *dropped = NULL;
     assert_int_equal(tr_sem_new(0, &dropped), TR_OK);
-    st->dropped = dropped;
-    tu_run_root(rt, st);
+    tu_run_root(rt, &rabort_root_spec, &(rabort_root){.dropped = dropped});
     tu_rt_free_clean(rt);
     tr_sem_free(dropped);
     // Empty handles: a no-op.
@@ -919,18 +888,14 @@ ss_root_poll(void *arg, tr_cx *cx)
     ss_root *st = arg;
     TR_BEGIN(st);
     for (st->i = 0; st->i < SS_CONSUMERS; st->i++) {
-        ss_consumer *c = NULL;
-        CHECK(st, tr_task_new(tr_cx_rt(cx), &ss_consumer_spec, (void **)&c) == TR_OK);
-        c->sh = st->sh;
-        c->quota = SS_TOTAL / SS_CONSUMERS;
-        tr_task_start(c, &st->j[st->i]);
+        CHECK(st, tr_spawn(tr_cx_rt(cx), &ss_consumer_spec, NULL,
+                           &(ss_consumer){.sh = st->sh, .quota = SS_TOTAL / SS_CONSUMERS},
+                           &st->j[st->i]) == TR_OK);
     }
     for (st->i = 0; st->i < SS_PRODUCERS; st->i++) {
-        ss_producer *p = NULL;
-        CHECK(st, tr_task_new(tr_cx_rt(cx), &ss_producer_spec, (void **)&p) == TR_OK);
-        p->sh = st->sh;
-        p->seed = st->i + 1;
-        tr_task_start(p, &st->j[SS_CONSUMERS + st->i]);
+        CHECK(st, tr_spawn(tr_cx_rt(cx), &ss_producer_spec, NULL,
+                           &(ss_producer){.sh = st->sh, .seed = st->i + 1},
+                           &st->j[SS_CONSUMERS + st->i]) == TR_OK);
     }
     for (st->i = 0; st->i < SS_PRODUCERS + SS_CONSUMERS; st->i++) {
         TR_AWAIT(st, tr_join_poll(&st->j[st->i], cx, &st->out));
@@ -960,9 +925,7 @@ test_select_stress_two_semaphores(void **state)
         assert_int_equal(tr_sem_new(0, &sh.sem[0]), TR_OK);
         assert_int_equal(tr_sem_new(0, &sh.sem[1]), TR_OK);
         tr_rt *rt = tu_rt_make(cfgs[c].sched, cfgs[c].workers);
-        ss_root *st = tu_task_new(rt, &ss_root_spec);
-        st->sh = &sh;
-        tu_run_root(rt, st);
+        tu_run_root(rt, &ss_root_spec, &(ss_root){.sh = &sh});
         tu_rt_free_clean(rt); // quiesces first
         assert_int_equal(atomic_load(&sh.taken[0]) + atomic_load(&sh.taken[1]), SS_TOTAL);
         assert_int_equal(tr_sem_available(sh.sem[0]), 0);

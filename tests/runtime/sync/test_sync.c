@@ -86,19 +86,8 @@ static tr_join
 spawn_sem_waiter(tr_cx *cx, tr_sem *sem, size_t n, int id, bool give_back, order_log *log,
                  sem_waiter **out)
 {
-    sem_waiter *st = NULL;
-    tr_join j = TR_JOIN_NONE;
-    if (tr_task_new(tr_cx_rt(cx), &sem_waiter_spec, (void **)&st) != TR_OK) {
-        return j;
-    }
-    st->sem = sem;
-    st->n = n;
-    st->id = id;
-    st->give_back = give_back;
-    st->log = log;
-    tr_task_start(st, &j);
-    *out = st;
-    return j;
+    sem_waiter init = {.sem = sem, .n = n, .id = id, .give_back = give_back, .log = log};
+    return tu_spawn_at(cx, &sem_waiter_spec, &init, out);
 }
 
 typedef struct mutex_waiter {
@@ -146,17 +135,7 @@ static const tr_task_spec mutex_waiter_spec = {.name = "mutex-waiter",
 static tr_join
 spawn_mutex_waiter(tr_cx *cx, tr_mutex *m, int id, order_log *log, mutex_waiter **out)
 {
-    mutex_waiter *st = NULL;
-    tr_join j = TR_JOIN_NONE;
-    if (tr_task_new(tr_cx_rt(cx), &mutex_waiter_spec, (void **)&st) != TR_OK) {
-        return j;
-    }
-    st->m = m;
-    st->id = id;
-    st->log = log;
-    tr_task_start(st, &j);
-    *out = st;
-    return j;
+    return tu_spawn_at(cx, &mutex_waiter_spec, &(mutex_waiter){.m = m, .id = id, .log = log}, out);
 }
 
 typedef struct notify_waiter {
@@ -194,17 +173,8 @@ static const tr_task_spec notify_waiter_spec = {.name = "notify-waiter",
 static tr_join
 spawn_notify_waiter(tr_cx *cx, tr_notify *n, int id, order_log *log, notify_waiter **out)
 {
-    notify_waiter *st = NULL;
-    tr_join j = TR_JOIN_NONE;
-    if (tr_task_new(tr_cx_rt(cx), &notify_waiter_spec, (void **)&st) != TR_OK) {
-        return j;
-    }
-    st->n = n;
-    st->id = id;
-    st->log = log;
-    tr_task_start(st, &j);
-    *out = st;
-    return j;
+    return tu_spawn_at(cx, &notify_waiter_spec, &(notify_waiter){.n = n, .id = id, .log = log},
+                       out);
 }
 
 // ---------------------------------------------------------------------------
@@ -330,11 +300,9 @@ test_sem_fifo_no_barging(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new_fifo();
-    sem_fifo_root *st = tu_task_new(rt, &sem_fifo_spec);
     tr_sem *sem = NULL;
     assert_int_equal(tr_sem_new(0, &sem), TR_OK);
-    st->sem = sem;
-    tu_run_root(rt, st);
+    tu_run_root(rt, &sem_fifo_spec, &(sem_fifo_root){.sem = sem});
     tu_rt_free_clean(rt);
     tr_sem_free(sem);
 }
@@ -389,12 +357,9 @@ static void
 run_sem_cancel(bool granted)
 {
     tr_rt *rt = tu_rt_new_fifo();
-    sem_cancel_root *st = tu_task_new(rt, &sem_cancel_spec);
     tr_sem *sem = NULL;
     assert_int_equal(tr_sem_new(granted ? 0 : 1, &sem), TR_OK);
-    st->sem = sem;
-    st->granted = granted;
-    tu_run_root(rt, st);
+    tu_run_root(rt, &sem_cancel_spec, &(sem_cancel_root){.sem = sem, .granted = granted});
     tu_rt_free_clean(rt);
     tr_sem_free(sem);
 }
@@ -461,11 +426,9 @@ test_sem_close_fails_waiters(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new_fifo();
-    sem_close_root *st = tu_task_new(rt, &sem_close_spec);
     tr_sem *sem = NULL;
     assert_int_equal(tr_sem_new(0, &sem), TR_OK);
-    st->sem = sem;
-    tu_run_root(rt, st);
+    tu_run_root(rt, &sem_close_spec, &(sem_close_root){.sem = sem});
     tu_rt_free_clean(rt);
     tr_sem_free(sem);
 }
@@ -526,17 +489,13 @@ test_sem_mutex_charge_budget(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new_fifo();
-    sem_budget_root *st = tu_task_new(rt, &sem_budget_spec);
     tr_sem *sem = NULL;
     tr_mutex *m = NULL;
     assert_int_equal(tr_sem_new(BUDGET_N, &sem), TR_OK);
     assert_int_equal(tr_mutex_new(&m), TR_OK);
     tr_rt_config cfg;
     tr_rt_config_init(&cfg);
-    st->sem = sem;
-    st->m = m;
-    st->limit = cfg.budget;
-    tu_run_root(rt, st);
+    tu_run_root(rt, &sem_budget_spec, &(sem_budget_root){.sem = sem, .m = m, .limit = cfg.budget});
     tu_rt_free_clean(rt);
     tr_sem_free(sem);
     tr_mutex_free(m);
@@ -609,12 +568,9 @@ static void
 run_mutex_root(int mode)
 {
     tr_rt *rt = tu_rt_new_fifo();
-    mutex_root *st = tu_task_new(rt, &mutex_root_spec);
     tr_mutex *m = NULL;
     assert_int_equal(tr_mutex_new(&m), TR_OK);
-    st->m = m;
-    st->mode = mode;
-    tu_run_root(rt, st);
+    tu_run_root(rt, &mutex_root_spec, &(mutex_root){.m = m, .mode = mode});
     tu_rt_free_clean(rt);
     tr_mutex_free(m);
 }
@@ -697,9 +653,7 @@ test_mutex_unlock_from_plain_thread(void **state)
     pthread_t t;
     tu_thread_start(&t, xunlock_thread, &x);
     tr_rt *rt = tu_rt_new_fifo();
-    xunlock_root *st = tu_task_new(rt, &xunlock_root_spec);
-    st->x = &x;
-    tu_run_root(rt, st);
+    tu_run_root(rt, &xunlock_root_spec, &(xunlock_root){.x = &x});
     tu_thread_join(t);
     tu_rt_free_clean(rt);
     tr_mutex_free(x.m);
@@ -867,12 +821,9 @@ static void
 run_notify(int mode)
 {
     tr_rt *rt = tu_rt_new_fifo();
-    notify_root *st = tu_task_new(rt, &notify_specs[mode]);
     tr_notify *n = NULL;
     assert_int_equal(tr_notify_new(&n), TR_OK);
-    st->n = n;
-    st->mode = mode;
-    tu_run_root(rt, st);
+    tu_run_root(rt, &notify_specs[mode], &(notify_root){.n = n, .mode = mode});
     tu_rt_free_clean(rt);
     tr_notify_free(n);
 }
@@ -1030,12 +981,8 @@ stress_root_poll(void *arg, tr_cx *cx)
     stress_root *st = arg;
     TR_BEGIN(st);
     for (st->i = 0; st->i < STRESS_TASKS + STRESS_VICTIMS; st->i++) {
-        stress_task *t = NULL;
-        CHECK(st, tr_task_new(tr_cx_rt(cx), &stress_spec, (void **)&t) == TR_OK);
-        t->sh = st->sh;
-        t->use_sem = st->use_sem;
-        t->victim = st->i >= STRESS_TASKS;
-        tr_task_start(t, &st->j[st->i]);
+        stress_task t = {.sh = st->sh, .use_sem = st->use_sem, .victim = st->i >= STRESS_TASKS};
+        CHECK(st, tr_spawn(tr_cx_rt(cx), &stress_spec, NULL, &t, &st->j[st->i]) == TR_OK);
     }
     // Cancel the victims one by one while everybody runs: each may be
     // waiting, granted but not yet run, or holding. YIELD_N only paces the
@@ -1064,10 +1011,7 @@ run_stress(bool use_sem)
         assert_int_equal(tr_mutex_new(&sh.m), TR_OK);
         assert_int_equal(tr_sem_new(sh.permits, &sh.sem), TR_OK);
         tr_rt *rt = tu_rt_make(stress_cfgs[c].sched, stress_cfgs[c].workers);
-        stress_root *st = tu_task_new(rt, &stress_root_spec);
-        st->sh = &sh;
-        st->use_sem = use_sem;
-        tu_run_root(rt, st);
+        tu_run_root(rt, &stress_root_spec, &(stress_root){.sh = &sh, .use_sem = use_sem});
         tu_rt_free_clean(rt); // quiesces first
         assert_int_equal(atomic_load(&sh.violations), 0);
         assert_int_equal(atomic_load(&sh.inside), 0);
@@ -1177,10 +1121,8 @@ xn_root_poll(void *arg, tr_cx *cx)
     xn_root *st = arg;
     TR_BEGIN(st);
     for (st->i = 0; st->i < XN_CONSUMERS; st->i++) {
-        xn_consumer *c = NULL;
-        CHECK(st, tr_task_new(tr_cx_rt(cx), &xn_consumer_spec, (void **)&c) == TR_OK);
-        c->sh = st->sh;
-        tr_task_start(c, &st->j[st->i]);
+        CHECK(st, tr_spawn(tr_cx_rt(cx), &xn_consumer_spec, NULL, &(xn_consumer){.sh = st->sh},
+                           &st->j[st->i]) == TR_OK);
     }
     for (st->i = 0; st->i < XN_CONSUMERS; st->i++) {
         TR_AWAIT(st, tr_join_poll(&st->j[st->i], cx, &st->out));
@@ -1203,11 +1145,9 @@ test_notify_from_plain_thread(void **state)
             sh.use_all = use_all;
             assert_int_equal(tr_notify_new(&sh.n), TR_OK);
             tr_rt *rt = tu_rt_make(TR_SCHED_WS, workers);
-            xn_root *st = tu_task_new(rt, &xn_root_spec);
-            st->sh = &sh;
             pthread_t t;
             tu_thread_start(&t, xn_producer, &sh);
-            tu_run_root(rt, st);
+            tu_run_root(rt, &xn_root_spec, &(xn_root){.sh = &sh});
             tu_thread_join(t);
             tu_rt_free_clean(rt); // quiesces first
             tr_notify_free(sh.n);

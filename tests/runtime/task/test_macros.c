@@ -105,10 +105,8 @@ test_macros_awaits_in_loops_resume_in_order(void **state)
     trace t;
     memset(&t, 0, sizeof t);
     tr_rt *rt = tu_rt_new();
-    loops *st = tu_task_new(rt, &loops_spec);
-    st->t = &t;
     tr_outcome out;
-    assert_int_equal(tr_rt_block_on(rt, st, &out), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &loops_spec, NULL, &(loops){.t = &t}, &out), TR_OK);
     // Code between awaits runs exactly once per pass, in order.
     assert_string_equal(t.log, "<a0xyxyb1xyxyc2xyxy>");
     assert_int_equal(out.value.u64, 32);
@@ -155,9 +153,7 @@ test_macros_awaits_on_one_line(void **state)
     trace t;
     memset(&t, 0, sizeof t);
     tr_rt *rt = tu_rt_new();
-    oneline *st = tu_task_new(rt, &oneline_spec);
-    st->t = &t;
-    assert_int_equal(tr_rt_block_on(rt, st, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &oneline_spec, NULL, &(oneline){.t = &t}, NULL), TR_OK);
     assert_string_equal(t.log, "pqpq");
     assert_int_equal(tu_stats(rt).polls, 1 + 2 * (1 + 2));
     tu_rt_free_clean(rt);
@@ -210,10 +206,8 @@ test_macros_return_inside_loop(void **state)
     trace t;
     memset(&t, 0, sizeof t);
     tr_rt *rt = tu_rt_new();
-    early *st = tu_task_new(rt, &early_spec);
-    st->t = &t;
     tr_outcome out;
-    assert_int_equal(tr_rt_block_on(rt, st, &out), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &early_spec, NULL, &(early){.t = &t}, &out), TR_OK);
     assert_string_equal(t.log, "0123");
     assert_int_equal(out.value.u64, 30);
     assert_int_equal(t.drops, 1);
@@ -252,9 +246,7 @@ test_macros_ready_await_does_not_suspend(void **state)
     trace t;
     memset(&t, 0, sizeof t);
     tr_rt *rt = tu_rt_new();
-    ready_now *st = tu_task_new(rt, &ready_now_spec);
-    st->t = &t;
-    assert_int_equal(tr_rt_block_on(rt, st, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &ready_now_spec, NULL, &(ready_now){.t = &t}, NULL), TR_OK);
     assert_string_equal(t.log, "rs");
     assert_int_equal(tu_stats(rt).polls, 1);
     tu_rt_free_clean(rt);
@@ -309,10 +301,8 @@ test_macros_cancel_at_await_keeps_resume_point(void **state)
     trace t;
     memset(&t, 0, sizeof t);
     tr_rt *rt = tu_rt_new();
-    parked *st = tu_task_new(rt, &parked_spec);
-    st->t = &t;
     tr_join j;
-    tr_task_start(st, &j);
+    tu_start(rt, &parked_spec, &(parked){.t = &t}, &j);
     tu_block_until(rt, traced, &t);
     assert_int_equal(tr_task_abort(&j), TR_OK);
     tu_block_until(rt, tu_pred_finished, &j);
@@ -419,14 +409,10 @@ run_in_child(int mode)
         if (tr_rt_new(&cfg, &rt) != TR_OK) {
             _exit(3);
         }
-        void *p = NULL;
-        if (tr_task_new(rt, mode == 2 ? &once_spec : &in_switch_spec, &p) != TR_OK) {
-            _exit(4);
-        }
         if (mode == 2) {
             once done = {.tr_pc = 0};
             tr_outcome out;
-            if (tr_rt_block_on(rt, p, &out) != TR_OK) {
+            if (tr_rt_run(rt, &once_spec, NULL, NULL, &out) != TR_OK) {
                 _exit(5);
             }
             // What the finished task's state held: its resume point.
@@ -434,9 +420,8 @@ run_in_child(int mode)
             once_poll(&done, NULL); // panics
             _exit(7);
         }
-        ((in_switch *)p)->mode = mode;
         tr_outcome out;
-        tr_err rv = tr_rt_block_on(rt, p, &out);
+        tr_err rv = tr_rt_run(rt, &in_switch_spec, NULL, &(in_switch){.mode = mode}, &out);
         tr_rt_free(rt);
         _exit(rv != TR_OK ? 5 : out.value.u64 == 1 ? 0 : 6);
     }

@@ -1022,26 +1022,22 @@ static const tr_task_spec sender_spec = {
 static tr_join
 spawn_sender(tr_rt *rt, tr_mailbox *mb, uint32_t id, uint32_t count, send_rep *rep)
 {
-    sender *st = tu_task_new(rt, &sender_spec);
-    st->mb = mb;
-    st->id = id;
-    st->end = count;
-    st->rep = rep;
     tr_join j = TR_JOIN_NONE;
-    TU_CHECK(tr_task_start(st, &j) == TR_OK);
+    sender init = {.mb = mb, .id = id, .end = count, .rep = rep};
+    TU_CHECK(tr_spawn(rt, &sender_spec, NULL, &init, &j) == TR_OK);
     return j;
 }
 
-// run_root runs a root task on rt under a watchdog, then checks what its
-// tasks recorded and frees rt.
+// run_root runs a root of kind spec, its state a copy of *init, on rt
+// under a watchdog, then checks what its tasks recorded and frees rt.
 static void
-run_root(tr_rt *rt, void *root)
+run_root(tr_rt *rt, const tr_task_spec *spec, const void *init)
 {
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
     tr_outcome out;
     memset(&out, 0, sizeof out);
-    tr_err rv = tr_rt_block_on(rt, root, &out);
+    tr_err rv = tr_rt_run(rt, spec, NULL, (void *)init, &out);
     tu_watchdog_stop(&wd);
     tu_checks_pass();
     assert_int_equal(rv, TR_OK);
@@ -1119,9 +1115,7 @@ test_mailbox_send_waits_at_bound_fifo(void **state)
     tr_mailbox mb;
     tr_mailbox_init(&mb, 2);
     tr_rt *rt = tu_rt_new_fifo();
-    fifo_root *r = tu_task_new(rt, &fifo_root_spec);
-    r->mb = &mb;
-    run_root(rt, r);
+    run_root(rt, &fifo_root_spec, &(fifo_root){.mb = &mb});
     tr_mailbox_fini(&mb, NULL, NULL);
 }
 
@@ -1218,10 +1212,7 @@ run_cancel(bool granted)
     tr_mailbox mb;
     tr_mailbox_init(&mb, 1);
     tr_rt *rt = tu_rt_new_fifo();
-    cancel_root *r = tu_task_new(rt, &cancel_root_spec);
-    r->mb = &mb;
-    r->granted = granted;
-    run_root(rt, r);
+    run_root(rt, &cancel_root_spec, &(cancel_root){.mb = &mb, .granted = granted});
     assert_int_equal(drain(&mb), 1);
     tr_mailbox_fini(&mb, NULL, NULL);
 }
@@ -1303,12 +1294,8 @@ many_root_poll(void *arg, tr_cx *cx)
 {
     many_root *st = arg;
     TR_BEGIN(st);
-    {
-        consumer *c = tu_task_new(tr_cx_rt(cx), &consumer_spec);
-        c->mb = st->mb;
-        c->total = st->per * MANY_SENDERS;
-        TU_CHECK(tr_task_start(c, &st->cons) == TR_OK);
-    }
+    st->cons =
+        tu_spawn(cx, &consumer_spec, &(consumer){.mb = st->mb, .total = st->per * MANY_SENDERS});
     for (st->i = 0; st->i < MANY_SENDERS; st->i++) {
         st->join[st->i] = spawn_sender(tr_cx_rt(cx), st->mb, st->i, st->per, &st->rep[st->i]);
     }
@@ -1338,11 +1325,8 @@ test_mailbox_send_many_senders(void **state)
     tu_config_init(&cfg);
     cfg.workers = 2;
     tr_rt *rt = tu_rt_new_cfg(&cfg);
-    many_root *r = tu_task_new(rt, &many_root_spec);
-    r->mb = &mb;
-    r->per = scaled(5000, 2000, 300);
     uint64_t t0 = tu_now_ns();
-    run_root(rt, r);
+    run_root(rt, &many_root_spec, &(many_root){.mb = &mb, .per = scaled(5000, 2000, 300)});
     print_message("[   INFO   ] %u senders x %u messages through bound %u in %.2f s\n",
                   MANY_SENDERS, scaled(5000, 2000, 300), MANY_BOUND,
                   (double)(tu_now_ns() - t0) / 1e9);
@@ -1415,10 +1399,7 @@ test_mailbox_send_charges_budget(void **state)
     tu_config_init(&cfg);
     cfg.ignore_env = true;
     tr_rt *rt = tu_rt_new_cfg(&cfg);
-    budget_root *r = tu_task_new(rt, &budget_root_spec);
-    r->mb = &mb;
-    r->limit = cfg.budget;
-    run_root(rt, r);
+    run_root(rt, &budget_root_spec, &(budget_root){.mb = &mb, .limit = cfg.budget});
     assert_int_equal(tr_mailbox_len(&mb), BUDGET_MSGS);
     for (uint32_t i = 0; i < BUDGET_MSGS; i++) {
         tr_msg *m = tr_mailbox_pop(&mb);

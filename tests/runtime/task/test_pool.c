@@ -5,6 +5,11 @@
 //
 // The runtime has one worker, so a task spawned by a running task runs only
 // once the spawner yields or waits; tests rely on that FIFO order.
+//
+// The pool is what tr_task_new allocates from, so the cases that look at a
+// prepared task's slot, fill the pool to its limit or discard test
+// tr_task_new and tr_task_start themselves and spawn in those two steps;
+// the roots that only drive a case are made with tr_rt_run.
 #include "../test_util.h"
 
 #include "exec/exec.h"
@@ -189,10 +194,8 @@ test_pool_task_slot_reused_with_bumped_generation(void **state)
     (void)state;
     tr_rt *rt = tu_rt_new();
     tr_task_id ids[4];
-    seq_root *root = tu_task_new(rt, &seq_root_spec);
-    root->n = 4;
-    root->ids = ids;
-    assert_int_equal(tr_rt_block_on(rt, root, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &seq_root_spec, NULL, &(seq_root){.n = 4, .ids = ids}, NULL),
+                     TR_OK);
     tu_checks_pass();
     for (int i = 1; i < 4; i++) {
         assert_int_equal(id_index(ids[i]), id_index(ids[0]));
@@ -331,8 +334,7 @@ test_pool_stale_keys_are_detected(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new_fifo() /* FIFO order */;
-    stale_root *root = tu_task_new(rt, &stale_root_spec);
-    assert_int_equal(tr_rt_block_on(rt, root, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &stale_root_spec, NULL, NULL, NULL), TR_OK);
     tu_checks_pass();
     // Ids that were never handed out are not found either.
     assert_int_equal(tr_task_cancel(rt, (tr_task_id){0}), TR_ENOTFOUND);
@@ -381,9 +383,11 @@ static tr_poll
 reuse_root_poll(void *arg, tr_cx *cx)
 {
     reuse_root *st = arg;
+    void *p = NULL;
     tu_stuck *u = NULL;
     TR_BEGIN(st);
-    TU_CHECK(tr_task_new(tr_cx_rt(cx), &tu_stuck_spec, (void **)&u) == TR_OK);
+    TU_CHECK(tr_task_new(tr_cx_rt(cx), &tu_stuck_spec, &p) == TR_OK);
+    u = p;
     if (u == NULL) {
         TR_RETURN(st);
     }
@@ -424,10 +428,9 @@ stale_key_across_runtimes(bool trim)
     tr_waker old_waker;
     tr_task_id old_id;
     tr_rt *a = tu_rt_new_fifo(); // FIFO order
-    capture_root *c = tu_task_new(a, &capture_root_spec);
-    c->waker = &old_waker;
-    c->id = &old_id;
-    assert_int_equal(tr_rt_block_on(a, c, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(a, &capture_root_spec, NULL,
+                               &(capture_root){.waker = &old_waker, .id = &old_id}, NULL),
+                     TR_OK);
     tu_rt_free_clean(a);
     if (trim) {
         tr_trim();
@@ -436,6 +439,7 @@ stale_key_across_runtimes(bool trim)
     tr_wake(old_waker);
 
     tr_rt *b = tu_rt_new_fifo();
+    // Two steps: the root's own slot (from tr_task_new) names its id.
     reuse_root *r = tu_task_new(b, &reuse_root_spec);
     r->old_waker = old_waker;
     r->old_id = old_id;
@@ -551,10 +555,9 @@ test_pool_size_classes(void **state)
             }
             tr_task_start(st, &joins[k]);
         }
-        sized_root *root = tu_task_new(rt, &sized_root_spec);
-        root->joins = joins;
         tr_outcome out;
-        assert_int_equal(tr_rt_block_on(rt, root, &out), TR_OK);
+        assert_int_equal(tr_rt_run(rt, &sized_root_spec, NULL, &(sized_root){.joins = joins}, &out),
+                         TR_OK);
         tu_checks_pass();
         assert_int_equal(out.value.u64, 0);
         assert_int_equal(tu_live(rt), 0);
@@ -667,9 +670,8 @@ test_pool_exhaustion_counts_live_tasks(void **state)
     tr_rt *rt = limited_rt(100);
     limit_result res;
     memset(&res, 0, sizeof res);
-    limit_root *root = tu_task_new(rt, &limit_root_spec);
-    root->res = &res;
-    assert_int_equal(tr_rt_block_on(rt, root, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &limit_root_spec, NULL, &(limit_root){.res = &res}, NULL),
+                     TR_OK);
     uint64_t live = tu_live(rt);
     tr_rt_free(rt);
     tu_checks_pass();
@@ -965,11 +967,9 @@ test_pool_remote_free_from_threads(void **state)
     for (int t = 0; t < RF_THREADS; t++) {
         tu_thread_start(&thr[t], remote_free_thread, rf);
     }
-    rf_root *root = tu_task_new(rt, &rf_root_spec);
-    root->rf = rf;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    tr_err rv = tr_rt_block_on(rt, root, NULL);
+    tr_err rv = tr_rt_run(rt, &rf_root_spec, NULL, &(rf_root){.rf = rf}, NULL);
     tu_watchdog_stop(&wd);
     assert_int_equal(rv, TR_OK);
     for (int t = 0; t < RF_THREADS; t++) {

@@ -8,6 +8,10 @@
 // woken by a running task runs after the ones already queued; the expected
 // orders below rely on that. Nothing sleeps: threads wait on semaphores or
 // events with bounded timeouts.
+//
+// Tasks start in one call (tr_spawn, tu_start, tr_rt_run). The two cases
+// about a task prepared with tr_task_new and never started (discarded, or
+// freed with the runtime) test tr_task_new itself and keep the two steps.
 // These tests assert exact FIFO interleavings (spawn, yield once, expect
 // the child to have run): the deterministic mode would reorder them.
 #define TU_IGNORE_ENV 1
@@ -71,14 +75,15 @@ boxed_task_drop(void *arg)
 static const tr_task_spec boxed_spec = {
     .name = "boxed", .poll = boxed_task_poll, .drop = boxed_task_drop, .size = sizeof(boxed_task)};
 
-// spawn_new prepares a task inside a poll (no cmocka asserts there).
-static void *
-spawn_new(tr_cx *cx, const tr_task_spec *spec)
+// spawn starts a task inside a poll, its state a copy of *init (NULL:
+// zeroed), with tr_spawn; a failure is recorded (no cmocka asserts there)
+// and gives false.
+static bool
+spawn(tr_cx *cx, const tr_task_spec *spec, const void *init, tr_join *j)
 {
-    void *p = NULL;
-    tr_err e = tr_task_new(tr_cx_rt(cx), spec, &p);
+    tr_err e = tr_spawn(tr_cx_rt(cx), spec, NULL, (void *)init, j);
     TU_CHECK(e == TR_OK);
-    return e == TR_OK ? p : NULL;
+    return e == TR_OK;
 }
 
 // A generic root that runs a test body as its poll function: tests give it
@@ -104,12 +109,10 @@ static tr_rt *
 run_root_cfg(const tr_rt_config *cfg, const tr_task_spec *spec, void *arg, tr_outcome *out)
 {
     tr_rt *rt = tu_rt_new_cfg(cfg);
-    root *r = tu_task_new(rt, spec);
-    r->arg = arg;
     tr_outcome o;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    tr_err rv = tr_rt_block_on(rt, r, &o);
+    tr_err rv = tr_rt_run(rt, spec, NULL, &(root){.arg = arg}, &o);
     tu_watchdog_stop(&wd);
     assert_int_equal(rv, TR_OK);
     assert_int_equal(o.err, TR_OK);
@@ -174,9 +177,8 @@ test_task_wake_self_during_poll_not_lost(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    selfwake *st = tu_task_new(rt, &selfwake_spec);
     tr_outcome out;
-    assert_int_equal(tr_rt_block_on(rt, st, &out), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &selfwake_spec, NULL, NULL, &out), TR_OK);
     assert_int_equal(out.value.u64, 5);
     tr_rt_stats s = tu_stats(rt);
     assert_int_equal(s.polls, 6);
@@ -227,22 +229,13 @@ static tr_poll
 wake_other_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
-    waiter *a;
-    waker_of *b;
     TR_BEGIN(st);
-    a = spawn_new(cx, &waiter_spec);
-    if (a == NULL) {
+    if (!spawn(cx, &waiter_spec, &(waiter){.publish = &st->w, .polls = &st->polls}, &st->j)) {
         TR_RETURN(st);
     }
-    a->publish = &st->w;
-    a->polls = &st->polls;
-    tr_task_start(a, &st->j);
-    b = spawn_new(cx, &waker_of_spec);
-    if (b == NULL) {
+    if (!spawn(cx, &waker_of_spec, &(waker_of){.target = &st->w}, &st->j2)) {
         TR_RETURN(st);
     }
-    b->target = &st->w;
-    tr_task_start(b, &st->j2);
     TR_AWAIT(st, tr_join_poll(&st->j, cx, &st->out));
     TU_CHECK(st->out.err == TR_OK && st->out.value.u64 == 1);
     TR_AWAIT(st, tr_join_poll(&st->j2, cx, &st->out));
@@ -352,16 +345,11 @@ static tr_poll
 wake_finished_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
-    once *a;
     TR_BEGIN(st);
-    a = spawn_new(cx, &once_spec);
-    if (a == NULL) {
+    if (!spawn(cx, &once_spec, &(once){.publish = &st->w, .polls = &st->polls, .drops = &st->drops},
+               &st->j)) {
         TR_RETURN(st);
     }
-    a->publish = &st->w;
-    a->polls = &st->polls;
-    a->drops = &st->drops;
-    tr_task_start(a, &st->j);
     TR_YIELD(st, cx);
     TU_CHECK(tr_join_is_finished(&st->j));
     // Complete, result uncollected: wakes (here and from a thread) do nothing.
@@ -493,16 +481,10 @@ static tr_poll
 join_await_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
-    tu_value_task *c;
     TR_BEGIN(st);
-    c = spawn_new(cx, &tu_value_spec);
-    if (c == NULL) {
+    if (!spawn(cx, &tu_value_spec, TU_VALUE(42, 3, &st->drops), &st->j)) {
         TR_RETURN(st);
     }
-    c->value = 42;
-    c->yields = 3;
-    c->drops = &st->drops;
-    tr_task_start(c, &st->j);
     TU_CHECK(!tr_join_is_finished(&st->j));
     TR_AWAIT(st, tr_join_poll(&st->j, cx, &st->out));
     TU_CHECK(st->out.err == TR_OK);
@@ -596,16 +578,13 @@ test_task_join_wait_from_thread(void **state)
     memset(&s, 0, sizeof s);
     tu_event_init(&s.joined);
     tr_rt *rt = tu_rt_new();
-    jw_child *c = tu_task_new(rt, &jw_child_spec);
-    c->shared = &s;
-    tr_task_start(c, &s.j); // from outside the runtime: a Spawn message
+    // From outside the runtime: a Spawn message.
+    tu_start(rt, &jw_child_spec, &(jw_child){.shared = &s}, &s.j);
     pthread_t t;
     tu_thread_start(&t, jw_thread, &s);
-    root *r = tu_task_new(rt, &jw_root_spec);
-    r->arg = &s;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    tr_err rv = tr_rt_block_on(rt, r, NULL);
+    tr_err rv = tr_rt_run(rt, &jw_root_spec, NULL, &(root){.arg = &s}, NULL);
     tu_watchdog_stop(&wd);
     assert_int_equal(rv, TR_OK);
     tu_thread_join(t);
@@ -624,15 +603,11 @@ static tr_poll
 join_wait_deadlock_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
-    tu_value_task *c;
     tr_join before;
     TR_BEGIN(st);
-    c = spawn_new(cx, &tu_value_spec);
-    if (c == NULL) {
+    if (!spawn(cx, &tu_value_spec, &(tu_value_task){.value = 5}, &st->j)) {
         TR_RETURN(st);
     }
-    c->value = 5;
-    tr_task_start(c, &st->j);
     before = st->j;
     st->rv = tr_join_wait(&st->j, &st->out);
     TU_CHECK(st->rv == TR_EDEADLOCK);
@@ -662,15 +637,10 @@ static tr_poll
 task_id_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
-    waiter *c;
     TR_BEGIN(st);
-    c = spawn_new(cx, &waiter_spec);
-    if (c == NULL) {
+    if (!spawn(cx, &waiter_spec, &(waiter){.publish = &st->w, .polls = &st->polls}, &st->j)) {
         TR_RETURN(st);
     }
-    c->publish = &st->w;
-    c->polls = &st->polls;
-    tr_task_start(c, &st->j);
     TR_YIELD(st, cx);
     // The child's waker names the task its handle names.
     TU_CHECK((uint64_t)(uintptr_t)st->w.data == tr_join_id(&st->j).id);
@@ -705,15 +675,11 @@ static tr_poll
 id_match_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
-    id_child *c;
     TR_BEGIN(st);
     for (st->k = 0; st->k < 3; st->k++) {
-        c = spawn_new(cx, &id_child_spec);
-        if (c == NULL) {
+        if (!spawn(cx, &id_child_spec, &(id_child){.out = &st->id}, &st->j)) {
             TR_RETURN(st);
         }
-        c->out = &st->id;
-        tr_task_start(c, &st->j);
         st->out.value.u64 = tr_join_id(&st->j).id;
         TR_AWAIT(st, tr_join_poll(&st->j, cx, NULL));
         TU_CHECK(st->id.id == st->out.value.u64);
@@ -772,15 +738,10 @@ static tr_poll
 joiner_poll(void *arg, tr_cx *cx)
 {
     joiner *st = arg;
-    ev_task *c;
     TR_BEGIN(st);
-    c = spawn_new(cx, &ev_task_spec);
-    if (c == NULL) {
+    if (!spawn(cx, &ev_task_spec, &(ev_task){.ev = st->ev, .drops = st->child_drops}, &st->child)) {
         TR_RETURN(st);
     }
-    c->ev = st->ev;
-    c->drops = st->child_drops;
-    tr_task_start(c, &st->child);
     TR_AWAIT(st, tr_join_poll(&st->child, cx, NULL));
     TU_CHECK(!"the joiner should have been cancelled");
     TR_END(st);
@@ -807,16 +768,11 @@ cancel_joiner_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
     cj_ctx *cj = st->arg;
-    joiner *jn;
-    tu_stuck *n;
     TR_BEGIN(st);
-    jn = spawn_new(cx, &joiner_spec);
-    if (jn == NULL) {
+    if (!spawn(cx, &joiner_spec, &(joiner){.ev = &cj->ev, .child_drops = &cj->child_drops},
+               &st->j)) {
         TR_RETURN(st);
     }
-    jn->ev = &cj->ev;
-    jn->child_drops = &cj->child_drops;
-    tr_task_start(jn, &st->j);
     cj->joiner_index = (uint32_t)tr_join_id(&st->j).id;
     TR_YIELD(st, cx); // the joiner spawns the child and waits for it
     TR_YIELD(st, cx); // the child waits for the event
@@ -824,13 +780,9 @@ cancel_joiner_root(void *arg, tr_cx *cx)
     TR_AWAIT(st, tr_join_poll(&st->j, cx, &st->out));
     TU_CHECK(st->out.err == TR_ECANCELED);
     // A new task, most likely in the joiner's old slot.
-    n = spawn_new(cx, &tu_stuck_spec);
-    if (n == NULL) {
+    if (!spawn(cx, &tu_stuck_spec, TU_STUCK(&st->polls, &st->drops), &st->j2)) {
         TR_RETURN(st);
     }
-    n->polls = &st->polls;
-    n->drops = &st->drops;
-    tr_task_start(n, &st->j2);
     cj->next_index = (uint32_t)tr_join_id(&st->j2).id;
     TR_YIELD(st, cx);
     TU_CHECK(atomic_load(&st->polls) == 1);
@@ -919,30 +871,17 @@ hand_off_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
     hand_off *h = st->arg;
-    ev_task *c;
-    first_joiner *f;
-    second_joiner *s2;
     TR_BEGIN(st);
-    c = spawn_new(cx, &ev_task_spec);
-    if (c == NULL) {
+    if (!spawn(cx, &ev_task_spec, &(ev_task){.ev = &h->ev, .drops = &st->drops}, &h->j)) {
         TR_RETURN(st);
     }
-    c->ev = &h->ev;
-    c->drops = &st->drops;
-    tr_task_start(c, &h->j);
-    f = spawn_new(cx, &first_joiner_spec);
-    if (f == NULL) {
+    if (!spawn(cx, &first_joiner_spec, &(first_joiner){.h = h}, &st->j)) {
         TR_RETURN(st);
     }
-    f->h = h;
-    tr_task_start(f, &st->j);
     TR_AWAIT(st, tr_join_poll(&st->j, cx, NULL)); // first registered, done
-    s2 = spawn_new(cx, &second_joiner_spec);
-    if (s2 == NULL) {
+    if (!spawn(cx, &second_joiner_spec, &(second_joiner){.h = h}, &st->j2)) {
         TR_RETURN(st);
     }
-    s2->h = h;
-    tr_task_start(s2, &st->j2);
     TR_YIELD(st, cx); // second registers
     TU_CHECK(atomic_load(&h->second_polls) == 1);
     tu_event_set(&h->ev);
@@ -1005,14 +944,11 @@ static tr_poll
 inline_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
-    void *c;
     tr_value want;
     TR_BEGIN(st);
-    c = spawn_new(cx, &inline_spec);
-    if (c == NULL) {
+    if (!spawn(cx, &inline_spec, NULL, &st->j)) {
         TR_RETURN(st);
     }
-    tr_task_start(c, &st->j);
     TR_AWAIT(st, tr_join_poll(&st->j, cx, &st->out));
     want = sixteen(0xa0);
     TU_CHECK(st->out.err == TR_OK);
@@ -1042,15 +978,10 @@ static tr_poll
 boxed_join_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
-    boxed_task *c;
     TR_BEGIN(st);
-    c = spawn_new(cx, &boxed_spec);
-    if (c == NULL) {
+    if (!spawn(cx, &boxed_spec, &(boxed_task){.yields = 1, .drops = &st->drops}, &st->j)) {
         TR_RETURN(st);
     }
-    c->yields = 1;
-    c->drops = &st->drops;
-    tr_task_start(c, &st->j);
     TR_AWAIT(st, tr_join_poll(&st->j, cx, &st->out));
     TU_CHECK(st->out.err == TR_OK);
     TU_CHECK(st->out.dtor == box_dtor);
@@ -1082,13 +1013,10 @@ static tr_poll
 boxed_release_after_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
-    boxed_task *c;
     TR_BEGIN(st);
-    c = spawn_new(cx, &boxed_spec);
-    if (c == NULL) {
+    if (!spawn(cx, &boxed_spec, NULL, &st->j)) {
         TR_RETURN(st);
     }
-    tr_task_start(c, &st->j);
     TR_YIELD(st, cx);
     TU_CHECK(tr_join_is_finished(&st->j));
     TU_CHECK(atomic_load(&box_dtor_runs) == 0);
@@ -1105,15 +1033,10 @@ static tr_poll
 boxed_release_before_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
-    boxed_task *c;
     TR_BEGIN(st);
-    c = spawn_new(cx, &boxed_spec);
-    if (c == NULL) {
+    if (!spawn(cx, &boxed_spec, &(boxed_task){.yields = 2, .drops = &st->drops}, &st->j)) {
         TR_RETURN(st);
     }
-    c->yields = 2;
-    c->drops = &st->drops;
-    tr_task_start(c, &st->j);
     tr_join_release(&st->j);
     for (st->k = 0; st->k < 5; st->k++) {
         TR_YIELD(st, cx);
@@ -1138,9 +1061,8 @@ test_task_result_boxed_released_unjoined(void **state)
     // Released from a plain thread (here, main) after completion.
     atomic_store(&box_dtor_runs, 0);
     tr_rt *rt = tu_rt_new();
-    boxed_task *c = tu_task_new(rt, &boxed_spec);
     tr_join j;
-    tr_task_start(c, &j);
+    tu_start(rt, &boxed_spec, NULL, &j);
     tu_block_until(rt, tu_pred_finished, &j);
     assert_int_equal(atomic_load(&box_dtor_runs), 0);
     tr_join_release(&j);
@@ -1156,9 +1078,8 @@ test_task_result_boxed_destroyed_by_rt_free(void **state)
     (void)state;
     atomic_store(&box_dtor_runs, 0);
     tr_rt *rt = tu_rt_new();
-    boxed_task *c = tu_task_new(rt, &boxed_spec);
     tr_join j;
-    tr_task_start(c, &j);
+    tu_start(rt, &boxed_spec, NULL, &j);
     tu_block_until(rt, tu_pred_finished, &j);
     assert_int_equal(tu_live(rt), 1);
     assert_int_equal(atomic_load(&box_dtor_runs), 0);
@@ -1174,17 +1095,15 @@ test_task_result_boxed_root(void **state)
     (void)state;
     atomic_store(&box_dtor_runs, 0);
     tr_rt *rt = tu_rt_new();
-    boxed_task *c = tu_task_new(rt, &boxed_spec);
     tr_outcome out;
-    assert_int_equal(tr_rt_block_on(rt, c, &out), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &boxed_spec, NULL, NULL, &out), TR_OK);
     assert_int_equal(out.err, TR_OK);
     assert_ptr_equal(out.dtor, box_dtor);
     assert_int_equal(((box *)out.value.ptr)->magic, 0xb0c5);
     assert_int_equal(atomic_load(&box_dtor_runs), 0);
     tr_outcome_fini(&out);
     assert_int_equal(atomic_load(&box_dtor_runs), 1);
-    c = tu_task_new(rt, &boxed_spec);
-    assert_int_equal(tr_rt_block_on(rt, c, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &boxed_spec, NULL, NULL, NULL), TR_OK);
     assert_int_equal(atomic_load(&box_dtor_runs), 2);
     tu_rt_free_clean(rt);
     assert_int_equal(atomic_load(&box_dtor_runs), 2);
@@ -1199,15 +1118,10 @@ release_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
     tu_event *ev = st->arg;
-    ev_task *c;
     TR_BEGIN(st);
-    c = spawn_new(cx, &ev_task_spec);
-    if (c == NULL) {
+    if (!spawn(cx, &ev_task_spec, &(ev_task){.ev = ev, .drops = &st->drops}, &st->j)) {
         TR_RETURN(st);
     }
-    c->ev = ev;
-    c->drops = &st->drops;
-    tr_task_start(c, &st->j);
     TR_YIELD(st, cx); // the child waits on the event
     tr_join_release(&st->j);
     TU_CHECK(st->j.j_key == 0);
@@ -1246,15 +1160,10 @@ cancel_pending_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
     enum cancel_how how = *(enum cancel_how *)st->arg;
-    tu_stuck *c;
     TR_BEGIN(st);
-    c = spawn_new(cx, &tu_stuck_spec);
-    if (c == NULL) {
+    if (!spawn(cx, &tu_stuck_spec, TU_STUCK(&st->polls, &st->drops), &st->j)) {
         TR_RETURN(st);
     }
-    c->polls = &st->polls;
-    c->drops = &st->drops;
-    tr_task_start(c, &st->j);
     st->id = tr_join_id(&st->j);
     TR_YIELD(st, cx);
     TU_CHECK(atomic_load(&st->polls) == 1); // pending, idle
@@ -1295,15 +1204,10 @@ static tr_poll
 cancel_unpolled_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
-    tu_stuck *c;
     TR_BEGIN(st);
-    c = spawn_new(cx, &tu_stuck_spec);
-    if (c == NULL) {
+    if (!spawn(cx, &tu_stuck_spec, TU_STUCK(&st->polls, &st->drops), &st->j)) {
         TR_RETURN(st);
     }
-    c->polls = &st->polls;
-    c->drops = &st->drops;
-    tr_task_start(c, &st->j);
     TU_CHECK(tr_task_abort(&st->j) == TR_OK);
     TR_AWAIT(st, tr_join_poll(&st->j, cx, &st->out));
     TU_CHECK(st->out.err == TR_ECANCELED);
@@ -1347,15 +1251,10 @@ cancel_thread_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
     thread_cancel *tc = st->arg;
-    tu_stuck *c;
     TR_BEGIN(st);
-    c = spawn_new(cx, &tu_stuck_spec);
-    if (c == NULL) {
+    if (!spawn(cx, &tu_stuck_spec, TU_STUCK(&st->polls, &st->drops), &st->j)) {
         TR_RETURN(st);
     }
-    c->polls = &st->polls;
-    c->drops = &st->drops;
-    tr_task_start(c, &st->j);
     TR_YIELD(st, cx);
     tc->id = tr_join_id(&st->j);
     sem_post(&tc->go);
@@ -1379,11 +1278,9 @@ test_task_cancel_from_thread(void **state)
     tc.rt = rt;
     pthread_t t;
     tu_thread_start(&t, thread_cancel_main, &tc);
-    root *r = tu_task_new(rt, &cancel_thread_root_spec);
-    r->arg = &tc;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    tr_err rv = tr_rt_block_on(rt, r, NULL);
+    tr_err rv = tr_rt_run(rt, &cancel_thread_root_spec, NULL, &(root){.arg = &tc}, NULL);
     tu_watchdog_stop(&wd);
     assert_int_equal(rv, TR_OK);
     tu_thread_join(t);
@@ -1458,19 +1355,17 @@ race_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
     race_ctx *rc = st->arg;
-    final_poll *c;
     TR_BEGIN(st);
-    c = spawn_new(cx, &final_poll_spec);
-    if (c == NULL) {
+    if (!spawn(cx, &final_poll_spec,
+               &(final_poll){.self = rc->self,
+                             .tc = &rc->tc,
+                             .in_poll = &rc->in_poll,
+                             .cancelled = &rc->cancelled,
+                             .rv = &st->rv,
+                             .drops = &st->drops},
+               &st->j)) {
         TR_RETURN(st);
     }
-    c->self = rc->self;
-    c->tc = &rc->tc;
-    c->in_poll = &rc->in_poll;
-    c->cancelled = &rc->cancelled;
-    c->rv = &st->rv;
-    c->drops = &st->drops;
-    tr_task_start(c, &st->j);
     TR_AWAIT(st, tr_join_poll(&st->j, cx, &st->out));
     TU_CHECK(st->out.err == TR_OK);
     TU_CHECK(st->out.value.u64 == 77);
@@ -1499,11 +1394,9 @@ test_task_cancel_racing_completion(void **state)
         if (!self) {
             tu_thread_start(&t, race_cancel_thread, &rc);
         }
-        root *r = tu_task_new(rt, &race_root_spec);
-        r->arg = &rc;
         tu_watchdog wd;
         tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-        tr_err rv = tr_rt_block_on(rt, r, NULL);
+        tr_err rv = tr_rt_run(rt, &race_root_spec, NULL, &(root){.arg = &rc}, NULL);
         tu_watchdog_stop(&wd);
         assert_int_equal(rv, TR_OK);
         if (!self) {
@@ -1555,16 +1448,11 @@ static tr_poll
 cancel_injected_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
-    pub_stuck *c;
     TR_BEGIN(st);
-    c = spawn_new(cx, &pub_stuck_spec);
-    if (c == NULL) {
+    if (!spawn(cx, &pub_stuck_spec,
+               &(pub_stuck){.publish = &st->w, .polls = &st->polls, .drops = &st->drops}, &st->j)) {
         TR_RETURN(st);
     }
-    c->publish = &st->w;
-    c->polls = &st->polls;
-    c->drops = &st->drops;
-    tr_task_start(c, &st->j);
     TR_YIELD(st, cx); // the child polls once and waits
     TU_CHECK(atomic_load(&st->polls) == 1);
     // Wake it from a plain thread and wait for that thread: the wake has
@@ -1631,21 +1519,15 @@ cancel_stress_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
     cancel_stress *cs = st->arg;
-    tu_value_task *c;
     TR_BEGIN(st);
     for (st->k = 0; st->k < CS_THREADS; st->k++) {
         TU_CHECK(
             pthread_create(st->k == 0 ? &st->thr : &st->thr2, NULL, cancel_stress_thread, cs) == 0);
     }
     for (st->k = 0; st->k < CS_TASKS; st->k++) {
-        c = spawn_new(cx, &tu_value_spec);
-        if (c == NULL) {
+        if (!spawn(cx, &tu_value_spec, TU_VALUE(st->k, st->k % 5, &cs->drops), &cs->joins[st->k])) {
             TR_RETURN(st);
         }
-        c->value = st->k;
-        c->yields = st->k % 5;
-        c->drops = &cs->drops;
-        tr_task_start(c, &cs->joins[st->k]);
         cs->ids[st->k] = tr_join_id(&cs->joins[st->k]);
         atomic_store_explicit(&cs->published, (int)st->k + 1, memory_order_release);
         if (st->k % 16 == 15) {
@@ -1680,11 +1562,9 @@ test_task_cancel_stress_drop_once(void **state)
     assert_non_null(cs);
     tr_rt *rt = tu_rt_new();
     cs->rt = rt;
-    root *r = tu_task_new(rt, &cancel_stress_root_spec);
-    r->arg = cs;
     tu_watchdog wd;
     tu_watchdog_start(&wd, rt, 3 * TU_WAIT_MS);
-    tr_err rv = tr_rt_block_on(rt, r, NULL);
+    tr_err rv = tr_rt_run(rt, &cancel_stress_root_spec, NULL, &(root){.arg = cs}, NULL);
     tu_watchdog_stop(&wd);
     assert_int_equal(rv, TR_OK);
     tu_checks_pass();
@@ -1709,15 +1589,10 @@ static tr_poll
 cancel_after_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
-    tu_value_task *c;
     TR_BEGIN(st);
-    c = spawn_new(cx, &tu_value_spec);
-    if (c == NULL) {
+    if (!spawn(cx, &tu_value_spec, &(tu_value_task){.value = 8, .drops = &st->drops}, &st->j)) {
         TR_RETURN(st);
     }
-    c->value = 8;
-    c->drops = &st->drops;
-    tr_task_start(c, &st->j);
     st->id = tr_join_id(&st->j);
     TR_YIELD(st, cx);
     TU_CHECK(tr_join_is_finished(&st->j));
@@ -1753,9 +1628,8 @@ test_task_cancel_after_complete_from_thread(void **state)
     (void)state;
     tr_rt *rt = tu_rt_new();
     atomic_int drops = 0;
-    tu_value_task *c = tu_value_new(rt, 6, 0, &drops);
     tr_join j;
-    tr_task_start(c, &j);
+    tu_start(rt, &tu_value_spec, TU_VALUE(6, 0, &drops), &j);
     tu_block_until(rt, tu_pred_finished, &j);
     assert_int_equal(tr_task_abort(&j), TR_EFINISHED);
     assert_int_equal(tr_task_cancel(rt, tr_join_id(&j)), TR_EFINISHED);
@@ -1776,11 +1650,9 @@ test_task_drop_once_after_ready(void **state)
     (void)state;
     tr_rt *rt = tu_rt_new();
     atomic_int drops_joined = 0, drops_detached = 0;
-    tu_value_task *a = tu_value_new(rt, 1, 2, &drops_joined);
     tr_join ja;
-    tr_task_start(a, &ja);
-    tu_value_task *b = tu_value_new(rt, 2, 2, &drops_detached);
-    tr_task_start(b, NULL);
+    tu_start(rt, &tu_value_spec, TU_VALUE(1, 2, &drops_joined), &ja);
+    tu_start(rt, &tu_value_spec, TU_VALUE(2, 2, &drops_detached), NULL);
     tu_atleast al = {&drops_detached, 1};
     tu_block_until(rt, tu_pred_atleast, &al);
     assert_true(tr_join_is_finished(&ja));
@@ -1802,9 +1674,8 @@ test_task_drop_once_on_cancel(void **state)
     // runtime is freed afterwards too, which must not drop again.
     enum cancel_how how = BY_HANDLE;
     tr_rt *rt = tu_rt_new();
-    root *r = tu_task_new(rt, &cancel_pending_root_spec);
-    r->arg = &how;
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &cancel_pending_root_spec, NULL, &(root){.arg = &how}, NULL),
+                     TR_OK);
     tu_checks_pass();
     tu_rt_free_clean(rt);
 }
@@ -1818,11 +1689,9 @@ test_task_drop_once_shutdown_never_run(void **state)
     for (int mode = 0; mode < 2; mode++) {
         atomic_int polls = 0, drops = 0;
         tr_rt *rt = tu_rt_new();
-        tu_stuck *a = tu_stuck_new(rt, &polls, &drops);
-        tr_task_start(a, NULL);
-        tu_stuck *b = tu_stuck_new(rt, &polls, &drops);
+        tu_start(rt, &tu_stuck_spec, TU_STUCK(&polls, &drops), NULL);
         tr_join jb;
-        tr_task_start(b, &jb);
+        tu_start(rt, &tu_stuck_spec, TU_STUCK(&polls, &drops), &jb);
         if (mode == 1) {
             assert_int_equal(tr_rt_shutdown(rt, TR_SHUTDOWN_IMMEDIATE, 0), TR_OK);
             assert_int_equal(tr_rt_block_on(rt, NULL, NULL), TR_ESHUTDOWN);
@@ -1845,12 +1714,10 @@ test_task_drop_once_shutdown_pending(void **state)
     (void)state;
     atomic_int polls = 0, drops = 0, prep_drops = 0;
     tr_rt *rt = tu_rt_new();
-    tu_stuck *a = tu_stuck_new(rt, &polls, &drops);
     tr_join ja;
-    tr_task_start(a, &ja);
-    tu_stuck *b = tu_stuck_new(rt, &polls, &drops);
-    tr_task_start(b, NULL);
-    tu_stuck *prepared = tu_stuck_new(rt, NULL, &prep_drops);
+    tu_start(rt, &tu_stuck_spec, TU_STUCK(&polls, &drops), &ja);
+    tu_start(rt, &tu_stuck_spec, TU_STUCK(&polls, &drops), NULL);
+    tu_stuck *prepared = tu_stuck_new(rt, NULL, &prep_drops); // tests tr_task_new itself
     (void)prepared;
     tu_atleast al = {&polls, 2};
     tu_block_until(rt, tu_pred_atleast, &al);
@@ -1869,7 +1736,7 @@ test_task_discard_skips_drop(void **state)
     (void)state;
     atomic_int drops = 0;
     tr_rt *rt = tu_rt_new();
-    tu_stuck *a = tu_stuck_new(rt, NULL, &drops);
+    tu_stuck *a = tu_stuck_new(rt, NULL, &drops); // tests tr_task_new/discard itself
     assert_int_equal(tu_live(rt), 1);
     tr_task_discard(a);
     assert_int_equal(tu_live(rt), 0);
@@ -1913,17 +1780,15 @@ yield_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
     interleave *il = st->arg;
-    yielder *y;
     TR_BEGIN(st);
     for (st->k = 0; st->k < 3; st->k++) {
-        y = spawn_new(cx, &yielder_spec);
-        if (y == NULL) {
+        if (!spawn(cx, &yielder_spec,
+                   &(yielder){.name = (char)('A' + st->k), .log = il->log, .len = &il->len},
+                   st->k == 0   ? &st->j
+                   : st->k == 1 ? &st->j2
+                                : &st->j3)) {
             TR_RETURN(st);
         }
-        y->name = (char)('A' + st->k);
-        y->log = il->log;
-        y->len = &il->len;
-        tr_task_start(y, st->k == 0 ? &st->j : st->k == 1 ? &st->j2 : &st->j3);
     }
     TR_AWAIT(st, tr_join_poll(&st->j, cx, NULL));
     TR_AWAIT(st, tr_join_poll(&st->j2, cx, NULL));
@@ -2065,22 +1930,13 @@ busy_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
     busy_ctx *bc = st->arg;
-    busy *b;
-    flagger *f;
     TR_BEGIN(st);
-    b = spawn_new(cx, &busy_spec);
-    if (b == NULL) {
+    if (!spawn(cx, &busy_spec, &(busy){.flag = &bc->flag, .polls = &st->polls}, &st->j)) {
         TR_RETURN(st);
     }
-    b->flag = &bc->flag;
-    b->polls = &st->polls;
-    tr_task_start(b, &st->j);
-    f = spawn_new(cx, &flagger_spec);
-    if (f == NULL) {
+    if (!spawn(cx, &flagger_spec, &(flagger){.flag = &bc->flag}, &st->j2)) {
         TR_RETURN(st);
     }
-    f->flag = &bc->flag;
-    tr_task_start(f, &st->j2);
     TR_AWAIT(st, tr_join_poll(&st->j, cx, &st->out));
     TU_CHECK(st->out.value.u64 == 129); // 128 spins, then one in the next poll
     TU_CHECK(atomic_load(&st->polls) == 2);
@@ -2105,14 +1961,10 @@ static tr_poll
 join_budget_root(void *arg, tr_cx *cx)
 {
     root *st = arg;
-    tu_value_task *c;
     TR_BEGIN(st);
-    c = spawn_new(cx, &tu_value_spec);
-    if (c == NULL) {
+    if (!spawn(cx, &tu_value_spec, &(tu_value_task){.value = 4}, &st->j)) {
         TR_RETURN(st);
     }
-    c->value = 4;
-    tr_task_start(c, &st->j);
     TR_YIELD(st, cx);
     TU_CHECK(tr_join_is_finished(&st->j));
     while (tr_cx_budget_spend(cx)) {
@@ -2175,39 +2027,36 @@ test_task_join_copy_after_slot_reuse(void **state)
     (void)state;
     tr_rt *rt = tu_rt_new();
     atomic_int drops1 = 0, drops2 = 0;
-    tu_value_task *t1 = tu_value_new(rt, 1, 0, &drops1);
     tr_join j1;
-    assert_int_equal(tr_task_start(t1, &j1), TR_OK);
+    tu_start(rt, &tu_value_spec, TU_VALUE(1, 0, &drops1), &j1);
     tr_join copy = j1, copy2 = j1, copy3 = j1;
     tu_block_until(rt, tu_pred_finished, &j1);
     tr_outcome out;
     assert_int_equal(tr_join_wait(&j1, &out), TR_OK);
     assert_int_equal(out.value.u64, 1);
     // The freed slot is the next one handed out (same shard, same class).
-    tu_value_task *t2 = tu_value_new(rt, 2, 0, &drops2);
     tr_join j2;
-    assert_int_equal(tr_task_start(t2, &j2), TR_OK);
+    tu_start(rt, &tu_value_spec, TU_VALUE(2, 0, &drops2), &j2);
     assert_int_equal(key_index(&j2), key_index(&copy));
     assert_true(tr_join_id(&j2).id != tr_join_id(&copy).id);
     // Every operation through the stale copy refuses, touching nothing.
     assert_true(tr_join_is_finished(&copy)); // nothing to wait for
-    assert_false(tr_join_is_finished(&j2));  // t2 not run yet
+    assert_false(tr_join_is_finished(&j2));  // not run yet
     assert_int_equal(tr_join_wait(&copy, &out), TR_ENOTFOUND);
     assert_int_equal(tr_join_wait_timeout(&copy, &out, TR_NS_PER_SEC), TR_ENOTFOUND);
     assert_int_equal(tr_task_abort(&copy), TR_ENOTFOUND);
     tr_join_release(&copy);
     assert_int_equal(copy.j_key, 0);
     tr_join_release(&copy2);
-    // t2 is intact: not cancelled, its own handle joins it.
+    // The new task is intact: not cancelled, its own handle joins it.
     tu_block_until(rt, tu_pred_finished, &j2);
     assert_int_equal(tr_join_wait(&j2, &out), TR_OK);
     assert_int_equal(out.err, TR_OK);
     assert_int_equal(out.value.u64, 2);
     assert_int_equal(atomic_load(&drops2), 1);
     // And the awaitable form, from a task.
-    root *r = tu_task_new(rt, &poll_stale_root_spec);
-    r->arg = &copy3;
-    assert_int_equal(tr_rt_block_on(rt, r, NULL), TR_OK);
+    assert_int_equal(tr_rt_run(rt, &poll_stale_root_spec, NULL, &(root){.arg = &copy3}, NULL),
+                     TR_OK);
     tu_checks_pass();
     tu_rt_free_clean(rt);
     assert_int_equal(atomic_load(&drops1), 1);
@@ -2223,9 +2072,8 @@ test_task_join_copy_of_consumed_live_handle(void **state)
     (void)state;
     tr_rt *rt = tu_rt_new();
     atomic_int polls = 0, drops = 0;
-    tu_stuck *t = tu_stuck_new(rt, &polls, &drops);
     tr_join j;
-    assert_int_equal(tr_task_start(t, &j), TR_OK);
+    tu_start(rt, &tu_stuck_spec, TU_STUCK(&polls, &drops), &j);
     tr_join copy = j;
     tr_task_id id = tr_join_id(&j);
     tr_join_release(&j); // detached; the task lives on
@@ -2253,9 +2101,8 @@ test_task_join_first_consumer_wins(void **state)
 {
     (void)state;
     tr_rt *rt = tu_rt_new();
-    tu_value_task *t = tu_value_new(rt, 9, 0, NULL);
     tr_join j;
-    assert_int_equal(tr_task_start(t, &j), TR_OK);
+    tu_start(rt, &tu_value_spec, TU_VALUE(9, 0, NULL), &j);
     tr_join a = j, b = j;
     tu_block_until(rt, tu_pred_finished, &j);
     tr_outcome out;
@@ -2275,9 +2122,8 @@ test_task_join_wait_timeout(void **state)
     (void)state;
     tr_rt *rt = tu_rt_new();
     atomic_int drops = 0;
-    tu_stuck *t = tu_stuck_new(rt, NULL, &drops);
     tr_join j;
-    assert_int_equal(tr_task_start(t, &j), TR_OK);
+    tu_start(rt, &tu_stuck_spec, TU_STUCK(NULL, &drops), &j);
     tr_outcome out = {.err = TR_EIO};
     uint64_t t0 = tu_now_ns();
     assert_int_equal(tr_join_wait_timeout(&j, &out, 20 * TR_NS_PER_MS), TR_ETIMEDOUT);
@@ -2312,9 +2158,8 @@ test_task_join_wait_timeout_races_completion(void **state)
     tr_rt *rt = tu_rt_new_cfg(&cfg);
     unsigned timeouts = 0;
     for (unsigned i = 0; i < WTR_TASKS; i++) {
-        tu_value_task *t = tu_value_new(rt, i, i % 7, NULL);
         tr_join j;
-        assert_int_equal(tr_task_start(t, &j), TR_OK);
+        tu_start(rt, &tu_value_spec, TU_VALUE(i, i % 7, NULL), &j);
         tr_outcome out;
         tr_err rv;
         uint64_t tmo = (i % 5) * 2000; // 0-8 us
