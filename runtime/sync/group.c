@@ -539,3 +539,27 @@ tr_group_running(tr_group *g)
     tr__mutex_unlock(&g->g_lock);
     return n;
 }
+
+tr_err
+tr_group_spawn(tr_group *g, const tr_task_spec *spec, void (*init)(void *state, void *arg),
+               void *arg, tr_task_id *id)
+{
+    if (id != NULL) {
+        id->id = 0;
+    }
+    if (g == NULL) {
+        return tr__fail(TR_EINVAL, "tr_group_spawn: NULL group");
+    }
+    void *state;
+    tr_err rv = tr_task_new(g->g_rt, spec, &state);
+    if (rv != TR_OK) {
+        return rv;
+    }
+    if (init != NULL) {
+        init(state, arg);
+    } else if (arg != NULL) {
+        memcpy(state, arg, spec->size);
+    }
+    rv = tr_group_start(g, state, id);
+    return rv == TR_ESHUTDOWN ? TR_ECANCELED : rv;
+}

@@ -217,7 +217,11 @@ tr_spawn(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *ar
     } else if (arg != NULL) {
         memcpy(state, arg, spec->size);
     }
-    return tr_task_start(state, join);
+    // Refused after init ran: say so with its own code, so that the caller
+    // knows the drop released what init took over (TR_ESHUTDOWN above:
+    // init never ran, the caller still owns arg's resources).
+    rv = tr_task_start(state, join);
+    return rv == TR_ESHUTDOWN ? TR_ECANCELED : rv;
 }
 
 void

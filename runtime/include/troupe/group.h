@@ -66,6 +66,14 @@ TR_API void tr_group_free(tr_group *g);
 // zero.
 TR_API tr_err tr_group_start(tr_group *g, void *state, tr_task_id *id);
 
+// tr_group_spawn makes a task as tr_spawn does (spec, init, arg) and starts
+// it as a member of g, as tr_group_start does. TR_OK and *id (may be NULL),
+// or tr_spawn's errors with the same meaning for who owns what arg handed
+// over: TR_EINVAL, TR_EEXHAUSTED, TR_ESHUTDOWN (init has not run) or
+// TR_ECANCELED (refused after init ran; the drop has run). Any thread.
+TR_API tr_err tr_group_spawn(tr_group *g, const tr_task_spec *spec,
+                             void (*init)(void *state, void *arg), void *arg, tr_task_id *id);
+
 // tr_group_join_all awaits every member: TR_READY when no member is left
 // running, with *err the first failure since the group was last emptied
 // (TR_OK if none: see the header notes for what fails). The outcomes of

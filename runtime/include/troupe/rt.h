@@ -99,7 +99,9 @@ TR_API tr_err tr_rt_block_on(tr_rt *rt, void *root, tr_outcome *out);
 // is NULL too), then runs it as tr_rt_block_on does and returns what that
 // returns. When the root cannot be made (tr_task_new's errors: TR_EINVAL,
 // TR_EEXHAUSTED, TR_ESHUTDOWN) it returns that error, with out->err the
-// same, and init has not run. The way to run a program's main task.
+// same, and init has not run: after a shutdown was requested that is
+// TR_ESHUTDOWN with no root made (a root prepared before the shutdown ends
+// as TR_ECANCELED instead). The way to run a program's main task.
 TR_API tr_err tr_rt_run(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *arg),
                         void *arg, tr_outcome *out);
 

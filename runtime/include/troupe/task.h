@@ -112,10 +112,12 @@ TR_API tr_err tr_task_start(void *state, tr_join *join);
 // (or, when init is NULL, spec->size bytes are copied from arg, or the
 // state stays zeroed when arg is NULL too), then starts it (as
 // tr_task_start). On TR_OK *join (may be NULL: detached) holds the handle.
-// On an error nothing is started and *join is empty: TR_EINVAL,
-// TR_EEXHAUSTED or TR_ESHUTDOWN from tr_task_new (init has not run), or
-// TR_ESHUTDOWN from the start (a shutdown began meanwhile: init has run and
-// the drop function has released what it set up). Any thread.
+// On an error nothing is started and *join is empty, and the code says
+// who owns what arg handed over: TR_EINVAL, TR_EEXHAUSTED or TR_ESHUTDOWN
+// from tr_task_new (init has not run: the caller still owns it all), or
+// TR_ECANCELED when a shutdown began between the allocation and the start
+// (init has run, and the drop function has released what init took over).
+// Any thread.
 TR_API tr_err tr_spawn(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *arg),
                        void *arg, tr_join *join);
 
