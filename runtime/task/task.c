@@ -110,8 +110,12 @@ new_invalid(tr_rt *rt, const tr_task_spec *spec, void **state)
                     name, spec->size, (size_t)TR_TASK_MAX_STATE);
 }
 
-tr_err
-tr_task_new(tr_rt *rt, const tr_task_spec *spec, void **state)
+// task_new and task_start are tr_task_new and tr_task_start, inlined into
+// them and into tr_spawn, so that the one-call form costs no more calls
+// than the two-step one (callgrind: it cost 39 instructions a spawn as a
+// wrapper).
+static inline __attribute__((always_inline)) tr_err
+task_new(tr_rt *rt, const tr_task_spec *spec, void **state)
 {
     if (TR__UNLIKELY(rt == NULL || spec == NULL || spec->poll == NULL || state == NULL ||
                      spec->size > TR_TASK_MAX_STATE)) {
@@ -143,6 +147,12 @@ tr_task_new(tr_rt *rt, const tr_task_spec *spec, void **state)
     return TR_OK;
 }
 
+tr_err
+tr_task_new(tr_rt *rt, const tr_task_spec *spec, void **state)
+{
+    return task_new(rt, spec, state);
+}
+
 // refuse drops a prepared task whose start came too late: its drop runs
 // here (it releases what the caller put in the state) and the slot goes.
 static tr_err
@@ -159,8 +169,8 @@ refuse(tr_rt *rt, tr__slot *s, tr_join *join)
     return TR_ESHUTDOWN;
 }
 
-tr_err
-tr_task_start(void *state, tr_join *join)
+static inline __attribute__((always_inline)) tr_err
+task_start(void *state, tr_join *join)
 {
     tr__slot *s = tr__state_slot(state);
     tr_rt *rt = tr__slot_rt(s);
@@ -201,15 +211,21 @@ tr_task_start(void *state, tr_join *join)
 }
 
 tr_err
+tr_task_start(void *state, tr_join *join)
+{
+    return task_start(state, join);
+}
+
+tr_err
 tr_spawn(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *arg), void *arg,
          tr_join *join)
 {
-    if (join != NULL) {
-        *join = TR_JOIN_NONE;
-    }
-    void *state;
-    tr_err rv = tr_task_new(rt, spec, &state);
-    if (rv != TR_OK) {
+    void *state = NULL;
+    tr_err rv = task_new(rt, spec, &state);
+    if (TR__UNLIKELY(rv != TR_OK)) {
+        if (join != NULL) {
+            *join = TR_JOIN_NONE;
+        }
         return rv;
     }
     if (init != NULL) {
@@ -220,8 +236,8 @@ tr_spawn(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *ar
     // Refused after init ran: say so with its own code, so that the caller
     // knows the drop released what init took over (TR_ESHUTDOWN above:
     // init never ran, the caller still owns arg's resources).
-    rv = tr_task_start(state, join);
-    return rv == TR_ESHUTDOWN ? TR_ECANCELED : rv;
+    rv = task_start(state, join);
+    return TR__UNLIKELY(rv == TR_ESHUTDOWN) ? TR_ECANCELED : rv;
 }
 
 void
