@@ -83,7 +83,7 @@ tr_race_join(tr_select_op *op, tr_cx *cx, tr_join *joins, size_t n, size_t *winn
     bool pending = false;
     for (size_t k = 0; k < n; k++) {
         size_t i = start + k < n ? start + k : start + k - n;
-        if (joins[i].j_key == 0) {
+        if (tr_join_id(&joins[i]).id == 0) {
             continue;
         }
         if (tr_join_poll(&joins[i], cx, out) == TR_READY) {
@@ -108,7 +108,7 @@ void
 tr_race_join_abandon(tr_join *joins, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (joins[i].j_key != 0) {
+        if (tr_join_id(&joins[i]).id != 0) {
             (void)tr_task_abort(&joins[i]);
             tr_join_release(&joins[i]);
         }
