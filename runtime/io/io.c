@@ -578,7 +578,7 @@ tr_poll
 tr_connect(tr_io *io, tr_cx *cx, tr_connect_op *op, const struct sockaddr *addr, socklen_t addrlen,
            tr_err *err)
 {
-    if (!op->c_started) {
+    if (!op->cn_started) {
         if (!tr_cx_budget_spend(cx)) {
             return TR_PENDING;
         }
@@ -600,7 +600,7 @@ tr_connect(tr_io *io, tr_cx *cx, tr_connect_op *op, const struct sockaddr *addr,
             *err = tr__errno(e);
             return TR_READY;
         }
-        op->c_started = 1;
+        op->cn_started = 1;
         // The optimistic write readiness says nothing about this connect:
         // wait for the edge it makes.
         clear_ready(io, TR__RD_WRITE, seen);
@@ -608,7 +608,7 @@ tr_connect(tr_io *io, tr_cx *cx, tr_connect_op *op, const struct sockaddr *addr,
     for (;;) {
         uint64_t r = atomic_load_explicit(&io->io_ready, memory_order_acquire);
         if (r & TR__RD_CLOSED) {
-            op->c_started = 0;
+            op->cn_started = 0;
             *err = TR_ECLOSED;
             return TR_READY;
         }
@@ -619,7 +619,7 @@ tr_connect(tr_io *io, tr_cx *cx, tr_connect_op *op, const struct sockaddr *addr,
             continue;
         }
         if (!life_enter(io)) {
-            op->c_started = 0;
+            op->cn_started = 0;
             *err = TR_ECLOSED;
             return TR_READY;
         }
@@ -639,7 +639,7 @@ tr_connect(tr_io *io, tr_cx *cx, tr_connect_op *op, const struct sockaddr *addr,
             }
         }
         life_exit(io);
-        op->c_started = 0;
+        op->cn_started = 0;
         *err = tr__errno(soerr);
         return TR_READY;
     }

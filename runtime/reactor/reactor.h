@@ -275,6 +275,19 @@ size_t tr__timers_fire(tr__reactor *rx) TR__HIDDEN;
 // tr__timers_next returns the wheel tick of the next deadline, or
 // UINT64_MAX. Under rx_tm_lock.
 uint64_t tr__timers_next(tr__reactor *rx) TR__HIDDEN;
+// tr__timer_when returns an armed timer's deadline in wheel ticks and
+// tr__timer_level the wheel level it sits in (diagnostics, under
+// rx_tm_lock): tr_timer's fields are private to timer.c.
+static inline uint64_t
+tr__timer_when(const tr_timer *t)
+{
+    return t->t_when;
+}
+static inline unsigned
+tr__timer_level(const tr_timer *t)
+{
+    return (unsigned)(t->t_slot / TR__WHEEL_SLOTS);
+}
 // tr__clock_attach ties a virtual clock to rx (TR_EBUSY if taken).
 tr_err tr__clock_attach(struct tr_clock *c, tr__reactor *rx) TR__HIDDEN;
 void tr__clock_detach(struct tr_clock *c) TR__HIDDEN;

@@ -38,7 +38,7 @@
 // under, so a push either sees the waker or happens before the receiver's
 // check of c_len.
 //
-// Op encoding: four pointers, o_priv[OP_NEXT, OP_PREV, OP_WAKER_OPS,
+// Op encoding: four pointers, cs_priv[OP_NEXT, OP_PREV, OP_WAKER_OPS,
 // OP_WAKER_DATA]. next == NULL is idle, next == OP_GRANTED is granted,
 // anything else means linked into the circular list whose sentinel is
 // c_waiters. Only the owning task moves its op out of idle; the receiver
@@ -72,7 +72,7 @@
 
 enum { OP_NEXT = 0, OP_PREV = 1, OP_WAKER_OPS = 2, OP_WAKER_DATA = 3 };
 
-// The address of granted_mark, stored in o_priv[OP_NEXT], marks a granted op
+// The address of granted_mark, stored in cs_priv[OP_NEXT], marks a granted op
 // (not const, so that it cannot be merged with another constant).
 static char granted_mark;
 #define OP_GRANTED ((void *)&granted_mark)
@@ -104,26 +104,26 @@ struct tr_chan {
 static bool
 op_is_granted(const tr_chan_send_op *op)
 {
-    return op->o_priv[OP_NEXT] == OP_GRANTED;
+    return op->cs_priv[OP_NEXT] == OP_GRANTED;
 }
 
 static bool
 op_is_waiting(const tr_chan_send_op *op)
 {
-    return op->o_priv[OP_NEXT] != NULL && op->o_priv[OP_NEXT] != OP_GRANTED;
+    return op->cs_priv[OP_NEXT] != NULL && op->cs_priv[OP_NEXT] != OP_GRANTED;
 }
 
 static void
 op_set_waker(tr_chan_send_op *op, tr_waker w)
 {
-    op->o_priv[OP_WAKER_OPS] = (void *)w.ops;
-    op->o_priv[OP_WAKER_DATA] = (void *)w.data;
+    op->cs_priv[OP_WAKER_OPS] = (void *)w.ops;
+    op->cs_priv[OP_WAKER_DATA] = (void *)w.data;
 }
 
 static tr_waker
 op_waker(const tr_chan_send_op *op)
 {
-    tr_waker w = {op->o_priv[OP_WAKER_OPS], op->o_priv[OP_WAKER_DATA]};
+    tr_waker w = {op->cs_priv[OP_WAKER_OPS], op->cs_priv[OP_WAKER_DATA]};
     return w;
 }
 
@@ -131,23 +131,23 @@ op_waker(const tr_chan_send_op *op)
 static void
 op_make_idle(tr_chan_send_op *op)
 {
-    memset(op->o_priv, 0, sizeof op->o_priv);
+    memset(op->cs_priv, 0, sizeof op->cs_priv);
 }
 
 static bool
 waiters_empty(const tr_chan *ch)
 {
-    return ch->c_waiters.o_priv[OP_NEXT] == &ch->c_waiters;
+    return ch->c_waiters.cs_priv[OP_NEXT] == &ch->c_waiters;
 }
 
 static void
 waiters_push(tr_chan *ch, tr_chan_send_op *op)
 {
-    tr_chan_send_op *tail = ch->c_waiters.o_priv[OP_PREV];
-    op->o_priv[OP_NEXT] = &ch->c_waiters;
-    op->o_priv[OP_PREV] = tail;
-    tail->o_priv[OP_NEXT] = op;
-    ch->c_waiters.o_priv[OP_PREV] = op;
+    tr_chan_send_op *tail = ch->c_waiters.cs_priv[OP_PREV];
+    op->cs_priv[OP_NEXT] = &ch->c_waiters;
+    op->cs_priv[OP_PREV] = tail;
+    tail->cs_priv[OP_NEXT] = op;
+    ch->c_waiters.cs_priv[OP_PREV] = op;
 }
 
 // waiters_unlink removes a linked op and leaves its words for the caller to
@@ -155,10 +155,10 @@ waiters_push(tr_chan *ch, tr_chan_send_op *op)
 static void
 waiters_unlink(tr_chan_send_op *op)
 {
-    tr_chan_send_op *next = op->o_priv[OP_NEXT];
-    tr_chan_send_op *prev = op->o_priv[OP_PREV];
-    prev->o_priv[OP_NEXT] = next;
-    next->o_priv[OP_PREV] = prev;
+    tr_chan_send_op *next = op->cs_priv[OP_NEXT];
+    tr_chan_send_op *prev = op->cs_priv[OP_PREV];
+    prev->cs_priv[OP_NEXT] = next;
+    next->cs_priv[OP_PREV] = prev;
 }
 
 // waiters_pop unlinks and returns the longest-waiting op, or NULL.
@@ -168,7 +168,7 @@ waiters_pop(tr_chan *ch)
     if (waiters_empty(ch)) {
         return NULL;
     }
-    tr_chan_send_op *op = ch->c_waiters.o_priv[OP_NEXT];
+    tr_chan_send_op *op = ch->c_waiters.cs_priv[OP_NEXT];
     waiters_unlink(op);
     return op;
 }
@@ -184,8 +184,8 @@ grant_head(tr_chan *ch)
     }
     TR__ASSERT(ch->c_len + ch->c_reserved < ch->c_cap);
     tr_waker w = op_waker(op);
-    op->o_priv[OP_NEXT] = OP_GRANTED;
-    op->o_priv[OP_PREV] = NULL;
+    op->cs_priv[OP_NEXT] = OP_GRANTED;
+    op->cs_priv[OP_PREV] = NULL;
     ch->c_reserved++;
     return w;
 }
@@ -289,8 +289,8 @@ tr_chan_new(size_t elem_size, size_t capacity, tr_chan **out)
     ch->c_ring = tr__alloc(capacity * elem_size);
     ch->c_senders = 1;
     ch->c_rx_alive = true;
-    ch->c_waiters.o_priv[OP_NEXT] = &ch->c_waiters;
-    ch->c_waiters.o_priv[OP_PREV] = &ch->c_waiters;
+    ch->c_waiters.cs_priv[OP_NEXT] = &ch->c_waiters;
+    ch->c_waiters.cs_priv[OP_PREV] = &ch->c_waiters;
     *out = ch;
     return TR_OK;
 }

@@ -377,7 +377,7 @@ tr_group_start(tr_group *g, void *state, tr_task_id *id)
     }
     tr_join j = TR_JOIN_NONE;
     tr_err rv = tr_task_start(state, &j);
-    uint64_t key = j.j_key;
+    uint64_t key = tr_join_id(&j).id;
     if (id != NULL) {
         id->id = key;
     }

@@ -336,7 +336,7 @@ tr_sem_free(tr_sem *s)
 tr_poll
 tr_sem_acquire(tr_sem *s, tr_cx *cx, tr_sem_acquire_op *op, size_t n, tr_err *err)
 {
-    return sem_acquire(s, cx, &op->o_node, n, err);
+    return sem_acquire(s, cx, &op->sa_node, n, err);
 }
 
 void
@@ -345,7 +345,7 @@ tr_sem_acquire_abandon(tr_sem *s, tr_sem_acquire_op *op)
     if (s == NULL || op == NULL) {
         return;
     }
-    sem_abandon(s, &op->o_node);
+    sem_abandon(s, &op->sa_node);
 }
 
 tr_err
@@ -425,7 +425,7 @@ tr_poll
 tr_mutex_lock(tr_mutex *m, tr_cx *cx, tr_mutex_lock_op *op)
 {
     tr_err err; // a mutex is never closed
-    return sem_acquire(&m->m_sem, cx, &op->o_node, 1, &err);
+    return sem_acquire(&m->m_sem, cx, &op->ml_node, 1, &err);
 }
 
 void
@@ -434,7 +434,7 @@ tr_mutex_lock_abandon(tr_mutex *m, tr_mutex_lock_op *op)
     if (m == NULL || op == NULL) {
         return;
     }
-    sem_abandon(&m->m_sem, &op->o_node);
+    sem_abandon(&m->m_sem, &op->ml_node);
 }
 
 tr_err
@@ -551,7 +551,7 @@ tr_notify_all(tr_notify *n)
 void
 tr_notify_wait_prepare(tr_notify *n, tr_notify_wait_op *op)
 {
-    tr__sync_node *o = &op->o_node;
+    tr__sync_node *o = &op->nw_node;
     tr__mutex_lock(&n->n_lock);
     if (o->n_state == ST_IDLE) {
         o->n_state = ST_PREPARED;
@@ -566,7 +566,7 @@ tr_notify_wait(tr_notify *n, tr_cx *cx, tr_notify_wait_op *op)
     if (!tr_cx_budget_spend(cx)) {
         return TR_PENDING;
     }
-    tr__sync_node *o = &op->o_node;
+    tr__sync_node *o = &op->nw_node;
     tr__mutex_lock(&n->n_lock);
     switch (o->n_state) {
     case ST_GRANTED:
@@ -606,7 +606,7 @@ tr_notify_wait_abandon(tr_notify *n, tr_notify_wait_op *op)
     if (n == NULL || op == NULL) {
         return;
     }
-    tr__sync_node *o = &op->o_node;
+    tr__sync_node *o = &op->nw_node;
     tr_waker w = no_waker;
     tr__mutex_lock(&n->n_lock);
     if (o->n_state == ST_WAITING) {

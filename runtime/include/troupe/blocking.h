@@ -42,8 +42,10 @@ TR_BEGIN_DECLS
 // separately, so the op may be freed as soon as it is idle again or
 // abandoned; it must not be copied while in flight.
 typedef struct tr_blocking_op {
-    void *b_priv[2];
+    void *b_priv[2]; // private: the job (NULL when idle) and a reserved word
 } tr_blocking_op;
+
+_Static_assert(sizeof(tr_blocking_op) == 2 * sizeof(void *), "tr_blocking_op: two words");
 
 #define TR_BLOCKING_OP_INIT \
     {                       \

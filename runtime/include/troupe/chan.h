@@ -60,8 +60,10 @@ typedef struct tr_chan tr_chan;
 // state is). Back to its zeroed state when tr_chan_send returns TR_READY,
 // so it may be reused at once.
 typedef struct tr_chan_send_op {
-    void *o_priv[4];
+    void *cs_priv[4]; // private: the line of waiting senders and the waker, under the chan's lock
 } tr_chan_send_op;
+
+_Static_assert(sizeof(tr_chan_send_op) == 4 * sizeof(void *), "tr_chan_send_op: four words");
 
 // tr_chan_new creates a channel of capacity items (1 .. 1<<24) of elem_size
 // bytes (1 .. 65536); TR_EINVAL outside those, TR_ETOOBIG when the ring

@@ -125,8 +125,10 @@ TR_API tr_poll tr_accept(tr_io *lis, tr_cx *cx, tr_io **conn, struct sockaddr *a
 // A connect in progress: embed it in the task state, zeroed. Back to its
 // zeroed state when tr_connect returns TR_READY.
 typedef struct tr_connect_op {
-    int c_started;
+    int cn_started; // private: connect(2) returned EINPROGRESS; waiting for writability
 } tr_connect_op;
+
+_Static_assert(sizeof(tr_connect_op) == sizeof(int), "tr_connect_op: one int");
 
 // tr_connect connects a non-blocking socket: TR_READY with *err TR_OK, or
 // the failure (TR_ECONNREFUSED for a closed port), read from SO_ERROR.

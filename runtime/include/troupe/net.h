@@ -113,9 +113,13 @@ TR_API tr_poll tr_net_accept(tr_io *lis, tr_cx *cx, tr_io **conn, tr_addr *peer,
 // state when tr_net_connect (tr_tcp_connect, tr_unix_connect) returns
 // TR_READY, so it may be reused at once.
 typedef struct tr_net_connect_op {
-    tr_connect_op nc_connect;
-    tr_io *nc_io;
+    tr_connect_op nc_connect; // private: the connect on nc_io
+    uint32_t nc_pad;          // private
+    tr_io *nc_io;             // private: the socket being connected, NULL when idle
 } tr_net_connect_op;
+
+_Static_assert(sizeof(tr_net_connect_op) == sizeof(int) + sizeof(uint32_t) + sizeof(void *),
+               "tr_net_connect_op: a tr_connect_op, padding and a pointer");
 
 // tr_net_connect creates a stream socket for addr's family (IPv4, IPv6 or
 // Unix) on the polling task's runtime and connects it without blocking:

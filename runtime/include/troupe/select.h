@@ -51,9 +51,11 @@ typedef struct tr_select_branch {
 // polling, on purpose: a loop of selects whose first branch is
 // always ready would otherwise never poll the others.
 typedef struct tr_select_op {
-    uint32_t o_next;   // private: the branch to poll first next time
-    uint32_t o_active; // private: polled and not yet finished
+    uint32_t sel_next;   // private: the branch to poll first next time
+    uint32_t sel_active; // private: polled and not yet finished
 } tr_select_op;
+
+_Static_assert(sizeof(tr_select_op) == sizeof(uint64_t), "tr_select_op: two halves of a word");
 
 // The winner reported when every branch is disabled.
 #define TR_SELECT_NONE ((size_t)-1)

@@ -67,17 +67,20 @@ enum {
 };
 
 // A listener for one signal, for one task at a time. Embed it in the task
-// state. Private fields. A zeroed tr_signal is inactive (tr_signal_fini on
-// it is a no-op). It is an object with a lifecycle (tr_signal_init takes a
-// process-wide slot and may install a handler), so it is released with
-// tr_signal_fini, not abandoned: a pending tr_signal_wait holds nothing and
-// needs no _abandon.
+// state. Every field is private. A zeroed tr_signal is inactive
+// (tr_signal_fini on it is a no-op). It is an object with a lifecycle
+// (tr_signal_init takes a process-wide slot and may install a handler), so
+// it is released with tr_signal_fini, not abandoned: a pending
+// tr_signal_wait holds nothing and needs no _abandon.
 typedef struct tr_signal {
-    void *sg_state;   // the runtime's signal state, NULL when inactive
-    uint64_t sg_seen; // the delivery counter at the last completion
-    int sg_signo;
-    unsigned sg_flags;
+    void *sg_state;    // private: the runtime's signal state, NULL when inactive
+    uint64_t sg_seen;  // private: the delivery counter at the last completion
+    int sg_signo;      // private
+    unsigned sg_flags; // private: tr_signal_init's flags
 } tr_signal;
+
+_Static_assert(sizeof(tr_signal) == sizeof(void *) + sizeof(uint64_t) + 8,
+               "tr_signal: a pointer, a counter and two ints");
 
 // tr_signal_init starts listening to signal signo for runtime rt and takes
 // the counter snapshot: every delivery from now on is seen by the next

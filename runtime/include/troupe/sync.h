@@ -32,6 +32,9 @@ typedef struct tr__sync_node {
     uint32_t n_flags;             // private
 } tr__sync_node;
 
+_Static_assert(sizeof(tr__sync_node) == 4 * sizeof(void *) + sizeof(uint64_t) + 8,
+               "tr__sync_node: two links, a waker, a word and two halves");
+
 // ---------------------------------------------------------------------------
 // Semaphore: a count of permits. Acquiring takes n permits (waiting in line
 // until they are there), releasing gives permits back (or new ones). Waiters
@@ -43,8 +46,11 @@ typedef struct tr_sem tr_sem;
 // An acquire in progress; embed it in the task state, zeroed. Back to its
 // zeroed state when tr_sem_acquire returns TR_READY.
 typedef struct tr_sem_acquire_op {
-    tr__sync_node o_node;
+    tr__sync_node sa_node; // private: this task's place in the line
 } tr_sem_acquire_op;
+
+_Static_assert(sizeof(tr_sem_acquire_op) == sizeof(tr__sync_node),
+               "tr_sem_acquire_op: one tr__sync_node");
 
 // The most permits a semaphore holds.
 #define TR_SEM_MAX_PERMITS (SIZE_MAX / 2)
@@ -109,8 +115,11 @@ typedef struct tr_mutex tr_mutex;
 // A lock in progress; embed it in the task state, zeroed. Back to its
 // zeroed state when tr_mutex_lock returns TR_READY.
 typedef struct tr_mutex_lock_op {
-    tr__sync_node o_node;
+    tr__sync_node ml_node; // private: this task's place in the line
 } tr_mutex_lock_op;
+
+_Static_assert(sizeof(tr_mutex_lock_op) == sizeof(tr__sync_node),
+               "tr_mutex_lock_op: one tr__sync_node");
 
 // tr_mutex_new creates an unlocked mutex. Any thread. The caller owns it
 // and frees it with tr_mutex_free.
@@ -175,8 +184,11 @@ typedef struct tr_notify tr_notify;
 // A wait in progress; embed it in the task state, zeroed. Back to its
 // zeroed state when tr_notify_wait returns TR_READY.
 typedef struct tr_notify_wait_op {
-    tr__sync_node o_node;
+    tr__sync_node nw_node; // private: this task's place in the line
 } tr_notify_wait_op;
+
+_Static_assert(sizeof(tr_notify_wait_op) == sizeof(tr__sync_node),
+               "tr_notify_wait_op: one tr__sync_node");
 
 // tr_notify_new creates a notify with no stored permit. Any thread. The
 // caller owns it and frees it with tr_notify_free.

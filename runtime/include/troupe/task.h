@@ -80,8 +80,10 @@ TR_API void tr_outcome_fini(tr_outcome *out);
 // (tr_join_is_finished says true: nothing is left to wait for) and touch
 // nothing. Wait on one task from one thread or task at a time.
 typedef struct tr_join {
-    uint64_t j_key;
+    uint64_t j_key; // private: the task's key, 0 when empty; read it with tr_join_id
 } tr_join;
+
+_Static_assert(sizeof(tr_join) == sizeof(uint64_t), "tr_join: one key");
 
 #define TR_JOIN_NONE ((tr_join){0})
 
@@ -154,7 +156,8 @@ TR_API tr_err tr_join_wait_timeout(tr_join *j, tr_outcome *out, uint64_t timeout
 // handle. Any thread; an empty or stale handle is a no-op (it is emptied).
 TR_API void tr_join_release(tr_join *j);
 
-// tr_join_id returns the id of the task behind a handle.
+// tr_join_id returns the id of the task behind a handle (id 0 for an
+// empty one, TR_JOIN_NONE).
 TR_API tr_task_id tr_join_id(const tr_join *j);
 
 // tr_join_is_finished reports whether joining through j would not wait: the

@@ -60,15 +60,18 @@ TR_API uint64_t tr_rt_timers(tr_rt *rt);
 // TR_READY, so the same timer may sleep again at once.
 
 typedef struct tr_timer {
-    struct tr_timer *t_prev;
-    struct tr_timer *t_next;
-    uint64_t t_when; // deadline, in wheel ticks (ms since the base)
-    tr_waker t_waker;
-    tr_rt *t_rt;
-    _Atomic uint32_t t_state; // idle, armed, fired
-    uint16_t t_slot;          // wheel slot while armed
-    uint16_t t_pad;
+    struct tr_timer *t_prev;  // private: the wheel slot's list, under the reactor's timer lock
+    struct tr_timer *t_next;  // private
+    uint64_t t_when;          // private: deadline, in wheel ticks (ms since the base)
+    tr_waker t_waker;         // private: the sleeping task
+    tr_rt *t_rt;              // private: the runtime whose wheel holds it
+    _Atomic uint32_t t_state; // private: idle, armed, fired
+    uint16_t t_slot;          // private: wheel slot while armed
+    uint16_t t_pad;           // private
 } tr_timer;
+
+_Static_assert(sizeof(tr_timer) == 5 * sizeof(void *) + sizeof(uint64_t) + 8,
+               "tr_timer: two links, a deadline, a waker, a runtime and two words of state");
 
 // tr_timer_init zeroes a timer (a zeroed tr_timer is already initialised).
 // A timer holds nothing while idle, so it needs no _fini: withdrawing a
@@ -127,6 +130,8 @@ typedef struct tr_timeout {
     tr_timer to_timer; // private
 } tr_timeout;
 
+_Static_assert(sizeof(tr_timeout) == sizeof(tr_timer), "tr_timeout: one tr_timer");
+
 // tr_timeout_poll arms a deadline ns after its first poll (see above).
 // The op is the object (a timeout has no other). Never fails.
 TR_API tr_poll tr_timeout_poll(tr_timeout *op, tr_cx *cx, uint64_t ns, tr_poll inner,
@@ -151,11 +156,14 @@ tr_timeout_abandon(tr_timeout *op)
 // carries on from one tick to the next, and tr_interval_tick never fails.
 
 typedef struct tr_interval {
-    tr_timer iv_timer;
-    uint64_t iv_period; // ns
-    uint64_t iv_next;   // ns on the runtime's clock; 0 before the first tick
-    uint64_t iv_missed; // ticks skipped because the task came late
+    tr_timer iv_timer;  // private
+    uint64_t iv_period; // private: ns
+    uint64_t iv_next;   // private: ns on the runtime's clock; 0 before the first tick
+    uint64_t iv_missed; // private: ticks skipped because the task came late
 } tr_interval;
+
+_Static_assert(sizeof(tr_interval) == sizeof(tr_timer) + 3 * sizeof(uint64_t),
+               "tr_interval: a tr_timer and three words");
 
 // tr_interval_init sets the period (ns, > 0) of a zeroed interval.
 TR_API void tr_interval_init(tr_interval *iv, uint64_t period_ns);
@@ -169,6 +177,22 @@ static inline void
 tr_interval_abandon(tr_interval *iv)
 {
     tr_timer_abandon(&iv->iv_timer);
+}
+
+// tr_interval_next returns when the next tick is due, in ns on the
+// runtime's clock (0 before the first tick). Any thread that owns iv.
+static inline uint64_t
+tr_interval_next(const tr_interval *iv)
+{
+    return iv->iv_next;
+}
+
+// tr_interval_missed returns the ticks skipped so far because the task came
+// late (see above). Any thread that owns iv.
+static inline uint64_t
+tr_interval_missed(const tr_interval *iv)
+{
+    return iv->iv_missed;
 }
 
 TR_END_DECLS

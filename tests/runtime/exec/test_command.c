@@ -447,7 +447,7 @@ test_kind_spawn_locally(void **state)
     assert_int_equal(out.err, TR_OK);
     assert_int_equal(out.value.u64, 42);
     assert_int_equal(tr_kind_spawn(h.rt, "nosuch", NULL, 0, &j), TR_ENOTFOUND);
-    assert_int_equal(j.j_key, 0);
+    assert_int_equal(tr_join_id(&j).id, 0);
     assert_int_equal(tr_kind_spawn(h.rt, "add", args, 7, &j), TR_EINVAL);   // its init says
     assert_int_equal(tr_kind_spawn(h.rt, "boxed", args, 8, &j), TR_EINVAL); // takes none
     assert_int_equal(tr_kind_spawn(h.rt, "add", NULL, 8, &j), TR_EINVAL);

@@ -402,7 +402,7 @@ during_thread(void *arg)
         }
     }
     for (int k = 0; k < n; k++) {
-        if (j[k].j_key == 0) {
+        if (tr_join_id(&j[k]).id == 0) {
             continue; // joined above
         }
         tr_outcome out;
@@ -1342,9 +1342,9 @@ late_root(void *arg, tr_cx *cx)
     }
     c->drops = drops;
     TU_CHECK(tr_rt_shutdown(tr_cx_rt(cx), TR_SHUTDOWN_GRACEFUL, 0) == TR_OK);
-    st->j.j_key = 12345; // start empties it even when refusing
+    st->j = (tr_join){12345}; // start empties it even when refusing
     TU_CHECK(tr_task_start(c, &st->j) == TR_ESHUTDOWN);
-    TU_CHECK(st->j.j_key == 0);
+    TU_CHECK(tr_join_id(&st->j).id == 0);
     TU_CHECK(atomic_load(drops) == 1);
     return TR_READY;
 }
@@ -1369,7 +1369,7 @@ test_exec_start_after_shutdown_refused(void **state)
         assert_int_equal(tr_rt_shutdown(rt, (tr_shutdown_mode)mode, 0), TR_OK);
         tr_join j = {777};
         assert_int_equal(tr_task_start(a, &j), TR_ESHUTDOWN);
-        assert_int_equal(j.j_key, 0);
+        assert_int_equal(tr_join_id(&j).id, 0);
         assert_int_equal(atomic_load(&drops), 1);
         assert_int_equal(tr_task_start(b, NULL), TR_ESHUTDOWN);
         assert_int_equal(atomic_load(&drops), 2);
@@ -1473,15 +1473,15 @@ test_exec_spawn_one_call(void **state)
     tr_task_spec bad = sp_spec;
     bad.size = TR_TASK_MAX_STATE + 1;
     assert_int_equal(tr_spawn(rt, &bad, sp_init, &proto, &e), TR_EINVAL);
-    assert_int_equal(e.j_key, 0);
+    assert_int_equal(tr_join_id(&e).id, 0);
     assert_int_equal(tr_spawn(NULL, &sp_spec, NULL, NULL, &e), TR_EINVAL);
     atomic_store(&inits, 0);
     atomic_store(&drops, 0);
-    e.j_key = 99;
+    e = (tr_join){99};
     // Refused after init ran: TR_ECANCELED (the drop released what init took).
     assert_int_equal(tr_spawn(rt, &sp_spec, sp_shutdown_init, &proto, &e), TR_ECANCELED);
     tu_checks_pass();
-    assert_int_equal(e.j_key, 0);
+    assert_int_equal(tr_join_id(&e).id, 0);
     assert_int_equal(atomic_load(&inits), 1);
     assert_int_equal(atomic_load(&drops), 1);
     assert_int_equal(tr_spawn(rt, &sp_spec, sp_init, &proto, &e), TR_ESHUTDOWN);

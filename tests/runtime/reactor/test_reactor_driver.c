@@ -770,9 +770,9 @@ mr_s_poll(void *arg, tr_cx *cx)
                          "clock tick %llu, wheel time %llu, timer due at tick %llu in level %u, "
                          "next slot starts at tick %llu (%lld ms after the deadline)",
                          (unsigned long long)now_tick, (unsigned long long)rx->rx_elapsed,
-                         (unsigned long long)v->t_when, (unsigned)(v->t_slot / TR__WHEEL_SLOTS),
+                         (unsigned long long)tr__timer_when(v), tr__timer_level(v),
                          (unsigned long long)tr__timers_next(rx),
-                         (long long)(tr__timers_next(rx) - v->t_when));
+                         (long long)(tr__timers_next(rx) - tr__timer_when(v)));
                 tr__mutex_unlock(&rx->rx_tm_lock);
                 atomic_fetch_add(&st->c->stuck, 1);
                 atomic_store(&st->c->stuck_round, d);

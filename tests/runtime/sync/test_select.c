@@ -592,7 +592,7 @@ race_root_poll(void *arg, tr_cx *cx)
         CHECK(st, st->winner < RACE_N - 1);
         CHECK(st, st->out.err == TR_OK && st->out.value.u64 == 100 + st->winner);
         for (st->i = 0; st->i < RACE_N; st->i++) {
-            CHECK(st, st->j[st->i].j_key == 0);
+            CHECK(st, tr_join_id(&st->j[st->i]).id == 0);
         }
         // Every contestant's drop runs: the winner's, and the losers' as
         // they are cancelled.

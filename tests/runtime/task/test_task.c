@@ -491,7 +491,7 @@ join_await_root(void *arg, tr_cx *cx)
     TU_CHECK(st->out.value.u64 == 42);
     TU_CHECK(st->out.dtor == NULL);
     // The handle is released and emptied.
-    TU_CHECK(st->j.j_key == 0);
+    TU_CHECK(tr_join_id(&st->j).id == 0);
     TU_CHECK(tr_join_is_finished(&st->j));
     TU_CHECK(atomic_load(&st->drops) == 1);
     tr_cx_set_result_u64(cx, st->out.value.u64 + 1);
@@ -592,7 +592,7 @@ test_task_join_wait_from_thread(void **state)
     assert_int_equal(s.rv, TR_OK);
     assert_int_equal(s.out.err, TR_OK);
     assert_int_equal(s.out.value.u64, 42);
-    assert_int_equal(s.j.j_key, 0);
+    assert_int_equal(tr_join_id(&s.j).id, 0);
     assert_true(atomic_load(&s.registered));
     tu_event_destroy(&s.joined);
     tu_rt_free_clean(rt);
@@ -611,7 +611,7 @@ join_wait_deadlock_root(void *arg, tr_cx *cx)
     before = st->j;
     st->rv = tr_join_wait(&st->j, &st->out);
     TU_CHECK(st->rv == TR_EDEADLOCK);
-    TU_CHECK(st->j.j_key == before.j_key); // left as it was
+    TU_CHECK(tr_join_id(&st->j).id == tr_join_id(&before).id); // left as it was
     TR_AWAIT(st, tr_join_poll(&st->j, cx, &st->out));
     TU_CHECK(st->out.err == TR_OK && st->out.value.u64 == 5);
     TR_END(st);
@@ -1021,7 +1021,7 @@ boxed_release_after_root(void *arg, tr_cx *cx)
     TU_CHECK(tr_join_is_finished(&st->j));
     TU_CHECK(atomic_load(&box_dtor_runs) == 0);
     tr_join_release(&st->j);
-    TU_CHECK(st->j.j_key == 0);
+    TU_CHECK(tr_join_id(&st->j).id == 0);
     TU_CHECK(atomic_load(&box_dtor_runs) == 1);
     TR_END(st);
 }
@@ -1124,7 +1124,7 @@ release_root(void *arg, tr_cx *cx)
     }
     TR_YIELD(st, cx); // the child waits on the event
     tr_join_release(&st->j);
-    TU_CHECK(st->j.j_key == 0);
+    TU_CHECK(tr_join_id(&st->j).id == 0);
     TU_CHECK(tu_live(tr_cx_rt(cx)) == 2); // still running on its own
     TU_CHECK(atomic_load(&st->drops) == 0);
     tu_event_set(ev);
@@ -1971,7 +1971,7 @@ join_budget_root(void *arg, tr_cx *cx)
     }
     st->rv = (tr_err)tr_join_poll(&st->j, cx, &st->out);
     TU_CHECK(st->rv == (tr_err)TR_PENDING);
-    TU_CHECK(st->j.j_key != 0); // not taken
+    TU_CHECK(tr_join_id(&st->j).id != 0); // not taken
     TR_AWAIT(st, tr_join_poll(&st->j, cx, &st->out));
     TU_CHECK(st->out.err == TR_OK && st->out.value.u64 == 4);
     TR_END(st);
@@ -2012,7 +2012,7 @@ poll_stale_root(void *arg, tr_cx *cx)
     memset(&out, 0x5a, sizeof out);
     TU_CHECK(tr_join_poll(copy, cx, &out) == TR_READY);
     TU_CHECK(out.err == TR_ENOTFOUND);
-    TU_CHECK(copy->j_key == 0);
+    TU_CHECK(tr_join_id(copy).id == 0);
     tr_join empty = TR_JOIN_NONE;
     TU_CHECK(tr_join_poll(&empty, cx, &out) == TR_READY && out.err == TR_EINVAL);
     return TR_READY;
@@ -2046,7 +2046,7 @@ test_task_join_copy_after_slot_reuse(void **state)
     assert_int_equal(tr_join_wait_timeout(&copy, &out, TR_NS_PER_SEC), TR_ENOTFOUND);
     assert_int_equal(tr_task_abort(&copy), TR_ENOTFOUND);
     tr_join_release(&copy);
-    assert_int_equal(copy.j_key, 0);
+    assert_int_equal(tr_join_id(&copy).id, 0);
     tr_join_release(&copy2);
     // The new task is intact: not cancelled, its own handle joins it.
     tu_block_until(rt, tu_pred_finished, &j2);
@@ -2079,7 +2079,7 @@ test_task_join_copy_of_consumed_live_handle(void **state)
     tr_join_release(&j); // detached; the task lives on
     assert_int_equal(tu_live(rt), 1);
     tr_join_release(&copy); // stale: a no-op
-    assert_int_equal(copy.j_key, 0);
+    assert_int_equal(tr_join_id(&copy).id, 0);
     copy = (tr_join){id.id};
     assert_int_equal(tr_join_wait(&copy, NULL), TR_ENOTFOUND);
     assert_int_equal(tr_join_wait_timeout(&copy, NULL, 0), TR_ENOTFOUND);
@@ -2135,7 +2135,7 @@ test_task_join_wait_timeout(void **state)
     tu_block_until(rt, tu_pred_finished, &j);
     assert_int_equal(tr_join_wait_timeout(&j, &out, 0), TR_OK);
     assert_int_equal(out.err, TR_ECANCELED);
-    assert_int_equal(j.j_key, 0);
+    assert_int_equal(tr_join_id(&j).id, 0);
     assert_int_equal(tr_join_wait_timeout(&j, &out, 0), TR_EINVAL);
     assert_int_equal(atomic_load(&drops), 1);
     tu_rt_free_clean(rt);
