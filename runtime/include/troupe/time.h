@@ -56,8 +56,9 @@ TR_API uint64_t tr_rt_timers(tr_rt *rt);
 
 // ---------------------------------------------------------------------------
 // Timers. Embed one in the task state, zeroed (as a new task's state is).
-// Back to its zeroed (idle) state when tr_sleep or tr_sleep_until returns
-// TR_READY, so the same timer may sleep again at once.
+// Idle again when tr_sleep or tr_sleep_until returns TR_READY (disarmed;
+// its private fields may keep their last values, which mean nothing once
+// idle), so the same timer may sleep again at once, as a zeroed one would.
 
 typedef struct tr_timer {
     struct tr_timer *t_prev;  // private: the wheel slot's list, under the reactor's timer lock
@@ -123,8 +124,8 @@ tr_sleep_abandon(tr_timer *t)
 // nothing (it only left a stale wake-up behind); an op struct with its own
 // _abandon (a channel send, a lock wait, a read_exact) has it called.
 
-// A timeout in progress: embed it in the task state, zeroed. Back to its
-// zeroed state when tr_timeout_poll returns TR_READY (the deadline is
+// A timeout in progress: embed it in the task state, zeroed. Idle again
+// (as its timer is) when tr_timeout_poll returns TR_READY (the deadline is
 // disarmed or has fired), so it may be reused at once.
 typedef struct tr_timeout {
     tr_timer to_timer; // private
