@@ -39,8 +39,8 @@
 static void
 fd_close(tr_io *io)
 {
-    int fd = atomic_exchange_explicit(&io->io_fd, -1, memory_order_acq_rel);
-    if (fd >= 0 && !(io->io_flags & TR__IOF_BORROWED)) {
+    int fd = tr__io_fd_take(io);
+    if (fd >= 0 && !(tr__io_flags(io) & TR__IOF_BORROWED)) {
         close(fd);
     }
 }
@@ -48,7 +48,7 @@ fd_close(tr_io *io)
 static void
 life_exit(tr_io *io)
 {
-    uint64_t old = atomic_fetch_sub_explicit(&io->io_life, TR__LIFE_ONE, memory_order_acq_rel);
+    uint64_t old = tr__io_life_sub(io, TR__LIFE_ONE);
     if ((old & TR__LIFE_CLOSING) && (old & ~TR__LIFE_CLOSING) == 1) {
         fd_close(io); // the close was waiting for us
     }
@@ -57,7 +57,7 @@ life_exit(tr_io *io)
 static bool
 life_enter(tr_io *io)
 {
-    uint64_t old = atomic_fetch_add_explicit(&io->io_life, TR__LIFE_ONE, memory_order_acq_rel);
+    uint64_t old = tr__io_life_add(io, TR__LIFE_ONE);
     if (old & TR__LIFE_CLOSING) {
         life_exit(io);
         return false;
@@ -68,16 +68,16 @@ life_enter(tr_io *io)
 static void
 close_now(tr_io *io)
 {
-    uint64_t old = atomic_fetch_or_explicit(&io->io_ready, TR__RD_CLOSED, memory_order_acq_rel);
+    uint64_t old = tr__io_ready_or(io, TR__RD_CLOSED);
     if (old & TR__RD_CLOSED) {
         return;
     }
-    if (!(io->io_flags & TR__IOF_NOPOLL)) {
+    if (!(tr__io_flags(io) & TR__IOF_NOPOLL)) {
         // Before the close: epoll watches the open file, not the number.
-        tr__rx_del(io->io_rx, io);
+        tr__rx_del(tr__io_rx(io), io);
     }
     tr__io_wake_all(io);
-    old = atomic_fetch_or_explicit(&io->io_life, TR__LIFE_CLOSING, memory_order_acq_rel);
+    old = tr__io_life_or(io, TR__LIFE_CLOSING);
     if ((old & ~TR__LIFE_CLOSING) == 0) {
         fd_close(io);
     }
@@ -137,24 +137,24 @@ io_open(tr_rt *rt, int fd, unsigned flags, unsigned kind, tr_io **out)
     if (io == NULL) {
         return TR_EMFILE;
     }
-    io->io_flags = iof;
-    io->io_armed = 0;
-    atomic_store_explicit(&io->io_fd, fd, memory_order_relaxed);
-    atomic_store_explicit(&io->io_life, 0, memory_order_relaxed);
-    atomic_store_explicit(&io->io_refs, 1, memory_order_relaxed);
+    tr__io_flags_set(io, iof);
+    tr__io_armed_set(io, 0);
+    tr__io_fd_set(io, fd);
+    tr__io_life_set(io, 0);
+    tr__io_refs_set(io, 1);
     // Optimistic: try the system call first (a blocking descriptor must
     // wait for its first event instead).
     uint64_t ready = (iof & TR__IOF_ONESHOT) ? 0 : (TR__RD_READ | TR__RD_WRITE);
-    atomic_store_explicit(&io->io_ready, ready, memory_order_release);
+    tr__io_ready_set(io, ready);
     if (!(iof & TR__IOF_NOPOLL)) {
         int e = tr__rx_add(rx, io, 0);
         if (e == EPERM) {
             // epoll cannot watch it (e.g. /dev/null): always ready.
-            io->io_flags = (iof | TR__IOF_NOPOLL) & ~(uint32_t)TR__IOF_ONESHOT;
-            atomic_store_explicit(&io->io_ready, TR__RD_READ | TR__RD_WRITE, memory_order_release);
+            tr__io_flags_set(io, (iof | TR__IOF_NOPOLL) & ~(uint32_t)TR__IOF_ONESHOT);
+            tr__io_ready_set(io, TR__RD_READ | TR__RD_WRITE);
         } else if (e != 0) {
-            atomic_store_explicit(&io->io_fd, -1, memory_order_relaxed);
-            atomic_store_explicit(&io->io_refs, 0, memory_order_relaxed);
+            tr__io_fd_set(io, -1);
+            tr__io_refs_set(io, 0);
             tr__reg_free(io);
             return tr__errno(e);
         }
@@ -175,19 +175,19 @@ tr_io_open(tr_rt *rt, int fd, unsigned flags, tr_io **out)
 int
 tr_io_fd(const tr_io *io)
 {
-    return atomic_load_explicit(&io->io_fd, memory_order_acquire);
+    return tr__io_fd_acquire(io);
 }
 
 tr_rt *
 tr_io_rt(const tr_io *io)
 {
-    return io->io_rt;
+    return tr__io_rt(io);
 }
 
 tr_io *
 tr_io_ref(tr_io *io)
 {
-    uint32_t old = atomic_fetch_add_explicit(&io->io_refs, 1, memory_order_relaxed);
+    uint32_t old = tr__io_refs_inc(io);
     TR__ASSERT(old > 0);
     return io;
 }
@@ -198,7 +198,7 @@ tr_io_release(tr_io *io)
     if (io == NULL) {
         return;
     }
-    uint32_t old = atomic_fetch_sub_explicit(&io->io_refs, 1, memory_order_acq_rel);
+    uint32_t old = tr__io_refs_dec(io);
     TR__ASSERT(old > 0);
     if (old == 1) {
         close_now(io);
@@ -229,7 +229,7 @@ tr_io_shutdown(tr_io *io, int how)
     if (!life_enter(io)) {
         return TR_ECLOSED;
     }
-    int r = shutdown(atomic_load_explicit(&io->io_fd, memory_order_relaxed), how);
+    int r = shutdown(tr__io_fd(io), how);
     int e = errno;
     life_exit(io);
     return r == 0 ? TR_OK : tr__errno(e);
@@ -249,10 +249,9 @@ dir_bit(int dir)
 static void
 clear_ready_mask(tr_io *io, uint64_t bit, uint64_t seen, uint64_t mask)
 {
-    uint64_t cur = atomic_load_explicit(&io->io_ready, memory_order_relaxed);
+    uint64_t cur = tr__io_ready_relaxed(io);
     while ((cur & bit) && (cur & mask) == (seen & mask)) {
-        if (atomic_compare_exchange_weak_explicit(&io->io_ready, &cur, cur & ~bit,
-                                                  memory_order_acq_rel, memory_order_relaxed)) {
+        if (tr__io_ready_cas(io, &cur, cur & ~bit)) {
             return;
         }
     }
@@ -275,7 +274,7 @@ io_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t want, size_t
     }
     uint64_t bit = dir_bit(dir);
     for (;;) {
-        uint64_t r = atomic_load_explicit(&io->io_ready, memory_order_acquire);
+        uint64_t r = tr__io_ready(io);
         if (r & TR__RD_CLOSED) {
             *out = 0;
             *err = TR_ECLOSED;
@@ -287,7 +286,7 @@ io_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t want, size_t
             }
             continue;
         }
-        bool oneshot = io->io_flags & TR__IOF_ONESHOT;
+        bool oneshot = tr__io_flags(io) & TR__IOF_ONESHOT;
         if (oneshot && !tr__io_claim(io, dir)) {
             continue; // another waiter took this event: one call per event
         }
@@ -299,7 +298,7 @@ io_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t want, size_t
             *err = TR_ECLOSED;
             return TR_READY;
         }
-        int fd = atomic_load_explicit(&io->io_fd, memory_order_relaxed);
+        int fd = tr__io_fd(io);
         ssize_t n;
         do {
             n = fn(fd, arg);
@@ -311,7 +310,7 @@ io_op(tr_io *io, tr_cx *cx, int dir, tr_io_fn fn, void *arg, size_t want, size_t
         }
         if (n >= 0) {
             // (A one-shot descriptor's readiness was claimed before the call.)
-            if (!oneshot && (io->io_flags & TR__IOF_STREAM) && n > 0 && (size_t)n < want &&
+            if (!oneshot && (tr__io_flags(io) & TR__IOF_STREAM) && n > 0 && (size_t)n < want &&
                 !(r & (dir == TR_IO_READ ? TR__RD_RHUP : TR__RD_WHUP))) {
                 clear_ready(io, bit, r);
             }
@@ -340,7 +339,7 @@ tr_io_ready(tr_io *io, tr_cx *cx, int dir, uint32_t *tick, tr_err *err)
 {
     uint64_t bit = dir_bit(dir);
     for (;;) {
-        uint64_t r = atomic_load_explicit(&io->io_ready, memory_order_acquire);
+        uint64_t r = tr__io_ready(io);
         if (r & TR__RD_CLOSED) {
             *err = TR_ECLOSED;
             return TR_READY;
@@ -359,8 +358,8 @@ tr_io_ready(tr_io *io, tr_cx *cx, int dir, uint32_t *tick, tr_err *err)
 void
 tr_io_clear_ready(tr_io *io, int dir, uint32_t tick)
 {
-    if (io->io_flags & TR__IOF_ONESHOT) {
-        atomic_fetch_and_explicit(&io->io_ready, ~dir_bit(dir), memory_order_acq_rel);
+    if (tr__io_flags(io) & TR__IOF_ONESHOT) {
+        tr__io_ready_and(io, ~dir_bit(dir));
         return;
     }
     clear_ready_mask(io, dir_bit(dir), (uint64_t)tick << TR__RD_TICK_SHIFT,
@@ -386,7 +385,7 @@ static size_t
 oneshot_cap(const tr_io *io, size_t len)
 {
     // A blocking pipe may take only PIPE_BUF bytes without blocking.
-    return (io->io_flags & TR__IOF_ONESHOT) && len > PIPE_BUF ? PIPE_BUF : len;
+    return (tr__io_flags(io) & TR__IOF_ONESHOT) && len > PIPE_BUF ? PIPE_BUF : len;
 }
 
 static ssize_t
@@ -475,7 +474,7 @@ tr_poll
 tr_write(tr_io *io, tr_cx *cx, const void *buf, size_t len, size_t *n, tr_err *err)
 {
     buf_arg b = {.buf = (void *)buf, .len = oneshot_cap(io, len)};
-    return io_op(io, cx, TR_IO_WRITE, (io->io_flags & TR__IOF_SOCKET) ? do_send : do_write, &b,
+    return io_op(io, cx, TR_IO_WRITE, (tr__io_flags(io) & TR__IOF_SOCKET) ? do_send : do_write, &b,
                  b.len, n, err);
 }
 
@@ -490,8 +489,8 @@ tr_poll
 tr_writev(tr_io *io, tr_cx *cx, const struct iovec *iov, int iovcnt, size_t *n, tr_err *err)
 {
     buf_arg b = {.iov = iov, .iovcnt = iovcnt};
-    return io_op(io, cx, TR_IO_WRITE, (io->io_flags & TR__IOF_SOCKET) ? do_sendv : do_writev, &b,
-                 iov_total(iov, iovcnt), n, err);
+    return io_op(io, cx, TR_IO_WRITE, (tr__io_flags(io) & TR__IOF_SOCKET) ? do_sendv : do_writev,
+                 &b, iov_total(iov, iovcnt), n, err);
 }
 
 tr_poll
@@ -567,7 +566,7 @@ tr_accept(tr_io *lis, tr_cx *cx, tr_io **conn, struct sockaddr *addr, socklen_t 
     if (*err != TR_OK) {
         return TR_READY;
     }
-    *err = io_open(lis->io_rt, (int)n, 0, OPEN_OURS_READY, conn);
+    *err = io_open(tr__io_rt(lis), (int)n, 0, OPEN_OURS_READY, conn);
     if (*err != TR_OK) {
         close((int)n);
     }
@@ -586,8 +585,8 @@ tr_connect(tr_io *io, tr_cx *cx, tr_connect_op *op, const struct sockaddr *addr,
             *err = TR_ECLOSED;
             return TR_READY;
         }
-        uint64_t seen = atomic_load_explicit(&io->io_ready, memory_order_acquire);
-        int r = connect(atomic_load_explicit(&io->io_fd, memory_order_relaxed), addr, addrlen);
+        uint64_t seen = tr__io_ready(io);
+        int r = connect(tr__io_fd(io), addr, addrlen);
         int e = errno;
         life_exit(io);
         if (r == 0) {
@@ -606,7 +605,7 @@ tr_connect(tr_io *io, tr_cx *cx, tr_connect_op *op, const struct sockaddr *addr,
         clear_ready(io, TR__RD_WRITE, seen);
     }
     for (;;) {
-        uint64_t r = atomic_load_explicit(&io->io_ready, memory_order_acquire);
+        uint64_t r = tr__io_ready(io);
         if (r & TR__RD_CLOSED) {
             op->cn_started = 0;
             *err = TR_ECLOSED;
@@ -623,7 +622,7 @@ tr_connect(tr_io *io, tr_cx *cx, tr_connect_op *op, const struct sockaddr *addr,
             *err = TR_ECLOSED;
             return TR_READY;
         }
-        int fd = atomic_load_explicit(&io->io_fd, memory_order_relaxed);
+        int fd = tr__io_fd(io);
         int soerr = 0;
         socklen_t len = sizeof soerr;
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) {

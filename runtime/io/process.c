@@ -327,7 +327,7 @@ sweep_locked(void)
             orphan *o = *pp;
             uint64_t ready = 0;
             if (o->o_pidio != NULL) {
-                ready = atomic_load_explicit(&o->o_pidio->io_ready, memory_order_acquire);
+                ready = tr__io_ready(o->o_pidio);
             }
             if (orphan_reap(o)) {
                 *pp = o->o_next;

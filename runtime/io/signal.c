@@ -551,7 +551,7 @@ drain_signalfd(int fd)
 static bool
 arm(tr_io *io, bool is_sfd, tr_waker wk)
 {
-    uint64_t r = atomic_load_explicit(&io->io_ready, memory_order_acquire);
+    uint64_t r = tr__io_ready(io);
     if (r & TR__RD_CLOSED) {
         return true;
     }
@@ -567,7 +567,7 @@ arm(tr_io *io, bool is_sfd, tr_waker wk)
     if (tr__io_wait(io, TR_IO_READ, wk)) {
         return true;
     }
-    return (atomic_load_explicit(&io->io_ready, memory_order_acquire) & TR__RD_CLOSED) != 0;
+    return (tr__io_ready(io) & TR__RD_CLOSED) != 0;
 }
 
 // tr__signal_poll is tr_signal_wait with an explicit waker and no budget:

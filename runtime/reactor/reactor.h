@@ -195,6 +195,150 @@ void tr__reactor_wake(tr__reactor *rx) TR__HIDDEN;
 // (readiness bits TR__RD_READ/WRITE). Driver only.
 void tr__io_event(tr__reactor *rx, uint64_t key, uint64_t bits) TR__HIDDEN;
 
+// tr_io's fields for io/. The registration is the reactor's struct (its
+// slab, its readiness cache, its waiters); io/ sets up and ends the
+// descriptor's life in it (fd, flags, life, refs) and reads the readiness,
+// only through these, each with the memory order its call sites need.
+
+static inline int
+tr__io_fd(const tr_io *io) // relaxed
+{
+    return atomic_load_explicit(&io->io_fd, memory_order_relaxed);
+}
+
+static inline int
+tr__io_fd_acquire(const tr_io *io)
+{
+    return atomic_load_explicit(&io->io_fd, memory_order_acquire);
+}
+
+static inline void
+tr__io_fd_set(tr_io *io, int fd) // relaxed: before the registration is published
+{
+    atomic_store_explicit(&io->io_fd, fd, memory_order_relaxed);
+}
+
+// tr__io_fd_take swaps -1 in (acq_rel) and returns the descriptor it held.
+static inline int
+tr__io_fd_take(tr_io *io)
+{
+    return atomic_exchange_explicit(&io->io_fd, -1, memory_order_acq_rel);
+}
+
+static inline uint32_t
+tr__io_flags(const tr_io *io)
+{
+    return io->io_flags;
+}
+
+static inline void
+tr__io_flags_set(tr_io *io, uint32_t flags)
+{
+    io->io_flags = flags;
+}
+
+static inline void
+tr__io_armed_set(tr_io *io, uint32_t events)
+{
+    io->io_armed = events;
+}
+
+static inline tr__reactor *
+tr__io_rx(const tr_io *io)
+{
+    return io->io_rx;
+}
+
+static inline tr_rt *
+tr__io_rt(const tr_io *io)
+{
+    return io->io_rt;
+}
+
+// The life word (TR__LIFE_*): acq_rel read-modify-writes, a relaxed set.
+static inline uint64_t
+tr__io_life_add(tr_io *io, uint64_t n)
+{
+    return atomic_fetch_add_explicit(&io->io_life, n, memory_order_acq_rel);
+}
+
+static inline uint64_t
+tr__io_life_sub(tr_io *io, uint64_t n)
+{
+    return atomic_fetch_sub_explicit(&io->io_life, n, memory_order_acq_rel);
+}
+
+static inline uint64_t
+tr__io_life_or(tr_io *io, uint64_t bits)
+{
+    return atomic_fetch_or_explicit(&io->io_life, bits, memory_order_acq_rel);
+}
+
+static inline void
+tr__io_life_set(tr_io *io, uint64_t v)
+{
+    atomic_store_explicit(&io->io_life, v, memory_order_relaxed);
+}
+
+// References: taking one is relaxed, dropping one acq_rel (the last frees).
+static inline uint32_t
+tr__io_refs_inc(tr_io *io)
+{
+    return atomic_fetch_add_explicit(&io->io_refs, 1, memory_order_relaxed);
+}
+
+static inline uint32_t
+tr__io_refs_dec(tr_io *io)
+{
+    return atomic_fetch_sub_explicit(&io->io_refs, 1, memory_order_acq_rel);
+}
+
+static inline void
+tr__io_refs_set(tr_io *io, uint32_t v)
+{
+    atomic_store_explicit(&io->io_refs, v, memory_order_relaxed);
+}
+
+// The readiness cache (TR__RD_* | tick).
+static inline uint64_t
+tr__io_ready(const tr_io *io) // acquire
+{
+    return atomic_load_explicit(&io->io_ready, memory_order_acquire);
+}
+
+static inline uint64_t
+tr__io_ready_relaxed(const tr_io *io)
+{
+    return atomic_load_explicit(&io->io_ready, memory_order_relaxed);
+}
+
+static inline void
+tr__io_ready_set(tr_io *io, uint64_t v) // release
+{
+    atomic_store_explicit(&io->io_ready, v, memory_order_release);
+}
+
+static inline uint64_t
+tr__io_ready_or(tr_io *io, uint64_t bits) // acq_rel
+{
+    return atomic_fetch_or_explicit(&io->io_ready, bits, memory_order_acq_rel);
+}
+
+static inline void
+tr__io_ready_and(tr_io *io, uint64_t mask) // acq_rel
+{
+    atomic_fetch_and_explicit(&io->io_ready, mask, memory_order_acq_rel);
+}
+
+// tr__io_ready_cas replaces *cur with v if the word still is *cur (weak;
+// acq_rel, relaxed on failure, which reloads *cur).
+static inline bool
+tr__io_ready_cas(tr_io *io, uint64_t *cur, uint64_t v)
+{
+    return atomic_compare_exchange_weak_explicit(&io->io_ready, cur, v, memory_order_acq_rel,
+                                                 memory_order_relaxed);
+}
+
 // The reactor's face to the other layers (exec/, io/): they reach its
 // struct and its backend only through these.
 

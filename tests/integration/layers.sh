@@ -22,7 +22,7 @@
 # the runtime and worker structs (exec/: r_*, w_*), the task slot (task/:
 # s_word, s_spec, s_result, s_join_*, s_polls, s_last_poll_ms; s_next is
 # the link of the queue holding the slot, so sched/ may use it) and the
-# reactor (reactor/: rx_*).
+# reactor (reactor/: rx_*, and the registration tr_io's io_*).
 set -euo pipefail
 root=${1:?usage: layers.sh RUNTIME_DIR}
 cd "$root"
@@ -106,6 +106,7 @@ fields=(
     'exec:(->|\.)[rw]_[a-z0-9_]+'
     'task:(->|\.)s_(word|spec|result|join_ops|join_data|polls|last_poll_ms)\b'
     'reactor:(->|\.)rx_[a-z0-9_]+'
+    'reactor:(->|\.)io_[a-z0-9_]+'
 )
 for rule in "${fields[@]}"; do
     owner=${rule%%:*}
