@@ -54,11 +54,8 @@ reply_extra(tr__reply *r)
 static tr__reply *
 reply_new(uint64_t corr, Troupe__V1__ExecutorReply__ReplyCase kind, size_t extra)
 {
-    tr__reply *r = (tr__reply *)tr_msg_alloc(sizeof(*r) + extra);
-    uint32_t cls = r->r_pub.hdr.m_class;
-    memset(r, 0, sizeof(*r) + extra);
-    r->r_pub.hdr.m_class = cls;
-    r->r_pub.hdr.m_type = &troupe__v1__executor_reply__descriptor;
+    tr__reply *r =
+        (tr__reply *)tr__msg_zalloc(sizeof(*r) + extra, &troupe__v1__executor_reply__descriptor);
     r->r_pub.reply = &r->r_msg;
     troupe__v1__executor_reply__init(&r->r_msg);
     r->r_msg.correlation_id = corr;

@@ -36,11 +36,8 @@
 tr__cmd *
 tr__cmd_new(Troupe__V1__ExecutorCommand__CommandCase kind, size_t extra, uint32_t flags)
 {
-    tr__cmd *c = (tr__cmd *)tr_msg_alloc(sizeof(*c) + extra);
-    uint32_t cls = c->c_hdr.m_class;
-    memset(c, 0, sizeof(*c) + extra);
-    c->c_hdr.m_class = cls;
-    c->c_hdr.m_type = &troupe__v1__executor_command__descriptor;
+    tr__cmd *c =
+        (tr__cmd *)tr__msg_zalloc(sizeof(*c) + extra, &troupe__v1__executor_command__descriptor);
     c->c_hdr.m_flags = flags;
     troupe__v1__executor_command__init(&c->c_msg);
     c->c_msg.command_case = kind;

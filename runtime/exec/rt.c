@@ -302,17 +302,12 @@ tr_rt_run(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *a
           tr_outcome *out)
 {
     void *root;
-    tr_err rv = tr_task_new(rt, spec, &root);
+    tr_err rv = tr__task_prepare(rt, spec, init, arg, &root);
     if (rv != TR_OK) {
         if (out != NULL) {
             *out = (tr_outcome){.err = rv};
         }
         return rv;
-    }
-    if (init != NULL) {
-        init(root, arg);
-    } else if (arg != NULL) {
-        memcpy(root, arg, spec->size);
     }
     return tr_rt_block_on(rt, root, out);
 }

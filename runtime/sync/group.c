@@ -551,14 +551,9 @@ tr_group_spawn(tr_group *g, const tr_task_spec *spec, void (*init)(void *state, 
         return tr__fail(TR_EINVAL, "tr_group_spawn: NULL group");
     }
     void *state;
-    tr_err rv = tr_task_new(g->g_rt, spec, &state);
+    tr_err rv = tr__task_prepare(g->g_rt, spec, init, arg, &state);
     if (rv != TR_OK) {
         return rv;
-    }
-    if (init != NULL) {
-        init(state, arg);
-    } else if (arg != NULL) {
-        memcpy(state, arg, spec->size);
     }
     rv = tr_group_start(g, state, id);
     return rv == TR_ESHUTDOWN ? TR_ECANCELED : rv;

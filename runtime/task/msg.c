@@ -416,6 +416,18 @@ tr_msg_alloc(size_t size)
     return m;
 }
 
+tr_msg *
+tr__msg_zalloc(size_t size, const void *type)
+{
+    tr_msg *m = tr_msg_alloc(size);
+    // The header is set up already; zero what follows it.
+    if (size > sizeof(*m)) {
+        memset(m + 1, 0, size - sizeof(*m));
+    }
+    m->m_type = type;
+    return m;
+}
+
 void
 tr_msg_free(tr_msg *m)
 {

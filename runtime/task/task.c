@@ -216,22 +216,41 @@ tr_task_start(void *state, tr_join *join)
     return task_start(state, join);
 }
 
+// prepare is tr__task_prepare, inlined into tr_spawn.
+static inline __attribute__((always_inline)) tr_err
+prepare(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *arg), void *arg,
+        void **state)
+{
+    tr_err rv = task_new(rt, spec, state);
+    if (TR__UNLIKELY(rv != TR_OK)) {
+        return rv;
+    }
+    if (init != NULL) {
+        init(*state, arg);
+    } else if (arg != NULL) {
+        memcpy(*state, arg, spec->size);
+    }
+    return TR_OK;
+}
+
+tr_err
+tr__task_prepare(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *arg),
+                 void *arg, void **state)
+{
+    return prepare(rt, spec, init, arg, state);
+}
+
 tr_err
 tr_spawn(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *arg), void *arg,
          tr_join *join)
 {
     void *state = NULL;
-    tr_err rv = task_new(rt, spec, &state);
+    tr_err rv = prepare(rt, spec, init, arg, &state);
     if (TR__UNLIKELY(rv != TR_OK)) {
         if (join != NULL) {
             *join = TR_JOIN_NONE;
         }
         return rv;
-    }
-    if (init != NULL) {
-        init(state, arg);
-    } else if (arg != NULL) {
-        memcpy(state, arg, spec->size);
     }
     // Refused after init ran: say so with its own code, so that the caller
     // knows the drop released what init took over (TR_ESHUTDOWN above:

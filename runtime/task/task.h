@@ -293,6 +293,13 @@ struct tr_cx {
     bool cx_boxed;   // the result is {ptr, dtor}
 };
 
+// tr__task_prepare is the first half of tr_spawn: tr_task_new, then
+// init(state, arg), or spec->size bytes copied from arg when init is NULL
+// (zeroed when both are). On an error init has not run. tr_rt_run and
+// tr_group_spawn start what it made in their own ways.
+tr_err tr__task_prepare(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *arg),
+                        void *arg, void **state) TR__HIDDEN;
+
 // Slot accessors for the layers above (exec/, sched/): only task/ names a
 // slot's fields, but for s_next, which belongs to the queue holding the
 // slot (see tr__slot).
@@ -376,6 +383,10 @@ tr__cx_worker(const tr_cx *cx)
 #define TR__MSG_CLASS_LARGE (TR__MSG_NCLASSES + 1)
 
 _Static_assert((32u << (TR__MSG_NCLASSES - 1)) == TR_MSG_SMALL_MAX, "classes end at SMALL_MAX");
+
+// tr__msg_zalloc is tr_msg_alloc with the bytes after the header zeroed and
+// m_type set: the runtime's own messages (executor commands, replies).
+tr_msg *tr__msg_zalloc(size_t size, const void *type) TR__HIDDEN;
 
 // tr__msg_class_of returns the class a message of size bytes gets.
 unsigned tr__msg_class_of(size_t size) TR__HIDDEN;
