@@ -466,9 +466,7 @@ tr_exec_send(tr_rt *rt, const Troupe__V1__ExecutorCommand *cmd, tr_mailbox *repl
                            sd->mode != TROUPE__V1__SHUTDOWN_MODE__SHUTDOWN_MODE_IMMEDIATE)) {
             return tr__fail(TR_EINVAL, "tr_exec_send: a Shutdown with an unknown mode");
         }
-        int expect = TR__SD_NONE;
-        if (!atomic_compare_exchange_strong_explicit(&rt->r_shutdown, &expect, TR__SD_REQUESTED,
-                                                     memory_order_acq_rel, memory_order_acquire)) {
+        if (!tr__rt_shutdown_begin(rt)) {
             return tr__fail(TR_ESHUTDOWN, "tr_exec_send: a shutdown was already requested");
         }
         c = tr__cmd_new(TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SHUTDOWN, 0, 0);

@@ -396,6 +396,11 @@ void tr__park_worker(tr__worker *w, uint64_t timeout_ns) TR__HIDDEN;
 bool tr__park_as_driver(tr__worker *w) TR__HIDDEN;
 void tr__park_driver_done(tr__worker *w) TR__HIDDEN;
 
+// rt.c: tr__rt_shutdown_begin moves the runtime to TR__SD_REQUESTED (from
+// then on it accepts no task): false when a shutdown was requested already.
+// The caller then sends the Shutdown message (tr_rt_shutdown, tr_exec_send).
+bool tr__rt_shutdown_begin(tr_rt *rt) TR__HIDDEN;
+
 // command.c: carrying out commands from tr_exec_send and answering them.
 // tr__cmd_handle carries c out on w (the inbox's drain; c stays the
 // caller's to free).

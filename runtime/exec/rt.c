@@ -372,15 +372,21 @@ tr_rt_local_set(tr_rt *rt, tr_rt_key key, void *value)
     return cur;
 }
 
+bool
+tr__rt_shutdown_begin(tr_rt *rt)
+{
+    int expect = TR__SD_NONE;
+    return atomic_compare_exchange_strong_explicit(&rt->r_shutdown, &expect, TR__SD_REQUESTED,
+                                                   memory_order_acq_rel, memory_order_acquire);
+}
+
 tr_err
 tr_rt_shutdown(tr_rt *rt, tr_shutdown_mode mode, uint32_t deadline_ms)
 {
     if (rt == NULL || (mode != TR_SHUTDOWN_GRACEFUL && mode != TR_SHUTDOWN_IMMEDIATE)) {
         return TR_EINVAL;
     }
-    int expect = TR__SD_NONE;
-    if (!atomic_compare_exchange_strong_explicit(&rt->r_shutdown, &expect, TR__SD_REQUESTED,
-                                                 memory_order_acq_rel, memory_order_acquire)) {
+    if (!tr__rt_shutdown_begin(rt)) {
         return TR_ESHUTDOWN;
     }
     tr__cmd *cmd = tr__cmd_new(TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SHUTDOWN, 0, TR__CMD_LOCAL);
