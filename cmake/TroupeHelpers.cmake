@@ -6,8 +6,13 @@ function(tr_sources target)
 endfunction()
 
 # tr_test(NAME layer.module SOURCES files... [LIBS libs...] [TIMEOUT s] [LABELS l...]
-#         [ALONE case...])
+#         [ALONE case...] [PUBLIC_API])
 # builds one cmocka executable and registers it with ctest.
+#
+# PUBLIC_API links the shared libtroupe instead of the white-box static
+# library: tests of actors/ and daemon/, whose libraries link the shared one
+# (a program must hold one copy of the runtime), and which see public
+# headers only.
 #
 # ALONE names cmocka cases (test_sched_idle_runtime_uses_no_cpu) that get a
 # ctest entry of their own, layer.module.<case less its test_module_ prefix>:
@@ -18,11 +23,16 @@ endfunction()
 # must any other entry that runs the executable: tr_test_skip_env gives the
 # variable to add to its ENVIRONMENT.
 function(tr_test)
-  cmake_parse_arguments(T "" "NAME;TIMEOUT" "SOURCES;LIBS;LABELS;ALONE" ${ARGN})
+  cmake_parse_arguments(T "PUBLIC_API" "NAME;TIMEOUT" "SOURCES;LIBS;LABELS;ALONE" ${ARGN})
   string(REPLACE "." "_" exe "test_${T_NAME}")
   add_executable(${exe} ${T_SOURCES})
-  target_link_libraries(${exe} PRIVATE tr_testing PkgConfig::CMOCKA ${T_LIBS})
-  target_include_directories(${exe} PRIVATE ${PROJECT_SOURCE_DIR}/runtime ${PROJECT_SOURCE_DIR}/tests)
+  if(T_PUBLIC_API)
+    target_link_libraries(${exe} PRIVATE troupe PkgConfig::CMOCKA ${T_LIBS})
+    target_include_directories(${exe} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+  else()
+    target_link_libraries(${exe} PRIVATE tr_testing PkgConfig::CMOCKA ${T_LIBS})
+    target_include_directories(${exe} PRIVATE ${PROJECT_SOURCE_DIR}/runtime ${PROJECT_SOURCE_DIR}/tests)
+  endif()
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 120)
   endif()

@@ -1,0 +1,73 @@
+// actor_int.h: what the files of actors/ share and nothing outside uses:
+// the layout of an actor message, the address table, and the runtime's
+// per-runtime actor state. May include public headers only.
+#ifndef TR_ACTOR_INT_H
+#define TR_ACTOR_INT_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <troupe/actor.h>
+
+#define TRA_HIDDEN __attribute__((visibility("hidden")))
+#define TRA_LIKELY(x) __builtin_expect(!!(x), 1)
+#define TRA_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+// tra_panic reports a bug in the actor layer or its use and aborts.
+__attribute__((noreturn, format(printf, 1, 2))) void tra_panic(const char *fmt, ...) TRA_HIDDEN;
+
+// ---------------------------------------------------------------------------
+// Messages (msg.c).
+//
+// One block from tr_msg_alloc: this header, then the body (the protobuf-c
+// struct), then the inline arena. Arena allocations past the block come
+// from overflow chunks (malloc), listed from am_chunks; a message that has
+// any gets the actor layer's own message class, whose free function frees
+// the chunks and then the block (am_class keeps the block's class).
+typedef struct tra_msg {
+    tr_msg am_hdr;      // m_type: the body's descriptor
+    tr_addr am_from;    // the sender (none: 0)
+    tr_addr am_reply;   // where a reply goes
+    uint64_t am_corr;   // correlation id (0: none)
+    uint32_t am_prio;   // priority (the envelope's)
+    uint32_t am_magic;  // TRA_MSG_MAGIC: an actor message
+    void *am_body;      // the ProtobufCMessage
+    char *am_next;      // the inline arena's next free byte
+    char *am_end;       // the end of the inline arena (and of the block)
+    void *am_chunks;    // overflow chunks (a list), NULL: none
+    uint32_t am_class;  // the block's class while m_class is the chained class
+    uint32_t am_kind;   // TRA_K_*: what the actor layer does with it
+} tra_msg;
+
+#define TRA_MSG_MAGIC 0x61637472u // "actr"
+
+// Kinds of messages the actor layer treats itself (am_kind).
+enum {
+    TRA_K_USER = 0,  // a user message: receive gets it
+    TRA_K_REPLY = 1, // a reply (matched against requests)
+    TRA_K_STOP = 2,  // a Stop on the system lane
+    TRA_K_EXIT = 3,  // an exit signal from a link (Exit body)
+    TRA_K_DOWN = 4,  // a Down (matched against requests' monitors first)
+    TRA_K_TIMEOUT = 5, // a request's timer fired (CallFailed body)
+};
+
+static inline tra_msg *
+tra_msg_of(tr_msg *m)
+{
+    return (tra_msg *)(void *)m;
+}
+
+static inline bool
+tra_msg_valid(const tr_msg *m)
+{
+    return m != NULL && ((const tra_msg *)(const void *)m)->am_magic == TRA_MSG_MAGIC;
+}
+
+// tra_msg_new_sized is tr_msg_new for a message whose body is of type d
+// and whose whole block (header, body, arena) is at least size bytes.
+tr_msg *tra_msg_new_sized(const ProtobufCMessageDescriptor *d, size_t size, void **body) TRA_HIDDEN;
+
+#endif
