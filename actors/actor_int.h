@@ -71,3 +71,43 @@ tra_msg_valid(const tr_msg *m)
 tr_msg *tra_msg_new_sized(const ProtobufCMessageDescriptor *d, size_t size, void **body) TRA_HIDDEN;
 
 #endif
+
+// ---------------------------------------------------------------------------
+// The address table (table.c).
+//
+// Process-wide, so an actor part of an address names one actor (or one
+// call's reply endpoint) for good in this process. An id is generation
+// << 32 | index; an entry's word is generation << 32 | CLOSED | count of
+// holders. tra_table_acquire is one CAS that checks the generation, checks
+// the entry is open and counts the holder; the thing the entry points at
+// stays valid while anyone holds it. Closing stops new holders; whoever
+// brings a closed entry's count to zero (the closer, or the last release)
+// finalises the thing and then frees the entry, which bumps the generation.
+typedef struct tra_entry {
+    _Atomic uint64_t e_word; // generation | closed | holders
+    _Atomic(void *) e_ptr;   // the actor or endpoint; bit 0 set: an endpoint
+} tra_entry;
+
+#define TRA_E_CLOSED ((uint64_t)1 << 31)
+#define TRA_E_COUNT ((uint64_t)0x7fffffff)
+
+// tra_table_alloc returns the id of a fresh open entry pointing at ptr.
+uint64_t tra_table_alloc(void *ptr) TRA_HIDDEN;
+
+// tra_table_acquire holds the entry of id if it is open: the entry, with
+// *ptr, or NULL (stale, closed or never allocated).
+tra_entry *tra_table_acquire(uint64_t id, void **ptr) TRA_HIDDEN;
+
+// tra_table_release drops a hold: true when this was the last holder of a
+// closed entry (the caller must now finalise what it points at).
+bool tra_table_release(tra_entry *e) TRA_HIDDEN;
+
+// tra_table_close closes id's entry: true when nobody holds it (the caller
+// finalises now), false when the last release will report it.
+bool tra_table_close(uint64_t id) TRA_HIDDEN;
+
+// tra_table_holders returns how many hold id's entry (a snapshot).
+uint32_t tra_table_holders(uint64_t id) TRA_HIDDEN;
+
+// tra_table_free frees a closed entry nobody holds; its id becomes stale.
+void tra_table_free(uint64_t id) TRA_HIDDEN;

@@ -34,6 +34,7 @@
 #include <troupe/mailbox.h>
 #include <troupe/rt.h>
 #include <troupe/task.h>
+#include <troupe/time.h>
 #include <troupe/v1/actor.pb-c.h>
 
 TR_BEGIN_DECLS
@@ -157,7 +158,7 @@ typedef struct tr_actor tr_actor; // the running actor; valid in its callbacks o
 // Flags of tr_actor_spec and tr_actor_opts.
 enum {
     // Exit signals from linked actors arrive as Exit messages instead of
-    // stopping this actor (Erlang's trap_exit). A kill is never trapped.
+    // stopping this actor (Erlang's trap_exit).
     TR_ACTOR_TRAP_EXIT = 1u << 0,
 };
 
@@ -210,12 +211,12 @@ TR_API tr_rt *tr_actor_rt(const tr_actor *self);
 // callbacks only.
 TR_API void tr_actor_stop(tr_actor *self, tr_err reason, const char *text);
 
-// tr_actor_stop_other asks the actor at addr to stop with reason: the
-// request jumps the queue of user messages (the system lane), and the actor
-// stops before its next user message. kill true also overrides
-// TR_ACTOR_TRAP_EXIT semantics (kill is what supervisors use). TR_OK, or
-// TR_ENOTFOUND when no such actor runs. Any thread.
-TR_API tr_err tr_actor_stop_other(tr_addr addr, tr_err reason, const char *text, bool kill);
+// tr_actor_stop_other asks the actor at addr to stop with reason (TR_OK:
+// normally): the request jumps the queue of user messages (the system
+// lane), so the actor stops before its next user message, whether or not
+// it traps exits; what was queued is dropped. TR_OK, or TR_ENOTFOUND when no
+// such actor runs. Any thread.
+TR_API tr_err tr_actor_stop_other(tr_addr addr, tr_err reason, const char *text);
 
 // tr_actor_alive reports whether an actor runs at addr (a snapshot).
 TR_API bool tr_actor_alive(tr_addr addr);
@@ -239,15 +240,19 @@ TR_API void tr_actor_keep(tr_actor *self, tr_msg *m);
 // an actor message). Any thread.
 TR_API tr_err tr_actor_send(tr_actor *self, tr_addr to, tr_msg *m);
 
-// An awaitable send or call; embed it zeroed in the task's state.
+// An awaitable send or call; embed it zeroed in the task's state. Idle
+// again whenever the operation returns TR_READY.
 typedef struct tr_actor_op {
-    uint64_t ao_endpoint; // private: a call's reply endpoint
-    uint64_t ao_deadline; // private
-    uint64_t ao_ref;      // private: a call's monitor
-    uint32_t ao_state;    // private
-    uint32_t ao_pad;      // private
-    tr_mailbox_op ao_mb;  // private: a send waiting for room
+    void *ao_endpoint;  // private: a call's reply endpoint
+    uint64_t ao_ref;    // private: a call's monitor of the callee
+    tr_addr ao_to;      // private: the callee
+    uint32_t ao_state;  // private: idle, waiting for room, calling
+    uint32_t ao_pad;    // private
+    tr_timer ao_timer;  // private: a call's timeout
 } tr_actor_op;
+
+_Static_assert(sizeof(tr_actor_op) == 4 * sizeof(uint64_t) + 8 + sizeof(tr_timer),
+               "tr_actor_op: an endpoint, a monitor, an address, a state and a timer");
 
 // tr_actor_send_wait is the awaitable send: it waits for room in a bounded
 // mailbox. TR_READY with *err TR_OK: sent (the mailbox owns m); with
