@@ -342,7 +342,8 @@ test_msg_caller_owned(void **state)
 {
     (void)state;
     tmsg a, b;
-    memset(&b, 0, sizeof b); // a zeroed header is caller-owned too
+    memset(&a, 0xa5, sizeof a); // tr_msg_init sets every field of the header
+    memset(&b, 0, sizeof b);    // a zeroed header is caller-owned too
     tr_msg_init(&a.hdr, &a);
     assert_int_equal(a.hdr.m_class, TR_MSG_CLASS_NONE);
     assert_ptr_equal(a.hdr.m_type, &a);
