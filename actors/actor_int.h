@@ -35,8 +35,8 @@ typedef struct tra_msg {
     uint32_t am_prio;   // priority (the envelope's)
     uint32_t am_magic;  // TRA_MSG_MAGIC: an actor message
     void *am_body;      // the ProtobufCMessage
-    char *am_next;      // the inline arena's next free byte
-    char *am_end;       // the end of the inline arena (and of the block)
+    char *am_next;      // the arena's next free byte (the block's, then the newest chunk's)
+    char *am_end;       // the end of that arena (the block's end, then the chunk's)
     void *am_chunks;    // overflow chunks (a list), NULL: none
     uint32_t am_class;  // the block's class while m_class is the chained class
     uint32_t am_kind;   // TRA_K_*: what the actor layer does with it

@@ -12,7 +12,6 @@
 // refilled from and spilled to one global stack of indices under a mutex.
 // A thread's cache goes back to the global stack when the thread exits.
 #include <pthread.h>
-#include <stdarg.h>
 #include <string.h>
 
 #include "actor_int.h"
@@ -40,18 +39,6 @@ typedef struct cache {
 static __thread cache *t_cache;
 static pthread_key_t g_key;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-
-void
-tra_panic(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("troupe actors: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    abort();
-}
 
 static inline tra_entry *
 entry_at(uint32_t idx)

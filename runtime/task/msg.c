@@ -44,6 +44,11 @@
 //
 // Larger messages are one tr__alloc each, with the size in a 16-byte word in
 // front of the header (16: malloc's alignment is kept).
+//
+// Registered classes (tr_msg_class_register) are a fixed table of free
+// functions, filled once each and never emptied, so tr_msg_free reads an
+// entry with no lock. tr_msg_free tests them after the slab classes, NONE
+// and LARGE: the fast path is unchanged.
 #include "task/task.h"
 
 #include <pthread.h>
@@ -106,6 +111,14 @@ static depot g_depot[TR__MSG_NCLASSES + 1];
 
 // Messages of the LARGE class not yet freed (statistics; relaxed).
 static _Atomic uint64_t g_large_live;
+
+// The free functions of the registered classes. A slot is reserved by the
+// CAS on g_class_next, then written once (release; tr_msg_free's acquire
+// load pairs with it). A message of a class can exist only after its
+// registration returned, so a free never finds its slot empty.
+typedef void (*class_free_fn)(tr_msg *m);
+static _Atomic(class_free_fn) g_class_free[TR_MSG_CLASS_USER_MAX];
+static _Atomic uint32_t g_class_next; // slots reserved
 
 typedef struct tcache_class {
     free_obj *tc_cur;  // allocations pop, frees push
@@ -452,10 +465,37 @@ tr_msg_free(tr_msg *m)
         large_free(m);
         return;
     }
+    if (cls - TR_MSG_CLASS_USER < TR_MSG_CLASS_USER_MAX) {
+        class_free_fn fn =
+            atomic_load_explicit(&g_class_free[cls - TR_MSG_CLASS_USER], memory_order_acquire);
+        if (fn != NULL) {
+            fn(m);
+            return;
+        }
+    }
     if (cls == FREED) {
         tr__panic("tr_msg_free(%p): message freed twice", (void *)m);
     }
     tr__panic("tr_msg_free(%p): class %u: not a message from tr_msg_alloc", (void *)m, cls);
+}
+
+uint32_t
+tr_msg_class_register(void (*free_fn)(tr_msg *m))
+{
+    _Static_assert(TR_MSG_CLASS_USER > TR__MSG_CLASS_LARGE, "user classes follow the slabs'");
+    _Static_assert(FREED - TR_MSG_CLASS_USER >= TR_MSG_CLASS_USER_MAX, "FREED is no user class");
+    if (free_fn == NULL) {
+        return 0;
+    }
+    uint32_t k = atomic_load_explicit(&g_class_next, memory_order_relaxed);
+    do {
+        if (k >= TR_MSG_CLASS_USER_MAX) {
+            return 0;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&g_class_next, &k, k + 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    atomic_store_explicit(&g_class_free[k], free_fn, memory_order_release);
+    return TR_MSG_CLASS_USER + k;
 }
 
 // ---------------------------------------------------------------------------

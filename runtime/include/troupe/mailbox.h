@@ -32,7 +32,8 @@ TR_BEGIN_DECLS
 // The header every message starts with. m_type and m_flags are the sender's;
 // m_next and m_class are private: the mailbox links messages through
 // m_next, and m_class says where the memory came from. Touch neither while
-// the message is queued, and never change m_class.
+// the message is queued, and never change m_class, except to and from a
+// class of one's own (tr_msg_class_register).
 typedef struct tr_msg {
     _Atomic(struct tr_msg *) m_next; // private: the mailbox link
     const void *m_type; // type tag, the sender's to set (actors: the protobuf-c descriptor)
@@ -64,10 +65,30 @@ TR_API tr_msg *tr_msg_alloc(size_t size);
 
 // tr_msg_free frees a message from tr_msg_alloc. Any thread, not necessarily
 // the one that allocated it. A message of class TR_MSG_CLASS_NONE is left
-// alone (its memory is its owner's), so freeing every message taken from a
-// mailbox is always right. Slab memory is kept for reuse (tr_trim returns
+// alone (its memory is its owner's), and one of a registered class goes to
+// its class's free function (tr_msg_class_register), so freeing every
+// message taken from a mailbox is always right. Slab memory is kept for reuse (tr_trim returns
 // what is no longer used to the system).
 TR_API void tr_msg_free(tr_msg *m);
+
+// Classes that layers above the runtime own (tr_msg_class_register):
+// TR_MSG_CLASS_USER .. TR_MSG_CLASS_USER + TR_MSG_CLASS_USER_MAX - 1, above
+// every class of tr_msg_alloc's.
+#define TR_MSG_CLASS_USER 0x100u
+#define TR_MSG_CLASS_USER_MAX 16u
+
+// tr_msg_class_register gives a layer above the runtime a message class of
+// its own, and returns it (0 when all TR_MSG_CLASS_USER_MAX are taken, or
+// free_fn is NULL). tr_msg_free of a message of that class calls
+// free_fn(m) instead of freeing it: the owner sets m_class of a message
+// from tr_msg_alloc to its class when the message holds more than its block
+// (the actor layer does when a message's arena overflows into chunks of its
+// own), and free_fn releases the rest, puts the block's class back and
+// calls tr_msg_free again. free_fn runs on the thread that frees the
+// message, so it must be callable from any thread. Each call takes a new
+// class (register once per process, as a constructor does); there is no
+// unregistering. Any thread.
+TR_API uint32_t tr_msg_class_register(void (*free_fn)(tr_msg *m));
 
 // tr_msg_init prepares the header of a caller-owned message (class
 // TR_MSG_CLASS_NONE; a zeroed header is the same with a NULL type).

@@ -342,7 +342,8 @@ test_msg_caller_owned(void **state)
 {
     (void)state;
     tmsg a, b;
-    memset(&b, 0, sizeof b); // a zeroed header is caller-owned too
+    memset(&a, 0xa5, sizeof a); // tr_msg_init sets every field of the header
+    memset(&b, 0, sizeof b);    // a zeroed header is caller-owned too
     tr_msg_init(&a.hdr, &a);
     assert_int_equal(a.hdr.m_class, TR_MSG_CLASS_NONE);
     assert_ptr_equal(a.hdr.m_type, &a);
@@ -358,6 +359,69 @@ test_msg_caller_owned(void **state)
     tr_msg_free(&b.hdr);
     assert_int_equal(a.seq + b.seq, 3);
     tr_mailbox_fini(&mb, NULL, NULL);
+}
+
+// A message of a class of its own: it remembers its block's class and
+// counts the frees its class's function made.
+typedef struct owned_msg {
+    tr_msg hdr;
+    uint32_t block_class;
+} owned_msg;
+
+static atomic_int owned_frees;
+
+static void
+owned_free(tr_msg *m)
+{
+    owned_msg *o = (owned_msg *)(void *)m;
+    atomic_fetch_add(&owned_frees, 1);
+    m->m_class = o->block_class;
+    tr_msg_free(m);
+}
+
+static void
+test_msg_class_register(void **state)
+{
+    (void)state;
+    assert_int_equal(tr_msg_class_register(NULL), 0);
+    uint32_t cls = tr_msg_class_register(owned_free);
+    assert_true(cls >= TR_MSG_CLASS_USER && cls < TR_MSG_CLASS_USER + TR_MSG_CLASS_USER_MAX);
+    assert_true(cls > TR__MSG_CLASS_LARGE);
+    // A slab message and a large one, freed directly and by a mailbox's fini.
+    size_t sizes[] = {sizeof(owned_msg), TR_MSG_SMALL_MAX + 1};
+    for (size_t i = 0; i < 2; i++) {
+        atomic_store(&owned_frees, 0);
+        owned_msg *a = (owned_msg *)(void *)tr_msg_alloc(sizes[i]);
+        owned_msg *b = (owned_msg *)(void *)tr_msg_alloc(sizes[i]);
+        a->block_class = a->hdr.m_class;
+        b->block_class = b->hdr.m_class;
+        a->hdr.m_class = cls;
+        b->hdr.m_class = cls;
+        tr_msg_free(&a->hdr);
+        assert_int_equal(atomic_load(&owned_frees), 1);
+        tr_mailbox mb;
+        tr_mailbox_init(&mb, 0);
+        tr_mailbox_push(&mb, &b->hdr);
+        tr_mailbox_fini(&mb, NULL, NULL); // LeakSanitizer checks both blocks
+        assert_int_equal(atomic_load(&owned_frees), 2);
+    }
+    assert_int_equal(tr__msg_large_live(), 0);
+    // Every registration is a new class, until the table is full.
+    uint32_t seen[TR_MSG_CLASS_USER_MAX] = {cls};
+    size_t n = 1;
+    for (;;) {
+        uint32_t c = tr_msg_class_register(owned_free);
+        if (c == 0) {
+            break;
+        }
+        assert_true(n < TR_MSG_CLASS_USER_MAX);
+        for (size_t k = 0; k < n; k++) {
+            assert_int_not_equal(seen[k], c);
+        }
+        seen[n++] = c;
+    }
+    assert_int_equal(n, TR_MSG_CLASS_USER_MAX);
+    assert_int_equal(tr_msg_class_register(owned_free), 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -1666,6 +1730,7 @@ main(void)
         cmocka_unit_test(test_mailbox_try_push_bound),
         cmocka_unit_test(test_mailbox_fini_drops_remaining),
         cmocka_unit_test(test_msg_caller_owned),
+        cmocka_unit_test(test_msg_class_register),
         cmocka_unit_test(test_mailbox_markempty_wakes_once),
         cmocka_unit_test(test_mailbox_push_window),
         cmocka_unit_test(test_mailbox_markempty_race_replayed),
