@@ -35,13 +35,13 @@
 
 typedef struct monitor {
     uint64_t mo_ref;
-    tr_addr mo_watcher;
+    tr_actor_addr mo_watcher;
 } monitor;
 
 typedef struct request {
     uint64_t rq_corr;
     uint64_t rq_ref; // the monitor of the callee
-    tr_addr rq_callee;
+    tr_actor_addr rq_callee;
     tr_join rq_timer; // the timeout task, or empty
 } request;
 
@@ -50,7 +50,7 @@ typedef struct request {
 typedef struct tra_ext {
     monitor *x_mon; // lock: who watches this actor
     size_t x_nmon, x_capmon;
-    tr_addr *x_links; // lock
+    tr_actor_addr *x_links; // lock
     size_t x_nlinks, x_caplinks;
     tr_waker *x_wait; // lock: senders waiting for room
     size_t x_nwait, x_capwait;
@@ -69,17 +69,19 @@ enum {
     F_STOPPING = 1u << 1,
     F_CLOSED = 1u << 2,
     F_SUP = 1u << 3,
+    F_INITFAIL = 1u << 5, // its init failed: stopped does not run
+    F_DONE = 1u << 4,     // finished: the drop that follows READY has nothing to do
 };
 
 typedef struct tra_actor {
     tr_mailbox a_mb;
     const tr_actor_spec *a_spec;
     uint64_t a_id;
-    tr_waker a_waker;               // the actor's task (set at its first poll)
-    _Atomic(tra_ext *) a_ext;       // created under a_lock, then never changes
-    _Atomic uint32_t a_lock;        // a futex mutex: 0 free, 1 held, 2 contended
-    uint16_t a_flags;               // own: F_*
-    uint8_t a_reason;               // own: the stop reason (a tr_err)
+    tr_waker a_waker;         // the actor's task (set at its first poll)
+    _Atomic(tra_ext *) a_ext; // created under a_lock, then never changes
+    _Atomic uint32_t a_lock;  // a futex mutex: 0 free, 1 held, 2 contended
+    uint16_t a_flags;         // own: F_*
+    uint8_t a_reason;         // own: the stop reason (a tr_err)
     uint8_t a_pad;
     _Alignas(16) unsigned char a_user[];
 } tra_actor;
@@ -197,10 +199,10 @@ ext_get(tra_actor *a)
     return x;
 }
 
-static tr_addr
+static tr_actor_addr
 addr_of(const tra_actor *a)
 {
-    return (tr_addr){0, a->a_id};
+    return (tr_actor_addr){0, a->a_id};
 }
 
 // ---------------------------------------------------------------------------
@@ -209,7 +211,7 @@ addr_of(const tra_actor *a)
 enum { LANE_TRY, LANE_FORCE, LANE_SYSTEM };
 
 static void endpoint_final(endpoint *ep);
-static tr_err monitor_ref(tr_addr watcher, tr_addr target, uint64_t ref);
+static tr_err monitor_ref(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref);
 
 // finalise runs for the last holder of a closed entry.
 static void
@@ -227,14 +229,13 @@ static void
 endpoint_deliver(endpoint *ep, tr_msg *m)
 {
     tra_msg *am = tra_msg_of(m);
-    bool wanted = (am->am_kind == TRA_K_REPLY && am->am_corr == ep->ep_corr) ||
-                  (am->am_kind == TRA_K_DOWN &&
-                   ((Troupe__V1__Down *)am->am_body)->ref == ep->ep_ref);
+    bool wanted =
+        (am->am_kind == TRA_K_REPLY && am->am_corr == ep->ep_corr) ||
+        (am->am_kind == TRA_K_DOWN && ((Troupe__V1__Down *)am->am_body)->ref == ep->ep_ref);
     tr_msg *none = NULL;
     // acq_rel: the caller's acquire load sees the message's contents.
-    if (wanted && atomic_compare_exchange_strong_explicit(&ep->ep_msg, &none, m,
-                                                          memory_order_acq_rel,
-                                                          memory_order_relaxed)) {
+    if (wanted && atomic_compare_exchange_strong_explicit(
+                      &ep->ep_msg, &none, m, memory_order_acq_rel, memory_order_relaxed)) {
         tr_wake(ep->ep_waker);
         return;
     }
@@ -243,7 +244,7 @@ endpoint_deliver(endpoint *ep, tr_msg *m)
 
 // deliver hands m to the actor or endpoint at to. TR_OK takes m.
 static tr_err
-deliver(tr_addr to, tr_msg *m, int lane)
+deliver(tr_actor_addr to, tr_msg *m, int lane)
 {
     if (TRA_UNLIKELY(to.node != 0)) {
         return TR_ENOTFOUND; // no transport to other nodes yet
@@ -288,7 +289,7 @@ new_reason(tr_msg *m, tr_err code, const char *text)
 }
 
 static Troupe__V1__Address *
-new_address(tr_msg *m, tr_addr a)
+new_address(tr_msg *m, tr_actor_addr a)
 {
     Troupe__V1__Address *p = tr_msg_arena(m, sizeof *p);
     troupe__v1__address__init(p);
@@ -298,7 +299,7 @@ new_address(tr_msg *m, tr_addr a)
 }
 
 static tr_msg *
-new_down(tr_addr from, uint64_t ref, tr_err reason, const char *text)
+new_down(tr_actor_addr from, uint64_t ref, tr_err reason, const char *text)
 {
     Troupe__V1__Down *d;
     tr_msg *m = tr_msg_new(&troupe__v1__down__descriptor, 96, (void **)&d);
@@ -312,7 +313,7 @@ new_down(tr_addr from, uint64_t ref, tr_err reason, const char *text)
 }
 
 static tr_msg *
-new_exit(tr_addr from, tr_err reason, const char *text)
+new_exit(tr_actor_addr from, tr_err reason, const char *text)
 {
     Troupe__V1__Exit *x;
     tr_msg *m = tr_msg_new(&troupe__v1__exit__descriptor, 96, (void **)&x);
@@ -325,7 +326,7 @@ new_exit(tr_addr from, tr_err reason, const char *text)
 }
 
 static tr_msg *
-new_call_failed(uint64_t corr, tr_addr callee, tr_err reason, const char *text)
+new_call_failed(uint64_t corr, tr_actor_addr callee, tr_err reason, const char *text)
 {
     Troupe__V1__CallFailed *f;
     tr_msg *m = tr_msg_new(&troupe__v1__call_failed__descriptor, 96, (void **)&f);
@@ -375,7 +376,7 @@ endpoint_close(endpoint *ep)
 // with_actor runs fn on the actor at addr while holding it (under its lock
 // when locked): TR_OK, or TR_ENOTFOUND.
 static tr_err
-with_actor(tr_addr addr, bool locked, void (*fn)(tra_actor *a, void *arg), void *arg)
+with_actor(tr_actor_addr addr, bool locked, void (*fn)(tra_actor *a, void *arg), void *arg)
 {
     if (addr.node != 0) {
         return TR_ENOTFOUND;
@@ -437,13 +438,13 @@ static void
 add_link(tra_actor *a, void *arg)
 {
     tra_ext *x = ext_locked(a);
-    tr_addr other = *(tr_addr *)arg;
+    tr_actor_addr other = *(tr_actor_addr *)arg;
     for (size_t i = 0; i < x->x_nlinks; i++) {
-        if (tr_addr_eq(x->x_links[i], other)) {
+        if (tr_actor_addr_eq(x->x_links[i], other)) {
             return;
         }
     }
-    grow((void **)&x->x_links, &x->x_caplinks, x->x_nlinks + 1, sizeof(tr_addr));
+    grow((void **)&x->x_links, &x->x_caplinks, x->x_nlinks + 1, sizeof(tr_actor_addr));
     x->x_links[x->x_nlinks++] = other;
 }
 
@@ -451,12 +452,12 @@ static void
 del_link(tra_actor *a, void *arg)
 {
     tra_ext *x = atomic_load_explicit(&a->a_ext, memory_order_relaxed);
-    tr_addr other = *(tr_addr *)arg;
+    tr_actor_addr other = *(tr_actor_addr *)arg;
     if (x == NULL) {
         return;
     }
     for (size_t i = 0; i < x->x_nlinks; i++) {
-        if (tr_addr_eq(x->x_links[i], other)) {
+        if (tr_actor_addr_eq(x->x_links[i], other)) {
             x->x_links[i] = x->x_links[--x->x_nlinks];
             return;
         }
@@ -511,7 +512,7 @@ wake_waiters(tra_actor *a)
 
 typedef struct name_ent {
     struct name_ent *n_next;
-    tr_addr n_addr;
+    tr_actor_addr n_addr;
     char n_name[];
 } name_ent;
 
@@ -598,14 +599,14 @@ name_hash(const char *s)
 
 // name_remove removes name if it still names addr.
 static void
-name_remove(tr_rt *rt, const char *name, tr_addr addr)
+name_remove(tr_rt *rt, const char *name, tr_actor_addr addr)
 {
     names *nm = names_of(rt);
     pthread_mutex_lock(&nm->nm_lock);
     name_ent **pp = &nm->nm_b[name_hash(name)];
     for (; *pp != NULL; pp = &(*pp)->n_next) {
         if (strcmp((*pp)->n_name, name) == 0) {
-            if (tr_addr_eq((*pp)->n_addr, addr)) {
+            if (tr_actor_addr_eq((*pp)->n_addr, addr)) {
                 name_ent *e = *pp;
                 *pp = e->n_next;
                 free(e);
@@ -655,7 +656,7 @@ reg_on_actor(tra_actor *a, void *arg)
 }
 
 tr_err
-tr_actor_register(tr_rt *rt, const char *name, tr_addr addr)
+tr_actor_register(tr_rt *rt, const char *name, tr_actor_addr addr)
 {
     if (rt == NULL || !name_valid(name)) {
         return TR_EINVAL;
@@ -666,7 +667,7 @@ tr_actor_register(tr_rt *rt, const char *name, tr_addr addr)
 }
 
 tr_err
-tr_actor_whereis(tr_rt *rt, const char *name, tr_addr *addr)
+tr_actor_whereis(tr_rt *rt, const char *name, tr_actor_addr *addr)
 {
     if (rt == NULL || !name_valid(name)) {
         return TR_EINVAL;
@@ -731,8 +732,8 @@ typedef struct timer_task {
     tr_timer tt_timer;
     uint64_t tt_ns;
     uint64_t tt_corr;
-    tr_addr tt_self;
-    tr_addr tt_callee;
+    tr_actor_addr tt_self;
+    tr_actor_addr tt_callee;
     int tr_pc;
 } timer_task;
 
@@ -859,7 +860,7 @@ dispatch(tr_actor *self, tr_msg *m)
     case TRA_K_EXIT: {
         Troupe__V1__Exit *x = am->am_body;
         tr_err why = tr_msg_reason_err(x->reason);
-        tr_addr from = am->am_from;
+        tr_actor_addr from = am->am_from;
         with_actor(addr_of(a), true, del_link, &from);
         if (a->a_flags & F_TRAP) {
             am->am_kind = TRA_K_USER;
@@ -923,7 +924,7 @@ finish(tr_actor *self)
     tr_mailbox_fini(&a->a_mb, drop_msg, NULL);
     tra_ext *x = atomic_load_explicit(&a->a_ext, memory_order_acquire);
     tr_err reason = (tr_err)a->a_reason;
-    tr_addr me = addr_of(a);
+    tr_actor_addr me = addr_of(a);
     const char *text = (x != NULL && x->x_text != NULL) ? x->x_text : NULL;
     if (x != NULL) {
         // Nobody else can touch the extension now: no lock needed.
@@ -949,7 +950,7 @@ finish(tr_actor *self)
             tr_wake(x->x_wait[i]);
         }
     }
-    if (a->a_spec->stopped != NULL) {
+    if (a->a_spec->stopped != NULL && !(a->a_flags & F_INITFAIL)) {
         a->a_spec->stopped(self, a->a_user, reason);
     }
     if (x != NULL) {
@@ -963,6 +964,7 @@ finish(tr_actor *self)
         atomic_store_explicit(&a->a_ext, NULL, memory_order_relaxed);
     }
     tra_table_free(a->a_id);
+    a->a_flags |= F_DONE;
 }
 
 // stopping runs the stop of an actor: close the entry, wait for holders to
@@ -994,9 +996,6 @@ actor_poll(void *st, tr_cx *cx)
         a->a_waker = tr_cx_waker(cx);
     }
     if (TRA_UNLIKELY(a->a_flags & F_STOPPING)) {
-        if (a->a_id == 0) {
-            return TR_READY; // its init failed: it was never reachable
-        }
         return stopping(&self);
     }
     tr_msg *batch[TR_ACTOR_BATCH];
@@ -1041,8 +1040,8 @@ actor_drop(void *st)
 {
     tra_actor *a = st;
     tr_actor self = {a, NULL, NULL, NULL};
-    if (a->a_id == 0) {
-        return; // refused before it was set up
+    if (a->a_id == 0 || (a->a_flags & F_DONE)) {
+        return; // never reachable (its init failed), or finished by its poll
     }
     if (!(a->a_flags & F_STOPPING)) {
         a->a_flags |= F_STOPPING;
@@ -1113,29 +1112,12 @@ spawn_init(void *st, void *argp)
     atomic_init(&a->a_ext, NULL);
     atomic_init(&a->a_lock, 0);
     a->a_flags = (flags & TR_ACTOR_TRAP_EXIT) ? F_TRAP : 0;
-    tr_actor self = {a, NULL, sa->rt, NULL};
-    sa->err = TR_OK;
-    if (sa->spec->init != NULL) {
-        sa->err = sa->spec->init(&self, a->a_user, sa->arg);
-        if (sa->err != TR_OK) {
-            // Nobody can reach it: it never gets an id, and it ends at its
-            // first poll (F_STOPPING with id 0; its drop does nothing).
-            a->a_id = 0;
-            a->a_flags |= F_STOPPING;
-            tra_ext *x = atomic_load_explicit(&a->a_ext, memory_order_relaxed);
-            if (x != NULL) {
-                free(x);
-                atomic_store_explicit(&a->a_ext, NULL, memory_order_relaxed);
-            }
-            return;
-        }
-    }
     a->a_id = tra_table_alloc(a);
     sa->id = a->a_id;
     if (sa->opts != NULL && sa->opts->parent != NULL) {
-        // Linked before anyone can reach it, so it cannot stop unlinked.
+        // Linked before anyone else can reach it, so it cannot stop unlinked.
         tra_actor *p = sa->opts->parent->t_a;
-        tr_addr me = addr_of(a), parent = addr_of(p);
+        tr_actor_addr me = addr_of(a), parent = addr_of(p);
         lock(a);
         add_link(a, &parent);
         unlock(a);
@@ -1143,11 +1125,22 @@ spawn_init(void *st, void *argp)
         add_link(p, &me);
         unlock(p);
     }
+    tr_actor self = {a, NULL, sa->rt, NULL};
+    sa->err = TR_OK;
+    if (sa->spec->init != NULL) {
+        sa->err = sa->spec->init(&self, a->a_user, sa->arg);
+        if (sa->err != TR_OK) {
+            // It stops at its first poll, with init's error as the reason
+            // (links and monitors init made are told); stopped does not run.
+            a->a_flags |= F_STOPPING | F_INITFAIL;
+            a->a_reason = (uint8_t)sa->err;
+        }
+    }
 }
 
 tr_err
 tr_actor_spawn(tr_rt *rt, const tr_actor_spec *spec, void *arg, const tr_actor_opts *opts,
-               tr_addr *addr)
+               tr_actor_addr *addr)
 {
     if (rt == NULL || spec == NULL || spec->receive == NULL || spec->size > MAX_USER_STATE) {
         return TR_EINVAL;
@@ -1162,18 +1155,14 @@ tr_actor_spawn(tr_rt *rt, const tr_actor_spec *spec, void *arg, const tr_actor_o
     struct spawn_arg sa = {spec, arg, opts, rt, TR_OK, 0};
     tr_err err = tr_spawn(rt, &g_specs[(spec->size + 15) / 16], spawn_init, &sa, NULL);
     if (err != TR_OK) {
-        if (err == TR_ECANCELED && sa.err == TR_OK && sa.id != 0) {
-            // The start was refused after init ran: the drop has finished it.
-            return TR_ESHUTDOWN;
-        }
-        return err;
+        // TR_ECANCELED: the start was refused after init ran, and the drop
+        // has finished the actor.
+        return err == TR_ECANCELED ? TR_ESHUTDOWN : err;
     }
     if (sa.err != TR_OK) {
-        // The task started with id 0: it finishes at its first poll. (A
-        // refused init never reaches an address.)
-        return sa.err;
+        return sa.err; // it stops at its first poll
     }
-    tr_addr me = {0, sa.id};
+    tr_actor_addr me = {0, sa.id};
     if (opts != NULL && opts->name != NULL) {
         err = tr_actor_register(rt, opts->name, me);
         if (err != TR_OK) {
@@ -1187,7 +1176,7 @@ tr_actor_spawn(tr_rt *rt, const tr_actor_spec *spec, void *arg, const tr_actor_o
     return TR_OK;
 }
 
-tr_addr
+tr_actor_addr
 tr_actor_self(const tr_actor *self)
 {
     return addr_of(self->t_a);
@@ -1200,7 +1189,7 @@ tr_actor_rt(const tr_actor *self)
 }
 
 tr_err
-tr_actor_stop_other(tr_addr addr, tr_err reason, const char *text)
+tr_actor_stop_other(tr_actor_addr addr, tr_err reason, const char *text)
 {
     Troupe__V1__Stop *s;
     tr_msg *m = tr_msg_new(&troupe__v1__stop__descriptor, 64, (void **)&s);
@@ -1214,7 +1203,7 @@ tr_actor_stop_other(tr_addr addr, tr_err reason, const char *text)
 }
 
 bool
-tr_actor_alive(tr_addr addr)
+tr_actor_alive(tr_actor_addr addr)
 {
     if (addr.node != 0) {
         return false;
@@ -1243,7 +1232,7 @@ tr_actor_keep(tr_actor *self, tr_msg *m)
 // Sending.
 
 static tr_err
-send_as(tr_actor *self, tr_addr to, tr_msg *m, int kind, int lane)
+send_as(tr_actor *self, tr_actor_addr to, tr_msg *m, int kind, int lane)
 {
     if (!tra_msg_valid(m)) {
         return TR_EINVAL;
@@ -1262,15 +1251,15 @@ send_as(tr_actor *self, tr_addr to, tr_msg *m, int kind, int lane)
 }
 
 tr_err
-tr_actor_send(tr_actor *self, tr_addr to, tr_msg *m)
+tr_actor_send(tr_actor *self, tr_actor_addr to, tr_msg *m)
 {
     if (!tra_msg_valid(m)) {
         return TR_EINVAL;
     }
     tra_msg *am = tra_msg_of(m);
     if (self == NULL) {
-        am->am_from = TR_ADDR_NONE;
-        am->am_reply = TR_ADDR_NONE;
+        am->am_from = TR_ACTOR_NONE;
+        am->am_reply = TR_ACTOR_NONE;
         am->am_corr = 0;
     } else {
         am->am_corr = 0;
@@ -1281,7 +1270,7 @@ tr_actor_send(tr_actor *self, tr_addr to, tr_msg *m)
 enum { OP_IDLE = 0, OP_CALLING = 2 };
 
 tr_poll
-tr_actor_send_wait(tr_addr to, tr_cx *cx, tr_actor_op *op, tr_msg *m, tr_err *err)
+tr_actor_send_wait(tr_actor_addr to, tr_cx *cx, tr_actor_op *op, tr_msg *m, tr_err *err)
 {
     (void)op;
     if (!tr_cx_budget_spend(cx)) {
@@ -1327,12 +1316,12 @@ call_cleanup(tr_actor_op *op)
     endpoint_close(ep);
     op->ao_endpoint = NULL;
     op->ao_ref = 0;
-    op->ao_to = TR_ADDR_NONE;
+    op->ao_to = TR_ACTOR_NONE;
     op->ao_state = OP_IDLE;
 }
 
 tr_poll
-tr_actor_call(tr_addr to, tr_cx *cx, tr_actor_op *op, tr_msg *m, uint64_t timeout_ns,
+tr_actor_call(tr_actor_addr to, tr_cx *cx, tr_actor_op *op, tr_msg *m, uint64_t timeout_ns,
               tr_msg **reply, tr_err *err)
 {
     if (!tr_cx_budget_spend(cx)) {
@@ -1350,13 +1339,13 @@ tr_actor_call(tr_addr to, tr_cx *cx, tr_actor_op *op, tr_msg *m, uint64_t timeou
         op->ao_endpoint = ep;
         op->ao_to = to;
         op->ao_state = OP_CALLING;
-        tr_addr me = {0, ep->ep_id};
+        tr_actor_addr me = {0, ep->ep_id};
         ep->ep_ref = fresh_ref();
         op->ao_ref = ep->ep_ref;
         tr_err e = monitor_ref(me, to, ep->ep_ref);
         (void)e; // a callee that is gone: its Down is in the endpoint already
         tra_msg *am = tra_msg_of(m);
-        am->am_from = TR_ADDR_NONE;
+        am->am_from = TR_ACTOR_NONE;
         am->am_reply = me;
         am->am_corr = ep->ep_corr;
         am->am_kind = TRA_K_USER;
@@ -1409,13 +1398,13 @@ tr_actor_op_abandon(tr_actor_op *op)
 }
 
 tr_err
-tr_actor_request(tr_actor *self, tr_addr to, tr_msg *m, uint64_t timeout_ns, uint64_t *corr)
+tr_actor_request(tr_actor *self, tr_actor_addr to, tr_msg *m, uint64_t timeout_ns, uint64_t *corr)
 {
     if (!tra_msg_valid(m)) {
         return TR_EINVAL;
     }
     tra_actor *a = self->t_a;
-    tr_addr me = addr_of(a);
+    tr_actor_addr me = addr_of(a);
     uint64_t ref;
     // A callee that is gone gives a Down at once; refuse instead.
     if (!tr_actor_alive(to)) {
@@ -1431,8 +1420,8 @@ tr_actor_request(tr_actor *self, tr_addr to, tr_msg *m, uint64_t timeout_ns, uin
         return err;
     }
     if (timeout_ns != 0) {
-        timer_task init = {.tt_ns = timeout_ns, .tt_corr = rq.rq_corr, .tt_self = me,
-                           .tt_callee = to};
+        timer_task init = {
+            .tt_ns = timeout_ns, .tt_corr = rq.rq_corr, .tt_self = me, .tt_callee = to};
         tr_spawn(self->t_rt, &timer_spec, NULL, &init, &rq.rq_timer);
     }
     tra_ext *x = ext_get(a);
@@ -1445,21 +1434,21 @@ tr_actor_request(tr_actor *self, tr_addr to, tr_msg *m, uint64_t timeout_ns, uin
 }
 
 tr_err
-tr_actor_reply(tr_actor *self, const tr_msg *request, tr_msg *reply)
+tr_actor_reply(tr_actor *self, const tr_msg *req, tr_msg *reply)
 {
     if (!tra_msg_valid(reply)) {
         return TR_EINVAL;
     }
-    if (!tra_msg_valid(request)) {
+    if (!tra_msg_valid(req)) {
         tr_msg_free(reply);
         return TR_EINVAL;
     }
-    const tra_msg *rq = (const tra_msg *)(const void *)request;
+    const tra_msg *rq = (const tra_msg *)(const void *)req;
     tra_msg *am = tra_msg_of(reply);
     am->am_corr = rq->am_corr;
-    tr_addr to = rq->am_reply;
+    tr_actor_addr to = rq->am_reply;
     am->am_kind = TRA_K_REPLY;
-    am->am_from = self != NULL ? addr_of(self->t_a) : TR_ADDR_NONE;
+    am->am_from = self != NULL ? addr_of(self->t_a) : TR_ACTOR_NONE;
     am->am_reply = am->am_from;
     tr_err err = deliver(to, reply, LANE_FORCE);
     if (err != TR_OK) {
@@ -1469,7 +1458,7 @@ tr_actor_reply(tr_actor *self, const tr_msg *request, tr_msg *reply)
 }
 
 tr_err
-tr_actor_forward(tr_actor *self, tr_addr to, tr_msg *m)
+tr_actor_forward(tr_actor *self, tr_actor_addr to, tr_msg *m)
 {
     if (!tra_msg_valid(m)) {
         return TR_EINVAL;
@@ -1485,7 +1474,7 @@ tr_actor_forward(tr_actor *self, tr_addr to, tr_msg *m)
 // Monitors and links.
 
 static tr_err
-monitor_ref(tr_addr watcher, tr_addr target, uint64_t ref)
+monitor_ref(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref)
 {
     struct mon_arg ma = {{ref, watcher}};
     if (with_actor(target, true, add_monitor, &ma) == TR_OK) {
@@ -1500,7 +1489,7 @@ monitor_ref(tr_addr watcher, tr_addr target, uint64_t ref)
 }
 
 tr_err
-tr_actor_monitor(tr_addr watcher, tr_addr target, uint64_t *ref)
+tr_actor_monitor(tr_actor_addr watcher, tr_actor_addr target, uint64_t *ref)
 {
     uint64_t r = fresh_ref();
     if (ref != NULL) {
@@ -1510,16 +1499,16 @@ tr_actor_monitor(tr_addr watcher, tr_addr target, uint64_t *ref)
 }
 
 void
-tr_actor_demonitor(tr_addr target, uint64_t ref)
+tr_actor_demonitor(tr_actor_addr target, uint64_t ref)
 {
     with_actor(target, true, del_monitor, &ref);
 }
 
 tr_err
-tr_actor_link(tr_actor *self, tr_addr other)
+tr_actor_link(tr_actor *self, tr_actor_addr other)
 {
-    tr_addr me = addr_of(self->t_a);
-    if (tr_addr_eq(me, other)) {
+    tr_actor_addr me = addr_of(self->t_a);
+    if (tr_actor_addr_eq(me, other)) {
         return TR_EINVAL;
     }
     if (with_actor(other, true, add_link, &me) != TR_OK) {
@@ -1536,9 +1525,9 @@ tr_actor_link(tr_actor *self, tr_addr other)
 }
 
 void
-tr_actor_unlink(tr_actor *self, tr_addr other)
+tr_actor_unlink(tr_actor *self, tr_actor_addr other)
 {
-    tr_addr me = addr_of(self->t_a);
+    tr_actor_addr me = addr_of(self->t_a);
     with_actor(other, true, del_link, &me);
     lock(self->t_a);
     del_link(self->t_a, &other);

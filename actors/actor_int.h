@@ -28,29 +28,29 @@ __attribute__((noreturn, format(printf, 1, 2))) void tra_panic(const char *fmt, 
 // any gets the actor layer's own message class, whose free function frees
 // the chunks and then the block (am_class keeps the block's class).
 typedef struct tra_msg {
-    tr_msg am_hdr;      // m_type: the body's descriptor
-    tr_addr am_from;    // the sender (none: 0)
-    tr_addr am_reply;   // where a reply goes
-    uint64_t am_corr;   // correlation id (0: none)
-    uint32_t am_prio;   // priority (the envelope's)
-    uint32_t am_magic;  // TRA_MSG_MAGIC: an actor message
-    void *am_body;      // the ProtobufCMessage
-    char *am_next;      // the arena's next free byte (the block's, then the newest chunk's)
-    char *am_end;       // the end of that arena (the block's end, then the chunk's)
-    void *am_chunks;    // overflow chunks (a list), NULL: none
-    uint32_t am_class;  // the block's class while m_class is the chained class
-    uint32_t am_kind;   // TRA_K_*: what the actor layer does with it
+    tr_msg am_hdr;          // m_type: the body's descriptor
+    tr_actor_addr am_from;  // the sender (none: 0)
+    tr_actor_addr am_reply; // where a reply goes
+    uint64_t am_corr;       // correlation id (0: none)
+    uint32_t am_prio;       // priority (the envelope's)
+    uint32_t am_magic;      // TRA_MSG_MAGIC: an actor message
+    void *am_body;          // the ProtobufCMessage
+    char *am_next;          // the arena's next free byte (the block's, then the newest chunk's)
+    char *am_end;           // the end of that arena (the block's end, then the chunk's)
+    void *am_chunks;        // overflow chunks (a list), NULL: none
+    uint32_t am_class;      // the block's class while m_class is the chained class
+    uint32_t am_kind;       // TRA_K_*: what the actor layer does with it
 } tra_msg;
 
 #define TRA_MSG_MAGIC 0x61637472u // "actr"
 
 // Kinds of messages the actor layer treats itself (am_kind).
 enum {
-    TRA_K_USER = 0,  // a user message: receive gets it
-    TRA_K_REPLY = 1, // a reply (matched against requests)
-    TRA_K_STOP = 2,  // a Stop on the system lane
-    TRA_K_EXIT = 3,  // an exit signal from a link (Exit body)
-    TRA_K_DOWN = 4,  // a Down (matched against requests' monitors first)
+    TRA_K_USER = 0,    // a user message: receive gets it
+    TRA_K_REPLY = 1,   // a reply (matched against requests)
+    TRA_K_STOP = 2,    // a Stop on the system lane
+    TRA_K_EXIT = 3,    // an exit signal from a link (Exit body)
+    TRA_K_DOWN = 4,    // a Down (matched against requests' monitors first)
     TRA_K_TIMEOUT = 5, // a request's timer fired (CallFailed body)
 };
 

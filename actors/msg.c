@@ -166,8 +166,8 @@ tra_msg_new_sized(const ProtobufCMessageDescriptor *d, size_t size, void **body)
     tr_msg *m = tr_msg_alloc(size);
     tra_msg *am = tra_msg_of(m);
     m->m_type = d;
-    am->am_from = TR_ADDR_NONE;
-    am->am_reply = TR_ADDR_NONE;
+    am->am_from = TR_ACTOR_NONE;
+    am->am_reply = TR_ACTOR_NONE;
     am->am_corr = 0;
     am->am_prio = 0;
     am->am_magic = TRA_MSG_MAGIC;
@@ -237,13 +237,13 @@ tr_msg_is_actor(const tr_msg *m)
     return tra_msg_valid(m);
 }
 
-tr_addr
+tr_actor_addr
 tr_msg_sender(const tr_msg *m)
 {
     return ((const tra_msg *)(const void *)m)->am_from;
 }
 
-tr_addr
+tr_actor_addr
 tr_msg_reply_to(const tr_msg *m)
 {
     return ((const tra_msg *)(const void *)m)->am_reply;
@@ -268,7 +268,7 @@ tr_msg_set_priority(tr_msg *m, uint32_t prio)
 }
 
 void
-tr_msg_set_reply_to(tr_msg *m, tr_addr to)
+tr_msg_set_reply_to(tr_msg *m, tr_actor_addr to)
 {
     tra_msg_of(m)->am_reply = to;
 }

@@ -63,7 +63,9 @@ spill_locked(cache *c, uint32_t n)
         g.free = f;
         g.cap = cap;
     }
-    memcpy(g.free + g.nfree, c->idx + c->n - n, n * sizeof(uint32_t));
+    if (n > 0) {
+        memcpy(g.free + g.nfree, c->idx + c->n - n, n * sizeof(uint32_t));
+    }
     g.nfree += n;
     c->n -= n;
 }
@@ -109,7 +111,9 @@ refill(cache *c)
 {
     pthread_mutex_lock(&g.lock);
     uint32_t n = g.nfree < BATCH ? (uint32_t)g.nfree : BATCH;
-    memcpy(c->idx + c->n, g.free + g.nfree - n, n * sizeof(uint32_t));
+    if (n > 0) {
+        memcpy(c->idx + c->n, g.free + g.nfree - n, n * sizeof(uint32_t));
+    }
     g.nfree -= n;
     c->n += n;
     while (c->n < BATCH) {

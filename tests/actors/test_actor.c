@@ -116,7 +116,7 @@ typedef struct rec {
     uint64_t downs, exits, failed, replies, stopped;
     tr_err last_reason;
     uint64_t last_corr;
-    tr_addr last_from;
+    tr_actor_addr last_from;
     tr_err stopped_reason;
     char last_text[64];
     tu_event stopped_ev;
@@ -153,14 +153,14 @@ rec_fini(rec *r)
 typedef struct rec_state {
     rec *r;
     uint32_t mode; // behaviour switches, below
-    tr_addr peer;
+    tr_actor_addr peer;
 } rec_state;
 
 enum {
     M_PLAIN = 0,
-    M_ECHO = 1,       // replies to every number with seq + 1
-    M_STOP_ON = 2,    // a number with tag 99 stops it with the code in seq
-    M_SILENT = 4,     // never replies
+    M_ECHO = 1,    // replies to every number with seq + 1
+    M_STOP_ON = 2, // a number with tag 99 stops it with the code in seq
+    M_SILENT = 4,  // never replies
 };
 
 static tr_err
@@ -210,14 +210,14 @@ rec_receive(tr_actor *self, void *state, tr_msg *m)
         const Troupe__V1__Down *d = tr_msg_body(m);
         r->downs++;
         r->last_reason = tr_msg_reason_err(d->reason);
-        r->last_from = (tr_addr){d->actor->node, d->actor->actor};
+        r->last_from = (tr_actor_addr){d->actor->node, d->actor->actor};
         note(r, tr_msg_reason_text(d->reason));
         fire = true;
     } else if (tr_msg_is(m, &troupe__v1__exit__descriptor)) {
         const Troupe__V1__Exit *x = tr_msg_body(m);
         r->exits++;
         r->last_reason = tr_msg_reason_err(x->reason);
-        r->last_from = (tr_addr){x->from->node, x->from->actor};
+        r->last_from = (tr_actor_addr){x->from->node, x->from->actor};
         fire = true;
     } else if (tr_msg_is(m, &troupe__v1__call_failed__descriptor)) {
         const Troupe__V1__CallFailed *f = tr_msg_body(m);
@@ -252,19 +252,19 @@ static const tr_actor_spec rec_spec = {
     .stopped = rec_stopped,
 };
 
-static tr_addr
+static tr_actor_addr
 spawn_rec(tr_rt *rt, rec *r, uint32_t mode, const tr_actor_opts *opts)
 {
-    rec_state init = {r, mode, TR_ADDR_NONE};
-    tr_addr a = TR_ADDR_NONE;
+    rec_state init = {r, mode, TR_ACTOR_NONE};
+    tr_actor_addr a = TR_ACTOR_NONE;
     assert_int_equal(tr_actor_spawn(rt, &rec_spec, &init, opts, &a), TR_OK);
-    assert_false(tr_addr_is_none(a));
+    assert_false(tr_actor_addr_is_none(a));
     assert_int_equal(a.node, 0);
     return a;
 }
 
 static void
-send_ok(tr_addr to, tr_msg *m)
+send_ok(tr_actor_addr to, tr_msg *m)
 {
     tr_err err = tr_actor_send(NULL, to, m);
     if (err != TR_OK) {
@@ -284,7 +284,7 @@ test_actor_send_and_receive(void **state)
     bg_start(&b, 2);
     rec r;
     rec_init(&r, 1000);
-    tr_addr a = spawn_rec(b.rt, &r, M_PLAIN, NULL);
+    tr_actor_addr a = spawn_rec(b.rt, &r, M_PLAIN, NULL);
     assert_true(tr_actor_alive(a));
     for (uint64_t i = 0; i < 1000; i++) {
         send_ok(a, num_msg(0, i));
@@ -305,7 +305,7 @@ test_actor_send_and_receive(void **state)
 }
 
 typedef struct sender_arg {
-    tr_addr to;
+    tr_actor_addr to;
     uint64_t tag, n;
 } sender_arg;
 
@@ -332,7 +332,7 @@ test_actor_order_per_sender(void **state)
     enum { SENDERS = 4, EACH = 20000 };
     rec r;
     rec_init(&r, SENDERS * EACH);
-    tr_addr a = spawn_rec(b.rt, &r, M_PLAIN, NULL);
+    tr_actor_addr a = spawn_rec(b.rt, &r, M_PLAIN, NULL);
     pthread_t th[SENDERS];
     sender_arg sa[SENDERS];
     for (int i = 0; i < SENDERS; i++) {
@@ -362,7 +362,7 @@ test_actor_stale_address(void **state)
     bg_start(&b, 2);
     rec r;
     rec_init(&r, 1);
-    tr_addr a = spawn_rec(b.rt, &r, M_STOP_ON, NULL);
+    tr_actor_addr a = spawn_rec(b.rt, &r, M_STOP_ON, NULL);
     send_ok(a, num_msg(99, TR_EIO));
     assert_true(tu_event_wait(&r.stopped_ev, TU_WAIT_MS));
     assert_int_equal(r.stopped_reason, TR_EIO);
@@ -377,8 +377,8 @@ test_actor_stale_address(void **state)
     rec r2;
     rec_init(&r2, 1);
     for (int i = 0; i < 100; i++) {
-        tr_addr n = spawn_rec(b.rt, &r2, M_PLAIN, NULL);
-        assert_false(tr_addr_eq(n, a));
+        tr_actor_addr n = spawn_rec(b.rt, &r2, M_PLAIN, NULL);
+        assert_false(tr_actor_addr_eq(n, a));
         assert_int_equal(tr_actor_stop_other(n, TR_OK, NULL), TR_OK);
     }
     m = num_msg(0, 0);
@@ -395,7 +395,7 @@ test_actor_stale_address(void **state)
 
 typedef struct caller {
     int tr_pc;
-    tr_addr to;
+    tr_actor_addr to;
     uint64_t n, i, timeout_ns;
     tr_actor_op op;
     tr_msg *req, *reply;
@@ -412,8 +412,8 @@ caller_poll(void *arg, tr_cx *cx)
     TR_BEGIN(st);
     for (st->i = 0; st->i < st->n; st->i++) {
         st->req = num_msg(7, st->i);
-        TR_AWAIT(st, tr_actor_call(st->to, cx, &st->op, st->req, st->timeout_ns, &st->reply,
-                                   &st->err));
+        TR_AWAIT(st,
+                 tr_actor_call(st->to, cx, &st->op, st->req, st->timeout_ns, &st->reply, &st->err));
         st->last = st->err;
         if (st->err == TR_OK) {
             const Troupe__V1__Address *n = num_of(st->reply);
@@ -454,7 +454,7 @@ test_actor_call_from_task(void **state)
     bg_start(&b, 2);
     rec r;
     rec_init(&r, 0);
-    tr_addr echo = spawn_rec(b.rt, &r, M_ECHO | M_STOP_ON, NULL);
+    tr_actor_addr echo = spawn_rec(b.rt, &r, M_ECHO | M_STOP_ON, NULL);
     tu_event done;
     tu_event_init(&done);
     caller c = {.to = echo, .n = 2000, .done = &done};
@@ -496,7 +496,7 @@ caller2_poll(void *arg, tr_cx *cx)
 static const tr_task_spec caller2_spec = {"caller2", caller2_poll, caller_drop, sizeof(caller)};
 
 static call_result
-call_n(tr_rt *rt, tr_addr to, uint64_t n, uint64_t timeout_ns)
+call_n(tr_rt *rt, tr_actor_addr to, uint64_t n, uint64_t timeout_ns)
 {
     tu_event done;
     tu_event_init(&done);
@@ -517,7 +517,7 @@ test_actor_call_outcomes(void **state)
     bg_start(&b, 2);
     rec r;
     rec_init(&r, 0);
-    tr_addr echo = spawn_rec(b.rt, &r, M_ECHO, NULL);
+    tr_actor_addr echo = spawn_rec(b.rt, &r, M_ECHO, NULL);
     call_result cr = call_n(b.rt, echo, 3000, 0);
     assert_int_equal(cr.ok, 3000);
     assert_int_equal(cr.bad, 0);
@@ -526,7 +526,7 @@ test_actor_call_outcomes(void **state)
     // A callee that never replies: the timeout.
     rec rs;
     rec_init(&rs, 0);
-    tr_addr silent = spawn_rec(b.rt, &rs, M_SILENT, NULL);
+    tr_actor_addr silent = spawn_rec(b.rt, &rs, M_SILENT, NULL);
     cr = call_n(b.rt, silent, 1, 20 * 1000 * 1000);
     assert_int_equal(cr.last, TR_ETIMEDOUT);
 
@@ -541,7 +541,7 @@ test_actor_call_outcomes(void **state)
     // (no timeout is set: the call would hang otherwise).
     rec rk;
     rec_init(&rk, 0);
-    tr_addr stopper = spawn_rec(b.rt, &rk, M_SILENT, NULL);
+    tr_actor_addr stopper = spawn_rec(b.rt, &rk, M_SILENT, NULL);
     tu_event done;
     tu_event_init(&done);
     caller c = {.to = stopper, .n = 1, .done = &done};
@@ -554,7 +554,7 @@ test_actor_call_outcomes(void **state)
     assert_int_equal(tr_join_wait(&j, NULL), TR_OK);
     assert_int_equal(g_cr.last, TR_EIO);
     // A normal stop without a reply fails the call too.
-    tr_addr stopper2 = spawn_rec(b.rt, &rk, M_SILENT, NULL);
+    tr_actor_addr stopper2 = spawn_rec(b.rt, &rk, M_SILENT, NULL);
     memset(&g_cr, 0, sizeof g_cr);
     c.to = stopper2;
     assert_int_equal(tr_spawn(b.rt, &caller2_spec, NULL, &c, &j), TR_OK);
@@ -574,7 +574,7 @@ test_actor_call_outcomes(void **state)
 
 typedef struct asker {
     rec *r;
-    tr_addr callee;
+    tr_actor_addr callee;
     uint64_t timeout_ns;
 } asker;
 
@@ -606,7 +606,7 @@ asker_receive(tr_actor *self, void *state, tr_msg *m)
         }
         return;
     }
-    rec_state rs = {st->r, M_PLAIN, TR_ADDR_NONE};
+    rec_state rs = {st->r, M_PLAIN, TR_ACTOR_NONE};
     rec_receive(self, &rs, m);
 }
 
@@ -622,9 +622,9 @@ test_actor_request_from_actor(void **state)
     rec re, ra;
     rec_init(&re, 0);
     rec_init(&ra, 1);
-    tr_addr echo = spawn_rec(b.rt, &re, M_ECHO | M_STOP_ON, NULL);
+    tr_actor_addr echo = spawn_rec(b.rt, &re, M_ECHO | M_STOP_ON, NULL);
     asker init = {&ra, echo, 0};
-    tr_addr a;
+    tr_actor_addr a;
     assert_int_equal(tr_actor_spawn(b.rt, &asker_spec, &init, NULL, &a), TR_OK);
     send_ok(a, num_msg(50, 41));
     assert_true(tu_event_wait(&ra.done, TU_WAIT_MS));
@@ -635,9 +635,9 @@ test_actor_request_from_actor(void **state)
     // A callee that stops before replying: CallFailed with its reason.
     rec rs;
     rec_init(&rs, 0);
-    tr_addr silent = spawn_rec(b.rt, &rs, M_SILENT | M_STOP_ON, NULL);
+    tr_actor_addr silent = spawn_rec(b.rt, &rs, M_SILENT | M_STOP_ON, NULL);
     asker init2 = {&ra, silent, 0};
-    tr_addr a2;
+    tr_actor_addr a2;
     assert_int_equal(tr_actor_spawn(b.rt, &asker_spec, &init2, NULL, &a2), TR_OK);
     tu_event_init(&ra.done);
     send_ok(a2, num_msg(50, 1));
@@ -650,9 +650,9 @@ test_actor_request_from_actor(void **state)
     // A timeout.
     rec rq;
     rec_init(&rq, 0);
-    tr_addr quiet = spawn_rec(b.rt, &rq, M_SILENT, NULL);
+    tr_actor_addr quiet = spawn_rec(b.rt, &rq, M_SILENT, NULL);
     asker init3 = {&ra, quiet, 10 * 1000 * 1000};
-    tr_addr a3;
+    tr_actor_addr a3;
     assert_int_equal(tr_actor_spawn(b.rt, &asker_spec, &init3, NULL, &a3), TR_OK);
     tu_event_init(&ra.done);
     send_ok(a3, num_msg(50, 1));
@@ -671,7 +671,7 @@ test_actor_request_from_actor(void **state)
 
 typedef struct waiter_task {
     int tr_pc;
-    tr_addr to;
+    tr_actor_addr to;
     uint64_t i, n;
     tr_actor_op op;
     tr_msg *m;
@@ -701,12 +701,13 @@ static void
 test_actor_bounded_mailbox(void **state)
 {
     (void)state;
-    // The workers do not run yet: the mailbox fills.
-    tr_rt *rt = rt_new(2);
+    // One worker, which runs only inside tr_rt_run: until bg_start_on
+    // nothing consumes, and the mailbox fills.
+    tr_rt *rt = rt_new(1);
     rec r;
     rec_init(&r, 4 + 5000);
     tr_actor_opts opts = {.bound = 4};
-    tr_addr a = spawn_rec(rt, &r, M_PLAIN, &opts);
+    tr_actor_addr a = spawn_rec(rt, &r, M_PLAIN, &opts);
     for (uint64_t i = 0; i < 4; i++) {
         send_ok(a, num_msg(2, i));
     }
@@ -736,7 +737,7 @@ test_actor_stop_jumps_the_queue(void **state)
     tr_rt *rt = rt_new(1);
     rec r;
     rec_init(&r, 0);
-    tr_addr a = spawn_rec(rt, &r, M_PLAIN, NULL);
+    tr_actor_addr a = spawn_rec(rt, &r, M_PLAIN, NULL);
     for (uint64_t i = 0; i < 100; i++) {
         send_ok(a, num_msg(0, i));
     }
@@ -764,8 +765,8 @@ test_actor_monitor_down_after_messages(void **state)
     rec rw, rt_;
     rec_init(&rw, 0);
     rec_init(&rt_, 0);
-    tr_addr watcher = spawn_rec(b.rt, &rw, M_PLAIN, NULL);
-    tr_addr target = spawn_rec(b.rt, &rt_, M_STOP_ON, NULL);
+    tr_actor_addr watcher = spawn_rec(b.rt, &rw, M_PLAIN, NULL);
+    tr_actor_addr target = spawn_rec(b.rt, &rt_, M_STOP_ON, NULL);
     uint64_t ref = 0;
     assert_int_equal(tr_actor_monitor(watcher, target, &ref), TR_OK);
     assert_int_not_equal(ref, 0);
@@ -774,7 +775,7 @@ test_actor_monitor_down_after_messages(void **state)
     assert_int_equal(rw.downs, 1);
     assert_int_equal(rw.last_reason, TR_EIO);
     assert_string_equal(rw.last_text, "asked to");
-    assert_true(tr_addr_eq(rw.last_from, target));
+    assert_true(tr_actor_addr_eq(rw.last_from, target));
     // Monitoring an actor that is gone: a Down at once, TR_ENOTFOUND.
     tu_event_init(&rw.done);
     assert_true(TU_SPIN_UNTIL(!tr_actor_alive(target), TU_WAIT_MS));
@@ -790,7 +791,7 @@ test_actor_monitor_down_after_messages(void **state)
 // An actor that links to its peer at its first message, then records.
 typedef struct linker {
     rec *r;
-    tr_addr peer;
+    tr_actor_addr peer;
 } linker;
 
 static tr_err
@@ -804,14 +805,14 @@ static void
 linker_receive(tr_actor *self, void *state, tr_msg *m)
 {
     linker *st = state;
-    rec_state rs = {st->r, M_STOP_ON, TR_ADDR_NONE};
+    rec_state rs = {st->r, M_STOP_ON, TR_ACTOR_NONE};
     rec_receive(self, &rs, m);
 }
 
 static void
 linker_stopped(tr_actor *self, void *state, tr_err reason)
 {
-    rec_state rs = {((linker *)state)->r, 0, TR_ADDR_NONE};
+    rec_state rs = {((linker *)state)->r, 0, TR_ACTOR_NONE};
     rec_stopped(self, &rs, reason);
 }
 
@@ -831,9 +832,9 @@ test_actor_links(void **state)
     rec rp, rl;
     rec_init(&rp, 0);
     rec_init(&rl, 0);
-    tr_addr peer = spawn_rec(b.rt, &rp, M_STOP_ON, NULL);
+    tr_actor_addr peer = spawn_rec(b.rt, &rp, M_STOP_ON, NULL);
     linker li = {&rl, peer};
-    tr_addr l;
+    tr_actor_addr l;
     assert_int_equal(tr_actor_spawn(b.rt, &linker_spec, &li, NULL, &l), TR_OK);
     send_ok(peer, num_msg(99, TR_EIO));
     assert_true(tu_event_wait(&rl.stopped_ev, TU_WAIT_MS));
@@ -843,9 +844,9 @@ test_actor_links(void **state)
     rec rp2, rl2;
     rec_init(&rp2, 0);
     rec_init(&rl2, 1);
-    tr_addr peer2 = spawn_rec(b.rt, &rp2, M_STOP_ON, NULL);
+    tr_actor_addr peer2 = spawn_rec(b.rt, &rp2, M_STOP_ON, NULL);
     linker li2 = {&rl2, peer2};
-    tr_addr l2;
+    tr_actor_addr l2;
     assert_int_equal(tr_actor_spawn(b.rt, &linker_spec, &li2, NULL, &l2), TR_OK);
     send_ok(peer2, num_msg(99, TR_OK));
     assert_true(tu_event_wait(&rp2.stopped_ev, TU_WAIT_MS));
@@ -857,16 +858,16 @@ test_actor_links(void **state)
     rec rp3, rt3;
     rec_init(&rp3, 0);
     rec_init(&rt3, 0);
-    tr_addr peer3 = spawn_rec(b.rt, &rp3, M_STOP_ON, NULL);
+    tr_actor_addr peer3 = spawn_rec(b.rt, &rp3, M_STOP_ON, NULL);
     linker li3 = {&rt3, peer3};
     tr_actor_opts trap = {.flags = TR_ACTOR_TRAP_EXIT};
-    tr_addr l3;
+    tr_actor_addr l3;
     assert_int_equal(tr_actor_spawn(b.rt, &linker_spec, &li3, &trap, &l3), TR_OK);
     send_ok(peer3, num_msg(99, TR_EPIPE));
     assert_true(tu_event_wait(&rt3.done, TU_WAIT_MS));
     assert_int_equal(rt3.exits, 1);
     assert_int_equal(rt3.last_reason, TR_EPIPE);
-    assert_true(tr_addr_eq(rt3.last_from, peer3));
+    assert_true(tr_actor_addr_eq(rt3.last_from, peer3));
     assert_true(tr_actor_alive(l3));
     bg_stop(&b);
     rec_fini(&rp);
@@ -889,12 +890,12 @@ test_actor_names(void **state)
     rec r;
     rec_init(&r, 0);
     tr_actor_opts opts = {.name = "printer"};
-    tr_addr a = spawn_rec(b.rt, &r, M_STOP_ON, &opts);
-    tr_addr got;
+    tr_actor_addr a = spawn_rec(b.rt, &r, M_STOP_ON, &opts);
+    tr_actor_addr got;
     assert_int_equal(tr_actor_whereis(b.rt, "printer", &got), TR_OK);
-    assert_true(tr_addr_eq(got, a));
-    tr_addr x;
-    assert_int_equal(tr_actor_spawn(b.rt, &rec_spec, &(rec_state){&r, 0, TR_ADDR_NONE}, &opts, &x),
+    assert_true(tr_actor_addr_eq(got, a));
+    tr_actor_addr x;
+    assert_int_equal(tr_actor_spawn(b.rt, &rec_spec, &(rec_state){&r, 0, TR_ACTOR_NONE}, &opts, &x),
                      TR_EEXIST);
     assert_int_equal(tr_actor_register(b.rt, "bad name", a), TR_EINVAL);
     assert_int_equal(tr_actor_register(b.rt, "", a), TR_EINVAL);
@@ -902,9 +903,8 @@ test_actor_names(void **state)
     // The name leaves with its actor.
     send_ok(a, num_msg(99, TR_OK));
     assert_true(tu_event_wait(&r.stopped_ev, TU_WAIT_MS));
-    assert_true(TU_SPIN_UNTIL(tr_actor_whereis(b.rt, "printer", &got) == TR_ENOTFOUND,
-                              TU_WAIT_MS));
-    tr_addr c = spawn_rec(b.rt, &r, M_PLAIN, NULL);
+    assert_true(TU_SPIN_UNTIL(tr_actor_whereis(b.rt, "printer", &got) == TR_ENOTFOUND, TU_WAIT_MS));
+    tr_actor_addr c = spawn_rec(b.rt, &r, M_PLAIN, NULL);
     assert_int_equal(tr_actor_register(b.rt, "printer", c), TR_OK);
     assert_int_equal(tr_actor_unregister(b.rt, "printer"), TR_OK);
     assert_int_equal(tr_actor_unregister(b.rt, "printer"), TR_ENOTFOUND);
@@ -917,7 +917,7 @@ test_actor_names(void **state)
 // Many actors, a ring of forwards, then a shutdown with all of them alive.
 
 typedef struct ring_node {
-    tr_addr next;
+    tr_actor_addr next;
     rec *r;
 } ring_node;
 
@@ -958,10 +958,10 @@ test_actor_ring_and_shutdown(void **state)
     enum { N = 1000, HOPS = 20000 };
     rec r;
     rec_init(&r, 0);
-    tr_addr first = TR_ADDR_NONE, next = TR_ADDR_NONE;
+    tr_actor_addr first = TR_ACTOR_NONE, next = TR_ACTOR_NONE;
     // Built back to front: each node forwards to the one spawned before it;
     // the first one spawned forwards to nobody (sends fail) until closed.
-    tr_addr nodes[N];
+    tr_actor_addr nodes[N];
     for (int i = 0; i < N; i++) {
         ring_node init = {next, &r};
         assert_int_equal(tr_actor_spawn(b.rt, &ring_spec, &init, NULL, &nodes[i]), TR_OK);

@@ -6,11 +6,11 @@
 // from another thread and from a mailbox's fini: LeakSanitizer checks),
 // and the envelope's fields.
 // The socket address of troupe/net.h (which the harness's troupe.h brings)
-// and the actor address of troupe/actor.h are both called tr_addr: the
+// and the actor address of troupe/actor.h are both called tr_actor_addr: the
 // harness gets the socket one under another name until one is renamed.
-#define tr_addr tr_net_addr
+#define tr_actor_addr tr_net_addr
 #include "runtime/test_util.h"
-#undef tr_addr
+#undef tr_actor_addr
 
 #include <troupe/actor.h>
 
@@ -82,14 +82,14 @@ test_msg_new_initialises_body(void **state)
     assert_null(down->reason);
     assert_false(chained(m));
     // The envelope's fields start empty.
-    assert_true(tr_addr_is_none(tr_msg_sender(m)));
-    assert_true(tr_addr_is_none(tr_msg_reply_to(m)));
+    assert_true(tr_actor_addr_is_none(tr_msg_sender(m)));
+    assert_true(tr_actor_addr_is_none(tr_msg_reply_to(m)));
     assert_int_equal(tr_msg_correlation(m), 0);
     assert_int_equal(tr_msg_priority(m), 0);
     tr_msg_set_priority(m, 7);
-    tr_msg_set_reply_to(m, (tr_addr){3, 9});
+    tr_msg_set_reply_to(m, (tr_actor_addr){3, 9});
     assert_int_equal(tr_msg_priority(m), 7);
-    assert_true(tr_addr_eq(tr_msg_reply_to(m), (tr_addr){3, 9}));
+    assert_true(tr_actor_addr_eq(tr_msg_reply_to(m), (tr_actor_addr){3, 9}));
     // A body pointer is optional.
     tr_msg *n = tr_msg_new(&troupe__v1__address__descriptor, 0, NULL);
     assert_true(tr_msg_is(n, &troupe__v1__address__descriptor));

@@ -18,7 +18,7 @@
 //         .name = "counter", .size = sizeof(struct counter),
 //         .receive = counter_receive,
 //     };
-//     tr_addr a;
+//     tr_actor_addr a;
 //     tr_actor_spawn(rt, &counter, NULL, NULL, &a);
 //     Demo__Add *add;
 //     tr_msg *m = tr_msg_new(&demo__add__descriptor, 0, (void **)&add);
@@ -47,21 +47,21 @@ TR_BEGIN_DECLS
 // from before a peer restarted never reaches an actor of the new one. The
 // actor part is checked on every use: once the actor has stopped, its
 // address is stale (TR_ENOTFOUND) and never names another actor.
-typedef struct tr_addr {
+typedef struct tr_actor_addr {
     uint64_t node;  // 0: this process
     uint64_t actor; // 0: no actor
-} tr_addr;
+} tr_actor_addr;
 
-#define TR_ADDR_NONE ((tr_addr){0, 0})
+#define TR_ACTOR_NONE ((tr_actor_addr){0, 0})
 
 static inline bool
-tr_addr_eq(tr_addr a, tr_addr b)
+tr_actor_addr_eq(tr_actor_addr a, tr_actor_addr b)
 {
     return a.node == b.node && a.actor == b.actor;
 }
 
 static inline bool
-tr_addr_is_none(tr_addr a)
+tr_actor_addr_is_none(tr_actor_addr a)
 {
     return a.actor == 0;
 }
@@ -123,13 +123,13 @@ TR_API bool tr_msg_is_actor(const tr_msg *m);
 // thread or task); reply_to is where a reply goes (the sender's address
 // unless a forward or the caller said otherwise); the correlation id ties a
 // reply to its request (0: not a request or reply).
-TR_API tr_addr tr_msg_sender(const tr_msg *m);
-TR_API tr_addr tr_msg_reply_to(const tr_msg *m);
+TR_API tr_actor_addr tr_msg_sender(const tr_msg *m);
+TR_API tr_actor_addr tr_msg_reply_to(const tr_msg *m);
 TR_API uint64_t tr_msg_correlation(const tr_msg *m);
 TR_API uint32_t tr_msg_priority(const tr_msg *m);
 TR_API void tr_msg_set_priority(tr_msg *m, uint32_t prio);
 // tr_msg_set_reply_to sets where a reply to m goes (before sending it).
-TR_API void tr_msg_set_reply_to(tr_msg *m, tr_addr to);
+TR_API void tr_msg_set_reply_to(tr_msg *m, tr_actor_addr to);
 
 // tr_msg_reason_text returns the text of a Reason (Down, Exit, CallFailed),
 // "" when it has none.
@@ -197,10 +197,10 @@ typedef struct tr_actor_opts {
 // (bad spec or name), TR_EEXIST (opts->name is taken), init's error, or
 // tr_spawn's (TR_ESHUTDOWN, TR_EEXHAUSTED). Any thread.
 TR_API tr_err tr_actor_spawn(tr_rt *rt, const tr_actor_spec *spec, void *arg,
-                             const tr_actor_opts *opts, tr_addr *addr);
+                             const tr_actor_opts *opts, tr_actor_addr *addr);
 
 // tr_actor_self returns an actor's own address.
-TR_API tr_addr tr_actor_self(const tr_actor *self);
+TR_API tr_actor_addr tr_actor_self(const tr_actor *self);
 
 // tr_actor_rt returns the runtime an actor runs in.
 TR_API tr_rt *tr_actor_rt(const tr_actor *self);
@@ -216,10 +216,10 @@ TR_API void tr_actor_stop(tr_actor *self, tr_err reason, const char *text);
 // lane), so the actor stops before its next user message, whether or not
 // it traps exits; what was queued is dropped. TR_OK, or TR_ENOTFOUND when no
 // such actor runs. Any thread.
-TR_API tr_err tr_actor_stop_other(tr_addr addr, tr_err reason, const char *text);
+TR_API tr_err tr_actor_stop_other(tr_actor_addr addr, tr_err reason, const char *text);
 
 // tr_actor_alive reports whether an actor runs at addr (a snapshot).
-TR_API bool tr_actor_alive(tr_addr addr);
+TR_API bool tr_actor_alive(tr_actor_addr addr);
 
 // tr_actor_keep takes ownership of the message receive is handling: it is
 // not freed when receive returns; the actor frees it or sends it on later.
@@ -238,17 +238,17 @@ TR_API void tr_actor_keep(tr_actor *self, tr_msg *m);
 // stopped, or never was), TR_EAGAIN (its mailbox is bounded and full: try
 // later, or wait with tr_actor_send_wait from a task), TR_EINVAL (m is not
 // an actor message). Any thread.
-TR_API tr_err tr_actor_send(tr_actor *self, tr_addr to, tr_msg *m);
+TR_API tr_err tr_actor_send(tr_actor *self, tr_actor_addr to, tr_msg *m);
 
 // An awaitable send or call; embed it zeroed in the task's state. Idle
 // again whenever the operation returns TR_READY.
 typedef struct tr_actor_op {
-    void *ao_endpoint;  // private: a call's reply endpoint
-    uint64_t ao_ref;    // private: a call's monitor of the callee
-    tr_addr ao_to;      // private: the callee
-    uint32_t ao_state;  // private: idle, waiting for room, calling
-    uint32_t ao_pad;    // private
-    tr_timer ao_timer;  // private: a call's timeout
+    void *ao_endpoint;   // private: a call's reply endpoint
+    uint64_t ao_ref;     // private: a call's monitor of the callee
+    tr_actor_addr ao_to; // private: the callee
+    uint32_t ao_state;   // private: idle, waiting for room, calling
+    uint32_t ao_pad;     // private
+    tr_timer ao_timer;   // private: a call's timeout
 } tr_actor_op;
 
 _Static_assert(sizeof(tr_actor_op) == 4 * sizeof(uint64_t) + 8 + sizeof(tr_timer),
@@ -260,7 +260,8 @@ _Static_assert(sizeof(tr_actor_op) == 4 * sizeof(uint64_t) + 8 + sizeof(tr_timer
 // the caller still owns m. TR_PENDING: call again with the same m and op.
 // A leaf operation (charges the poll budget). From a task. A task cancelled
 // while the send waits calls tr_actor_op_abandon in its drop (and frees m).
-TR_API tr_poll tr_actor_send_wait(tr_addr to, tr_cx *cx, tr_actor_op *op, tr_msg *m, tr_err *err);
+TR_API tr_poll tr_actor_send_wait(tr_actor_addr to, tr_cx *cx, tr_actor_op *op, tr_msg *m,
+                                  tr_err *err);
 
 // tr_actor_call sends the request m to the actor at to and waits for its
 // reply (tr_actor_reply), at most timeout_ns (0: no limit). TR_READY with
@@ -270,8 +271,8 @@ TR_API tr_poll tr_actor_send_wait(tr_addr to, tr_cx *cx, tr_actor_op *op, tr_msg
 // that stops normally without replying still fails the call), at once, not
 // at the timeout. Takes ownership of m in every case. From a task; a task
 // cancelled mid-call calls tr_actor_op_abandon in its drop.
-TR_API tr_poll tr_actor_call(tr_addr to, tr_cx *cx, tr_actor_op *op, tr_msg *m, uint64_t timeout_ns,
-                             tr_msg **reply, tr_err *err);
+TR_API tr_poll tr_actor_call(tr_actor_addr to, tr_cx *cx, tr_actor_op *op, tr_msg *m,
+                             uint64_t timeout_ns, tr_msg **reply, tr_err *err);
 
 // tr_actor_op_abandon withdraws a pending send or call (a reply that
 // arrives later is freed). A no-op for an idle op. Any thread.
@@ -283,7 +284,7 @@ TR_API void tr_actor_op_abandon(tr_actor_op *op);
 // or timeout_ns passed; 0: no limit) — exactly one of the two. Takes
 // ownership of m on TR_OK; TR_ENOTFOUND leaves it to the caller. From the
 // actor's callbacks.
-TR_API tr_err tr_actor_request(tr_actor *self, tr_addr to, tr_msg *m, uint64_t timeout_ns,
+TR_API tr_err tr_actor_request(tr_actor *self, tr_actor_addr to, tr_msg *m, uint64_t timeout_ns,
                                uint64_t *corr);
 
 // tr_actor_reply sends reply to whoever sent request (its reply-to), with
@@ -295,17 +296,17 @@ TR_API tr_err tr_actor_reply(tr_actor *self, const tr_msg *request, tr_msg *repl
 // tr_actor_forward sends m on to to, keeping its sender, reply-to and
 // correlation id, so the new receiver's reply goes to the original caller.
 // Takes ownership of m on TR_OK (also of the message receive is handling).
-TR_API tr_err tr_actor_forward(tr_actor *self, tr_addr to, tr_msg *m);
+TR_API tr_err tr_actor_forward(tr_actor *self, tr_actor_addr to, tr_msg *m);
 
 // ---------------------------------------------------------------------------
 // Names: one actor per name per runtime; a name leaves when its actor stops.
 
 // tr_actor_register names the actor at addr in rt: TR_OK, TR_EEXIST (taken),
 // TR_EINVAL (1 to 64 bytes of [A-Za-z0-9_.:-]), TR_ENOTFOUND. Any thread.
-TR_API tr_err tr_actor_register(tr_rt *rt, const char *name, tr_addr addr);
+TR_API tr_err tr_actor_register(tr_rt *rt, const char *name, tr_actor_addr addr);
 
 // tr_actor_whereis looks a name up: TR_OK and *addr, or TR_ENOTFOUND.
-TR_API tr_err tr_actor_whereis(tr_rt *rt, const char *name, tr_addr *addr);
+TR_API tr_err tr_actor_whereis(tr_rt *rt, const char *name, tr_actor_addr *addr);
 
 // tr_actor_unregister removes a name (TR_ENOTFOUND when it is not there).
 TR_API tr_err tr_actor_unregister(tr_rt *rt, const char *name);
@@ -318,20 +319,20 @@ TR_API tr_err tr_actor_unregister(tr_rt *rt, const char *name);
 // stopped. A target that is already gone gives a Down at once, with
 // TR_ENOTFOUND. *ref names the monitor. TR_OK, or TR_ENOTFOUND when the
 // watcher itself is gone. Any thread.
-TR_API tr_err tr_actor_monitor(tr_addr watcher, tr_addr target, uint64_t *ref);
+TR_API tr_err tr_actor_monitor(tr_actor_addr watcher, tr_actor_addr target, uint64_t *ref);
 
 // tr_actor_demonitor removes a monitor; a Down already sent still arrives.
-TR_API void tr_actor_demonitor(tr_addr target, uint64_t ref);
+TR_API void tr_actor_demonitor(tr_actor_addr target, uint64_t ref);
 
 // tr_actor_link links self and other: when either stops with an error, the
 // other gets an exit signal (it stops with the same reason, or receives an
 // Exit message when it traps exits). A normal stop kills nobody (a trapping
 // actor still receives the Exit). Linking to an actor that is gone is an
 // exit signal with TR_ENOTFOUND at once. From self's callbacks.
-TR_API tr_err tr_actor_link(tr_actor *self, tr_addr other);
+TR_API tr_err tr_actor_link(tr_actor *self, tr_actor_addr other);
 
 // tr_actor_unlink removes a link (both directions).
-TR_API void tr_actor_unlink(tr_actor *self, tr_addr other);
+TR_API void tr_actor_unlink(tr_actor *self, tr_actor_addr other);
 
 // ---------------------------------------------------------------------------
 // Supervisors (OTP): a supervisor actor starts children, links to them and
@@ -359,8 +360,8 @@ typedef struct tr_sup_child {
 
 typedef struct tr_sup_spec {
     tr_sup_strategy strategy;
-    uint32_t intensity;  // restarts allowed within period_ms (0: none)
-    uint32_t period_ms;  // the window of intensity
+    uint32_t intensity; // restarts allowed within period_ms (0: none)
+    uint32_t period_ms; // the window of intensity
     const tr_sup_child *children;
     size_t nchildren;
 } tr_sup_spec;
@@ -372,15 +373,15 @@ typedef struct tr_sup_spec {
 // an error of a child's start stops those already started and is returned.
 // Any thread.
 TR_API tr_err tr_sup_start(tr_rt *rt, const tr_sup_spec *spec, const tr_actor_opts *opts,
-                           tr_addr *addr);
+                           tr_actor_addr *addr);
 
 // tr_sup_which returns the current address of the child called id (it
 // changes at each restart): TR_OK, or TR_ENOTFOUND. Any thread; the answer
 // is a snapshot.
-TR_API tr_err tr_sup_which(tr_addr sup, const char *id, tr_addr *child);
+TR_API tr_err tr_sup_which(tr_actor_addr sup, const char *id, tr_actor_addr *child);
 
 // tr_sup_restarts returns how many restarts the supervisor has made.
-TR_API uint64_t tr_sup_restarts(tr_addr sup);
+TR_API uint64_t tr_sup_restarts(tr_actor_addr sup);
 
 TR_END_DECLS
 
