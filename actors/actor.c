@@ -1533,3 +1533,32 @@ tr_actor_unlink(tr_actor *self, tr_actor_addr other)
     del_link(self->t_a, &other);
     unlock(self->t_a);
 }
+
+// ---------------------------------------------------------------------------
+// Other layers of actors/.
+
+struct state_arg {
+    const tr_actor_spec *spec;
+    void (*fn)(void *state, void *arg);
+    void *arg;
+    bool ran;
+};
+
+static void
+state_on_actor(tra_actor *a, void *arg)
+{
+    struct state_arg *sa = arg;
+    if (a->a_spec == sa->spec) {
+        sa->fn(a->a_user, sa->arg);
+        sa->ran = true;
+    }
+}
+
+tr_err
+tra_with_state(tr_actor_addr addr, const tr_actor_spec *spec, void (*fn)(void *state, void *arg),
+               void *arg)
+{
+    struct state_arg sa = {spec, fn, arg, false};
+    tr_err err = with_actor(addr, false, state_on_actor, &sa);
+    return (err == TR_OK && !sa.ran) ? TR_ENOTFOUND : err;
+}

@@ -111,3 +111,13 @@ uint32_t tra_table_holders(uint64_t id) TRA_HIDDEN;
 
 // tra_table_free frees a closed entry nobody holds; its id becomes stale.
 void tra_table_free(uint64_t id) TRA_HIDDEN;
+
+// ---------------------------------------------------------------------------
+// Reaching an actor's state from another thread (actor.c).
+
+// tra_with_state runs fn(state, arg) on the user state of the actor at
+// addr while holding it, if it is an actor of kind spec: TR_OK, or
+// TR_ENOTFOUND. fn runs on the calling thread, concurrently with the
+// actor's own callbacks: the state must guard what fn reads.
+tr_err tra_with_state(tr_actor_addr addr, const tr_actor_spec *spec,
+                      void (*fn)(void *state, void *arg), void *arg) TRA_HIDDEN;
