@@ -146,8 +146,8 @@ unlock(tra_actor *a)
     }
 }
 
-static void *
-xalloc(size_t n)
+void *
+tra_zalloc(size_t n)
 {
     void *p = calloc(1, n);
     if (p == NULL) {
@@ -180,7 +180,7 @@ ext_locked(tra_actor *a)
 {
     tra_ext *x = atomic_load_explicit(&a->a_ext, memory_order_relaxed);
     if (x == NULL) {
-        x = xalloc(sizeof *x);
+        x = tra_zalloc(sizeof *x);
         // Release: the actor's acquire load sees an initialised extension.
         atomic_store_explicit(&a->a_ext, x, memory_order_release);
     }
@@ -344,7 +344,7 @@ new_call_failed(uint64_t corr, tr_actor_addr callee, tr_err reason, const char *
 static endpoint *
 endpoint_new(tr_cx *cx)
 {
-    endpoint *ep = xalloc(sizeof *ep);
+    endpoint *ep = tra_zalloc(sizeof *ep);
     ep->ep_waker = tr_cx_waker(cx);
     atomic_init(&ep->ep_msg, NULL);
     ep->ep_id = tra_table_alloc((void *)((uintptr_t)ep | 1));
@@ -560,7 +560,7 @@ names_of(tr_rt *rt)
         pthread_mutex_lock(&g_names_make);
         nm = tr_rt_local_get(rt, g_names_key);
         if (nm == NULL) {
-            nm = xalloc(sizeof *nm);
+            nm = tra_zalloc(sizeof *nm);
             pthread_mutex_init(&nm->nm_lock, NULL);
             tr_rt_local_set(rt, g_names_key, nm);
         }
@@ -643,13 +643,13 @@ reg_on_actor(tra_actor *a, void *arg)
             return;
         }
     }
-    name_ent *e = xalloc(sizeof *e + len + 1);
+    name_ent *e = tra_zalloc(sizeof *e + len + 1);
     memcpy(e->n_name, ra->name, len + 1);
     e->n_addr = addr_of(a);
     e->n_next = nm->nm_b[b];
     nm->nm_b[b] = e;
     pthread_mutex_unlock(&nm->nm_lock);
-    x->x_name = xalloc(len + 1);
+    x->x_name = tra_zalloc(len + 1);
     memcpy(x->x_name, ra->name, len + 1);
     x->x_name_rt = ra->rt;
     ra->err = TR_OK;
@@ -897,7 +897,7 @@ stop_now(tr_actor *self, tr_err reason, const char *text)
     if (text != NULL && *text != '\0') {
         tra_ext *x = ext_get(a);
         size_t n = strlen(text);
-        x->x_text = xalloc(n + 1);
+        x->x_text = tra_zalloc(n + 1);
         memcpy(x->x_text, text, n + 1);
     }
 }

@@ -19,6 +19,9 @@
 // tra_panic reports a bug in the actor layer or its use and aborts.
 __attribute__((noreturn, format(printf, 1, 2))) void tra_panic(const char *fmt, ...) TRA_HIDDEN;
 
+// tra_zalloc returns n zeroed bytes from calloc; out of memory panics.
+void *tra_zalloc(size_t n) TRA_HIDDEN;
+
 // ---------------------------------------------------------------------------
 // Messages (msg.c).
 //

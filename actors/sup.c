@@ -56,16 +56,6 @@ typedef struct sup_arg {
     const tr_actor_opts *opts;
 } sup_arg;
 
-static void *
-zalloc(size_t n)
-{
-    void *p = calloc(1, n);
-    if (p == NULL) {
-        tra_panic("out of memory");
-    }
-    return p;
-}
-
 static char *
 dupstr(const char *s)
 {
@@ -73,7 +63,7 @@ dupstr(const char *s)
         return NULL;
     }
     size_t n = strlen(s) + 1;
-    char *p = zalloc(n);
+    char *p = tra_zalloc(n);
     memcpy(p, s, n);
     return p;
 }
@@ -139,14 +129,14 @@ sup_init(tr_actor *self, void *state, void *argp)
 {
     sup_arg *sa = argp;
     const tr_sup_spec *spec = sa->spec;
-    supdata *d = zalloc(sizeof *d);
+    supdata *d = tra_zalloc(sizeof *d);
     pthread_mutex_init(&d->d_lock, NULL);
     d->d_strategy = spec->strategy;
     d->d_intensity = spec->intensity;
     d->d_period_ms = spec->period_ms;
     d->d_n = spec->nchildren;
-    d->d_children = zalloc((spec->nchildren + 1) * sizeof(child));
-    d->d_times = zalloc(((size_t)spec->intensity + 1) * sizeof(uint64_t));
+    d->d_children = tra_zalloc((spec->nchildren + 1) * sizeof(child));
+    d->d_times = tra_zalloc(((size_t)spec->intensity + 1) * sizeof(uint64_t));
     for (size_t i = 0; i < spec->nchildren; i++) {
         const tr_sup_child *in = &spec->children[i];
         child *c = &d->d_children[i];
