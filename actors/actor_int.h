@@ -73,6 +73,14 @@ tra_msg_valid(const tr_msg *m)
 // and whose whole block (header, body, arena) is at least size bytes.
 tr_msg *tra_msg_new_sized(const ProtobufCMessageDescriptor *d, size_t size, void **body) TRA_HIDDEN;
 
+// tra_msg_new_empty is a message of type d with no body yet (am_body NULL)
+// whose block is at least size bytes, all of it arena past the header: an
+// unpack allocates the body from the arena and sets am_body.
+tr_msg *tra_msg_new_empty(const ProtobufCMessageDescriptor *d, size_t size) TRA_HIDDEN;
+
+// tra_msg_take returns size bytes of m's arena, 16-aligned, not zeroed.
+void *tra_msg_take(tr_msg *m, size_t size) TRA_HIDDEN;
+
 #endif
 
 // ---------------------------------------------------------------------------

@@ -152,15 +152,16 @@ arena_take(tra_msg *am, size_t size)
 // ---------------------------------------------------------------------------
 // Public API.
 
-tr_msg *
-tra_msg_new_sized(const ProtobufCMessageDescriptor *d, size_t size, void **body)
+// block_new allocates a message of type d whose block is at least size
+// bytes (rounded up to its slab class: the slack is arena too), with the
+// arena from offset arena on.
+static tra_msg *
+block_new(const ProtobufCMessageDescriptor *d, size_t size, size_t arena)
 {
-    size_t fixed = HDR_SIZE + ALIGN_UP(d->sizeof_message);
-    if (size < fixed) {
-        size = fixed;
+    if (size < arena) {
+        size = arena;
     }
     if (size <= TR_MSG_SMALL_MAX) {
-        // Up to the slab class: its slack is arena too.
         size = size <= 32 ? 32 : (size_t)1 << (64 - __builtin_clzll((unsigned long long)size - 1));
     }
     tr_msg *m = tr_msg_alloc(size);
@@ -171,17 +172,37 @@ tra_msg_new_sized(const ProtobufCMessageDescriptor *d, size_t size, void **body)
     am->am_corr = 0;
     am->am_prio = 0;
     am->am_magic = TRA_MSG_MAGIC;
-    am->am_body = (char *)m + HDR_SIZE;
-    am->am_next = (char *)m + fixed;
+    am->am_body = NULL;
+    am->am_next = (char *)m + arena;
     am->am_end = (char *)m + size;
     am->am_chunks = NULL;
     am->am_class = 0;
     am->am_kind = TRA_K_USER;
+    return am;
+}
+
+tr_msg *
+tra_msg_new_sized(const ProtobufCMessageDescriptor *d, size_t size, void **body)
+{
+    tra_msg *am = block_new(d, size, HDR_SIZE + ALIGN_UP(d->sizeof_message));
+    am->am_body = (char *)am + HDR_SIZE;
     protobuf_c_message_init(d, am->am_body);
     if (body != NULL) {
         *body = am->am_body;
     }
-    return m;
+    return &am->am_hdr;
+}
+
+tr_msg *
+tra_msg_new_empty(const ProtobufCMessageDescriptor *d, size_t size)
+{
+    return &block_new(d, size, HDR_SIZE)->am_hdr;
+}
+
+void *
+tra_msg_take(tr_msg *m, size_t size)
+{
+    return arena_take(tra_msg_of(m), size);
 }
 
 tr_msg *

@@ -8,7 +8,7 @@
 // (`fuzz_exec_command corpus/`). Always: a replay driver (the same
 // LLVMFuzzerTestOneInput under a main of ours) that runs the files named on
 // its command line, or, given none, a fixed set of seeds and a bounded
-// number of deterministic mutations of them; ctest runs it that way
+// number of deterministic mutations of them (fuzz_replay.h); ctest runs it that way
 // (fuzz.exec_command), under ASan in CI. `--write-seeds DIR` writes the
 // seeds as files, the corpus .ci/run starts libFuzzer from.
 #include <pthread.h>
@@ -209,7 +209,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #ifndef TR_LIBFUZZER
 
 // ---------------------------------------------------------------------------
-// The replay driver.
+// The replay driver (fuzz_replay.h).
+
+#include "fuzz_replay.h"
 
 static size_t
 pack(const Troupe__V1__ExecutorCommand *c, uint8_t *buf, size_t cap)
@@ -274,115 +276,17 @@ seed(int i, uint8_t *buf, size_t cap)
     return pack(&c, buf, cap);
 }
 
-enum { NSEEDS = 8, MUTATIONS = 4000 };
-
-static uint64_t rng = 0x2545f4914f6cdd1dull;
-
-static uint32_t
-next_rand(void)
+static const char *
+done(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 11);
-}
-
-// mutate changes buf in place (a flipped bit, a random byte, a truncation,
-// an inserted byte) and returns the new length.
-static size_t
-mutate(uint8_t *buf, size_t len, size_t cap)
-{
-    int k = 1 + (int)(next_rand() % 3);
-    for (int j = 0; j < k && len > 0; j++) {
-        size_t at = next_rand() % len;
-        switch (next_rand() % 4) {
-        case 0:
-            buf[at] ^= (uint8_t)(1u << (next_rand() % 8));
-            break;
-        case 1:
-            buf[at] = (uint8_t)next_rand();
-            break;
-        case 2:
-            len = at;
-            break;
-        default:
-            if (len < cap) {
-                memmove(buf + at + 1, buf + at, len - at);
-                buf[at] = (uint8_t)next_rand();
-                len++;
-            }
-            break;
-        }
-    }
-    return len;
-}
-
-static int
-run_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        perror(path);
-        return 1;
-    }
-    static uint8_t buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof(buf), f);
-    fclose(f);
-    LLVMFuzzerTestOneInput(buf, n);
-    return 0;
-}
-
-// write_seeds writes the seeds into dir, a corpus to start libFuzzer from.
-static int
-write_seeds(const char *dir)
-{
-    uint8_t buf[512];
-    for (int i = 0; i < NSEEDS; i++) {
-        char path[4096];
-        snprintf(path, sizeof(path), "%s/seed-%d", dir, i);
-        FILE *f = fopen(path, "wb");
-        if (f == NULL) {
-            perror(path);
-            return 1;
-        }
-        size_t n = seed(i, buf, sizeof(buf));
-        if (fwrite(buf, 1, n, f) != n || fclose(f) != 0) {
-            perror(path);
-            return 1;
-        }
-    }
-    return 0;
+    return "all answered";
 }
 
 int
 main(int argc, char **argv)
 {
-    if (argc == 3 && strcmp(argv[1], "--write-seeds") == 0) {
-        return write_seeds(argv[2]);
-    }
-    if (argc > 1) {
-        for (int i = 1; i < argc; i++) {
-            if (run_file(argv[i]) != 0) {
-                return 1;
-            }
-        }
-        return 0;
-    }
-    uint8_t buf[512];
-    size_t runs = 0;
-    for (int i = 0; i < NSEEDS; i++) {
-        size_t n = seed(i, buf, sizeof(buf));
-        LLVMFuzzerTestOneInput(buf, n);
-        runs++;
-    }
-    for (int m = 0; m < MUTATIONS; m++) {
-        size_t n = seed(m % NSEEDS, buf, sizeof(buf));
-        n = mutate(buf, n, sizeof(buf));
-        LLVMFuzzerTestOneInput(buf, n);
-        runs++;
-    }
-    printf("fuzz_exec_command: %zu inputs, all answered\n", runs);
-    return 0;
+    const fuzz_replay r = {"exec_command", seed, 8, 4000, done};
+    return fuzz_replay_main(argc, argv, &r);
 }
 
 #endif
