@@ -30,6 +30,8 @@
 
 #include "actor_int.h"
 
+#include <troupe/v1/node.pb-c.h>
+
 // ---------------------------------------------------------------------------
 // Types.
 
@@ -146,6 +148,18 @@ unlock(tra_actor *a)
     }
 }
 
+char *
+tra_strdup(const char *s)
+{
+    if (s == NULL) {
+        return NULL;
+    }
+    size_t n = strlen(s) + 1;
+    char *p = tra_zalloc(n);
+    memcpy(p, s, n);
+    return p;
+}
+
 void *
 tra_zalloc(size_t n)
 {
@@ -208,7 +222,9 @@ addr_of(const tra_actor *a)
 // ---------------------------------------------------------------------------
 // Delivery.
 
-enum { LANE_TRY, LANE_FORCE, LANE_SYSTEM };
+#define LANE_TRY TRA_LANE_TRY
+#define LANE_FORCE TRA_LANE_FORCE
+#define LANE_SYSTEM TRA_LANE_SYSTEM
 
 static void endpoint_final(endpoint *ep);
 static tr_err monitor_ref(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref);
@@ -247,7 +263,7 @@ static tr_err
 deliver(tr_actor_addr to, tr_msg *m, int lane)
 {
     if (TRA_UNLIKELY(to.node != 0)) {
-        return TR_ENOTFOUND; // no transport to other nodes yet
+        return tra_node_deliver(to, m, lane);
     }
     void *ptr;
     tra_entry *e = tra_table_acquire(to.actor, &ptr);
@@ -288,8 +304,8 @@ new_reason(tr_msg *m, tr_err code, const char *text)
     return r;
 }
 
-static Troupe__V1__Address *
-new_address(tr_msg *m, tr_actor_addr a)
+Troupe__V1__Address *
+tra_new_address(tr_msg *m, tr_actor_addr a)
 {
     Troupe__V1__Address *p = tr_msg_arena(m, sizeof *p);
     troupe__v1__address__init(p);
@@ -304,7 +320,7 @@ new_down(tr_actor_addr from, uint64_t ref, tr_err reason, const char *text)
     Troupe__V1__Down *d;
     tr_msg *m = tr_msg_new(&troupe__v1__down__descriptor, 96, (void **)&d);
     d->ref = ref;
-    d->actor = new_address(m, from);
+    d->actor = tra_new_address(m, from);
     d->reason = new_reason(m, reason, text);
     tra_msg *am = tra_msg_of(m);
     am->am_kind = TRA_K_DOWN;
@@ -317,7 +333,7 @@ new_exit(tr_actor_addr from, tr_err reason, const char *text)
 {
     Troupe__V1__Exit *x;
     tr_msg *m = tr_msg_new(&troupe__v1__exit__descriptor, 96, (void **)&x);
-    x->from = new_address(m, from);
+    x->from = tra_new_address(m, from);
     x->reason = new_reason(m, reason, text);
     tra_msg *am = tra_msg_of(m);
     am->am_kind = TRA_K_EXIT;
@@ -331,7 +347,7 @@ new_call_failed(uint64_t corr, tr_actor_addr callee, tr_err reason, const char *
     Troupe__V1__CallFailed *f;
     tr_msg *m = tr_msg_new(&troupe__v1__call_failed__descriptor, 96, (void **)&f);
     f->correlation = corr;
-    f->callee = new_address(m, callee);
+    f->callee = tra_new_address(m, callee);
     f->reason = new_reason(m, reason, text);
     tra_msg_of(m)->am_corr = corr;
     tra_msg_of(m)->am_from = callee;
@@ -819,6 +835,7 @@ dispatch(tr_actor *self, tr_msg *m)
     request rq;
     switch (am->am_kind) {
     case TRA_K_USER:
+    case TRA_K_WIRE: // only the node's bridge gets these
         deliver_user(self, m);
         return;
     case TRA_K_REPLY:
@@ -1239,9 +1256,9 @@ send_as(tr_actor *self, tr_actor_addr to, tr_msg *m, int kind, int lane)
     }
     tra_msg *am = tra_msg_of(m);
     am->am_kind = (uint32_t)kind;
-    if (self != NULL) {
-        am->am_from = addr_of(self->t_a);
-        am->am_reply = am->am_from;
+    am->am_from = self != NULL ? addr_of(self->t_a) : TR_ACTOR_NONE;
+    if (tr_actor_addr_is_none(am->am_reply)) {
+        am->am_reply = am->am_from; // unless tr_msg_set_reply_to said otherwise
     }
     tr_err err = deliver(to, m, lane);
     if (err == TR_OK && self != NULL && self->t_cur == m) {
@@ -1256,14 +1273,7 @@ tr_actor_send(tr_actor *self, tr_actor_addr to, tr_msg *m)
     if (!tra_msg_valid(m)) {
         return TR_EINVAL;
     }
-    tra_msg *am = tra_msg_of(m);
-    if (self == NULL) {
-        am->am_from = TR_ACTOR_NONE;
-        am->am_reply = TR_ACTOR_NONE;
-        am->am_corr = 0;
-    } else {
-        am->am_corr = 0;
-    }
+    tra_msg_of(m)->am_corr = 0;
     return send_as(self, to, m, TRA_K_USER, LANE_TRY);
 }
 
@@ -1374,7 +1384,12 @@ tr_actor_call(tr_actor_addr to, tr_cx *cx, tr_actor_op *op, tr_msg *m, uint64_t 
     atomic_store_explicit(&ep->ep_msg, NULL, memory_order_relaxed);
     op->ao_pad = 0;
     tra_msg *ar = tra_msg_of(r);
-    if (ar->am_kind == TRA_K_REPLY) {
+    if (ar->am_kind == TRA_K_REPLY && tr_msg_is(r, &troupe__v1__node_error__descriptor)) {
+        // The callee's node could not deliver the request.
+        tr_err why = (tr_err)((Troupe__V1__NodeError *)ar->am_body)->code;
+        *err = why == TR_OK ? TR_EIO : why;
+        tr_msg_free(r);
+    } else if (ar->am_kind == TRA_K_REPLY) {
         *reply = r;
         *err = TR_OK;
     } else {
@@ -1407,13 +1422,14 @@ tr_actor_request(tr_actor *self, tr_actor_addr to, tr_msg *m, uint64_t timeout_n
     tr_actor_addr me = addr_of(a);
     uint64_t ref;
     // A callee that is gone gives a Down at once; refuse instead.
-    if (!tr_actor_alive(to)) {
+    if (to.node == 0 && !tr_actor_alive(to)) {
         return TR_ENOTFOUND;
     }
     tr_actor_monitor(me, to, &ref);
     request rq = {fresh_ref(), ref, to, TR_JOIN_NONE};
     tra_msg *am = tra_msg_of(m);
     am->am_corr = rq.rq_corr;
+    am->am_reply = me;
     tr_err err = send_as(self, to, m, TRA_K_USER, LANE_FORCE);
     if (err != TR_OK) {
         tr_actor_demonitor(to, ref);
@@ -1473,10 +1489,31 @@ tr_actor_forward(tr_actor *self, tr_actor_addr to, tr_msg *m)
 // ---------------------------------------------------------------------------
 // Monitors and links.
 
+tr_err
+tra_deliver(tr_actor_addr to, tr_msg *m, int lane)
+{
+    return deliver(to, m, lane);
+}
+
+tr_msg *
+tra_new_down(tr_actor_addr from, uint64_t ref, tr_err reason, const char *text)
+{
+    return new_down(from, ref, reason, text);
+}
+
+tr_err
+tra_monitor_ref(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref)
+{
+    return monitor_ref(watcher, target, ref);
+}
+
 static tr_err
 monitor_ref(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref)
 {
     struct mon_arg ma = {{ref, watcher}};
+    if (target.node != 0 && tra_node_monitor(watcher, target, ref) == TR_OK) {
+        return TR_OK;
+    }
     if (with_actor(target, true, add_monitor, &ma) == TR_OK) {
         return TR_OK;
     }
@@ -1501,6 +1538,10 @@ tr_actor_monitor(tr_actor_addr watcher, tr_actor_addr target, uint64_t *ref)
 void
 tr_actor_demonitor(tr_actor_addr target, uint64_t ref)
 {
+    if (target.node != 0) {
+        tra_node_demonitor(target, ref);
+        return;
+    }
     with_actor(target, true, del_monitor, &ref);
 }
 

@@ -22,6 +22,9 @@ __attribute__((noreturn, format(printf, 1, 2))) void tra_panic(const char *fmt, 
 // tra_zalloc returns n zeroed bytes from calloc; out of memory panics.
 void *tra_zalloc(size_t n) TRA_HIDDEN;
 
+// tra_strdup copies s with tra_zalloc (NULL: NULL).
+char *tra_strdup(const char *s) TRA_HIDDEN;
+
 // ---------------------------------------------------------------------------
 // Messages (msg.c).
 //
@@ -63,10 +66,20 @@ tra_msg_of(tr_msg *m)
     return (tra_msg *)(void *)m;
 }
 
+// tra_msg_class_ours reports whether cls is one of the message classes the
+// actor layer registered (msg.c, node.c).
+bool tra_msg_class_ours(uint32_t cls) TRA_HIDDEN;
+
+// tra_msg_class_add records a class the actor layer registered.
+void tra_msg_class_add(uint32_t cls) TRA_HIDDEN;
+
 static inline bool
 tra_msg_valid(const tr_msg *m)
 {
-    return m != NULL && ((const tra_msg *)(const void *)m)->am_magic == TRA_MSG_MAGIC;
+    // The magic is read only where it can be: in a block big enough to be
+    // an actor message, or in one of the actor layer's own classes.
+    return m != NULL && (tr_msg_capacity(m) >= sizeof(tra_msg) || tra_msg_class_ours(m->m_class)) &&
+           ((const tra_msg *)(const void *)m)->am_magic == TRA_MSG_MAGIC;
 }
 
 // tra_msg_new_sized is tr_msg_new for a message whose body is of type d
@@ -132,3 +145,33 @@ void tra_table_free(uint64_t id) TRA_HIDDEN;
 // actor's own callbacks: the state must guard what fn reads.
 tr_err tra_with_state(tr_actor_addr addr, const tr_actor_spec *spec,
                       void (*fn)(void *state, void *arg), void *arg) TRA_HIDDEN;
+
+// ---------------------------------------------------------------------------
+// Delivery, for the node (actor.c).
+
+enum { TRA_LANE_TRY, TRA_LANE_FORCE, TRA_LANE_SYSTEM };
+
+// More kinds of messages (am_kind) that cross or come from the wire.
+enum {
+    TRA_K_NODE = 6, // node control (Hello, Heartbeat, MonitorReq...): for actor 0
+    TRA_K_WIRE = 7, // a received nng message, body the nng_msg (node.c's own)
+};
+
+// tra_deliver hands m to the actor (or endpoint) at to, local or remote:
+// TR_OK takes m.
+tr_err tra_deliver(tr_actor_addr to, tr_msg *m, int lane) TRA_HIDDEN;
+
+// tra_monitor_ref sets a monitor named ref (as tr_actor_monitor).
+tr_err tra_monitor_ref(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref) TRA_HIDDEN;
+
+// tra_new_address puts an Address into m's arena.
+Troupe__V1__Address *tra_new_address(tr_msg *m, tr_actor_addr a) TRA_HIDDEN;
+
+// tra_new_down builds the Down that a monitor of `from` gets.
+tr_msg *tra_new_down(tr_actor_addr from, uint64_t ref, tr_err reason, const char *text) TRA_HIDDEN;
+
+// The node's side (node.c): remote delivery, monitors of remote actors.
+// TR_ENOTFOUND when no node runs or the peer is unknown.
+tr_err tra_node_deliver(tr_actor_addr to, tr_msg *m, int lane) TRA_HIDDEN;
+tr_err tra_node_monitor(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref) TRA_HIDDEN;
+void tra_node_demonitor(tr_actor_addr target, uint64_t ref) TRA_HIDDEN;

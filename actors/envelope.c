@@ -38,6 +38,7 @@
 
 #include <troupe/envelope.h>
 #include <troupe/v1/executor.pb-c.h>
+#include <troupe/v1/node.pb-c.h>
 
 // Field numbers and wire types of the envelope and of Address.
 enum {
@@ -377,7 +378,7 @@ reg_add(const ProtobufCMessageDescriptor *d)
     return TR_OK;
 }
 
-// The messages of troupe/v1/actor.proto and troupe/v1/executor.proto.
+// The messages of troupe/v1/actor.proto, executor.proto and node.proto.
 static const ProtobufCMessageDescriptor *const builtin_types[] = {
     &troupe__v1__address__descriptor,        &troupe__v1__reason__descriptor,
     &troupe__v1__down__descriptor,           &troupe__v1__exit__descriptor,
@@ -388,7 +389,10 @@ static const ProtobufCMessageDescriptor *const builtin_types[] = {
     &troupe__v1__status_reply__descriptor,   &troupe__v1__executor_command__descriptor,
     &troupe__v1__error__descriptor,          &troupe__v1__spawned__descriptor,
     &troupe__v1__task_result__descriptor,    &troupe__v1__done__descriptor,
-    &troupe__v1__executor_reply__descriptor,
+    &troupe__v1__executor_reply__descriptor, &troupe__v1__hello__descriptor,
+    &troupe__v1__heartbeat__descriptor,      &troupe__v1__monitor_req__descriptor,
+    &troupe__v1__demonitor_req__descriptor,  &troupe__v1__whereis_req__descriptor,
+    &troupe__v1__whereis_reply__descriptor,  &troupe__v1__node_error__descriptor,
 };
 
 static void
@@ -669,7 +673,7 @@ tr_msg_unpack(const uint8_t *data, size_t len, const tr_unpack_limits *lim, tr_m
         memcpy(info->type, e.e_type, tn);
     }
     info->type[tn] = '\0';
-    if (e.e_type_len == 0 || e.e_kind > TRA_K_TIMEOUT) {
+    if (e.e_type_len == 0 || e.e_kind > TRA_K_NODE) {
         return fail(info, TR_UNPACK_MALFORMED);
     }
     // A name that is cut short or holds a NUL is no registered type's.

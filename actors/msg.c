@@ -81,6 +81,39 @@ chained_free(tr_msg *m)
     tr_msg_free(m);
 }
 
+// The classes the actor layer registered: the chained one, the node's.
+#define OUR_CLASSES 4
+static _Atomic uint32_t g_ours[OUR_CLASSES];
+
+void
+tra_msg_class_add(uint32_t cls)
+{
+    for (int i = 0; i < OUR_CLASSES; i++) {
+        uint32_t none = 0;
+        if (atomic_compare_exchange_strong(&g_ours[i], &none, cls)) {
+            return;
+        }
+    }
+    tra_panic("more than %d message classes of the actor layer", OUR_CLASSES);
+}
+
+bool
+tra_msg_class_ours(uint32_t cls)
+{
+    for (int i = 0; i < OUR_CLASSES; i++) {
+        // Relaxed: a class is added before any message of it exists, and
+        // whoever holds such a message learnt of it through a release.
+        uint32_t c = atomic_load_explicit(&g_ours[i], memory_order_relaxed);
+        if (c == cls) {
+            return cls != 0;
+        }
+        if (c == 0) {
+            return false;
+        }
+    }
+    return false;
+}
+
 static void
 class_register(void)
 {
@@ -88,6 +121,7 @@ class_register(void)
     if (g_chained_class == 0) {
         tra_panic("no message class left for the actor layer");
     }
+    tra_msg_class_add(g_chained_class);
 }
 
 // ---------------------------------------------------------------------------

@@ -56,18 +56,6 @@ typedef struct sup_arg {
     const tr_actor_opts *opts;
 } sup_arg;
 
-static char *
-dupstr(const char *s)
-{
-    if (s == NULL) {
-        return NULL;
-    }
-    size_t n = strlen(s) + 1;
-    char *p = tra_zalloc(n);
-    memcpy(p, s, n);
-    return p;
-}
-
 static void
 data_free(supdata *d)
 {
@@ -140,8 +128,8 @@ sup_init(tr_actor *self, void *state, void *argp)
     for (size_t i = 0; i < spec->nchildren; i++) {
         const tr_sup_child *in = &spec->children[i];
         child *c = &d->d_children[i];
-        c->c_id = dupstr(in->id);
-        c->c_name = dupstr(in->name);
+        c->c_id = tra_strdup(in->id);
+        c->c_name = tra_strdup(in->name);
         c->c_spec = in->spec;
         c->c_arg = in->arg;
         c->c_restart = in->restart;

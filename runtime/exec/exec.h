@@ -59,6 +59,7 @@ typedef struct tr__kind {
     const tr_task_spec *k_spec;
     tr_kind_init_fn k_init;
     tr_kind_encode_fn k_encode;
+    _Atomic bool k_remote; // may be spawned from another node (tr_kind_set_remote)
 } tr__kind;
 
 struct tr__worker {

@@ -154,3 +154,35 @@ tr__kinds_free(tr_rt *rt)
     rt->r_kinds = NULL;
     rt->r_nkinds = rt->r_kind_cap = 0;
 }
+
+tr_err
+tr_kind_set_remote(tr_rt *rt, const char *name, bool remote)
+{
+    if (rt == NULL || name == NULL) {
+        return TR_EINVAL;
+    }
+    const tr__kind *k = tr__kind_find(rt, name, strnlen(name, TR_KIND_NAME_MAX + 1));
+    if (k == NULL) {
+        return TR_ENOTFOUND;
+    }
+    if (remote && k->k_encode == NULL) {
+        return tr__fail(TR_EINVAL,
+                        "tr_kind_set_remote: kind '%s' has no result encoder: it cannot be "
+                        "spawned from another process",
+                        name);
+    }
+    // Relaxed: a flag read on its own; the record itself was published by
+    // the registry's mutex.
+    atomic_store_explicit(&((tr__kind *)k)->k_remote, remote, memory_order_relaxed);
+    return TR_OK;
+}
+
+bool
+tr_kind_is_remote(tr_rt *rt, const char *name)
+{
+    if (rt == NULL || name == NULL) {
+        return false;
+    }
+    const tr__kind *k = tr__kind_find(rt, name, strnlen(name, TR_KIND_NAME_MAX + 1));
+    return k != NULL && atomic_load_explicit(&k->k_remote, memory_order_relaxed);
+}

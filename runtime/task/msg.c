@@ -429,6 +429,21 @@ tr_msg_alloc(size_t size)
     return m;
 }
 
+size_t
+tr_msg_capacity(const tr_msg *m)
+{
+    uint32_t cls = m->m_class;
+    if (cls - 1 < TR__MSG_NCLASSES) {
+        return tr__msg_class_size(cls);
+    }
+    if (cls == TR__MSG_CLASS_LARGE) {
+        size_t size;
+        memcpy(&size, (const char *)m - LARGE_PREFIX, sizeof size);
+        return size;
+    }
+    return 0; // caller-owned, or a class of a layer above: its own business
+}
+
 tr_msg *
 tr__msg_zalloc(size_t size, const void *type)
 {

@@ -233,7 +233,9 @@ TR_API void tr_actor_keep(tr_actor *self, tr_msg *m);
 // after every message it sent before it stopped.
 
 // tr_actor_send sends m to the actor at to, from self (NULL: no sender, as
-// from a plain thread or task). Never waits. Takes ownership of m on TR_OK;
+// from a plain thread or task). Its reply-to is what tr_msg_set_reply_to
+// set, else the sender (a received message sent on keeps its reply-to, as
+// a forward does). Never waits. Takes ownership of m on TR_OK;
 // on an error the caller still owns it: TR_ENOTFOUND (no such actor: it
 // stopped, or never was), TR_EAGAIN (its mailbox is bounded and full: try
 // later, or wait with tr_actor_send_wait from a task), TR_EINVAL (m is not

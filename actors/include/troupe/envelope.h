@@ -104,8 +104,8 @@ typedef struct tr_unpack_info {
     tr_unpack_reason reason;
     uint32_t kind;               // the envelope's kind
     uint64_t correlation;        // the envelope's correlation id
-    tr_actor_addr from;                // the envelope's sender
-    tr_actor_addr reply_to;            // where the envelope says a reply goes
+    tr_actor_addr from;          // the envelope's sender
+    tr_actor_addr reply_to;      // where the envelope says a reply goes
     char type[TR_TYPE_NAME_MAX]; // the body's type name ("" when none)
 } tr_unpack_info;
 

@@ -59,6 +59,20 @@ typedef tr_err (*tr_kind_encode_fn)(const tr_outcome *out, void **data, size_t *
 TR_API tr_err tr_kind_register(tr_rt *rt, const char *name, const tr_task_spec *spec,
                                tr_kind_init_fn init_from_args, tr_kind_encode_fn encode_result);
 
+// tr_kind_set_remote marks the kind called name as one that another node
+// may spawn (remote true) or not (false, the default). The executor itself
+// answers Spawn commands for any kind with an encoder, whoever sends them
+// inside the process; a node (troupe/node.h, libtroupe-actors) refuses a
+// Spawn that arrives over the network for a kind not marked here, with
+// TR_EPERM. Never mark a kind that runs commands or touches files on a
+// port others can reach. TR_OK, TR_ENOTFOUND (no such kind), TR_EINVAL (a
+// kind without a result encoder). Any thread.
+TR_API tr_err tr_kind_set_remote(tr_rt *rt, const char *name, bool remote);
+
+// tr_kind_is_remote reports whether the kind called name may be spawned
+// from another node.
+TR_API bool tr_kind_is_remote(tr_rt *rt, const char *name);
+
 // tr_kind_spawn starts a task of the kind called name with len bytes of
 // arguments (args may be NULL when len is 0), as tr_spawn does: TR_OK and
 // *join (may be NULL: detached), or TR_ENOTFOUND for a name rt has no kind

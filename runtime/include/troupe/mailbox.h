@@ -90,6 +90,14 @@ TR_API void tr_msg_free(tr_msg *m);
 // unregistering. Any thread.
 TR_API uint32_t tr_msg_class_register(void (*free_fn)(tr_msg *m));
 
+// tr_msg_capacity returns the bytes of m's memory, header included, for a
+// message from tr_msg_alloc (at least the size asked for: a slab object's
+// whole class), and 0 for a caller-owned message (TR_MSG_CLASS_NONE) or one
+// of a class a layer above registered (tr_msg_class_register), whose
+// memory the runtime does not know. A layer that reads fields past the
+// header of a message it did not make checks this first. Any thread.
+TR_API size_t tr_msg_capacity(const tr_msg *m);
+
 // tr_msg_init prepares the header of a caller-owned message (class
 // TR_MSG_CLASS_NONE; a zeroed header is the same with a NULL type).
 static inline void

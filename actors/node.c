@@ -1,0 +1,1562 @@
+// Design notes.
+//
+// One node per process (troupe/node.h). Inbound: one PULL socket, one
+// receive aio. Its callback runs on an nng thread and never blocks: it
+// wraps the nng_msg in a message of the bridge's own class (whose free
+// function frees the nng_msg too, so a wrapper dropped by a stopping
+// mailbox leaks nothing), pushes it into the bridge actor's mailbox (a push
+// to an empty mailbox wakes the bridge through tr_wake) and re-arms the
+// receive itself, so no cross-thread wake is spent per message on
+// re-arming. The bridge, an actor on a worker, does the rest: it checks the
+// link's Hello, unpacks the envelope (troupe/envelope.h: depth scan,
+// budget, global cap), translates addresses at the border and delivers.
+//
+// Outbound: a send to {peer, actor} packs the envelope straight into an
+// nng_msg (8 bytes of destination actor id, then the envelope) and hands
+// it to the peer's PUSH socket without blocking (NNG_FLAG_NONBLOCK; the
+// socket buffers `sendbuf` messages): a full buffer is TR_EAGAIN for a user
+// send, which keeps its message. A Down, Exit or reply (the forced lane)
+// that finds the buffer full is dropped and counted (send_full): the
+// receiving side is then so far behind that its heartbeats are late too.
+//
+// Links: node A dials B's listener with a PUSH socket and sends Hello(A,
+// A's URL, token, echo_url = the URL it dialed); B checks the token,
+// records A's pipe as authenticated, dials A's URL and answers with its own
+// Hello(B, ..., echo_url = the URL A dialed), which is how tr_node_connect
+// on A learns which node answered. The first envelope on every pipe must be
+// a valid Hello; anything else closes the pipe (bad_hello).
+//
+// Liveness: a heartbeat task sends a Heartbeat on each link every
+// heartbeat_ms and declares a peer down after dead_after_ms without a
+// message from it (or at once when its pipe closes): its link is closed and
+// every local monitor of one of its actors gets a Down (TR_ENOTCONN). While
+// no peer is linked the task sleeps without a timer.
+//
+// Monitors of remote actors: the watcher's node sends MonitorReq to the
+// target's node, which sets an ordinary monitor whose watcher is a remote
+// address, so the target's Down travels back as any message does; the
+// watcher's node keeps a record per peer to answer the watchers itself when
+// the peer goes down.
+#include <pthread.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/pipeline0/pull.h>
+#include <nng/protocol/pipeline0/push.h>
+#include <nng/supplemental/tls/tls.h>
+
+#include <troupe/envelope.h>
+#include <troupe/executor.h>
+#include <troupe/node.h>
+#include <troupe/time.h>
+#include <troupe/v1/node.pb-c.h>
+
+#include "actor_int.h"
+
+#define PROTO_VERSION 1
+#define ACTOR_CONTROL 0
+
+typedef struct rmon {
+    uint64_t rm_ref;
+    tr_actor_addr rm_watcher; // local
+    tr_actor_addr rm_target;  // on the peer
+} rmon;
+
+typedef struct peer {
+    struct peer *p_next;
+    uint64_t p_id; // 0 until its Hello arrived
+    char *p_url;   // where it listens (we dial it)
+    nng_socket p_push;
+    nng_dialer p_dialer;
+    uint32_t p_in_pipe;           // its authenticated pipe on our PULL (0: none yet)
+    _Atomic uint64_t p_last_seen; // ns, tr_now
+    bool p_up;
+    bool p_dead; // its pipe closed: the heartbeat task frees it
+    rmon *p_mon;
+    size_t p_nmon, p_capmon;
+} peer;
+
+typedef struct waitreq {
+    struct waitreq *w_next;
+    const char *w_url; // a connect: the URL dialed
+    uint64_t w_corr;   // a whereis: its correlation id
+    bool w_done;
+    tr_err w_err;
+    uint64_t w_peer;
+    tr_actor_addr w_addr;
+} waitreq;
+
+struct tr_node {
+    tr_rt *n_rt;
+    uint64_t n_id;
+    char *n_url;
+    char *n_token;
+    tr_node_opts n_opts;
+    nng_socket n_pull;
+    nng_listener n_listener;
+    nng_aio *n_rx;
+    nng_tls_config *n_tls_server;
+    nng_tls_config *n_tls_client;
+    tr_actor_addr n_bridge;
+    tr_join n_hb; // the heartbeat task
+    tr_waker n_hb_waker;
+    pthread_mutex_t n_lock; // peers, waits, n_hb_waker, exec map
+    pthread_cond_t n_cv;
+    peer *n_peers;
+    waitreq *n_waits;
+    _Atomic bool n_stopping;
+    // The executor's replies, forwarded to where each command asked.
+    tr_mailbox *n_exec_mb;
+    tr_join n_exec_pump;
+    struct exec_route *n_routes;
+    size_t n_nroutes, n_caproutes;
+    // Counters.
+    _Atomic uint64_t s_sent, s_received, s_send_full, s_unknown, s_malformed, s_too_deep,
+        s_over_budget, s_no_actor, s_errors, s_pipes_closed, s_bad_hello, s_peers_down;
+};
+
+typedef struct exec_route {
+    uint64_t er_corr;
+    tr_actor_addr er_to;
+    bool er_want_result; // a second reply (TaskResult) follows the first
+} exec_route;
+
+static _Atomic(tr_node *) g_node;
+static pthread_mutex_t g_node_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint32_t g_wire_class;
+
+#define COUNT(n, f) atomic_fetch_add_explicit(&(n)->f, 1, memory_order_relaxed)
+
+static uint64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static tr_err
+nng_err(int rv)
+{
+    switch (rv) {
+    case 0:
+        return TR_OK;
+    case NNG_EAGAIN:
+        return TR_EAGAIN;
+    case NNG_ETIMEDOUT:
+        return TR_ETIMEDOUT;
+    case NNG_ECLOSED:
+        return TR_ECLOSED;
+    case NNG_EADDRINUSE:
+        return TR_EADDRINUSE;
+    case NNG_EADDRINVAL:
+    case NNG_EINVAL:
+        return TR_EINVAL;
+    case NNG_ENOMEM:
+        return TR_ENOMEM;
+    case NNG_ECONNREFUSED:
+        return TR_ECONNREFUSED;
+    case NNG_EPERM:
+    case NNG_EPEERAUTH:
+        return TR_EPERM;
+    case NNG_ENOTSUP:
+        return TR_ENOTSUP;
+    default:
+        return TR_EIO;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Address translation at the border.
+
+tr_actor_addr
+tr_node_export(const tr_node *n, tr_actor_addr a)
+{
+    if (n != NULL && a.node == 0 && a.actor != 0) {
+        a.node = n->n_id;
+    }
+    return a;
+}
+
+tr_actor_addr
+tr_node_import(const tr_node *n, tr_actor_addr a)
+{
+    if (n != NULL && a.node == n->n_id) {
+        a.node = 0;
+    }
+    return a;
+}
+
+static void
+addr_fix(const tr_node *n, Troupe__V1__Address *a, bool out)
+{
+    if (a == NULL) {
+        return;
+    }
+    tr_actor_addr x = {a->node, a->actor};
+    x = out ? tr_node_export(n, x) : tr_node_import(n, x);
+    a->node = x.node;
+    a->actor = x.actor;
+}
+
+// fix_body translates the addresses inside the system messages.
+static void
+fix_body(const tr_node *n, tr_msg *m, bool out)
+{
+    if (tr_msg_is(m, &troupe__v1__down__descriptor)) {
+        addr_fix(n, ((Troupe__V1__Down *)tr_msg_body(m))->actor, out);
+    } else if (tr_msg_is(m, &troupe__v1__exit__descriptor)) {
+        addr_fix(n, ((Troupe__V1__Exit *)tr_msg_body(m))->from, out);
+    } else if (tr_msg_is(m, &troupe__v1__call_failed__descriptor)) {
+        addr_fix(n, ((Troupe__V1__CallFailed *)tr_msg_body(m))->callee, out);
+    } else if (tr_msg_is(m, &troupe__v1__monitor_req__descriptor)) {
+        addr_fix(n, ((Troupe__V1__MonitorReq *)tr_msg_body(m))->watcher, out);
+    } else if (tr_msg_is(m, &troupe__v1__whereis_reply__descriptor)) {
+        addr_fix(n, ((Troupe__V1__WhereisReply *)tr_msg_body(m))->actor, out);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Peers (under n_lock).
+
+static peer *
+peer_by_id_locked(tr_node *n, uint64_t id)
+{
+    for (peer *p = n->n_peers; p != NULL; p = p->p_next) {
+        if (p->p_id == id && p->p_up) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static peer *
+peer_by_url_locked(tr_node *n, const char *url)
+{
+    for (peer *p = n->n_peers; p != NULL; p = p->p_next) {
+        if (strcmp(p->p_url, url) == 0) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static tr_err
+push_open(tr_node *n, const char *url, nng_socket *sock, nng_dialer *d)
+{
+    int rv = nng_push0_open(sock);
+    if (rv != 0) {
+        return nng_err(rv);
+    }
+    nng_socket_set_int(*sock, NNG_OPT_SENDBUF, (int)n->n_opts.sendbuf);
+    // Reconnect quickly after a peer restarts, but not in a tight loop.
+    nng_socket_set_ms(*sock, NNG_OPT_RECONNMINT, 10);
+    nng_socket_set_ms(*sock, NNG_OPT_RECONNMAXT, 1000);
+    rv = nng_dialer_create(d, *sock, url);
+    if (rv == 0 && n->n_tls_client != NULL && strncmp(url, "tls+tcp://", 10) == 0) {
+        rv = nng_dialer_set_ptr(*d, NNG_OPT_TLS_CONFIG, n->n_tls_client);
+    }
+    if (rv == 0) {
+        // Non-blocking: nng keeps dialing in the background, and the Hello
+        // waits in the send buffer until the link is up.
+        rv = nng_dialer_start(*d, NNG_FLAG_NONBLOCK);
+    }
+    if (rv != 0) {
+        nng_close(*sock);
+        return nng_err(rv);
+    }
+    return TR_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Sending.
+
+// send_env packs m (an actor message, taken in every case but TR_EAGAIN)
+// for actor `actor` of the peer behind sock.
+static tr_err
+send_env(tr_node *n, nng_socket sock, uint64_t actor, tr_msg *m, bool keep_on_full)
+{
+    tra_msg *am = tra_msg_of(m);
+    am->am_from = tr_node_export(n, am->am_from);
+    am->am_reply = tr_node_export(n, am->am_reply);
+    fix_body(n, m, true);
+    size_t len = tr_msg_packed_size(m);
+    nng_msg *nm;
+    if (nng_msg_alloc(&nm, 8 + len) != 0) {
+        tra_panic("out of memory (an nng message of %zu bytes)", len + 8);
+    }
+    uint8_t *p = nng_msg_body(nm);
+    for (int i = 0; i < 8; i++) {
+        p[i] = (uint8_t)(actor >> (8 * i));
+    }
+    tr_msg_pack_to(m, p + 8);
+    int rv = nng_sendmsg(sock, nm, NNG_FLAG_NONBLOCK);
+    if (rv == 0) {
+        COUNT(n, s_sent);
+        tr_msg_free(m);
+        return TR_OK;
+    }
+    nng_msg_free(nm);
+    if (rv == NNG_EAGAIN) {
+        COUNT(n, s_send_full);
+        if (keep_on_full) {
+            // Back to local form: the caller keeps m.
+            am->am_from = tr_node_import(n, am->am_from);
+            am->am_reply = tr_node_import(n, am->am_reply);
+            fix_body(n, m, false);
+            return TR_EAGAIN;
+        }
+    }
+    tr_msg_free(m);
+    return rv == NNG_EAGAIN ? TR_OK : nng_err(rv);
+}
+
+tr_err
+tra_node_deliver(tr_actor_addr to, tr_msg *m, int lane)
+{
+    tr_node *n = atomic_load_explicit(&g_node, memory_order_acquire);
+    if (n == NULL) {
+        return TR_ENOTFOUND;
+    }
+    if (to.node == n->n_id) {
+        to.node = 0;
+        return tra_deliver(to, m, lane);
+    }
+    pthread_mutex_lock(&n->n_lock);
+    peer *p = peer_by_id_locked(n, to.node);
+    nng_socket sock = NNG_SOCKET_INITIALIZER;
+    if (p != NULL) {
+        sock = p->p_push;
+    }
+    pthread_mutex_unlock(&n->n_lock);
+    if (p == NULL) {
+        return TR_ENOTFOUND;
+    }
+    // (A peer that goes down meanwhile: its socket is closed after it left
+    // the list, and the send then fails with TR_ECLOSED.)
+    tr_err err = send_env(n, sock, to.actor, m, lane == TRA_LANE_TRY);
+    return err == TR_ECLOSED ? TR_ENOTFOUND : err;
+}
+
+// control builds a node control message of type d for the peer.
+static tr_msg *
+control(const ProtobufCMessageDescriptor *d, size_t extra, void **body)
+{
+    tr_msg *m = tr_msg_new(d, extra, body);
+    tra_msg_of(m)->am_kind = TRA_K_NODE;
+    return m;
+}
+
+static tr_err
+send_control(tr_node *n, nng_socket sock, tr_msg *m)
+{
+    tr_err err = send_env(n, sock, ACTOR_CONTROL, m, false);
+    return err;
+}
+
+static tr_msg *
+hello_msg(tr_node *n, const char *echo_url)
+{
+    Troupe__V1__Hello *h;
+    tr_msg *m = control(&troupe__v1__hello__descriptor, 256, (void **)&h);
+    h->node = n->n_id;
+    h->listen_url = tr_msg_strdup(m, n->n_url);
+    h->token = tr_msg_strdup(m, n->n_token != NULL ? n->n_token : "");
+    h->version = PROTO_VERSION;
+    h->echo_url = tr_msg_strdup(m, echo_url != NULL ? echo_url : "");
+    return m;
+}
+
+tr_err
+tra_node_monitor(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref)
+{
+    tr_node *n = atomic_load_explicit(&g_node, memory_order_acquire);
+    if (n == NULL) {
+        return TR_ENOTFOUND;
+    }
+    Troupe__V1__MonitorReq *r;
+    tr_msg *m = control(&troupe__v1__monitor_req__descriptor, 64, (void **)&r);
+    r->ref = ref;
+    r->watcher = tra_new_address(m, watcher);
+    r->target = tra_new_address(m, (tr_actor_addr){0, target.actor});
+    pthread_mutex_lock(&n->n_lock);
+    peer *p = peer_by_id_locked(n, target.node);
+    if (p == NULL) {
+        pthread_mutex_unlock(&n->n_lock);
+        tr_msg_free(m);
+        return TR_ENOTFOUND;
+    }
+    void *arr = p->p_mon;
+    size_t need = p->p_nmon + 1;
+    if (need > p->p_capmon) {
+        size_t cap = p->p_capmon == 0 ? 8 : p->p_capmon * 2;
+        arr = realloc(p->p_mon, cap * sizeof(rmon));
+        if (arr == NULL) {
+            tra_panic("out of memory");
+        }
+        p->p_mon = arr;
+        p->p_capmon = cap;
+    }
+    p->p_mon[p->p_nmon++] = (rmon){ref, watcher, target};
+    nng_socket sock = p->p_push;
+    pthread_mutex_unlock(&n->n_lock);
+    send_control(n, sock, m);
+    return TR_OK;
+}
+
+// rmon_drop forgets the remote monitor ref (its Down came, or it was
+// removed); true when it was there.
+static bool
+rmon_drop(tr_node *n, uint64_t peer_id, uint64_t ref)
+{
+    bool found = false;
+    pthread_mutex_lock(&n->n_lock);
+    peer *p = peer_by_id_locked(n, peer_id);
+    if (p != NULL) {
+        for (size_t i = 0; i < p->p_nmon; i++) {
+            if (p->p_mon[i].rm_ref == ref) {
+                p->p_mon[i] = p->p_mon[--p->p_nmon];
+                found = true;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&n->n_lock);
+    return found;
+}
+
+void
+tra_node_demonitor(tr_actor_addr target, uint64_t ref)
+{
+    tr_node *n = atomic_load_explicit(&g_node, memory_order_acquire);
+    if (n == NULL || !rmon_drop(n, target.node, ref)) {
+        return;
+    }
+    Troupe__V1__DemonitorReq *r;
+    tr_msg *m = control(&troupe__v1__demonitor_req__descriptor, 32, (void **)&r);
+    r->ref = ref;
+    r->target = tra_new_address(m, (tr_actor_addr){0, target.actor});
+    tra_node_deliver((tr_actor_addr){target.node, ACTOR_CONTROL}, m, TRA_LANE_FORCE);
+}
+
+// ---------------------------------------------------------------------------
+// Peers going down.
+
+// peer_free closes p's link and gives its monitors their Downs.
+static void
+peer_free(tr_node *n, peer *p, bool down)
+{
+    nng_close(p->p_push);
+    for (size_t i = 0; i < p->p_nmon; i++) {
+        tr_msg *d = tra_new_down((tr_actor_addr){p->p_id, p->p_mon[i].rm_target.actor},
+                                 p->p_mon[i].rm_ref, TR_ENOTCONN, "node down");
+        if (tra_deliver(p->p_mon[i].rm_watcher, d, TRA_LANE_FORCE) != TR_OK) {
+            tr_msg_free(d);
+        }
+    }
+    if (down) {
+        COUNT(n, s_peers_down);
+    }
+    free(p->p_mon);
+    free(p->p_url);
+    free(p);
+}
+
+// ---------------------------------------------------------------------------
+// The bridge: inbound envelopes.
+
+typedef struct wire {
+    tra_msg w_m; // am_body: the nng_msg
+} wire;
+
+static void
+wire_free(tr_msg *m)
+{
+    tra_msg *am = tra_msg_of(m);
+    if (am->am_body != NULL) {
+        nng_msg_free(am->am_body);
+    }
+    m->m_class = am->am_class;
+    tr_msg_free(m);
+}
+
+static void
+answer_error(tr_node *n, tr_actor_addr to, uint64_t corr, tr_err code, const char *type,
+             const char *text)
+{
+    if (to.node == 0 || to.actor == 0) {
+        return; // nobody to answer (a local reply-to would be a forgery)
+    }
+    Troupe__V1__NodeError *e;
+    tr_msg *m = tr_msg_new(&troupe__v1__node_error__descriptor, 256, (void **)&e);
+    e->code = (int32_t)code;
+    e->text = tr_msg_strdup(m, text);
+    e->type = tr_msg_strdup(m, type);
+    tra_msg *am = tra_msg_of(m);
+    am->am_kind = TRA_K_REPLY;
+    am->am_corr = corr;
+    if (tra_node_deliver(to, m, TRA_LANE_FORCE) != TR_OK) {
+        tr_msg_free(m);
+    } else {
+        COUNT(n, s_errors);
+    }
+}
+
+static void
+wait_wake_locked(tr_node *n)
+{
+    pthread_cond_broadcast(&n->n_cv);
+}
+
+// on_hello records the peer behind pipe (a valid Hello), dialing it back
+// when this node has no link to it yet.
+static void
+on_hello(tr_node *n, uint32_t pipe, const Troupe__V1__Hello *h)
+{
+    const char *url = h->listen_url;
+    bool answer = false;
+    rmon *old_mon = NULL;
+    size_t old_nmon = 0;
+    uint64_t old_id = 0;
+    pthread_mutex_lock(&n->n_lock);
+    peer *p = peer_by_url_locked(n, url);
+    if (p == NULL) {
+        p = tra_zalloc(sizeof *p);
+        p->p_url = tra_strdup(url);
+        if (push_open(n, url, &p->p_push, &p->p_dialer) != TR_OK) {
+            pthread_mutex_unlock(&n->n_lock);
+            free(p->p_url);
+            free(p);
+            return;
+        }
+        p->p_next = n->n_peers;
+        n->n_peers = p;
+        answer = true;
+    } else if (p->p_id != 0 && p->p_id != h->node) {
+        // The same URL, another incarnation: the old one is gone. Its
+        // monitors get their Downs below; the link is the new one's.
+        old_mon = p->p_mon;
+        old_nmon = p->p_nmon;
+        old_id = p->p_id;
+        p->p_mon = NULL;
+        p->p_nmon = p->p_capmon = 0;
+        answer = true;
+    } else if (!p->p_up && p->p_id == 0 && h->echo_url[0] == '\0') {
+        answer = true; // we dialed it first, and it dialed us without seeing our Hello
+    }
+    p->p_id = h->node;
+    p->p_in_pipe = pipe;
+    p->p_up = true;
+    atomic_store_explicit(&p->p_last_seen, now_ns(), memory_order_relaxed);
+    // Wake the connects waiting for this URL, and the heartbeat task.
+    for (waitreq *w = n->n_waits; w != NULL; w = w->w_next) {
+        if (w->w_url != NULL && !w->w_done &&
+            (strcmp(w->w_url, h->echo_url) == 0 || strcmp(w->w_url, url) == 0)) {
+            w->w_done = true;
+            w->w_err = TR_OK;
+            w->w_peer = h->node;
+        }
+    }
+    wait_wake_locked(n);
+    tr_waker hb = n->n_hb_waker;
+    n->n_hb_waker = (tr_waker){NULL, NULL};
+    nng_socket sock = p->p_push;
+    pthread_mutex_unlock(&n->n_lock);
+    tr_wake(hb);
+    for (size_t i = 0; i < old_nmon; i++) {
+        tr_msg *d = tra_new_down((tr_actor_addr){old_id, old_mon[i].rm_target.actor},
+                                 old_mon[i].rm_ref, TR_ENOTCONN, "node restarted");
+        if (tra_deliver(old_mon[i].rm_watcher, d, TRA_LANE_FORCE) != TR_OK) {
+            tr_msg_free(d);
+        }
+    }
+    free(old_mon);
+    if (answer) {
+        send_control(n, sock, hello_msg(n, h->echo_url));
+    }
+}
+
+static peer *
+peer_by_pipe_locked(tr_node *n, uint32_t pipe)
+{
+    for (peer *p = n->n_peers; p != NULL; p = p->p_next) {
+        if (p->p_in_pipe == pipe && p->p_up) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static void serve_exec(tr_node *n, tr_msg *m);
+
+static void
+on_control(tr_node *n, peer *from, tr_msg *m)
+{
+    if (tr_msg_is(m, &troupe__v1__heartbeat__descriptor) ||
+        tr_msg_is(m, &troupe__v1__hello__descriptor)) {
+        return;
+    }
+    if (tr_msg_is(m, &troupe__v1__monitor_req__descriptor)) {
+        const Troupe__V1__MonitorReq *r = tr_msg_body(m);
+        if (r->watcher == NULL || r->target == NULL) {
+            return;
+        }
+        tr_actor_addr w = {r->watcher->node, r->watcher->actor};
+        tra_monitor_ref(w, (tr_actor_addr){0, r->target->actor}, r->ref);
+        return;
+    }
+    if (tr_msg_is(m, &troupe__v1__demonitor_req__descriptor)) {
+        const Troupe__V1__DemonitorReq *r = tr_msg_body(m);
+        if (r->target != NULL) {
+            tr_actor_demonitor((tr_actor_addr){0, r->target->actor}, r->ref);
+        }
+        return;
+    }
+    if (tr_msg_is(m, &troupe__v1__whereis_req__descriptor)) {
+        const Troupe__V1__WhereisReq *r = tr_msg_body(m);
+        Troupe__V1__WhereisReply *rep;
+        tr_msg *a = control(&troupe__v1__whereis_reply__descriptor, 32, (void **)&rep);
+        tr_actor_addr found = TR_ACTOR_NONE;
+        tr_err err = tr_actor_whereis(n->n_rt, r->name, &found);
+        rep->code = (int32_t)err;
+        rep->actor = tra_new_address(a, found);
+        tra_msg_of(a)->am_corr = tr_msg_correlation(m);
+        if (tra_node_deliver((tr_actor_addr){from->p_id, ACTOR_CONTROL}, a, TRA_LANE_FORCE) !=
+            TR_OK) {
+            tr_msg_free(a);
+        }
+        return;
+    }
+    if (tr_msg_is(m, &troupe__v1__whereis_reply__descriptor)) {
+        const Troupe__V1__WhereisReply *r = tr_msg_body(m);
+        pthread_mutex_lock(&n->n_lock);
+        for (waitreq *w = n->n_waits; w != NULL; w = w->w_next) {
+            if (w->w_url == NULL && w->w_corr == tr_msg_correlation(m) && !w->w_done) {
+                w->w_done = true;
+                w->w_err = (tr_err)r->code;
+                if (r->actor != NULL) {
+                    w->w_addr = (tr_actor_addr){r->actor->node, r->actor->actor};
+                    if (w->w_addr.node == 0 && w->w_addr.actor != 0) {
+                        w->w_addr.node = from->p_id;
+                    }
+                }
+            }
+        }
+        wait_wake_locked(n);
+        pthread_mutex_unlock(&n->n_lock);
+    }
+}
+
+static void
+on_wire(tr_node *n, nng_msg *nm)
+{
+    uint32_t pipe = nng_pipe_id(nng_msg_get_pipe(nm));
+    size_t len = nng_msg_len(nm);
+    const uint8_t *p = nng_msg_body(nm);
+    COUNT(n, s_received);
+    if (len < 8) {
+        COUNT(n, s_malformed);
+        return;
+    }
+    uint64_t actor = 0;
+    for (int i = 0; i < 8; i++) {
+        actor |= (uint64_t)p[i] << (8 * i);
+    }
+    tr_msg *m = NULL;
+    tr_unpack_info info;
+    tr_err err = tr_msg_unpack(p + 8, len - 8, NULL, &m, &info);
+    pthread_mutex_lock(&n->n_lock);
+    peer *from = peer_by_pipe_locked(n, pipe);
+    uint64_t from_id = from != NULL ? from->p_id : 0;
+    if (from != NULL) {
+        atomic_store_explicit(&from->p_last_seen, now_ns(), memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&n->n_lock);
+    if (from == NULL) {
+        // The first envelope of a pipe must be a valid Hello.
+        bool ok =
+            err == TR_OK && actor == ACTOR_CONTROL && tr_msg_is(m, &troupe__v1__hello__descriptor);
+        const Troupe__V1__Hello *h = ok ? tr_msg_body(m) : NULL;
+        if (ok) {
+            const char *want = n->n_token != NULL ? n->n_token : "";
+            ok = h->version == PROTO_VERSION && strcmp(h->token, want) == 0 && h->node != 0 &&
+                 h->node != n->n_id && h->listen_url[0] != '\0';
+        }
+        if (!ok) {
+            COUNT(n, s_bad_hello);
+            nng_pipe_close(nng_msg_get_pipe(nm));
+        } else {
+            on_hello(n, pipe, h);
+        }
+        if (m != NULL) {
+            tr_msg_free(m);
+        }
+        return;
+    }
+    if (err != TR_OK) {
+        switch (info.reason) {
+        case TR_UNPACK_UNKNOWN:
+            COUNT(n, s_unknown);
+            break;
+        case TR_UNPACK_TOO_DEEP:
+            COUNT(n, s_too_deep);
+            break;
+        case TR_UNPACK_OVER_BUDGET:
+        case TR_UNPACK_OVER_CAP:
+            COUNT(n, s_over_budget);
+            break;
+        default:
+            COUNT(n, s_malformed);
+            break;
+        }
+        if (info.kind == TRA_K_USER && info.correlation != 0) {
+            tr_actor_addr rt = {info.reply_to.node, info.reply_to.actor};
+            answer_error(n, rt, info.correlation, err, info.type,
+                         info.reason == TR_UNPACK_UNKNOWN ? "unknown message type"
+                                                          : "message refused");
+        }
+        return;
+    }
+    tra_msg *am = tra_msg_of(m);
+    // Addresses of this node come home as local ones; a sender of node 0
+    // would be a forgery of a local actor: it becomes the peer's.
+    am->am_from = tr_node_import(n, am->am_from);
+    am->am_reply = tr_node_import(n, am->am_reply);
+    if (am->am_from.node == 0) {
+        am->am_from = TR_ACTOR_NONE;
+    }
+    if (am->am_reply.node == 0) {
+        am->am_reply = TR_ACTOR_NONE;
+    }
+    fix_body(n, m, false);
+    if (am->am_kind == TRA_K_NODE || am->am_kind == TRA_K_WIRE) {
+        if (actor == ACTOR_CONTROL && am->am_kind == TRA_K_NODE) {
+            on_control(n, from, m);
+        }
+        tr_msg_free(m);
+        return;
+    }
+    if (am->am_kind == TRA_K_STOP) {
+        tr_msg_free(m); // stopping another node's actors is not a message
+        return;
+    }
+    if (am->am_kind == TRA_K_DOWN) {
+        rmon_drop(n, from_id, ((Troupe__V1__Down *)tr_msg_body(m))->ref);
+    }
+    if (actor == TR_NODE_EXECUTOR && n->n_opts.serve_executor) {
+        serve_exec(n, m);
+        return;
+    }
+    tr_actor_addr to = {0, actor};
+    tr_actor_addr reply = am->am_reply;
+    uint64_t corr = am->am_corr;
+    uint32_t kind = am->am_kind;
+    // The bound of a local mailbox is not a reason to lose a message that
+    // crossed the network: it is queued past the bound.
+    if (actor == ACTOR_CONTROL || tra_deliver(to, m, TRA_LANE_FORCE) != TR_OK) {
+        COUNT(n, s_no_actor);
+        tr_msg_free(m);
+        if (kind == TRA_K_USER && corr != 0) {
+            answer_error(n, reply, corr, TR_ENOTFOUND, "", "no such actor");
+        }
+    }
+}
+
+typedef struct bridge {
+    tr_node *b_node;
+} bridge;
+
+static tr_err
+bridge_init(tr_actor *self, void *state, void *arg)
+{
+    (void)self;
+    ((bridge *)state)->b_node = arg;
+    return TR_OK;
+}
+
+static void
+bridge_receive(tr_actor *self, void *state, tr_msg *m)
+{
+    (void)self;
+    tra_msg *am = tra_msg_of(m);
+    if (am->am_kind == TRA_K_WIRE && am->am_body != NULL) {
+        nng_msg *nm = am->am_body;
+        on_wire(((bridge *)state)->b_node, nm);
+        // The wrapper's free frees the nng message.
+    }
+}
+
+static const tr_actor_spec bridge_spec = {
+    .name = "tr.node.bridge",
+    .size = sizeof(bridge),
+    .init = bridge_init,
+    .receive = bridge_receive,
+};
+
+static void
+rx_cb(void *arg)
+{
+    tr_node *n = arg;
+    int rv = nng_aio_result(n->n_rx);
+    if (rv != 0) {
+        if (rv == NNG_ECLOSED || rv == NNG_ECANCELED ||
+            atomic_load_explicit(&n->n_stopping, memory_order_acquire)) {
+            return;
+        }
+        nng_recv_aio(n->n_pull, n->n_rx);
+        return;
+    }
+    nng_msg *nm = nng_aio_get_msg(n->n_rx);
+    nng_aio_set_msg(n->n_rx, NULL);
+    tr_msg *w = tr_msg_alloc(sizeof(wire));
+    tra_msg *am = tra_msg_of(w);
+    memset((char *)am + sizeof(tr_msg), 0, sizeof(wire) - sizeof(tr_msg));
+    am->am_magic = TRA_MSG_MAGIC;
+    am->am_kind = TRA_K_WIRE;
+    am->am_body = nm;
+    am->am_class = w->m_class;
+    w->m_class = g_wire_class;
+    if (tra_deliver(n->n_bridge, w, TRA_LANE_FORCE) != TR_OK) {
+        tr_msg_free(w);
+    }
+    // Re-armed here, on nng's thread: no wake of a worker just for that.
+    nng_recv_aio(n->n_pull, n->n_rx);
+}
+
+// pipe_cb runs on an nng thread, under nng's own locks: it must not close a
+// socket (nng_close waits for the pipes, this one among them). It marks the
+// peer behind the pipe dead (no more sends reach it) and wakes the
+// heartbeat task, which frees it on a worker.
+static void
+pipe_cb(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+    tr_node *n = arg;
+    if (ev != NNG_PIPE_EV_REM_POST) {
+        return;
+    }
+    COUNT(n, s_pipes_closed);
+    uint32_t id = nng_pipe_id(pipe);
+    tr_waker hb = {NULL, NULL};
+    pthread_mutex_lock(&n->n_lock);
+    peer *p = peer_by_pipe_locked(n, id);
+    if (p != NULL) {
+        p->p_up = false;
+        p->p_dead = true;
+        hb = n->n_hb_waker;
+    }
+    pthread_mutex_unlock(&n->n_lock);
+    tr_wake(hb);
+}
+
+// ---------------------------------------------------------------------------
+// The heartbeat task.
+
+typedef struct hb_task {
+    tr_node *h_node;
+    tr_timer h_timer;
+    uint64_t h_seq;
+    bool h_armed; // h_timer is sleeping towards the next round
+} hb_task;
+
+// reap frees the peers that are dead (their pipe closed) or silent for
+// longer than dead_after_ms; it returns how many peers are left.
+static size_t
+reap(tr_node *n, tr_cx *cx)
+{
+    uint64_t now = now_ns();
+    uint64_t dead = (uint64_t)n->n_opts.dead_after_ms * 1000000u;
+    peer *gone = NULL;
+    size_t left = 0;
+    pthread_mutex_lock(&n->n_lock);
+    n->n_hb_waker = tr_cx_waker(cx);
+    for (peer **pp = &n->n_peers; *pp != NULL;) {
+        peer *p = *pp;
+        uint64_t seen = atomic_load_explicit(&p->p_last_seen, memory_order_relaxed);
+        if (p->p_dead || (p->p_up && now - seen > dead)) {
+            *pp = p->p_next;
+            p->p_next = gone;
+            gone = p;
+            continue;
+        }
+        left++;
+        pp = &p->p_next;
+    }
+    pthread_mutex_unlock(&n->n_lock);
+    while (gone != NULL) {
+        peer *p = gone;
+        gone = p->p_next;
+        peer_free(n, p, true);
+    }
+    return left;
+}
+
+static void
+heartbeats(tr_node *n, hb_task *h)
+{
+    size_t cnt = 0;
+    pthread_mutex_lock(&n->n_lock);
+    for (peer *p = n->n_peers; p != NULL; p = p->p_next) {
+        cnt++;
+    }
+    nng_socket *socks = tra_zalloc((cnt + 1) * sizeof *socks);
+    size_t ns = 0;
+    for (peer *p = n->n_peers; p != NULL; p = p->p_next) {
+        // Links still waiting for the peer's Hello too: the peer counts
+        // our silence from the moment it answered.
+        if (!p->p_dead) {
+            socks[ns++] = p->p_push;
+        }
+    }
+    pthread_mutex_unlock(&n->n_lock);
+    for (size_t i = 0; i < ns; i++) {
+        Troupe__V1__Heartbeat *b;
+        tr_msg *m = control(&troupe__v1__heartbeat__descriptor, 0, (void **)&b);
+        b->seq = ++h->h_seq;
+        send_control(n, socks[i], m);
+    }
+    free(socks);
+}
+
+// The heartbeat task: every heartbeat_ms it frees the dead peers and sends
+// a Heartbeat on each link; woken early by a closed pipe or a new peer.
+// With no peer it sleeps without a timer.
+static tr_poll
+hb_poll(void *st, tr_cx *cx)
+{
+    hb_task *h = st;
+    tr_node *n = h->h_node;
+    for (;;) {
+        size_t left = reap(n, cx);
+        if (left == 0) {
+            tr_timer_abandon(&h->h_timer);
+            h->h_armed = false;
+            return TR_PENDING; // on_hello wakes it
+        }
+        if (h->h_armed) {
+            if (tr_sleep(&h->h_timer, cx, (uint64_t)n->n_opts.heartbeat_ms * 1000000u) ==
+                TR_PENDING) {
+                return TR_PENDING;
+            }
+            h->h_armed = false;
+            heartbeats(n, h);
+        }
+        h->h_armed = true;
+    }
+}
+
+static void
+hb_drop(void *st)
+{
+    tr_timer_abandon(&((hb_task *)st)->h_timer);
+}
+
+static const tr_task_spec hb_spec = {"tr.node.heartbeat", hb_poll, hb_drop, sizeof(hb_task)};
+
+// ---------------------------------------------------------------------------
+// The executor, served to other nodes.
+
+typedef struct pump {
+    tr_node *pu_node;
+    tr_mailbox pu_mb; // the executor's replies (a 64-byte boundary: state >= 128)
+} pump;
+
+static void
+route_add(tr_node *n, uint64_t corr, tr_actor_addr to, bool want_result)
+{
+    pthread_mutex_lock(&n->n_lock);
+    if (n->n_nroutes == n->n_caproutes) {
+        size_t cap = n->n_caproutes == 0 ? 16 : n->n_caproutes * 2;
+        exec_route *r = realloc(n->n_routes, cap * sizeof *r);
+        if (r == NULL) {
+            tra_panic("out of memory");
+        }
+        n->n_routes = r;
+        n->n_caproutes = cap;
+    }
+    n->n_routes[n->n_nroutes++] = (exec_route){corr, to, want_result};
+    pthread_mutex_unlock(&n->n_lock);
+}
+
+// route_take finds where the reply with corr goes; final says whether it
+// is the last reply of its command (the route is then removed).
+static bool
+route_take(tr_node *n, uint64_t corr, bool first_of_two, tr_actor_addr *to)
+{
+    bool found = false;
+    pthread_mutex_lock(&n->n_lock);
+    for (size_t i = 0; i < n->n_nroutes; i++) {
+        exec_route *r = &n->n_routes[i];
+        if (r->er_corr == corr) {
+            *to = r->er_to;
+            found = true;
+            if (first_of_two && r->er_want_result) {
+                r->er_want_result = false; // the TaskResult is still to come
+            } else {
+                *r = n->n_routes[--n->n_nroutes];
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&n->n_lock);
+    return found;
+}
+
+static void *
+arena_alloc(void *data, size_t size)
+{
+    return tr_msg_arena(data, size);
+}
+
+static void
+arena_free(void *data, void *p)
+{
+    (void)data;
+    (void)p; // the arena goes with its message
+}
+
+static void
+forward_reply(tr_node *n, tr_exec_reply *er)
+{
+    const Troupe__V1__ExecutorReply *r = er->reply;
+    bool spawned = r->reply_case == TROUPE__V1__EXECUTOR_REPLY__REPLY_SPAWNED;
+    tr_actor_addr to;
+    if (!route_take(n, r->correlation_id, spawned, &to)) {
+        return;
+    }
+    // The executor's reply is one block of its own: copy it into an actor
+    // message (packed, then unpacked into the message's arena; replies are
+    // small).
+    size_t len = troupe__v1__executor_reply__get_packed_size(r);
+    uint8_t stack[512];
+    uint8_t *buf = len <= sizeof stack ? stack : tra_zalloc(len);
+    troupe__v1__executor_reply__pack(r, buf);
+    void *unused;
+    tr_msg *m = tr_msg_new(&troupe__v1__executor_reply__descriptor, 2 * len + 128, &unused);
+    ProtobufCAllocator al = {arena_alloc, arena_free, m};
+    ProtobufCMessage *body =
+        protobuf_c_message_unpack(&troupe__v1__executor_reply__descriptor, &al, len, buf);
+    if (buf != stack) {
+        free(buf);
+    }
+    if (body == NULL) {
+        tr_msg_free(m);
+        return;
+    }
+    tra_msg *am = tra_msg_of(m);
+    am->am_body = body;
+    // A message to whoever sent the command (with its correlation id), not
+    // the answer to a tr_actor_request: an actor's receive gets it.
+    am->am_kind = TRA_K_USER;
+    am->am_corr = r->correlation_id;
+    if (tra_node_deliver(to, m, TRA_LANE_FORCE) != TR_OK) {
+        tr_msg_free(m);
+    }
+}
+
+static tr_poll
+pump_poll(void *st, tr_cx *cx)
+{
+    pump *pu = st;
+    tr_msg *batch[32];
+    for (;;) {
+        size_t k = tr_mailbox_take(&pu->pu_mb, batch, 32);
+        if (k == 0) {
+            if (tr_mailbox_markempty(&pu->pu_mb, tr_cx_waker(cx))) {
+                return TR_PENDING;
+            }
+            tr_cx_yield(cx);
+            return TR_PENDING;
+        }
+        for (size_t i = 0; i < k; i++) {
+            tr_exec_reply *er = tr_exec_reply_of(batch[i]);
+            if (er != NULL) {
+                forward_reply(pu->pu_node, er);
+            }
+            tr_msg_free(batch[i]);
+        }
+    }
+}
+
+static void
+pump_drop(void *st)
+{
+    tr_mailbox_fini(&((pump *)st)->pu_mb, NULL, NULL);
+}
+
+static const tr_task_spec pump_spec = {"tr.node.exec_replies", pump_poll, pump_drop,
+                                       sizeof(pump) < 128 ? 128 : sizeof(pump)};
+
+static void
+pump_init(void *st, void *arg)
+{
+    pump *pu = st;
+    pu->pu_node = arg;
+    tr_mailbox_init(&pu->pu_mb, 0);
+    pu->pu_node->n_exec_mb = &pu->pu_mb;
+}
+
+// exec_error answers a command this node refuses as the executor answers
+// the ones it refuses: an ExecutorReply with an Error, under the command's
+// correlation id.
+static void
+exec_error(tr_node *n, tr_actor_addr to, uint64_t cc, tr_err code, const char *detail)
+{
+    (void)n;
+    if (tr_actor_addr_is_none(to)) {
+        return;
+    }
+    Troupe__V1__ExecutorReply *r;
+    tr_msg *m = tr_msg_new(&troupe__v1__executor_reply__descriptor, 256, (void **)&r);
+    Troupe__V1__Error *e = tr_msg_arena(m, sizeof *e);
+    troupe__v1__error__init(e);
+    e->code = (int32_t)code;
+    e->name = tr_msg_strdup(m, tr_err_name(code));
+    e->detail = tr_msg_strdup(m, detail);
+    r->correlation_id = cc;
+    r->reply_case = TROUPE__V1__EXECUTOR_REPLY__REPLY_ERROR;
+    r->error = e;
+    if (tra_node_deliver(to, m, TRA_LANE_FORCE) != TR_OK) {
+        tr_msg_free(m);
+    }
+}
+
+static void
+serve_exec(tr_node *n, tr_msg *m)
+{
+    tra_msg *am = tra_msg_of(m);
+    tr_actor_addr reply = am->am_reply;
+    uint64_t corr = am->am_corr;
+    if (!tr_msg_is(m, &troupe__v1__executor_command__descriptor)) {
+        answer_error(n, reply, corr, TR_EINVAL, tr_msg_descriptor(m)->name,
+                     "the executor takes ExecutorCommand messages");
+        tr_msg_free(m);
+        return;
+    }
+    Troupe__V1__ExecutorCommand *cmd = tr_msg_body(m);
+    bool want_result = false;
+    if (cmd->command_case == TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SPAWN && cmd->spawn != NULL) {
+        const Troupe__V1__TaskSpec *ts =
+            cmd->spawn->task_case == TROUPE__V1__SPAWN__TASK_SPEC ? cmd->spawn->spec : NULL;
+        if (ts == NULL || !tr_kind_is_remote(n->n_rt, ts->kind)) {
+            exec_error(n, reply, cmd->correlation_id, TR_EPERM,
+                       "that kind cannot be spawned from another node");
+            tr_msg_free(m);
+            return;
+        }
+        want_result = cmd->spawn->want_result;
+    }
+    if (cmd->command_case == TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SHUTDOWN) {
+        exec_error(n, reply, cmd->correlation_id, TR_EPERM,
+                   "another node cannot shut this one down");
+        tr_msg_free(m);
+        return;
+    }
+    // Replies carry the command's own correlation id.
+    uint64_t cc = cmd->correlation_id;
+    bool routed = !tr_actor_addr_is_none(reply) && n->n_exec_mb != NULL;
+    if (routed) {
+        route_add(n, cc, reply, want_result);
+    }
+    tr_err err = tr_exec_send(n->n_rt, cmd, routed ? n->n_exec_mb : NULL);
+    if (err != TR_OK) {
+        if (routed) {
+            tr_actor_addr dummy;
+            route_take(n, cc, false, &dummy);
+        }
+        exec_error(n, reply, cc, err, tr_strerror(err));
+    }
+    tr_msg_free(m);
+}
+
+// ---------------------------------------------------------------------------
+// Starting and stopping.
+
+static bool
+loopback_host(const char *hostport)
+{
+    return strncmp(hostport, "127.", 4) == 0 || strncmp(hostport, "localhost:", 10) == 0 ||
+           strncmp(hostport, "[::1]:", 6) == 0;
+}
+
+static tr_err
+check_url(const tr_node_opts *o)
+{
+    const char *u = o->listen;
+    if (u == NULL) {
+        return TR_EINVAL;
+    }
+    if (strncmp(u, "inproc://", 9) == 0 || strncmp(u, "ipc://", 6) == 0) {
+        return TR_OK;
+    }
+    if (strncmp(u, "tls+tcp://", 10) == 0) {
+        return (o->token != NULL && o->token[0] != '\0' && o->tls_cert_key_file != NULL)
+                   ? TR_OK
+                   : TR_EINVAL;
+    }
+    if (strncmp(u, "tcp://", 6) == 0) {
+        return (o->allow_plain_tcp && loopback_host(u + 6) && o->token != NULL) ? TR_OK : TR_EINVAL;
+    }
+    return TR_EINVAL;
+}
+
+static void node_free(tr_node *n);
+
+// bound_url returns the URL peers dial: u, with the real port when port 0
+// was asked for.
+static char *
+bound_url(tr_node *n, const char *u)
+{
+    const char *colon = strrchr(u, ':');
+    if ((strncmp(u, "tcp://", 6) == 0 || strncmp(u, "tls+tcp://", 10) == 0) && colon != NULL &&
+        strcmp(colon, ":0") == 0) {
+        int port = 0;
+        nng_listener_get_int(n->n_listener, NNG_OPT_TCP_BOUND_PORT, &port);
+        size_t len = (size_t)(colon - u) + 16;
+        char *url = tra_zalloc(len);
+        snprintf(url, len, "%.*s:%d", (int)(colon - u), u, port);
+        return url;
+    }
+    return tra_strdup(u);
+}
+
+static void
+hb_init(void *st, void *arg)
+{
+    ((hb_task *)st)->h_node = arg;
+}
+
+tr_err
+tr_node_start(tr_rt *rt, const tr_node_opts *opts, tr_node **out)
+{
+    if (rt == NULL || opts == NULL || out == NULL || check_url(opts) != TR_OK) {
+        return TR_EINVAL;
+    }
+    pthread_mutex_lock(&g_node_lock);
+    if (atomic_load(&g_node) != NULL) {
+        pthread_mutex_unlock(&g_node_lock);
+        return TR_EBUSY;
+    }
+    if (g_wire_class == 0) {
+        g_wire_class = tr_msg_class_register(wire_free);
+        if (g_wire_class == 0) {
+            pthread_mutex_unlock(&g_node_lock);
+            return TR_EFULL;
+        }
+        tra_msg_class_add(g_wire_class);
+    }
+    tr_node *n = tra_zalloc(sizeof *n);
+    n->n_rt = rt;
+    n->n_opts = *opts;
+    if (n->n_opts.recv_max == 0) {
+        n->n_opts.recv_max = TR_NODE_RECV_MAX_DEFAULT;
+    }
+    if (n->n_opts.heartbeat_ms == 0) {
+        n->n_opts.heartbeat_ms = 500;
+    }
+    if (n->n_opts.dead_after_ms == 0) {
+        n->n_opts.dead_after_ms = 5000;
+    }
+    if (n->n_opts.sendbuf == 0) {
+        n->n_opts.sendbuf = 1024;
+    }
+    n->n_token = tra_strdup(opts->token);
+    pthread_mutex_init(&n->n_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&n->n_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    do {
+        if (getrandom(&n->n_id, sizeof n->n_id, 0) != sizeof n->n_id) {
+            n->n_id = now_ns() ^ ((uint64_t)getpid() << 32);
+        }
+    } while (n->n_id == 0);
+    tr_err err = TR_OK;
+    int rv;
+    if ((rv = nng_pull0_open(&n->n_pull)) != 0) {
+        err = nng_err(rv);
+        goto fail;
+    }
+    nng_socket_set_size(n->n_pull, NNG_OPT_RECVMAXSZ, n->n_opts.recv_max);
+    nng_socket_set_int(n->n_pull, NNG_OPT_RECVBUF, 1024);
+    nng_pipe_notify(n->n_pull, NNG_PIPE_EV_REM_POST, pipe_cb, n);
+    if (opts->tls_cert_key_file != NULL || opts->tls_ca_file != NULL) {
+        if (opts->tls_cert_key_file != NULL) {
+            if ((rv = nng_tls_config_alloc(&n->n_tls_server, NNG_TLS_MODE_SERVER)) != 0 ||
+                (rv = nng_tls_config_cert_key_file(n->n_tls_server, opts->tls_cert_key_file,
+                                                   NULL)) != 0) {
+                err = nng_err(rv);
+                goto fail;
+            }
+        }
+        if ((rv = nng_tls_config_alloc(&n->n_tls_client, NNG_TLS_MODE_CLIENT)) != 0) {
+            err = nng_err(rv);
+            goto fail;
+        }
+        if (opts->tls_ca_file != NULL) {
+            if ((rv = nng_tls_config_ca_file(n->n_tls_client, opts->tls_ca_file)) != 0) {
+                err = nng_err(rv);
+                goto fail;
+            }
+            nng_tls_config_auth_mode(n->n_tls_client, NNG_TLS_AUTH_MODE_REQUIRED);
+        }
+        nng_tls_config_server_name(
+            n->n_tls_client, opts->tls_server_name != NULL ? opts->tls_server_name : "localhost");
+    }
+    if ((rv = nng_listener_create(&n->n_listener, n->n_pull, opts->listen)) != 0) {
+        err = nng_err(rv);
+        goto fail;
+    }
+    if (n->n_tls_server != NULL && strncmp(opts->listen, "tls+tcp://", 10) == 0) {
+        nng_listener_set_ptr(n->n_listener, NNG_OPT_TLS_CONFIG, n->n_tls_server);
+    }
+    if ((rv = nng_listener_start(n->n_listener, 0)) != 0) {
+        err = nng_err(rv);
+        goto fail;
+    }
+    n->n_url = bound_url(n, opts->listen);
+    // The bridge, then the receive.
+    if ((err = tr_actor_spawn(rt, &bridge_spec, n, NULL, &n->n_bridge)) != TR_OK) {
+        goto fail;
+    }
+    if (opts->serve_executor) {
+        if ((err = tr_spawn(rt, &pump_spec, pump_init, n, &n->n_exec_pump)) != TR_OK) {
+            goto fail;
+        }
+    }
+    if ((err = tr_spawn(rt, &hb_spec, hb_init, n, &n->n_hb)) != TR_OK) {
+        goto fail;
+    }
+    if ((rv = nng_aio_alloc(&n->n_rx, rx_cb, n)) != 0) {
+        err = nng_err(rv);
+        goto fail;
+    }
+    atomic_store_explicit(&g_node, n, memory_order_release);
+    pthread_mutex_unlock(&g_node_lock);
+    nng_recv_aio(n->n_pull, n->n_rx);
+    *out = n;
+    return TR_OK;
+fail:
+    pthread_mutex_unlock(&g_node_lock);
+    node_free(n);
+    return err;
+}
+
+static void
+node_free(tr_node *n)
+{
+    atomic_store_explicit(&n->n_stopping, true, memory_order_release);
+    if (n->n_rx != NULL) {
+        nng_aio_stop(n->n_rx);
+        // After the stop, a message still held by the aio is the stopper's.
+        nng_msg *left = nng_aio_get_msg(n->n_rx);
+        if (left != NULL) {
+            nng_msg_free(left);
+        }
+    }
+    if (n->n_pull.id != 0) {
+        nng_close(n->n_pull);
+    }
+    if (n->n_rx != NULL) {
+        nng_aio_free(n->n_rx);
+    }
+    pthread_mutex_lock(&n->n_lock);
+    peer *ps = n->n_peers;
+    n->n_peers = NULL;
+    pthread_mutex_unlock(&n->n_lock);
+    while (ps != NULL) {
+        peer *p = ps;
+        ps = p->p_next;
+        peer_free(n, p, false);
+    }
+    if (n->n_hb.j_key != 0) {
+        tr_task_abort(&n->n_hb);
+        tr_join_wait(&n->n_hb, NULL);
+    }
+    if (n->n_exec_pump.j_key != 0) {
+        tr_task_abort(&n->n_exec_pump);
+        tr_join_wait(&n->n_exec_pump, NULL);
+    }
+    if (!tr_actor_addr_is_none(n->n_bridge)) {
+        tr_actor_stop_other(n->n_bridge, TR_OK, NULL);
+    }
+    if (n->n_tls_server != NULL) {
+        nng_tls_config_free(n->n_tls_server);
+    }
+    if (n->n_tls_client != NULL) {
+        nng_tls_config_free(n->n_tls_client);
+    }
+    free(n->n_routes);
+    free(n->n_url);
+    free(n->n_token);
+    pthread_cond_destroy(&n->n_cv);
+    pthread_mutex_destroy(&n->n_lock);
+    free(n);
+}
+
+tr_err
+tr_node_stop(tr_node *n)
+{
+    if (n == NULL) {
+        return TR_EINVAL;
+    }
+    pthread_mutex_lock(&g_node_lock);
+    if (atomic_load(&g_node) == n) {
+        atomic_store_explicit(&g_node, NULL, memory_order_release);
+    }
+    pthread_mutex_unlock(&g_node_lock);
+    node_free(n);
+    return TR_OK;
+}
+
+uint64_t
+tr_node_id(const tr_node *n)
+{
+    return n->n_id;
+}
+
+const char *
+tr_node_listen_url(const tr_node *n)
+{
+    return n->n_url;
+}
+
+// wait_for waits (n_lock held) until w is done or the deadline passes.
+static void
+wait_for(tr_node *n, waitreq *w, uint32_t timeout_ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    while (!w->w_done) {
+        if (pthread_cond_timedwait(&n->n_cv, &n->n_lock, &dl) != 0) {
+            break;
+        }
+    }
+    for (waitreq **pp = &n->n_waits; *pp != NULL; pp = &(*pp)->w_next) {
+        if (*pp == w) {
+            *pp = w->w_next;
+            break;
+        }
+    }
+}
+
+tr_err
+tr_node_connect(tr_node *n, const char *url, uint32_t timeout_ms, uint64_t *peer_id)
+{
+    if (n == NULL || url == NULL) {
+        return TR_EINVAL;
+    }
+    waitreq w = {.w_url = url, .w_err = TR_ETIMEDOUT};
+    pthread_mutex_lock(&n->n_lock);
+    peer *p = peer_by_url_locked(n, url);
+    if (p != NULL && p->p_up) {
+        uint64_t id = p->p_id;
+        pthread_mutex_unlock(&n->n_lock);
+        if (peer_id != NULL) {
+            *peer_id = id;
+        }
+        return TR_OK;
+    }
+    bool fresh = p == NULL;
+    if (fresh) {
+        p = tra_zalloc(sizeof *p);
+        p->p_url = tra_strdup(url);
+        tr_err err = push_open(n, url, &p->p_push, &p->p_dialer);
+        if (err != TR_OK) {
+            pthread_mutex_unlock(&n->n_lock);
+            free(p->p_url);
+            free(p);
+            return err;
+        }
+        p->p_next = n->n_peers;
+        n->n_peers = p;
+    }
+    w.w_next = n->n_waits;
+    n->n_waits = &w;
+    nng_socket sock = p->p_push;
+    pthread_mutex_unlock(&n->n_lock);
+    send_control(n, sock, hello_msg(n, url));
+    pthread_mutex_lock(&n->n_lock);
+    wait_for(n, &w, timeout_ms);
+    pthread_mutex_unlock(&n->n_lock);
+    if (w.w_done && peer_id != NULL) {
+        *peer_id = w.w_peer;
+    }
+    return w.w_done ? w.w_err : TR_ETIMEDOUT;
+}
+
+tr_err
+tr_node_whereis(tr_node *n, uint64_t peer_id, const char *name, uint32_t timeout_ms,
+                tr_actor_addr *addr)
+{
+    if (n == NULL || name == NULL) {
+        return TR_EINVAL;
+    }
+    static _Atomic uint64_t next = 1;
+    waitreq w = {.w_corr = atomic_fetch_add(&next, 1), .w_err = TR_ETIMEDOUT};
+    Troupe__V1__WhereisReq *r;
+    tr_msg *m = control(&troupe__v1__whereis_req__descriptor, strlen(name) + 16, (void **)&r);
+    r->name = tr_msg_strdup(m, name);
+    tra_msg_of(m)->am_corr = w.w_corr;
+    pthread_mutex_lock(&n->n_lock);
+    w.w_next = n->n_waits;
+    n->n_waits = &w;
+    pthread_mutex_unlock(&n->n_lock);
+    tr_err err = tra_node_deliver((tr_actor_addr){peer_id, ACTOR_CONTROL}, m, TRA_LANE_FORCE);
+    pthread_mutex_lock(&n->n_lock);
+    if (err != TR_OK) {
+        w.w_done = true;
+        w.w_err = TR_ENOTCONN;
+        tr_msg_free(m);
+    }
+    wait_for(n, &w, timeout_ms);
+    pthread_mutex_unlock(&n->n_lock);
+    if (w.w_done && w.w_err == TR_OK && addr != NULL) {
+        *addr = w.w_addr;
+    }
+    return w.w_done ? w.w_err : TR_ETIMEDOUT;
+}
+
+bool
+tr_node_peer_up(tr_node *n, uint64_t peer_id)
+{
+    pthread_mutex_lock(&n->n_lock);
+    bool up = peer_by_id_locked(n, peer_id) != NULL;
+    pthread_mutex_unlock(&n->n_lock);
+    return up;
+}
+
+void
+tr_node_stats_get(tr_node *n, tr_node_stats *out)
+{
+#define LD(f) atomic_load_explicit(&n->f, memory_order_relaxed)
+    *out = (tr_node_stats){
+        .sent = LD(s_sent),
+        .received = LD(s_received),
+        .send_full = LD(s_send_full),
+        .unknown_type = LD(s_unknown),
+        .malformed = LD(s_malformed),
+        .too_deep = LD(s_too_deep),
+        .over_budget = LD(s_over_budget),
+        .no_actor = LD(s_no_actor),
+        .errors_answered = LD(s_errors),
+        .pipes_closed = LD(s_pipes_closed),
+        .bad_hello = LD(s_bad_hello),
+        .peers_down = LD(s_peers_down),
+    };
+#undef LD
+    pthread_mutex_lock(&n->n_lock);
+    for (peer *p = n->n_peers; p != NULL; p = p->p_next) {
+        out->peers += p->p_up ? 1 : 0;
+    }
+    pthread_mutex_unlock(&n->n_lock);
+}

@@ -1,0 +1,490 @@
+#define _GNU_SOURCE
+// test_node.c: two processes, two nodes (troupe/node.h). This process runs
+// a runtime and a node; the peer is the troupe-node example in its own
+// process. Calls, whereis, remote monitors, the remote executor, hostile
+// input on the peer's listener, and a peer that dies or stops.
+#include "actors/actor_util.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/pipeline0/push.h>
+#include <troupe/envelope.h>
+#include <troupe/executor.h>
+#include <troupe/node.h>
+#include <troupe/v1/node.pb-c.h>
+
+#ifndef TROUPE_NODE_BIN
+#error "TROUPE_NODE_BIN: the path of the troupe-node example"
+#endif
+
+extern char **environ;
+
+typedef struct peerproc {
+    pid_t pid;
+    int in; // its standard input: closing it stops the peer
+    FILE *out;
+    uint64_t id;
+    char url[256];
+} peerproc;
+
+static int g_seq;
+
+static void
+peer_start(peerproc *p, const char *extra1, const char *extra2)
+{
+    char url[128];
+    snprintf(url, sizeof url, "ipc:///tmp/troupe-test-node-%d-%d.sock", (int)getpid(), g_seq++);
+    int pin[2], pout[2];
+    assert_int_equal(pipe2(pin, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(pout, O_CLOEXEC), 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pin[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
+    char *argv[] = {TROUPE_NODE_BIN, "--listen",    url,   "--dead-after",
+                    "3000",          "--heartbeat", "100", (char *)extra1,
+                    (char *)extra2,  NULL};
+    if (extra1 == NULL) {
+        argv[7] = NULL;
+    }
+    assert_int_equal(posix_spawn(&p->pid, TROUPE_NODE_BIN, &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pin[0]);
+    close(pout[1]);
+    p->in = pin[1];
+    p->out = fdopen(pout[0], "r");
+    assert_non_null(p->out);
+    unsigned long long id = 0;
+    // The peer prints its line once it listens (a blocking read: the
+    // peer's start is the event).
+    assert_int_equal(fscanf(p->out, "NODE %llu %255s", &id, p->url), 2);
+    p->id = id;
+}
+
+static int
+peer_stop(peerproc *p)
+{
+    close(p->in);
+    int st = 0;
+    waitpid(p->pid, &st, 0);
+    fclose(p->out);
+    return st;
+}
+
+static tr_node *
+node_start(tr_rt *rt)
+{
+    char url[128];
+    snprintf(url, sizeof url, "ipc:///tmp/troupe-test-self-%d-%d.sock", (int)getpid(), g_seq++);
+    tr_node_opts o = {.listen = url, .heartbeat_ms = 100, .dead_after_ms = 3000};
+    tr_node *n = NULL;
+    assert_int_equal(tr_node_start(rt, &o, &n), TR_OK);
+    return n;
+}
+
+// ---------------------------------------------------------------------------
+// A task that calls n times and records the outcome.
+
+typedef struct rcaller {
+    int tr_pc;
+    tr_actor_addr to;
+    uint64_t n, i, ok, timeout_ns;
+    tr_actor_op op;
+    tr_msg *req, *reply;
+    tr_err err, last;
+} rcaller;
+
+static tr_poll
+rcaller_poll(void *arg, tr_cx *cx)
+{
+    rcaller *st = arg;
+    TR_BEGIN(st);
+    for (st->i = 0; st->i < st->n; st->i++) {
+        st->req = num_msg(5, st->i);
+        TR_AWAIT(st,
+                 tr_actor_call(st->to, cx, &st->op, st->req, st->timeout_ns, &st->reply, &st->err));
+        st->last = st->err;
+        if (st->err != TR_OK) {
+            break;
+        }
+        const Troupe__V1__Address *a = num_of(st->reply);
+        if (a != NULL && a->actor == st->i + 1) {
+            st->ok++;
+        }
+        tr_msg_free(st->reply);
+    }
+    tr_cx_set_result_u64(cx, st->ok | ((uint64_t)st->last << 48));
+    TR_END(st);
+}
+
+static void
+rcaller_drop(void *arg)
+{
+    tr_actor_op_abandon(&((rcaller *)arg)->op);
+}
+
+static const tr_task_spec rcaller_spec = {"rcaller", rcaller_poll, rcaller_drop, sizeof(rcaller)};
+
+// call_n returns how many of n calls came back right, and *last the error
+// of the last one.
+static uint64_t
+call_n(tr_rt *rt, tr_actor_addr to, uint64_t n, uint64_t timeout_ns, tr_err *last)
+{
+    rcaller init = {.to = to, .n = n, .timeout_ns = timeout_ns};
+    tr_join j;
+    assert_int_equal(tr_spawn(rt, &rcaller_spec, NULL, &init, &j), TR_OK);
+    tr_outcome out;
+    assert_int_equal(tr_join_wait_timeout(&j, &out, (uint64_t)TU_WAIT_MS * 1000000u), TR_OK);
+    *last = (tr_err)(out.value.u64 >> 48);
+    return out.value.u64 & (((uint64_t)1 << 48) - 1);
+}
+
+// ---------------------------------------------------------------------------
+// A recorder of Downs and executor replies.
+
+typedef struct sink {
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    unsigned downs, spawned, results, errors;
+    tr_err down_reason, error_code;
+    uint64_t result;
+} sink;
+
+static void
+sink_init(sink *s)
+{
+    memset(s, 0, sizeof *s);
+    pthread_mutex_init(&s->lock, NULL);
+    tu_cond_init(&s->cv);
+}
+
+static bool
+sink_wait(sink *s, unsigned *field, unsigned n)
+{
+    struct timespec dl = tu_abstime(TU_WAIT_MS);
+    pthread_mutex_lock(&s->lock);
+    while (*field < n && pthread_cond_timedwait(&s->cv, &s->lock, &dl) == 0) {
+    }
+    bool ok = *field >= n;
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
+static tr_err
+sink_actor_init(tr_actor *self, void *state, void *arg)
+{
+    (void)self;
+    *(sink **)state = arg;
+    return TR_OK;
+}
+
+static void
+sink_receive(tr_actor *self, void *state, tr_msg *m)
+{
+    (void)self;
+    sink *s = *(sink **)state;
+    pthread_mutex_lock(&s->lock);
+    if (tr_msg_is(m, &troupe__v1__down__descriptor)) {
+        s->downs++;
+        s->down_reason = tr_msg_reason_err(((Troupe__V1__Down *)tr_msg_body(m))->reason);
+    } else if (tr_msg_is(m, &troupe__v1__executor_reply__descriptor)) {
+        const Troupe__V1__ExecutorReply *r = tr_msg_body(m);
+        if (r->reply_case == TROUPE__V1__EXECUTOR_REPLY__REPLY_SPAWNED) {
+            s->spawned++;
+        } else if (r->reply_case == TROUPE__V1__EXECUTOR_REPLY__REPLY_RESULT) {
+            const Troupe__V1__TaskResult *t = r->result;
+            uint64_t v = 0;
+            for (size_t i = 0; i < t->result.len && i < 8; i++) {
+                v |= (uint64_t)t->result.data[i] << (8 * i);
+            }
+            s->result = v;
+            s->results++;
+        } else if (r->reply_case == TROUPE__V1__EXECUTOR_REPLY__REPLY_ERROR) {
+            s->errors++;
+            s->error_code = (tr_err)r->error->code;
+        }
+    } else if (tr_msg_is(m, &troupe__v1__node_error__descriptor)) {
+        s->errors++;
+        s->error_code = (tr_err)((Troupe__V1__NodeError *)tr_msg_body(m))->code;
+    }
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static const tr_actor_spec sink_spec = {
+    .name = "sink", .size = sizeof(sink *), .init = sink_actor_init, .receive = sink_receive};
+
+// ---------------------------------------------------------------------------
+
+// A test's two sides: the peer process, this process's runtime and node,
+// linked.
+typedef struct fix {
+    peerproc p;
+    bg b;
+    tr_node *n;
+    uint64_t peer;
+} fix;
+
+static void
+fix_up(fix *f, const char *extra1, const char *extra2)
+{
+    peer_start(&f->p, extra1, extra2);
+    bg_start(&f->b, 2);
+    f->n = node_start(f->b.rt);
+    f->peer = 0;
+    assert_int_equal(tr_node_connect(f->n, f->p.url, TU_WAIT_MS, &f->peer), TR_OK);
+}
+
+static void
+fix_down(fix *f)
+{
+    assert_int_equal(tr_node_stop(f->n), TR_OK);
+    bg_stop(&f->b);
+    assert_int_equal(peer_stop(&f->p), 0);
+}
+
+static void
+test_node_call_whereis_and_monitor(void **state)
+{
+    (void)state;
+    fix f;
+    fix_up(&f, NULL, NULL);
+    tr_node *n = f.n;
+    uint64_t peer = f.peer;
+    assert_int_equal(peer, f.p.id);
+    assert_true(tr_node_peer_up(n, peer));
+    // Connecting again is the same link.
+    uint64_t again = 0;
+    assert_int_equal(tr_node_connect(n, f.p.url, TU_WAIT_MS, &again), TR_OK);
+    assert_int_equal(again, peer);
+
+    tr_actor_addr echo, nobody;
+    assert_int_equal(tr_node_whereis(n, peer, "echo", TU_WAIT_MS, &echo), TR_OK);
+    assert_int_equal(echo.node, peer);
+    assert_int_equal(tr_node_whereis(n, peer, "nobody", TU_WAIT_MS, &nobody), TR_ENOTFOUND);
+
+    tr_err last;
+    assert_int_equal(call_n(f.b.rt, echo, 500, 0, &last), 500);
+    assert_int_equal(last, TR_OK);
+
+    // A call to an actor the peer does not have: its node answers.
+    tr_actor_addr ghost = {peer, 123456789};
+    assert_int_equal(call_n(f.b.rt, ghost, 1, 0, &last), 0);
+    assert_int_equal(last, TR_ENOTFOUND);
+    // A node nobody knows.
+    tr_actor_addr far = {peer ^ 1, echo.actor};
+    assert_int_equal(call_n(f.b.rt, far, 1, 0, &last), 0);
+    assert_int_equal(last, TR_ENOTFOUND);
+
+    // A monitor of a remote actor: the Down carries its reason.
+    sink s;
+    sink_init(&s);
+    tr_actor_addr me;
+    assert_int_equal(tr_actor_spawn(f.b.rt, &sink_spec, &s, NULL, &me), TR_OK);
+    tr_actor_addr stopper;
+    assert_int_equal(tr_node_whereis(n, peer, "stopper", TU_WAIT_MS, &stopper), TR_OK);
+    assert_int_equal(tr_actor_monitor(me, stopper, NULL), TR_OK);
+    tr_msg *m = num_msg(99, TR_EIO);
+    assert_int_equal(tr_actor_send(NULL, stopper, m), TR_OK);
+    assert_true(sink_wait(&s, &s.downs, 1));
+    assert_int_equal(s.down_reason, TR_EIO);
+
+    tr_node_stats st;
+    tr_node_stats_get(n, &st);
+    assert_true(st.sent >= 500);
+    assert_true(st.received >= 500);
+    fix_down(&f);
+}
+
+static void
+put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static void
+send_spawn(tr_actor_addr exec, tr_actor_addr reply_to, const char *kind, uint64_t corr)
+{
+    Troupe__V1__ExecutorCommand *c;
+    tr_msg *m = tr_msg_new(&troupe__v1__executor_command__descriptor, 256, (void **)&c);
+    Troupe__V1__Spawn *sp = tr_msg_arena(m, sizeof *sp);
+    troupe__v1__spawn__init(sp);
+    Troupe__V1__TaskSpec *ts = tr_msg_arena(m, sizeof *ts);
+    troupe__v1__task_spec__init(ts);
+    ts->kind = tr_msg_strdup(m, kind);
+    uint8_t args[16];
+    put_le64(args, 40);
+    put_le64(args + 8, 2);
+    ts->args.data = tr_msg_memdup(m, args, 16);
+    ts->args.len = 16;
+    sp->task_case = TROUPE__V1__SPAWN__TASK_SPEC;
+    sp->spec = ts;
+    sp->want_result = true;
+    c->command_case = TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SPAWN;
+    c->spawn = sp;
+    c->correlation_id = corr;
+    tr_msg_set_reply_to(m, reply_to);
+    assert_int_equal(tr_actor_send(NULL, exec, m), TR_OK);
+}
+
+static void
+test_node_remote_executor(void **state)
+{
+    (void)state;
+    fix f;
+    fix_up(&f, NULL, NULL);
+    sink s;
+    sink_init(&s);
+    tr_actor_addr me;
+    assert_int_equal(tr_actor_spawn(f.b.rt, &sink_spec, &s, NULL, &me), TR_OK);
+    tr_actor_addr exec = {f.peer, TR_NODE_EXECUTOR};
+    // A remote-spawnable kind: Spawned, then the encoded result.
+    send_spawn(exec, me, "troupe.add", 7);
+    assert_true(sink_wait(&s, &s.results, 1));
+    assert_int_equal(s.spawned, 1);
+    assert_int_equal(s.result, 42);
+    // A kind that is not: refused.
+    send_spawn(exec, me, "troupe.local", 8);
+    assert_true(sink_wait(&s, &s.errors, 1));
+    assert_int_equal(s.error_code, TR_EPERM);
+    // A kind that does not exist: the executor's own error.
+    send_spawn(exec, me, "troupe.nothing", 9);
+    assert_true(sink_wait(&s, &s.errors, 2));
+    assert_int_equal(s.results, 1);
+    fix_down(&f);
+}
+
+static void
+test_node_hostile_input(void **state)
+{
+    (void)state;
+    peerproc p;
+    peer_start(&p, "--recv-max", "65536");
+    // A raw PUSH that sends garbage, then an envelope without a Hello, then
+    // something over the limit: the peer drops those links and serves on.
+    nng_socket raw;
+    assert_int_equal(nng_push0_open(&raw), 0);
+    nng_socket_set_int(raw, NNG_OPT_SENDBUF, 16);
+    nng_socket_set_ms(raw, NNG_OPT_SENDTIMEO, 2000);
+    assert_int_equal(nng_dial(raw, p.url, NULL, 0), 0);
+    const char junk[] = "\x00\x00\x00\x00\x00\x00\x00\x00garbage";
+    assert_int_equal(nng_send(raw, (void *)junk, sizeof junk, 0), 0);
+    nng_socket raw2;
+    assert_int_equal(nng_push0_open(&raw2), 0);
+    // The peer drops the pipe of the oversized message and nng's dialer
+    // tries again with the same message: bound the send, whatever it says.
+    nng_socket_set_ms(raw2, NNG_OPT_SENDTIMEO, 500);
+    assert_int_equal(nng_dial(raw2, p.url, NULL, 0), 0);
+    size_t big = 1 << 20;
+    char *buf = calloc(1, big);
+    (void)nng_send(raw2, buf, big, 0);
+    free(buf);
+
+    bg b;
+    bg_start(&b, 2);
+    tr_node *n = node_start(b.rt);
+    uint64_t peer = 0;
+    assert_int_equal(tr_node_connect(n, p.url, TU_WAIT_MS, &peer), TR_OK);
+    tr_actor_addr echo;
+    assert_int_equal(tr_node_whereis(n, peer, "echo", TU_WAIT_MS, &echo), TR_OK);
+    tr_err last;
+    assert_int_equal(call_n(b.rt, echo, 50, 0, &last), 50);
+    tr_node_stop(n);
+    bg_stop(&b);
+    assert_int_equal(peer_stop(&p), 0);
+    // Closed once the peer is gone: nng_close of a PUSH whose pipe the peer
+    // keeps dropping (it redials with the oversized message) can wait for
+    // that pipe's teardown for long.
+    nng_close(raw);
+    nng_close(raw2);
+}
+
+static void
+test_node_token(void **state)
+{
+    (void)state;
+    peerproc p;
+    peer_start(&p, "--token", "s3cret");
+    bg b;
+    bg_start(&b, 2);
+    tr_node *n = node_start(b.rt); // presents no token
+    uint64_t peer = 0;
+    assert_int_equal(tr_node_connect(n, p.url, 300, &peer), TR_ETIMEDOUT);
+    assert_false(tr_node_peer_up(n, p.id));
+    tr_node_stop(n);
+    bg_stop(&b);
+    assert_int_equal(peer_stop(&p), 0);
+}
+
+static void
+peer_dies(bool stop_it)
+{
+    fix f;
+    fix_up(&f, NULL, NULL);
+    tr_node *n = f.n;
+    uint64_t peer = f.peer;
+    tr_actor_addr echo;
+    assert_int_equal(tr_node_whereis(n, peer, "echo", TU_WAIT_MS, &echo), TR_OK);
+    sink s;
+    sink_init(&s);
+    tr_actor_addr me;
+    assert_int_equal(tr_actor_spawn(f.b.rt, &sink_spec, &s, NULL, &me), TR_OK);
+    assert_int_equal(tr_actor_monitor(me, echo, NULL), TR_OK);
+    tr_err last;
+    assert_int_equal(call_n(f.b.rt, echo, 10, 0, &last), 10);
+    // SIGSTOP: only the heartbeats can tell (the pipe stays open).
+    // SIGKILL: the pipe closes.
+    kill(f.p.pid, stop_it ? SIGSTOP : SIGKILL);
+    assert_true(sink_wait(&s, &s.downs, 1));
+    assert_int_equal(s.down_reason, TR_ENOTCONN);
+    assert_false(tr_node_peer_up(n, peer));
+    assert_int_equal(call_n(f.b.rt, echo, 1, 0, &last), 0);
+    assert_int_equal(last, TR_ENOTFOUND);
+    tr_node_stats st;
+    tr_node_stats_get(n, &st);
+    assert_int_equal(st.peers_down, 1);
+    tr_node_stop(n);
+    bg_stop(&f.b);
+    if (stop_it) {
+        kill(f.p.pid, SIGKILL);
+    }
+    peer_stop(&f.p);
+}
+
+static void
+test_node_peer_killed(void **state)
+{
+    (void)state;
+    peer_dies(false);
+}
+
+static void
+test_node_peer_stopped(void **state)
+{
+    (void)state;
+    peer_dies(true);
+}
+
+int
+main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_node_call_whereis_and_monitor),
+        cmocka_unit_test(test_node_remote_executor),
+        cmocka_unit_test(test_node_hostile_input),
+        cmocka_unit_test(test_node_token),
+        cmocka_unit_test(test_node_peer_killed),
+        cmocka_unit_test(test_node_peer_stopped),
+    };
+    int rc = tu_run(tests);
+    nng_fini();
+    return rc;
+}
