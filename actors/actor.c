@@ -94,7 +94,8 @@ struct tr_actor {
     tra_actor *t_a;
     tr_cx *t_cx; // NULL in init
     tr_rt *t_rt;
-    tr_msg *t_cur; // the message receive is handling, NULL once passed on
+    tr_msg *t_cur;  // the message receive is handling, NULL once passed on
+    bool t_replied; // receive answered t_cur
 };
 
 typedef struct endpoint {
@@ -228,6 +229,31 @@ addr_of(const tra_actor *a)
 
 static void endpoint_final(endpoint *ep);
 static tr_err monitor_ref(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref);
+
+// A call's watch of its callee. A local callee is monitored (its Down fails
+// the call at once, even for a request it kept). A remote one is not
+// monitored across the network per call (two more messages per round
+// trip): the node watches the peer (its death fails the call), and a
+// callee that stops without answering a request answers it with a
+// CallFailed (fail_request), on its node as here.
+static tr_err
+call_watch(tr_actor_addr watcher, tr_actor_addr callee, uint64_t ref)
+{
+    if (callee.node != 0) {
+        return tra_node_watch(watcher, callee, ref, false);
+    }
+    return monitor_ref(watcher, callee, ref);
+}
+
+static void
+call_unwatch(tr_actor_addr callee, uint64_t ref)
+{
+    if (callee.node != 0) {
+        tra_node_unwatch(callee, ref, false);
+    } else {
+        tr_actor_demonitor(callee, ref);
+    }
+}
 
 // finalise runs for the last holder of a closed entry.
 static void
@@ -788,7 +814,7 @@ request_end(request *rq)
         tr_task_abort(&rq->rq_timer);
         tr_join_release(&rq->rq_timer);
     }
-    tr_actor_demonitor(rq->rq_callee, rq->rq_ref);
+    call_unwatch(rq->rq_callee, rq->rq_ref);
 }
 
 // request_take removes the request whose correlation id (by_ref false) or
@@ -814,15 +840,21 @@ request_take(tra_actor *a, uint64_t key, bool by_ref, request *out)
 // The actor's task.
 
 static void stop_now(tr_actor *self, tr_err reason, const char *text);
+static void fail_request(tra_actor *a, tr_msg *m);
 
 static void
 deliver_user(tr_actor *self, tr_msg *m)
 {
     tra_actor *a = self->t_a;
     self->t_cur = m;
+    self->t_replied = false;
     a->a_spec->receive(self, a->a_user, m);
     if (self->t_cur != NULL) {
-        tr_msg_free(self->t_cur);
+        if ((a->a_flags & F_STOPPING) && !self->t_replied) {
+            fail_request(a, self->t_cur); // it stopped without answering
+        } else {
+            tr_msg_free(self->t_cur);
+        }
         self->t_cur = NULL;
     }
 }
@@ -902,6 +934,28 @@ dispatch(tr_actor *self, tr_msg *m)
     }
 }
 
+// fail_request frees m; when it is a request (a correlation id and a
+// reply-to), its caller first gets a CallFailed answer with the reason the
+// actor stopped for (a normal stop: TR_ECLOSED): a call never waits for an
+// answer that cannot come.
+static void
+fail_request(tra_actor *a, tr_msg *m)
+{
+    tra_msg *am = tra_msg_of(m);
+    if (tra_msg_valid(m) && am->am_kind == TRA_K_USER && am->am_corr != 0 &&
+        !tr_actor_addr_is_none(am->am_reply)) {
+        tr_err why = (tr_err)a->a_reason;
+        tra_ext *x = atomic_load_explicit(&a->a_ext, memory_order_acquire);
+        tr_msg *f = new_call_failed(am->am_corr, addr_of(a), why == TR_OK ? TR_ECLOSED : why,
+                                    x != NULL && x->x_text != NULL ? x->x_text : "callee stopped");
+        tra_msg_of(f)->am_kind = TRA_K_REPLY;
+        if (deliver(am->am_reply, f, LANE_FORCE) != TR_OK) {
+            tr_msg_free(f);
+        }
+    }
+    tr_msg_free(m);
+}
+
 static void
 stop_now(tr_actor *self, tr_err reason, const char *text)
 {
@@ -928,8 +982,7 @@ tr_actor_stop(tr_actor *self, tr_err reason, const char *text)
 static void
 drop_msg(tr_msg *m, void *arg)
 {
-    (void)arg;
-    tr_msg_free(m);
+    fail_request(arg, m);
 }
 
 // finish is the end of an actor nobody holds any more: its mailbox is
@@ -938,7 +991,7 @@ static void
 finish(tr_actor *self)
 {
     tra_actor *a = self->t_a;
-    tr_mailbox_fini(&a->a_mb, drop_msg, NULL);
+    tr_mailbox_fini(&a->a_mb, drop_msg, a);
     tra_ext *x = atomic_load_explicit(&a->a_ext, memory_order_acquire);
     tr_err reason = (tr_err)a->a_reason;
     tr_actor_addr me = addr_of(a);
@@ -1008,7 +1061,7 @@ static tr_poll
 actor_poll(void *st, tr_cx *cx)
 {
     tra_actor *a = st;
-    tr_actor self = {a, cx, tr_cx_rt(cx), NULL};
+    tr_actor self = {a, cx, tr_cx_rt(cx), NULL, false};
     if (TRA_UNLIKELY(a->a_waker.ops == NULL)) {
         a->a_waker = tr_cx_waker(cx);
     }
@@ -1039,7 +1092,7 @@ actor_poll(void *st, tr_cx *cx)
             dispatch(&self, batch[i]);
             if (TRA_UNLIKELY(a->a_flags & F_STOPPING)) {
                 for (size_t j = i + 1; j < n; j++) {
-                    tr_msg_free(batch[j]);
+                    fail_request(a, batch[j]);
                 }
                 return stopping(&self);
             }
@@ -1056,7 +1109,7 @@ static void
 actor_drop(void *st)
 {
     tra_actor *a = st;
-    tr_actor self = {a, NULL, NULL, NULL};
+    tr_actor self = {a, NULL, NULL, NULL, false};
     if (a->a_id == 0 || (a->a_flags & F_DONE)) {
         return; // never reachable (its init failed), or finished by its poll
     }
@@ -1142,7 +1195,7 @@ spawn_init(void *st, void *argp)
         add_link(p, &me);
         unlock(p);
     }
-    tr_actor self = {a, NULL, sa->rt, NULL};
+    tr_actor self = {a, NULL, sa->rt, NULL, false};
     sa->err = TR_OK;
     if (sa->spec->init != NULL) {
         sa->err = sa->spec->init(&self, a->a_user, sa->arg);
@@ -1322,7 +1375,7 @@ call_cleanup(tr_actor_op *op)
         return;
     }
     tr_timer_abandon(&op->ao_timer);
-    tr_actor_demonitor(op->ao_to, op->ao_ref);
+    call_unwatch(op->ao_to, op->ao_ref);
     endpoint_close(ep);
     op->ao_endpoint = NULL;
     op->ao_ref = 0;
@@ -1352,7 +1405,7 @@ tr_actor_call(tr_actor_addr to, tr_cx *cx, tr_actor_op *op, tr_msg *m, uint64_t 
         tr_actor_addr me = {0, ep->ep_id};
         ep->ep_ref = fresh_ref();
         op->ao_ref = ep->ep_ref;
-        tr_err e = monitor_ref(me, to, ep->ep_ref);
+        tr_err e = call_watch(me, to, ep->ep_ref);
         (void)e; // a callee that is gone: its Down is in the endpoint already
         tra_msg *am = tra_msg_of(m);
         am->am_from = TR_ACTOR_NONE;
@@ -1384,7 +1437,11 @@ tr_actor_call(tr_actor_addr to, tr_cx *cx, tr_actor_op *op, tr_msg *m, uint64_t 
     atomic_store_explicit(&ep->ep_msg, NULL, memory_order_relaxed);
     op->ao_pad = 0;
     tra_msg *ar = tra_msg_of(r);
-    if (ar->am_kind == TRA_K_REPLY && tr_msg_is(r, &troupe__v1__node_error__descriptor)) {
+    if (ar->am_kind == TRA_K_REPLY && tr_msg_is(r, &troupe__v1__call_failed__descriptor)) {
+        tr_err why = tr_msg_reason_err(((Troupe__V1__CallFailed *)ar->am_body)->reason);
+        *err = why == TR_OK ? TR_ECLOSED : why;
+        tr_msg_free(r);
+    } else if (ar->am_kind == TRA_K_REPLY && tr_msg_is(r, &troupe__v1__node_error__descriptor)) {
         // The callee's node could not deliver the request.
         tr_err why = (tr_err)((Troupe__V1__NodeError *)ar->am_body)->code;
         *err = why == TR_OK ? TR_EIO : why;
@@ -1425,14 +1482,15 @@ tr_actor_request(tr_actor *self, tr_actor_addr to, tr_msg *m, uint64_t timeout_n
     if (to.node == 0 && !tr_actor_alive(to)) {
         return TR_ENOTFOUND;
     }
-    tr_actor_monitor(me, to, &ref);
+    ref = fresh_ref();
+    call_watch(me, to, ref);
     request rq = {fresh_ref(), ref, to, TR_JOIN_NONE};
     tra_msg *am = tra_msg_of(m);
     am->am_corr = rq.rq_corr;
     am->am_reply = me;
     tr_err err = send_as(self, to, m, TRA_K_USER, LANE_FORCE);
     if (err != TR_OK) {
-        tr_actor_demonitor(to, ref);
+        call_unwatch(to, ref);
         return err;
     }
     if (timeout_ns != 0) {
@@ -1460,6 +1518,9 @@ tr_actor_reply(tr_actor *self, const tr_msg *req, tr_msg *reply)
         return TR_EINVAL;
     }
     const tra_msg *rq = (const tra_msg *)(const void *)req;
+    if (self != NULL && self->t_cur == req) {
+        self->t_replied = true;
+    }
     tra_msg *am = tra_msg_of(reply);
     am->am_corr = rq->am_corr;
     tr_actor_addr to = rq->am_reply;
@@ -1511,7 +1572,7 @@ static tr_err
 monitor_ref(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref)
 {
     struct mon_arg ma = {{ref, watcher}};
-    if (target.node != 0 && tra_node_monitor(watcher, target, ref) == TR_OK) {
+    if (target.node != 0 && tra_node_watch(watcher, target, ref, true) == TR_OK) {
         return TR_OK;
     }
     if (with_actor(target, true, add_monitor, &ma) == TR_OK) {
@@ -1539,7 +1600,7 @@ void
 tr_actor_demonitor(tr_actor_addr target, uint64_t ref)
 {
     if (target.node != 0) {
-        tra_node_demonitor(target, ref);
+        tra_node_unwatch(target, ref, true);
         return;
     }
     with_actor(target, true, del_monitor, &ref);

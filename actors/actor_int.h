@@ -173,5 +173,9 @@ tr_msg *tra_new_down(tr_actor_addr from, uint64_t ref, tr_err reason, const char
 // The node's side (node.c): remote delivery, monitors of remote actors.
 // TR_ENOTFOUND when no node runs or the peer is unknown.
 tr_err tra_node_deliver(tr_actor_addr to, tr_msg *m, int lane) TRA_HIDDEN;
-tr_err tra_node_monitor(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref) TRA_HIDDEN;
-void tra_node_demonitor(tr_actor_addr target, uint64_t ref) TRA_HIDDEN;
+// tra_node_watch records that watcher waits on the remote target (its
+// peer's death gives watcher a Down named ref); with wire, it also sets a
+// monitor on the peer (MonitorReq). tra_node_unwatch undoes it.
+tr_err tra_node_watch(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref,
+                      bool wire) TRA_HIDDEN;
+void tra_node_unwatch(tr_actor_addr target, uint64_t ref, bool wire) TRA_HIDDEN;

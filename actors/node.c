@@ -371,7 +371,7 @@ hello_msg(tr_node *n, const char *echo_url)
 }
 
 tr_err
-tra_node_monitor(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref)
+tra_node_watch(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref, bool wire)
 {
     tr_node *n = atomic_load_explicit(&g_node, memory_order_acquire);
     if (n == NULL) {
@@ -403,7 +403,11 @@ tra_node_monitor(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref)
     p->p_mon[p->p_nmon++] = (rmon){ref, watcher, target};
     nng_socket sock = p->p_push;
     pthread_mutex_unlock(&n->n_lock);
-    send_control(n, sock, m);
+    if (wire) {
+        send_control(n, sock, m);
+    } else {
+        tr_msg_free(m);
+    }
     return TR_OK;
 }
 
@@ -429,10 +433,10 @@ rmon_drop(tr_node *n, uint64_t peer_id, uint64_t ref)
 }
 
 void
-tra_node_demonitor(tr_actor_addr target, uint64_t ref)
+tra_node_unwatch(tr_actor_addr target, uint64_t ref, bool wire)
 {
     tr_node *n = atomic_load_explicit(&g_node, memory_order_acquire);
-    if (n == NULL || !rmon_drop(n, target.node, ref)) {
+    if (n == NULL || !rmon_drop(n, target.node, ref) || !wire) {
         return;
     }
     Troupe__V1__DemonitorReq *r;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing troupe needs on Debian 12 (bookworm):
-# the toolchain, nng, protobuf-c, cmocka, valgrind and clang with its
-# libFuzzer runtime (the fuzz step of .ci/run), all from Debian's own
+# the toolchain, nng, protobuf-c, cmocka, valgrind, clang with its
+# libFuzzer runtime (the fuzz step of .ci/run) and openssl (the nodes'
+# tls+tcp test makes its certificate with it), all from Debian's own
 # packages (see README "Dependencies"). Idempotent: when every package is
 # already installed it changes nothing and does not touch the network.
 # Waits (up to 5 minutes) for another apt that holds apt's or dpkg's lock.
@@ -15,6 +16,7 @@ packages=(
     libnng-dev libprotobuf-c-dev protobuf-c-compiler libcmocka-dev
     valgrind
     clang libclang-rt-14-dev
+    openssl
 )
 
 missing=()

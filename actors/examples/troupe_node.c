@@ -7,8 +7,8 @@
 // serves until its standard input closes, with:
 //   - "echo": answers every request with the request itself (a
 //     troupe.v1.Address body comes back with actor + 1);
-//   - "stopper": stops, with the code in actor, on an Address whose node
-//     is 99 (for tests of remote monitors);
+//   - "stopper" and "stopper2": stop, with the code in actor, on an Address
+//     whose node is 99 (for tests of remote monitors and calls);
 //   - the executor (TR_NODE_EXECUTOR), with the kind "troupe.add" marked
 //     remote-spawnable (args: two little-endian u64, result: their sum) and
 //     "troupe.local", which is not.
@@ -213,9 +213,10 @@ main(int argc, char **argv)
         tr_rt_free(rt);
         return 1;
     }
-    tr_actor_opts eo = {.name = "echo"}, so = {.name = "stopper"};
+    tr_actor_opts eo = {.name = "echo"}, so = {.name = "stopper"}, so2 = {.name = "stopper2"};
     tr_actor_spawn(rt, &echo_spec, NULL, &eo, NULL);
     tr_actor_spawn(rt, &stopper_spec, NULL, &so, NULL);
+    tr_actor_spawn(rt, &stopper_spec, NULL, &so2, NULL);
     printf("NODE %llu %s\n", (unsigned long long)tr_node_id(node), tr_node_listen_url(node));
     fflush(stdout);
     tr_sem *sem;

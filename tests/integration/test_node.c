@@ -34,11 +34,16 @@ typedef struct peerproc {
 
 static int g_seq;
 
+// peer_start starts troupe-node listening on listen (NULL: a fresh ipc
+// path) with up to 6 more arguments (a NULL-terminated list, or NULL).
 static void
-peer_start(peerproc *p, const char *extra1, const char *extra2)
+peer_start_on(peerproc *p, const char *listen, const char *const *extra)
 {
     char url[128];
-    snprintf(url, sizeof url, "ipc:///tmp/troupe-test-node-%d-%d.sock", (int)getpid(), g_seq++);
+    if (listen == NULL) {
+        snprintf(url, sizeof url, "ipc:///tmp/troupe-test-node-%d-%d.sock", (int)getpid(), g_seq++);
+        listen = url;
+    }
     int pin[2], pout[2];
     assert_int_equal(pipe2(pin, O_CLOEXEC), 0);
     assert_int_equal(pipe2(pout, O_CLOEXEC), 0);
@@ -46,12 +51,13 @@ peer_start(peerproc *p, const char *extra1, const char *extra2)
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, pin[0], 0);
     posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
-    char *argv[] = {TROUPE_NODE_BIN, "--listen",    url,   "--dead-after",
-                    "3000",          "--heartbeat", "100", (char *)extra1,
-                    (char *)extra2,  NULL};
-    if (extra1 == NULL) {
-        argv[7] = NULL;
+    char *argv[16] = {TROUPE_NODE_BIN, "--listen",    (char *)listen, "--dead-after",
+                      "3000",          "--heartbeat", "100"};
+    size_t argc = 7;
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && argc < 14; i++) {
+        argv[argc++] = (char *)extra[i];
     }
+    argv[argc] = NULL;
     assert_int_equal(posix_spawn(&p->pid, TROUPE_NODE_BIN, &fa, NULL, argv, environ), 0);
     posix_spawn_file_actions_destroy(&fa);
     close(pin[0]);
@@ -64,6 +70,13 @@ peer_start(peerproc *p, const char *extra1, const char *extra2)
     // peer's start is the event).
     assert_int_equal(fscanf(p->out, "NODE %llu %255s", &id, p->url), 2);
     p->id = id;
+}
+
+static void
+peer_start(peerproc *p, const char *extra1, const char *extra2)
+{
+    const char *extra[] = {extra1, extra2, NULL};
+    peer_start_on(p, NULL, extra);
 }
 
 static int
@@ -94,6 +107,7 @@ typedef struct rcaller {
     int tr_pc;
     tr_actor_addr to;
     uint64_t n, i, ok, timeout_ns;
+    uint64_t tag, val; // when tag is set: every request is num_msg(tag, val)
     tr_actor_op op;
     tr_msg *req, *reply;
     tr_err err, last;
@@ -105,7 +119,7 @@ rcaller_poll(void *arg, tr_cx *cx)
     rcaller *st = arg;
     TR_BEGIN(st);
     for (st->i = 0; st->i < st->n; st->i++) {
-        st->req = num_msg(5, st->i);
+        st->req = st->tag != 0 ? num_msg(st->tag, st->val) : num_msg(5, st->i);
         TR_AWAIT(st,
                  tr_actor_call(st->to, cx, &st->op, st->req, st->timeout_ns, &st->reply, &st->err));
         st->last = st->err;
@@ -133,15 +147,22 @@ static const tr_task_spec rcaller_spec = {"rcaller", rcaller_poll, rcaller_drop,
 // call_n returns how many of n calls came back right, and *last the error
 // of the last one.
 static uint64_t
-call_n(tr_rt *rt, tr_actor_addr to, uint64_t n, uint64_t timeout_ns, tr_err *last)
+call_tagged(tr_rt *rt, tr_actor_addr to, uint64_t n, uint64_t timeout_ns, uint64_t tag,
+            uint64_t val, tr_err *last)
 {
-    rcaller init = {.to = to, .n = n, .timeout_ns = timeout_ns};
+    rcaller init = {.to = to, .n = n, .timeout_ns = timeout_ns, .tag = tag, .val = val};
     tr_join j;
     assert_int_equal(tr_spawn(rt, &rcaller_spec, NULL, &init, &j), TR_OK);
     tr_outcome out;
     assert_int_equal(tr_join_wait_timeout(&j, &out, (uint64_t)TU_WAIT_MS * 1000000u), TR_OK);
     *last = (tr_err)(out.value.u64 >> 48);
     return out.value.u64 & (((uint64_t)1 << 48) - 1);
+}
+
+static uint64_t
+call_n(tr_rt *rt, tr_actor_addr to, uint64_t n, uint64_t timeout_ns, tr_err *last)
+{
+    return call_tagged(rt, to, n, timeout_ns, 0, 0, last);
 }
 
 // ---------------------------------------------------------------------------
@@ -293,6 +314,13 @@ test_node_call_whereis_and_monitor(void **state)
     assert_int_equal(tr_actor_send(NULL, stopper, m), TR_OK);
     assert_true(sink_wait(&s, &s.downs, 1));
     assert_int_equal(s.down_reason, TR_EIO);
+
+    // A call whose remote callee stops without answering fails at once,
+    // with the callee's reason (no timeout is set: it would hang otherwise).
+    tr_actor_addr stopper2;
+    assert_int_equal(tr_node_whereis(n, peer, "stopper2", TU_WAIT_MS, &stopper2), TR_OK);
+    assert_int_equal(call_tagged(f.b.rt, stopper2, 1, 0, 99, TR_EPIPE, &last), 0);
+    assert_int_equal(last, TR_EPIPE);
 
     tr_node_stats st;
     tr_node_stats_get(n, &st);
@@ -472,6 +500,62 @@ test_node_peer_stopped(void **state)
     peer_dies(true);
 }
 
+// tls+tcp on loopback: both nodes listen with the same self-signed
+// certificate (CN localhost, SAN 127.0.0.1) and trust it as their CA, and
+// present the same token.
+static void
+test_node_tls(void **state)
+{
+    (void)state;
+    char dir[64], cmd[2048], both[96], cert[96];
+    snprintf(dir, sizeof dir, "/tmp/troupe-tls-%d", (int)getpid());
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(both, sizeof both, "%s/both.pem", dir);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+             "-nodes -keyout %s/key.pem -out %s -days 2 -subj /CN=localhost "
+             "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null && "
+             "cat %s %s/key.pem > %s",
+             dir, dir, cert, cert, dir, both);
+    if (system(cmd) != 0) {
+        skip(); // no openssl: deploy/debian-deps.sh installs it
+    }
+    const char *extra[] = {"--token", "tls-token", "--cert", both, "--ca", cert, NULL};
+    peerproc p;
+    peer_start_on(&p, "tls+tcp://127.0.0.1:0", extra);
+    assert_true(strncmp(p.url, "tls+tcp://127.0.0.1:", 20) == 0);
+    assert_true(strcmp(p.url, "tls+tcp://127.0.0.1:0") != 0); // the real port
+    bg b;
+    bg_start(&b, 2);
+    tr_node_opts o = {.listen = "tls+tcp://127.0.0.1:0",
+                      .token = "tls-token",
+                      .tls_cert_key_file = both,
+                      .tls_ca_file = cert,
+                      .heartbeat_ms = 100,
+                      .dead_after_ms = 3000};
+    tr_node *n = NULL;
+    assert_int_equal(tr_node_start(b.rt, &o, &n), TR_OK);
+    uint64_t peer = 0;
+    assert_int_equal(tr_node_connect(n, p.url, TU_WAIT_MS, &peer), TR_OK);
+    tr_actor_addr echo;
+    assert_int_equal(tr_node_whereis(n, peer, "echo", TU_WAIT_MS, &echo), TR_OK);
+    tr_err last;
+    assert_int_equal(call_n(b.rt, echo, 100, 0, &last), 100);
+    assert_int_equal(tr_node_stop(n), TR_OK);
+    // Plain tcp, off loopback or without the test flag, is refused.
+    tr_node_opts plain = {.listen = "tcp://127.0.0.1:0", .token = "t"};
+    assert_int_equal(tr_node_start(b.rt, &plain, &n), TR_EINVAL);
+    plain.allow_plain_tcp = true;
+    plain.listen = "tcp://0.0.0.0:0";
+    assert_int_equal(tr_node_start(b.rt, &plain, &n), TR_EINVAL);
+    tr_node_opts notoken = {.listen = "tls+tcp://127.0.0.1:0", .tls_cert_key_file = both};
+    assert_int_equal(tr_node_start(b.rt, &notoken, &n), TR_EINVAL);
+    bg_stop(&b);
+    assert_int_equal(peer_stop(&p), 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    TU_CHECK(system(cmd) == 0);
+}
+
 int
 main(void)
 {
@@ -483,6 +567,7 @@ main(void)
         cmocka_unit_test(test_node_token),
         cmocka_unit_test(test_node_peer_killed),
         cmocka_unit_test(test_node_peer_stopped),
+        cmocka_unit_test(test_node_tls),
     };
     int rc = tu_run(tests);
     nng_fini();
