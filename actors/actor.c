@@ -1557,6 +1557,12 @@ tra_deliver(tr_actor_addr to, tr_msg *m, int lane)
 }
 
 tr_msg *
+tra_new_exit(tr_actor_addr from, tr_err reason, const char *text)
+{
+    return new_exit(from, reason, text);
+}
+
+tr_msg *
 tra_new_down(tr_actor_addr from, uint64_t ref, tr_err reason, const char *text)
 {
     return new_down(from, ref, reason, text);
@@ -1613,7 +1619,9 @@ tr_actor_link(tr_actor *self, tr_actor_addr other)
     if (tr_actor_addr_eq(me, other)) {
         return TR_EINVAL;
     }
-    if (with_actor(other, true, add_link, &me) != TR_OK) {
+    tr_err found =
+        other.node != 0 ? tra_node_link(me, other) : with_actor(other, true, add_link, &me);
+    if (found != TR_OK) {
         tr_msg *e = new_exit(other, TR_ENOTFOUND, "no such actor");
         if (deliver(me, e, LANE_FORCE) != TR_OK) {
             tr_msg_free(e);
@@ -1630,7 +1638,11 @@ void
 tr_actor_unlink(tr_actor *self, tr_actor_addr other)
 {
     tr_actor_addr me = addr_of(self->t_a);
-    with_actor(other, true, del_link, &me);
+    if (other.node != 0) {
+        tra_node_unlink(me, other);
+    } else {
+        with_actor(other, true, del_link, &me);
+    }
     lock(self->t_a);
     del_link(self->t_a, &other);
     unlock(self->t_a);
@@ -1663,4 +1675,21 @@ tra_with_state(tr_actor_addr addr, const tr_actor_spec *spec, void (*fn)(void *s
     struct state_arg sa = {spec, fn, arg, false};
     tr_err err = with_actor(addr, false, state_on_actor, &sa);
     return (err == TR_OK && !sa.ran) ? TR_ENOTFOUND : err;
+}
+
+tr_err
+tra_remote_link(tr_actor_addr local, tr_actor_addr remote, bool link)
+{
+    if (!link) {
+        with_actor(local, true, del_link, &remote);
+        return TR_OK;
+    }
+    if (with_actor(local, true, add_link, &remote) == TR_OK) {
+        return TR_OK;
+    }
+    tr_msg *e = new_exit(local, TR_ENOTFOUND, "no such actor");
+    if (deliver(remote, e, LANE_FORCE) != TR_OK) {
+        tr_msg_free(e);
+    }
+    return TR_ENOTFOUND;
 }

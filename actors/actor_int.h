@@ -179,3 +179,18 @@ tr_err tra_node_deliver(tr_actor_addr to, tr_msg *m, int lane) TRA_HIDDEN;
 tr_err tra_node_watch(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref,
                       bool wire) TRA_HIDDEN;
 void tra_node_unwatch(tr_actor_addr target, uint64_t ref, bool wire) TRA_HIDDEN;
+
+// tra_node_link links the local actor me with the remote actor other
+// (LinkReq; the peer's death gives me an Exit with TR_ENOTCONN);
+// tra_node_unlink undoes it. TR_ENOTFOUND: no such peer.
+tr_err tra_node_link(tr_actor_addr me, tr_actor_addr other) TRA_HIDDEN;
+void tra_node_unlink(tr_actor_addr me, tr_actor_addr other) TRA_HIDDEN;
+
+// tra_remote_link links (or unlinks) the local actor with a remote one, on
+// the local side only (the node calls it for a LinkReq): TR_OK, or
+// TR_ENOTFOUND when the local actor is gone (the remote one then gets its
+// Exit at once).
+tr_err tra_remote_link(tr_actor_addr local, tr_actor_addr remote, bool link) TRA_HIDDEN;
+
+// tra_new_exit builds the Exit that a linked actor of `from` gets.
+tr_msg *tra_new_exit(tr_actor_addr from, tr_err reason, const char *text) TRA_HIDDEN;

@@ -393,6 +393,7 @@ static const ProtobufCMessageDescriptor *const builtin_types[] = {
     &troupe__v1__heartbeat__descriptor,      &troupe__v1__monitor_req__descriptor,
     &troupe__v1__demonitor_req__descriptor,  &troupe__v1__whereis_req__descriptor,
     &troupe__v1__whereis_reply__descriptor,  &troupe__v1__node_error__descriptor,
+    &troupe__v1__link_req__descriptor,       &troupe__v1__unlink_req__descriptor,
 };
 
 static void

@@ -59,10 +59,13 @@
 #define PROTO_VERSION 1
 #define ACTOR_CONTROL 0
 
+// A local actor waiting on an actor of the peer: a monitor (or a call's
+// watch), or a link (rm_link, rm_ref 0). The peer's death answers it.
 typedef struct rmon {
     uint64_t rm_ref;
     tr_actor_addr rm_watcher; // local
     tr_actor_addr rm_target;  // on the peer
+    bool rm_link;
 } rmon;
 
 typedef struct peer {
@@ -216,6 +219,9 @@ fix_body(const tr_node *n, tr_msg *m, bool out)
         addr_fix(n, ((Troupe__V1__MonitorReq *)tr_msg_body(m))->watcher, out);
     } else if (tr_msg_is(m, &troupe__v1__whereis_reply__descriptor)) {
         addr_fix(n, ((Troupe__V1__WhereisReply *)tr_msg_body(m))->actor, out);
+    } else if (tr_msg_is(m, &troupe__v1__link_req__descriptor) ||
+               tr_msg_is(m, &troupe__v1__unlink_req__descriptor)) {
+        addr_fix(n, ((Troupe__V1__LinkReq *)tr_msg_body(m))->from, out);
     }
 }
 
@@ -314,6 +320,8 @@ send_env(tr_node *n, nng_socket sock, uint64_t actor, tr_msg *m, bool keep_on_fu
     return rv == NNG_EAGAIN ? TR_OK : nng_err(rv);
 }
 
+static void rlink_drop(tr_node *n, tr_actor_addr me, tr_actor_addr other);
+
 tr_err
 tra_node_deliver(tr_actor_addr to, tr_msg *m, int lane)
 {
@@ -334,6 +342,9 @@ tra_node_deliver(tr_actor_addr to, tr_msg *m, int lane)
     pthread_mutex_unlock(&n->n_lock);
     if (p == NULL) {
         return TR_ENOTFOUND;
+    }
+    if (tra_msg_of(m)->am_kind == TRA_K_EXIT) {
+        rlink_drop(n, tra_msg_of(m)->am_from, to); // the link ends with this exit
     }
     // (A peer that goes down meanwhile: its socket is closed after it left
     // the list, and the send then fails with TR_ECLOSED.)
@@ -370,6 +381,38 @@ hello_msg(tr_node *n, const char *echo_url)
     return m;
 }
 
+// rmon_add records r with the peer of r.rm_target and sends m (may be
+// NULL) to that peer: TR_OK, or TR_ENOTFOUND (m freed) for an unknown peer.
+static tr_err
+rmon_add(tr_node *n, rmon r, tr_msg *m)
+{
+    pthread_mutex_lock(&n->n_lock);
+    peer *p = peer_by_id_locked(n, r.rm_target.node);
+    if (p == NULL) {
+        pthread_mutex_unlock(&n->n_lock);
+        if (m != NULL) {
+            tr_msg_free(m);
+        }
+        return TR_ENOTFOUND;
+    }
+    if (p->p_nmon == p->p_capmon) {
+        size_t cap = p->p_capmon == 0 ? 8 : p->p_capmon * 2;
+        rmon *arr = realloc(p->p_mon, cap * sizeof(rmon));
+        if (arr == NULL) {
+            tra_panic("out of memory");
+        }
+        p->p_mon = arr;
+        p->p_capmon = cap;
+    }
+    p->p_mon[p->p_nmon++] = r;
+    nng_socket sock = p->p_push;
+    pthread_mutex_unlock(&n->n_lock);
+    if (m != NULL) {
+        send_control(n, sock, m);
+    }
+    return TR_OK;
+}
+
 tr_err
 tra_node_watch(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref, bool wire)
 {
@@ -377,38 +420,15 @@ tra_node_watch(tr_actor_addr watcher, tr_actor_addr target, uint64_t ref, bool w
     if (n == NULL) {
         return TR_ENOTFOUND;
     }
-    Troupe__V1__MonitorReq *r;
-    tr_msg *m = control(&troupe__v1__monitor_req__descriptor, 64, (void **)&r);
-    r->ref = ref;
-    r->watcher = tra_new_address(m, watcher);
-    r->target = tra_new_address(m, (tr_actor_addr){0, target.actor});
-    pthread_mutex_lock(&n->n_lock);
-    peer *p = peer_by_id_locked(n, target.node);
-    if (p == NULL) {
-        pthread_mutex_unlock(&n->n_lock);
-        tr_msg_free(m);
-        return TR_ENOTFOUND;
-    }
-    void *arr = p->p_mon;
-    size_t need = p->p_nmon + 1;
-    if (need > p->p_capmon) {
-        size_t cap = p->p_capmon == 0 ? 8 : p->p_capmon * 2;
-        arr = realloc(p->p_mon, cap * sizeof(rmon));
-        if (arr == NULL) {
-            tra_panic("out of memory");
-        }
-        p->p_mon = arr;
-        p->p_capmon = cap;
-    }
-    p->p_mon[p->p_nmon++] = (rmon){ref, watcher, target};
-    nng_socket sock = p->p_push;
-    pthread_mutex_unlock(&n->n_lock);
+    tr_msg *m = NULL;
     if (wire) {
-        send_control(n, sock, m);
-    } else {
-        tr_msg_free(m);
+        Troupe__V1__MonitorReq *r;
+        m = control(&troupe__v1__monitor_req__descriptor, 64, (void **)&r);
+        r->ref = ref;
+        r->watcher = tra_new_address(m, watcher);
+        r->target = tra_new_address(m, (tr_actor_addr){0, target.actor});
     }
-    return TR_OK;
+    return rmon_add(n, (rmon){ref, watcher, target, false}, m);
 }
 
 // rmon_drop forgets the remote monitor ref (its Down came, or it was
@@ -446,6 +466,61 @@ tra_node_unwatch(tr_actor_addr target, uint64_t ref, bool wire)
     tra_node_deliver((tr_actor_addr){target.node, ACTOR_CONTROL}, m, TRA_LANE_FORCE);
 }
 
+// rlink_drop forgets the link of local actor me with remote other.
+static void
+rlink_drop(tr_node *n, tr_actor_addr me, tr_actor_addr other)
+{
+    pthread_mutex_lock(&n->n_lock);
+    peer *p = peer_by_id_locked(n, other.node);
+    if (p != NULL) {
+        for (size_t i = 0; i < p->p_nmon; i++) {
+            rmon *r = &p->p_mon[i];
+            if (r->rm_link && tr_actor_addr_eq(r->rm_watcher, me) &&
+                r->rm_target.actor == other.actor) {
+                *r = p->p_mon[--p->p_nmon];
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&n->n_lock);
+}
+
+static tr_msg *
+link_msg(const ProtobufCMessageDescriptor *d, tr_actor_addr me, tr_actor_addr other)
+{
+    // LinkReq and UnlinkReq have the same shape.
+    Troupe__V1__LinkReq *r;
+    tr_msg *m = control(d, 64, (void **)&r);
+    r->from = tra_new_address(m, me);
+    r->target = tra_new_address(m, (tr_actor_addr){0, other.actor});
+    return m;
+}
+
+tr_err
+tra_node_link(tr_actor_addr me, tr_actor_addr other)
+{
+    tr_node *n = atomic_load_explicit(&g_node, memory_order_acquire);
+    if (n == NULL) {
+        return TR_ENOTFOUND;
+    }
+    return rmon_add(n, (rmon){0, me, other, true},
+                    link_msg(&troupe__v1__link_req__descriptor, me, other));
+}
+
+void
+tra_node_unlink(tr_actor_addr me, tr_actor_addr other)
+{
+    tr_node *n = atomic_load_explicit(&g_node, memory_order_acquire);
+    if (n == NULL) {
+        return;
+    }
+    rlink_drop(n, me, other);
+    tr_msg *m = link_msg(&troupe__v1__unlink_req__descriptor, me, other);
+    if (tra_node_deliver((tr_actor_addr){other.node, ACTOR_CONTROL}, m, TRA_LANE_FORCE) != TR_OK) {
+        tr_msg_free(m);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Peers going down.
 
@@ -455,8 +530,10 @@ peer_free(tr_node *n, peer *p, bool down)
 {
     nng_close(p->p_push);
     for (size_t i = 0; i < p->p_nmon; i++) {
-        tr_msg *d = tra_new_down((tr_actor_addr){p->p_id, p->p_mon[i].rm_target.actor},
-                                 p->p_mon[i].rm_ref, TR_ENOTCONN, "node down");
+        tr_actor_addr from = {p->p_id, p->p_mon[i].rm_target.actor};
+        tr_msg *d = p->p_mon[i].rm_link
+                        ? tra_new_exit(from, TR_ENOTCONN, "node down")
+                        : tra_new_down(from, p->p_mon[i].rm_ref, TR_ENOTCONN, "node down");
         if (tra_deliver(p->p_mon[i].rm_watcher, d, TRA_LANE_FORCE) != TR_OK) {
             tr_msg_free(d);
         }
@@ -619,6 +696,25 @@ on_control(tr_node *n, peer *from, tr_msg *m)
         }
         return;
     }
+    if (tr_msg_is(m, &troupe__v1__link_req__descriptor) ||
+        tr_msg_is(m, &troupe__v1__unlink_req__descriptor)) {
+        const Troupe__V1__LinkReq *r = tr_msg_body(m);
+        if (r->from == NULL || r->target == NULL || r->from->node == 0) {
+            return;
+        }
+        tr_actor_addr remote = {r->from->node, r->from->actor};
+        tr_actor_addr local = {0, r->target->actor};
+        if (tr_msg_is(m, &troupe__v1__link_req__descriptor)) {
+            if (tra_remote_link(local, remote, true) == TR_OK) {
+                // Its node's death is an exit signal for the local one too.
+                rmon_add(n, (rmon){0, local, remote, true}, NULL);
+            }
+        } else {
+            tra_remote_link(local, remote, false);
+            rlink_drop(n, local, remote);
+        }
+        return;
+    }
     if (tr_msg_is(m, &troupe__v1__whereis_req__descriptor)) {
         const Troupe__V1__WhereisReq *r = tr_msg_body(m);
         Troupe__V1__WhereisReply *rep;
@@ -749,6 +845,9 @@ on_wire(tr_node *n, nng_msg *nm)
     }
     if (am->am_kind == TRA_K_DOWN) {
         rmon_drop(n, from_id, ((Troupe__V1__Down *)tr_msg_body(m))->ref);
+    }
+    if (am->am_kind == TRA_K_EXIT) {
+        rlink_drop(n, (tr_actor_addr){0, actor}, am->am_from);
     }
     if (actor == TR_NODE_EXECUTOR && n->n_opts.serve_executor) {
         serve_exec(n, m);

@@ -171,8 +171,8 @@ call_n(tr_rt *rt, tr_actor_addr to, uint64_t n, uint64_t timeout_ns, tr_err *las
 typedef struct sink {
     pthread_mutex_t lock;
     pthread_cond_t cv;
-    unsigned downs, spawned, results, errors;
-    tr_err down_reason, error_code;
+    unsigned downs, spawned, results, errors, link_stops;
+    tr_err down_reason, error_code, link_reason;
     uint64_t result;
 } sink;
 
@@ -236,6 +236,45 @@ sink_receive(tr_actor *self, void *state, tr_msg *m)
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->lock);
 }
+
+// A local actor linked to a remote one from its init; its stop is recorded.
+typedef struct linkee {
+    sink *s;
+    tr_actor_addr peer;
+} linkee;
+
+static tr_err
+linkee_init(tr_actor *self, void *state, void *arg)
+{
+    *(linkee *)state = *(linkee *)arg;
+    return tr_actor_link(self, ((linkee *)arg)->peer);
+}
+
+static void
+linkee_receive(tr_actor *self, void *state, tr_msg *m)
+{
+    (void)self;
+    (void)state;
+    (void)m;
+}
+
+static void
+linkee_stopped(tr_actor *self, void *state, tr_err reason)
+{
+    (void)self;
+    sink *s = ((linkee *)state)->s;
+    pthread_mutex_lock(&s->lock);
+    s->link_stops++;
+    s->link_reason = reason;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static const tr_actor_spec linkee_spec = {.name = "linkee",
+                                          .size = sizeof(linkee),
+                                          .init = linkee_init,
+                                          .receive = linkee_receive,
+                                          .stopped = linkee_stopped};
 
 static const tr_actor_spec sink_spec = {
     .name = "sink", .size = sizeof(sink *), .init = sink_actor_init, .receive = sink_receive};
@@ -310,10 +349,15 @@ test_node_call_whereis_and_monitor(void **state)
     tr_actor_addr stopper;
     assert_int_equal(tr_node_whereis(n, peer, "stopper", TU_WAIT_MS, &stopper), TR_OK);
     assert_int_equal(tr_actor_monitor(me, stopper, NULL), TR_OK);
+    // And a local actor linked to it: the remote stop takes it along.
+    linkee li = {&s, stopper};
+    assert_int_equal(tr_actor_spawn(f.b.rt, &linkee_spec, &li, NULL, NULL), TR_OK);
     tr_msg *m = num_msg(99, TR_EIO);
     assert_int_equal(tr_actor_send(NULL, stopper, m), TR_OK);
     assert_true(sink_wait(&s, &s.downs, 1));
     assert_int_equal(s.down_reason, TR_EIO);
+    assert_true(sink_wait(&s, &s.link_stops, 1));
+    assert_int_equal(s.link_reason, TR_EIO);
 
     // A call whose remote callee stops without answering fails at once,
     // with the callee's reason (no timeout is set: it would hang otherwise).
@@ -465,6 +509,8 @@ peer_dies(bool stop_it)
     tr_actor_addr me;
     assert_int_equal(tr_actor_spawn(f.b.rt, &sink_spec, &s, NULL, &me), TR_OK);
     assert_int_equal(tr_actor_monitor(me, echo, NULL), TR_OK);
+    linkee li = {&s, echo};
+    assert_int_equal(tr_actor_spawn(f.b.rt, &linkee_spec, &li, NULL, NULL), TR_OK);
     tr_err last;
     assert_int_equal(call_n(f.b.rt, echo, 10, 0, &last), 10);
     // SIGSTOP: only the heartbeats can tell (the pipe stays open).
@@ -472,6 +518,8 @@ peer_dies(bool stop_it)
     kill(f.p.pid, stop_it ? SIGSTOP : SIGKILL);
     assert_true(sink_wait(&s, &s.downs, 1));
     assert_int_equal(s.down_reason, TR_ENOTCONN);
+    assert_true(sink_wait(&s, &s.link_stops, 1));
+    assert_int_equal(s.link_reason, TR_ENOTCONN);
     assert_false(tr_node_peer_up(n, peer));
     assert_int_equal(call_n(f.b.rt, echo, 1, 0, &last), 0);
     assert_int_equal(last, TR_ENOTFOUND);

@@ -12,8 +12,11 @@
 // socket refuses messages over recv_max bytes (nng closes the pipe of an
 // oversized message without delivering it: that is counted, it cannot be
 // answered). Heartbeats on idle links find a peer that died or stopped
-// (SIGSTOP): past dead_after_ms of silence the peer is down, and every
-// local monitor of one of its actors gets a Down with TR_ENOTCONN.
+// (SIGSTOP): past dead_after_ms of silence the peer is down, every local
+// monitor of one of its actors gets a Down with TR_ENOTCONN, and every
+// local actor linked to one of them an exit signal with it. A call to a
+// remote actor fails at once when the callee stops without answering (its
+// node answers the request with a CallFailed) or when its node goes down.
 //
 // Addresses: node 0 is this process. A node id is random per start (its
 // incarnation), so an address from a peer's earlier run is unknown to its
