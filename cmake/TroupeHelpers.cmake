@@ -85,9 +85,17 @@ function(tr_test_skip_env var exe)
   endif()
 endfunction()
 
-# tr_bench(name file...): a benchmark executable in tests/bench (not a test).
+# tr_bench(name file... [ACTORS]): a benchmark executable in tests/bench
+# (not a test). It links the static libtroupe, or with ACTORS the shared one
+# and libtroupe-actors, which links the shared libtroupe itself (a program
+# must hold one copy of the runtime).
 function(tr_bench name)
-  add_executable(bench_${name} ${ARGN})
-  target_link_libraries(bench_${name} PRIVATE troupe_static)
+  cmake_parse_arguments(B "ACTORS" "" "" ${ARGN})
+  add_executable(bench_${name} ${B_UNPARSED_ARGUMENTS})
+  if(B_ACTORS)
+    target_link_libraries(bench_${name} PRIVATE troupe troupe_actors)
+  else()
+    target_link_libraries(bench_${name} PRIVATE troupe_static)
+  endif()
   target_include_directories(bench_${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests/bench)
 endfunction()

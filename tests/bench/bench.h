@@ -1,7 +1,7 @@
 // bench.h: shared helpers for the benchmarks: argument parsing, runtime
-// creation, a watchdog, timing, peak RSS and the JSON-lines output that
-// README's benchmark contract asks for (bench, sched, workers, metric,
-// value, unit, ok; headline first).
+// creation, a watchdog, timing, resident and peak RSS and the JSON-lines
+// output that README's benchmark contract asks for (bench, sched, workers,
+// metric, value, unit, ok; headline first).
 //
 // Scheduler and workers: --sched rr|ws|hybrid (default ws) and --workers N
 // (0: one per core; each benchmark picks its default) go into the
@@ -21,6 +21,7 @@
 #define TR_BENCH_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -350,6 +351,54 @@ bench_peak_rss(void)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return (uint64_t)ru.ru_maxrss * 1024u;
+}
+
+// bench_pool_bytes returns the memory rt's task pool holds for slots
+// (tr_rt_stats.pool_bytes).
+static inline uint64_t
+bench_pool_bytes(tr_rt *rt)
+{
+    tr_rt_stats st;
+    tr_rt_get_stats(rt, &st);
+    return st.pool_bytes;
+}
+
+// bench_rss reads the resident set (VmRSS) from /proc/self/statm (pages)
+// without allocating, so reading it does not change it; 0 if it cannot.
+static inline uint64_t
+bench_rss(void)
+{
+    char buf[256];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return 0;
+    }
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) {
+        return 0;
+    }
+    buf[n] = '\0';
+    unsigned long long size = 0, resident = 0;
+    if (sscanf(buf, "%llu %llu", &size, &resident) != 2) {
+        return 0;
+    }
+    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+// bench_touch writes one byte per page of p so that the memory is resident
+// before a baseline is read (calloc'd or fresh malloc'd pages are not).
+static inline void
+bench_touch(void *p, size_t len)
+{
+    volatile unsigned char *b = p;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    for (size_t off = 0; off < len; off += page) {
+        b[off] = 0;
+    }
+    if (len > 0) {
+        b[len - 1] = 0;
+    }
 }
 
 static inline int

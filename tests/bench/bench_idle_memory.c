@@ -34,7 +34,6 @@
 // One measurement per process: a second run in the same process would reuse
 // the memory the first one freed (the pool's cache, malloc's free lists), so
 // --runs is ignored. Default --workers 1 --sched ws.
-#include <fcntl.h>
 #include <stdatomic.h>
 
 #include <troupe/troupe.h>
@@ -117,47 +116,6 @@ static const tr_task_spec idler_spec = {
     .name = "idler", .poll = idler_poll, .drop = idler_drop, .size = sizeof(idler)};
 
 // ---------------------------------------------------------------------------
-// Resident memory.
-
-// rss_bytes reads the resident set from /proc/self/statm (pages) without
-// allocating, so reading it does not change it.
-static uint64_t
-rss_bytes(void)
-{
-    char buf[256];
-    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return 0;
-    }
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) {
-        return 0;
-    }
-    buf[n] = '\0';
-    unsigned long long size = 0, resident = 0;
-    if (sscanf(buf, "%llu %llu", &size, &resident) != 2) {
-        return 0;
-    }
-    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
-}
-
-// touch writes one byte per page so that the memory is resident before the
-// baseline (calloc'd or fresh malloc'd pages are not).
-static void
-touch(void *p, size_t len)
-{
-    volatile unsigned char *b = p;
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    for (size_t off = 0; off < len; off += page) {
-        b[off] = 0;
-    }
-    if (len > 0) {
-        b[len - 1] = 0;
-    }
-}
-
-// ---------------------------------------------------------------------------
 // The root task.
 
 typedef struct report {
@@ -181,14 +139,6 @@ typedef struct root {
     tr_outcome out;
     report *rep;
 } root;
-
-static uint64_t
-pool_bytes(tr_cx *cx)
-{
-    tr_rt_stats st;
-    tr_rt_get_stats(tr_cx_rt(cx), &st);
-    return st.pool_bytes;
-}
 
 // spawn_all creates the gate and starts the idlers; false if one could not
 // be started (the ones that were are released by the caller's join loop).
@@ -219,22 +169,22 @@ root_poll(void *arg, tr_cx *cx)
     root *st = arg;
     report *rep = st->rep;
     TR_BEGIN(st);
-    rep->pool0 = pool_bytes(cx);
-    rep->rss0 = rss_bytes();
+    rep->pool0 = bench_pool_bytes(tr_cx_rt(cx));
+    rep->rss0 = bench_rss();
     for (st->i = 0; st->i < st->n; st->i++) {
         if (tr_oneshot_new(0, &st->tx[st->i]) != TR_OK) {
             break;
         }
         rep->created++;
     }
-    rep->rss1 = rss_bytes();
+    rep->rss1 = bench_rss();
     rep->t_spawn0 = bench_now();
     if (rep->created == st->n && spawn_all(st, cx)) {
         TR_AWAIT(st, tr_oneshot_recv(st->gate, cx, NULL, &st->err));
         rep->gate_ok = st->err == TR_OK;
         rep->t_parked = bench_now();
-        rep->rss2 = rss_bytes();
-        rep->pool2 = pool_bytes(cx);
+        rep->rss2 = bench_rss();
+        rep->pool2 = bench_pool_bytes(tr_cx_rt(cx));
     } else {
         // Something could not be made: give up the gate (if nobody took its
         // sender end yet) and release what the idlers did not get.
@@ -294,8 +244,8 @@ main(int argc, char **argv)
         fprintf(stderr, "bench_idle_memory: out of memory for %llu tasks\n", (unsigned long long)n);
         return 1;
     }
-    touch(tx, n * sizeof *tx);
-    touch(joins, n * sizeof *joins);
+    bench_touch(tx, n * sizeof *tx);
+    bench_touch(joins, n * sizeof *joins);
 
     tr_rt *rt = bench_rt_new(&a);
     report rep = {0};

@@ -2,7 +2,8 @@
 # run_matrix.sh: runs every benchmark on the three schedulers (rr, ws,
 # hybrid) with --workers 2, plus spawn_join and skynet with --workers 1 on
 # ws (their issue's targets are for one worker) and ping_pong --apart; then
-# timers (1 and 2 ws workers), idle_memory and timer_latency (1 worker).
+# timers (1 and 2 ws workers), idle_memory and timer_latency (1 worker), and
+# the actor benchmarks (actor_ping_pong, actor_create, fan_in; 2 ws workers).
 # tcp_echo needs a server and a load process on separate cores:
 # tests/bench/run_tcp_echo.sh.
 # Prints each benchmark's JSON lines as they come, then a markdown table
@@ -46,6 +47,9 @@ done
 runs+=("timers --workers 1 --sched ws" "timers --workers 2 --sched ws" "idle_memory --workers 1 --sched ws")
 # Issue #8's: a 1 ms sleeper beside a busy task on one worker.
 runs+=("timer_latency --workers 1 --sched ws")
+# The actors': ping-pong, create-use-stop and fan-in, on two ws workers.
+runs+=("actor_ping_pong --workers 2 --sched ws" "actor_create --workers 2 --sched ws"
+    "fan_in --workers 2 --sched ws")
 
 # field LINE NAME: the value of a JSON field of our flat one-line objects.
 field() {
