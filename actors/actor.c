@@ -1061,7 +1061,7 @@ static tr_poll
 actor_poll(void *st, tr_cx *cx)
 {
     tra_actor *a = st;
-    tr_actor self = {a, cx, tr_cx_rt(cx), NULL, false};
+    tr_actor self = {a, cx, NULL, NULL, false}; // t_rt: tr_actor_rt asks cx
     if (TRA_UNLIKELY(a->a_waker.ops == NULL)) {
         a->a_waker = tr_cx_waker(cx);
     }
@@ -1072,7 +1072,8 @@ actor_poll(void *st, tr_cx *cx)
     size_t done = 0;
     bool retried = false;
     while (done < TR_ACTOR_BATCH) {
-        size_t n = tr_mailbox_take(&a->a_mb, batch, TR_ACTOR_BATCH - done);
+        size_t want = TR_ACTOR_BATCH - done;
+        size_t n = tr_mailbox_take(&a->a_mb, batch, want);
         if (n == 0) {
             if (done > 0) {
                 wake_waiters(a);
@@ -1098,6 +1099,15 @@ actor_poll(void *st, tr_cx *cx)
             }
         }
         done += n;
+        if (n < want && done < TR_ACTOR_BATCH) {
+            // A take that came back short finds nothing next, mostly: mark
+            // the mailbox empty straight away (false: a message came
+            // meanwhile, take it).
+            wake_waiters(a);
+            if (tr_mailbox_markempty(&a->a_mb, a->a_waker)) {
+                return TR_PENDING;
+            }
+        }
     }
     wake_waiters(a);
     tr_cx_yield(cx);
@@ -1257,7 +1267,7 @@ tr_actor_self(const tr_actor *self)
 tr_rt *
 tr_actor_rt(const tr_actor *self)
 {
-    return self->t_rt;
+    return self->t_rt != NULL ? self->t_rt : tr_cx_rt(self->t_cx);
 }
 
 tr_err
@@ -1498,7 +1508,7 @@ tr_actor_request(tr_actor *self, tr_actor_addr to, tr_msg *m, uint64_t timeout_n
     if (timeout_ns != 0) {
         timer_task init = {
             .tt_ns = timeout_ns, .tt_corr = rq.rq_corr, .tt_self = me, .tt_callee = to};
-        tr_spawn(self->t_rt, &timer_spec, NULL, &init, &rq.rq_timer);
+        tr_spawn(tr_actor_rt(self), &timer_spec, NULL, &init, &rq.rq_timer);
     }
     tra_ext *x = ext_get(a);
     grow((void **)&x->x_req, &x->x_capreq, x->x_nreq + 1, sizeof(request));

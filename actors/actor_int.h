@@ -78,7 +78,8 @@ tra_msg_valid(const tr_msg *m)
 {
     // The magic is read only where it can be: in a block big enough to be
     // an actor message, or in one of the actor layer's own classes.
-    return m != NULL && (tr_msg_capacity(m) >= sizeof(tra_msg) || tra_msg_class_ours(m->m_class)) &&
+    return m != NULL &&
+           (tr_msg_capacity_fast(m) >= sizeof(tra_msg) || tra_msg_class_ours(m->m_class)) &&
            ((const tra_msg *)(const void *)m)->am_magic == TRA_MSG_MAGIC;
 }
 

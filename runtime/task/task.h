@@ -380,6 +380,7 @@ tr__cx_worker(const tr_cx *cx)
 // Slab classes are 1 .. TR__MSG_NCLASSES, of 32 << (class - 1) bytes (32 to
 // TR_MSG_SMALL_MAX); 0 is TR_MSG_CLASS_NONE; a larger message is LARGE.
 #define TR__MSG_NCLASSES 8
+_Static_assert(TR__MSG_NCLASSES == TR_MSG_NSLAB, "mailbox.h says how many slab classes");
 #define TR__MSG_CLASS_LARGE (TR__MSG_NCLASSES + 1)
 
 _Static_assert((32u << (TR__MSG_NCLASSES - 1)) == TR_MSG_SMALL_MAX, "classes end at SMALL_MAX");

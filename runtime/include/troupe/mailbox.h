@@ -96,7 +96,18 @@ TR_API uint32_t tr_msg_class_register(void (*free_fn)(tr_msg *m));
 // of a class a layer above registered (tr_msg_class_register), whose
 // memory the runtime does not know. A layer that reads fields past the
 // header of a message it did not make checks this first. Any thread.
+// (tr_msg_capacity_fast is the inline part of it: classes 1 to
+// TR_MSG_NSLAB are the slabs, class c of 32 << (c - 1) bytes.)
 TR_API size_t tr_msg_capacity(const tr_msg *m);
+
+#define TR_MSG_NSLAB 8u
+
+static inline size_t
+tr_msg_capacity_fast(const tr_msg *m)
+{
+    uint32_t c = m->m_class;
+    return c - 1u < TR_MSG_NSLAB ? (size_t)32 << (c - 1u) : tr_msg_capacity(m);
+}
 
 // tr_msg_init prepares the header of a caller-owned message (class
 // TR_MSG_CLASS_NONE; a zeroed header is the same with a NULL type).
