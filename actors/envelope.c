@@ -39,6 +39,7 @@
 #include <troupe/envelope.h>
 #include <troupe/v1/executor.pb-c.h>
 #include <troupe/v1/node.pb-c.h>
+#include <troupe/v1/process.pb-c.h>
 
 // Field numbers and wire types of the envelope and of Address.
 enum {
@@ -394,6 +395,7 @@ static const ProtobufCMessageDescriptor *const builtin_types[] = {
     &troupe__v1__demonitor_req__descriptor,  &troupe__v1__whereis_req__descriptor,
     &troupe__v1__whereis_reply__descriptor,  &troupe__v1__node_error__descriptor,
     &troupe__v1__link_req__descriptor,       &troupe__v1__unlink_req__descriptor,
+    &troupe__v1__process_exit__descriptor,   &troupe__v1__process_kill__descriptor,
 };
 
 static void

@@ -111,9 +111,10 @@ struct tr_node {
     peer *n_peers;
     waitreq *n_waits;
     _Atomic bool n_stopping;
+    bool n_bridge_gone; // under n_lock: the bridge's stopped ran
     // The executor's replies, forwarded to where each command asked.
     tr_mailbox *n_exec_mb;
-    tr_join n_exec_pump;
+    struct pumpbox *n_pumpbox;
     struct exec_route *n_routes;
     size_t n_nroutes, n_caproutes;
     // Counters.
@@ -753,6 +754,9 @@ on_control(tr_node *n, peer *from, tr_msg *m)
 static void
 on_wire(tr_node *n, nng_msg *nm)
 {
+    if (atomic_load_explicit(&n->n_stopping, memory_order_acquire)) {
+        return; // tr_node_stop is tearing the links down
+    }
     uint32_t pipe = nng_pipe_id(nng_msg_get_pipe(nm));
     size_t len = nng_msg_len(nm);
     const uint8_t *p = nng_msg_body(nm);
@@ -868,15 +872,19 @@ on_wire(tr_node *n, nng_msg *nm)
     }
 }
 
+// The bridge's state. b_node is NULL once a failed start has let go of
+// the node (the bridge then drops what it gets); otherwise tr_node_stop
+// waits for the bridge's `stopped` before it frees the node, so the bridge
+// never reads a freed node.
 typedef struct bridge {
-    tr_node *b_node;
+    _Atomic(tr_node *) b_node;
 } bridge;
 
 static tr_err
 bridge_init(tr_actor *self, void *state, void *arg)
 {
     (void)self;
-    ((bridge *)state)->b_node = arg;
+    atomic_init(&((bridge *)state)->b_node, arg);
     return TR_OK;
 }
 
@@ -885,10 +893,24 @@ bridge_receive(tr_actor *self, void *state, tr_msg *m)
 {
     (void)self;
     tra_msg *am = tra_msg_of(m);
-    if (am->am_kind == TRA_K_WIRE && am->am_body != NULL) {
-        nng_msg *nm = am->am_body;
-        on_wire(((bridge *)state)->b_node, nm);
+    tr_node *n = atomic_load_explicit(&((bridge *)state)->b_node, memory_order_acquire);
+    if (n != NULL && am->am_kind == TRA_K_WIRE && am->am_body != NULL) {
+        on_wire(n, am->am_body);
         // The wrapper's free frees the nng message.
+    }
+}
+
+static void
+bridge_stopped(tr_actor *self, void *state, tr_err reason)
+{
+    (void)self;
+    (void)reason;
+    tr_node *n = atomic_load_explicit(&((bridge *)state)->b_node, memory_order_acquire);
+    if (n != NULL) {
+        pthread_mutex_lock(&n->n_lock);
+        n->n_bridge_gone = true;
+        pthread_cond_broadcast(&n->n_cv);
+        pthread_mutex_unlock(&n->n_lock);
     }
 }
 
@@ -897,7 +919,15 @@ static const tr_actor_spec bridge_spec = {
     .size = sizeof(bridge),
     .init = bridge_init,
     .receive = bridge_receive,
+    .stopped = bridge_stopped,
 };
+
+static void
+bridge_detach(void *state, void *arg)
+{
+    (void)arg;
+    atomic_store_explicit(&((bridge *)state)->b_node, NULL, memory_order_release);
+}
 
 static void
 rx_cb(void *arg)
@@ -1061,10 +1091,44 @@ static const tr_task_spec hb_spec = {"tr.node.heartbeat", hb_poll, hb_drop, size
 // ---------------------------------------------------------------------------
 // The executor, served to other nodes.
 
+// The executor's replies to remote commands arrive on one mailbox per
+// runtime that lives as long as the runtime (it is the runtime's local
+// value, freed by tr_rt_free): a reply may come long after the node that
+// sent the command stopped (a TaskResult of a long task), and reply_to
+// must stay valid until the last reply. A pump task forwards what arrives
+// while a node serves, and drops it otherwise; pb_lock orders a forward
+// with a node's stop.
+typedef struct pumpbox {
+    tr_mailbox pb_mb;        // first: 64-byte aligned (aligned_alloc)
+    pthread_mutex_t pb_lock; // pb_node
+    tr_node *pb_node;        // the node forwarding replies, NULL: none
+    bool pb_running;         // a pump task runs (under the node start lock)
+} pumpbox;
+
 typedef struct pump {
-    tr_node *pu_node;
-    tr_mailbox pu_mb; // the executor's replies (a 64-byte boundary: state >= 128)
+    pumpbox *pu_box;
 } pump;
+
+static tr_rt_key g_pump_key;
+static pthread_once_t g_pump_once = PTHREAD_ONCE_INIT;
+
+static void
+pumpbox_fini(tr_rt *rt, void *value)
+{
+    (void)rt;
+    pumpbox *pb = value;
+    tr_mailbox_fini(&pb->pb_mb, NULL, NULL); // no task is left to push
+    pthread_mutex_destroy(&pb->pb_lock);
+    free(pb);
+}
+
+static void
+pump_key(void)
+{
+    if (tr_rt_key_create(&g_pump_key, pumpbox_fini) != TR_OK) {
+        tra_panic("tr_rt_key_create failed");
+    }
+}
 
 static void
 route_add(tr_node *n, uint64_t corr, tr_actor_addr to, bool want_result)
@@ -1162,12 +1226,12 @@ forward_reply(tr_node *n, tr_exec_reply *er)
 static tr_poll
 pump_poll(void *st, tr_cx *cx)
 {
-    pump *pu = st;
+    pumpbox *pb = ((pump *)st)->pu_box;
     tr_msg *batch[32];
     for (;;) {
-        size_t k = tr_mailbox_take(&pu->pu_mb, batch, 32);
+        size_t k = tr_mailbox_take(&pb->pb_mb, batch, 32);
         if (k == 0) {
-            if (tr_mailbox_markempty(&pu->pu_mb, tr_cx_waker(cx))) {
+            if (tr_mailbox_markempty(&pb->pb_mb, tr_cx_waker(cx))) {
                 return TR_PENDING;
             }
             tr_cx_yield(cx);
@@ -1175,30 +1239,61 @@ pump_poll(void *st, tr_cx *cx)
         }
         for (size_t i = 0; i < k; i++) {
             tr_exec_reply *er = tr_exec_reply_of(batch[i]);
-            if (er != NULL) {
-                forward_reply(pu->pu_node, er);
+            pthread_mutex_lock(&pb->pb_lock);
+            if (er != NULL && pb->pb_node != NULL) {
+                forward_reply(pb->pb_node, er);
             }
+            pthread_mutex_unlock(&pb->pb_lock);
             tr_msg_free(batch[i]);
         }
     }
 }
 
-static void
-pump_drop(void *st)
+// (No drop: the mailbox is the runtime's, finalised by tr_rt_free.)
+static const tr_task_spec pump_spec = {"tr.node.exec_replies", pump_poll, NULL, sizeof(pump)};
+
+// pump_attach makes n the node that forwards the executor's replies (and
+// starts the runtime's pump the first time). Under g_node_lock.
+static tr_err
+pump_attach(tr_node *n)
 {
-    tr_mailbox_fini(&((pump *)st)->pu_mb, NULL, NULL);
+    pthread_once(&g_pump_once, pump_key);
+    pumpbox *pb = tr_rt_local_get(n->n_rt, g_pump_key);
+    if (pb == NULL) {
+        pb = aligned_alloc(64, (sizeof *pb + 63) & ~(size_t)63);
+        if (pb == NULL) {
+            tra_panic("out of memory");
+        }
+        memset(pb, 0, sizeof *pb);
+        tr_mailbox_init(&pb->pb_mb, 0);
+        pthread_mutex_init(&pb->pb_lock, NULL);
+        tr_rt_local_set(n->n_rt, g_pump_key, pb);
+    }
+    if (!pb->pb_running) {
+        pump init = {pb};
+        tr_err err = tr_spawn(n->n_rt, &pump_spec, NULL, &init, NULL);
+        if (err != TR_OK) {
+            return err;
+        }
+        pb->pb_running = true;
+    }
+    pthread_mutex_lock(&pb->pb_lock);
+    pb->pb_node = n;
+    pthread_mutex_unlock(&pb->pb_lock);
+    n->n_pumpbox = pb;
+    n->n_exec_mb = &pb->pb_mb;
+    return TR_OK;
 }
 
-static const tr_task_spec pump_spec = {"tr.node.exec_replies", pump_poll, pump_drop,
-                                       sizeof(pump) < 128 ? 128 : sizeof(pump)};
-
 static void
-pump_init(void *st, void *arg)
+pump_detach(tr_node *n)
 {
-    pump *pu = st;
-    pu->pu_node = arg;
-    tr_mailbox_init(&pu->pu_mb, 0);
-    pu->pu_node->n_exec_mb = &pu->pu_mb;
+    pumpbox *pb = n->n_pumpbox;
+    if (pb != NULL) {
+        pthread_mutex_lock(&pb->pb_lock);
+        pb->pb_node = NULL; // replies that come later are dropped
+        pthread_mutex_unlock(&pb->pb_lock);
+    }
 }
 
 // exec_error answers a command this node refuses as the executor answers
@@ -1305,7 +1400,7 @@ check_url(const tr_node_opts *o)
     return TR_EINVAL;
 }
 
-static void node_free(tr_node *n);
+static void node_free(tr_node *n, bool wait_bridge);
 
 // bound_url returns the URL peers dial: u, with the real port when port 0
 // was asked for.
@@ -1426,7 +1521,7 @@ tr_node_start(tr_rt *rt, const tr_node_opts *opts, tr_node **out)
         goto fail;
     }
     if (opts->serve_executor) {
-        if ((err = tr_spawn(rt, &pump_spec, pump_init, n, &n->n_exec_pump)) != TR_OK) {
+        if ((err = pump_attach(n)) != TR_OK) {
             goto fail;
         }
     }
@@ -1444,12 +1539,12 @@ tr_node_start(tr_rt *rt, const tr_node_opts *opts, tr_node **out)
     return TR_OK;
 fail:
     pthread_mutex_unlock(&g_node_lock);
-    node_free(n);
+    node_free(n, false);
     return err;
 }
 
 static void
-node_free(tr_node *n)
+node_free(tr_node *n, bool wait_bridge)
 {
     atomic_store_explicit(&n->n_stopping, true, memory_order_release);
     if (n->n_rx != NULL) {
@@ -1479,12 +1574,21 @@ node_free(tr_node *n)
         tr_task_abort(&n->n_hb);
         tr_join_wait(&n->n_hb, NULL);
     }
-    if (n->n_exec_pump.j_key != 0) {
-        tr_task_abort(&n->n_exec_pump);
-        tr_join_wait(&n->n_exec_pump, NULL);
-    }
+    pump_detach(n);
     if (!tr_actor_addr_is_none(n->n_bridge)) {
-        tr_actor_stop_other(n->n_bridge, TR_OK, NULL);
+        if (!wait_bridge) {
+            // A failed start (the runtime may not run yet): let go.
+            tra_with_state(n->n_bridge, &bridge_spec, bridge_detach, NULL);
+        }
+        if (tr_actor_stop_other(n->n_bridge, TR_OK, NULL) == TR_OK && wait_bridge) {
+            // It may still be handling messages received before the stop:
+            // they read n.
+            pthread_mutex_lock(&n->n_lock);
+            while (!n->n_bridge_gone) {
+                pthread_cond_wait(&n->n_cv, &n->n_lock);
+            }
+            pthread_mutex_unlock(&n->n_lock);
+        }
     }
     if (n->n_tls_server != NULL) {
         nng_tls_config_free(n->n_tls_server);
@@ -1511,7 +1615,7 @@ tr_node_stop(tr_node *n)
         atomic_store_explicit(&g_node, NULL, memory_order_release);
     }
     pthread_mutex_unlock(&g_node_lock);
-    node_free(n);
+    node_free(n, true);
     return TR_OK;
 }
 

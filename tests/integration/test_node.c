@@ -34,6 +34,12 @@ typedef struct peerproc {
 
 static int g_seq;
 
+// How long a silent peer counts as alive. Generous, so that a loaded
+// machine's scheduling pauses are not taken for a dead peer; the SIGSTOP
+// case lowers it (and waits for the event with a deadline above it).
+static const char *g_dead_after = "8000";
+static uint32_t g_dead_after_ms = 8000;
+
 // peer_start starts troupe-node listening on listen (NULL: a fresh ipc
 // path) with up to 6 more arguments (a NULL-terminated list, or NULL).
 static void
@@ -51,8 +57,8 @@ peer_start_on(peerproc *p, const char *listen, const char *const *extra)
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, pin[0], 0);
     posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
-    char *argv[16] = {TROUPE_NODE_BIN, "--listen",    (char *)listen, "--dead-after",
-                      "3000",          "--heartbeat", "100"};
+    char *argv[16] = {TROUPE_NODE_BIN,      "--listen",    (char *)listen, "--dead-after",
+                      (char *)g_dead_after, "--heartbeat", "100"};
     size_t argc = 7;
     for (size_t i = 0; extra != NULL && extra[i] != NULL && argc < 14; i++) {
         argv[argc++] = (char *)extra[i];
@@ -94,7 +100,7 @@ node_start(tr_rt *rt)
 {
     char url[128];
     snprintf(url, sizeof url, "ipc:///tmp/troupe-test-self-%d-%d.sock", (int)getpid(), g_seq++);
-    tr_node_opts o = {.listen = url, .heartbeat_ms = 100, .dead_after_ms = 3000};
+    tr_node_opts o = {.listen = url, .heartbeat_ms = 100, .dead_after_ms = g_dead_after_ms};
     tr_node *n = NULL;
     assert_int_equal(tr_node_start(rt, &o, &n), TR_OK);
     return n;
@@ -545,7 +551,13 @@ static void
 test_node_peer_stopped(void **state)
 {
     (void)state;
+    // Only the heartbeats can find a stopped peer: 2 s of silence here
+    // (the Down is awaited for TU_WAIT_MS, 10 s).
+    g_dead_after = "2000";
+    g_dead_after_ms = 2000;
     peer_dies(true);
+    g_dead_after = "8000";
+    g_dead_after_ms = 8000;
 }
 
 // tls+tcp on loopback: both nodes listen with the same self-signed
@@ -580,7 +592,7 @@ test_node_tls(void **state)
                       .tls_cert_key_file = both,
                       .tls_ca_file = cert,
                       .heartbeat_ms = 100,
-                      .dead_after_ms = 3000};
+                      .dead_after_ms = g_dead_after_ms};
     tr_node *n = NULL;
     assert_int_equal(tr_node_start(b.rt, &o, &n), TR_OK);
     uint64_t peer = 0;
