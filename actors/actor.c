@@ -1072,7 +1072,8 @@ actor_poll(void *st, tr_cx *cx)
     size_t done = 0;
     bool retried = false;
     while (done < TR_ACTOR_BATCH) {
-        size_t n = tr_mailbox_take(&a->a_mb, batch, TR_ACTOR_BATCH - done);
+        size_t want = TR_ACTOR_BATCH - done;
+        size_t n = tr_mailbox_take(&a->a_mb, batch, want);
         if (n == 0) {
             if (done > 0) {
                 wake_waiters(a);
@@ -1098,6 +1099,15 @@ actor_poll(void *st, tr_cx *cx)
             }
         }
         done += n;
+        if (n < want && done < TR_ACTOR_BATCH) {
+            // A take that came back short finds nothing next, mostly: mark
+            // the mailbox empty straight away (false: a message came
+            // meanwhile, take it).
+            wake_waiters(a);
+            if (tr_mailbox_markempty(&a->a_mb, a->a_waker)) {
+                return TR_PENDING;
+            }
+        }
     }
     wake_waiters(a);
     tr_cx_yield(cx);

@@ -1008,7 +1008,9 @@ reap(tr_node *n, tr_cx *cx)
     for (peer **pp = &n->n_peers; *pp != NULL;) {
         peer *p = *pp;
         uint64_t seen = atomic_load_explicit(&p->p_last_seen, memory_order_relaxed);
-        if (p->p_dead || (p->p_up && now - seen > dead)) {
+        // The bridge may have stamped it after `now` was read: not silent.
+        uint64_t silent = seen > now ? 0 : now - seen;
+        if (p->p_dead || (p->p_up && silent > dead)) {
             *pp = p->p_next;
             p->p_next = gone;
             gone = p;
