@@ -529,6 +529,11 @@ tra_node_unlink(tr_actor_addr me, tr_actor_addr other)
 static void
 peer_free(tr_node *n, peer *p, bool down)
 {
+    // The dialer first, so that it is not creating a pipe while the socket
+    // closes (a rare hang of nng 1.5.2's close: nng #1498).
+    if (p->p_dialer.id != 0) {
+        nng_dialer_close(p->p_dialer);
+    }
     nng_close(p->p_push);
     for (size_t i = 0; i < p->p_nmon; i++) {
         tr_actor_addr from = {p->p_id, p->p_mon[i].rm_target.actor};
@@ -1558,6 +1563,11 @@ node_free(tr_node *n, bool wait_bridge)
         }
     }
     if (n->n_pull.id != 0) {
+        // The listener first: no pipe is being accepted while the socket
+        // closes.
+        if (n->n_listener.id != 0) {
+            nng_listener_close(n->n_listener);
+        }
         nng_close(n->n_pull);
     }
     if (n->n_rx != NULL) {

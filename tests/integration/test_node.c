@@ -6,8 +6,10 @@
 #include "actors/actor_util.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,6 +36,32 @@ typedef struct peerproc {
 
 static int g_seq;
 
+// The watchdog: every step of a test names itself and re-arms an alarm, so
+// a step that never ends (a bug here or in nng) fails with its name instead
+// of hanging until ctest's timeout kills the run without a word. The bound
+// is far above any step's time under TSan on a loaded machine.
+static const char *volatile g_step = "start";
+enum { STEP_MAX_S = 120 };
+
+static void
+on_alarm(int sig)
+{
+    (void)sig;
+    static const char pre[] = "\ntest_node: a step took over 120 s: ";
+    const char *s = g_step;
+    (void)!write(2, pre, sizeof pre - 1);
+    (void)!write(2, s, strlen(s));
+    (void)!write(2, "\n", 1);
+    abort();
+}
+
+static void
+step(const char *name)
+{
+    g_step = name;
+    alarm(STEP_MAX_S);
+}
+
 // How long a silent peer counts as alive. Generous, so that a loaded
 // machine's scheduling pauses are not taken for a dead peer; the SIGSTOP
 // case lowers it (and waits for the event with a deadline above it).
@@ -45,6 +73,7 @@ static uint32_t g_dead_after_ms = 8000;
 static void
 peer_start_on(peerproc *p, const char *listen, const char *const *extra)
 {
+    step("peer_start");
     char url[128];
     if (listen == NULL) {
         snprintf(url, sizeof url, "ipc:///tmp/troupe-test-node-%d-%d.sock", (int)getpid(), g_seq++);
@@ -85,13 +114,30 @@ peer_start(peerproc *p, const char *extra1, const char *extra2)
     peer_start_on(p, NULL, extra);
 }
 
+// peer_stop closes the peer's standard input and waits, with a deadline,
+// for it to exit; a peer that does not is killed and the test fails.
 static int
 peer_stop(peerproc *p)
 {
+    step("peer_stop");
     close(p->in);
+    int pfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+    assert_true(pfd >= 0);
+    struct pollfd pf = {.fd = pfd, .events = POLLIN};
+    int ready;
+    do {
+        ready = poll(&pf, 1, 3 * TU_WAIT_MS);
+    } while (ready < 0 && errno == EINTR);
+    close(pfd);
+    if (ready == 0) {
+        kill(p->pid, SIGKILL);
+    }
     int st = 0;
     waitpid(p->pid, &st, 0);
     fclose(p->out);
+    if (ready == 0) {
+        fail_msg("the peer did not stop within %d ms of its stdin closing", 3 * TU_WAIT_MS);
+    }
     return st;
 }
 
@@ -300,6 +346,7 @@ static void
 fix_up(fix *f, const char *extra1, const char *extra2)
 {
     peer_start(&f->p, extra1, extra2);
+    step("bg_start and the test's calls");
     bg_start(&f->b, 2);
     f->n = node_start(f->b.rt);
     f->peer = 0;
@@ -309,7 +356,9 @@ fix_up(fix *f, const char *extra1, const char *extra2)
 static void
 fix_down(fix *f)
 {
+    step("tr_node_stop");
     assert_int_equal(tr_node_stop(f->n), TR_OK);
+    step("bg_stop");
     bg_stop(&f->b);
     assert_int_equal(peer_stop(&f->p), 0);
 }
@@ -447,8 +496,14 @@ test_node_hostile_input(void **state)
     peer_start(&p, "--recv-max", "65536");
     // A raw PUSH that sends garbage, then an envelope without a Hello, then
     // something over the limit: the peer drops those links and serves on.
+    // Neither raw socket redials when the peer drops its pipe: a dialer
+    // creating pipes while its socket closes (or a listener while the
+    // peer's closes) can hang nng 1.5.2's close for good (nng #1498).
+    step("hostile sends");
     nng_socket raw;
     assert_int_equal(nng_push0_open(&raw), 0);
+    nng_socket_set_ms(raw, NNG_OPT_RECONNMINT, 3600000);
+    nng_socket_set_ms(raw, NNG_OPT_RECONNMAXT, 3600000);
     nng_socket_set_int(raw, NNG_OPT_SENDBUF, 16);
     nng_socket_set_ms(raw, NNG_OPT_SENDTIMEO, 2000);
     assert_int_equal(nng_dial(raw, p.url, NULL, 0), 0);
@@ -456,8 +511,10 @@ test_node_hostile_input(void **state)
     assert_int_equal(nng_send(raw, (void *)junk, sizeof junk, 0), 0);
     nng_socket raw2;
     assert_int_equal(nng_push0_open(&raw2), 0);
-    // The peer drops the pipe of the oversized message and nng's dialer
-    // tries again with the same message: bound the send, whatever it says.
+    nng_socket_set_ms(raw2, NNG_OPT_RECONNMINT, 3600000);
+    nng_socket_set_ms(raw2, NNG_OPT_RECONNMAXT, 3600000);
+    // The peer drops the pipe of the oversized message: bound the send,
+    // whatever it says.
     nng_socket_set_ms(raw2, NNG_OPT_SENDTIMEO, 500);
     assert_int_equal(nng_dial(raw2, p.url, NULL, 0), 0);
     size_t big = 1 << 20;
@@ -466,6 +523,7 @@ test_node_hostile_input(void **state)
     free(buf);
 
     bg b;
+    step("bg_start and the test's calls");
     bg_start(&b, 2);
     tr_node *n = node_start(b.rt);
     uint64_t peer = 0;
@@ -474,13 +532,15 @@ test_node_hostile_input(void **state)
     assert_int_equal(tr_node_whereis(n, peer, "echo", TU_WAIT_MS, &echo), TR_OK);
     tr_err last;
     assert_int_equal(call_n(b.rt, echo, 50, 0, &last), 50);
+    step("tr_node_stop");
     tr_node_stop(n);
+    step("bg_stop");
     bg_stop(&b);
     assert_int_equal(peer_stop(&p), 0);
-    // Closed once the peer is gone: nng_close of a PUSH whose pipe the peer
-    // keeps dropping (it redials with the oversized message) can wait for
-    // that pipe's teardown for long.
+    // Closed once the peer is gone, so that no pipe of theirs is mid-teardown.
+    step("nng_close");
     nng_close(raw);
+    step("nng_close");
     nng_close(raw2);
 }
 
@@ -491,12 +551,15 @@ test_node_token(void **state)
     peerproc p;
     peer_start(&p, "--token", "s3cret");
     bg b;
+    step("bg_start and the test's calls");
     bg_start(&b, 2);
     tr_node *n = node_start(b.rt); // presents no token
     uint64_t peer = 0;
     assert_int_equal(tr_node_connect(n, p.url, 300, &peer), TR_ETIMEDOUT);
     assert_false(tr_node_peer_up(n, p.id));
+    step("tr_node_stop");
     tr_node_stop(n);
+    step("bg_stop");
     bg_stop(&b);
     assert_int_equal(peer_stop(&p), 0);
 }
@@ -532,7 +595,9 @@ peer_dies(bool stop_it)
     tr_node_stats st;
     tr_node_stats_get(n, &st);
     assert_int_equal(st.peers_down, 1);
+    step("tr_node_stop");
     tr_node_stop(n);
+    step("bg_stop");
     bg_stop(&f.b);
     if (stop_it) {
         kill(f.p.pid, SIGKILL);
@@ -586,6 +651,7 @@ test_node_tls(void **state)
     assert_true(strncmp(p.url, "tls+tcp://127.0.0.1:", 20) == 0);
     assert_true(strcmp(p.url, "tls+tcp://127.0.0.1:0") != 0); // the real port
     bg b;
+    step("bg_start and the test's calls");
     bg_start(&b, 2);
     tr_node_opts o = {.listen = "tls+tcp://127.0.0.1:0",
                       .token = "tls-token",
@@ -601,6 +667,7 @@ test_node_tls(void **state)
     assert_int_equal(tr_node_whereis(n, peer, "echo", TU_WAIT_MS, &echo), TR_OK);
     tr_err last;
     assert_int_equal(call_n(b.rt, echo, 100, 0, &last), 100);
+    step("tr_node_stop");
     assert_int_equal(tr_node_stop(n), TR_OK);
     // Plain tcp, off loopback or without the test flag, is refused.
     tr_node_opts plain = {.listen = "tcp://127.0.0.1:0", .token = "t"};
@@ -610,6 +677,7 @@ test_node_tls(void **state)
     assert_int_equal(tr_node_start(b.rt, &plain, &n), TR_EINVAL);
     tr_node_opts notoken = {.listen = "tls+tcp://127.0.0.1:0", .tls_cert_key_file = both};
     assert_int_equal(tr_node_start(b.rt, &notoken, &n), TR_EINVAL);
+    step("bg_stop");
     bg_stop(&b);
     assert_int_equal(peer_stop(&p), 0);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
@@ -620,6 +688,7 @@ int
 main(void)
 {
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGALRM, on_alarm);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_node_call_whereis_and_monitor),
         cmocka_unit_test(test_node_remote_executor),
@@ -630,6 +699,8 @@ main(void)
         cmocka_unit_test(test_node_tls),
     };
     int rc = tu_run(tests);
+    step("nng_fini");
     nng_fini();
+    alarm(0);
     return rc;
 }
