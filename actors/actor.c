@@ -1344,6 +1344,17 @@ tr_actor_send(tr_actor *self, tr_actor_addr to, tr_msg *m)
 
 enum { OP_IDLE = 0, OP_CALLING = 2 };
 
+// request_lane: a request passes a local bounded mailbox's bound (the
+// caller waits for the reply instead), but to another node it takes the
+// user lane, whose full link buffer refuses it (TR_EAGAIN): the forced lane
+// would drop it there, and the caller would wait for a reply that cannot
+// come.
+static inline int
+request_lane(tr_actor_addr to)
+{
+    return to.node != 0 ? LANE_TRY : LANE_FORCE;
+}
+
 tr_poll
 tr_actor_send_wait(tr_actor_addr to, tr_cx *cx, tr_actor_op *op, tr_msg *m, tr_err *err)
 {
@@ -1359,7 +1370,8 @@ tr_actor_send_wait(tr_actor_addr to, tr_cx *cx, tr_actor_op *op, tr_msg *m, tr_e
     am->am_kind = TRA_K_USER;
     am->am_corr = 0;
     tr_err e = deliver(to, m, LANE_TRY);
-    if (e != TR_EAGAIN) {
+    if (e != TR_EAGAIN || to.node != 0) {
+        // A remote link's full buffer is not waited for: TR_EAGAIN.
         *err = e;
         return TR_READY;
     }
@@ -1424,7 +1436,7 @@ tr_actor_call(tr_actor_addr to, tr_cx *cx, tr_actor_op *op, tr_msg *m, uint64_t 
         am->am_reply = me;
         am->am_corr = ep->ep_corr;
         am->am_kind = TRA_K_USER;
-        e = deliver(to, m, LANE_FORCE);
+        e = deliver(to, m, request_lane(to));
         if (e != TR_OK) {
             tr_msg_free(m);
             call_cleanup(op);
@@ -1500,7 +1512,7 @@ tr_actor_request(tr_actor *self, tr_actor_addr to, tr_msg *m, uint64_t timeout_n
     tra_msg *am = tra_msg_of(m);
     am->am_corr = rq.rq_corr;
     am->am_reply = me;
-    tr_err err = send_as(self, to, m, TRA_K_USER, LANE_FORCE);
+    tr_err err = send_as(self, to, m, TRA_K_USER, request_lane(to));
     if (err != TR_OK) {
         call_unwatch(to, ref);
         return err;

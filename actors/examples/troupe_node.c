@@ -10,8 +10,10 @@
 //   - "stopper" and "stopper2": stop, with the code in actor, on an Address
 //     whose node is 99 (for tests of remote monitors and calls);
 //   - the executor (TR_NODE_EXECUTOR), with the kind "troupe.add" marked
-//     remote-spawnable (args: two little-endian u64, result: their sum) and
-//     "troupe.local", which is not.
+//     remote-spawnable (args: two little-endian u64, result: their sum),
+//     "troupe.wait" (remote-spawnable, never ends: cancel it) and
+//     "troupe.local", which is not; with --serve-shutdown a peer's Shutdown
+//     ends the process (exit status 0).
 // It prints one line, "NODE <id> <url>", once it listens.
 #include <pthread.h>
 #include <stdio.h>
@@ -70,6 +72,18 @@ add_poll(void *st, tr_cx *cx)
 }
 
 static const tr_task_spec add_spec = {"troupe.add", add_poll, NULL, sizeof(add_task)};
+
+// The kind "troupe.wait": a task that never ends by itself (it is never
+// woken), for tests of a remote Cancel.
+static tr_poll
+wait_poll(void *st, tr_cx *cx)
+{
+    (void)st;
+    (void)cx;
+    return TR_PENDING;
+}
+
+static const tr_task_spec wait_spec = {"troupe.wait", wait_poll, NULL, sizeof(add_task)};
 
 static uint64_t
 le64(const uint8_t *p)
@@ -134,10 +148,14 @@ static const tr_task_spec root_spec = {"troupe-node", root_poll, root_drop, size
 typedef struct closer {
     tr_node *node;
     tr_sem *sem;
+    pthread_mutex_t lock;
+    bool stopped; // under lock: the node is stopped (or being stopped)
 } closer;
 
 // stdin_main stops the node when standard input closes (while the runtime
-// still runs, as tr_node_stop wants), then lets the root finish.
+// still runs, as tr_node_stop wants), then lets the root finish. When a
+// peer's Shutdown ended the runtime first, main stopped the node: the
+// thread leaves without touching anything.
 static void *
 stdin_main(void *arg)
 {
@@ -145,8 +163,14 @@ stdin_main(void *arg)
     char buf[256];
     while (read(0, buf, sizeof buf) > 0) {
     }
-    tr_node_stop(c->node);
-    tr_sem_release(c->sem, 1);
+    pthread_mutex_lock(&c->lock);
+    bool mine = !c->stopped;
+    c->stopped = true;
+    if (mine) {
+        tr_node_stop(c->node);
+        tr_sem_release(c->sem, 1);
+    }
+    pthread_mutex_unlock(&c->lock);
     return NULL;
 }
 
@@ -155,7 +179,7 @@ usage(void)
 {
     fprintf(stderr, "usage: troupe-node --listen URL [--token T] [--dead-after MS] "
                     "[--heartbeat MS] [--recv-max BYTES] [--allow-plain-tcp]\n"
-                    "                   [--cert PEM] [--ca PEM]\n");
+                    "                   [--cert PEM] [--ca PEM] [--serve-shutdown]\n");
     return 2;
 }
 
@@ -168,6 +192,10 @@ main(int argc, char **argv)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--allow-plain-tcp") == 0) {
             o.allow_plain_tcp = true;
+            continue;
+        }
+        if (strcmp(a, "--serve-shutdown") == 0) {
+            o.serve_shutdown = true;
             continue;
         }
         if (v == NULL) {
@@ -207,6 +235,8 @@ main(int argc, char **argv)
     tr_kind_register(rt, "troupe.add", &add_spec, add_init, add_encode);
     tr_kind_set_remote(rt, "troupe.add", true);
     tr_kind_register(rt, "troupe.local", &add_spec, add_init, add_encode);
+    tr_kind_register(rt, "troupe.wait", &wait_spec, add_init, add_encode);
+    tr_kind_set_remote(rt, "troupe.wait", true);
     tr_node *node;
     if ((err = tr_node_start(rt, &o, &node)) != TR_OK) {
         fprintf(stderr, "troupe-node: cannot listen on %s: %s\n", o.listen, tr_strerror(err));
@@ -222,13 +252,26 @@ main(int argc, char **argv)
     tr_sem *sem;
     tr_sem_new(0, &sem);
     pthread_t th;
-    closer c = {node, sem};
+    closer c = {node, sem, PTHREAD_MUTEX_INITIALIZER, false};
     pthread_create(&th, NULL, stdin_main, &c);
     root r = {.sem = sem};
     err = tr_rt_run(rt, &root_spec, NULL, &r, NULL);
-    pthread_join(th, NULL);
+    // The runtime ended: standard input closed, or a peer's Shutdown (with
+    // --serve-shutdown), which leaves the node for main to stop.
+    pthread_mutex_lock(&c.lock);
+    bool shut = !c.stopped;
+    c.stopped = true;
+    if (shut) {
+        tr_node_stop(node);
+    }
+    pthread_mutex_unlock(&c.lock);
+    if (shut) {
+        pthread_detach(th); // blocked reading stdin: exit ends it
+    } else {
+        pthread_join(th, NULL);
+    }
     tr_rt_free(rt);
     tr_sem_free(sem);
     nng_fini(); // last: every socket is closed, every aio stopped
-    return err == TR_OK ? 0 : 1;
+    return err == TR_OK || shut ? 0 : 1;
 }

@@ -67,6 +67,7 @@ step(const char *name)
 // case lowers it (and waits for the event with a deadline above it).
 static const char *g_dead_after = "8000";
 static uint32_t g_dead_after_ms = 8000;
+static uint32_t g_sendbuf; // this process's node's link buffers; 0: the default
 
 // peer_start starts troupe-node listening on listen (NULL: a fresh ipc
 // path) with up to 6 more arguments (a NULL-terminated list, or NULL).
@@ -114,13 +115,12 @@ peer_start(peerproc *p, const char *extra1, const char *extra2)
     peer_start_on(p, NULL, extra);
 }
 
-// peer_stop closes the peer's standard input and waits, with a deadline,
-// for it to exit; a peer that does not is killed and the test fails.
+// peer_wait waits, with a deadline, for the peer to exit (after its stdin
+// closed, or a Shutdown); a peer that does not is killed and the test
+// fails. It returns the wait status.
 static int
-peer_stop(peerproc *p)
+peer_wait(peerproc *p, const char *why)
 {
-    step("peer_stop");
-    close(p->in);
     int pfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
     assert_true(pfd >= 0);
     struct pollfd pf = {.fd = pfd, .events = POLLIN};
@@ -134,11 +134,22 @@ peer_stop(peerproc *p)
     }
     int st = 0;
     waitpid(p->pid, &st, 0);
+    close(p->in);
     fclose(p->out);
     if (ready == 0) {
-        fail_msg("the peer did not stop within %d ms of its stdin closing", 3 * TU_WAIT_MS);
+        fail_msg("the peer did not stop within %d ms of %s", 3 * TU_WAIT_MS, why);
     }
     return st;
+}
+
+// peer_stop closes the peer's standard input and waits for it to exit.
+static int
+peer_stop(peerproc *p)
+{
+    step("peer_stop");
+    close(p->in);
+    p->in = -1;
+    return peer_wait(p, "its stdin closing");
 }
 
 static tr_node *
@@ -146,7 +157,8 @@ node_start(tr_rt *rt)
 {
     char url[128];
     snprintf(url, sizeof url, "ipc:///tmp/troupe-test-self-%d-%d.sock", (int)getpid(), g_seq++);
-    tr_node_opts o = {.listen = url, .heartbeat_ms = 100, .dead_after_ms = g_dead_after_ms};
+    tr_node_opts o = {
+        .listen = url, .heartbeat_ms = 100, .dead_after_ms = g_dead_after_ms, .sendbuf = g_sendbuf};
     tr_node *n = NULL;
     assert_int_equal(tr_node_start(rt, &o, &n), TR_OK);
     return n;
@@ -196,19 +208,36 @@ rcaller_drop(void *arg)
 
 static const tr_task_spec rcaller_spec = {"rcaller", rcaller_poll, rcaller_drop, sizeof(rcaller)};
 
+// call_start starts a task that makes n calls; call_finish waits for it
+// and returns how many came back right, and *last the error of the last.
+static void
+call_start(tr_rt *rt, tr_actor_addr to, uint64_t n, uint64_t timeout_ns, uint64_t tag, uint64_t val,
+           tr_join *j)
+{
+    rcaller init = {.to = to, .n = n, .timeout_ns = timeout_ns, .tag = tag, .val = val};
+    assert_int_equal(tr_spawn(rt, &rcaller_spec, NULL, &init, j), TR_OK);
+}
+
+static uint64_t
+call_finish(tr_join *j, tr_err *last)
+{
+    tr_outcome out;
+    if (tr_join_wait_timeout(j, &out, (uint64_t)TU_WAIT_MS * 1000000u) != TR_OK) {
+        fail_msg("calls still running after %d ms, in step %s", TU_WAIT_MS, g_step);
+    }
+    *last = (tr_err)(out.value.u64 >> 48);
+    return out.value.u64 & (((uint64_t)1 << 48) - 1);
+}
+
 // call_n returns how many of n calls came back right, and *last the error
 // of the last one.
 static uint64_t
 call_tagged(tr_rt *rt, tr_actor_addr to, uint64_t n, uint64_t timeout_ns, uint64_t tag,
             uint64_t val, tr_err *last)
 {
-    rcaller init = {.to = to, .n = n, .timeout_ns = timeout_ns, .tag = tag, .val = val};
     tr_join j;
-    assert_int_equal(tr_spawn(rt, &rcaller_spec, NULL, &init, &j), TR_OK);
-    tr_outcome out;
-    assert_int_equal(tr_join_wait_timeout(&j, &out, (uint64_t)TU_WAIT_MS * 1000000u), TR_OK);
-    *last = (tr_err)(out.value.u64 >> 48);
-    return out.value.u64 & (((uint64_t)1 << 48) - 1);
+    call_start(rt, to, n, timeout_ns, tag, val, &j);
+    return call_finish(&j, last);
 }
 
 static uint64_t
@@ -223,9 +252,9 @@ call_n(tr_rt *rt, tr_actor_addr to, uint64_t n, uint64_t timeout_ns, tr_err *las
 typedef struct sink {
     pthread_mutex_t lock;
     pthread_cond_t cv;
-    unsigned downs, spawned, results, errors, link_stops;
-    tr_err down_reason, error_code, link_reason;
-    uint64_t result;
+    unsigned downs, spawned, results, errors, link_stops, dones, statuses;
+    tr_err down_reason, error_code, link_reason, result_error;
+    uint64_t result, task_id, running;
 } sink;
 
 static void
@@ -269,8 +298,15 @@ sink_receive(tr_actor *self, void *state, tr_msg *m)
         const Troupe__V1__ExecutorReply *r = tr_msg_body(m);
         if (r->reply_case == TROUPE__V1__EXECUTOR_REPLY__REPLY_SPAWNED) {
             s->spawned++;
+            s->task_id = r->spawned->task_id;
+        } else if (r->reply_case == TROUPE__V1__EXECUTOR_REPLY__REPLY_DONE) {
+            s->dones++;
+        } else if (r->reply_case == TROUPE__V1__EXECUTOR_REPLY__REPLY_STATUS) {
+            s->statuses++;
+            s->running = r->status->live_tasks;
         } else if (r->reply_case == TROUPE__V1__EXECUTOR_REPLY__REPLY_RESULT) {
             const Troupe__V1__TaskResult *t = r->result;
+            s->result_error = (tr_err)t->error;
             uint64_t v = 0;
             for (size_t i = 0; i < t->result.len && i < 8; i++) {
                 v |= (uint64_t)t->result.data[i] << (8 * i);
@@ -330,6 +366,16 @@ static const tr_actor_spec linkee_spec = {.name = "linkee",
 
 static const tr_actor_spec sink_spec = {
     .name = "sink", .size = sizeof(sink *), .init = sink_actor_init, .receive = sink_receive};
+
+// sink_spawn starts a sink actor recording into s, and returns its address.
+static tr_actor_addr
+sink_spawn(tr_rt *rt, sink *s)
+{
+    sink_init(s);
+    tr_actor_addr me;
+    assert_int_equal(tr_actor_spawn(rt, &sink_spec, s, NULL, &me), TR_OK);
+    return me;
+}
 
 // ---------------------------------------------------------------------------
 
@@ -398,9 +444,7 @@ test_node_call_whereis_and_monitor(void **state)
 
     // A monitor of a remote actor: the Down carries its reason.
     sink s;
-    sink_init(&s);
-    tr_actor_addr me;
-    assert_int_equal(tr_actor_spawn(f.b.rt, &sink_spec, &s, NULL, &me), TR_OK);
+    tr_actor_addr me = sink_spawn(f.b.rt, &s);
     tr_actor_addr stopper;
     assert_int_equal(tr_node_whereis(n, peer, "stopper", TU_WAIT_MS, &stopper), TR_OK);
     assert_int_equal(tr_actor_monitor(me, stopper, NULL), TR_OK);
@@ -461,6 +505,32 @@ send_spawn(tr_actor_addr exec, tr_actor_addr reply_to, const char *kind, uint64_
     assert_int_equal(tr_actor_send(NULL, exec, m), TR_OK);
 }
 
+// send_cmd sends the executor a command other than Spawn: a Cancel of
+// task_id, a StatusRequest or an immediate Shutdown.
+static void
+send_cmd(tr_actor_addr exec, tr_actor_addr reply_to, Troupe__V1__ExecutorCommand__CommandCase which,
+         uint64_t task_id, uint64_t corr)
+{
+    Troupe__V1__ExecutorCommand *c;
+    tr_msg *m = tr_msg_new(&troupe__v1__executor_command__descriptor, 256, (void **)&c);
+    c->command_case = which;
+    c->correlation_id = corr;
+    if (which == TROUPE__V1__EXECUTOR_COMMAND__COMMAND_CANCEL) {
+        c->cancel = tr_msg_arena(m, sizeof *c->cancel);
+        troupe__v1__cancel__init(c->cancel);
+        c->cancel->task_id = task_id;
+    } else if (which == TROUPE__V1__EXECUTOR_COMMAND__COMMAND_STATUS) {
+        c->status = tr_msg_arena(m, sizeof *c->status);
+        troupe__v1__status_request__init(c->status);
+    } else {
+        c->shutdown = tr_msg_arena(m, sizeof *c->shutdown);
+        troupe__v1__shutdown__init(c->shutdown);
+        c->shutdown->mode = TROUPE__V1__SHUTDOWN_MODE__SHUTDOWN_MODE_IMMEDIATE;
+    }
+    tr_msg_set_reply_to(m, reply_to);
+    assert_int_equal(tr_actor_send(NULL, exec, m), TR_OK);
+}
+
 static void
 test_node_remote_executor(void **state)
 {
@@ -468,9 +538,7 @@ test_node_remote_executor(void **state)
     fix f;
     fix_up(&f, NULL, NULL);
     sink s;
-    sink_init(&s);
-    tr_actor_addr me;
-    assert_int_equal(tr_actor_spawn(f.b.rt, &sink_spec, &s, NULL, &me), TR_OK);
+    tr_actor_addr me = sink_spawn(f.b.rt, &s);
     tr_actor_addr exec = {f.peer, TR_NODE_EXECUTOR};
     // A remote-spawnable kind: Spawned, then the encoded result.
     send_spawn(exec, me, "troupe.add", 7);
@@ -485,7 +553,66 @@ test_node_remote_executor(void **state)
     send_spawn(exec, me, "troupe.nothing", 9);
     assert_true(sink_wait(&s, &s.errors, 2));
     assert_int_equal(s.results, 1);
+    // This peer was not started with --serve-shutdown: it refuses a
+    // Shutdown and serves on.
+    send_cmd(exec, me, TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SHUTDOWN, 0, 10);
+    assert_true(sink_wait(&s, &s.errors, 3));
+    assert_int_equal(s.error_code, TR_EPERM);
+    send_spawn(exec, me, "troupe.add", 11);
+    assert_true(sink_wait(&s, &s.results, 2));
+    assert_int_equal(s.result, 42);
     fix_down(&f);
+}
+
+// Cancel of a running remote task, StatusRequest, and Shutdown: refused
+// by a peer that does not serve it, carried out by one that does.
+static void
+test_node_remote_cancel_status_shutdown(void **state)
+{
+    (void)state;
+    fix f;
+    fix_up(&f, "--serve-shutdown", NULL);
+    sink s;
+    tr_actor_addr me = sink_spawn(f.b.rt, &s);
+    tr_actor_addr exec = {f.peer, TR_NODE_EXECUTOR};
+    // A task that runs until cancelled.
+    send_spawn(exec, me, "troupe.wait", 21);
+    assert_true(sink_wait(&s, &s.spawned, 1));
+    uint64_t task = s.task_id;
+    assert_true(task != 0);
+    send_cmd(exec, me, TROUPE__V1__EXECUTOR_COMMAND__COMMAND_STATUS, 0, 22);
+    assert_true(sink_wait(&s, &s.statuses, 1));
+    assert_true(s.running >= 1);
+    assert_int_equal(s.results, 0);
+    // Cancel it: Done, then its result, the cancellation.
+    send_cmd(exec, me, TROUPE__V1__EXECUTOR_COMMAND__COMMAND_CANCEL, task, 23);
+    assert_true(sink_wait(&s, &s.dones, 1));
+    assert_true(sink_wait(&s, &s.results, 1));
+    assert_int_equal(s.result_error, TR_ECANCELED);
+    // A second Cancel of the same task: it is gone.
+    send_cmd(exec, me, TROUPE__V1__EXECUTOR_COMMAND__COMMAND_CANCEL, task, 24);
+    assert_true(sink_wait(&s, &s.errors, 1));
+    assert_int_equal(s.error_code, TR_ENOTFOUND);
+    // Shutdown: the peer's process ends on its own (stdin stays open), and
+    // a monitor of one of its actors gets a Down.
+    tr_actor_addr echo;
+    assert_int_equal(tr_node_whereis(f.n, f.peer, "echo", TU_WAIT_MS, &echo), TR_OK);
+    assert_int_equal(tr_actor_monitor(me, echo, NULL), TR_OK);
+    send_spawn(exec, me, "troupe.wait", 25); // running when the Shutdown comes
+    assert_true(sink_wait(&s, &s.spawned, 2));
+    step("remote Shutdown");
+    send_cmd(exec, me, TROUPE__V1__EXECUTOR_COMMAND__COMMAND_SHUTDOWN, 0, 26);
+    int st = peer_wait(&f.p, "a Shutdown");
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    // The Down says the peer's runtime shut down when the echo's stop
+    // crossed the link before it went away, or that the link is gone.
+    assert_true(sink_wait(&s, &s.downs, 1));
+    assert_true(s.down_reason == TR_ESHUTDOWN || s.down_reason == TR_ENOTCONN);
+    step("tr_node_stop");
+    assert_int_equal(tr_node_stop(f.n), TR_OK);
+    step("bg_stop");
+    bg_stop(&f.b);
 }
 
 static void
@@ -574,9 +701,7 @@ peer_dies(bool stop_it)
     tr_actor_addr echo;
     assert_int_equal(tr_node_whereis(n, peer, "echo", TU_WAIT_MS, &echo), TR_OK);
     sink s;
-    sink_init(&s);
-    tr_actor_addr me;
-    assert_int_equal(tr_actor_spawn(f.b.rt, &sink_spec, &s, NULL, &me), TR_OK);
+    tr_actor_addr me = sink_spawn(f.b.rt, &s);
     assert_int_equal(tr_actor_monitor(me, echo, NULL), TR_OK);
     linkee li = {&s, echo};
     assert_int_equal(tr_actor_spawn(f.b.rt, &linkee_spec, &li, NULL, NULL), TR_OK);
@@ -621,6 +746,125 @@ test_node_peer_stopped(void **state)
     g_dead_after = "2000";
     g_dead_after_ms = 2000;
     peer_dies(true);
+    g_dead_after = "8000";
+    g_dead_after_ms = 8000;
+}
+
+// The filler: on "go" (any message from no one) it sends requests to the
+// actor at s->to until one is refused, then counts the replies.
+typedef struct filler {
+    tr_actor_addr to;
+    unsigned accepted, replies; // under lock
+    bool filled;                // under lock
+    tr_err refusal;             // under lock
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+} filler;
+
+static tr_err
+filler_init(tr_actor *self, void *state, void *arg)
+{
+    (void)self;
+    *(filler **)state = arg;
+    return TR_OK;
+}
+
+static void
+filler_receive(tr_actor *self, void *state, tr_msg *m)
+{
+    filler *f = *(filler **)state;
+    if (tr_msg_correlation(m) == 0) {
+        tr_err err = TR_OK;
+        unsigned n = 0;
+        // The bound: the link's buffer and the kernel's take a few
+        // hundred; a million is far past them.
+        for (unsigned i = 0; i < 1000000 && err == TR_OK; i++) {
+            tr_msg *r = num_msg(5, i);
+            err = tr_actor_request(self, f->to, r, 0, NULL);
+            if (err != TR_OK) {
+                tr_msg_free(r); // refused: still ours
+            } else {
+                n++;
+            }
+        }
+        pthread_mutex_lock(&f->lock);
+        f->accepted = n;
+        f->refusal = err;
+        f->filled = true;
+        pthread_cond_broadcast(&f->cv);
+        pthread_mutex_unlock(&f->lock);
+        return;
+    }
+    pthread_mutex_lock(&f->lock);
+    f->replies += !tr_msg_is(m, &troupe__v1__call_failed__descriptor);
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->lock);
+}
+
+static const tr_actor_spec filler_spec = {
+    .name = "filler", .size = sizeof(filler *), .init = filler_init, .receive = filler_receive};
+
+// filler_wait waits for *flag, or for every accepted request's reply.
+static bool
+filler_wait(filler *f, bool replies)
+{
+    struct timespec dl = tu_abstime(TU_WAIT_MS);
+    pthread_mutex_lock(&f->lock);
+    while (!(replies ? f->filled && f->replies >= f->accepted : f->filled) &&
+           pthread_cond_timedwait(&f->cv, &f->lock, &dl) == 0) {
+    }
+    bool ok = replies ? f->filled && f->replies >= f->accepted : f->filled;
+    pthread_mutex_unlock(&f->lock);
+    return ok;
+}
+
+// A peer that stops reading (SIGSTOP): requests to it fill the link's
+// buffer, then are refused at once with TR_EAGAIN (never dropped while the
+// caller waits for a reply that cannot come) and counted; once the peer
+// runs again every accepted request is answered.
+static void
+test_node_link_full(void **state)
+{
+    (void)state;
+    // Long enough that the stopped peer is not declared dead meanwhile.
+    g_dead_after = "60000";
+    g_dead_after_ms = 60000;
+    // A short link buffer: what fills it comes back as a burst of replies
+    // well within the peer's own buffer (1024), none dropped there.
+    g_sendbuf = 64;
+    fix f;
+    fix_up(&f, NULL, NULL);
+    filler fl = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    tu_cond_init(&fl.cv);
+    assert_int_equal(tr_node_whereis(f.n, f.peer, "echo", TU_WAIT_MS, &fl.to), TR_OK);
+    tr_actor_addr fa;
+    assert_int_equal(tr_actor_spawn(f.b.rt, &filler_spec, &fl, NULL, &fa), TR_OK);
+    kill(f.p.pid, SIGSTOP);
+    step("filling the link");
+    assert_int_equal(tr_actor_send(NULL, fa, num_msg(1, 0)), TR_OK);
+    assert_true(filler_wait(&fl, false));
+    assert_int_equal(fl.refusal, TR_EAGAIN);
+    assert_true(fl.accepted >= 64);
+    tr_node_stats st;
+    tr_node_stats_get(f.n, &st);
+    assert_true(st.send_full >= 1);
+    // A call from a task while the peer is stopped: refused at once if the
+    // link is still full when it is made (the buffer's edge moves as nng
+    // pushes what it holds into the pipe), else answered once the peer runs
+    // again; never lost with its caller waiting.
+    tr_join call;
+    call_start(f.b.rt, fl.to, 1, 0, 0, 0, &call);
+    kill(f.p.pid, SIGCONT);
+    step("replies after SIGCONT");
+    tr_err last;
+    uint64_t ok = call_finish(&call, &last);
+    assert_true((ok == 1 && last == TR_OK) || (ok == 0 && last == TR_EAGAIN));
+    assert_true(filler_wait(&fl, true));
+    assert_int_equal(call_n(f.b.rt, fl.to, 10, 0, &last), 10);
+    assert_true(tr_node_peer_up(f.n, f.peer));
+    fix_down(&f);
+    pthread_cond_destroy(&fl.cv);
+    g_sendbuf = 0;
     g_dead_after = "8000";
     g_dead_after_ms = 8000;
 }
@@ -692,10 +936,12 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_node_call_whereis_and_monitor),
         cmocka_unit_test(test_node_remote_executor),
+        cmocka_unit_test(test_node_remote_cancel_status_shutdown),
         cmocka_unit_test(test_node_hostile_input),
         cmocka_unit_test(test_node_token),
         cmocka_unit_test(test_node_peer_killed),
         cmocka_unit_test(test_node_peer_stopped),
+        cmocka_unit_test(test_node_link_full),
         cmocka_unit_test(test_node_tls),
     };
     int rc = tu_run(tests);

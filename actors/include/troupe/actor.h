@@ -238,8 +238,9 @@ TR_API void tr_actor_keep(tr_actor *self, tr_msg *m);
 // a forward does). Never waits. Takes ownership of m on TR_OK;
 // on an error the caller still owns it: TR_ENOTFOUND (no such actor: it
 // stopped, or never was), TR_EAGAIN (its mailbox is bounded and full: try
-// later, or wait with tr_actor_send_wait from a task), TR_EINVAL (m is not
-// an actor message). Any thread.
+// later, or wait with tr_actor_send_wait from a task; or, for an actor on
+// another node, the link's send buffer is full: the peer is far behind),
+// TR_EINVAL (m is not an actor message). Any thread.
 TR_API tr_err tr_actor_send(tr_actor *self, tr_actor_addr to, tr_msg *m);
 
 // An awaitable send or call; embed it zeroed in the task's state. Idle
@@ -258,8 +259,9 @@ _Static_assert(sizeof(tr_actor_op) == 4 * sizeof(uint64_t) + 8 + sizeof(tr_timer
 
 // tr_actor_send_wait is the awaitable send: it waits for room in a bounded
 // mailbox. TR_READY with *err TR_OK: sent (the mailbox owns m); with
-// another error (TR_ENOTFOUND: the receiver stopped meanwhile, TR_EINVAL)
-// the caller still owns m. TR_PENDING: call again with the same m and op.
+// another error (TR_ENOTFOUND: the receiver stopped meanwhile, TR_EINVAL;
+// TR_EAGAIN for an actor on another node whose link buffer is full: that
+// is not waited for) the caller still owns m. TR_PENDING: call again with the same m and op.
 // A leaf operation (charges the poll budget). From a task. A task cancelled
 // while the send waits calls tr_actor_op_abandon in its drop (and frees m).
 TR_API tr_poll tr_actor_send_wait(tr_actor_addr to, tr_cx *cx, tr_actor_op *op, tr_msg *m,
@@ -271,7 +273,8 @@ TR_API tr_poll tr_actor_send_wait(tr_actor_addr to, tr_cx *cx, tr_actor_op *op, 
 // NULL: TR_ETIMEDOUT, TR_ENOTFOUND (no such actor), or the reason the
 // callee stopped with before replying (TR_OK becomes TR_ECLOSED: a callee
 // that stops normally without replying still fails the call), at once, not
-// at the timeout. Takes ownership of m in every case. From a task; a task
+// at the timeout; TR_EAGAIN at once for an actor on another node whose
+// link buffer is full. Takes ownership of m in every case. From a task; a task
 // cancelled mid-call calls tr_actor_op_abandon in its drop.
 TR_API tr_poll tr_actor_call(tr_actor_addr to, tr_cx *cx, tr_actor_op *op, tr_msg *m,
                              uint64_t timeout_ns, tr_msg **reply, tr_err *err);
@@ -284,8 +287,9 @@ TR_API void tr_actor_op_abandon(tr_actor_op *op);
 // correlation id (in *corr) and returns at once; the reply arrives as a
 // message with that correlation id, or a CallFailed message (callee stopped
 // or timeout_ns passed; 0: no limit) — exactly one of the two. Takes
-// ownership of m on TR_OK; TR_ENOTFOUND leaves it to the caller. From the
-// actor's callbacks.
+// ownership of m on TR_OK; TR_ENOTFOUND, and TR_EAGAIN (an actor on another
+// node whose link buffer is full), leave it to the caller. From the actor's
+// callbacks.
 TR_API tr_err tr_actor_request(tr_actor *self, tr_actor_addr to, tr_msg *m, uint64_t timeout_ns,
                                uint64_t *corr);
 

@@ -44,7 +44,13 @@ typedef struct tr_node tr_node;
 #define TR_NODE_RECV_MAX_DEFAULT ((size_t)4 << 20)
 
 // The actor id of every node's executor (when serve_executor is set):
-// send it ExecutorCommand messages (troupe/executor.h) from another node.
+// send it ExecutorCommand messages (troupe/executor.h) from another node,
+// with a reply-to. Spawn runs only kinds marked tr_kind_set_remote (others:
+// an Error with TR_EPERM); Cancel and StatusRequest are served as locally.
+// Shutdown is refused with TR_EPERM unless serve_shutdown is set; then the
+// node answers Done and the runtime shuts down as tr_exec_send would have
+// it: the link goes away with it, so Done may be the last thing the peer
+// hears, or (the process exiting at once) lost.
 #define TR_NODE_EXECUTOR ((uint64_t)1)
 
 typedef struct tr_node_opts {
@@ -59,6 +65,7 @@ typedef struct tr_node_opts {
     uint32_t sendbuf;              // messages queued per link; 0: 1024
     bool allow_plain_tcp;          // tcp:// on a loopback address (tests only)
     bool serve_executor;           // answer ExecutorCommand sent to TR_NODE_EXECUTOR
+    bool serve_shutdown;           // with serve_executor: carry out a peer's Shutdown
 } tr_node_opts;
 
 // tr_node_start makes this process a node of rt, listening at opts->listen.
