@@ -23,10 +23,10 @@
 // thread (or the blocking pool); moving the spawn onto the blocking pool
 // here would make the start asynchronous, which the API does not need yet.
 //
-// The group: the runtime's TR_PROCESS_NEW_PGROUP (the child's pid is its
-// group id), so kill(-pid) reaches the program's children too, unless one
-// of them made a session or group of its own (the daemon will add cgroups
-// for those).
+// The session: the runtime's TR_PROCESS_NEW_SESSION (setsid; the leader's
+// pid is its session and group id, and it has no controlling terminal), so
+// kill(-pid) reaches the program's children too, unless one of them made a
+// session or group of its own (the daemon will add cgroups for those).
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -453,7 +453,7 @@ tr_proc_actor_start(tr_rt *rt, const tr_proc_opts *o, tr_actor_addr owner, tr_ac
         .envp = o->envp,
         .cwd = o->cwd,
         .stdio = {o->stdin_len > 0 ? TR_STDIO_PIPE : TR_STDIO_NULL, TR_STDIO_PIPE, TR_STDIO_PIPE},
-        .flags = TR_PROCESS_NEW_PGROUP | (o->search_path ? TR_PROCESS_SEARCH_PATH : 0u),
+        .flags = TR_PROCESS_NEW_SESSION | (o->search_path ? TR_PROCESS_SEARCH_PATH : 0u),
     };
     r->r_start_err = tr_process_spawn(rt, &po, &r->r_proc);
     if (r->r_start_err != TR_OK) {

@@ -1,10 +1,11 @@
 // test_proc_actor.c: external programs as actors (troupe/proc_actor.h):
 // exit codes, captured output, stdin, the cap, timeouts that kill the whole
 // group, a program that cannot start, an exit while a grandchild holds the
-// pipes, and a stop of the actor.
+// pipes, a stop of the actor, and the leader's own session.
 #include "actors/actor_util.h"
 
 #include <signal.h>
+#include <unistd.h>
 #include <troupe/proc_actor.h>
 
 // The owner: keeps a copy of the one ProcessExit it expects.
@@ -201,6 +202,29 @@ test_proc_actor_kill_and_stop(void **state)
     bg_stop(&b);
 }
 
+// The leader leads a session of its own, and its group: the shell prints
+// its pid, session (field 6) and group (5) from /proc/$$/stat (comm "sh"
+// has no spaces, so read splits the fields right).
+static void
+test_proc_actor_session_leader(void **state)
+{
+    (void)state;
+    bg b;
+    bg_start(&b, 2);
+    outcome o;
+    char *sh[] = {"/bin/sh", "-c", "read -r p c s pp g sid r </proc/$$/stat; echo $$ $sid $g",
+                  NULL};
+    run_prog(&b, &o, &(tr_proc_opts){.argv = sh});
+    wait_exit(&o);
+    assert_int_equal(o.x.code, 0);
+    char want[64];
+    snprintf(want, sizeof want, "%d %d %d\n", o.x.pid, o.x.pid, o.x.pid);
+    assert_string_equal(o.out, want);
+    assert_true(tu_proc_stat_field(getpid(), 6) != o.x.pid);
+    tu_event_destroy(&o.ev);
+    bg_stop(&b);
+}
+
 int
 main(void)
 {
@@ -210,6 +234,7 @@ main(void)
         cmocka_unit_test(test_proc_actor_timeout_kills_the_group),
         cmocka_unit_test(test_proc_actor_exit_is_the_leaders),
         cmocka_unit_test(test_proc_actor_kill_and_stop),
+        cmocka_unit_test(test_proc_actor_session_leader),
     };
     return tu_run(tests);
 }

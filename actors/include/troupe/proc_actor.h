@@ -4,13 +4,13 @@
 // its owner one ProcessExit message (proto/troupe/v1/process.proto) and
 // stops. The daemon's exec jobs run through it.
 //
-// The program runs in a process group of its own, so a timeout, a
-// ProcessKill or a stop of the actor signals the whole group: SIGTERM,
-// then SIGKILL after the grace period. The exit is its leader's exit, not
-// the end of its pipes (a grandchild may keep them open): output that
-// arrives after the leader exited is not reported. Past the cap, output is
-// still drained (the program never blocks on a full pipe) and thrown away,
-// and ProcessExit says truncated.
+// The program's leader runs in a session of its own (setsid: its pid is
+// its session and process group id, and it has no controlling terminal),
+// so a timeout, a ProcessKill or a stop of the actor signals the whole
+// group (kill(-pid)): SIGTERM, then SIGKILL after the grace period. The exit is its leader's exit,
+// not the end of its pipes (a grandchild may keep them open): output that arrives after the leader
+// exited is not reported. Past the cap, output is still drained (the program never blocks on a full
+// pipe) and thrown away, and ProcessExit says truncated.
 #ifndef TROUPE_PROC_ACTOR_H
 #define TROUPE_PROC_ACTOR_H
 
