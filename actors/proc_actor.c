@@ -5,7 +5,8 @@
 //   - the waiter awaits the leader's exit (tr_process_wait, through a pidfd
 //     the reactor watches) under the timeout; on a timeout, a ProcessKill
 //     with no signal or a stop of the actor it sends SIGTERM to the process
-//     group, then SIGKILL once the grace period has passed;
+//     group, then SIGKILL once the grace period has passed (and writes the
+//     cgroup's cgroup.kill, when there is one);
 //   - two readers drain stdout and stderr into the record, up to the cap
 //     (past it they keep reading and throw the bytes away, so the program
 //     never blocks on a full pipe);
@@ -21,10 +22,12 @@
 //     full owner delays its own messages and never the program. Streamed
 //     chunks are cut from the record (r_sent: what the courier took), up
 //     to OUT_CHUNK each, so a burst of small reads costs few messages.
-// The exit is the leader's: once it is reaped, the waiter gives the readers a short drain
-// (DRAIN_MS, for what the program wrote just before it exited), then closes the record (r_closed:
-// the counts are final, readers keep nothing more), marks ProcessExit due, cancels the readers and
-// the writer, and stops the actor. A program that cannot be started is reported the same way, at
+// The exit is the leader's: once it is reaped (and its cgroup, if any, is
+// empty and gone), the waiter gives the readers a short drain (DRAIN_MS,
+// for what the program wrote just before it exited), then closes the
+// record (r_closed: the counts are final, readers keep nothing more),
+// marks ProcessExit due, cancels the readers and the writer, and stops the
+// actor. A program that cannot be started is reported the same way, at
 // once, with the error.
 //
 // posix_spawn runs on the thread that calls tr_proc_actor_start (about 0.1
@@ -32,17 +35,22 @@
 // daemon, which starts jobs in bursts, is expected to call from its own
 // thread (or the blocking pool); moving the spawn onto the blocking pool
 // here would make the start asynchronous, which the API does not need yet.
-// The prlimits run there too, right after the spawn; only then do the
-// writer (stdin) and the readers start. Between the exec and those calls
-// the program runs without its limits (a few microseconds): posix_spawn
-// has no rlimit attribute.
+// The prlimits, the cgroup's mkdir and its cgroup.procs write run there
+// too, right after the spawn; only then do the writer (stdin) and the
+// readers start. Between the exec and those calls the program runs
+// unconfined (a few microseconds): posix_spawn has no rlimit or cgroup
+// attribute, and clone3(CLONE_INTO_CGROUP) would mean leaving posix_spawn.
 //
 // The session: the runtime's TR_PROCESS_NEW_SESSION (setsid; the leader's
 // pid is its session and group id, and it has no controlling terminal), so
 // kill(-pid) reaches the program's children too, unless one of them made a
-// session or group of its own. A group signal is sent only while the
-// leader has not been reaped (r_reaped): after that its pid, and so the
-// group id, may name another process's group.
+// session or group of its own: the cgroup catches those. A group signal is
+// sent only while the leader has not been reaped (r_reaped): after that its
+// pid, and so the group id, may name another process's group. A cgroup is
+// emptied when the leader has exited: cgroup.kill, then the waiter waits
+// for "populated 0" through inotify on cgroup.events (the kernel notifies
+// a modification there), bounded by the grace period, and rmdirs it; past
+// the bound the report goes first and the rmdir follows the event.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -52,7 +60,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <troupe/io.h>
@@ -99,6 +109,8 @@ typedef struct run {
     size_t r_stdin_len;
     uint64_t r_timeout_ms, r_grace_ms;
     uint64_t r_start_time; // the leader's, in clock ticks since boot
+    char *r_cg;            // the cgroup directory, NULL: none (immutable once set)
+    bool r_cg_gone;        // it was removed (the waiter's, or the start's before it)
 } run;
 
 static void
@@ -114,6 +126,7 @@ run_unref(run *r)
     free(r->r_out[1]);
     free(r->r_stdin);
     free(r->r_start_text);
+    free(r->r_cg);
     pthread_mutex_destroy(&r->r_lock);
     free(r);
 }
@@ -211,6 +224,105 @@ tr_proc_start_time(pid_t pid, uint64_t *out)
 }
 
 // ---------------------------------------------------------------------------
+// The cgroup. Small reads and writes of cgroupfs files: they do not block.
+
+static _Atomic uint64_t g_cg_seq; // names: one sequence per process
+
+static int
+cg_write(const run *r, const char *file, const char *text)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", r->r_cg, file);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return errno;
+    }
+    int e = write(fd, text, strlen(text)) < 0 ? errno : 0;
+    close(fd);
+    return e;
+}
+
+// cg_make makes the program's cgroup below parent.
+static tr_err
+cg_make(run *r, const char *parent)
+{
+    char path[PATH_MAX];
+    for (int tries = 0; tries < 16; tries++) {
+        uint64_t n = atomic_fetch_add_explicit(&g_cg_seq, 1, memory_order_relaxed) + 1;
+        int len = snprintf(path, sizeof path, "%s/troupe-%d-%llu", parent, (int)getpid(),
+                           (unsigned long long)n);
+        if (len < 0 || (size_t)len >= sizeof path) {
+            set_error(r, TR_EINVAL, "cgroup: %s: name too long", parent);
+            return TR_EINVAL;
+        }
+        if (mkdir(path, 0755) == 0) {
+            r->r_cg = tra_strdup(path);
+            return TR_OK;
+        }
+        if (errno != EEXIST) { // EEXIST: left behind by an earlier process of our pid
+            int e = errno;
+            set_error(r, tr_err_from_errno(e), "cgroup: mkdir %s: %s", path, strerror(e));
+            return r->r_start_err;
+        }
+    }
+    set_error(r, TR_EEXIST, "cgroup: no free name below %s", parent);
+    return TR_EEXIST;
+}
+
+// cg_kill kills everything in the cgroup: cgroup.kill (Linux 5.14), else
+// SIGKILL to each pid cgroup.procs lists (a fork racing with it is caught
+// at the next cgroup.events notification, which re-kills).
+static void
+cg_kill(const run *r)
+{
+    if (r->r_cg == NULL || r->r_cg_gone || cg_write(r, "cgroup.kill", "1") != ENOENT) {
+        return;
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/cgroup.procs", r->r_cg);
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        return;
+    }
+    int pid;
+    while (fscanf(f, "%d", &pid) == 1) {
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+        }
+    }
+    fclose(f);
+}
+
+// cg_populated reports whether a process is left in the cgroup (false once
+// the directory is gone).
+static bool
+cg_populated(const run *r)
+{
+    char path[PATH_MAX], buf[256];
+    snprintf(path, sizeof path, "%s/cgroup.events", r->r_cg);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return false;
+    }
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) {
+        return false;
+    }
+    buf[n] = '\0';
+    return strstr(buf, "populated 1") != NULL;
+}
+
+// cg_remove removes the (empty) cgroup.
+static void
+cg_remove(run *r)
+{
+    if (r->r_cg != NULL && !r->r_cg_gone && (rmdir(r->r_cg) == 0 || errno == ENOENT)) {
+        r->r_cg_gone = true;
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The courier: the owner's messages, in order (see the design notes).
 
 // next_msg builds the next message that is due, or returns NULL; *last
@@ -222,10 +334,11 @@ next_msg(run *r, bool *last)
     if (r->r_started_due) {
         r->r_started_due = false;
         Troupe__V1__ProcessStarted *s;
-        m = tr_msg_new(&troupe__v1__process_started__descriptor, 64, (void **)&s);
+        m = tr_msg_new(&troupe__v1__process_started__descriptor,
+                       64 + (r->r_cg != NULL ? strlen(r->r_cg) + 1 : 0), (void **)&s);
         s->pid = (int32_t)r->r_pid;
         s->start_time = r->r_start_time;
-        s->cgroup = "";
+        s->cgroup = r->r_cg != NULL ? tr_msg_strdup(m, r->r_cg) : "";
         return m;
     }
     for (size_t i = 0; r->r_stream && i < 2; i++) {
@@ -468,23 +581,78 @@ static const tr_task_spec writer_spec = {"tr.proc.writer", writer_poll, writer_d
 // ---------------------------------------------------------------------------
 // The waiter.
 
-enum { PH_RUN, PH_GRACE, PH_KILLED, PH_REAPED, PH_DRAIN, PH_DONE };
+enum { PH_RUN, PH_GRACE, PH_KILLED, PH_REAPED, PH_CGROUP, PH_DRAIN, PH_LATE, PH_DONE };
 
 typedef struct waiter {
     run *w_run;
     int w_phase;
     bool w_timed_out;
+    bool w_late;  // the cgroup was not empty in time: rmdir after the report
     tr_err w_err; // the wait's
     tr_timeout w_to;
     tr_timer w_drain;
     tr_exit_status w_st;
+    tr_io *w_ino;        // inotify on cgroup.events
+    uint64_t w_deadline; // for the cgroup to empty
+    char w_ev[sizeof(struct inotify_event) + NAME_MAX + 1]
+        __attribute__((aligned(__alignof__(struct inotify_event))));
 } waiter;
 
-// hard_kill is the end of the grace period: SIGKILL to the group.
+// hard_kill is the end of the grace period: SIGKILL to the group and to
+// all of the cgroup.
 static void
 hard_kill(run *r)
 {
     killpg_safe(r, SIGKILL);
+    cg_kill(r);
+}
+
+// watch_cgroup opens an inotify watch of cgroup.events (before the first
+// look at it, so no change is missed).
+static bool
+watch_cgroup(waiter *w)
+{
+    run *r = w->w_run;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/cgroup.events", r->r_cg);
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0) {
+        return false;
+    }
+    if (inotify_add_watch(fd, path, IN_MODIFY) < 0 ||
+        tr_io_open(r->r_rt, fd, 0, &w->w_ino) != TR_OK) {
+        close(fd);
+        return false;
+    }
+    return true;
+}
+
+// await_empty waits until the cgroup is empty, then removes it: TR_READY
+// (also when the deadline, if any, passed: *late then).
+static tr_poll
+await_empty(waiter *w, tr_cx *cx, bool deadline, bool *late)
+{
+    run *r = w->w_run;
+    *late = false;
+    while (cg_populated(r)) {
+        size_t n = 0;
+        tr_err e = TR_OK;
+        bool expired = false;
+        tr_poll p = tr_read(w->w_ino, cx, w->w_ev, sizeof w->w_ev, &n, &e);
+        if (deadline) {
+            p = tr_timeout_poll_until(&w->w_to, cx, w->w_deadline, p, &expired);
+        }
+        if (p == TR_PENDING) {
+            return TR_PENDING;
+        }
+        if (expired || e != TR_OK) {
+            *late = expired;
+            return TR_READY; // past the bound, or the watch broke: rmdir may fail
+        }
+        cg_kill(r); // without cgroup.kill: a pid forked meanwhile
+    }
+    cg_remove(r);
+    return TR_READY;
 }
 
 // finish closes the record and marks ProcessExit due.
@@ -573,6 +741,23 @@ waiter_poll(void *st, tr_cx *cx)
             r->r_reaped = true;
             pthread_mutex_unlock(&r->r_lock);
             w->w_phase = PH_DRAIN;
+            if (r->r_cg != NULL) {
+                // The job ends with its leader: what is left in its cgroup
+                // (a grandchild that made a session of its own) goes too.
+                cg_kill(r);
+                if (watch_cgroup(w)) {
+                    w->w_deadline = tr_now(r->r_rt) + r->r_grace_ms * TR_NS_PER_MS;
+                    w->w_phase = PH_CGROUP;
+                } else {
+                    cg_remove(r); // no inotify: one try, which fails while they die
+                }
+            }
+            continue;
+        case PH_CGROUP:
+            if (await_empty(w, cx, true, &w->w_late) == TR_PENDING) {
+                return TR_PENDING;
+            }
+            w->w_phase = PH_DRAIN;
             continue;
         case PH_DRAIN: {
             // The leader is gone: what is already in the pipes is read,
@@ -585,6 +770,14 @@ waiter_poll(void *st, tr_cx *cx)
             }
             tr_timer_abandon(&w->w_drain);
             finish(w);
+            w->w_phase = w->w_late ? PH_LATE : PH_DONE;
+            continue;
+        }
+        case PH_LATE: {
+            bool late;
+            if (await_empty(w, cx, false, &late) == TR_PENDING) {
+                return TR_PENDING;
+            }
             w->w_phase = PH_DONE;
             continue;
         }
@@ -603,12 +796,16 @@ waiter_drop(void *st)
     tr_timer_abandon(&w->w_drain);
     if (w->w_phase != PH_DONE) {
         // Cancelled (a shutdown) before the end: nothing may outlive the
-        // runtime.
+        // runtime. The cgroup's rmdir fails while its processes die.
         hard_kill(r);
+        cg_remove(r);
         for (int i = 0; i < 2; i++) {
             tr_join_release(&r->r_readers[i]);
         }
         tr_join_release(&r->r_writer);
+    }
+    if (w->w_ino != NULL) {
+        tr_io_close(w->w_ino);
     }
     run_unref(r);
 }
@@ -710,10 +907,19 @@ check_rlimits(run *r, const tr_proc_opts *o)
     return TR_OK;
 }
 
-// configure puts the spawned leader under its limits.
+// configure puts the spawned leader in its cgroup and under its limits.
 static tr_err
 configure(run *r, const tr_proc_opts *o)
 {
+    if (r->r_cg != NULL) {
+        char pid[32];
+        snprintf(pid, sizeof pid, "%d", (int)r->r_pid);
+        int e = cg_write(r, "cgroup.procs", pid);
+        if (e != 0) {
+            set_error(r, tr_err_from_errno(e), "cgroup: %s/cgroup.procs: %s", r->r_cg, strerror(e));
+            return r->r_start_err;
+        }
+    }
     for (size_t i = 0; i < o->nrlimits; i++) {
         const tr_proc_rlimit *l = &o->rlimits[i];
         struct rlimit rl = {.rlim_cur = (rlim_t)l->soft, .rlim_max = (rlim_t)l->hard};
@@ -779,7 +985,9 @@ tr_proc_actor_start(tr_rt *rt, const tr_proc_opts *o, tr_actor_addr owner, tr_ac
     }
     courier c = {.c_run = r};
     r->r_no_courier = start_task(r, &courier_spec, &c, NULL) != TR_OK;
-    check_rlimits(r, o);
+    if (check_rlimits(r, o) == TR_OK && o->cgroup_parent != NULL) {
+        cg_make(r, o->cgroup_parent);
+    }
     if (r->r_start_err == TR_OK) {
         tr_process_opts po = {
             .argv = o->argv,
@@ -796,6 +1004,7 @@ tr_proc_actor_start(tr_rt *rt, const tr_proc_opts *o, tr_actor_addr owner, tr_ac
         }
     }
     if (r->r_proc == NULL) {
+        cg_remove(r); // empty
         pthread_mutex_lock(&r->r_lock);
         r->r_closed = r->r_done[0] = r->r_done[1] = true;
         r->r_exit_due = r->r_exit_queued = true; // exactly one ProcessExit, with the error

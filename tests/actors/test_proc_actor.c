@@ -1,13 +1,16 @@
 // test_proc_actor.c: external programs as actors (troupe/proc_actor.h):
 // exit codes, captured output, stdin, the cap, timeouts that kill the whole
 // group, a program that cannot start, an exit while a grandchild holds the
-// pipes, a stop of the actor, and the leader's own session.
+// pipes, a stop of the actor, the leader's own session, ProcessStarted and
+// start times, rlimits, streamed output, a slow owner, and cgroups.
 #include "actors/actor_util.h"
 
+#include <mntent.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/pidfd.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <troupe/proc_actor.h>
@@ -516,6 +519,88 @@ test_proc_actor_slow_bounded_owner(void **state)
     bg_stop(&b);
 }
 
+// cgroup_parent_make makes a cgroup v2 directory for the test below the
+// cgroup2 mount (/proc/self/mounts) into out: false when there is no
+// cgroup2 or we may not make one there.
+static bool
+cgroup_parent_make(char *out, size_t cap)
+{
+    FILE *f = setmntent("/proc/self/mounts", "r");
+    if (f == NULL) {
+        return false;
+    }
+    struct mntent *me;
+    bool ok = false;
+    while (!ok && (me = getmntent(f)) != NULL) {
+        if (strcmp(me->mnt_type, "cgroup2") != 0) {
+            continue;
+        }
+        snprintf(out, cap, "%s/troupe-test-%d", me->mnt_dir, (int)getpid());
+        char procs[600];
+        snprintf(procs, sizeof procs, "%s/cgroup.procs", out);
+        ok = mkdir(out, 0755) == 0;
+        if (ok && access(procs, W_OK) != 0) {
+            rmdir(out);
+            ok = false;
+        }
+    }
+    endmntent(f);
+    return ok;
+}
+
+// A grandchild that made a session of its own (setsid) outlives its
+// leader, unless the program runs in a cgroup: then it is killed when the
+// leader exits, and the cgroup is gone by the ProcessExit. The shell reads
+// its stdin first, so it forks only once it is in the cgroup.
+static void
+test_proc_actor_cgroup_kills_setsid_grandchild(void **state)
+{
+    (void)state;
+    char parent[512];
+    if (!cgroup_parent_make(parent, sizeof parent)) {
+        tu_skip("no writable cgroup v2 (no cgroup2 mount, or not allowed to mkdir there)");
+    }
+    bg b;
+    bg_start(&b, 2);
+    outcome o;
+    char *sh[] = {"/bin/sh", "-c", "read x; setsid sleep 1000 & echo $!", NULL};
+    tr_proc_opts po = {.argv = sh, .stdin_data = "go\n", .stdin_len = 3};
+    // Without a cgroup it survives, in a session of its own.
+    run_prog(&b, &o, &po);
+    wait_exit(&o);
+    pid_t g = (pid_t)atoi(o.out);
+    assert_true(g > 0);
+    assert_false(gone_within(g, 0));
+    assert_true(TU_SPIN_UNTIL(tu_proc_stat_field(g, 6) == g, TU_WAIT_MS)); // setsid ran
+    kill(g, SIGKILL);
+    outcome_fini(&o);
+
+    po.cgroup_parent = parent;
+    run_prog(&b, &o, &po);
+    wait_exit(&o);
+    assert_int_equal(o.error, TR_OK);
+    assert_int_equal(o.x.code, 0);
+    assert_int_equal(o.starts, 1);
+    assert_memory_equal(o.s_cgroup, parent, strlen(parent));
+    assert_true(strncmp(o.s_cgroup + strlen(parent), "/troupe-", 8) == 0);
+    g = (pid_t)atoi(o.out);
+    assert_true(g > 0);
+    assert_true(gone_within(g, 0)); // by the ProcessExit already
+    assert_int_equal(access(o.s_cgroup, F_OK), -1);
+    outcome_fini(&o);
+
+    // A cgroup that cannot be made: nothing runs.
+    po.cgroup_parent = "/nonexistent/cgroup";
+    run_prog(&b, &o, &po);
+    wait_exit(&o);
+    assert_int_equal(o.error, TR_ENOENT);
+    assert_int_equal(o.x.pid, 0);
+    assert_int_equal(o.starts, 0);
+    outcome_fini(&o);
+    bg_stop(&b);
+    assert_int_equal(rmdir(parent), 0);
+}
+
 int
 main(void)
 {
@@ -530,6 +615,7 @@ main(void)
         cmocka_unit_test(test_proc_actor_rlimits),
         cmocka_unit_test(test_proc_actor_streaming),
         cmocka_unit_test(test_proc_actor_slow_bounded_owner),
+        cmocka_unit_test(test_proc_actor_cgroup_kills_setsid_grandchild),
     };
     return tu_run(tests);
 }

@@ -8,10 +8,10 @@
 // What the owner receives, in this order (every message's reply-to is the
 // process actor, so a ProcessKill can go back there while it runs):
 //   - ProcessStarted, always, once the program runs as asked (spawned,
-//     rlimits applied): its pid and its start time (clock ticks since
-//     boot, /proc/PID/stat field 22, so that a daemon can recognise its
-//     own leader after a crash: compare with tr_proc_start_time). Not sent
-//     when it could not be started or configured;
+//     rlimits applied, in its cgroup): its pid, its start time (clock ticks
+//     since boot, /proc/PID/stat field 22, so that a daemon can recognise
+//     its own leader after a crash: compare with tr_proc_start_time) and
+//     its cgroup. Not sent when it could not be started or configured;
 //   - with stream_output, ProcessOutput chunks as the output arrives
 //     (stream 1 stdout, 2 stderr; offset: that stream's bytes delivered
 //     before the chunk; chunks of up to 64 KiB), contiguous per stream;
@@ -31,21 +31,34 @@
 // its session and process group id, and it has no controlling terminal),
 // so a timeout, a ProcessKill with no signal or a stop of the actor
 // signals the whole group (kill(-pid)): SIGTERM, then SIGKILL after the
-// grace period.
+// grace period (with a cgroup, the SIGKILL is the cgroup's: cgroup.kill).
 // A ProcessKill with a signal sends that signal to the group. The exit is
 // its leader's exit, not the end of its pipes (a grandchild may keep them
 // open): output that arrives after the leader exited is not reported. Past
 // the cap, output is still drained (the program never blocks on a full
 // pipe) and thrown away, and ProcessExit says truncated.
 //
-// rlimits are applied right after the spawn (posix_spawn cannot):
-// prlimit(2). Only then is its stdin written, so a program that reads its
-// stdin before doing anything runs under them for sure. The window
+// rlimits and cgroup are applied right after the spawn (posix_spawn can do
+// neither): prlimit(2), and the leader's pid written to the new cgroup's
+// cgroup.procs. Only then is its stdin written, so a program that reads
+// its stdin before doing anything runs under them for sure. The window
 // between exec and then is otherwise unprotected: a program that does not
 // wait for its stdin runs its first instructions (some microseconds)
-// without its limits, and a child it forks then does not inherit them. A
-// failure to apply them kills the just-spawned group and is the
-// ProcessExit's error: no half-configured program runs on.
+// without its limits and outside its cgroup, and a child it forks then
+// escapes the cgroup (still in its session, though). A failure to apply
+// them kills the just-spawned group and is the ProcessExit's error: no
+// half-configured program runs on.
+//
+// With cgroup_parent, the program runs in a fresh cgroup v2 directory
+// below it (troupe-<our pid>-<n>), which catches what setsid cannot: a
+// grandchild that made a session of its own. The job ends with its
+// leader: when the leader has exited, whatever is left in the cgroup is
+// killed (cgroup.kill; where that file is missing, each pid in
+// cgroup.procs gets SIGKILL), and ProcessExit is sent once the cgroup is
+// empty (cgroup.events says "populated 0") and removed. If it is not empty
+// within the grace period, ProcessExit goes anyway and the directory is
+// removed once it empties. A runtime shut down meanwhile kills what is in
+// it but may leave the empty directory behind.
 #ifndef TROUPE_PROC_ACTOR_H
 #define TROUPE_PROC_ACTOR_H
 
@@ -89,6 +102,10 @@ typedef struct tr_proc_opts {
     // without privilege: TR_EPERM) too, the spawned group being killed.
     const tr_proc_rlimit *rlimits;
     size_t nrlimits;
+    // A writable cgroup v2 directory: the program runs in a new child
+    // cgroup of it (see above). NULL: no cgroup. A failure to make or enter
+    // it is the ProcessExit's error: nothing runs unconfined.
+    const char *cgroup_parent;
 } tr_proc_opts;
 
 // tr_proc_actor_start starts the program described by o as an actor of rt
@@ -99,8 +116,8 @@ typedef struct tr_proc_opts {
 // with no array) and tr_actor_spawn's errors start nothing and send
 // nothing. o and what it points to are copied. Where it runs: the spawn
 // (posix_spawn, which blocks the calling thread until the program's exec,
-// about 0.1 ms) and the prlimits run on the calling thread; a caller on a
-// worker blocks that worker for as long.
+// about 0.1 ms), the prlimits and the cgroup's mkdir and write run on the
+// calling thread; a caller on a worker blocks that worker for as long.
 // Any thread.
 TR_API tr_err tr_proc_actor_start(tr_rt *rt, const tr_proc_opts *o, tr_actor_addr owner,
                                   tr_actor_addr *addr);
