@@ -4,6 +4,9 @@
 // failures come back as its result) with POSIX_SPAWN_SETSIGMASK (an empty
 // mask: a worker or a daemon's main may block signals) and
 // POSIX_SPAWN_SETSIGDEF (the signals troupe handles, SIGPIPE and SIGXFSZ).
+// A new group is POSIX_SPAWN_SETPGROUP, a new session POSIX_SPAWN_SETSID
+// alone (glibc 2.36 fails SETSID with SETPGROUP: EPERM, since setpgid
+// after setsid is refused to a session leader).
 // Pipes are made with pipe2(O_CLOEXEC), so a spawn running concurrently on
 // another thread never inherits them; the child's ends are dup2'd onto
 // 0..2 by the file actions (dup2 clears close-on-exec on the copy), and
@@ -518,6 +521,9 @@ do_spawn(const tr_process_opts *o, const int child_fd[3], pid_t *pid)
     if (o->flags & TR_PROCESS_NEW_PGROUP) {
         flags |= POSIX_SPAWN_SETPGROUP;
     }
+    if (o->flags & TR_PROCESS_NEW_SESSION) {
+        flags |= POSIX_SPAWN_SETSID;
+    }
     sigset_t mask, def;
     sigemptyset(&mask);
     sigemptyset(&def);
@@ -554,7 +560,12 @@ tr_err
 tr_process_spawn(tr_rt *rt, const tr_process_opts *o, tr_process **out)
 {
     if (rt == NULL || o == NULL || out == NULL || o->argv == NULL || o->argv[0] == NULL ||
-        (o->flags & ~(unsigned)(TR_PROCESS_SEARCH_PATH | TR_PROCESS_NEW_PGROUP)) != 0) {
+        (o->flags & ~(unsigned)(TR_PROCESS_SEARCH_PATH | TR_PROCESS_NEW_PGROUP |
+                                TR_PROCESS_NEW_SESSION)) != 0) {
+        return TR_EINVAL;
+    }
+    // setsid makes a new group already; glibc refuses SETSID with SETPGROUP.
+    if ((o->flags & TR_PROCESS_NEW_PGROUP) && (o->flags & TR_PROCESS_NEW_SESSION)) {
         return TR_EINVAL;
     }
     for (int i = 0; i < 3; i++) {

@@ -705,6 +705,35 @@ tu_rt_quiesce(tr_rt *rt, unsigned ms)
     }
 }
 
+// tu_proc_stat_field reads field n (from 1) of /proc/pid/stat as a number,
+// or -1 (no such process). Fields are counted from the last ')', the end
+// of comm, which may hold spaces and parentheses itself.
+static inline long long
+tu_proc_stat_field(int pid, int n)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return -1;
+    }
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    char *p = strrchr(buf, ')');
+    if (p == NULL) {
+        return -1;
+    }
+    p++; // the space before field 3
+    for (int i = 3; i < n; i++) {
+        p = strchr(p + 1, ' ');
+        if (p == NULL) {
+            return -1;
+        }
+    }
+    return strtoll(p + 1, NULL, 10);
+}
+
 static inline bool
 tu_pred_finished(void *arg)
 {

@@ -68,6 +68,12 @@ enum {
     // Start the child in a new process group (its pid is the group id), so
     // that kill(-pid, sig) reaches its own children too.
     TR_PROCESS_NEW_PGROUP = 1u << 1,
+    // Start the child in a new session (setsid: POSIX_SPAWN_SETSID): it is
+    // the leader of the session and of a new process group, both with its
+    // pid as id, and has no controlling terminal. Not with
+    // TR_PROCESS_NEW_PGROUP (TR_EINVAL): a session leader's group is new
+    // already, and glibc 2.36 fails that pair with EPERM.
+    TR_PROCESS_NEW_SESSION = 1u << 2,
 };
 
 // How to start a child. Zero it, then set at least argv.

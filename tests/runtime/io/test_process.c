@@ -2,7 +2,7 @@
 // through pipes, stdin from a pipe (cat), kill, what the child inherits
 // (descriptors, signal mask and dispositions), environment and working
 // directory, spawn errors, blocking waits, cancellation, many children on
-// two workers, and the reaping of freed (orphaned) children.
+// two workers, the reaping of freed (orphaned) children, and new sessions.
 //
 // Every test that waits for a child runs twice: through a pidfd ("_pidfd",
 // the fallback anyway where pidfd_open is missing, e.g. under valgrind) and
@@ -1161,6 +1161,36 @@ test_process_try_wait_would_block_is_eagain(void **state)
     tu_rt_free_clean(rt);
 }
 
+// TR_PROCESS_NEW_SESSION: the child leads a session and a group of its
+// own (both ids are its pid); with TR_PROCESS_NEW_PGROUP it is refused.
+static void
+test_process_new_session(void **state)
+{
+    (void)state;
+    tr_rt *rt = tu_rt_new();
+    char *argv[] = {"/bin/sh", "-c", "read x; exit 5", NULL};
+    tr_process_opts o;
+    memset(&o, 0, sizeof o);
+    o.argv = argv;
+    o.stdio[0] = TR_STDIO_PIPE;
+    o.flags = TR_PROCESS_NEW_SESSION | TR_PROCESS_NEW_PGROUP;
+    tr_process *p = NULL;
+    assert_int_equal(tr_process_spawn(rt, &o, &p), TR_EINVAL);
+    o.flags = TR_PROCESS_NEW_SESSION;
+    assert_int_equal(tr_process_spawn(rt, &o, &p), TR_OK);
+    pid_t pid = tr_process_pid(p);
+    // It blocks reading stdin until we close it, so it runs meanwhile.
+    assert_int_equal(tu_proc_stat_field(pid, 6), pid); // session
+    assert_int_equal(tu_proc_stat_field(pid, 5), pid); // process group
+    assert_true(tu_proc_stat_field(getpid(), 6) != pid);
+    tr_io_close(tr_process_take_stdio(p, 0));
+    tr_exit_status st;
+    assert_int_equal(tr_process_wait_blocking(p, &st), TR_OK);
+    assert_int_equal(st.code, 5);
+    tr_process_free(p);
+    tu_rt_free_clean(rt);
+}
+
 int
 main(void)
 {
@@ -1185,6 +1215,7 @@ main(void)
         BOTH(test_process_orphan_outlives_runtime),
         BOTH(test_process_many_two_workers),
         cmocka_unit_test(test_process_env_forces_fallback),
+        cmocka_unit_test(test_process_new_session),
     };
     return tu_run(tests);
 }
