@@ -38,6 +38,7 @@
 
 #include <troupe/envelope.h>
 #include <troupe/v1/executor.pb-c.h>
+#include <troupe/v1/job.pb-c.h>
 #include <troupe/v1/node.pb-c.h>
 #include <troupe/v1/process.pb-c.h>
 
@@ -379,23 +380,52 @@ reg_add(const ProtobufCMessageDescriptor *d)
     return TR_OK;
 }
 
-// The messages of troupe/v1/actor.proto, executor.proto and node.proto.
+// The messages of every file of proto/troupe/v1 but envelope.proto (an
+// envelope carries bodies; it is never one).
 static const ProtobufCMessageDescriptor *const builtin_types[] = {
-    &troupe__v1__address__descriptor,        &troupe__v1__reason__descriptor,
-    &troupe__v1__down__descriptor,           &troupe__v1__exit__descriptor,
-    &troupe__v1__call_failed__descriptor,    &troupe__v1__stop__descriptor,
-    &troupe__v1__task_spec__descriptor,      &troupe__v1__spawn__descriptor,
-    &troupe__v1__cancel__descriptor,         &troupe__v1__shutdown__descriptor,
-    &troupe__v1__status_request__descriptor, &troupe__v1__task_status__descriptor,
-    &troupe__v1__status_reply__descriptor,   &troupe__v1__executor_command__descriptor,
-    &troupe__v1__error__descriptor,          &troupe__v1__spawned__descriptor,
-    &troupe__v1__task_result__descriptor,    &troupe__v1__done__descriptor,
-    &troupe__v1__executor_reply__descriptor, &troupe__v1__hello__descriptor,
-    &troupe__v1__heartbeat__descriptor,      &troupe__v1__monitor_req__descriptor,
-    &troupe__v1__demonitor_req__descriptor,  &troupe__v1__whereis_req__descriptor,
-    &troupe__v1__whereis_reply__descriptor,  &troupe__v1__node_error__descriptor,
-    &troupe__v1__link_req__descriptor,       &troupe__v1__unlink_req__descriptor,
-    &troupe__v1__process_exit__descriptor,   &troupe__v1__process_kill__descriptor,
+    &troupe__v1__address__descriptor,
+    &troupe__v1__reason__descriptor,
+    &troupe__v1__down__descriptor,
+    &troupe__v1__exit__descriptor,
+    &troupe__v1__call_failed__descriptor,
+    &troupe__v1__stop__descriptor,
+    &troupe__v1__task_spec__descriptor,
+    &troupe__v1__spawn__descriptor,
+    &troupe__v1__cancel__descriptor,
+    &troupe__v1__shutdown__descriptor,
+    &troupe__v1__status_request__descriptor,
+    &troupe__v1__task_status__descriptor,
+    &troupe__v1__status_reply__descriptor,
+    &troupe__v1__executor_command__descriptor,
+    &troupe__v1__error__descriptor,
+    &troupe__v1__spawned__descriptor,
+    &troupe__v1__task_result__descriptor,
+    &troupe__v1__done__descriptor,
+    &troupe__v1__executor_reply__descriptor,
+    &troupe__v1__hello__descriptor,
+    &troupe__v1__heartbeat__descriptor,
+    &troupe__v1__monitor_req__descriptor,
+    &troupe__v1__demonitor_req__descriptor,
+    &troupe__v1__whereis_req__descriptor,
+    &troupe__v1__whereis_reply__descriptor,
+    &troupe__v1__node_error__descriptor,
+    &troupe__v1__link_req__descriptor,
+    &troupe__v1__unlink_req__descriptor,
+    &troupe__v1__process_exit__descriptor,
+    &troupe__v1__process_kill__descriptor,
+    &troupe__v1__process_started__descriptor,
+    &troupe__v1__process_output__descriptor,
+    &troupe__v1__env_var__descriptor,
+    &troupe__v1__label__descriptor,
+    &troupe__v1__rlimit__descriptor,
+    &troupe__v1__exec_task__descriptor,
+    &troupe__v1__shell_task__descriptor,
+    &troupe__v1__sleep_task__descriptor,
+    &troupe__v1__noop_task__descriptor,
+    &troupe__v1__plugin_task__descriptor,
+    &troupe__v1__job_spec__descriptor,
+    &troupe__v1__group_spec__descriptor,
+    &troupe__v1__submit_batch__descriptor,
 };
 
 static void
