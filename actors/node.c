@@ -1589,9 +1589,8 @@ node_free(tr_node *n, bool wait_bridge)
 {
     atomic_store_explicit(&n->n_stopping, true, memory_order_release);
     // The heartbeat task first: from here on one thread closes every
-    // socket, one at a time. Closes on two threads at once (the task
-    // freeing a peer whose pipe the listener's close just dropped) hung
-    // nng 1.5.2's reaper about once in 20 runs under ASan.
+    // socket, one at a time (else the task may free a peer whose pipe the
+    // listener's close just dropped, closing its socket meanwhile).
     if (n->n_hb.j_key != 0) {
         tr_task_abort(&n->n_hb);
         tr_join_wait(&n->n_hb, NULL);

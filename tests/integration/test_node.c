@@ -35,6 +35,7 @@ typedef struct peerproc {
 } peerproc;
 
 static int g_seq;
+static char g_self[] = "/proc/self/exe"; // this program, for its --hostile mode
 
 // The watchdog: every step of a test names itself and re-arms an alarm, so
 // a step that never ends (a bug here or in nng) fails with its name instead
@@ -115,28 +116,38 @@ peer_start(peerproc *p, const char *extra1, const char *extra2)
     peer_start_on(p, NULL, extra);
 }
 
+// wait_exit waits up to ms for the child pid to exit, then reaps it: true
+// and *st its wait status; false (killed, reaped) when it did not exit.
+static bool
+wait_exit(pid_t pid, int ms, int *st)
+{
+    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    assert_true(pfd >= 0);
+    struct pollfd pf = {.fd = pfd, .events = POLLIN};
+    int ready;
+    do {
+        ready = poll(&pf, 1, ms);
+    } while (ready < 0 && errno == EINTR);
+    close(pfd);
+    if (ready == 0) {
+        kill(pid, SIGKILL);
+    }
+    *st = 0;
+    waitpid(pid, st, 0);
+    return ready != 0;
+}
+
 // peer_wait waits, with a deadline, for the peer to exit (after its stdin
 // closed, or a Shutdown); a peer that does not is killed and the test
 // fails. It returns the wait status.
 static int
 peer_wait(peerproc *p, const char *why)
 {
-    int pfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-    assert_true(pfd >= 0);
-    struct pollfd pf = {.fd = pfd, .events = POLLIN};
-    int ready;
-    do {
-        ready = poll(&pf, 1, 3 * TU_WAIT_MS);
-    } while (ready < 0 && errno == EINTR);
-    close(pfd);
-    if (ready == 0) {
-        kill(p->pid, SIGKILL);
-    }
-    int st = 0;
-    waitpid(p->pid, &st, 0);
+    int st;
+    bool exited = wait_exit(p->pid, 3 * TU_WAIT_MS, &st);
     close(p->in);
     fclose(p->out);
-    if (ready == 0) {
+    if (!exited) {
         fail_msg("the peer did not stop within %d ms of %s", 3 * TU_WAIT_MS, why);
     }
     return st;
@@ -621,33 +632,20 @@ test_node_hostile_input(void **state)
     (void)state;
     peerproc p;
     peer_start(&p, "--recv-max", "65536");
-    // A raw PUSH that sends garbage, then an envelope without a Hello, then
-    // something over the limit: the peer drops those links and serves on.
-    // Neither raw socket redials when the peer drops its pipe: a dialer
-    // creating pipes while its socket closes (or a listener while the
-    // peer's closes) can hang nng 1.5.2's close for good (nng #1498).
+    // Raw PUSH sockets send garbage (no Hello first), then something over
+    // the limit: the peer drops those links and serves on. They live in a
+    // process of their own (this program, with --hostile), which exits
+    // without closing them: the peer cutting a pipe mid-send can leave nng
+    // 1.5.2's reaper stuck for good (nng #1543), and a process with a stuck
+    // reaper hangs at its next nng_close (seen here under ASan and TSan).
     step("hostile sends");
-    nng_socket raw;
-    assert_int_equal(nng_push0_open(&raw), 0);
-    nng_socket_set_ms(raw, NNG_OPT_RECONNMINT, 3600000);
-    nng_socket_set_ms(raw, NNG_OPT_RECONNMAXT, 3600000);
-    nng_socket_set_int(raw, NNG_OPT_SENDBUF, 16);
-    nng_socket_set_ms(raw, NNG_OPT_SENDTIMEO, 2000);
-    assert_int_equal(nng_dial(raw, p.url, NULL, 0), 0);
-    const char junk[] = "\x00\x00\x00\x00\x00\x00\x00\x00garbage";
-    assert_int_equal(nng_send(raw, (void *)junk, sizeof junk, 0), 0);
-    nng_socket raw2;
-    assert_int_equal(nng_push0_open(&raw2), 0);
-    nng_socket_set_ms(raw2, NNG_OPT_RECONNMINT, 3600000);
-    nng_socket_set_ms(raw2, NNG_OPT_RECONNMAXT, 3600000);
-    // The peer drops the pipe of the oversized message: bound the send,
-    // whatever it says.
-    nng_socket_set_ms(raw2, NNG_OPT_SENDTIMEO, 500);
-    assert_int_equal(nng_dial(raw2, p.url, NULL, 0), 0);
-    size_t big = 1 << 20;
-    char *buf = calloc(1, big);
-    (void)nng_send(raw2, buf, big, 0);
-    free(buf);
+    pid_t hp;
+    char *hargv[] = {g_self, "--hostile", p.url, NULL};
+    assert_int_equal(posix_spawn(&hp, g_self, NULL, NULL, hargv, environ), 0);
+    int hst;
+    assert_true(wait_exit(hp, 3 * TU_WAIT_MS, &hst));
+    assert_true(WIFEXITED(hst));
+    assert_int_equal(WEXITSTATUS(hst), 0);
 
     bg b;
     step("bg_start and the test's calls");
@@ -664,11 +662,6 @@ test_node_hostile_input(void **state)
     step("bg_stop");
     bg_stop(&b);
     assert_int_equal(peer_stop(&p), 0);
-    // Closed once the peer is gone, so that no pipe of theirs is mid-teardown.
-    step("nng_close");
-    nng_close(raw);
-    step("nng_close");
-    nng_close(raw2);
 }
 
 static void
@@ -928,9 +921,49 @@ test_node_tls(void **state)
     TU_CHECK(system(cmd) == 0);
 }
 
-int
-main(void)
+// hostile_main is the --hostile process: to the peer at url, garbage on a
+// raw PUSH, then a message over its limit on another; it exits without
+// closing either (see test_node_hostile_input).
+static int
+hostile_main(const char *url)
 {
+    nng_socket raw, raw2;
+    if (nng_push0_open(&raw) != 0 || nng_push0_open(&raw2) != 0) {
+        return 1;
+    }
+    // No redial when the peer drops a pipe, and every send bounded.
+    nng_socket_set_ms(raw, NNG_OPT_RECONNMINT, 3600000);
+    nng_socket_set_ms(raw, NNG_OPT_RECONNMAXT, 3600000);
+    nng_socket_set_int(raw, NNG_OPT_SENDBUF, 16);
+    nng_socket_set_ms(raw, NNG_OPT_SENDTIMEO, 2000);
+    nng_socket_set_ms(raw2, NNG_OPT_RECONNMINT, 3600000);
+    nng_socket_set_ms(raw2, NNG_OPT_RECONNMAXT, 3600000);
+    nng_socket_set_ms(raw2, NNG_OPT_SENDTIMEO, 500);
+    if (nng_dial(raw, url, NULL, 0) != 0) {
+        return 2;
+    }
+    const char junk[] = "\x00\x00\x00\x00\x00\x00\x00\x00garbage";
+    if (nng_send(raw, (void *)junk, sizeof junk, 0) != 0) {
+        return 3;
+    }
+    if (nng_dial(raw2, url, NULL, 0) != 0) {
+        return 4;
+    }
+    // The peer drops the pipe of the oversized message: whatever the send
+    // says.
+    size_t big = 1 << 20;
+    char *buf = calloc(1, big);
+    (void)nng_send(raw2, buf, big, 0);
+    free(buf);
+    _exit(0); // no close, no nng_fini: see above
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--hostile") == 0) {
+        return hostile_main(argv[2]);
+    }
     signal(SIGPIPE, SIG_IGN);
     signal(SIGALRM, on_alarm);
     const struct CMUnitTest tests[] = {
