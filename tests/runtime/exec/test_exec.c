@@ -1114,6 +1114,7 @@ typedef struct watcher {
     tu_event started; // after the watcher's first round
     unsigned long seen;
     unsigned long rounds;
+    uint64_t seen_live; // the most live_tasks said
     int bad;
 } watcher;
 
@@ -1135,11 +1136,13 @@ watch_thread(void *arg)
     FILE *f = fopen("/dev/null", "w");
     while (!atomic_load(&w->stop) && w->rounds < 1000000) {
         tr_rt_foreach_task(w->rt, watch_one, w);
+        // Read while tasks come and go (for TSan). Its live_tasks is a sum
+        // of counters read one by one while workers move credit between
+        // them: a watcher preempted between two reads can see hundreds too
+        // many on a loaded machine, so it bounds nothing here.
         tr_rt_stats st;
         tr_rt_get_stats(w->rt, &st);
-        if (st.live_tasks > SPAWN_BATCH + 1) {
-            w->bad++;
-        }
+        w->seen_live = st.live_tasks > w->seen_live ? st.live_tasks : w->seen_live;
         if (f != NULL && w->rounds % 16 == 0) {
             tr_rt_dump(w->rt, f);
         }
@@ -1197,6 +1200,7 @@ test_exec_dump_from_other_thread(void **state)
     tu_checks_pass();
     assert_int_equal(w.bad, 0);
     assert_true(w.rounds > 0);
+    assert_true(w.seen_live >= 1); // the root, at least
     tu_event_destroy(&w.started);
     tu_rt_free_clean(rt);
 }
