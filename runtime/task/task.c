@@ -330,8 +330,13 @@ tr__task_run(tr__worker *w, tr__slot *s)
             nw = (old & ~(TR__W_SCHED | TR__W_NOTIFIED | TR__W_WORKER_MASK)) | TR__W_RUNNING |
                  ((uint64_t)(tr__worker_index(w) + 1) << TR__W_WORKER_SHIFT);
         }
-        // Acquire pairs with the release of the waker or spawner.
-        if (atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_acquire,
+        // Acquire pairs with the release of the waker or spawner. Release:
+        // a slot that leaves the queue completed may be freed at once by
+        // the thread whose join release sees SCHED gone, and that free
+        // rewrites s_next, which the popping thread wrote last (appending
+        // behind it): TSan caught the pair in a shutdown race. (x86: the
+        // same instruction either way.)
+        if (atomic_compare_exchange_weak_explicit(&s->s_word, &old, nw, memory_order_acq_rel,
                                                   memory_order_acquire)) {
             break;
         }
