@@ -17,6 +17,7 @@ packages=(
     valgrind
     clang libclang-rt-14-dev
     openssl
+    libsqlite3-dev
 )
 
 missing=()
