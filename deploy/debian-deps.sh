@@ -13,7 +13,7 @@ set -euo pipefail
 # of --no-install-recommends.
 packages=(
     cmake make gcc libc6-dev pkg-config
-    libnng-dev libprotobuf-c-dev protobuf-c-compiler libcmocka-dev
+    libnng-dev libprotobuf-c-dev protobuf-c-compiler libcmocka-dev libyaml-dev
     valgrind
     clang libclang-rt-14-dev
     openssl
