@@ -15,9 +15,11 @@
 // nng_msg (8 bytes of destination actor id, then the envelope) and hands
 // it to the peer's PUSH socket without blocking (NNG_FLAG_NONBLOCK; the
 // socket buffers `sendbuf` messages): a full buffer is TR_EAGAIN for a user
-// send, which keeps its message. A Down, Exit or reply (the forced lane)
-// that finds the buffer full is dropped and counted (send_full): the
-// receiving side is then so far behind that its heartbeats are late too.
+// send, a call or a request, which keeps its message. A Down, Exit, reply
+// or control message (the forced lane) that finds the buffer full waits in
+// a parked nng_send_aio (at most PARK_MAX at once, in order behind the
+// buffer) until the link takes it, closes, or the peer's dead_after passes:
+// a slow peer loses nothing; a heartbeat is dropped instead.
 //
 // Links: node A dials B's listener with a PUSH socket and sends Hello(A,
 // A's URL, token, echo_url = the URL it dialed); B checks the token,
@@ -117,10 +119,28 @@ struct tr_node {
     struct pumpbox *n_pumpbox;
     struct exec_route *n_routes;
     size_t n_nroutes, n_caproutes;
+    // Forced-lane sends waiting for room in a full link (see send_env),
+    // under n_lock: the idle ones, and every one (freed at the end).
+    struct parked *n_park_idle, *n_park_all;
+    uint32_t n_park_busy;
     // Counters.
     _Atomic uint64_t s_sent, s_received, s_send_full, s_unknown, s_malformed, s_too_deep,
-        s_over_budget, s_no_actor, s_errors, s_pipes_closed, s_bad_hello, s_peers_down;
+        s_over_budget, s_no_actor, s_errors, s_pipes_closed, s_bad_hello, s_peers_down, s_parked,
+        s_park_lost;
 };
+
+// A send parked on a full link: an aio nng completes once the link takes
+// the message (or the link closes, or the peer's dead_after passes).
+typedef struct parked {
+    nng_aio *pk_aio;
+    tr_node *pk_node;
+    struct parked *pk_next; // n_park_idle
+    struct parked *pk_all;  // n_park_all
+} parked;
+
+// At most this many sends wait at once, over all links; past it a forced
+// send to a full link is dropped and counted.
+enum { PARK_MAX = 4096 };
 
 typedef struct exec_route {
     uint64_t er_corr;
@@ -281,11 +301,98 @@ push_open(tr_node *n, const char *url, nng_socket *sock, nng_dialer *d)
 // ---------------------------------------------------------------------------
 // Sending.
 
-// send_env packs m (an actor message, taken in every case but TR_EAGAIN)
-// for actor `actor` of the peer behind sock.
-static tr_err
-send_env(tr_node *n, nng_socket sock, uint64_t actor, tr_msg *m, bool keep_on_full)
+// What a send does when the link's buffer is full.
+enum { FULL_REFUSE, FULL_PARK, FULL_DROP };
+
+static void
+park_cb(void *arg)
 {
+    parked *pk = arg;
+    tr_node *n = pk->pk_node;
+    if (nng_aio_result(pk->pk_aio) != 0) {
+        nng_msg *left = nng_aio_get_msg(pk->pk_aio);
+        if (left != NULL) {
+            nng_msg_free(left);
+        }
+        nng_aio_set_msg(pk->pk_aio, NULL);
+        COUNT(n, s_park_lost);
+    } else {
+        COUNT(n, s_sent);
+    }
+    pthread_mutex_lock(&n->n_lock);
+    pk->pk_next = n->n_park_idle;
+    n->n_park_idle = pk;
+    n->n_park_busy--;
+    pthread_mutex_unlock(&n->n_lock);
+}
+
+// park hands nm to sock through a parked aio: true (nm is nng's now), or
+// false when PARK_MAX sends wait already (or no aio could be made).
+static bool
+park(tr_node *n, nng_socket sock, nng_msg *nm)
+{
+    pthread_mutex_lock(&n->n_lock);
+    parked *pk = n->n_park_idle;
+    if (pk != NULL) {
+        n->n_park_idle = pk->pk_next;
+    } else if (n->n_park_busy < PARK_MAX) {
+        pk = tra_zalloc(sizeof *pk);
+        if (nng_aio_alloc(&pk->pk_aio, park_cb, pk) != 0) {
+            free(pk);
+            pk = NULL;
+        } else {
+            pk->pk_node = n;
+            pk->pk_all = n->n_park_all;
+            n->n_park_all = pk;
+        }
+    }
+    if (pk != NULL) {
+        n->n_park_busy++;
+    }
+    pthread_mutex_unlock(&n->n_lock);
+    if (pk == NULL) {
+        return false;
+    }
+    // A link whose peer stays silent that long is declared dead and
+    // closed anyway.
+    nng_aio_set_timeout(pk->pk_aio, (nng_duration)n->n_opts.dead_after_ms);
+    nng_aio_set_msg(pk->pk_aio, nm);
+    COUNT(n, s_parked);
+    nng_send_aio(sock, pk->pk_aio);
+    return true;
+}
+
+// park_free stops and frees every parked aio (the node's sockets are
+// closed: each has completed or completes now).
+static void
+park_free(tr_node *n)
+{
+    parked *pk = n->n_park_all;
+    while (pk != NULL) {
+        parked *next = pk->pk_all;
+        nng_aio_stop(pk->pk_aio);
+        nng_msg *left = nng_aio_get_msg(pk->pk_aio);
+        if (left != NULL) {
+            nng_msg_free(left);
+        }
+        nng_aio_free(pk->pk_aio);
+        free(pk);
+        pk = next;
+    }
+    n->n_park_all = n->n_park_idle = NULL;
+}
+
+// send_env packs m (an actor message, taken in every case but TR_EAGAIN)
+// for actor `actor` of the peer behind sock. A full link buffer: TR_EAGAIN
+// with m kept (FULL_REFUSE, the user lane); the message waits in a parked
+// aio for room (FULL_PARK: Downs, Exits, replies, control messages, which
+// must not be lost while the peer is merely slow; nng keeps them in order
+// behind what its buffer holds), or is dropped (FULL_DROP: heartbeats,
+// stale by the time there is room). Both of those count as send_full.
+static tr_err
+send_env(tr_node *n, nng_socket sock, uint64_t actor, tr_msg *m, int on_full)
+{
+    bool keep_on_full = on_full == FULL_REFUSE;
     tra_msg *am = tra_msg_of(m);
     am->am_from = tr_node_export(n, am->am_from);
     am->am_reply = tr_node_export(n, am->am_reply);
@@ -306,9 +413,15 @@ send_env(tr_node *n, nng_socket sock, uint64_t actor, tr_msg *m, bool keep_on_fu
         tr_msg_free(m);
         return TR_OK;
     }
-    nng_msg_free(nm);
     if (rv == NNG_EAGAIN) {
         COUNT(n, s_send_full);
+        if (on_full == FULL_PARK && park(n, sock, nm)) {
+            tr_msg_free(m);
+            return TR_OK;
+        }
+    }
+    nng_msg_free(nm);
+    if (rv == NNG_EAGAIN) {
         if (keep_on_full) {
             // Back to local form: the caller keeps m.
             am->am_from = tr_node_import(n, am->am_from);
@@ -349,7 +462,7 @@ tra_node_deliver(tr_actor_addr to, tr_msg *m, int lane)
     }
     // (A peer that goes down meanwhile: its socket is closed after it left
     // the list, and the send then fails with TR_ECLOSED.)
-    tr_err err = send_env(n, sock, to.actor, m, lane == TRA_LANE_TRY);
+    tr_err err = send_env(n, sock, to.actor, m, lane == TRA_LANE_TRY ? FULL_REFUSE : FULL_PARK);
     return err == TR_ECLOSED ? TR_ENOTFOUND : err;
 }
 
@@ -365,7 +478,7 @@ control(const ProtobufCMessageDescriptor *d, size_t extra, void **body)
 static tr_err
 send_control(tr_node *n, nng_socket sock, tr_msg *m)
 {
-    tr_err err = send_env(n, sock, ACTOR_CONTROL, m, false);
+    tr_err err = send_env(n, sock, ACTOR_CONTROL, m, FULL_PARK);
     return err;
 }
 
@@ -1058,7 +1171,7 @@ heartbeats(tr_node *n, hb_task *h)
         Troupe__V1__Heartbeat *b;
         tr_msg *m = control(&troupe__v1__heartbeat__descriptor, 0, (void **)&b);
         b->seq = ++h->h_seq;
-        send_control(n, socks[i], m);
+        send_env(n, socks[i], ACTOR_CONTROL, m, FULL_DROP);
     }
     free(socks);
 }
@@ -1623,6 +1736,7 @@ node_free(tr_node *n, bool wait_bridge)
         ps = p->p_next;
         peer_free(n, p, false);
     }
+    park_free(n); // every socket is closed: the parked sends are done
     pump_detach(n);
     if (!tr_actor_addr_is_none(n->n_bridge)) {
         if (!wait_bridge) {
@@ -1799,6 +1913,8 @@ tr_node_stats_get(tr_node *n, tr_node_stats *out)
         .sent = LD(s_sent),
         .received = LD(s_received),
         .send_full = LD(s_send_full),
+        .send_parked = LD(s_parked),
+        .park_lost = LD(s_park_lost),
         .unknown_type = LD(s_unknown),
         .malformed = LD(s_malformed),
         .too_deep = LD(s_too_deep),

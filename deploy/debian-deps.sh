@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing troupe needs on Debian 12 (bookworm):
 # the toolchain, nng, protobuf-c, cmocka, valgrind, clang with its
-# libFuzzer runtime (the fuzz step of .ci/run) and openssl (the nodes'
-# tls+tcp test makes its certificate with it), all from Debian's own
+# libFuzzer runtime (the fuzz step of .ci/run), openssl (the nodes'
+# tls+tcp test makes its certificate with it), and the daemon's libyaml
+# (workload files) and SQLite (the job store), all from Debian's own
 # packages (see README "Dependencies"). Idempotent: when every package is
 # already installed it changes nothing and does not touch the network.
 # Waits (up to 5 minutes) for another apt that holds apt's or dpkg's lock.

@@ -178,7 +178,7 @@ static int
 usage(void)
 {
     fprintf(stderr, "usage: troupe-node --listen URL [--token T] [--dead-after MS] "
-                    "[--heartbeat MS] [--recv-max BYTES] [--allow-plain-tcp]\n"
+                    "[--heartbeat MS] [--recv-max BYTES] [--sendbuf N] [--allow-plain-tcp]\n"
                     "                   [--cert PEM] [--ca PEM] [--serve-shutdown]\n");
     return 2;
 }
@@ -212,6 +212,8 @@ main(int argc, char **argv)
             o.heartbeat_ms = (uint32_t)strtoul(v, NULL, 10);
         } else if (strcmp(a, "--recv-max") == 0) {
             o.recv_max = strtoull(v, NULL, 10);
+        } else if (strcmp(a, "--sendbuf") == 0) {
+            o.sendbuf = (uint32_t)strtoul(v, NULL, 10);
         } else if (strcmp(a, "--cert") == 0) {
             o.tls_cert_key_file = v;
         } else if (strcmp(a, "--ca") == 0) {

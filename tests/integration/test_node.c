@@ -814,7 +814,8 @@ filler_wait(filler *f, bool replies)
 // A peer that stops reading (SIGSTOP): requests to it fill the link's
 // buffer, then are refused at once with TR_EAGAIN (never dropped while the
 // caller waits for a reply that cannot come) and counted; once the peer
-// runs again every accepted request is answered.
+// runs again every accepted request is answered, though the replies
+// overflow the peer's own buffer.
 static void
 test_node_link_full(void **state)
 {
@@ -822,11 +823,13 @@ test_node_link_full(void **state)
     // Long enough that the stopped peer is not declared dead meanwhile.
     g_dead_after = "60000";
     g_dead_after_ms = 60000;
-    // A short link buffer: what fills it comes back as a burst of replies
-    // well within the peer's own buffer (1024), none dropped there.
+    // A short link buffer, so that it fills with a few dozen requests.
     g_sendbuf = 64;
     fix f;
-    fix_up(&f, NULL, NULL);
+    // The peer's own link buffer is smaller still: the burst of replies to
+    // what filled ours overflows it, and those replies (the forced lane)
+    // wait for room instead of being lost.
+    fix_up(&f, "--sendbuf", "16");
     filler fl = {.lock = PTHREAD_MUTEX_INITIALIZER};
     tu_cond_init(&fl.cv);
     assert_int_equal(tr_node_whereis(f.n, f.peer, "echo", TU_WAIT_MS, &fl.to), TR_OK);
@@ -852,8 +855,10 @@ test_node_link_full(void **state)
     tr_err last;
     uint64_t ok = call_finish(&call, &last);
     assert_true((ok == 1 && last == TR_OK) || (ok == 0 && last == TR_EAGAIN));
-    assert_true(filler_wait(&fl, true));
+    assert_true(filler_wait(&fl, true)); // every one answered
     assert_int_equal(call_n(f.b.rt, fl.to, 10, 0, &last), 10);
+    tr_node_stats_get(f.n, &st);
+    assert_int_equal(st.park_lost, 0);
     assert_true(tr_node_peer_up(f.n, f.peer));
     fix_down(&f);
     pthread_cond_destroy(&fl.cv);

@@ -114,7 +114,7 @@ TR_API tr_actor_addr tr_node_import(const tr_node *n, tr_actor_addr a);
 // Counters of a node (snapshots).
 typedef struct tr_node_stats {
     uint64_t sent, received; // envelopes
-    uint64_t send_full;      // sends refused: the link's buffer was full (TR_EAGAIN)
+    uint64_t send_full;      // sends that found the link's buffer full (see send_parked)
     uint64_t unknown_type, malformed, too_deep, over_budget; // envelopes refused
     uint64_t no_actor;                                       // envelopes for actors that are gone
     uint64_t errors_answered;                                // NodeError replies sent
@@ -122,6 +122,11 @@ typedef struct tr_node_stats {
     uint64_t bad_hello;    // links refused (no Hello first, a wrong token)
     uint64_t peers_down;   // peers found dead
     uint32_t peers;        // linked now
+    // Of send_full: Downs, Exits, replies and control messages that then
+    // waited for room (a user send is refused instead, a heartbeat
+    // dropped), and those of them the link's close or the peer's
+    // dead_after ended first. Past 4096 waiting at once, one is dropped.
+    uint64_t send_parked, park_lost;
 } tr_node_stats;
 
 TR_API void tr_node_stats_get(tr_node *n, tr_node_stats *out);
