@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include <troupe/envelope.h>
+#include <troupe/v1/control.pb-c.h>
 #include <troupe/v1/executor.pb-c.h>
 #include <troupe/v1/job.pb-c.h>
 #include <troupe/v1/node.pb-c.h>
@@ -426,6 +427,25 @@ static const ProtobufCMessageDescriptor *const builtin_types[] = {
     &troupe__v1__job_spec__descriptor,
     &troupe__v1__group_spec__descriptor,
     &troupe__v1__submit_batch__descriptor,
+    &troupe__v1__ping__descriptor,
+    &troupe__v1__submit__descriptor,
+    &troupe__v1__cancel_jobs__descriptor,
+    &troupe__v1__status_jobs__descriptor,
+    &troupe__v1__list_jobs__descriptor,
+    &troupe__v1__wait_jobs__descriptor,
+    &troupe__v1__logs__descriptor,
+    &troupe__v1__group_control__descriptor,
+    &troupe__v1__shutdown_daemon__descriptor,
+    &troupe__v1__control_request__descriptor,
+    &troupe__v1__control_error__descriptor,
+    &troupe__v1__pong__descriptor,
+    &troupe__v1__submitted__descriptor,
+    &troupe__v1__job_info__descriptor,
+    &troupe__v1__job_list__descriptor,
+    &troupe__v1__log_chunk__descriptor,
+    &troupe__v1__ack__descriptor,
+    &troupe__v1__control_reply__descriptor,
+    &troupe__v1__job_event__descriptor,
 };
 
 static void
