@@ -833,8 +833,8 @@ arena_str(wl *w, const char *s, size_t len)
 static tr_err
 field_str(wl *w, uint32_t v, const char *what, char **dst, uint64_t *cost)
 {
-    const char *s;
-    size_t len;
+    const char *s = NULL;
+    size_t len = 0;
     tr_err rv = want_str(w, v, what, false, &s, &len);
     if (rv == TR_OK) {
         *dst = arena_str(w, s, len);
@@ -883,7 +883,7 @@ field_task(wl *w, Troupe__V1__JobSpec *j, uint32_t k, uint32_t v, uint64_t *cost
         j->task_case = TROUPE__V1__JOB_SPEC__TASK_SLEEP;
         j->sleep = t;
     } else {
-        bool yes;
+        bool yes = false;
         if ((rv = want_bool(w, v, "noop", &yes)) != TR_OK) {
             return rv;
         }
