@@ -1,0 +1,1062 @@
+// Design notes.
+//
+// The job runner: one actor that owns every unfinished job in memory and
+// decides what runs. Its inputs are messages only: JobsAdded from the
+// store thread (a Submit committed), Committed (an update of ours
+// committed), ProcessStarted/ProcessExit from process actors, Tick from
+// timer tasks, WaitIn from the control actor. It writes the store with
+// trd_store_update and never waits for it: the store applies one writer's
+// updates in order, and the Committed that comes back is what makes a
+// final state visible to waiters (a WaitJobs reply must not show a state a
+// crash could take back).
+//
+// Scheduling (pump): every queued job whose dependencies have all
+// succeeded, and whose retry time has come, is a candidate; candidates run
+// by priority, then id, while their group has free slots (a job takes
+// spec.slots, at least 1 and at most the group's limit, so that a heavy job
+// cannot wait forever). A dependency that ended otherwise fails or skips
+// the job (on_dep_failure), which cascades in the same pump. O(jobs) per
+// pump: fine for M1's thousands, not for 10^5 queued jobs (a ready queue
+// per group and a dependants index are the next step).
+//
+// Where things run: posix_spawn runs on the worker that runs this actor
+// (tr_proc_actor_start spawns on the calling thread, ~0.1 ms per job), and
+// so do the store reads the runner makes (a batch's rows after JobsAdded,
+// dependencies no longer in memory, WaitJobs replies) and the writes of
+// output files: short blocking IO on a worker, to move to the blocking pool
+// (tr_spawn_blocking) when it shows in the benchmarks.
+//
+// Output (M1): the captured stdout and stderr of the ProcessExit go to
+// state-dir/out/<id>.1 and <id>.2, rewritten at each attempt. Streaming
+// (ProcessOutput) and Logs come later.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <troupe/proc_actor.h>
+#include <troupe/time.h>
+#include <troupe/v1/job.pb-c.h>
+#include <troupe/v1/process.pb-c.h>
+
+#include "trouped.h"
+#include "trouped_int.pb-c.h"
+
+extern char **environ;
+
+enum { TICK_SLEEP = 1, TICK_RETRY = 2, TICK_WAIT = 3 };
+
+typedef struct job {
+    uint64_t j_id;
+    char *j_name;       // "" when unnamed
+    char *j_request_id; // its Submit's
+    char *j_group;
+    int32_t j_prio;
+    uint32_t j_slots;
+    trd_job_state j_state; // in memory: ahead of the store by the updates in flight
+    bool j_running;        // holds its group's slots
+    bool j_final_committed;
+    uint32_t j_attempt;
+    int64_t j_next_run_ms; // a retry's time (0: now)
+    uint64_t j_gen;        // ticks of an older sleep or retry are ignored
+    Troupe__V1__JobSpec *j_spec;
+    uint64_t *j_deps; // ids still to succeed
+    size_t j_ndeps;
+    tr_actor_addr j_proc; // its process actor while it runs
+} job;
+
+typedef struct group {
+    char *g_name;
+    uint32_t g_limit;
+    uint32_t g_used;
+} group;
+
+typedef struct waiter {
+    uint64_t w_id;
+    uint32_t w_slot;
+    uint64_t *w_ids;
+    size_t w_n;
+} waiter;
+
+typedef struct runner {
+    trd_daemon *r_d;
+    job **r_jobs; // by id, increasing
+    size_t r_n, r_cap;
+    group *r_groups;
+    size_t r_ngroups;
+    waiter *r_waits;
+    size_t r_nwaits;
+    uint64_t r_next_wait;
+} runner;
+
+static void *
+xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n != 0 ? n : 1, sz);
+    if (p == NULL) {
+        abort();
+    }
+    return p;
+}
+
+static char *
+xstrdup(const char *s)
+{
+    char *p = strdup(s != NULL ? s : "");
+    if (p == NULL) {
+        abort();
+    }
+    return p;
+}
+
+// ---------------------------------------------------------------------------
+// Timers: a task that sleeps, then sends the runner a Tick.
+
+typedef struct ticker {
+    tr_timer t_timer;
+    uint64_t t_ns;
+    tr_actor_addr t_to;
+    uint32_t t_kind;
+    uint64_t t_id, t_gen;
+} ticker;
+
+static tr_poll
+ticker_poll(void *state, tr_cx *cx)
+{
+    ticker *t = state;
+    if (tr_sleep(&t->t_timer, cx, t->t_ns) == TR_PENDING) {
+        return TR_PENDING;
+    }
+    Troupe__Daemon__Tick *tk;
+    tr_msg *m = tr_msg_new(&troupe__daemon__tick__descriptor, 0, (void **)&tk);
+    tk->kind = t->t_kind;
+    tk->id = t->t_id;
+    tk->gen = t->t_gen;
+    if (tr_actor_send(NULL, t->t_to, m) != TR_OK) {
+        tr_msg_free(m);
+    }
+    return TR_READY;
+}
+
+static void
+ticker_drop(void *state)
+{
+    tr_timer_abandon(&((ticker *)state)->t_timer);
+}
+
+static const tr_task_spec ticker_spec = {
+    .name = "trouped.ticker",
+    .poll = ticker_poll,
+    .drop = ticker_drop,
+    .size = sizeof(ticker),
+};
+
+static void
+tick_after(tr_actor *self, uint64_t ms, uint32_t kind, uint64_t id, uint64_t gen)
+{
+    ticker t = {.t_ns = ms * 1000000u,
+                .t_to = tr_actor_self(self),
+                .t_kind = kind,
+                .t_id = id,
+                .t_gen = gen};
+    tr_err rv = tr_spawn(tr_actor_rt(self), &ticker_spec, NULL, &t, NULL);
+    if (rv != TR_OK) {
+        trd_log("timer_failed", "id=%llu code=%s", (unsigned long long)id, tr_err_name(rv));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Jobs in memory.
+
+static job *
+job_find(runner *r, uint64_t id)
+{
+    size_t lo = 0, hi = r->r_n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (r->r_jobs[mid]->j_id < id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo < r->r_n && r->r_jobs[lo]->j_id == id ? r->r_jobs[lo] : NULL;
+}
+
+static void
+job_free(job *j)
+{
+    free(j->j_name);
+    free(j->j_request_id);
+    free(j->j_group);
+    free(j->j_deps);
+    if (j->j_spec != NULL) {
+        troupe__v1__job_spec__free_unpacked(j->j_spec, NULL);
+    }
+    free(j);
+}
+
+// job_insert keeps r_jobs sorted (ids mostly arrive increasing).
+static void
+job_insert(runner *r, job *j)
+{
+    if (r->r_n == r->r_cap) {
+        r->r_cap = r->r_cap != 0 ? r->r_cap * 2 : 64;
+        r->r_jobs = realloc(r->r_jobs, r->r_cap * sizeof *r->r_jobs);
+        if (r->r_jobs == NULL) {
+            abort();
+        }
+    }
+    size_t i = r->r_n;
+    while (i > 0 && r->r_jobs[i - 1]->j_id > j->j_id) {
+        r->r_jobs[i] = r->r_jobs[i - 1];
+        i--;
+    }
+    r->r_jobs[i] = j;
+    r->r_n++;
+}
+
+static void
+job_remove(runner *r, job *j)
+{
+    for (size_t i = 0; i < r->r_n; i++) {
+        if (r->r_jobs[i] == j) {
+            memmove(&r->r_jobs[i], &r->r_jobs[i + 1], (r->r_n - i - 1) * sizeof *r->r_jobs);
+            r->r_n--;
+            break;
+        }
+    }
+    job_free(j);
+}
+
+static group *
+group_get(runner *r, const char *name)
+{
+    for (size_t i = 0; i < r->r_ngroups; i++) {
+        if (strcmp(r->r_groups[i].g_name, name) == 0) {
+            return &r->r_groups[i];
+        }
+    }
+    r->r_groups = realloc(r->r_groups, (r->r_ngroups + 1) * sizeof *r->r_groups);
+    if (r->r_groups == NULL) {
+        abort();
+    }
+    group *g = &r->r_groups[r->r_ngroups++];
+    g->g_name = xstrdup(name);
+    g->g_limit = r->r_d->d_cores;
+    g->g_used = 0;
+    return g;
+}
+
+// resolve_name finds the job of j's batch named name: in memory, else in
+// the store by walking ids around j while they hold j's request id (a
+// batch's ids are consecutive). O(batch) store reads: only recovered jobs
+// whose named dependency finished before the restart take this path.
+static uint64_t
+resolve_name(runner *r, const job *j, const char *name)
+{
+    for (size_t i = 0; i < r->r_n; i++) {
+        const job *o = r->r_jobs[i];
+        if (o != j && strcmp(o->j_request_id, j->j_request_id) == 0 &&
+            strcmp(o->j_name, name) == 0) {
+            return o->j_id;
+        }
+    }
+    for (int dir = -1; dir <= 1; dir += 2) {
+        for (uint64_t id = j->j_id + (uint64_t)(int64_t)dir; id != 0;
+             id += (uint64_t)(int64_t)dir) {
+            trd_job_rec rec;
+            if (trd_store_get(r->r_d->d_store, id, &rec) != TR_OK) {
+                break;
+            }
+            bool same = strcmp(rec.j_request_id, j->j_request_id) == 0;
+            bool hit = same && strcmp(rec.j_name, name) == 0;
+            trd_job_rec_fini(&rec);
+            if (hit) {
+                return id;
+            }
+            if (!same) {
+                break;
+            }
+        }
+    }
+    return 0;
+}
+
+static void job_finish(runner *r, job *j, trd_job_state st, const char *error, int32_t code,
+                       int32_t sig, const Troupe__V1__ProcessExit *px);
+
+// job_add takes a stored record into memory (NULL when its spec does not
+// decode: it is failed at once).
+static void
+job_add(runner *r, const trd_job_rec *rec)
+{
+    job *j = xcalloc(1, sizeof *j);
+    j->j_id = rec->j_id;
+    j->j_name = xstrdup(rec->j_name);
+    j->j_request_id = xstrdup(rec->j_request_id);
+    j->j_group = xstrdup(rec->j_group);
+    j->j_prio = rec->j_priority;
+    j->j_state = rec->j_state;
+    j->j_attempt = rec->j_attempt;
+    j->j_next_run_ms = rec->j_next_run_ms;
+    j->j_spec = troupe__v1__job_spec__unpack(NULL, rec->j_spec_len, rec->j_spec);
+    job_insert(r, j);
+    if (j->j_spec == NULL) {
+        job_finish(r, j, TRD_JOB_FAILED, "stored job spec does not decode", 0, 0, NULL);
+        return;
+    }
+    j->j_slots = j->j_spec->slots != 0 ? j->j_spec->slots : 1;
+}
+
+// job_link fills in j's dependencies (after every job of its batch is in
+// memory, so that names resolve without the store).
+static void
+job_link(runner *r, job *j)
+{
+    const Troupe__V1__JobSpec *s = j->j_spec;
+    if (s == NULL) {
+        return;
+    }
+    j->j_deps = xcalloc(s->n_after_ids + s->n_after_names, sizeof *j->j_deps);
+    for (size_t i = 0; i < s->n_after_ids; i++) {
+        j->j_deps[j->j_ndeps++] = s->after_ids[i];
+    }
+    for (size_t i = 0; i < s->n_after_names; i++) {
+        uint64_t id = resolve_name(r, j, s->after_names[i]);
+        if (id == 0) {
+            char why[300];
+            snprintf(why, sizeof why, "dependency \"%s\" not found", s->after_names[i]);
+            job_finish(r, j, TRD_JOB_FAILED, why, 0, 0, NULL);
+            return;
+        }
+        j->j_deps[j->j_ndeps++] = id;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Store writes.
+
+typedef struct upd_ctx {
+    tr_actor_addr uc_runner;
+    uint64_t uc_id;
+    uint32_t uc_kind;
+    uint32_t uc_state;
+} upd_ctx;
+
+// update_done runs on the store thread after the COMMIT: it tells the
+// runner (waiters see a final state only once it is durable).
+static void
+update_done(void *arg, tr_err err, const trd_submit_result *res)
+{
+    upd_ctx *uc = arg;
+    Troupe__Daemon__Committed *c;
+    tr_msg *m = tr_msg_new(&troupe__daemon__committed__descriptor, 64, (void **)&c);
+    c->id = uc->uc_id;
+    c->kind = uc->uc_kind;
+    c->err = (int32_t)err;
+    c->detail = tr_msg_strdup(m, res->r_detail);
+    c->state = uc->uc_state;
+    if (tr_actor_send(NULL, uc->uc_runner, m) != TR_OK) {
+        tr_msg_free(m);
+    }
+    free(uc);
+}
+
+static void
+store_update(runner *r, tr_actor_addr self, trd_job_update *u)
+{
+    upd_ctx *uc = xcalloc(1, sizeof *uc);
+    uc->uc_runner = self;
+    uc->uc_id = u->u_id;
+    uc->uc_kind = (uint32_t)u->u_kind;
+    uc->uc_state = (uint32_t)u->u_state;
+    trd_store_update(r->r_d->d_store, u, update_done, uc);
+}
+
+// The runner's own address, for the store callbacks (set in init).
+static tr_actor_addr g_self;
+
+static void
+write_output(runner *r, uint64_t id, int stream, const ProtobufCBinaryData *b)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%llu.%d", r->r_d->d_out_dir, (unsigned long long)id, stream);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        trd_log("output_failed", "id=%llu path=\"%s\" errno=%d", (unsigned long long)id, path,
+                errno);
+        return;
+    }
+    size_t off = 0;
+    while (off < b->len) {
+        ssize_t n = write(fd, b->data + off, b->len - off);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            trd_log("output_failed", "id=%llu path=\"%s\" errno=%d", (unsigned long long)id, path,
+                    errno);
+            break;
+        }
+        off += (size_t)n;
+    }
+    close(fd);
+}
+
+static void
+job_release(runner *r, job *j)
+{
+    if (j->j_running) {
+        group *g = group_get(r, j->j_group);
+        uint32_t w = j->j_slots < g->g_limit ? j->j_slots : g->g_limit;
+        g->g_used -= w;
+        j->j_running = false;
+    }
+    j->j_proc = TR_ACTOR_NONE;
+}
+
+// job_finish records a final state (in memory now, in the store when the
+// update commits).
+static void
+job_finish(runner *r, job *j, trd_job_state st, const char *error, int32_t code, int32_t sig,
+           const Troupe__V1__ProcessExit *px)
+{
+    job_release(r, j);
+    j->j_state = st;
+    trd_job_update u = {
+        .u_id = j->j_id,
+        .u_kind = TRD_UPDATE_FINISH,
+        .u_state = st,
+        .u_exit_code = code,
+        .u_signal = sig,
+        .u_error = error,
+    };
+    if (px != NULL) {
+        u.u_stdout_bytes = px->stdout_bytes;
+        u.u_stderr_bytes = px->stderr_bytes;
+        u.u_truncated = px->truncated;
+    }
+    trd_log("job_end", "id=%llu state=%s exit_code=%d signal=%d error=\"%s\"",
+            (unsigned long long)j->j_id, trd_job_state_name(st), code, sig,
+            error != NULL ? error : "");
+    store_update(r, g_self, &u);
+}
+
+static void
+job_start_record(runner *r, job *j, int32_t pid, uint64_t start)
+{
+    trd_job_update u = {
+        .u_id = j->j_id,
+        .u_kind = TRD_UPDATE_START,
+        .u_attempt = j->j_attempt,
+        .u_leader_pid = pid,
+        .u_leader_start = start,
+    };
+    store_update(r, g_self, &u);
+}
+
+// ---------------------------------------------------------------------------
+// Starting jobs.
+
+// build_env returns the daemon's environment with spec's entries added or
+// replacing ones of the same name (malloc'd array; the strings of spec and
+// environ, plus the NAME=VALUE strings it makes, listed in *owned).
+static char **
+build_env(const Troupe__V1__JobSpec *s, char ***owned)
+{
+    size_t n = 0;
+    while (environ[n] != NULL) {
+        n++;
+    }
+    char **env = xcalloc(n + s->n_env + 1, sizeof *env);
+    char **mine = xcalloc(s->n_env + 1, sizeof *mine);
+    memcpy(env, environ, n * sizeof *env);
+    for (size_t i = 0; i < s->n_env; i++) {
+        const char *name = s->env[i]->name, *val = s->env[i]->value;
+        size_t nl = strlen(name), vl = strlen(val);
+        char *kv = malloc(nl + vl + 2);
+        if (kv == NULL) {
+            abort();
+        }
+        memcpy(kv, name, nl);
+        kv[nl] = '=';
+        memcpy(kv + nl + 1, val, vl + 1);
+        mine[i] = kv;
+        size_t k = 0;
+        while (k < n && !(strncmp(env[k], name, nl) == 0 && env[k][nl] == '=')) {
+            k++;
+        }
+        env[k] = kv;
+        if (k == n) {
+            n++;
+        }
+    }
+    *owned = mine;
+    return env;
+}
+
+static void
+job_start_process(runner *r, tr_actor *self, job *j)
+{
+    const Troupe__V1__JobSpec *s = j->j_spec;
+    char *sh_argv[] = {"/bin/sh", "-c", NULL, NULL};
+    char **argv;
+    char **argv_buf = NULL;
+    if (s->task_case == TROUPE__V1__JOB_SPEC__TASK_SHELL) {
+        sh_argv[2] = s->shell->script;
+        argv = sh_argv;
+    } else {
+        argv_buf = xcalloc(s->exec->n_argv + 1, sizeof *argv_buf);
+        memcpy(argv_buf, s->exec->argv, s->exec->n_argv * sizeof *argv_buf);
+        argv = argv_buf;
+    }
+    if (s->n_rlimits > TR_PROC_RLIMITS_MAX) {
+        free(argv_buf);
+        job_finish(r, j, TRD_JOB_FAILED, "more rlimits than a process actor takes", 0, 0, NULL);
+        return;
+    }
+    tr_proc_rlimit rl[TR_PROC_RLIMITS_MAX];
+    for (size_t i = 0; i < s->n_rlimits; i++) {
+        rl[i] = (tr_proc_rlimit){s->rlimits[i]->resource, s->rlimits[i]->soft, s->rlimits[i]->hard};
+    }
+    char **owned = NULL;
+    char **envp = s->n_env > 0 ? build_env(s, &owned) : NULL;
+    tr_proc_opts o = {
+        .argv = argv,
+        .envp = envp,
+        .cwd = (s->cwd != NULL && s->cwd[0] != '\0') ? s->cwd : NULL,
+        .stdin_data = s->stdin.data,
+        .stdin_len = s->stdin.len,
+        .timeout_ms = s->timeout_ms,
+        .kill_grace_ms = s->kill_grace_ms,
+        .search_path = true,
+        .rlimits = s->n_rlimits > 0 ? rl : NULL,
+        .nrlimits = s->n_rlimits,
+    };
+    tr_actor_addr proc;
+    tr_err rv = tr_proc_actor_start(tr_actor_rt(self), &o, tr_actor_self(self), &proc);
+    free(argv_buf);
+    if (owned != NULL) {
+        for (size_t i = 0; owned[i] != NULL; i++) {
+            free(owned[i]);
+        }
+        free(owned);
+    }
+    free(envp);
+    if (rv != TR_OK) {
+        char why[128];
+        snprintf(why, sizeof why, "could not start a process actor: %s", tr_strerror(rv));
+        job_finish(r, j, TRD_JOB_FAILED, why, 0, 0, NULL);
+        return;
+    }
+    j->j_proc = proc;
+}
+
+static void
+job_start(runner *r, tr_actor *self, job *j, group *g)
+{
+    j->j_running = true;
+    g->g_used += j->j_slots < g->g_limit ? j->j_slots : g->g_limit;
+    j->j_state = TRD_JOB_RUNNING;
+    j->j_attempt++;
+    j->j_gen++;
+    trd_log("job_start", "id=%llu attempt=%u group=\"%s\"", (unsigned long long)j->j_id,
+            j->j_attempt, j->j_group);
+    switch (j->j_spec->task_case) {
+    case TROUPE__V1__JOB_SPEC__TASK_NOOP:
+        job_start_record(r, j, 0, 0);
+        job_finish(r, j, TRD_JOB_SUCCEEDED, NULL, 0, 0, NULL);
+        return;
+    case TROUPE__V1__JOB_SPEC__TASK_SLEEP:
+        job_start_record(r, j, 0, 0);
+        tick_after(self, j->j_spec->sleep->ms, TICK_SLEEP, j->j_id, j->j_gen);
+        return;
+    case TROUPE__V1__JOB_SPEC__TASK_EXEC:
+    case TROUPE__V1__JOB_SPEC__TASK_SHELL:
+        // START is recorded when ProcessStarted brings the leader's pid.
+        job_start_process(r, self, j);
+        return;
+    default:
+        job_finish(r, j, TRD_JOB_FAILED, "task kind not supported", 0, 0, NULL);
+        return;
+    }
+}
+
+// dep_state returns the state of dependency id: in memory, else stored
+// (a job not in memory is final; TR_ENOTFOUND makes it failed).
+static trd_job_state
+dep_state(runner *r, uint64_t id)
+{
+    job *d = job_find(r, id);
+    if (d != NULL) {
+        return d->j_state;
+    }
+    trd_job_rec rec;
+    if (trd_store_get(r->r_d->d_store, id, &rec) != TR_OK) {
+        return TRD_JOB_FAILED;
+    }
+    trd_job_state st = rec.j_state;
+    trd_job_rec_fini(&rec);
+    return st;
+}
+
+// check_deps drops the dependencies that succeeded; true when none is left.
+// A failed one fails or skips j (and *changed says so).
+static bool
+check_deps(runner *r, job *j, bool *changed)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < j->j_ndeps; i++) {
+        trd_job_state st = dep_state(r, j->j_deps[i]);
+        if (st == TRD_JOB_SUCCEEDED) {
+            continue;
+        }
+        if (trd_job_state_final(st)) {
+            char why[128];
+            snprintf(why, sizeof why, "dependency %llu %s", (unsigned long long)j->j_deps[i],
+                     trd_job_state_name(st));
+            bool skip = j->j_spec->on_dep_failure == TROUPE__V1__DEP_FAILURE__DEP_FAILURE_SKIP;
+            job_finish(r, j, skip ? TRD_JOB_SKIPPED : TRD_JOB_FAILED, why, 0, 0, NULL);
+            *changed = true;
+            return false;
+        }
+        j->j_deps[k++] = j->j_deps[i];
+    }
+    j->j_ndeps = k;
+    return k == 0;
+}
+
+static int
+cand_cmp(const void *a, const void *b)
+{
+    const job *x = *(job *const *)a, *y = *(job *const *)b;
+    if (x->j_prio != y->j_prio) {
+        return x->j_prio > y->j_prio ? -1 : 1;
+    }
+    return x->j_id < y->j_id ? -1 : (x->j_id > y->j_id);
+}
+
+static void
+pump(runner *r, tr_actor *self)
+{
+    int64_t now = trd_now_ms();
+    job **cand = xcalloc(r->r_n, sizeof *cand);
+    size_t nc = 0;
+    bool changed = true;
+    // Failures cascade: a job failed by a dependency may fail its own
+    // dependants, so repeat until nothing changes.
+    while (changed) {
+        changed = false;
+        nc = 0;
+        for (size_t i = 0; i < r->r_n; i++) {
+            job *j = r->r_jobs[i];
+            if (j->j_state != TRD_JOB_QUEUED || j->j_spec == NULL) {
+                continue;
+            }
+            if (check_deps(r, j, &changed) && j->j_next_run_ms <= now) {
+                cand[nc++] = j;
+            }
+        }
+    }
+    qsort(cand, nc, sizeof *cand, cand_cmp);
+    for (size_t i = 0; i < nc; i++) {
+        job *j = cand[i];
+        group *g = group_get(r, j->j_group);
+        uint32_t w = j->j_slots < g->g_limit ? j->j_slots : g->g_limit;
+        if (g->g_used + w <= g->g_limit) {
+            job_start(r, self, j, g);
+        }
+    }
+    free(cand);
+}
+
+// ---------------------------------------------------------------------------
+// Waiters.
+
+static bool
+job_done(runner *r, uint64_t id)
+{
+    job *j = job_find(r, id);
+    return j == NULL || j->j_final_committed;
+}
+
+static void
+wait_in(runner *r, tr_actor *self, const Troupe__Daemon__WaitIn *wi)
+{
+    bool all = true;
+    for (size_t i = 0; i < wi->n_ids; i++) {
+        if (job_find(r, wi->ids[i]) == NULL) {
+            trd_job_rec rec;
+            tr_err rv = trd_store_get(r->r_d->d_store, wi->ids[i], &rec);
+            if (rv != TR_OK) {
+                trd_reply_error(r->r_d, wi->slot, rv, "wait: job %llu: %s",
+                                (unsigned long long)wi->ids[i],
+                                rv == TR_ENOTFOUND ? "no such job" : tr_strerror(rv));
+                return;
+            }
+            // A stored job the runner does not hold is final (or the
+            // batch's JobsAdded has not arrived yet: then it is queued).
+            bool fin = trd_job_state_final(rec.j_state);
+            trd_job_rec_fini(&rec);
+            if (!fin) {
+                all = false;
+            }
+        } else if (!job_done(r, wi->ids[i])) {
+            all = false;
+        }
+    }
+    if (all) {
+        trd_reply_jobs(r->r_d, wi->slot, "wait", wi->ids, wi->n_ids, false);
+        return;
+    }
+    r->r_waits = realloc(r->r_waits, (r->r_nwaits + 1) * sizeof *r->r_waits);
+    if (r->r_waits == NULL) {
+        abort();
+    }
+    waiter *w = &r->r_waits[r->r_nwaits++];
+    w->w_id = ++r->r_next_wait;
+    w->w_slot = wi->slot;
+    w->w_n = wi->n_ids;
+    w->w_ids = xcalloc(wi->n_ids, sizeof *w->w_ids);
+    memcpy(w->w_ids, wi->ids, wi->n_ids * sizeof *w->w_ids);
+    uint64_t ms = wi->timeout_ms;
+    if (ms == 0 || ms > TRD_WAIT_MAX_MS) {
+        ms = TRD_WAIT_MAX_MS;
+    }
+    tick_after(self, ms, TICK_WAIT, w->w_id, 0);
+}
+
+static void
+wait_end(runner *r, size_t i, bool timed_out)
+{
+    waiter w = r->r_waits[i];
+    r->r_waits[i] = r->r_waits[--r->r_nwaits];
+    trd_reply_jobs(r->r_d, w.w_slot, "wait", w.w_ids, w.w_n, timed_out);
+    free(w.w_ids);
+}
+
+// wait_check answers the waiters whose jobs are all final (and durable).
+// A waiter on a job whose JobsAdded had not arrived when it began is
+// checked against the store.
+static void
+wait_check(runner *r)
+{
+    for (size_t i = 0; i < r->r_nwaits;) {
+        waiter *w = &r->r_waits[i];
+        bool all = true;
+        for (size_t k = 0; k < w->w_n && all; k++) {
+            if (job_find(r, w->w_ids[k]) != NULL) {
+                all = job_done(r, w->w_ids[k]);
+            } else {
+                trd_job_rec rec;
+                if (trd_store_get(r->r_d->d_store, w->w_ids[k], &rec) == TR_OK) {
+                    all = trd_job_state_final(rec.j_state);
+                    trd_job_rec_fini(&rec);
+                }
+            }
+        }
+        if (all) {
+            wait_end(r, i, false);
+        } else {
+            i++;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Messages.
+
+static job *
+job_of_proc(runner *r, tr_actor_addr proc)
+{
+    for (size_t i = 0; i < r->r_n; i++) {
+        if (tr_actor_addr_eq(r->r_jobs[i]->j_proc, proc)) {
+            return r->r_jobs[i];
+        }
+    }
+    return NULL;
+}
+
+static uint64_t
+backoff_ms(const Troupe__V1__JobSpec *s, uint32_t attempt)
+{
+    uint64_t ms = s->backoff_ms;
+    for (uint32_t i = 1; i < attempt && ms != 0 && ms < (UINT64_MAX >> 1); i++) {
+        ms *= 2;
+    }
+    if (s->backoff_max_ms != 0 && ms > s->backoff_max_ms) {
+        ms = s->backoff_max_ms;
+    }
+    return ms;
+}
+
+static void
+on_exit_msg(runner *r, tr_actor *self, tr_msg *m)
+{
+    const Troupe__V1__ProcessExit *px = tr_msg_body(m);
+    job *j = job_of_proc(r, tr_msg_reply_to(m));
+    if (j == NULL) {
+        return;
+    }
+    write_output(r, j->j_id, 1, &px->stdout);
+    write_output(r, j->j_id, 2, &px->stderr);
+    trd_job_state st;
+    char why[256] = "";
+    if (px->error != NULL && px->error->code != 0) {
+        st = TRD_JOB_FAILED;
+        snprintf(why, sizeof why, "%s", tr_msg_reason_text(px->error));
+    } else if (px->timed_out) {
+        st = TRD_JOB_TIMED_OUT;
+        snprintf(why, sizeof why, "timed out after %llu ms",
+                 (unsigned long long)j->j_spec->timeout_ms);
+    } else if (px->exited && px->code == 0) {
+        st = TRD_JOB_SUCCEEDED;
+    } else if (px->exited) {
+        st = TRD_JOB_FAILED;
+        snprintf(why, sizeof why, "exit code %d", px->code);
+    } else {
+        st = TRD_JOB_FAILED;
+        snprintf(why, sizeof why, "killed by signal %d", px->signal);
+    }
+    if (st != TRD_JOB_SUCCEEDED && j->j_attempt <= j->j_spec->retries) {
+        // Another attempt after the backoff.
+        job_release(r, j);
+        uint64_t wait = backoff_ms(j->j_spec, j->j_attempt);
+        j->j_state = TRD_JOB_QUEUED;
+        j->j_next_run_ms = trd_now_ms() + (int64_t)wait;
+        j->j_gen++;
+        trd_job_update u = {
+            .u_id = j->j_id,
+            .u_kind = TRD_UPDATE_RETRY,
+            .u_attempt = j->j_attempt,
+            .u_exit_code = px->code,
+            .u_signal = px->signal,
+            .u_error = why,
+            .u_next_run_ms = j->j_next_run_ms,
+        };
+        trd_log("job_retry", "id=%llu attempt=%u backoff_ms=%llu error=\"%s\"",
+                (unsigned long long)j->j_id, j->j_attempt, (unsigned long long)wait, why);
+        store_update(r, g_self, &u);
+        tick_after(self, wait, TICK_RETRY, j->j_id, j->j_gen);
+        return;
+    }
+    job_finish(r, j, st, why[0] != '\0' ? why : NULL, px->code, px->signal, px);
+}
+
+static void
+on_committed(runner *r, const Troupe__Daemon__Committed *c)
+{
+    if (c->err != TR_OK) {
+        trd_log("store_update_failed", "id=%llu kind=%u code=%s detail=\"%s\"",
+                (unsigned long long)c->id, c->kind, tr_err_name((tr_err)c->err), c->detail);
+    }
+    if (c->kind != TRD_UPDATE_FINISH) {
+        return;
+    }
+    job *j = job_find(r, c->id);
+    if (j != NULL && trd_job_state_final(j->j_state)) {
+        // Final in the store (or refused there: then the store holds the
+        // truth and the runner lets the job go all the same).
+        j->j_final_committed = true;
+        job_remove(r, j);
+    }
+    wait_check(r);
+}
+
+typedef struct add_acc {
+    runner *aa_r;
+    job **aa_new;
+    size_t aa_n;
+} add_acc;
+
+static void
+added_each(void *arg, const trd_job_rec *rec)
+{
+    add_acc *a = arg;
+    if (job_find(a->aa_r, rec->j_id) != NULL || trd_job_state_final(rec->j_state)) {
+        return;
+    }
+    job_add(a->aa_r, rec);
+    job *j = job_find(a->aa_r, rec->j_id);
+    if (j != NULL) {
+        a->aa_new[a->aa_n++] = j;
+    }
+}
+
+static void
+on_added(runner *r, const Troupe__Daemon__JobsAdded *ja)
+{
+    for (size_t i = 0; i < ja->n_groups; i++) {
+        group *g = group_get(r, ja->groups[i]->name);
+        g->g_limit = ja->groups[i]->parallel != 0 ? ja->groups[i]->parallel : r->r_d->d_cores;
+    }
+    add_acc a = {.aa_r = r, .aa_new = xcalloc(ja->count, sizeof(job *))};
+    trd_list_query q = {.q_after_id = ja->first_id - 1};
+    uint64_t left = ja->count;
+    while (left > 0) {
+        q.q_limit = left < TRD_STORE_LIST_MAX ? (uint32_t)left : TRD_STORE_LIST_MAX;
+        uint64_t next = 0;
+        tr_err rv = trd_store_list(r->r_d->d_store, &q, added_each, &a, &next);
+        if (rv != TR_OK) {
+            trd_log("load_failed", "first_id=%llu code=%s", (unsigned long long)ja->first_id,
+                    tr_err_name(rv));
+            break;
+        }
+        left -= q.q_limit;
+        if (next == 0) {
+            break;
+        }
+        q.q_after_id = next;
+    }
+    for (size_t i = 0; i < a.aa_n; i++) {
+        job_link(r, a.aa_new[i]);
+    }
+    free(a.aa_new);
+}
+
+static void
+runner_receive(tr_actor *self, void *state, tr_msg *m)
+{
+    runner *r = *(runner **)state;
+    if (tr_msg_is(m, &troupe__daemon__jobs_added__descriptor)) {
+        on_added(r, tr_msg_body(m));
+    } else if (tr_msg_is(m, &troupe__daemon__committed__descriptor)) {
+        on_committed(r, tr_msg_body(m));
+    } else if (tr_msg_is(m, &troupe__v1__process_started__descriptor)) {
+        const Troupe__V1__ProcessStarted *ps = tr_msg_body(m);
+        job *j = job_of_proc(r, tr_msg_reply_to(m));
+        if (j != NULL) {
+            job_start_record(r, j, ps->pid, ps->start_time);
+        }
+        return;
+    } else if (tr_msg_is(m, &troupe__v1__process_exit__descriptor)) {
+        on_exit_msg(r, self, m);
+    } else if (tr_msg_is(m, &troupe__daemon__tick__descriptor)) {
+        const Troupe__Daemon__Tick *t = tr_msg_body(m);
+        if (t->kind == TICK_WAIT) {
+            for (size_t i = 0; i < r->r_nwaits; i++) {
+                if (r->r_waits[i].w_id == t->id) {
+                    wait_end(r, i, true);
+                    break;
+                }
+            }
+            return;
+        }
+        job *j = job_find(r, t->id);
+        if (j == NULL || j->j_gen != t->gen) {
+            return;
+        }
+        if (t->kind == TICK_SLEEP && j->j_state == TRD_JOB_RUNNING) {
+            job_finish(r, j, TRD_JOB_SUCCEEDED, NULL, 0, 0, NULL);
+        }
+        // TICK_RETRY: its time has come; the pump below starts it.
+    } else if (tr_msg_is(m, &troupe__daemon__wait_in__descriptor)) {
+        wait_in(r, self, tr_msg_body(m));
+        return;
+    } else {
+        return;
+    }
+    pump(r, self);
+}
+
+static void
+noop_done(void *arg, tr_err err, const trd_submit_result *res)
+{
+    (void)arg;
+    (void)err;
+    (void)res;
+}
+
+static void
+recover_each(void *arg, const trd_job_rec *rec)
+{
+    runner *r = arg;
+    if (rec->j_state == TRD_JOB_RUNNING) {
+        // M1: a job found running after a restart is failed. The next step
+        // compares its leader's start time (rec->j_leader_start, with
+        // tr_proc_start_time) to find a leader that survived us, kills its
+        // group, and retries or fails it per its retry policy.
+        trd_job_update u = {
+            .u_id = rec->j_id,
+            .u_kind = TRD_UPDATE_FINISH,
+            .u_state = TRD_JOB_FAILED,
+            .u_error = "daemon restarted",
+        };
+        trd_log("job_end", "id=%llu state=failed error=\"daemon restarted\"",
+                (unsigned long long)rec->j_id);
+        trd_store_update(r->r_d->d_store, &u, noop_done, NULL);
+        return;
+    }
+    job_add(r, rec);
+}
+
+static tr_err
+runner_init(tr_actor *self, void *state, void *arg)
+{
+    trd_daemon *d = arg;
+    runner *r = xcalloc(1, sizeof *r);
+    r->r_d = d;
+    *(runner **)state = r;
+    g_self = tr_actor_self(self);
+    // Recovery: the store's unfinished jobs, before any request arrives.
+    size_t before = 0;
+    tr_err rv = trd_store_load_unfinished(d->d_store, recover_each, r);
+    if (rv != TR_OK) {
+        free(r);
+        return rv;
+    }
+    int64_t now = trd_now_ms();
+    for (size_t i = before; i < r->r_n; i++) {
+        job *j = r->r_jobs[i];
+        job_link(r, j);
+        if (j->j_state == TRD_JOB_QUEUED && j->j_next_run_ms > now) {
+            tick_after(self, (uint64_t)(j->j_next_run_ms - now), TICK_RETRY, j->j_id, j->j_gen);
+        }
+    }
+    trd_log("recovered", "queued=%zu", r->r_n);
+    // The first pump comes with the first message; send one now.
+    Troupe__Daemon__Tick *t;
+    tr_msg *m = tr_msg_new(&troupe__daemon__tick__descriptor, 0, (void **)&t);
+    t->kind = TICK_RETRY;
+    if (tr_actor_send(NULL, g_self, m) != TR_OK) {
+        tr_msg_free(m);
+    }
+    return TR_OK;
+}
+
+static void
+runner_stopped(tr_actor *self, void *state, tr_err reason)
+{
+    runner *r = *(runner **)state;
+    for (size_t i = 0; i < r->r_n; i++) {
+        job_free(r->r_jobs[i]);
+    }
+    free(r->r_jobs);
+    for (size_t i = 0; i < r->r_ngroups; i++) {
+        free(r->r_groups[i].g_name);
+    }
+    free(r->r_groups);
+    for (size_t i = 0; i < r->r_nwaits; i++) {
+        free(r->r_waits[i].w_ids);
+    }
+    free(r->r_waits);
+    free(r);
+}
+
+static const tr_actor_spec runner_spec = {
+    .name = "trouped.runner",
+    .size = sizeof(runner *),
+    .init = runner_init,
+    .receive = runner_receive,
+    .stopped = runner_stopped,
+};
+
+tr_err
+trd_runner_start(trd_daemon *d)
+{
+    return tr_actor_spawn(d->d_rt, &runner_spec, d, NULL, &d->d_runner);
+}

@@ -1,0 +1,913 @@
+// Design notes.
+//
+// trouped: the state lock, the store, a runtime, the control endpoint and
+// two actors (control, runner). Start-up order is the safety order: the
+// state directory's flock before anything else (a second instance stops
+// before it touches the database or a socket), then the store, then the
+// runtime and the actors (the runner recovers unfinished jobs in its init,
+// on the main thread), and only then the socket, so that no request can
+// arrive before someone can answer it. "TROUPED READY <url>" on stdout says
+// the socket listens (tests and scripts read that line instead of
+// sleeping).
+//
+// The control endpoint is a REP0 socket with TRD_CONTEXTS contexts, each
+// with one aio whose callback is a two-state machine (receive, send). The
+// receive callback never decodes or blocks: it parks the nng_msg in its
+// slot and sends the control actor a CtlIn naming the slot (a push to an
+// empty mailbox wakes the actor through tr_wake). The actor decodes the
+// envelope (tr_msg_unpack: depth scan, memory budget) on a worker and
+// answers, or hands the slot on (see trouped.h). The reply is
+// nng_ctx_send with the slot's aio, whose callback re-arms the receive.
+//
+// Signals: SIGINT and SIGTERM are blocked in every thread (they are
+// blocked before the store's, nng's and the runtime's threads start; the
+// process actor's spawn resets the mask for children) and main waits in
+// sigwait. The runtime runs on a thread of its own (worker 0), so main is
+// free to do the stop: flag, close the socket (main is the only thread
+// that closes sockets), shut the runtime down, close the store (its last
+// callbacks' replies fail on the closed contexts and are freed), free the
+// aios, the runtime, and nng_fini last.
+#define _GNU_SOURCE
+#include "trouped.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nng/protocol/reqrep0/rep.h>
+#include <troupe/envelope.h>
+#include <troupe/rt.h>
+#include <troupe/v1/job.pb-c.h>
+
+#include "state.h"
+#include "trouped_int.pb-c.h"
+
+// ---------------------------------------------------------------------------
+// Logs and small helpers.
+
+static pthread_mutex_t g_log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int64_t
+trd_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+trd_log(const char *event, const char *fmt, ...)
+{
+    char line[2048];
+    int n = snprintf(line, sizeof line, "ts=%lld event=%s", (long long)trd_now_ms(), event);
+    if (fmt != NULL && fmt[0] != '\0' && n > 0 && (size_t)n < sizeof line - 1) {
+        line[n++] = ' ';
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    // One write per line under a lock, so lines of threads never interleave.
+    pthread_mutex_lock(&g_log_lock);
+    fprintf(stderr, "%s\n", line);
+    pthread_mutex_unlock(&g_log_lock);
+}
+
+static uint64_t
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+// ---------------------------------------------------------------------------
+// Replies.
+
+void
+trd_reply(trd_daemon *d, uint32_t idx, tr_msg *reply)
+{
+    trd_slot *s = &d->d_slots[idx];
+    size_t n = tr_msg_packed_size(reply);
+    nng_msg *nm;
+    if (nng_msg_alloc(&nm, n) != 0) {
+        // Out of memory in nng: answer nothing, serve the next request.
+        tr_msg_free(reply);
+        s->s_state = SLOT_RECV;
+        nng_ctx_recv(s->s_ctx, s->s_aio);
+        return;
+    }
+    tr_msg_pack_to(reply, nng_msg_body(nm));
+    tr_msg_free(reply);
+    s->s_state = SLOT_SEND;
+    nng_aio_set_msg(s->s_aio, nm);
+    nng_ctx_send(s->s_ctx, s->s_aio);
+}
+
+static tr_msg *
+reply_new(Troupe__V1__ControlReply **out)
+{
+    return tr_msg_new(&troupe__v1__control_reply__descriptor, 256, (void **)out);
+}
+
+void
+trd_reply_error(trd_daemon *d, uint32_t idx, tr_err code, const char *fmt, ...)
+{
+    Troupe__V1__ControlReply *rep;
+    tr_msg *m = reply_new(&rep);
+    Troupe__V1__ControlError *e = tr_msg_arena(m, sizeof *e);
+    troupe__v1__control_error__init(e);
+    char detail[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    e->code = (int32_t)code;
+    e->name = tr_msg_strdup(m, tr_err_name(code));
+    e->detail = tr_msg_strdup(m, detail);
+    rep->reply_case = TROUPE__V1__CONTROL_REPLY__REPLY_ERROR;
+    rep->error = e;
+    trd_log("request_error", "slot=%u code=%s detail=\"%s\"", idx, tr_err_name(code), detail);
+    trd_reply(d, idx, m);
+}
+
+Troupe__V1__JobInfo *
+trd_job_info(tr_msg *m, const trd_job_rec *r)
+{
+    Troupe__V1__JobInfo *ji = tr_msg_arena(m, sizeof *ji);
+    troupe__v1__job_info__init(ji);
+    ji->id = r->j_id;
+    ji->name = tr_msg_strdup(m, r->j_name != NULL ? r->j_name : "");
+    ji->group = tr_msg_strdup(m, r->j_group != NULL ? r->j_group : "");
+    ji->state = (Troupe__V1__JobState)r->j_state;
+    ji->attempt = r->j_attempt;
+    ji->created_ms = r->j_created_ms;
+    ji->started_ms = r->j_started_ms;
+    ji->ended_ms = r->j_ended_ms;
+    ji->exit_code = r->j_exit_code;
+    ji->signal = r->j_signal;
+    ji->error = tr_msg_strdup(m, r->j_error != NULL ? r->j_error : "");
+    ji->stdout_bytes = r->j_stdout_bytes;
+    ji->stderr_bytes = r->j_stderr_bytes;
+    ji->truncated = r->j_truncated;
+    ji->priority = r->j_priority;
+    return ji;
+}
+
+// ---------------------------------------------------------------------------
+// The control actor.
+
+static const char *
+unpack_reason(tr_unpack_reason r)
+{
+    switch (r) {
+    case TR_UNPACK_MALFORMED:
+        return "malformed envelope or body";
+    case TR_UNPACK_UNKNOWN:
+        return "unknown body type";
+    case TR_UNPACK_TOO_DEEP:
+        return "nested too deep";
+    case TR_UNPACK_OVER_BUDGET:
+        return "body needs more memory than its budget";
+    case TR_UNPACK_OVER_CAP:
+        return "the daemon's unpack memory is in use: try again";
+    default:
+        return "ok";
+    }
+}
+
+static void
+do_ping(trd_daemon *d, uint32_t idx)
+{
+    Troupe__V1__ControlReply *rep;
+    tr_msg *m = reply_new(&rep);
+    Troupe__V1__Pong *p = tr_msg_arena(m, sizeof *p);
+    troupe__v1__pong__init(p);
+    p->version = TRD_VERSION;
+    p->protocol = TROUPE__V1__CONTROL_VERSION__CONTROL_VERSION_1;
+    p->uptime_ms = mono_ms() - d->d_start_ms;
+    rep->reply_case = TROUPE__V1__CONTROL_REPLY__REPLY_PONG;
+    rep->pong = p;
+    trd_reply(d, idx, m);
+}
+
+// bad_ids answers a request whose id list is empty or too long; false
+// when the list is fine.
+static bool
+bad_ids(trd_daemon *d, uint32_t idx, const char *what, size_t n)
+{
+    if (n == 0) {
+        trd_reply_error(d, idx, TR_EINVAL, "%s: no job ids", what);
+        return true;
+    }
+    if (n > TRD_IDS_MAX) {
+        trd_reply_error(d, idx, TR_ETOOBIG, "%s: %zu ids, at most %u", what, n, TRD_IDS_MAX);
+        return true;
+    }
+    return false;
+}
+
+void
+trd_reply_jobs(trd_daemon *d, uint32_t idx, const char *what, const uint64_t *ids, size_t n,
+               bool timed_out)
+{
+    Troupe__V1__ControlReply *rep;
+    tr_msg *m = reply_new(&rep);
+    Troupe__V1__JobList *jl = tr_msg_arena(m, sizeof *jl);
+    troupe__v1__job_list__init(jl);
+    jl->jobs = tr_msg_arena(m, n * sizeof *jl->jobs);
+    for (size_t i = 0; i < n; i++) {
+        trd_job_rec r;
+        tr_err rv = trd_store_get(d->d_store, ids[i], &r);
+        if (rv != TR_OK) {
+            tr_msg_free(m);
+            trd_reply_error(d, idx, rv, "%s: job %llu: %s", what, (unsigned long long)ids[i],
+                            rv == TR_ENOTFOUND ? "no such job" : tr_strerror(rv));
+            return;
+        }
+        jl->jobs[jl->n_jobs++] = trd_job_info(m, &r);
+        trd_job_rec_fini(&r);
+    }
+    rep->reply_case = TROUPE__V1__CONTROL_REPLY__REPLY_JOBS;
+    rep->jobs = jl;
+    rep->timed_out = timed_out;
+    trd_reply(d, idx, m);
+}
+
+static void
+do_status(trd_daemon *d, uint32_t idx, const Troupe__V1__StatusJobs *st)
+{
+    if (!bad_ids(d, idx, "status", st != NULL ? st->n_ids : 0)) {
+        trd_reply_jobs(d, idx, "status", st->ids, st->n_ids, false);
+    }
+}
+
+typedef struct list_acc {
+    tr_msg *la_m;
+    Troupe__V1__JobInfo **la_jobs; // malloc'd while listing
+    size_t la_n, la_cap;
+} list_acc;
+
+static void
+list_each(void *arg, const trd_job_rec *r)
+{
+    list_acc *a = arg;
+    if (a->la_n == a->la_cap) {
+        a->la_cap = a->la_cap != 0 ? a->la_cap * 2 : 64;
+        a->la_jobs = realloc(a->la_jobs, a->la_cap * sizeof *a->la_jobs);
+        if (a->la_jobs == NULL) {
+            abort();
+        }
+    }
+    a->la_jobs[a->la_n++] = trd_job_info(a->la_m, r);
+}
+
+static void
+do_list(trd_daemon *d, uint32_t idx, const Troupe__V1__ListJobs *l)
+{
+    trd_list_query q = {0};
+    if (l != NULL) {
+        for (size_t i = 0; i < l->n_states; i++) {
+            if ((unsigned)l->states[i] >= TRD_JOB_STATE_COUNT) {
+                trd_reply_error(d, idx, TR_EINVAL, "list: unknown state %d", (int)l->states[i]);
+                return;
+            }
+            q.q_states |= 1u << (unsigned)l->states[i];
+        }
+        q.q_group = (l->group != NULL && l->group[0] != '\0') ? l->group : NULL;
+        q.q_label_key = (l->label_key != NULL && l->label_key[0] != '\0') ? l->label_key : NULL;
+        q.q_label_value = q.q_label_key != NULL ? l->label_value : NULL;
+        q.q_name_prefix = l->name_prefix;
+        q.q_after_id = l->after_id;
+        q.q_limit = l->limit == 0 ? 100 : l->limit;
+    } else {
+        q.q_limit = 100;
+    }
+    Troupe__V1__ControlReply *rep;
+    list_acc a = {.la_m = reply_new(&rep)};
+    Troupe__V1__JobList *jl = tr_msg_arena(a.la_m, sizeof *jl);
+    troupe__v1__job_list__init(jl);
+    uint64_t next = 0;
+    tr_err rv = trd_store_list(d->d_store, &q, list_each, &a, &next);
+    if (rv != TR_OK) {
+        free(a.la_jobs);
+        tr_msg_free(a.la_m);
+        trd_reply_error(d, idx, rv, "list: %s", tr_strerror(rv));
+        return;
+    }
+    jl->n_jobs = a.la_n;
+    jl->jobs = tr_msg_memdup(a.la_m, a.la_jobs, a.la_n * sizeof *a.la_jobs);
+    jl->next_cursor = next;
+    free(a.la_jobs);
+    rep->reply_case = TROUPE__V1__CONTROL_REPLY__REPLY_JOBS;
+    rep->jobs = jl;
+    trd_reply(d, idx, a.la_m);
+}
+
+// What a Submit's done callback needs: where to reply, and the runner's
+// JobsAdded, built beforehand with the batch's groups in its arena.
+typedef struct submit_ctx {
+    trd_daemon *sc_d;
+    uint32_t sc_idx;
+    tr_msg *sc_added;
+    Troupe__Daemon__JobsAdded *sc_body;
+} submit_ctx;
+
+// submit_done runs on the store thread after the COMMIT (or the rollback):
+// only now may Submitted leave.
+static void
+submit_done(void *arg, tr_err err, const trd_submit_result *r)
+{
+    submit_ctx *sc = arg;
+    trd_daemon *d = sc->sc_d;
+    if (err != TR_OK) {
+        tr_msg_free(sc->sc_added);
+        trd_reply_error(d, sc->sc_idx, err, "submit: %s", r->r_detail);
+        free(sc);
+        return;
+    }
+    trd_log("submitted", "first_id=%llu count=%u repeated=%d commit=%llu",
+            (unsigned long long)r->r_first_id, r->r_count, (int)r->r_repeated,
+            (unsigned long long)r->r_commit);
+    if (!r->r_repeated && r->r_count > 0) {
+        sc->sc_body->first_id = r->r_first_id;
+        sc->sc_body->count = r->r_count;
+        if (tr_actor_send(NULL, d->d_runner, sc->sc_added) != TR_OK) {
+            tr_msg_free(sc->sc_added);
+        }
+    } else {
+        tr_msg_free(sc->sc_added);
+    }
+    Troupe__V1__ControlReply *rep;
+    tr_msg *m = reply_new(&rep);
+    Troupe__V1__Submitted *s = tr_msg_arena(m, sizeof *s);
+    troupe__v1__submitted__init(s);
+    s->first_id = r->r_first_id;
+    s->count = r->r_count;
+    s->repeated = r->r_repeated;
+    rep->reply_case = TROUPE__V1__CONTROL_REPLY__REPLY_SUBMITTED;
+    rep->submitted = s;
+    trd_reply(d, sc->sc_idx, m);
+    free(sc);
+}
+
+// check_job says what is wrong with job i of a batch, or returns false.
+static bool
+check_job(const Troupe__V1__JobSpec *j, size_t i, char *why, size_t n)
+{
+    switch (j->task_case) {
+    case TROUPE__V1__JOB_SPEC__TASK_EXEC:
+        if (j->exec->n_argv == 0 || j->exec->argv[0][0] == '\0') {
+            snprintf(why, n, "job %zu: exec needs a program (argv is empty)", i);
+            return true;
+        }
+        return false;
+    case TROUPE__V1__JOB_SPEC__TASK_SHELL:
+        if (j->shell->script == NULL || j->shell->script[0] == '\0') {
+            snprintf(why, n, "job %zu: shell needs a script", i);
+            return true;
+        }
+        return false;
+    case TROUPE__V1__JOB_SPEC__TASK_SLEEP:
+    case TROUPE__V1__JOB_SPEC__TASK_NOOP:
+        return false;
+    case TROUPE__V1__JOB_SPEC__TASK_PLUGIN:
+        snprintf(why, n, "job %zu: plugin tasks are not supported yet", i);
+        return true;
+    default:
+        snprintf(why, n, "job %zu: no task (exec, shell, sleep or noop)", i);
+        return true;
+    }
+}
+
+static void
+do_submit(trd_daemon *d, uint32_t idx, const Troupe__V1__ControlRequest *req)
+{
+    const Troupe__V1__SubmitBatch *b = req->submit->batch;
+    if (req->request_id == NULL || req->request_id[0] == '\0') {
+        trd_reply_error(d, idx, TR_EINVAL, "submit: request_id is required");
+        return;
+    }
+    if (b == NULL || b->n_jobs == 0) {
+        trd_reply_error(d, idx, TR_EINVAL, "submit: the batch has no jobs");
+        return;
+    }
+    if (b->job_count != b->n_jobs) {
+        trd_reply_error(d, idx, TR_EINVAL,
+                        "submit: the batch states %u jobs but holds %zu (cut in transit?)",
+                        b->job_count, b->n_jobs);
+        return;
+    }
+    char why[256];
+    for (size_t i = 0; i < b->n_jobs; i++) {
+        if (check_job(b->jobs[i], i, why, sizeof why)) {
+            trd_reply_error(d, idx,
+                            b->jobs[i]->task_case == TROUPE__V1__JOB_SPEC__TASK_PLUGIN ? TR_ENOTSUP
+                                                                                       : TR_EINVAL,
+                            "submit: %s", why);
+            return;
+        }
+    }
+    submit_ctx *sc = calloc(1, sizeof *sc);
+    if (sc == NULL) {
+        abort();
+    }
+    sc->sc_d = d;
+    sc->sc_idx = idx;
+    sc->sc_added = tr_msg_new(&troupe__daemon__jobs_added__descriptor, 0, (void **)&sc->sc_body);
+    if (b->n_groups > 0) {
+        sc->sc_body->groups = tr_msg_arena(sc->sc_added, b->n_groups * sizeof(void *));
+        for (size_t i = 0; i < b->n_groups; i++) {
+            Troupe__V1__GroupSpec *g = tr_msg_arena(sc->sc_added, sizeof *g);
+            troupe__v1__group_spec__init(g);
+            g->name = tr_msg_strdup(sc->sc_added, b->groups[i]->name);
+            g->parallel = b->groups[i]->parallel;
+            sc->sc_body->groups[i] = g;
+        }
+        sc->sc_body->n_groups = b->n_groups;
+    }
+    size_t n = troupe__v1__submit_batch__get_packed_size(b);
+    uint8_t *buf = malloc(n > 0 ? n : 1);
+    if (buf == NULL) {
+        abort();
+    }
+    troupe__v1__submit_batch__pack(b, buf);
+    // The store copies the batch and the request id.
+    trd_store_submit(d->d_store, req->request_id, buf, n, submit_done, sc);
+    free(buf);
+}
+
+static void
+do_wait(trd_daemon *d, uint32_t idx, const Troupe__V1__WaitJobs *w)
+{
+    if (bad_ids(d, idx, "wait", w != NULL ? w->n_ids : 0)) {
+        return;
+    }
+    Troupe__Daemon__WaitIn *wi;
+    tr_msg *m = tr_msg_new(&troupe__daemon__wait_in__descriptor, w->n_ids * 8, (void **)&wi);
+    wi->slot = idx;
+    wi->ids = tr_msg_memdup(m, w->ids, w->n_ids * sizeof *w->ids);
+    wi->n_ids = w->n_ids;
+    wi->timeout_ms = w->timeout_ms;
+    // The runner owns the slot from here on.
+    if (tr_actor_send(NULL, d->d_runner, m) != TR_OK) {
+        tr_msg_free(m);
+        trd_reply_error(d, idx, TR_ESHUTDOWN, "wait: the job runner is gone");
+    }
+}
+
+static void
+handle_request(trd_daemon *d, uint32_t idx, const Troupe__V1__ControlRequest *req)
+{
+    if (req->version != TROUPE__V1__CONTROL_VERSION__CONTROL_VERSION_1) {
+        trd_reply_error(d, idx, TR_ENOTSUP, "protocol version %d: this trouped speaks 1",
+                        (int)req->version);
+        return;
+    }
+    switch (req->request_case) {
+    case TROUPE__V1__CONTROL_REQUEST__REQUEST_PING:
+        do_ping(d, idx);
+        return;
+    case TROUPE__V1__CONTROL_REQUEST__REQUEST_SUBMIT:
+        do_submit(d, idx, req);
+        return;
+    case TROUPE__V1__CONTROL_REQUEST__REQUEST_STATUS:
+        do_status(d, idx, req->status);
+        return;
+    case TROUPE__V1__CONTROL_REQUEST__REQUEST_LIST:
+        do_list(d, idx, req->list);
+        return;
+    case TROUPE__V1__CONTROL_REQUEST__REQUEST_WAIT:
+        do_wait(d, idx, req->wait);
+        return;
+    case TROUPE__V1__CONTROL_REQUEST__REQUEST__NOT_SET:
+        trd_reply_error(d, idx, TR_EINVAL, "the request names no operation");
+        return;
+    default:
+        trd_reply_error(d, idx, TR_ENOTSUP, "operation %d is not implemented yet",
+                        (int)req->request_case);
+        return;
+    }
+}
+
+static void
+control_receive(tr_actor *self, void *state, tr_msg *m)
+{
+    trd_daemon *d = *(trd_daemon **)state;
+    if (!tr_msg_is(m, &troupe__daemon__ctl_in__descriptor)) {
+        return;
+    }
+    uint32_t idx = ((Troupe__Daemon__CtlIn *)tr_msg_body(m))->slot;
+    trd_slot *s = &d->d_slots[idx];
+    nng_msg *nm = s->s_req;
+    s->s_req = NULL;
+    tr_unpack_info info;
+    tr_msg *in = NULL;
+    tr_err rv = tr_msg_unpack(nng_msg_body(nm), nng_msg_len(nm), NULL, &in, &info);
+    size_t len = nng_msg_len(nm);
+    nng_msg_free(nm);
+    if (rv != TR_OK) {
+        trd_reply_error(d, idx, rv, "request of %zu bytes: %s%s%s", len, unpack_reason(info.reason),
+                        info.type[0] != '\0' ? ": " : "", info.type);
+        return;
+    }
+    if (!tr_msg_is(in, &troupe__v1__control_request__descriptor)) {
+        trd_reply_error(d, idx, TR_EINVAL, "expected a troupe.v1.ControlRequest, got %s",
+                        tr_msg_descriptor(in)->name);
+        tr_msg_free(in);
+        return;
+    }
+    handle_request(d, idx, tr_msg_body(in));
+    tr_msg_free(in);
+}
+
+static tr_err
+control_init(tr_actor *self, void *state, void *arg)
+{
+    *(trd_daemon **)state = arg;
+    return TR_OK;
+}
+
+static const tr_actor_spec control_spec = {
+    .name = "trouped.control",
+    .size = sizeof(trd_daemon *),
+    .init = control_init,
+    .receive = control_receive,
+};
+
+// ---------------------------------------------------------------------------
+// The control socket's contexts.
+
+// slot_cb runs on an nng thread: it never blocks and never decodes.
+static void
+slot_cb(void *arg)
+{
+    trd_slot *s = arg;
+    trd_daemon *d = s->s_d;
+    int rv = nng_aio_result(s->s_aio);
+    bool stopping = atomic_load_explicit(&d->d_stopping, memory_order_acquire);
+    if (s->s_state == SLOT_SEND) {
+        if (rv != 0) {
+            nng_msg *nm = nng_aio_get_msg(s->s_aio);
+            nng_aio_set_msg(s->s_aio, NULL);
+            nng_msg_free(nm);
+        }
+        s->s_state = SLOT_RECV;
+        if (!stopping && rv != NNG_ECLOSED) {
+            nng_ctx_recv(s->s_ctx, s->s_aio);
+        }
+        return;
+    }
+    if (rv != 0) {
+        if (rv != NNG_ECLOSED && rv != NNG_ECANCELED && !stopping) {
+            nng_ctx_recv(s->s_ctx, s->s_aio);
+        }
+        return;
+    }
+    s->s_req = nng_aio_get_msg(s->s_aio);
+    nng_aio_set_msg(s->s_aio, NULL);
+    s->s_state = SLOT_BUSY;
+    Troupe__Daemon__CtlIn *ci;
+    tr_msg *m = tr_msg_new(&troupe__daemon__ctl_in__descriptor, 0, (void **)&ci);
+    ci->slot = s->s_idx;
+    if (tr_actor_send(NULL, d->d_control, m) != TR_OK) {
+        // The actor is gone (shutting down): drop the request.
+        tr_msg_free(m);
+        nng_msg_free(s->s_req);
+        s->s_req = NULL;
+        s->s_state = SLOT_RECV;
+        if (!stopping) {
+            nng_ctx_recv(s->s_ctx, s->s_aio);
+        }
+    }
+}
+
+static int
+control_open(trd_daemon *d, const char *url, char *err, size_t errlen)
+{
+    int rv = nng_rep0_open(&d->d_sock);
+    if (rv != 0) {
+        snprintf(err, errlen, "nng_rep0_open: %s", nng_strerror(rv));
+        return rv;
+    }
+    // Oversized requests never reach us: nng drops their pipe.
+    nng_socket_set_size(d->d_sock, NNG_OPT_RECVMAXSZ, TRD_RECV_MAX);
+    for (uint32_t i = 0; i < TRD_CONTEXTS; i++) {
+        trd_slot *s = &d->d_slots[i];
+        s->s_d = d;
+        s->s_idx = i;
+        if ((rv = nng_ctx_open(&s->s_ctx, d->d_sock)) != 0 ||
+            (rv = nng_aio_alloc(&s->s_aio, slot_cb, s)) != 0) {
+            snprintf(err, errlen, "control context: %s", nng_strerror(rv));
+            return rv;
+        }
+    }
+    if ((rv = nng_listen(d->d_sock, url, NULL, 0)) != 0) {
+        snprintf(err, errlen, "listen on %.300s: %s", url, nng_strerror(rv));
+        return rv;
+    }
+    if (strncmp(url, "ipc://", 6) == 0 && chmod(url + 6, 0600) != 0) {
+        snprintf(err, errlen, "chmod 0600 %.300s: %s", url + 6, strerror(errno));
+        return NNG_EPERM;
+    }
+    for (uint32_t i = 0; i < TRD_CONTEXTS; i++) {
+        d->d_slots[i].s_state = SLOT_RECV;
+        nng_ctx_recv(d->d_slots[i].s_ctx, d->d_slots[i].s_aio);
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+// Flags, directories, main.
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: trouped [options]\n"
+               "  --state-dir DIR        state (database, job output); default\n"
+               "                         $XDG_STATE_HOME/troupe, ~/.local/state/troupe,\n"
+               "                         /var/lib/troupe for root\n"
+               "  --ephemeral            a fresh temporary state directory, removed at exit\n"
+               "  --listen URL           control endpoint; default ipc:// in\n"
+               "                         $XDG_RUNTIME_DIR/troupe/ (/run/troupe/ for root)\n"
+               "  --durability full|process\n"
+               "                         full (default): fdatasync per group commit;\n"
+               "                         process: survives a crash of trouped, not of the machine\n"
+               "  --help, --version\n"
+               "Prints \"TROUPED READY <url>\" on stdout once it listens. Exit status: 0 after\n"
+               "SIGINT/SIGTERM, 1 on a start-up error (another trouped holds the state\n"
+               "directory, a bad database, a socket that cannot be bound), 2 on bad usage.\n");
+}
+
+// mkdir_p makes path and its parents (mode for the last one only).
+static int
+mkdir_p(const char *path, mode_t mode)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *p = tmp + 1; *p != '\0'; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
+                return -1;
+            }
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, mode) != 0 && errno != EEXIST) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void *
+rt_thread(void *arg)
+{
+    tr_rt_block_on(arg, NULL, NULL);
+    return NULL;
+}
+
+static void
+daemon_free_slots(trd_daemon *d)
+{
+    for (uint32_t i = 0; i < TRD_CONTEXTS; i++) {
+        trd_slot *s = &d->d_slots[i];
+        if (s->s_aio != NULL) {
+            nng_aio_stop(s->s_aio);
+            nng_msg *nm = nng_aio_get_msg(s->s_aio);
+            if (nm != NULL) {
+                nng_msg_free(nm);
+            }
+            nng_aio_free(s->s_aio);
+            s->s_aio = NULL;
+        }
+        if (s->s_req != NULL) {
+            nng_msg_free(s->s_req);
+            s->s_req = NULL;
+        }
+    }
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *state_dir = NULL, *listen_url = NULL;
+    bool ephemeral = false;
+    trd_durability dur = TRD_DURABLE_FULL;
+    enum { O_STATE = 1, O_EPH, O_LISTEN, O_DUR, O_HELP, O_VERSION };
+    static const struct option longopts[] = {
+        {"state-dir", required_argument, NULL, O_STATE},
+        {"ephemeral", no_argument, NULL, O_EPH},
+        {"listen", required_argument, NULL, O_LISTEN},
+        {"durability", required_argument, NULL, O_DUR},
+        {"help", no_argument, NULL, O_HELP},
+        {"version", no_argument, NULL, O_VERSION},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case O_STATE:
+            state_dir = optarg;
+            break;
+        case O_EPH:
+            ephemeral = true;
+            break;
+        case O_LISTEN:
+            listen_url = optarg;
+            break;
+        case O_DUR:
+            if (strcmp(optarg, "full") == 0) {
+                dur = TRD_DURABLE_FULL;
+            } else if (strcmp(optarg, "process") == 0) {
+                dur = TRD_DURABLE_PROCESS;
+            } else {
+                fprintf(stderr, "trouped: --durability %s: full or process\n", optarg);
+                return 2;
+            }
+            break;
+        case O_HELP:
+            usage(stdout);
+            return 0;
+        case O_VERSION:
+            printf("trouped %s\n", TRD_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "trouped: unexpected argument %s\n", argv[optind]);
+        return 2;
+    }
+    if (ephemeral && state_dir != NULL) {
+        fprintf(stderr, "trouped: --ephemeral and --state-dir exclude each other\n");
+        return 2;
+    }
+    bool root = geteuid() == 0;
+    char dirbuf[4096], urlbuf[4200], eph[64] = "";
+    if (ephemeral) {
+        snprintf(eph, sizeof eph, "%s/trouped-XXXXXX",
+                 getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
+        if (mkdtemp(eph) == NULL) {
+            fprintf(stderr, "trouped: mkdtemp %s: %s\n", eph, strerror(errno));
+            return 1;
+        }
+        state_dir = eph;
+    } else if (state_dir == NULL) {
+        const char *x = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+        if (root) {
+            snprintf(dirbuf, sizeof dirbuf, "/var/lib/troupe");
+        } else if (x != NULL && x[0] == '/') {
+            snprintf(dirbuf, sizeof dirbuf, "%s/troupe", x);
+        } else if (home != NULL && home[0] == '/') {
+            snprintf(dirbuf, sizeof dirbuf, "%s/.local/state/troupe", home);
+        } else {
+            fprintf(stderr, "trouped: no HOME or XDG_STATE_HOME: give --state-dir\n");
+            return 1;
+        }
+        state_dir = dirbuf;
+    }
+    // The state directory's parents (XDG_STATE_HOME may not exist yet).
+    if (!ephemeral && mkdir_p(state_dir, 0700) != 0) {
+        fprintf(stderr, "trouped: mkdir %s: %s\n", state_dir, strerror(errno));
+        return 1;
+    }
+    char err[512] = "";
+    int lockfd = -1;
+    tr_err rv = trd_state_lock(state_dir, &lockfd, err, sizeof err);
+    if (rv != TR_OK) {
+        fprintf(stderr, "trouped: %s\n", err);
+        trd_log("start_failed", "step=lock state_dir=\"%s\" code=%s", state_dir, tr_err_name(rv));
+        if (ephemeral) {
+            rmdir(eph);
+        }
+        return 1;
+    }
+    if (listen_url == NULL) {
+        const char *xr = getenv("XDG_RUNTIME_DIR");
+        char rdir[4096];
+        if (root || xr == NULL || xr[0] != '/') {
+            snprintf(rdir, sizeof rdir, root ? "/run/troupe" : "/tmp/troupe-%d", (int)geteuid());
+        } else {
+            snprintf(rdir, sizeof rdir, "%s/troupe", xr);
+        }
+        if (mkdir_p(rdir, 0700) != 0 || chmod(rdir, 0700) != 0) {
+            fprintf(stderr, "trouped: mkdir %s: %s\n", rdir, strerror(errno));
+            return 1;
+        }
+        snprintf(urlbuf, sizeof urlbuf, "ipc://%s/trouped.sock", rdir);
+        listen_url = urlbuf;
+    }
+
+    // Block the stop signals before any thread starts: every thread
+    // inherits the mask, and main takes them with sigwait.
+    sigset_t stop_set;
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGINT);
+    sigaddset(&stop_set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    static trd_daemon dd;
+    trd_daemon *d = &dd;
+    d->d_state_dir = state_dir;
+    d->d_start_ms = mono_ms();
+    long nc = sysconf(_SC_NPROCESSORS_ONLN);
+    d->d_cores = nc > 0 ? (unsigned)nc : 1;
+    if (snprintf(d->d_out_dir, sizeof d->d_out_dir, "%s/out", state_dir) >=
+        (int)sizeof d->d_out_dir) {
+        fprintf(stderr, "trouped: state directory path too long\n");
+        return 1;
+    }
+    int status = 1, sig = 0;
+    char dbpath[sizeof d->d_out_dir + 16];
+    pthread_t rtt;
+    bool rt_running = false;
+    if (mkdir(d->d_out_dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "trouped: mkdir %s: %s\n", d->d_out_dir, strerror(errno));
+        goto out;
+    }
+    snprintf(dbpath, sizeof dbpath, "%s/jobs.db", state_dir);
+    rv = trd_store_open(dbpath, dur, &d->d_store, err, sizeof err);
+    if (rv != TR_OK) {
+        fprintf(stderr, "trouped: %s: %s\n", dbpath, err);
+        goto out;
+    }
+    if ((rv = tr_type_register(&troupe__v1__control_request__descriptor)) != TR_OK ||
+        (rv = tr_type_register(&troupe__v1__control_reply__descriptor)) != TR_OK ||
+        (rv = tr_rt_new(NULL, &d->d_rt)) != TR_OK) {
+        fprintf(stderr, "trouped: runtime: %s\n", tr_strerror(rv));
+        goto out;
+    }
+    if ((rv = tr_actor_spawn(d->d_rt, &control_spec, d, NULL, &d->d_control)) != TR_OK ||
+        (rv = trd_runner_start(d)) != TR_OK) {
+        fprintf(stderr, "trouped: actors: %s\n", tr_strerror(rv));
+        goto out;
+    }
+    if (pthread_create(&rtt, NULL, rt_thread, d->d_rt) != 0) {
+        fprintf(stderr, "trouped: pthread_create: %s\n", strerror(errno));
+        goto out;
+    }
+    rt_running = true;
+    if (control_open(d, listen_url, err, sizeof err) != 0) {
+        fprintf(stderr, "trouped: %s\n", err);
+        goto out;
+    }
+    trd_log("ready", "url=%s state_dir=\"%s\" durability=%s contexts=%d pid=%d", listen_url,
+            state_dir, dur == TRD_DURABLE_FULL ? "full" : "process", TRD_CONTEXTS, (int)getpid());
+    printf("TROUPED READY %s\n", listen_url);
+    fflush(stdout);
+
+    while (sigwait(&stop_set, &sig) != 0) {
+    }
+    trd_log("stopping", "signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    status = 0;
+out:
+    atomic_store_explicit(&d->d_stopping, true, memory_order_release);
+    if (d->d_slots[0].s_aio != NULL) {
+        nng_close(d->d_sock);
+    }
+    if (d->d_rt != NULL) {
+        tr_rt_shutdown(d->d_rt, TR_SHUTDOWN_IMMEDIATE, 0);
+        if (rt_running) {
+            pthread_join(rtt, NULL);
+        }
+    }
+    if (d->d_store != NULL) {
+        trd_store_close(d->d_store);
+    }
+    daemon_free_slots(d);
+    if (d->d_rt != NULL) {
+        tr_rt_free(d->d_rt);
+    }
+    nng_fini();
+    if (ephemeral) {
+        nftw(eph, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    }
+    close(lockfd);
+    trd_log("stopped", "status=%d", status);
+    return status;
+}

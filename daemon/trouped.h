@@ -1,0 +1,102 @@
+// trouped.h: what trouped.c (main, the control endpoint, the control actor)
+// and runner.c (the job runner actor) share. Internal to the daemon (trd_).
+//
+// Threads and hand-offs, so that no nng callback and no store callback
+// ever blocks:
+// - nng aio callbacks (nng's threads) move a request into its slot and send
+//   the control actor a CtlIn naming the slot; they re-arm receives.
+// - The control actor (a worker) decodes and answers, or hands the slot on:
+//   a Submit to the store (whose done callback, on the store thread,
+//   replies and tells the runner), a WaitJobs to the runner.
+// - A slot is owned by exactly one party at a time: nng while it receives
+//   or sends, otherwise whoever holds the CtlIn/WaitIn or the store write
+//   that names it. Whoever owns it replies exactly once (trd_reply).
+#ifndef TRD_TROUPED_H
+#define TRD_TROUPED_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <nng/nng.h>
+#include <troupe/actor.h>
+#include <troupe/v1/control.pb-c.h>
+
+#include "store.h"
+
+#define TRD_VERSION "0.1.0"
+// Control contexts: requests served at once (a WaitJobs holds one until it
+// ends, so this also bounds concurrent waits).
+#define TRD_CONTEXTS 16
+// NNG_OPT_RECVMAXSZ of the control socket; the client refuses to send more.
+#define TRD_RECV_MAX ((size_t)4 << 20)
+// The longest a WaitJobs holds its context (the client asks again).
+#define TRD_WAIT_MAX_MS 30000u
+// The most ids one Status or WaitJobs names.
+#define TRD_IDS_MAX 1000u
+
+enum { SLOT_RECV = 0, SLOT_BUSY = 1, SLOT_SEND = 2 };
+
+typedef struct trd_daemon trd_daemon;
+
+typedef struct trd_slot {
+    trd_daemon *s_d;
+    uint32_t s_idx;
+    nng_ctx s_ctx;
+    nng_aio *s_aio;
+    // The request while the slot is busy: set by the receive callback,
+    // taken by the control actor (the CtlIn orders the two).
+    nng_msg *s_req;
+    // Which side owns the slot; written by the owner before it hands the
+    // slot on (through nng or a message, which order the accesses).
+    int s_state;
+} trd_slot;
+
+struct trd_daemon {
+    trd_store *d_store;
+    tr_rt *d_rt;
+    const char *d_state_dir;
+    char d_out_dir[4096];
+    unsigned d_cores;
+    uint64_t d_start_ms;
+    nng_socket d_sock;
+    trd_slot d_slots[TRD_CONTEXTS];
+    tr_actor_addr d_control; // set before the socket opens, then read only
+    tr_actor_addr d_runner;
+    // Set by main before it closes the socket; read by the callbacks, which
+    // then stop re-arming (pairs with the release store in main).
+    _Atomic bool d_stopping;
+};
+
+// trd_log writes one key=value line to stderr: "ts=... event=EVENT " and
+// then fmt (the caller's key=value pairs; quote values with trd_q).
+void trd_log(const char *event, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// trd_now_ms returns the wall clock in ms since the epoch.
+int64_t trd_now_ms(void);
+
+// trd_reply packs reply (a ControlReply message) and sends it through slot
+// idx's context, without blocking. Takes ownership of reply. The slot's
+// owner, any thread.
+void trd_reply(trd_daemon *d, uint32_t idx, tr_msg *reply);
+
+// trd_reply_error replies with a ControlError: code, its name, and the
+// detail printf-style. As trd_reply.
+void trd_reply_error(trd_daemon *d, uint32_t idx, tr_err code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+// trd_reply_jobs replies with a JobList of the stored jobs ids (n of
+// them), or with an error naming the first id that is not stored (what
+// starts its detail: "status", "wait"). As trd_reply.
+void trd_reply_jobs(trd_daemon *d, uint32_t idx, const char *what, const uint64_t *ids, size_t n,
+                    bool timed_out);
+
+// trd_job_info returns a JobInfo in m's arena made from r (strings copied).
+Troupe__V1__JobInfo *trd_job_info(tr_msg *m, const trd_job_rec *r);
+
+// trd_runner_start spawns the runner actor (its init recovers the jobs the
+// store holds unfinished: blocking reads, on the calling thread) and sets
+// d->d_runner. Main, before the control socket opens.
+tr_err trd_runner_start(trd_daemon *d);
+
+#endif
