@@ -13,6 +13,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "child_util.h"
+
 #include <nng/nng.h>
 #include <nng/protocol/pipeline0/push.h>
 #include <troupe/envelope.h>
@@ -36,32 +38,6 @@ typedef struct peerproc {
 
 static int g_seq;
 static char g_self[] = "/proc/self/exe"; // this program, for its --hostile mode
-
-// The watchdog: every step of a test names itself and re-arms an alarm, so
-// a step that never ends (a bug here or in nng) fails with its name instead
-// of hanging until ctest's timeout kills the run without a word. The bound
-// is far above any step's time under TSan on a loaded machine.
-static const char *volatile g_step = "start";
-enum { STEP_MAX_S = 120 };
-
-static void
-on_alarm(int sig)
-{
-    (void)sig;
-    static const char pre[] = "\ntest_node: a step took over 120 s: ";
-    const char *s = g_step;
-    (void)!write(2, pre, sizeof pre - 1);
-    (void)!write(2, s, strlen(s));
-    (void)!write(2, "\n", 1);
-    abort();
-}
-
-static void
-step(const char *name)
-{
-    g_step = name;
-    alarm(STEP_MAX_S);
-}
 
 // How long a silent peer counts as alive. Generous, so that a loaded
 // machine's scheduling pauses are not taken for a dead peer; the SIGSTOP
@@ -114,27 +90,6 @@ peer_start(peerproc *p, const char *extra1, const char *extra2)
 {
     const char *extra[] = {extra1, extra2, NULL};
     peer_start_on(p, NULL, extra);
-}
-
-// wait_exit waits up to ms for the child pid to exit, then reaps it: true
-// and *st its wait status; false (killed, reaped) when it did not exit.
-static bool
-wait_exit(pid_t pid, int ms, int *st)
-{
-    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    assert_true(pfd >= 0);
-    struct pollfd pf = {.fd = pfd, .events = POLLIN};
-    int ready;
-    do {
-        ready = poll(&pf, 1, ms);
-    } while (ready < 0 && errno == EINTR);
-    close(pfd);
-    if (ready == 0) {
-        kill(pid, SIGKILL);
-    }
-    *st = 0;
-    waitpid(pid, st, 0);
-    return ready != 0;
 }
 
 // peer_wait waits, with a deadline, for the peer to exit (after its stdin
