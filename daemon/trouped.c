@@ -48,6 +48,7 @@
 #include <troupe/rt.h>
 #include <troupe/v1/job.pb-c.h>
 
+#include "request.h"
 #include "state.h"
 #include "trouped_int.pb-c.h"
 
@@ -166,25 +167,6 @@ trd_job_info(tr_msg *m, const trd_job_rec *r)
 // ---------------------------------------------------------------------------
 // The control actor.
 
-static const char *
-unpack_reason(tr_unpack_reason r)
-{
-    switch (r) {
-    case TR_UNPACK_MALFORMED:
-        return "malformed envelope or body";
-    case TR_UNPACK_UNKNOWN:
-        return "unknown body type";
-    case TR_UNPACK_TOO_DEEP:
-        return "nested too deep";
-    case TR_UNPACK_OVER_BUDGET:
-        return "body needs more memory than its budget";
-    case TR_UNPACK_OVER_CAP:
-        return "the daemon's unpack memory is in use: try again";
-    default:
-        return "ok";
-    }
-}
-
 static void
 do_ping(trd_daemon *d, uint32_t idx)
 {
@@ -198,22 +180,6 @@ do_ping(trd_daemon *d, uint32_t idx)
     rep->reply_case = TROUPE__V1__CONTROL_REPLY__REPLY_PONG;
     rep->pong = p;
     trd_reply(d, idx, m);
-}
-
-// bad_ids answers a request whose id list is empty or too long; false
-// when the list is fine.
-static bool
-bad_ids(trd_daemon *d, uint32_t idx, const char *what, size_t n)
-{
-    if (n == 0) {
-        trd_reply_error(d, idx, TR_EINVAL, "%s: no job ids", what);
-        return true;
-    }
-    if (n > TRD_IDS_MAX) {
-        trd_reply_error(d, idx, TR_ETOOBIG, "%s: %zu ids, at most %u", what, n, TRD_IDS_MAX);
-        return true;
-    }
-    return false;
 }
 
 void
@@ -246,9 +212,7 @@ trd_reply_jobs(trd_daemon *d, uint32_t idx, const char *what, const uint64_t *id
 static void
 do_status(trd_daemon *d, uint32_t idx, const Troupe__V1__StatusJobs *st)
 {
-    if (!bad_ids(d, idx, "status", st != NULL ? st->n_ids : 0)) {
-        trd_reply_jobs(d, idx, "status", st->ids, st->n_ids, false);
-    }
+    trd_reply_jobs(d, idx, "status", st->ids, st->n_ids, false);
 }
 
 typedef struct list_acc {
@@ -360,63 +324,11 @@ submit_done(void *arg, tr_err err, const trd_submit_result *r)
     free(sc);
 }
 
-// check_job says what is wrong with job i of a batch, or returns false.
-static bool
-check_job(const Troupe__V1__JobSpec *j, size_t i, char *why, size_t n)
-{
-    switch (j->task_case) {
-    case TROUPE__V1__JOB_SPEC__TASK_EXEC:
-        if (j->exec->n_argv == 0 || j->exec->argv[0][0] == '\0') {
-            snprintf(why, n, "job %zu: exec needs a program (argv is empty)", i);
-            return true;
-        }
-        return false;
-    case TROUPE__V1__JOB_SPEC__TASK_SHELL:
-        if (j->shell->script == NULL || j->shell->script[0] == '\0') {
-            snprintf(why, n, "job %zu: shell needs a script", i);
-            return true;
-        }
-        return false;
-    case TROUPE__V1__JOB_SPEC__TASK_SLEEP:
-    case TROUPE__V1__JOB_SPEC__TASK_NOOP:
-        return false;
-    case TROUPE__V1__JOB_SPEC__TASK_PLUGIN:
-        snprintf(why, n, "job %zu: plugin tasks are not supported yet", i);
-        return true;
-    default:
-        snprintf(why, n, "job %zu: no task (exec, shell, sleep or noop)", i);
-        return true;
-    }
-}
-
 static void
 do_submit(trd_daemon *d, uint32_t idx, const Troupe__V1__ControlRequest *req)
 {
+    // trd_request_decode checked the request id, the count and the jobs.
     const Troupe__V1__SubmitBatch *b = req->submit->batch;
-    if (req->request_id == NULL || req->request_id[0] == '\0') {
-        trd_reply_error(d, idx, TR_EINVAL, "submit: request_id is required");
-        return;
-    }
-    if (b == NULL || b->n_jobs == 0) {
-        trd_reply_error(d, idx, TR_EINVAL, "submit: the batch has no jobs");
-        return;
-    }
-    if (b->job_count != b->n_jobs) {
-        trd_reply_error(d, idx, TR_EINVAL,
-                        "submit: the batch states %u jobs but holds %zu (cut in transit?)",
-                        b->job_count, b->n_jobs);
-        return;
-    }
-    char why[256];
-    for (size_t i = 0; i < b->n_jobs; i++) {
-        if (check_job(b->jobs[i], i, why, sizeof why)) {
-            trd_reply_error(d, idx,
-                            b->jobs[i]->task_case == TROUPE__V1__JOB_SPEC__TASK_PLUGIN ? TR_ENOTSUP
-                                                                                       : TR_EINVAL,
-                            "submit: %s", why);
-            return;
-        }
-    }
     submit_ctx *sc = calloc(1, sizeof *sc);
     if (sc == NULL) {
         abort();
@@ -449,9 +361,6 @@ do_submit(trd_daemon *d, uint32_t idx, const Troupe__V1__ControlRequest *req)
 static void
 do_wait(trd_daemon *d, uint32_t idx, const Troupe__V1__WaitJobs *w)
 {
-    if (bad_ids(d, idx, "wait", w != NULL ? w->n_ids : 0)) {
-        return;
-    }
     Troupe__Daemon__WaitIn *wi;
     tr_msg *m = tr_msg_new(&troupe__daemon__wait_in__descriptor, w->n_ids * 8, (void **)&wi);
     wi->slot = idx;
@@ -468,12 +377,7 @@ do_wait(trd_daemon *d, uint32_t idx, const Troupe__V1__WaitJobs *w)
 static void
 handle_request(trd_daemon *d, uint32_t idx, const Troupe__V1__ControlRequest *req)
 {
-    if (req->version != TROUPE__V1__CONTROL_VERSION__CONTROL_VERSION_1) {
-        trd_reply_error(d, idx, TR_ENOTSUP, "protocol version %d: this trouped speaks 1",
-                        (int)req->version);
-        return;
-    }
-    switch (req->request_case) {
+    switch (req->request_case) { // checked by trd_request_decode
     case TROUPE__V1__CONTROL_REQUEST__REQUEST_PING:
         do_ping(d, idx);
         return;
@@ -488,9 +392,6 @@ handle_request(trd_daemon *d, uint32_t idx, const Troupe__V1__ControlRequest *re
         return;
     case TROUPE__V1__CONTROL_REQUEST__REQUEST_WAIT:
         do_wait(d, idx, req->wait);
-        return;
-    case TROUPE__V1__CONTROL_REQUEST__REQUEST__NOT_SET:
-        trd_reply_error(d, idx, TR_EINVAL, "the request names no operation");
         return;
     default:
         trd_reply_error(d, idx, TR_ENOTSUP, "operation %d is not implemented yet",
@@ -510,20 +411,12 @@ control_receive(tr_actor *self, void *state, tr_msg *m)
     trd_slot *s = &d->d_slots[idx];
     nng_msg *nm = s->s_req;
     s->s_req = NULL;
-    tr_unpack_info info;
     tr_msg *in = NULL;
-    tr_err rv = tr_msg_unpack(nng_msg_body(nm), nng_msg_len(nm), NULL, &in, &info);
-    size_t len = nng_msg_len(nm);
+    char why[512];
+    tr_err rv = trd_request_decode(nng_msg_body(nm), nng_msg_len(nm), &in, why, sizeof why);
     nng_msg_free(nm);
     if (rv != TR_OK) {
-        trd_reply_error(d, idx, rv, "request of %zu bytes: %s%s%s", len, unpack_reason(info.reason),
-                        info.type[0] != '\0' ? ": " : "", info.type);
-        return;
-    }
-    if (!tr_msg_is(in, &troupe__v1__control_request__descriptor)) {
-        trd_reply_error(d, idx, TR_EINVAL, "expected a troupe.v1.ControlRequest, got %s",
-                        tr_msg_descriptor(in)->name);
-        tr_msg_free(in);
+        trd_reply_error(d, idx, rv, "%s", why);
         return;
     }
     handle_request(d, idx, tr_msg_body(in));

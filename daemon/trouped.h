@@ -22,6 +22,7 @@
 #include <troupe/actor.h>
 #include <troupe/v1/control.pb-c.h>
 
+#include "request.h"
 #include "store.h"
 
 #define TRD_VERSION "0.1.0"
@@ -32,8 +33,7 @@
 #define TRD_RECV_MAX ((size_t)4 << 20)
 // The longest a WaitJobs holds its context (the client asks again).
 #define TRD_WAIT_MAX_MS 30000u
-// The most ids one Status or WaitJobs names.
-#define TRD_IDS_MAX 1000u
+// TRD_IDS_MAX, the most ids one request names: request.h.
 
 enum { SLOT_RECV = 0, SLOT_BUSY = 1, SLOT_SEND = 2 };
 

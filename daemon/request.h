@@ -1,0 +1,29 @@
+// request.h: the daemon's control-request decoder. Bytes off the control
+// socket become a checked troupe.v1.ControlRequest here, before trouped
+// acts on any of it: the envelope's unpack (depth scan, memory budget),
+// the type, the protocol's major version, and each operation's fields
+// (a Submit's request id, job count and jobs; id lists; list filters).
+// trouped calls it on a worker; the fuzz harness (tests/fuzz/
+// fuzz_control.c) calls it on any bytes.
+#ifndef TRD_REQUEST_H
+#define TRD_REQUEST_H
+
+#include <stddef.h>
+
+#include <troupe/envelope.h>
+#include <troupe/err.h>
+#include <troupe/v1/control.pb-c.h>
+
+// The most job ids one request may name.
+#define TRD_IDS_MAX 1000u
+
+// trd_request_decode decodes len bytes at buf: TR_OK and *out (a message
+// whose body is a Troupe__V1__ControlRequest fit to act on; the caller
+// frees it with tr_msg_free), or an error with *out NULL and what was
+// wrong in why (n bytes, always terminated): tr_msg_unpack's error for
+// bytes that are no envelope of a known type within its limits, TR_EINVAL
+// for another type or a bad field, TR_ENOTSUP for another protocol version
+// or a task kind not served, TR_ETOOBIG for too many ids. Any thread.
+tr_err trd_request_decode(const void *buf, size_t len, tr_msg **out, char *why, size_t n);
+
+#endif
