@@ -162,8 +162,8 @@ now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static tr_err
-nng_err(int rv)
+tr_err
+tr_err_from_nng(int rv)
 {
     switch (rv) {
     case 0:
@@ -183,6 +183,8 @@ nng_err(int rv)
         return TR_ENOMEM;
     case NNG_ECONNREFUSED:
         return TR_ECONNREFUSED;
+    case NNG_ENOENT:
+        return TR_ENOENT;
     case NNG_EPERM:
     case NNG_EPEERAUTH:
         return TR_EPERM;
@@ -276,7 +278,7 @@ push_open(tr_node *n, const char *url, nng_socket *sock, nng_dialer *d)
 {
     int rv = nng_push0_open(sock);
     if (rv != 0) {
-        return nng_err(rv);
+        return tr_err_from_nng(rv);
     }
     nng_socket_set_int(*sock, NNG_OPT_SENDBUF, (int)n->n_opts.sendbuf);
     // Reconnect quickly after a peer restarts, but not in a tight loop.
@@ -293,7 +295,7 @@ push_open(tr_node *n, const char *url, nng_socket *sock, nng_dialer *d)
     }
     if (rv != 0) {
         nng_close(*sock);
-        return nng_err(rv);
+        return tr_err_from_nng(rv);
     }
     return TR_OK;
 }
@@ -431,7 +433,7 @@ send_env(tr_node *n, nng_socket sock, uint64_t actor, tr_msg *m, int on_full)
         }
     }
     tr_msg_free(m);
-    return rv == NNG_EAGAIN ? TR_OK : nng_err(rv);
+    return rv == NNG_EAGAIN ? TR_OK : tr_err_from_nng(rv);
 }
 
 static void rlink_drop(tr_node *n, tr_actor_addr me, tr_actor_addr other);
@@ -1629,7 +1631,7 @@ tr_node_start(tr_rt *rt, const tr_node_opts *opts, tr_node **out)
     tr_err err = TR_OK;
     int rv;
     if ((rv = nng_pull0_open(&n->n_pull)) != 0) {
-        err = nng_err(rv);
+        err = tr_err_from_nng(rv);
         goto fail;
     }
     nng_socket_set_size(n->n_pull, NNG_OPT_RECVMAXSZ, n->n_opts.recv_max);
@@ -1640,17 +1642,17 @@ tr_node_start(tr_rt *rt, const tr_node_opts *opts, tr_node **out)
             if ((rv = nng_tls_config_alloc(&n->n_tls_server, NNG_TLS_MODE_SERVER)) != 0 ||
                 (rv = nng_tls_config_cert_key_file(n->n_tls_server, opts->tls_cert_key_file,
                                                    NULL)) != 0) {
-                err = nng_err(rv);
+                err = tr_err_from_nng(rv);
                 goto fail;
             }
         }
         if ((rv = nng_tls_config_alloc(&n->n_tls_client, NNG_TLS_MODE_CLIENT)) != 0) {
-            err = nng_err(rv);
+            err = tr_err_from_nng(rv);
             goto fail;
         }
         if (opts->tls_ca_file != NULL) {
             if ((rv = nng_tls_config_ca_file(n->n_tls_client, opts->tls_ca_file)) != 0) {
-                err = nng_err(rv);
+                err = tr_err_from_nng(rv);
                 goto fail;
             }
             nng_tls_config_auth_mode(n->n_tls_client, NNG_TLS_AUTH_MODE_REQUIRED);
@@ -1659,14 +1661,14 @@ tr_node_start(tr_rt *rt, const tr_node_opts *opts, tr_node **out)
             n->n_tls_client, opts->tls_server_name != NULL ? opts->tls_server_name : "localhost");
     }
     if ((rv = nng_listener_create(&n->n_listener, n->n_pull, opts->listen)) != 0) {
-        err = nng_err(rv);
+        err = tr_err_from_nng(rv);
         goto fail;
     }
     if (n->n_tls_server != NULL && strncmp(opts->listen, "tls+tcp://", 10) == 0) {
         nng_listener_set_ptr(n->n_listener, NNG_OPT_TLS_CONFIG, n->n_tls_server);
     }
     if ((rv = nng_listener_start(n->n_listener, 0)) != 0) {
-        err = nng_err(rv);
+        err = tr_err_from_nng(rv);
         goto fail;
     }
     n->n_url = bound_url(n, opts->listen);
@@ -1683,7 +1685,7 @@ tr_node_start(tr_rt *rt, const tr_node_opts *opts, tr_node **out)
         goto fail;
     }
     if ((rv = nng_aio_alloc(&n->n_rx, rx_cb, n)) != 0) {
-        err = nng_err(rv);
+        err = tr_err_from_nng(rv);
         goto fail;
     }
     atomic_store_explicit(&g_node, n, memory_order_release);

@@ -19,6 +19,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <troupe/envelope.h>
+#include <troupe/node.h>
 
 struct tr_client {
     nng_socket c_sock;
@@ -44,39 +45,10 @@ tr_client_error(void)
     return t_err;
 }
 
-static tr_err
-map_nng(int rv)
-{
-    switch (rv) {
-    case 0:
-        return TR_OK;
-    case NNG_ETIMEDOUT:
-        return TR_ETIMEDOUT;
-    case NNG_ECLOSED:
-        return TR_ECLOSED;
-    case NNG_EADDRINVAL:
-    case NNG_EINVAL:
-        return TR_EINVAL;
-    case NNG_ENOMEM:
-        return TR_ENOMEM;
-    case NNG_ECONNREFUSED:
-        return TR_ECONNREFUSED;
-    case NNG_ENOENT:
-        return TR_ENOENT;
-    case NNG_EPERM:
-        return TR_EPERM;
-    default:
-        return TR_EIO;
-    }
-}
-
 tr_err
 tr_client_connect(const char *url, tr_client **out)
 {
     t_err[0] = '\0';
-    // The reply types tr_msg_unpack must know (idempotent).
-    tr_type_register(&troupe__v1__control_request__descriptor);
-    tr_type_register(&troupe__v1__control_reply__descriptor);
     tr_client *c = calloc(1, sizeof *c);
     if (c == NULL) {
         return TR_ENOMEM;
@@ -96,7 +68,7 @@ tr_client_connect(const char *url, tr_client **out)
     }
     if (rv != 0) {
         free(c);
-        return map_nng(rv);
+        return tr_err_from_nng(rv);
     }
     *out = c;
     return TR_OK;
@@ -128,12 +100,12 @@ exchange(tr_client *c, nng_msg *msg, uint32_t timeout_ms, nng_msg **reply)
     if (rv != 0) {
         nng_msg_free(msg);
         set_err("nng_ctx_open: %s", nng_strerror(rv));
-        return map_nng(rv);
+        return tr_err_from_nng(rv);
     }
     if ((rv = nng_aio_alloc(&aio, NULL, NULL)) != 0) {
         nng_msg_free(msg);
         nng_ctx_close(ctx);
-        return map_nng(rv);
+        return tr_err_from_nng(rv);
     }
     nng_aio_set_timeout(aio, (nng_duration)timeout_ms);
     nng_aio_set_msg(aio, msg);
@@ -154,7 +126,7 @@ exchange(tr_client *c, nng_msg *msg, uint32_t timeout_ms, nng_msg **reply)
     }
     nng_aio_free(aio);
     nng_ctx_close(ctx);
-    return map_nng(rv);
+    return tr_err_from_nng(rv);
 }
 
 tr_err

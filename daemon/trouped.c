@@ -240,11 +240,7 @@ do_list(trd_daemon *d, uint32_t idx, const Troupe__V1__ListJobs *l)
 {
     trd_list_query q = {0};
     if (l != NULL) {
-        for (size_t i = 0; i < l->n_states; i++) {
-            if ((unsigned)l->states[i] >= TRD_JOB_STATE_COUNT) {
-                trd_reply_error(d, idx, TR_EINVAL, "list: unknown state %d", (int)l->states[i]);
-                return;
-            }
+        for (size_t i = 0; i < l->n_states; i++) { // checked by trd_request_decode
             q.q_states |= 1u << (unsigned)l->states[i];
         }
         q.q_group = (l->group != NULL && l->group[0] != '\0') ? l->group : NULL;
@@ -749,9 +745,7 @@ main(int argc, char **argv)
         fprintf(stderr, "trouped: %s: %s\n", dbpath, err);
         goto out;
     }
-    if ((rv = tr_type_register(&troupe__v1__control_request__descriptor)) != TR_OK ||
-        (rv = tr_type_register(&troupe__v1__control_reply__descriptor)) != TR_OK ||
-        (rv = tr_rt_new(NULL, &d->d_rt)) != TR_OK) {
+    if ((rv = tr_rt_new(NULL, &d->d_rt)) != TR_OK) {
         fprintf(stderr, "trouped: runtime: %s\n", tr_strerror(rv));
         goto out;
     }

@@ -131,6 +131,11 @@ typedef struct tr_node_stats {
 
 TR_API void tr_node_stats_get(tr_node *n, tr_node_stats *out);
 
+// tr_err_from_nng maps an nng error number (nng_strerror's) to the closest
+// tr_err (TR_EIO when none is close), for programs that use nng beside
+// troupe, as the daemon's client does. Any thread.
+TR_API tr_err tr_err_from_nng(int rv);
+
 TR_END_DECLS
 
 #endif
