@@ -2,8 +2,10 @@
 # Installs what building and testing troupe needs on Debian 12 (bookworm):
 # the toolchain, nng, protobuf-c, cmocka, valgrind, clang with its
 # libFuzzer runtime (the fuzz step of .ci/run), openssl (the nodes'
-# tls+tcp test makes its certificate with it), and the daemon's libyaml
-# (workload files) and SQLite (the job store), all from Debian's own
+# tls+tcp test makes its certificate with it), the daemon's libyaml
+# (workload files), SQLite (the job store) and jansson (the CLI's --json),
+# and task-spooler (the peer bench_daemon_exec compares against; its
+# binary is tsp), all from Debian's own
 # packages (see README "Dependencies"). Idempotent: when every package is
 # already installed it changes nothing and does not touch the network.
 # Waits (up to 5 minutes) for another apt that holds apt's or dpkg's lock.
@@ -18,7 +20,8 @@ packages=(
     valgrind
     clang libclang-rt-14-dev
     openssl
-    libsqlite3-dev
+    libsqlite3-dev libjansson-dev
+    task-spooler
 )
 
 missing=()
