@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 static tr_err fail(char *why, size_t n, tr_err err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -113,6 +114,22 @@ check_list(const Troupe__V1__ListJobs *l, char *why, size_t n)
 }
 
 static tr_err
+check_logs(const Troupe__V1__Logs *l, char *why, size_t n)
+{
+    if (l->id == 0) {
+        return fail(why, n, TR_EINVAL, "logs: no job id");
+    }
+    if (l->stream != 1 && l->stream != 2) {
+        return fail(why, n, TR_EINVAL, "logs: stream %u: 1 (stdout) or 2 (stderr)", l->stream);
+    }
+    if (l->max_bytes > TRD_LOG_CHUNK_MAX) {
+        return fail(why, n, TR_EINVAL, "logs: max_bytes %u: at most %u", l->max_bytes,
+                    TRD_LOG_CHUNK_MAX);
+    }
+    return TR_OK;
+}
+
+static tr_err
 check(const Troupe__V1__ControlRequest *req, char *why, size_t n)
 {
     if (req->version != TROUPE__V1__CONTROL_VERSION__CONTROL_VERSION_1) {
@@ -132,6 +149,14 @@ check(const Troupe__V1__ControlRequest *req, char *why, size_t n)
         return check_ids("cancel", req->cancel->n_ids, why, n);
     case TROUPE__V1__CONTROL_REQUEST__REQUEST_LIST:
         return check_list(req->list, why, n);
+    case TROUPE__V1__CONTROL_REQUEST__REQUEST_LOGS:
+        return check_logs(req->logs, why, n);
+    case TROUPE__V1__CONTROL_REQUEST__REQUEST_GROUP:
+        if (strlen(req->group->group) > TRD_NAME_MAX) {
+            return fail(why, n, TR_EINVAL, "group: a name of %zu bytes, at most %u",
+                        strlen(req->group->group), TRD_NAME_MAX);
+        }
+        return TR_OK;
     default:
         return TR_OK; // Ping, and what trouped answers itself
     }

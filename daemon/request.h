@@ -16,6 +16,11 @@
 
 // The most job ids one request may name.
 #define TRD_IDS_MAX 1000u
+// The most bytes one Logs reply carries (and its default).
+#define TRD_LOG_CHUNK_MAX (1024u * 1024u)
+#define TRD_LOG_CHUNK_DEFAULT (64u * 1024u)
+// The longest group name.
+#define TRD_NAME_MAX 255u
 
 // trd_request_decode decodes len bytes at buf: TR_OK and *out (a message
 // whose body is a Troupe__V1__ControlRequest fit to act on; the caller

@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <troupe/proc_actor.h>
@@ -47,7 +48,7 @@
 
 extern char **environ;
 
-enum { TICK_SLEEP = 1, TICK_RETRY = 2, TICK_WAIT = 3 };
+enum { TICK_SLEEP = 1, TICK_RETRY = 2, TICK_WAIT = 3, TICK_LOGS = 4, TICK_DRAIN = 5 };
 
 typedef struct job {
     uint64_t j_id;
@@ -66,12 +67,18 @@ typedef struct job {
     uint64_t *j_deps; // ids still to succeed
     size_t j_ndeps;
     tr_actor_addr j_proc; // its process actor while it runs
+    bool j_cancel;        // cancelled while it ran: its exit is "cancelled"
+    bool j_abandon;       // killed by a shutdown: its exit records nothing
+    bool j_truncated;     // an attempt's output passed the cap
+    uint64_t j_seq;       // its last JobEvent's seq
+    uint64_t j_out[2];    // bytes in its stdout and stderr files
 } job;
 
 typedef struct group {
     char *g_name;
     uint32_t g_limit;
     uint32_t g_used;
+    bool g_paused; // no job of it starts
 } group;
 
 typedef struct waiter {
@@ -80,6 +87,17 @@ typedef struct waiter {
     uint64_t *w_ids;
     size_t w_n;
 } waiter;
+
+// A Logs request with follow that found nothing new: answered when its
+// job writes to the stream, ends, or the request's time passes.
+typedef struct logw {
+    uint64_t lw_id; // for its Tick
+    uint32_t lw_slot;
+    uint64_t lw_job;
+    uint32_t lw_stream;
+    uint64_t lw_offset;
+    uint32_t lw_max;
+} logw;
 
 typedef struct runner {
     trd_daemon *r_d;
@@ -90,6 +108,15 @@ typedef struct runner {
     waiter *r_waits;
     size_t r_nwaits;
     uint64_t r_next_wait;
+    logw *r_logws;
+    size_t r_nlogws;
+    uint64_t *r_precancel; // cancelled before their JobsAdded came
+    size_t r_nprecancel;
+    job **r_run; // the jobs with a process actor (what job_of_proc searches)
+    size_t r_nrun, r_caprun;
+    bool r_dirty;       // something a pump may act on changed
+    bool r_draining;    // a Shutdown: start nothing
+    bool r_drain_voted; // and its vote is cast
 } runner;
 
 static void *
@@ -381,30 +408,202 @@ store_update(runner *r, tr_actor_addr self, trd_job_update *u)
 static tr_actor_addr g_self;
 
 static void
-write_output(runner *r, uint64_t id, int stream, const ProtobufCBinaryData *b)
+out_path(const runner *r, uint64_t id, uint32_t stream, char *path, size_t n)
+{
+    snprintf(path, n, "%s/%llu.%u", r->r_d->d_out_dir, (unsigned long long)id, stream);
+}
+
+// out_size returns the bytes in job id's output file of stream (0: none).
+static uint64_t
+out_size(const runner *r, uint64_t id, uint32_t stream)
 {
     char path[4200];
-    snprintf(path, sizeof path, "%s/%llu.%d", r->r_d->d_out_dir, (unsigned long long)id, stream);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    out_path(r, id, stream, path, sizeof path);
+    struct stat st;
+    return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+// append_output adds a chunk of j's output to its file. Every attempt's
+// output goes to the same file, one after the other, so a Logs offset
+// always means the same byte.
+static void
+append_output(runner *r, job *j, uint32_t stream, const uint8_t *data, size_t len)
+{
+    char path[4200];
+    out_path(r, j->j_id, stream, path, sizeof path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) {
-        trd_log("output_failed", "id=%llu path=\"%s\" errno=%d", (unsigned long long)id, path,
-                errno);
+        trd_log("output_failed", "id=%llu path=\"%s\" errno=%d", (unsigned long long)j->j_id,
+                path, errno);
         return;
     }
     size_t off = 0;
-    while (off < b->len) {
-        ssize_t n = write(fd, b->data + off, b->len - off);
+    while (off < len) {
+        ssize_t n = write(fd, data + off, len - off);
         if (n < 0 && errno == EINTR) {
             continue;
         }
         if (n <= 0) {
-            trd_log("output_failed", "id=%llu path=\"%s\" errno=%d", (unsigned long long)id, path,
-                    errno);
+            // A full disk: the job goes on; its log lacks the rest.
+            trd_log("output_failed", "id=%llu path=\"%s\" errno=%d", (unsigned long long)j->j_id,
+                    path, errno);
             break;
         }
         off += (size_t)n;
     }
+    j->j_out[stream - 1] += off;
     close(fd);
+}
+
+// job_event publishes j's state (a change).
+static void
+job_event(runner *r, job *j)
+{
+    j->j_seq++;
+    trd_publish(r->r_d, j->j_id, j->j_seq, j->j_state, 0, 0, NULL, 0);
+}
+
+// ---------------------------------------------------------------------------
+// Logs.
+
+// logs_reply answers a Logs request from job id's file: up to max bytes
+// at offset; eof when the job is final and nothing is left.
+static void
+logs_reply(runner *r, uint32_t slot, uint64_t id, uint32_t stream, uint64_t offset, uint32_t max,
+           bool final, bool truncated, bool timed_out)
+{
+    Troupe__V1__ControlReply *rep;
+    tr_msg *m = trd_reply_new(&rep);
+    Troupe__V1__LogChunk *lc = tr_msg_arena(m, sizeof *lc);
+    troupe__v1__log_chunk__init(lc);
+    char path[4200];
+    out_path(r, id, stream, path, sizeof path);
+    uint64_t size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0) {
+        size = (uint64_t)st.st_size;
+    }
+    size_t n = 0;
+    if (fd >= 0 && offset < size) {
+        size_t want = size - offset < max ? (size_t)(size - offset) : max;
+        uint8_t *buf = tr_msg_arena(m, want);
+        while (n < want) {
+            ssize_t k = pread(fd, buf + n, want - n, (off_t)(offset + n));
+            if (k < 0 && errno == EINTR) {
+                continue;
+            }
+            if (k <= 0) {
+                break;
+            }
+            n += (size_t)k;
+        }
+        lc->data.data = buf;
+        lc->data.len = n;
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    lc->offset = offset;
+    lc->eof = final && offset + n >= size;
+    lc->truncated = truncated;
+    rep->reply_case = TROUPE__V1__CONTROL_REPLY__REPLY_LOG;
+    rep->log = lc;
+    rep->timed_out = timed_out;
+    trd_reply(r->r_d, slot, m);
+}
+
+// logw_answer answers waiter i (and forgets it).
+static void
+logw_answer(runner *r, size_t i, bool timed_out);
+
+static void
+on_logs(runner *r, tr_actor *self, const Troupe__Daemon__LogsIn *li)
+{
+    job *j = job_find(r, li->id);
+    bool final = false, truncated = false;
+    if (j != NULL) {
+        truncated = j->j_truncated;
+    } else {
+        trd_job_rec rec;
+        tr_err rv = trd_store_get(r->r_d->d_store, li->id, &rec);
+        if (rv != TR_OK) {
+            trd_reply_error(r->r_d, li->slot, rv, "logs: job %llu: %s",
+                            (unsigned long long)li->id,
+                            rv == TR_ENOTFOUND ? "no such job" : tr_strerror(rv));
+            return;
+        }
+        // Not in memory: final, or its JobsAdded is still on its way.
+        final = trd_job_state_final(rec.j_state);
+        truncated = rec.j_truncated;
+        trd_job_rec_fini(&rec);
+    }
+    if (final || !li->follow || li->offset < out_size(r, li->id, li->stream)) {
+        logs_reply(r, li->slot, li->id, li->stream, li->offset, li->max_bytes, final, truncated,
+                   false);
+        return;
+    }
+    r->r_logws = realloc(r->r_logws, (r->r_nlogws + 1) * sizeof *r->r_logws);
+    if (r->r_logws == NULL) {
+        abort();
+    }
+    logw *w = &r->r_logws[r->r_nlogws++];
+    *w = (logw){.lw_id = ++r->r_next_wait,
+                .lw_slot = li->slot,
+                .lw_job = li->id,
+                .lw_stream = li->stream,
+                .lw_offset = li->offset,
+                .lw_max = li->max_bytes};
+    tick_after(self, TRD_WAIT_MAX_MS, TICK_LOGS, w->lw_id, 0);
+}
+
+static void
+logw_answer(runner *r, size_t i, bool timed_out)
+{
+    logw w = r->r_logws[i];
+    r->r_logws[i] = r->r_logws[--r->r_nlogws];
+    job *j = job_find(r, w.lw_job);
+    bool final = false, truncated = false;
+    if (j != NULL) {
+        truncated = j->j_truncated;
+    } else {
+        trd_job_rec rec;
+        if (trd_store_get(r->r_d->d_store, w.lw_job, &rec) == TR_OK) {
+            final = trd_job_state_final(rec.j_state);
+            truncated = rec.j_truncated;
+            trd_job_rec_fini(&rec);
+        }
+    }
+    logs_reply(r, w.lw_slot, w.lw_job, w.lw_stream, w.lw_offset, w.lw_max, final, truncated,
+               timed_out);
+}
+
+// logw_check answers the waiters of job id: those on stream, or all of
+// them when stream is 0 (the job ended).
+static void
+logw_check(runner *r, uint64_t id, uint32_t stream)
+{
+    for (size_t i = 0; i < r->r_nlogws;) {
+        const logw *w = &r->r_logws[i];
+        if (w->lw_job == id && (stream == 0 || w->lw_stream == stream)) {
+            logw_answer(r, i, false);
+        } else {
+            i++;
+        }
+    }
+}
+
+static void
+run_add(runner *r, job *j)
+{
+    if (r->r_nrun == r->r_caprun) {
+        r->r_caprun = r->r_caprun != 0 ? r->r_caprun * 2 : 16;
+        r->r_run = realloc(r->r_run, r->r_caprun * sizeof *r->r_run);
+        if (r->r_run == NULL) {
+            abort();
+        }
+    }
+    r->r_run[r->r_nrun++] = j;
 }
 
 static void
@@ -415,6 +614,15 @@ job_release(runner *r, job *j)
         uint32_t w = j->j_slots < g->g_limit ? j->j_slots : g->g_limit;
         g->g_used -= w;
         j->j_running = false;
+        r->r_dirty = true; // its slots are free
+    }
+    if (!tr_actor_addr_eq(j->j_proc, TR_ACTOR_NONE)) {
+        for (size_t i = 0; i < r->r_nrun; i++) {
+            if (r->r_run[i] == j) {
+                r->r_run[i] = r->r_run[--r->r_nrun];
+                break;
+            }
+        }
     }
     j->j_proc = TR_ACTOR_NONE;
 }
@@ -427,6 +635,7 @@ job_finish(runner *r, job *j, trd_job_state st, const char *error, int32_t code,
 {
     job_release(r, j);
     j->j_state = st;
+    r->r_dirty = true; // its dependants may run, fail or skip
     trd_job_update u = {
         .u_id = j->j_id,
         .u_kind = TRD_UPDATE_FINISH,
@@ -436,9 +645,10 @@ job_finish(runner *r, job *j, trd_job_state st, const char *error, int32_t code,
         .u_error = error,
     };
     if (px != NULL) {
+        j->j_truncated = j->j_truncated || px->truncated;
         u.u_stdout_bytes = px->stdout_bytes;
         u.u_stderr_bytes = px->stderr_bytes;
-        u.u_truncated = px->truncated;
+        u.u_truncated = j->j_truncated;
     }
     trd_log("job_end", "id=%llu state=%s exit_code=%d signal=%d error=\"%s\"",
             (unsigned long long)j->j_id, trd_job_state_name(st), code, sig,
@@ -536,6 +746,8 @@ job_start_process(runner *r, tr_actor *self, job *j)
         .search_path = true,
         .rlimits = s->n_rlimits > 0 ? rl : NULL,
         .nrlimits = s->n_rlimits,
+        .output_cap = s->output_cap != 0 ? s->output_cap : r->r_d->d_output_cap,
+        .stream_output = true,
     };
     tr_actor_addr proc;
     tr_err rv = tr_proc_actor_start(tr_actor_rt(self), &o, tr_actor_self(self), &proc);
@@ -554,6 +766,7 @@ job_start_process(runner *r, tr_actor *self, job *j)
         return;
     }
     j->j_proc = proc;
+    run_add(r, j);
 }
 
 static void
@@ -566,6 +779,7 @@ job_start(runner *r, tr_actor *self, job *j, group *g)
     j->j_gen++;
     trd_log("job_start", "id=%llu attempt=%u group=\"%s\"", (unsigned long long)j->j_id,
             j->j_attempt, j->j_group);
+    job_event(r, j);
     switch (j->j_spec->task_case) {
     case TROUPE__V1__JOB_SPEC__TASK_NOOP:
         job_start_record(r, j, 0, 0);
@@ -663,11 +877,11 @@ pump(runner *r, tr_actor *self)
         }
     }
     qsort(cand, nc, sizeof *cand, cand_cmp);
-    for (size_t i = 0; i < nc; i++) {
+    for (size_t i = 0; i < nc && !r->r_draining; i++) {
         job *j = cand[i];
         group *g = group_get(r, j->j_group);
         uint32_t w = j->j_slots < g->g_limit ? j->j_slots : g->g_limit;
-        if (g->g_used + w <= g->g_limit) {
+        if (!g->g_paused && g->g_used + w <= g->g_limit) {
             job_start(r, self, j, g);
         }
     }
@@ -773,9 +987,9 @@ wait_check(runner *r)
 static job *
 job_of_proc(runner *r, tr_actor_addr proc)
 {
-    for (size_t i = 0; i < r->r_n; i++) {
-        if (tr_actor_addr_eq(r->r_jobs[i]->j_proc, proc)) {
-            return r->r_jobs[i];
+    for (size_t i = 0; i < r->r_nrun; i++) {
+        if (tr_actor_addr_eq(r->r_run[i]->j_proc, proc)) {
+            return r->r_run[i];
         }
     }
     return NULL;
@@ -802,11 +1016,18 @@ on_exit_msg(runner *r, tr_actor *self, tr_msg *m)
     if (j == NULL) {
         return;
     }
-    write_output(r, j->j_id, 1, &px->stdout);
-    write_output(r, j->j_id, 2, &px->stderr);
+    if (j->j_abandon) {
+        // Killed by a shutdown: the store keeps it running, and the next
+        // start recovers it (retried or failed per its policy).
+        job_release(r, j);
+        return;
+    }
     trd_job_state st;
     char why[256] = "";
-    if (px->error != NULL && px->error->code != 0) {
+    if (j->j_cancel) {
+        st = TRD_JOB_CANCELLED;
+        snprintf(why, sizeof why, "cancelled");
+    } else if (px->error != NULL && px->error->code != 0) {
         st = TRD_JOB_FAILED;
         snprintf(why, sizeof why, "%s", tr_msg_reason_text(px->error));
     } else if (px->timed_out) {
@@ -822,13 +1043,14 @@ on_exit_msg(runner *r, tr_actor *self, tr_msg *m)
         st = TRD_JOB_FAILED;
         snprintf(why, sizeof why, "killed by signal %d", px->signal);
     }
-    if (st != TRD_JOB_SUCCEEDED && j->j_attempt <= j->j_spec->retries) {
+    if (st != TRD_JOB_SUCCEEDED && st != TRD_JOB_CANCELLED && j->j_attempt <= j->j_spec->retries) {
         // Another attempt after the backoff.
         job_release(r, j);
         uint64_t wait = backoff_ms(j->j_spec, j->j_attempt);
         j->j_state = TRD_JOB_QUEUED;
         j->j_next_run_ms = trd_now_ms() + (int64_t)wait;
         j->j_gen++;
+        job_event(r, j);
         trd_job_update u = {
             .u_id = j->j_id,
             .u_kind = TRD_UPDATE_RETRY,
@@ -848,6 +1070,22 @@ on_exit_msg(runner *r, tr_actor *self, tr_msg *m)
 }
 
 static void
+on_output(runner *r, tr_msg *m)
+{
+    const Troupe__V1__ProcessOutput *po = tr_msg_body(m);
+    job *j = job_of_proc(r, tr_msg_reply_to(m));
+    if (j == NULL || (po->stream != 1 && po->stream != 2) || po->data.len == 0) {
+        return;
+    }
+    uint32_t stream = (uint32_t)po->stream;
+    uint64_t off = j->j_out[stream - 1];
+    append_output(r, j, stream, po->data.data, po->data.len);
+    j->j_seq++;
+    trd_publish(r->r_d, j->j_id, j->j_seq, j->j_state, stream, off, po->data.data, po->data.len);
+    logw_check(r, j->j_id, stream);
+}
+
+static void
 on_committed(runner *r, const Troupe__Daemon__Committed *c)
 {
     if (c->err != TR_OK) {
@@ -862,9 +1100,34 @@ on_committed(runner *r, const Troupe__Daemon__Committed *c)
         // Final in the store (or refused there: then the store holds the
         // truth and the runner lets the job go all the same).
         j->j_final_committed = true;
+        job_event(r, j);
         job_remove(r, j);
+        logw_check(r, c->id, 0);
     }
     wait_check(r);
+}
+
+// cancel_job cancels j: a queued job at once, a running one by killing
+// its process group (it is cancelled when its leader has exited).
+static void
+cancel_job(runner *r, job *j)
+{
+    if (trd_job_state_final(j->j_state) || j->j_abandon) {
+        return;
+    }
+    if (j->j_state == TRD_JOB_QUEUED || tr_actor_addr_eq(j->j_proc, TR_ACTOR_NONE)) {
+        job_finish(r, j, TRD_JOB_CANCELLED, "cancelled", 0, 0, NULL);
+        return;
+    }
+    if (j->j_cancel) {
+        return; // killed already
+    }
+    j->j_cancel = true;
+    Troupe__V1__ProcessKill *pk;
+    tr_msg *m = tr_msg_new(&troupe__v1__process_kill__descriptor, 0, (void **)&pk);
+    if (tr_actor_send(NULL, j->j_proc, m) != TR_OK) {
+        tr_msg_free(m); // its exit is on the way
+    }
 }
 
 typedef struct add_acc {
@@ -915,7 +1178,165 @@ on_added(runner *r, const Troupe__Daemon__JobsAdded *ja)
     for (size_t i = 0; i < a.aa_n; i++) {
         job_link(r, a.aa_new[i]);
     }
+    for (size_t i = 0; i < a.aa_n; i++) {
+        job *j = a.aa_new[i];
+        if (!trd_job_state_final(j->j_state)) {
+            job_event(r, j);
+        }
+        for (size_t k = 0; k < r->r_nprecancel; k++) {
+            if (r->r_precancel[k] == j->j_id) {
+                r->r_precancel[k] = r->r_precancel[--r->r_nprecancel];
+                cancel_job(r, j);
+                break;
+            }
+        }
+    }
     free(a.aa_new);
+    r->r_dirty = true;
+}
+
+// ---------------------------------------------------------------------------
+// Cancel, pause and resume, shutdown.
+
+static void
+on_cancel(runner *r, tr_actor *self, const Troupe__Daemon__CancelIn *ci)
+{
+    (void)self;
+    // Every id first: an unknown one cancels nothing.
+    for (size_t i = 0; i < ci->n_ids; i++) {
+        if (job_find(r, ci->ids[i]) != NULL) {
+            continue;
+        }
+        trd_job_rec rec;
+        tr_err rv = trd_store_get(r->r_d->d_store, ci->ids[i], &rec);
+        if (rv != TR_OK) {
+            trd_reply_error(r->r_d, ci->slot, rv, "cancel: job %llu: %s",
+                            (unsigned long long)ci->ids[i],
+                            rv == TR_ENOTFOUND ? "no such job" : tr_strerror(rv));
+            return;
+        }
+        bool fin = trd_job_state_final(rec.j_state);
+        trd_job_rec_fini(&rec);
+        if (!fin) {
+            // Stored, not final, not in memory: its JobsAdded is on the way.
+            r->r_precancel = realloc(r->r_precancel, (r->r_nprecancel + 1) * sizeof(uint64_t));
+            if (r->r_precancel == NULL) {
+                abort();
+            }
+            r->r_precancel[r->r_nprecancel++] = ci->ids[i];
+        }
+    }
+    for (size_t i = 0; i < ci->n_ids; i++) {
+        job *j = job_find(r, ci->ids[i]);
+        if (j != NULL) {
+            cancel_job(r, j);
+        }
+    }
+    trd_log("cancel", "ids=%zu first=%llu", ci->n_ids, (unsigned long long)ci->ids[0]);
+    trd_reply_ack(r->r_d, ci->slot, false);
+}
+
+static void
+on_group(runner *r, const Troupe__Daemon__GroupIn *gi)
+{
+    group *g = group_get(r, gi->group);
+    g->g_paused = gi->pause;
+    r->r_dirty = true;
+    trd_log(gi->pause ? "group_paused" : "group_resumed", "group=\"%s\"", gi->group);
+    trd_reply_ack(r->r_d, gi->slot, false);
+}
+
+// abandon leaves the running jobs to the next start: their processes are
+// killed (with kill, SIGTERM then SIGKILL after the grace; else by the
+// runtime's shutdown) and nothing is recorded for them.
+static void
+abandon(runner *r, tr_actor *self, bool kill)
+{
+    for (size_t i = 0; i < r->r_n; i++) {
+        job *j = r->r_jobs[i];
+        if (!j->j_running || j->j_abandon) {
+            continue;
+        }
+        j->j_abandon = true;
+        if (!kill || tr_actor_addr_eq(j->j_proc, TR_ACTOR_NONE)) {
+            job_release(r, j);
+            continue;
+        }
+        Troupe__V1__ProcessKill *pk;
+        tr_msg *m = tr_msg_new(&troupe__v1__process_kill__descriptor, 0, (void **)&pk);
+        if (tr_actor_send(self, j->j_proc, m) != TR_OK) {
+            tr_msg_free(m); // its exit is on the way
+        }
+    }
+}
+
+// drain_check casts the runner's vote to stop once a Shutdown has left no
+// job running.
+static void
+drain_check(runner *r)
+{
+    if (!r->r_draining || r->r_drain_voted) {
+        return;
+    }
+    for (size_t i = 0; i < r->r_n; i++) {
+        if (r->r_jobs[i]->j_running) {
+            return;
+        }
+    }
+    r->r_drain_voted = true;
+    trd_log("drained", "queued=%zu", r->r_n);
+    trd_stop_vote(r->r_d);
+}
+
+static void
+on_shutdown(runner *r, tr_actor *self, const Troupe__Daemon__ShutdownIn *si)
+{
+    bool first = !r->r_draining;
+    r->r_draining = true;
+    // The first Shutdown's reply is the other vote.
+    trd_reply_ack(r->r_d, si->slot, first);
+    if (si->immediate) {
+        abandon(r, self, false);
+    } else if (first && si->deadline_ms > 0) {
+        tick_after(self, si->deadline_ms, TICK_DRAIN, 0, 0);
+    }
+}
+
+static void
+on_tick(runner *r, tr_actor *self, const Troupe__Daemon__Tick *t)
+{
+    switch (t->kind) {
+    case TICK_WAIT:
+        for (size_t i = 0; i < r->r_nwaits; i++) {
+            if (r->r_waits[i].w_id == t->id) {
+                wait_end(r, i, true);
+                break;
+            }
+        }
+        return;
+    case TICK_LOGS:
+        for (size_t i = 0; i < r->r_nlogws; i++) {
+            if (r->r_logws[i].lw_id == t->id) {
+                logw_answer(r, i, true);
+                break;
+            }
+        }
+        return;
+    case TICK_DRAIN:
+        trd_log("drain_deadline", "running=%zu", r->r_nrun);
+        abandon(r, self, true);
+        return;
+    default:
+        break;
+    }
+    job *j = job_find(r, t->id);
+    if (j == NULL || j->j_gen != t->gen) {
+        return;
+    }
+    if (t->kind == TICK_SLEEP && j->j_state == TRD_JOB_RUNNING) {
+        job_finish(r, j, TRD_JOB_SUCCEEDED, NULL, 0, 0, NULL);
+    }
+    r->r_dirty = true; // TICK_RETRY: its time has come
 }
 
 static void
@@ -932,35 +1353,29 @@ runner_receive(tr_actor *self, void *state, tr_msg *m)
         if (j != NULL) {
             job_start_record(r, j, ps->pid, ps->start_time);
         }
-        return;
+    } else if (tr_msg_is(m, &troupe__v1__process_output__descriptor)) {
+        on_output(r, m);
     } else if (tr_msg_is(m, &troupe__v1__process_exit__descriptor)) {
         on_exit_msg(r, self, m);
     } else if (tr_msg_is(m, &troupe__daemon__tick__descriptor)) {
-        const Troupe__Daemon__Tick *t = tr_msg_body(m);
-        if (t->kind == TICK_WAIT) {
-            for (size_t i = 0; i < r->r_nwaits; i++) {
-                if (r->r_waits[i].w_id == t->id) {
-                    wait_end(r, i, true);
-                    break;
-                }
-            }
-            return;
-        }
-        job *j = job_find(r, t->id);
-        if (j == NULL || j->j_gen != t->gen) {
-            return;
-        }
-        if (t->kind == TICK_SLEEP && j->j_state == TRD_JOB_RUNNING) {
-            job_finish(r, j, TRD_JOB_SUCCEEDED, NULL, 0, 0, NULL);
-        }
-        // TICK_RETRY: its time has come; the pump below starts it.
+        on_tick(r, self, tr_msg_body(m));
     } else if (tr_msg_is(m, &troupe__daemon__wait_in__descriptor)) {
         wait_in(r, self, tr_msg_body(m));
-        return;
-    } else {
-        return;
+    } else if (tr_msg_is(m, &troupe__daemon__logs_in__descriptor)) {
+        on_logs(r, self, tr_msg_body(m));
+    } else if (tr_msg_is(m, &troupe__daemon__cancel_in__descriptor)) {
+        on_cancel(r, self, tr_msg_body(m));
+    } else if (tr_msg_is(m, &troupe__daemon__group_in__descriptor)) {
+        on_group(r, tr_msg_body(m));
+    } else if (tr_msg_is(m, &troupe__daemon__shutdown_in__descriptor)) {
+        on_shutdown(r, self, tr_msg_body(m));
     }
-    pump(r, self);
+    // One pump per change that may let a job run (or fail, or skip).
+    if (r->r_dirty) {
+        r->r_dirty = false;
+        pump(r, self);
+    }
+    drain_check(r);
 }
 
 static void
@@ -992,6 +1407,11 @@ recover_each(void *arg, const trd_job_rec *rec)
         return;
     }
     job_add(r, rec);
+    job *j = job_find(r, rec->j_id);
+    if (j != NULL) {
+        j->j_out[0] = out_size(r, j->j_id, 1);
+        j->j_out[1] = out_size(r, j->j_id, 2);
+    }
 }
 
 static tr_err
@@ -1019,6 +1439,7 @@ runner_init(tr_actor *self, void *state, void *arg)
     }
     trd_log("recovered", "queued=%zu", r->r_n);
     // The first pump comes with the first message; send one now.
+    r->r_dirty = true;
     Troupe__Daemon__Tick *t;
     tr_msg *m = tr_msg_new(&troupe__daemon__tick__descriptor, 0, (void **)&t);
     t->kind = TICK_RETRY;
@@ -1044,6 +1465,10 @@ runner_stopped(tr_actor *self, void *state, tr_err reason)
         free(r->r_waits[i].w_ids);
     }
     free(r->r_waits);
+    // Requests still waiting: their contexts close with the socket.
+    free(r->r_logws);
+    free(r->r_precancel);
+    free(r->r_run);
     free(r);
 }
 

@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <nng/protocol/pubsub0/pub.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <troupe/envelope.h>
 #include <troupe/rt.h>
@@ -104,6 +105,10 @@ trd_reply(trd_daemon *d, uint32_t idx, tr_msg *reply)
         // Out of memory in nng: answer nothing, serve the next request.
         tr_msg_free(reply);
         s->s_state = SLOT_RECV;
+        if (s->s_stop_after) {
+            s->s_stop_after = false;
+            trd_stop_vote(d);
+        }
         nng_ctx_recv(s->s_ctx, s->s_aio);
         return;
     }
@@ -114,17 +119,90 @@ trd_reply(trd_daemon *d, uint32_t idx, tr_msg *reply)
     nng_ctx_send(s->s_ctx, s->s_aio);
 }
 
-static tr_msg *
-reply_new(Troupe__V1__ControlReply **out)
+tr_msg *
+trd_reply_new(Troupe__V1__ControlReply **out)
 {
     return tr_msg_new(&troupe__v1__control_reply__descriptor, 256, (void **)out);
+}
+
+void
+trd_reply_ack(trd_daemon *d, uint32_t idx, bool stop_after)
+{
+    Troupe__V1__ControlReply *rep;
+    tr_msg *m = trd_reply_new(&rep);
+    Troupe__V1__Ack *a = tr_msg_arena(m, sizeof *a);
+    troupe__v1__ack__init(a);
+    rep->reply_case = TROUPE__V1__CONTROL_REPLY__REPLY_ACK;
+    rep->ack = a;
+    d->d_slots[idx].s_stop_after = stop_after;
+    trd_reply(d, idx, m);
+}
+
+void
+trd_stop_vote(trd_daemon *d)
+{
+    if (atomic_fetch_add_explicit(&d->d_stop_votes, 1, memory_order_acq_rel) == 1) {
+        atomic_store_explicit(&d->d_stop_requested, true, memory_order_release);
+        kill(getpid(), SIGTERM); // main's sigwait takes it
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Job events.
+
+bool
+trd_events_wanted(trd_daemon *d)
+{
+    return atomic_load_explicit(&d->d_subscribers, memory_order_relaxed) > 0;
+}
+
+void
+trd_publish(trd_daemon *d, uint64_t id, uint64_t seq, trd_job_state st, uint32_t stream,
+            uint64_t offset, const void *data, size_t len)
+{
+    if (!trd_events_wanted(d)) {
+        return;
+    }
+    Troupe__V1__JobEvent *ev;
+    tr_msg *m = tr_msg_new(&troupe__v1__job_event__descriptor, 0, (void **)&ev);
+    ev->id = id;
+    ev->seq = seq;
+    ev->state = (Troupe__V1__JobState)st;
+    ev->stream = stream;
+    ev->offset = offset;
+    ev->data.data = (uint8_t *)data; // only read by the pack below
+    ev->data.len = len;
+    size_t n = tr_msg_packed_size(m);
+    nng_msg *nm;
+    if (nng_msg_alloc(&nm, 8 + n) == 0) {
+        uint8_t *p = nng_msg_body(nm);
+        for (int i = 0; i < 8; i++) {
+            p[i] = (uint8_t)(id >> (56 - 8 * i));
+        }
+        tr_msg_pack_to(m, p + 8);
+        if (nng_sendmsg(d->d_pub, nm, NNG_FLAG_NONBLOCK) != 0) {
+            nng_msg_free(nm);
+        }
+    }
+    ev->data.data = NULL;
+    ev->data.len = 0;
+    tr_msg_free(m);
+}
+
+static void
+pub_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    (void)p;
+    trd_daemon *d = arg;
+    atomic_fetch_add_explicit(&d->d_subscribers, ev == NNG_PIPE_EV_ADD_POST ? 1 : -1,
+                              memory_order_relaxed);
 }
 
 void
 trd_reply_error(trd_daemon *d, uint32_t idx, tr_err code, const char *fmt, ...)
 {
     Troupe__V1__ControlReply *rep;
-    tr_msg *m = reply_new(&rep);
+    tr_msg *m = trd_reply_new(&rep);
     Troupe__V1__ControlError *e = tr_msg_arena(m, sizeof *e);
     troupe__v1__control_error__init(e);
     char detail[512];
@@ -171,12 +249,13 @@ static void
 do_ping(trd_daemon *d, uint32_t idx)
 {
     Troupe__V1__ControlReply *rep;
-    tr_msg *m = reply_new(&rep);
+    tr_msg *m = trd_reply_new(&rep);
     Troupe__V1__Pong *p = tr_msg_arena(m, sizeof *p);
     troupe__v1__pong__init(p);
     p->version = TRD_VERSION;
     p->protocol = TROUPE__V1__CONTROL_VERSION__CONTROL_VERSION_1;
     p->uptime_ms = mono_ms() - d->d_start_ms;
+    p->events_url = d->d_events_url;
     rep->reply_case = TROUPE__V1__CONTROL_REPLY__REPLY_PONG;
     rep->pong = p;
     trd_reply(d, idx, m);
@@ -187,7 +266,7 @@ trd_reply_jobs(trd_daemon *d, uint32_t idx, const char *what, const uint64_t *id
                bool timed_out)
 {
     Troupe__V1__ControlReply *rep;
-    tr_msg *m = reply_new(&rep);
+    tr_msg *m = trd_reply_new(&rep);
     Troupe__V1__JobList *jl = tr_msg_arena(m, sizeof *jl);
     troupe__v1__job_list__init(jl);
     jl->jobs = tr_msg_arena(m, n * sizeof *jl->jobs);
@@ -253,7 +332,7 @@ do_list(trd_daemon *d, uint32_t idx, const Troupe__V1__ListJobs *l)
         q.q_limit = 100;
     }
     Troupe__V1__ControlReply *rep;
-    list_acc a = {.la_m = reply_new(&rep)};
+    list_acc a = {.la_m = trd_reply_new(&rep)};
     Troupe__V1__JobList *jl = tr_msg_arena(a.la_m, sizeof *jl);
     troupe__v1__job_list__init(jl);
     uint64_t next = 0;
@@ -308,7 +387,7 @@ submit_done(void *arg, tr_err err, const trd_submit_result *r)
         tr_msg_free(sc->sc_added);
     }
     Troupe__V1__ControlReply *rep;
-    tr_msg *m = reply_new(&rep);
+    tr_msg *m = trd_reply_new(&rep);
     Troupe__V1__Submitted *s = tr_msg_arena(m, sizeof *s);
     troupe__v1__submitted__init(s);
     s->first_id = r->r_first_id;
@@ -354,6 +433,18 @@ do_submit(trd_daemon *d, uint32_t idx, const Troupe__V1__ControlRequest *req)
     free(buf);
 }
 
+// to_runner hands slot idx and m (one of trouped_int's *In messages) to
+// the runner, which then owns the slot; what is the request, for the
+// error when the runner is gone.
+static void
+to_runner(trd_daemon *d, uint32_t idx, tr_msg *m, const char *what)
+{
+    if (tr_actor_send(NULL, d->d_runner, m) != TR_OK) {
+        tr_msg_free(m);
+        trd_reply_error(d, idx, TR_ESHUTDOWN, "%s: the job runner is gone", what);
+    }
+}
+
 static void
 do_wait(trd_daemon *d, uint32_t idx, const Troupe__V1__WaitJobs *w)
 {
@@ -363,11 +454,56 @@ do_wait(trd_daemon *d, uint32_t idx, const Troupe__V1__WaitJobs *w)
     wi->ids = tr_msg_memdup(m, w->ids, w->n_ids * sizeof *w->ids);
     wi->n_ids = w->n_ids;
     wi->timeout_ms = w->timeout_ms;
-    // The runner owns the slot from here on.
-    if (tr_actor_send(NULL, d->d_runner, m) != TR_OK) {
-        tr_msg_free(m);
-        trd_reply_error(d, idx, TR_ESHUTDOWN, "wait: the job runner is gone");
-    }
+    to_runner(d, idx, m, "wait");
+}
+
+static void
+do_cancel(trd_daemon *d, uint32_t idx, const Troupe__V1__CancelJobs *c)
+{
+    Troupe__Daemon__CancelIn *ci;
+    tr_msg *m = tr_msg_new(&troupe__daemon__cancel_in__descriptor, c->n_ids * 8, (void **)&ci);
+    ci->slot = idx;
+    ci->ids = tr_msg_memdup(m, c->ids, c->n_ids * sizeof *c->ids);
+    ci->n_ids = c->n_ids;
+    to_runner(d, idx, m, "cancel");
+}
+
+static void
+do_logs(trd_daemon *d, uint32_t idx, const Troupe__V1__Logs *l)
+{
+    Troupe__Daemon__LogsIn *li;
+    tr_msg *m = tr_msg_new(&troupe__daemon__logs_in__descriptor, 0, (void **)&li);
+    li->slot = idx;
+    li->id = l->id;
+    li->stream = l->stream;
+    li->offset = l->offset;
+    li->max_bytes = l->max_bytes != 0 ? l->max_bytes : TRD_LOG_CHUNK_DEFAULT;
+    li->follow = l->follow;
+    to_runner(d, idx, m, "logs");
+}
+
+static void
+do_group(trd_daemon *d, uint32_t idx, const Troupe__V1__GroupControl *g)
+{
+    Troupe__Daemon__GroupIn *gi;
+    tr_msg *m = tr_msg_new(&troupe__daemon__group_in__descriptor, 0, (void **)&gi);
+    gi->slot = idx;
+    gi->group = tr_msg_strdup(m, g->group);
+    gi->pause = g->pause;
+    to_runner(d, idx, m, "group");
+}
+
+static void
+do_shutdown(trd_daemon *d, uint32_t idx, const Troupe__V1__ShutdownDaemon *sd)
+{
+    Troupe__Daemon__ShutdownIn *si;
+    tr_msg *m = tr_msg_new(&troupe__daemon__shutdown_in__descriptor, 0, (void **)&si);
+    si->slot = idx;
+    si->immediate = sd->immediate;
+    si->deadline_ms = sd->deadline_ms;
+    trd_log("shutdown_requested", "immediate=%d deadline_ms=%llu", (int)sd->immediate,
+            (unsigned long long)sd->deadline_ms);
+    to_runner(d, idx, m, "shutdown");
 }
 
 static void
@@ -389,8 +525,20 @@ handle_request(trd_daemon *d, uint32_t idx, const Troupe__V1__ControlRequest *re
     case TROUPE__V1__CONTROL_REQUEST__REQUEST_WAIT:
         do_wait(d, idx, req->wait);
         return;
+    case TROUPE__V1__CONTROL_REQUEST__REQUEST_CANCEL:
+        do_cancel(d, idx, req->cancel);
+        return;
+    case TROUPE__V1__CONTROL_REQUEST__REQUEST_LOGS:
+        do_logs(d, idx, req->logs);
+        return;
+    case TROUPE__V1__CONTROL_REQUEST__REQUEST_GROUP:
+        do_group(d, idx, req->group);
+        return;
+    case TROUPE__V1__CONTROL_REQUEST__REQUEST_SHUTDOWN:
+        do_shutdown(d, idx, req->shutdown);
+        return;
     default:
-        trd_reply_error(d, idx, TR_ENOTSUP, "operation %d is not implemented yet",
+        trd_reply_error(d, idx, TR_ENOTSUP, "operation %d is not served",
                         (int)req->request_case);
         return;
     }
@@ -451,6 +599,10 @@ slot_cb(void *arg)
             nng_msg_free(nm);
         }
         s->s_state = SLOT_RECV;
+        if (s->s_stop_after) { // a Shutdown's reply has gone (or failed)
+            s->s_stop_after = false;
+            trd_stop_vote(d);
+        }
         if (!stopping && rv != NNG_ECLOSED) {
             nng_ctx_recv(s->s_ctx, s->s_aio);
         }
@@ -515,6 +667,47 @@ control_open(trd_daemon *d, const char *url, char *err, size_t errlen)
     return 0;
 }
 
+// events_default sets d_events_url from the control URL: an ipc socket
+// beside it (…/trouped.sock → …/trouped-events.sock); none for others.
+static void
+events_default(trd_daemon *d, const char *url)
+{
+    d->d_events_url[0] = '\0';
+    size_t n = strlen(url);
+    if (strncmp(url, "ipc://", 6) != 0 || n + 8 >= sizeof d->d_events_url) {
+        return;
+    }
+    if (n > 5 && strcmp(url + n - 5, ".sock") == 0) {
+        snprintf(d->d_events_url, sizeof d->d_events_url, "%.*s-events.sock", (int)(n - 5), url);
+    } else {
+        snprintf(d->d_events_url, sizeof d->d_events_url, "%s.events", url);
+    }
+}
+
+static int
+events_open(trd_daemon *d, char *err, size_t errlen)
+{
+    if (d->d_events_url[0] == '\0') {
+        return 0;
+    }
+    int rv = nng_pub0_open(&d->d_pub);
+    if (rv != 0) {
+        snprintf(err, errlen, "nng_pub0_open: %s", nng_strerror(rv));
+        return rv;
+    }
+    nng_pipe_notify(d->d_pub, NNG_PIPE_EV_ADD_POST, pub_pipe_cb, d);
+    nng_pipe_notify(d->d_pub, NNG_PIPE_EV_REM_POST, pub_pipe_cb, d);
+    if ((rv = nng_listen(d->d_pub, d->d_events_url, NULL, 0)) != 0) {
+        snprintf(err, errlen, "listen on %.300s: %s", d->d_events_url, nng_strerror(rv));
+        return rv;
+    }
+    if (strncmp(d->d_events_url, "ipc://", 6) == 0 && chmod(d->d_events_url + 6, 0600) != 0) {
+        snprintf(err, errlen, "chmod 0600 %.300s: %s", d->d_events_url + 6, strerror(errno));
+        return NNG_EPERM;
+    }
+    return 0;
+}
+
 // ---------------------------------------------------------------------------
 // Flags, directories, main.
 
@@ -528,6 +721,11 @@ usage(FILE *f)
                "  --ephemeral            a fresh temporary state directory, removed at exit\n"
                "  --listen URL           control endpoint; default ipc:// in\n"
                "                         $XDG_RUNTIME_DIR/troupe/ (/run/troupe/ for root)\n"
+               "  --events URL           the PUB socket of job events; default: beside an\n"
+               "                         ipc control socket (trouped-events.sock), none for\n"
+               "                         others; \"none\" for none\n"
+               "  --output-cap BYTES     stdout and stderr kept per job (each) when a job\n"
+               "                         sets none; default 16777216 (16 MiB)\n"
                "  --durability full|process\n"
                "                         full (default): fdatasync per group commit;\n"
                "                         process: survives a crash of trouped, not of the machine\n"
@@ -601,15 +799,18 @@ daemon_free_slots(trd_daemon *d)
 int
 main(int argc, char **argv)
 {
-    const char *state_dir = NULL, *listen_url = NULL;
+    const char *state_dir = NULL, *listen_url = NULL, *events_url = NULL;
+    uint64_t output_cap = TRD_OUTPUT_CAP_DEFAULT;
     bool ephemeral = false;
     trd_durability dur = TRD_DURABLE_FULL;
-    enum { O_STATE = 1, O_EPH, O_LISTEN, O_DUR, O_HELP, O_VERSION };
+    enum { O_STATE = 1, O_EPH, O_LISTEN, O_DUR, O_HELP, O_VERSION, O_EVENTS, O_CAP };
     static const struct option longopts[] = {
         {"state-dir", required_argument, NULL, O_STATE},
         {"ephemeral", no_argument, NULL, O_EPH},
         {"listen", required_argument, NULL, O_LISTEN},
         {"durability", required_argument, NULL, O_DUR},
+        {"events", required_argument, NULL, O_EVENTS},
+        {"output-cap", required_argument, NULL, O_CAP},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
@@ -636,6 +837,20 @@ main(int argc, char **argv)
                 return 2;
             }
             break;
+        case O_EVENTS:
+            events_url = optarg;
+            break;
+        case O_CAP: {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno != 0 || end == optarg || *end != '\0' || v == 0 || optarg[0] == '-') {
+                fprintf(stderr, "trouped: --output-cap %s: a positive number of bytes\n", optarg);
+                return 2;
+            }
+            output_cap = v;
+            break;
+        }
         case O_HELP:
             usage(stdout);
             return 0;
@@ -724,6 +939,12 @@ main(int argc, char **argv)
     trd_daemon *d = &dd;
     d->d_state_dir = state_dir;
     d->d_start_ms = mono_ms();
+    d->d_output_cap = output_cap;
+    if (events_url == NULL) {
+        events_default(d, listen_url);
+    } else if (strcmp(events_url, "none") != 0) {
+        snprintf(d->d_events_url, sizeof d->d_events_url, "%s", events_url);
+    }
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     d->d_cores = nc > 0 ? (unsigned)nc : 1;
     if (snprintf(d->d_out_dir, sizeof d->d_out_dir, "%s/out", state_dir) >=
@@ -759,23 +980,29 @@ main(int argc, char **argv)
         goto out;
     }
     rt_running = true;
-    if (control_open(d, listen_url, err, sizeof err) != 0) {
+    // Events first: a client that learns the control URL may subscribe.
+    if (events_open(d, err, sizeof err) != 0 || control_open(d, listen_url, err, sizeof err) != 0) {
         fprintf(stderr, "trouped: %s\n", err);
         goto out;
     }
-    trd_log("ready", "url=%s state_dir=\"%s\" durability=%s contexts=%d pid=%d", listen_url,
-            state_dir, dur == TRD_DURABLE_FULL ? "full" : "process", TRD_CONTEXTS, (int)getpid());
+    trd_log("ready", "url=%s events=%s state_dir=\"%s\" durability=%s contexts=%d pid=%d",
+            listen_url, d->d_events_url[0] != '\0' ? d->d_events_url : "none", state_dir,
+            dur == TRD_DURABLE_FULL ? "full" : "process", TRD_CONTEXTS, (int)getpid());
     printf("TROUPED READY %s\n", listen_url);
     fflush(stdout);
 
     while (sigwait(&stop_set, &sig) != 0) {
     }
-    trd_log("stopping", "signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    trd_log("stopping", "signal=%s requested=%d", sig == SIGINT ? "SIGINT" : "SIGTERM",
+            (int)atomic_load_explicit(&d->d_stop_requested, memory_order_acquire));
     status = 0;
 out:
     atomic_store_explicit(&d->d_stopping, true, memory_order_release);
     if (d->d_slots[0].s_aio != NULL) {
         nng_close(d->d_sock);
+    }
+    if (nng_socket_id(d->d_pub) > 0) {
+        nng_close(d->d_pub);
     }
     if (d->d_rt != NULL) {
         tr_rt_shutdown(d->d_rt, TR_SHUTDOWN_IMMEDIATE, 0);

@@ -31,6 +31,9 @@
 #define TRD_CONTEXTS 16
 // NNG_OPT_RECVMAXSZ of the control socket; the client refuses to send more.
 #define TRD_RECV_MAX ((size_t)4 << 20)
+// stdout and stderr kept per job (each) unless trouped --output-cap or the
+// job's output_cap says otherwise.
+#define TRD_OUTPUT_CAP_DEFAULT ((uint64_t)16 << 20)
 // The longest a WaitJobs holds its context (the client asks again).
 #define TRD_WAIT_MAX_MS 30000u
 // TRD_IDS_MAX, the most ids one request names: request.h.
@@ -50,6 +53,9 @@ typedef struct trd_slot {
     // Which side owns the slot; written by the owner before it hands the
     // slot on (through nng or a message, which order the accesses).
     int s_state;
+    // Set with the reply to a Shutdown: once it has gone, the slot's
+    // callback casts the reply's vote to stop (trd_stop_vote).
+    bool s_stop_after;
 } trd_slot;
 
 struct trd_daemon {
@@ -61,6 +67,16 @@ struct trd_daemon {
     uint64_t d_start_ms;
     nng_socket d_sock;
     trd_slot d_slots[TRD_CONTEXTS];
+    // The PUB socket of JobEvents (d_events_url "" : none), and how many
+    // subscribers' pipes it has (events are not built when none).
+    nng_socket d_pub;
+    char d_events_url[4200];
+    _Atomic int d_subscribers;
+    uint64_t d_output_cap; // per stream, for jobs that set none
+    // A Shutdown request stops the daemon when both its reply has gone and
+    // the runner has drained (two votes); main then learns why it stops.
+    _Atomic int d_stop_votes;
+    _Atomic bool d_stop_requested;
     tr_actor_addr d_control; // set before the socket opens, then read only
     tr_actor_addr d_runner;
     // Set by main before it closes the socket; read by the callbacks, which
@@ -84,6 +100,27 @@ void trd_reply(trd_daemon *d, uint32_t idx, tr_msg *reply);
 // detail printf-style. As trd_reply.
 void trd_reply_error(trd_daemon *d, uint32_t idx, tr_err code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+// trd_reply_new returns a ControlReply message to fill, *out its body.
+tr_msg *trd_reply_new(Troupe__V1__ControlReply **out);
+
+// trd_reply_ack replies with an Ack; with stop_after, the daemon stops
+// once it has gone and the runner has voted too (a Shutdown). As trd_reply.
+void trd_reply_ack(trd_daemon *d, uint32_t idx, bool stop_after);
+
+// trd_stop_vote casts one of the two votes a Shutdown needs; the second
+// makes main stop the daemon (SIGTERM to ourselves). Any thread.
+void trd_stop_vote(trd_daemon *d);
+
+// trd_events_wanted says whether anyone subscribes to job events (an
+// event not wanted need not be built). Any thread.
+bool trd_events_wanted(trd_daemon *d);
+
+// trd_publish sends a JobEvent for job id on the PUB socket (state change
+// when stream is 0, else len output bytes at offset), without blocking:
+// dropped when no one listens or the socket is closed. Any thread.
+void trd_publish(trd_daemon *d, uint64_t id, uint64_t seq, trd_job_state st, uint32_t stream,
+                 uint64_t offset, const void *data, size_t len);
 
 // trd_reply_jobs replies with a JobList of the stored jobs ids (n of
 // them), or with an error naming the first id that is not stored (what

@@ -27,6 +27,8 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/protocol/pubsub0/sub.h>
+#include <sys/stat.h>
 #include <troupe/client.h>
 #include <troupe/envelope.h>
 
@@ -93,6 +95,200 @@ stop_daemon(void)
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
     fclose(g_d.out);
+}
+
+
+// ---------------------------------------------------------------------------
+// Requests by hand (the library's own calls for them are tested with the
+// CLI): a ControlRequest message, its body in *req.
+
+static tr_msg *
+req_new(Troupe__V1__ControlRequest **req)
+{
+    tr_msg *m = tr_msg_new(&troupe__v1__control_request__descriptor, 512, (void **)req);
+    (*req)->version = TROUPE__V1__CONTROL_VERSION__CONTROL_VERSION_1;
+    return m;
+}
+
+// submit_one submits one job (spec; its group g, NULL: the default) and
+// returns its id.
+static uint64_t
+submit_one(tr_client *c, Troupe__V1__JobSpec *spec)
+{
+    Troupe__V1__JobSpec *jobs[] = {spec};
+    Troupe__V1__SubmitBatch b = TROUPE__V1__SUBMIT_BATCH__INIT;
+    b.jobs = jobs;
+    b.n_jobs = 1;
+    b.job_count = 1;
+    uint64_t first = 0;
+    uint32_t count = 0;
+    assert_int_equal(tr_client_submit(c, &b, &first, &count), TR_OK);
+    assert_int_equal(count, 1);
+    return first;
+}
+
+// sh_job fills spec (and ex, argv) with `sh -c script`.
+static void
+sh_job(Troupe__V1__JobSpec *spec, Troupe__V1__ExecTask *ex, char **argv, const char *script)
+{
+    troupe__v1__job_spec__init(spec);
+    troupe__v1__exec_task__init(ex);
+    argv[0] = "/bin/sh";
+    argv[1] = "-c";
+    argv[2] = (char *)script;
+    ex->argv = argv;
+    ex->n_argv = 3;
+    spec->task_case = TROUPE__V1__JOB_SPEC__TASK_EXEC;
+    spec->exec = ex;
+}
+
+static Troupe__V1__JobInfo *
+job_status(tr_client *c, uint64_t id, tr_msg **reply)
+{
+    assert_int_equal(tr_client_status(c, &id, 1, reply), TR_OK);
+    const Troupe__V1__JobList *jl = tr_client_reply_jobs(*reply);
+    assert_non_null(jl);
+    assert_int_equal(jl->n_jobs, 1);
+    return jl->jobs[0];
+}
+
+// wait_state waits (with a deadline) for job id to be final and returns
+// its state.
+static int
+wait_state(tr_client *c, uint64_t id)
+{
+    tr_msg *reply;
+    bool timed_out = true;
+    assert_int_equal(tr_client_wait(c, &id, 1, 60000, &reply, &timed_out), TR_OK);
+    assert_false(timed_out);
+    int st = (int)tr_client_reply_jobs(reply)->jobs[0]->state;
+    tr_msg_free(reply);
+    return st;
+}
+
+// logs calls Logs: TR_OK and *reply (its LogChunk in *lc), or the error.
+static tr_err
+logs(tr_client *c, uint64_t id, uint32_t stream, uint64_t offset, uint32_t max, bool follow,
+     tr_msg **reply, const Troupe__V1__LogChunk **lc)
+{
+    Troupe__V1__ControlRequest *req;
+    tr_msg *m = req_new(&req);
+    Troupe__V1__Logs *l = tr_msg_arena(m, sizeof *l);
+    troupe__v1__logs__init(l);
+    l->id = id;
+    l->stream = stream;
+    l->offset = offset;
+    l->max_bytes = max;
+    l->follow = follow;
+    req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_LOGS;
+    req->logs = l;
+    tr_err rv = tr_client_call(c, m, 60000, reply);
+    if (rv == TR_OK) {
+        const Troupe__V1__ControlReply *rep = tr_msg_body(*reply);
+        assert_int_equal(rep->reply_case, TROUPE__V1__CONTROL_REPLY__REPLY_LOG);
+        *lc = rep->log;
+    }
+    return rv;
+}
+
+// read_all reads stream of a final job until eof: malloc'd, *len bytes.
+static uint8_t *
+read_all(tr_client *c, uint64_t id, uint32_t stream, size_t *len, bool *truncated)
+{
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    for (;;) {
+        tr_msg *reply;
+        const Troupe__V1__LogChunk *lc;
+        assert_int_equal(logs(c, id, stream, n, 0, false, &reply, &lc), TR_OK);
+        assert_int_equal(lc->offset, n);
+        buf = realloc(buf, n + lc->data.len + 1);
+        memcpy(buf + n, lc->data.data, lc->data.len);
+        n += lc->data.len;
+        bool eof = lc->eof;
+        if (truncated != NULL) {
+            *truncated = lc->truncated;
+        }
+        tr_msg_free(reply);
+        if (eof) {
+            break;
+        }
+        assert_true(lc != NULL); // a final job's chunks end in eof
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static tr_err
+simple(tr_client *c, tr_msg *m)
+{
+    tr_msg *reply = NULL;
+    tr_err rv = tr_client_call(c, m, 60000, &reply);
+    if (rv == TR_OK) {
+        assert_int_equal(((const Troupe__V1__ControlReply *)tr_msg_body(reply))->reply_case,
+                         TROUPE__V1__CONTROL_REPLY__REPLY_ACK);
+        tr_msg_free(reply);
+    }
+    return rv;
+}
+
+static tr_err
+cancel(tr_client *c, const uint64_t *ids, size_t n)
+{
+    Troupe__V1__ControlRequest *req;
+    tr_msg *m = req_new(&req);
+    Troupe__V1__CancelJobs *cj = tr_msg_arena(m, sizeof *cj);
+    troupe__v1__cancel_jobs__init(cj);
+    cj->ids = tr_msg_memdup(m, ids, n * sizeof *ids);
+    cj->n_ids = n;
+    req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_CANCEL;
+    req->cancel = cj;
+    return simple(c, m);
+}
+
+static tr_err
+group_ctl(tr_client *c, const char *group, bool pause)
+{
+    Troupe__V1__ControlRequest *req;
+    tr_msg *m = req_new(&req);
+    Troupe__V1__GroupControl *g = tr_msg_arena(m, sizeof *g);
+    troupe__v1__group_control__init(g);
+    g->group = tr_msg_strdup(m, group);
+    g->pause = pause;
+    req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_GROUP;
+    req->group = g;
+    return simple(c, m);
+}
+
+static tr_err
+shutdown_req(tr_client *c, bool immediate, uint64_t deadline_ms)
+{
+    Troupe__V1__ControlRequest *req;
+    tr_msg *m = req_new(&req);
+    Troupe__V1__ShutdownDaemon *sd = tr_msg_arena(m, sizeof *sd);
+    troupe__v1__shutdown_daemon__init(sd);
+    sd->immediate = immediate;
+    sd->deadline_ms = deadline_ms;
+    req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_SHUTDOWN;
+    req->shutdown = sd;
+    return simple(c, m);
+}
+
+// wait_output blocks (Logs with follow) until job id has written at
+// least want bytes to stdout: it runs.
+static void
+wait_output(tr_client *c, uint64_t id, size_t want)
+{
+    size_t n = 0;
+    while (n < want) {
+        tr_msg *reply;
+        const Troupe__V1__LogChunk *lc;
+        assert_int_equal(logs(c, id, 1, n, 0, true, &reply, &lc), TR_OK);
+        assert_false(lc->eof);
+        n += lc->data.len;
+        tr_msg_free(reply);
+    }
 }
 
 static void
@@ -203,6 +399,347 @@ test_daemon_malformed_request(void **unused)
     tr_client_close(c);
 }
 
+
+static void
+test_daemon_logs(void **unused)
+{
+    (void)unused;
+    tr_client *c;
+    assert_int_equal(tr_client_connect(g_d.url, &c), TR_OK);
+    step("logs: 200000 bytes on stdout, 4 on stderr");
+    Troupe__V1__JobSpec spec;
+    Troupe__V1__ExecTask ex;
+    char *argv[3];
+    sh_job(&spec, &ex, argv, "head -c 200000 /dev/zero | tr '\\0' x; echo err >&2");
+    uint64_t id = submit_one(c, &spec);
+    assert_int_equal(wait_state(c, id), TROUPE__V1__JOB_STATE__JOB_STATE_SUCCEEDED);
+    size_t n;
+    bool trunc = true;
+    uint8_t *out = read_all(c, id, 1, &n, &trunc);
+    assert_int_equal(n, 200000);
+    assert_false(trunc);
+    for (size_t i = 0; i < n; i++) {
+        if (out[i] != 'x') {
+            fail_msg("byte %zu is %d", i, out[i]);
+        }
+    }
+    free(out);
+    out = read_all(c, id, 2, &n, NULL);
+    assert_string_equal((char *)out, "err\n");
+    free(out);
+
+    step("logs: chunks of max_bytes, past the end, bad requests");
+    tr_msg *reply;
+    const Troupe__V1__LogChunk *lc;
+    assert_int_equal(logs(c, id, 1, 1000, 10, false, &reply, &lc), TR_OK);
+    assert_int_equal(lc->data.len, 10);
+    assert_int_equal(lc->offset, 1000);
+    assert_false(lc->eof);
+    tr_msg_free(reply);
+    assert_int_equal(logs(c, id, 1, 500000, 0, true, &reply, &lc), TR_OK);
+    assert_int_equal(lc->data.len, 0);
+    assert_true(lc->eof); // final: follow does not wait
+    tr_msg_free(reply);
+    assert_int_equal(logs(c, id, 3, 0, 0, false, &reply, &lc), TR_EINVAL);
+    assert_int_equal(logs(c, id + 100000, 1, 0, 0, false, &reply, &lc), TR_ENOTFOUND);
+    assert_int_equal(logs(c, id, 1, 0, 2u << 20, false, &reply, &lc), TR_EINVAL);
+
+    step("logs: follow waits for output that comes later");
+    char fifo[128];
+    snprintf(fifo, sizeof fifo, "/tmp/troupe-test-daemon-%d.fifo", (int)getpid());
+    unlink(fifo);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    char script[256];
+    snprintf(script, sizeof script, "echo one; cat %s; echo two", fifo);
+    sh_job(&spec, &ex, argv, script);
+    id = submit_one(c, &spec);
+    wait_output(c, id, 4);
+    // The job waits in cat: a follow at offset 4 waits for what we write.
+    int fd = open(fifo, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "mid\n", 4), 4);
+    close(fd);
+    assert_int_equal(logs(c, id, 1, 4, 0, true, &reply, &lc), TR_OK);
+    assert_true(lc->data.len >= 4);
+    assert_memory_equal(lc->data.data, "mid\n", 4);
+    tr_msg_free(reply);
+    assert_int_equal(wait_state(c, id), TROUPE__V1__JOB_STATE__JOB_STATE_SUCCEEDED);
+    out = read_all(c, id, 1, &n, NULL);
+    assert_string_equal((char *)out, "one\nmid\ntwo\n");
+    free(out);
+    unlink(fifo);
+
+    step("logs: output past the job's cap is dropped, the job marked truncated");
+    sh_job(&spec, &ex, argv, "head -c 5000 /dev/zero");
+    spec.output_cap = 1000;
+    id = submit_one(c, &spec);
+    assert_int_equal(wait_state(c, id), TROUPE__V1__JOB_STATE__JOB_STATE_SUCCEEDED);
+    out = read_all(c, id, 1, &n, &trunc);
+    assert_int_equal(n, 1000);
+    assert_true(trunc);
+    free(out);
+    Troupe__V1__JobInfo *ji = job_status(c, id, &reply);
+    assert_true(ji->truncated);
+    assert_int_equal(ji->stdout_bytes, 5000);
+    tr_msg_free(reply);
+    tr_client_close(c);
+}
+
+static void
+test_daemon_cancel(void **unused)
+{
+    (void)unused;
+    tr_client *c;
+    assert_int_equal(tr_client_connect(g_d.url, &c), TR_OK);
+    step("cancel: a running job, its dependant, a queued job");
+    Troupe__V1__JobSpec a;
+    Troupe__V1__ExecTask ex;
+    char *argv[3];
+    sh_job(&a, &ex, argv, "echo started; exec sleep 60");
+    a.name = "long";
+    a.kill_grace_ms = 10000; // sleep dies of the SIGTERM
+    Troupe__V1__NoopTask noop = TROUPE__V1__NOOP_TASK__INIT;
+    char *after[] = {"long"};
+    Troupe__V1__JobSpec b = TROUPE__V1__JOB_SPEC__INIT;
+    b.task_case = TROUPE__V1__JOB_SPEC__TASK_NOOP;
+    b.noop = &noop;
+    b.after_names = after;
+    b.n_after_names = 1;
+    Troupe__V1__JobSpec *jobs[] = {&a, &b};
+    Troupe__V1__SubmitBatch batch = TROUPE__V1__SUBMIT_BATCH__INIT;
+    batch.jobs = jobs;
+    batch.n_jobs = 2;
+    batch.job_count = 2;
+    uint64_t first = 0;
+    uint32_t count = 0;
+    assert_int_equal(tr_client_submit(c, &batch, &first, &count), TR_OK);
+    wait_output(c, first, 8); // "started\n": it runs
+    assert_int_equal(cancel(c, &first, 1), TR_OK);
+    assert_int_equal(wait_state(c, first), TROUPE__V1__JOB_STATE__JOB_STATE_CANCELLED);
+    assert_int_equal(wait_state(c, first + 1), TROUPE__V1__JOB_STATE__JOB_STATE_FAILED);
+    tr_msg *reply;
+    Troupe__V1__JobInfo *ji = job_status(c, first, &reply);
+    assert_string_equal(ji->error, "cancelled");
+    assert_int_equal(ji->signal, SIGTERM);
+    tr_msg_free(reply);
+    ji = job_status(c, first + 1, &reply);
+    assert_non_null(strstr(ji->error, "cancelled"));
+    tr_msg_free(reply);
+
+    step("cancel: queued in a paused group; again (final: a no-op); unknown ids");
+    assert_int_equal(group_ctl(c, "held", true), TR_OK);
+    Troupe__V1__JobSpec q = TROUPE__V1__JOB_SPEC__INIT;
+    q.task_case = TROUPE__V1__JOB_SPEC__TASK_NOOP;
+    q.noop = &noop;
+    q.group = "held";
+    uint64_t qid = submit_one(c, &q);
+    assert_int_equal(cancel(c, &qid, 1), TR_OK);
+    assert_int_equal(wait_state(c, qid), TROUPE__V1__JOB_STATE__JOB_STATE_CANCELLED);
+    assert_int_equal(cancel(c, &qid, 1), TR_OK);
+    uint64_t two[] = {qid, qid + 100000};
+    assert_int_equal(cancel(c, two, 2), TR_ENOTFOUND);
+    assert_non_null(strstr(tr_client_error(), "no such job"));
+    assert_int_equal(group_ctl(c, "held", false), TR_OK);
+    tr_client_close(c);
+}
+
+static void
+test_daemon_pause_resume(void **unused)
+{
+    (void)unused;
+    tr_client *c;
+    assert_int_equal(tr_client_connect(g_d.url, &c), TR_OK);
+    step("pause: a job of a paused group stays queued");
+    assert_int_equal(group_ctl(c, "paused", true), TR_OK);
+    Troupe__V1__NoopTask noop = TROUPE__V1__NOOP_TASK__INIT;
+    Troupe__V1__JobSpec p = TROUPE__V1__JOB_SPEC__INIT;
+    p.task_case = TROUPE__V1__JOB_SPEC__TASK_NOOP;
+    p.noop = &noop;
+    p.group = "paused";
+    uint64_t pid = submit_one(c, &p);
+    // A later job of the default group ends; the runner took the first
+    // batch before the second, and its writes commit in order: had the
+    // paused job run, its end would be stored by now.
+    Troupe__V1__JobSpec o = TROUPE__V1__JOB_SPEC__INIT;
+    o.task_case = TROUPE__V1__JOB_SPEC__TASK_NOOP;
+    o.noop = &noop;
+    uint64_t oid = submit_one(c, &o);
+    assert_int_equal(wait_state(c, oid), TROUPE__V1__JOB_STATE__JOB_STATE_SUCCEEDED);
+    tr_msg *reply;
+    assert_int_equal(job_status(c, pid, &reply)->state, TROUPE__V1__JOB_STATE__JOB_STATE_QUEUED);
+    tr_msg_free(reply);
+    step("resume: it runs");
+    assert_int_equal(group_ctl(c, "paused", false), TR_OK);
+    assert_int_equal(wait_state(c, pid), TROUPE__V1__JOB_STATE__JOB_STATE_SUCCEEDED);
+    tr_client_close(c);
+}
+
+// events_url asks the daemon where its PUB socket is.
+static void
+events_url(tr_client *c, char *url, size_t n)
+{
+    Troupe__V1__ControlRequest *req;
+    tr_msg *m = req_new(&req);
+    Troupe__V1__Ping *p = tr_msg_arena(m, sizeof *p);
+    troupe__v1__ping__init(p);
+    req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_PING;
+    req->ping = p;
+    tr_msg *reply;
+    assert_int_equal(tr_client_call(c, m, 0, &reply), TR_OK);
+    const Troupe__V1__ControlReply *rep = tr_msg_body(reply);
+    assert_int_equal(rep->reply_case, TROUPE__V1__CONTROL_REPLY__REPLY_PONG);
+    snprintf(url, n, "%s", rep->pong->events_url);
+    tr_msg_free(reply);
+}
+
+// next_event receives the next event of job id (others are skipped), up
+// to ms: its body in a tr_msg, or NULL when none came in time.
+static tr_msg *
+next_event(nng_socket sub, uint64_t id, int ms)
+{
+    nng_socket_set_ms(sub, NNG_OPT_RECVTIMEO, ms);
+    for (;;) {
+        nng_msg *nm;
+        if (nng_recvmsg(sub, &nm, 0) != 0) {
+            return NULL;
+        }
+        const uint8_t *p = nng_msg_body(nm);
+        assert_true(nng_msg_len(nm) > 8);
+        uint64_t got = 0;
+        for (int i = 0; i < 8; i++) {
+            got = got << 8 | p[i];
+        }
+        tr_msg *ev = NULL;
+        tr_unpack_info info;
+        assert_int_equal(tr_msg_unpack(p + 8, nng_msg_len(nm) - 8, NULL, &ev, &info), TR_OK);
+        nng_msg_free(nm);
+        assert_true(tr_msg_is(ev, &troupe__v1__job_event__descriptor));
+        assert_int_equal(((const Troupe__V1__JobEvent *)tr_msg_body(ev))->id, got);
+        if (got == id) {
+            return ev;
+        }
+        tr_msg_free(ev);
+    }
+}
+
+static void
+test_daemon_events(void **unused)
+{
+    (void)unused;
+    tr_client *c;
+    assert_int_equal(tr_client_connect(g_d.url, &c), TR_OK);
+    char url[512];
+    events_url(c, url, sizeof url);
+    assert_non_null(strstr(url, "ipc://"));
+    step("events: subscribe");
+    nng_socket sub;
+    assert_int_equal(nng_sub0_open(&sub), 0);
+    assert_int_equal(nng_socket_set(sub, NNG_OPT_SUB_SUBSCRIBE, "", 0), 0);
+    assert_int_equal(nng_dial(sub, url, NULL, 0), 0);
+    // The daemon's side of the pipe may come up a little after ours:
+    // noop jobs until one's events arrive (each wait bounded).
+    Troupe__V1__NoopTask noop = TROUPE__V1__NOOP_TASK__INIT;
+    Troupe__V1__JobSpec o = TROUPE__V1__JOB_SPEC__INIT;
+    o.task_case = TROUPE__V1__JOB_SPEC__TASK_NOOP;
+    o.noop = &noop;
+    bool live = false;
+    for (int i = 0; i < 100 && !live; i++) {
+        tr_msg *ev = next_event(sub, submit_one(c, &o), 1000);
+        live = ev != NULL;
+        tr_msg_free(ev);
+    }
+    assert_true(live);
+
+    step("events: a job's state changes and output, seq from 1 without gaps");
+    Troupe__V1__JobSpec spec;
+    Troupe__V1__ExecTask ex;
+    char *argv[3];
+    sh_job(&spec, &ex, argv, "echo hello");
+    uint64_t id = submit_one(c, &spec);
+    uint64_t seq = 0;
+    bool queued = false, running = false, output = false, done = false;
+    while (!done) {
+        tr_msg *m = next_event(sub, id, 30000);
+        assert_non_null(m);
+        const Troupe__V1__JobEvent *ev = tr_msg_body(m);
+        assert_int_equal(ev->seq, seq + 1);
+        seq = ev->seq;
+        if (ev->stream == 1) {
+            assert_int_equal(ev->offset, 0);
+            assert_int_equal(ev->data.len, 6);
+            assert_memory_equal(ev->data.data, "hello\n", 6);
+            output = true;
+        } else if (ev->state == TROUPE__V1__JOB_STATE__JOB_STATE_QUEUED) {
+            queued = true;
+        } else if (ev->state == TROUPE__V1__JOB_STATE__JOB_STATE_RUNNING) {
+            running = true;
+        } else {
+            assert_int_equal(ev->state, TROUPE__V1__JOB_STATE__JOB_STATE_SUCCEEDED);
+            done = true;
+        }
+        tr_msg_free(m);
+    }
+    assert_true(queued && running && output);
+    nng_close(sub);
+    tr_client_close(c);
+}
+
+// A second trouped of its own for the shutdown tests, on a state
+// directory the test keeps, so that a restart finds the jobs.
+static void
+test_daemon_shutdown(void **unused)
+{
+    (void)unused;
+    char dir[128];
+    snprintf(dir, sizeof dir, "/tmp/troupe-test-daemon-%d.state", (int)getpid());
+    mkdir(dir, 0700);
+    daemon_proc p = {0};
+    snprintf(p.url, sizeof p.url, "ipc:///tmp/troupe-test-daemon-%d-s.sock", (int)getpid());
+    char *args[] = {"--state-dir", dir, "--listen", p.url, "--durability", "process", NULL};
+    char line[512];
+    for (int round = 0; round < 2; round++) {
+        step(round == 0 ? "shutdown: graceful with a deadline" : "shutdown: after a restart");
+        daemon_spawn(&p, args);
+        assert_non_null(fgets(line, sizeof line, p.out));
+        assert_non_null(strstr(line, "TROUPED READY"));
+        tr_client *c;
+        assert_int_equal(tr_client_connect(p.url, &c), TR_OK);
+        if (round == 0) {
+            // A job that runs past the deadline, and one held in a paused group.
+            Troupe__V1__JobSpec spec;
+            Troupe__V1__ExecTask ex;
+            char *argv[3];
+            sh_job(&spec, &ex, argv, "echo started; exec sleep 60");
+            uint64_t long_id = submit_one(c, &spec);
+            assert_int_equal(long_id, 1);
+            wait_output(c, long_id, 8);
+            assert_int_equal(group_ctl(c, "later", true), TR_OK);
+            Troupe__V1__NoopTask noop = TROUPE__V1__NOOP_TASK__INIT;
+            Troupe__V1__JobSpec q = TROUPE__V1__JOB_SPEC__INIT;
+            q.task_case = TROUPE__V1__JOB_SPEC__TASK_NOOP;
+            q.noop = &noop;
+            q.group = "later";
+            assert_int_equal(submit_one(c, &q), 2);
+            assert_int_equal(shutdown_req(c, false, 100), TR_OK);
+        } else {
+            // The queued job runs now (pauses do not outlive a daemon); the
+            // one the shutdown killed was left running, and recovered.
+            assert_int_equal(wait_state(c, 2), TROUPE__V1__JOB_STATE__JOB_STATE_SUCCEEDED);
+            assert_int_equal(wait_state(c, 1), TROUPE__V1__JOB_STATE__JOB_STATE_FAILED);
+            assert_int_equal(shutdown_req(c, true, 0), TR_OK);
+        }
+        tr_client_close(c);
+        int st;
+        assert_true(wait_exit(p.pid, 30000, &st));
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+        fclose(p.out);
+    }
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void
 test_daemon_second_instance_refused(void **unused)
 {
@@ -247,6 +784,11 @@ main(void)
         cmocka_unit_test(test_daemon_ping_submit_wait),
         cmocka_unit_test(test_daemon_malformed_request),
         cmocka_unit_test(test_daemon_second_instance_refused),
+        cmocka_unit_test(test_daemon_logs),
+        cmocka_unit_test(test_daemon_cancel),
+        cmocka_unit_test(test_daemon_pause_resume),
+        cmocka_unit_test(test_daemon_events),
+        cmocka_unit_test(test_daemon_shutdown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     stop_daemon();
