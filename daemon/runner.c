@@ -275,6 +275,7 @@ group_get(runner *r, const char *name)
     g->g_name = xstrdup(name);
     g->g_limit = r->r_d->d_cores;
     g->g_used = 0;
+    g->g_paused = false;
     return g;
 }
 
