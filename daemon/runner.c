@@ -43,6 +43,7 @@
 #include <troupe/v1/job.pb-c.h>
 #include <troupe/v1/process.pb-c.h>
 
+#include "orphans.h"
 #include "trouped.h"
 #include "trouped_int.pb-c.h"
 
@@ -114,6 +115,8 @@ typedef struct runner {
     size_t r_nprecancel;
     job **r_run; // the jobs with a process actor (what job_of_proc searches)
     size_t r_nrun, r_caprun;
+    trd_leader *r_recover; // at start: the leaders of the jobs found running
+    size_t r_nrecover;
     bool r_dirty;       // something a pump may act on changed
     bool r_draining;    // a Shutdown: start nothing
     bool r_drain_voted; // and its vote is cast
@@ -434,8 +437,8 @@ append_output(runner *r, job *j, uint32_t stream, const uint8_t *data, size_t le
     out_path(r, j->j_id, stream, path, sizeof path);
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) {
-        trd_log("output_failed", "id=%llu path=\"%s\" errno=%d", (unsigned long long)j->j_id,
-                path, errno);
+        trd_log("output_failed", "id=%llu path=\"%s\" errno=%d", (unsigned long long)j->j_id, path,
+                errno);
         return;
     }
     size_t off = 0;
@@ -515,8 +518,7 @@ logs_reply(runner *r, uint32_t slot, uint64_t id, uint32_t stream, uint64_t offs
 }
 
 // logw_answer answers waiter i (and forgets it).
-static void
-logw_answer(runner *r, size_t i, bool timed_out);
+static void logw_answer(runner *r, size_t i, bool timed_out);
 
 static void
 on_logs(runner *r, tr_actor *self, const Troupe__Daemon__LogsIn *li)
@@ -529,8 +531,7 @@ on_logs(runner *r, tr_actor *self, const Troupe__Daemon__LogsIn *li)
         trd_job_rec rec;
         tr_err rv = trd_store_get(r->r_d->d_store, li->id, &rec);
         if (rv != TR_OK) {
-            trd_reply_error(r->r_d, li->slot, rv, "logs: job %llu: %s",
-                            (unsigned long long)li->id,
+            trd_reply_error(r->r_d, li->slot, rv, "logs: job %llu: %s", (unsigned long long)li->id,
                             rv == TR_ENOTFOUND ? "no such job" : tr_strerror(rv));
             return;
         }
@@ -673,21 +674,36 @@ job_start_record(runner *r, job *j, int32_t pid, uint64_t start)
 // ---------------------------------------------------------------------------
 // Starting jobs.
 
-// build_env returns the daemon's environment with spec's entries added or
+// build_env returns the daemon's environment with spec's entries and the
+// job's markers (TROUPE_JOB_ID, TROUPED_STATE_DIR: orphans.h) added or
 // replacing ones of the same name (malloc'd array; the strings of spec and
 // environ, plus the NAME=VALUE strings it makes, listed in *owned).
 static char **
-build_env(const Troupe__V1__JobSpec *s, char ***owned)
+build_env(const runner *r, const job *j, char ***owned)
 {
+    const Troupe__V1__JobSpec *s = j->j_spec;
     size_t n = 0;
     while (environ[n] != NULL) {
         n++;
     }
-    char **env = xcalloc(n + s->n_env + 1, sizeof *env);
-    char **mine = xcalloc(s->n_env + 1, sizeof *mine);
+    size_t extra = s->n_env + 2;
+    char **env = xcalloc(n + extra + 1, sizeof *env);
+    char **mine = xcalloc(extra + 1, sizeof *mine);
     memcpy(env, environ, n * sizeof *env);
-    for (size_t i = 0; i < s->n_env; i++) {
-        const char *name = s->env[i]->name, *val = s->env[i]->value;
+    char idbuf[32];
+    snprintf(idbuf, sizeof idbuf, "%llu", (unsigned long long)j->j_id);
+    for (size_t i = 0; i < extra; i++) {
+        const char *name, *val;
+        if (i < s->n_env) {
+            name = s->env[i]->name;
+            val = s->env[i]->value;
+        } else if (i == s->n_env) {
+            name = TRD_ENV_JOB_ID;
+            val = idbuf;
+        } else {
+            name = TRD_ENV_STATE_DIR;
+            val = r->r_d->d_state_dir;
+        }
         size_t nl = strlen(name), vl = strlen(val);
         char *kv = malloc(nl + vl + 2);
         if (kv == NULL) {
@@ -735,7 +751,7 @@ job_start_process(runner *r, tr_actor *self, job *j)
         rl[i] = (tr_proc_rlimit){s->rlimits[i]->resource, s->rlimits[i]->soft, s->rlimits[i]->hard};
     }
     char **owned = NULL;
-    char **envp = s->n_env > 0 ? build_env(s, &owned) : NULL;
+    char **envp = build_env(r, j, &owned);
     tr_proc_opts o = {
         .argv = argv,
         .envp = envp,
@@ -1009,6 +1025,32 @@ backoff_ms(const Troupe__V1__JobSpec *s, uint32_t attempt)
     return ms;
 }
 
+// job_retry queues j for another attempt after its backoff (the failed
+// attempt's exit code, signal and error are recorded).
+static void
+job_retry(runner *r, tr_actor *self, job *j, int32_t code, int32_t sig, const char *why)
+{
+    job_release(r, j);
+    uint64_t wait = backoff_ms(j->j_spec, j->j_attempt);
+    j->j_state = TRD_JOB_QUEUED;
+    j->j_next_run_ms = trd_now_ms() + (int64_t)wait;
+    j->j_gen++;
+    job_event(r, j);
+    trd_job_update u = {
+        .u_id = j->j_id,
+        .u_kind = TRD_UPDATE_RETRY,
+        .u_attempt = j->j_attempt,
+        .u_exit_code = code,
+        .u_signal = sig,
+        .u_error = why,
+        .u_next_run_ms = j->j_next_run_ms,
+    };
+    trd_log("job_retry", "id=%llu attempt=%u backoff_ms=%llu error=\"%s\"",
+            (unsigned long long)j->j_id, j->j_attempt, (unsigned long long)wait, why);
+    store_update(r, g_self, &u);
+    tick_after(self, wait, TICK_RETRY, j->j_id, j->j_gen);
+}
+
 static void
 on_exit_msg(runner *r, tr_actor *self, tr_msg *m)
 {
@@ -1046,25 +1088,7 @@ on_exit_msg(runner *r, tr_actor *self, tr_msg *m)
     }
     if (st != TRD_JOB_SUCCEEDED && st != TRD_JOB_CANCELLED && j->j_attempt <= j->j_spec->retries) {
         // Another attempt after the backoff.
-        job_release(r, j);
-        uint64_t wait = backoff_ms(j->j_spec, j->j_attempt);
-        j->j_state = TRD_JOB_QUEUED;
-        j->j_next_run_ms = trd_now_ms() + (int64_t)wait;
-        j->j_gen++;
-        job_event(r, j);
-        trd_job_update u = {
-            .u_id = j->j_id,
-            .u_kind = TRD_UPDATE_RETRY,
-            .u_attempt = j->j_attempt,
-            .u_exit_code = px->code,
-            .u_signal = px->signal,
-            .u_error = why,
-            .u_next_run_ms = j->j_next_run_ms,
-        };
-        trd_log("job_retry", "id=%llu attempt=%u backoff_ms=%llu error=\"%s\"",
-                (unsigned long long)j->j_id, j->j_attempt, (unsigned long long)wait, why);
-        store_update(r, g_self, &u);
-        tick_after(self, wait, TICK_RETRY, j->j_id, j->j_gen);
+        job_retry(r, self, j, px->code, px->signal, why);
         return;
     }
     job_finish(r, j, st, why[0] != '\0' ? why : NULL, px->code, px->signal, px);
@@ -1380,38 +1404,52 @@ runner_receive(tr_actor *self, void *state, tr_msg *m)
 }
 
 static void
-noop_done(void *arg, tr_err err, const trd_submit_result *res)
-{
-    (void)arg;
-    (void)err;
-    (void)res;
-}
-
-static void
 recover_each(void *arg, const trd_job_rec *rec)
 {
     runner *r = arg;
-    if (rec->j_state == TRD_JOB_RUNNING) {
-        // M1: a job found running after a restart is failed. The next step
-        // compares its leader's start time (rec->j_leader_start, with
-        // tr_proc_start_time) to find a leader that survived us, kills its
-        // group, and retries or fails it per its retry policy.
-        trd_job_update u = {
-            .u_id = rec->j_id,
-            .u_kind = TRD_UPDATE_FINISH,
-            .u_state = TRD_JOB_FAILED,
-            .u_error = "daemon restarted",
-        };
-        trd_log("job_end", "id=%llu state=failed error=\"daemon restarted\"",
-                (unsigned long long)rec->j_id);
-        trd_store_update(r->r_d->d_store, &u, noop_done, NULL);
-        return;
-    }
     job_add(r, rec);
     job *j = job_find(r, rec->j_id);
-    if (j != NULL) {
-        j->j_out[0] = out_size(r, j->j_id, 1);
-        j->j_out[1] = out_size(r, j->j_id, 2);
+    if (j == NULL) {
+        return;
+    }
+    j->j_out[0] = out_size(r, j->j_id, 1);
+    j->j_out[1] = out_size(r, j->j_id, 2);
+    if (rec->j_state == TRD_JOB_RUNNING) {
+        // Its leader, if it survived us: killed before anything runs.
+        r->r_recover = realloc(r->r_recover, (r->r_nrecover + 1) * sizeof *r->r_recover);
+        if (r->r_recover == NULL) {
+            abort();
+        }
+        r->r_recover[r->r_nrecover++] =
+            (trd_leader){.l_pid = rec->j_leader_pid, .l_start = rec->j_leader_start};
+    }
+}
+
+// recover_running kills what an earlier trouped left running (orphans.h),
+// then retries each job that was running, or fails it when it has no
+// attempt left: execution is at least once.
+static void
+recover_running(runner *r, tr_actor *self)
+{
+    trd_orphan_stats os;
+    trd_orphans_kill(r->r_d->d_state_dir, r->r_recover, r->r_nrecover, 10000, &os);
+    trd_log("orphans", "running=%zu groups_killed=%zu procs=%zu left=%zu", r->r_nrecover,
+            os.o_groups, os.o_procs, os.o_left);
+    free(r->r_recover);
+    r->r_recover = NULL;
+    r->r_nrecover = 0;
+    for (size_t i = 0; i < r->r_n; i++) {
+        job *j = r->r_jobs[i];
+        if (j->j_state != TRD_JOB_RUNNING) {
+            continue;
+        }
+        char why[128];
+        snprintf(why, sizeof why, "daemon restarted while attempt %u ran", j->j_attempt);
+        if (j->j_spec == NULL || j->j_attempt > j->j_spec->retries) {
+            job_finish(r, j, TRD_JOB_FAILED, why, 0, 0, NULL);
+            continue;
+        }
+        job_retry(r, self, j, 0, 0, why);
     }
 }
 
@@ -1427,9 +1465,11 @@ runner_init(tr_actor *self, void *state, void *arg)
     size_t before = 0;
     tr_err rv = trd_store_load_unfinished(d->d_store, recover_each, r);
     if (rv != TR_OK) {
+        free(r->r_recover);
         free(r);
         return rv;
     }
+    recover_running(r, self);
     int64_t now = trd_now_ms();
     for (size_t i = before; i < r->r_n; i++) {
         job *j = r->r_jobs[i];

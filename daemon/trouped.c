@@ -538,8 +538,7 @@ handle_request(trd_daemon *d, uint32_t idx, const Troupe__V1__ControlRequest *re
         do_shutdown(d, idx, req->shutdown);
         return;
     default:
-        trd_reply_error(d, idx, TR_ENOTSUP, "operation %d is not served",
-                        (int)req->request_case);
+        trd_reply_error(d, idx, TR_ENOTSUP, "operation %d is not served", (int)req->request_case);
         return;
     }
 }

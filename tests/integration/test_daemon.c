@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -96,7 +97,6 @@ stop_daemon(void)
     assert_int_equal(WEXITSTATUS(st), 0);
     fclose(g_d.out);
 }
-
 
 // ---------------------------------------------------------------------------
 // Requests by hand (the library's own calls for them are tested with the
@@ -398,7 +398,6 @@ test_daemon_malformed_request(void **unused)
     assert_int_equal(tr_client_ping(c, NULL, 0), TR_OK);
     tr_client_close(c);
 }
-
 
 static void
 test_daemon_logs(void **unused)
@@ -740,6 +739,172 @@ test_daemon_shutdown(void **unused)
     assert_int_equal(system(cmd), 0);
 }
 
+// ---------------------------------------------------------------------------
+// kill -9 of the daemon at points chosen at random (after k acknowledged
+// Submits, with one more in flight), ten times, then a last start: every
+// acknowledged Submit is one set of jobs (re-sent Submits included), each
+// job ends with one final record, and no job ever ran beside a surviving
+// copy of itself (each holds a flock on its id while it runs; a second
+// copy finds it taken and leaves a mark).
+
+typedef struct crash_sub {
+    tr_client *cs_c;
+    char cs_rid[64];
+    const char *cs_script;
+    tr_err cs_rv;
+    uint64_t cs_first;
+    uint32_t cs_count;
+    bool cs_repeated;
+} crash_sub;
+
+static void
+crash_submit(crash_sub *cs)
+{
+    Troupe__V1__JobSpec a, b;
+    Troupe__V1__ExecTask ea, eb;
+    char *aa[3], *ab[3];
+    sh_job(&a, &ea, aa, cs->cs_script);
+    sh_job(&b, &eb, ab, cs->cs_script);
+    a.retries = b.retries = 20;
+    Troupe__V1__JobSpec *jobs[] = {&a, &b};
+    Troupe__V1__SubmitBatch batch = TROUPE__V1__SUBMIT_BATCH__INIT;
+    batch.jobs = jobs;
+    batch.n_jobs = 2;
+    batch.job_count = 2;
+    Troupe__V1__ControlRequest *req;
+    tr_msg *m = req_new(&req);
+    Troupe__V1__Submit *sm = tr_msg_arena(m, sizeof *sm);
+    troupe__v1__submit__init(sm);
+    sm->batch = &batch; // packed by the call, before it returns
+    req->request_id = cs->cs_rid;
+    req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_SUBMIT;
+    req->submit = sm;
+    tr_msg *reply = NULL;
+    cs->cs_rv = tr_client_call(cs->cs_c, m, 2000, &reply);
+    if (cs->cs_rv == TR_OK) {
+        const Troupe__V1__ControlReply *rep = tr_msg_body(reply);
+        assert_int_equal(rep->reply_case, TROUPE__V1__CONTROL_REPLY__REPLY_SUBMITTED);
+        cs->cs_first = rep->submitted->first_id;
+        cs->cs_count = rep->submitted->count;
+        cs->cs_repeated = rep->submitted->repeated;
+        tr_msg_free(reply);
+    }
+}
+
+static void *
+crash_submit_thread(void *arg)
+{
+    crash_submit(arg);
+    return NULL;
+}
+
+enum { CRASH_ROUNDS = 10, CRASH_SUBS_MAX = 200 };
+
+static void
+test_daemon_crash(void **unused)
+{
+    (void)unused;
+    char dir[128], work[128], script[512], cmd[300];
+    snprintf(dir, sizeof dir, "/tmp/troupe-test-daemon-%d.crash", (int)getpid());
+    snprintf(work, sizeof work, "/tmp/troupe-test-daemon-%d.work", (int)getpid());
+    mkdir(dir, 0700);
+    mkdir(work, 0700);
+    snprintf(script, sizeof script,
+             "flock -n %s/$TROUPE_JOB_ID.lock -c 'echo $TROUPE_JOB_ID >> %s/runs; sleep 0.02'"
+             " || touch %s/$TROUPE_JOB_ID.overlap",
+             work, work, work);
+    unsigned seed = (unsigned)getpid();
+    fprintf(stderr, "test_daemon_crash: seed %u\n", seed);
+    daemon_proc p = {0};
+    snprintf(p.url, sizeof p.url, "ipc:///tmp/troupe-test-daemon-%d-c.sock", (int)getpid());
+    char *args[] = {"--state-dir", dir, "--listen", p.url, "--durability", "process", NULL};
+    static crash_sub subs[CRASH_SUBS_MAX];
+    size_t nsubs = 0, acked = 0;
+    char line[512];
+    for (int round = 0; round <= CRASH_ROUNDS; round++) {
+        step(round < CRASH_ROUNDS ? "crash: a round" : "crash: the last start");
+        daemon_spawn(&p, args);
+        assert_non_null(fgets(line, sizeof line, p.out));
+        assert_non_null(strstr(line, "TROUPED READY"));
+        tr_client *c;
+        assert_int_equal(tr_client_connect(p.url, &c), TR_OK);
+        // Re-send what was not acknowledged, under its first request id.
+        for (size_t i = 0; i < nsubs; i++) {
+            if (subs[i].cs_rv != TR_OK) {
+                subs[i].cs_c = c;
+                crash_submit(&subs[i]);
+                assert_int_equal(subs[i].cs_rv, TR_OK);
+                acked++;
+            }
+        }
+        if (round == CRASH_ROUNDS) {
+            // Every job of every acknowledged Submit ends, once.
+            for (size_t i = 0; i < nsubs; i++) {
+                for (uint32_t k = 0; k < subs[i].cs_count; k++) {
+                    int st = wait_state(c, subs[i].cs_first + k);
+                    assert_int_equal(st, TROUPE__V1__JOB_STATE__JOB_STATE_SUCCEEDED);
+                }
+            }
+            // No other jobs: ids are consecutive from 1 and the list ends
+            // with the last acknowledged Submit's.
+            uint64_t max_id = 0;
+            for (size_t i = 0; i < nsubs; i++) {
+                uint64_t last = subs[i].cs_first + subs[i].cs_count - 1;
+                max_id = last > max_id ? last : max_id;
+            }
+            assert_int_equal(max_id, 2 * nsubs);
+            uint64_t beyond = max_id + 1;
+            tr_msg *reply;
+            assert_int_equal(tr_client_status(c, &beyond, 1, &reply), TR_ENOTFOUND);
+            assert_int_equal(shutdown_req(c, true, 0), TR_OK);
+            tr_client_close(c);
+            int st;
+            assert_true(wait_exit(p.pid, 30000, &st));
+            assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+            fclose(p.out);
+            break;
+        }
+        int k = (int)(rand_r(&seed) % 12);
+        for (int i = 0; i < k && nsubs < CRASH_SUBS_MAX - 1; i++) {
+            crash_sub *cs = &subs[nsubs++];
+            *cs = (crash_sub){.cs_c = c, .cs_script = script};
+            snprintf(cs->cs_rid, sizeof cs->cs_rid, "crash-%d-%d", round, i);
+            crash_submit(cs);
+            if (cs->cs_rv == TR_OK) {
+                acked++;
+            }
+        }
+        // One more in flight while the daemon dies: committed or not,
+        // acknowledged or not, its re-send makes no second set.
+        crash_sub *cs = &subs[nsubs++];
+        *cs = (crash_sub){.cs_c = c, .cs_script = script};
+        snprintf(cs->cs_rid, sizeof cs->cs_rid, "crash-%d-last", round);
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, crash_submit_thread, cs), 0);
+        assert_int_equal(kill(p.pid, SIGKILL), 0);
+        int st;
+        assert_true(wait_exit(p.pid, 30000, &st));
+        assert_true(WIFSIGNALED(st));
+        pthread_join(th, NULL);
+        if (cs->cs_rv == TR_OK) {
+            acked++;
+        }
+        tr_client_close(c);
+        fclose(p.out);
+    }
+    fprintf(stderr, "test_daemon_crash: %zu submits, %zu acknowledged (re-sends included)\n", nsubs,
+            acked);
+    snprintf(cmd, sizeof cmd, "ls %s | grep -c overlap", work);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    int overlaps = -1;
+    assert_int_equal(fscanf(f, "%d", &overlaps), 1);
+    pclose(f);
+    assert_int_equal(overlaps, 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s", dir, work);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void
 test_daemon_second_instance_refused(void **unused)
 {
@@ -789,6 +954,7 @@ main(void)
         cmocka_unit_test(test_daemon_pause_resume),
         cmocka_unit_test(test_daemon_events),
         cmocka_unit_test(test_daemon_shutdown),
+        cmocka_unit_test(test_daemon_crash),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     stop_daemon();
