@@ -3,32 +3,51 @@
 // The job runner: one actor that owns every unfinished job in memory and
 // decides what runs. Its inputs are messages only: JobsAdded from the
 // store thread (a Submit committed), Committed (an update of ours
-// committed), ProcessStarted/ProcessExit from process actors, Tick from
-// timer tasks, WaitIn from the control actor. It writes the store with
-// trd_store_update and never waits for it: the store applies one writer's
-// updates in order, and the Committed that comes back is what makes a
-// final state visible to waiters (a WaitJobs reply must not show a state a
-// crash could take back).
+// committed), ProcessStarted/ProcessOutput/ProcessExit from process
+// actors, Tick from timer tasks, and the requests it answers (WaitIn,
+// LogsIn, CancelIn, GroupIn, ShutdownIn) from the control actor, each with
+// the slot it replies on. It writes the store with trd_store_update and
+// never waits for it: the store applies one writer's updates in order, and
+// the Committed that comes back is what makes a final state visible to
+// waiters, Logs' eof and the final JobEvent (none may show a state a crash
+// could take back).
 //
 // Scheduling (pump): every queued job whose dependencies have all
 // succeeded, and whose retry time has come, is a candidate; candidates run
-// by priority, then id, while their group has free slots (a job takes
-// spec.slots, at least 1 and at most the group's limit, so that a heavy job
-// cannot wait forever). A dependency that ended otherwise fails or skips
-// the job (on_dep_failure), which cascades in the same pump. O(jobs) per
-// pump: fine for M1's thousands, not for 10^5 queued jobs (a ready queue
-// per group and a dependants index are the next step).
+// by priority, then id, while their group has free slots and is not paused
+// (a job takes spec.slots, at least 1 and at most the group's limit, so
+// that a heavy job cannot wait forever). A dependency that ended otherwise
+// fails or skips the job (on_dep_failure), which cascades in the same
+// pump. A pump runs only after a message that may change the answer
+// (r_dirty), but costs O(jobs in memory): fine for thousands, not for 10^5
+// queued jobs (a ready queue per group and a dependants index are next).
+//
+// Cancel: a queued job is cancelled at once; a running one gets a
+// ProcessKill (SIGTERM to its session, SIGKILL after its grace) and is
+// cancelled when its leader exits; a cancelled job is not retried.
+// Shutdown: nothing new starts; the runner casts its vote to stop once no
+// job runs (a deadline or `immediate` abandons the running ones: killed,
+// nothing recorded, so the next start retries or fails them).
+//
+// Output: ProcessOutput chunks are appended to state-dir/out/<id>.1 and .2
+// as they come (every attempt after the one before, so an offset always
+// names the same byte), up to the job's cap per attempt and stream (the
+// process actor drains and drops the rest: truncated). Logs reads the
+// files; a Logs with follow at the end waits in r_logws until the job
+// writes to that stream, ends, or TRD_WAIT_MAX_MS passes. Each chunk and
+// state change is a JobEvent with the job's next seq.
+//
+// Recovery (init, on main's thread before the socket opens): the
+// unfinished jobs are loaded; what an earlier trouped left running is
+// killed (orphans.h) and each job that was running is retried or failed.
 //
 // Where things run: posix_spawn runs on the worker that runs this actor
 // (tr_proc_actor_start spawns on the calling thread, ~0.1 ms per job), and
 // so do the store reads the runner makes (a batch's rows after JobsAdded,
-// dependencies no longer in memory, WaitJobs replies) and the writes of
-// output files: short blocking IO on a worker, to move to the blocking pool
+// dependencies no longer in memory, WaitJobs replies), the appends to the
+// output files and the reads of Logs: short blocking IO on a worker (the
+// page cache, one SQLite read), still to move to the blocking pool
 // (tr_spawn_blocking) when it shows in the benchmarks.
-//
-// Output (M1): the captured stdout and stderr of the ProcessExit go to
-// state-dir/out/<id>.1 and <id>.2, rewritten at each attempt. Streaming
-// (ProcessOutput) and Logs come later.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>

@@ -31,6 +31,7 @@
 #include "trouped.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -44,6 +45,7 @@
 #include <unistd.h>
 
 #include <nng/protocol/pubsub0/pub.h>
+#include <nng/supplemental/tls/tls.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <troupe/envelope.h>
 #include <troupe/rt.h>
@@ -543,6 +545,29 @@ handle_request(trd_daemon *d, uint32_t idx, const Troupe__V1__ControlRequest *re
     }
 }
 
+// token_ok says whether a request that came in as nm may be served: one
+// from an ipc pipe always (the socket's mode guards it), one from a tcp
+// pipe only with the daemon's token (compared in constant time).
+static bool
+token_ok(const trd_daemon *d, nng_msg *nm, const Troupe__V1__ControlRequest *req)
+{
+    nng_sockaddr sa;
+    if (nng_pipe_get_addr(nng_msg_get_pipe(nm), NNG_OPT_REMADDR, &sa) == 0 &&
+        sa.s_family == NNG_AF_IPC) {
+        return true;
+    }
+    if (d->d_token[0] == '\0') {
+        return false;
+    }
+    const char *t = req->token != NULL ? req->token : "";
+    size_t n = strlen(d->d_token), m = strlen(t);
+    unsigned diff = (unsigned)(n ^ m);
+    for (size_t i = 0; i < n; i++) {
+        diff |= (unsigned)(d->d_token[i] ^ (i < m ? t[i] : 0));
+    }
+    return diff == 0;
+}
+
 static void
 control_receive(tr_actor *self, void *state, tr_msg *m)
 {
@@ -557,6 +582,12 @@ control_receive(tr_actor *self, void *state, tr_msg *m)
     tr_msg *in = NULL;
     char why[512];
     tr_err rv = trd_request_decode(nng_msg_body(nm), nng_msg_len(nm), &in, why, sizeof why);
+    if (rv == TR_OK && !token_ok(d, nm, tr_msg_body(in))) {
+        tr_msg_free(in);
+        nng_msg_free(nm);
+        trd_reply_error(d, idx, TR_EPERM, "a request over tcp needs the daemon's token");
+        return;
+    }
     nng_msg_free(nm);
     if (rv != TR_OK) {
         trd_reply_error(d, idx, rv, "%s", why);
@@ -666,6 +697,109 @@ control_open(trd_daemon *d, const char *url, char *err, size_t errlen)
     return 0;
 }
 
+// read_token reads the bearer token from path: a file only its owner may
+// read (mode 0600 or 0400), one line of 16 to 255 bytes.
+static int
+read_token(trd_daemon *d, const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "token file %.300s: %s", path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return NNG_ENOENT;
+    }
+    if ((st.st_mode & 077) != 0) {
+        close(fd);
+        snprintf(err, errlen, "token file %.300s: mode %o lets others read it (chmod 600)", path,
+                 (unsigned)(st.st_mode & 0777));
+        return NNG_EPERM;
+    }
+    ssize_t n = read(fd, d->d_token, sizeof d->d_token - 1);
+    close(fd);
+    n = n < 0 ? 0 : n;
+    d->d_token[n] = '\0';
+    d->d_token[strcspn(d->d_token, "\r\n")] = '\0';
+    if (strlen(d->d_token) < 16 || n == (ssize_t)sizeof d->d_token - 1) {
+        d->d_token[0] = '\0';
+        snprintf(err, errlen, "token file %.300s: one line of 16 to 255 bytes", path);
+        return NNG_EINVAL;
+    }
+    return 0;
+}
+
+static bool
+loopback_url(const char *u)
+{
+    const char *h = strstr(u, "://");
+    h = h != NULL ? h + 3 : u;
+    return strncmp(h, "127.", 4) == 0 || strncmp(h, "localhost:", 10) == 0 ||
+           strncmp(h, "[::1]:", 6) == 0;
+}
+
+// tcp_open adds a tcp listener to the control socket: tls+tcp with the
+// certificate and key in certkey (one PEM) and a token; plain tcp only on
+// loopback with insecure (tests). The bound URL goes to d_tcp_url.
+static int
+tcp_open(trd_daemon *d, const char *url, const char *certkey, const char *token_file, bool insecure,
+         char *err, size_t errlen)
+{
+    bool tls = strncmp(url, "tls+tcp://", 10) == 0;
+    if (!tls && strncmp(url, "tcp://", 6) != 0) {
+        snprintf(err, errlen, "--tcp %.300s: tls+tcp://HOST:PORT", url);
+        return NNG_EINVAL;
+    }
+    if (!tls && !(insecure && loopback_url(url))) {
+        snprintf(err, errlen,
+                 "--tcp %.300s: plain tcp is refused (use tls+tcp://; tests may use "
+                 "--insecure-tcp on a loopback address)",
+                 url);
+        return NNG_EINVAL;
+    }
+    if (tls && certkey == NULL) {
+        snprintf(err, errlen, "--tcp %.300s needs --tls-cert-key FILE", url);
+        return NNG_EINVAL;
+    }
+    if (token_file == NULL) {
+        snprintf(err, errlen, "--tcp needs --token-file FILE");
+        return NNG_EINVAL;
+    }
+    int rv = read_token(d, token_file, err, errlen);
+    if (rv != 0) {
+        return rv;
+    }
+    nng_listener l;
+    if ((rv = nng_listener_create(&l, d->d_sock, url)) != 0) {
+        snprintf(err, errlen, "--tcp %.300s: %s", url, nng_strerror(rv));
+        return rv;
+    }
+    if (tls) {
+        nng_tls_config *cfg;
+        if ((rv = nng_tls_config_alloc(&cfg, NNG_TLS_MODE_SERVER)) != 0 ||
+            (rv = nng_tls_config_cert_key_file(cfg, certkey, NULL)) != 0) {
+            snprintf(err, errlen, "--tls-cert-key %.300s: %s", certkey, nng_strerror(rv));
+            return rv;
+        }
+        rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, cfg);
+        nng_tls_config_free(cfg); // the listener holds its own reference
+        if (rv != 0) {
+            snprintf(err, errlen, "tls config: %s", nng_strerror(rv));
+            return rv;
+        }
+    }
+    if ((rv = nng_listener_start(l, 0)) != 0) {
+        snprintf(err, errlen, "listen on %.300s: %s", url, nng_strerror(rv));
+        return rv;
+    }
+    int port = 0;
+    nng_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port);
+    const char *colon = strrchr(url, ':');
+    snprintf(d->d_tcp_url, sizeof d->d_tcp_url, "%.*s:%d", (int)(colon - url), url, port);
+    return 0;
+}
+
 // events_default sets d_events_url from the control URL: an ipc socket
 // beside it (…/trouped.sock → …/trouped-events.sock); none for others.
 static void
@@ -720,6 +854,12 @@ usage(FILE *f)
                "  --ephemeral            a fresh temporary state directory, removed at exit\n"
                "  --listen URL           control endpoint; default ipc:// in\n"
                "                         $XDG_RUNTIME_DIR/troupe/ (/run/troupe/ for root)\n"
+               "  --tcp URL              also listen on tls+tcp://HOST:PORT (port 0: any; the\n"
+               "                         bound URL follows the ready line's); requests over\n"
+               "                         it must carry the token\n"
+               "  --tls-cert-key FILE    the certificate and its key, one PEM file\n"
+               "  --token-file FILE      the bearer token (one line, 16+ bytes, mode 0600)\n"
+               "  --insecure-tcp         allow --tcp tcp:// on a loopback address (tests only)\n"
                "  --events URL           the PUB socket of job events; default: beside an\n"
                "                         ipc control socket (trouped-events.sock), none for\n"
                "                         others; \"none\" for none\n"
@@ -800,9 +940,24 @@ main(int argc, char **argv)
 {
     const char *state_dir = NULL, *listen_url = NULL, *events_url = NULL;
     uint64_t output_cap = TRD_OUTPUT_CAP_DEFAULT;
+    const char *tcp_url = NULL, *certkey = NULL, *token_file = NULL;
+    bool insecure = false;
     bool ephemeral = false;
     trd_durability dur = TRD_DURABLE_FULL;
-    enum { O_STATE = 1, O_EPH, O_LISTEN, O_DUR, O_HELP, O_VERSION, O_EVENTS, O_CAP };
+    enum {
+        O_STATE = 1,
+        O_EPH,
+        O_LISTEN,
+        O_DUR,
+        O_HELP,
+        O_VERSION,
+        O_EVENTS,
+        O_CAP,
+        O_TCP,
+        O_CERT,
+        O_TOKEN,
+        O_INSECURE
+    };
     static const struct option longopts[] = {
         {"state-dir", required_argument, NULL, O_STATE},
         {"ephemeral", no_argument, NULL, O_EPH},
@@ -810,6 +965,10 @@ main(int argc, char **argv)
         {"durability", required_argument, NULL, O_DUR},
         {"events", required_argument, NULL, O_EVENTS},
         {"output-cap", required_argument, NULL, O_CAP},
+        {"tcp", required_argument, NULL, O_TCP},
+        {"tls-cert-key", required_argument, NULL, O_CERT},
+        {"token-file", required_argument, NULL, O_TOKEN},
+        {"insecure-tcp", no_argument, NULL, O_INSECURE},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
@@ -838,6 +997,18 @@ main(int argc, char **argv)
             break;
         case O_EVENTS:
             events_url = optarg;
+            break;
+        case O_TCP:
+            tcp_url = optarg;
+            break;
+        case O_CERT:
+            certkey = optarg;
+            break;
+        case O_TOKEN:
+            token_file = optarg;
+            break;
+        case O_INSECURE:
+            insecure = true;
             break;
         case O_CAP: {
             char *end;
@@ -980,14 +1151,17 @@ main(int argc, char **argv)
     }
     rt_running = true;
     // Events first: a client that learns the control URL may subscribe.
-    if (events_open(d, err, sizeof err) != 0 || control_open(d, listen_url, err, sizeof err) != 0) {
+    if (events_open(d, err, sizeof err) != 0 || control_open(d, listen_url, err, sizeof err) != 0 ||
+        (tcp_url != NULL &&
+         tcp_open(d, tcp_url, certkey, token_file, insecure, err, sizeof err) != 0)) {
         fprintf(stderr, "trouped: %s\n", err);
         goto out;
     }
-    trd_log("ready", "url=%s events=%s state_dir=\"%s\" durability=%s contexts=%d pid=%d",
-            listen_url, d->d_events_url[0] != '\0' ? d->d_events_url : "none", state_dir,
+    trd_log("ready", "url=%s tcp=%s events=%s state_dir=\"%s\" durability=%s contexts=%d pid=%d",
+            listen_url, d->d_tcp_url[0] != '\0' ? d->d_tcp_url : "none",
+            d->d_events_url[0] != '\0' ? d->d_events_url : "none", state_dir,
             dur == TRD_DURABLE_FULL ? "full" : "process", TRD_CONTEXTS, (int)getpid());
-    printf("TROUPED READY %s\n", listen_url);
+    printf("TROUPED READY %s%s%s\n", listen_url, d->d_tcp_url[0] != '\0' ? " " : "", d->d_tcp_url);
     fflush(stdout);
 
     while (sigwait(&stop_set, &sig) != 0) {

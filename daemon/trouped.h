@@ -73,6 +73,10 @@ struct trd_daemon {
     char d_events_url[4200];
     _Atomic int d_subscribers;
     uint64_t d_output_cap; // per stream, for jobs that set none
+    // The bearer token requests from a tcp pipe must carry ("" : no tcp
+    // listener), and that listener's URL as bound.
+    char d_token[256];
+    char d_tcp_url[512];
     // A Shutdown request stops the daemon when both its reply has gone and
     // the runner has drained (two votes); main then learns why it stops.
     _Atomic int d_stop_votes;

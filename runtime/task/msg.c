@@ -459,6 +459,9 @@ tr__msg_zalloc(size_t size, const void *type)
 void
 tr_msg_free(tr_msg *m)
 {
+    if (TR__UNLIKELY(m == NULL)) {
+        return;
+    }
     uint32_t cls = m->m_class;
     if (TR__LIKELY(cls - 1 < TR__MSG_NCLASSES)) {
         tcache_class *tc = &t_cache.t_cls[cls];

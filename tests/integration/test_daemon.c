@@ -905,6 +905,100 @@ test_daemon_crash(void **unused)
     assert_int_equal(system(cmd), 0);
 }
 
+// ping_token pings over c with token (NULL: none).
+static tr_err
+ping_token(tr_client *c, const char *token)
+{
+    Troupe__V1__ControlRequest *req;
+    tr_msg *m = req_new(&req);
+    Troupe__V1__Ping *p = tr_msg_arena(m, sizeof *p);
+    troupe__v1__ping__init(p);
+    req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_PING;
+    req->ping = p;
+    if (token != NULL) {
+        req->token = tr_msg_strdup(m, token);
+    }
+    tr_msg *reply = NULL;
+    tr_err rv = tr_client_call(c, m, 30000, &reply);
+    tr_msg_free(reply);
+    return rv;
+}
+
+// start_refused runs trouped with args and expects it to refuse to start
+// (exit 1, no ready line) with want in its error.
+static void
+start_refused(char *const *args)
+{
+    daemon_proc p = {0};
+    daemon_spawn(&p, args);
+    char line[256];
+    assert_null(fgets(line, sizeof line, p.out));
+    int st;
+    assert_true(wait_exit(p.pid, 30000, &st));
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 1);
+    fclose(p.out);
+}
+
+static void
+test_daemon_tcp_token(void **unused)
+{
+    (void)unused;
+    char tok[128], url[128];
+    snprintf(tok, sizeof tok, "/tmp/troupe-test-daemon-%d.token", (int)getpid());
+    snprintf(url, sizeof url, "ipc:///tmp/troupe-test-daemon-%d-t.sock", (int)getpid());
+    FILE *f = fopen(tok, "w");
+    assert_non_null(f);
+    fputs("0123456789abcdef-secret\n", f);
+    fclose(f);
+    step("tcp: refused configurations");
+    assert_int_equal(chmod(tok, 0644), 0);
+    char *loose[] = {"--ephemeral",    "--listen",     url, "--tcp", "tcp://127.0.0.1:0",
+                     "--insecure-tcp", "--token-file", tok, NULL};
+    start_refused(loose); // a token others can read
+    assert_int_equal(chmod(tok, 0600), 0);
+    char *plain[] = {"--ephemeral",       "--listen",     url, "--tcp",
+                     "tcp://127.0.0.1:0", "--token-file", tok, NULL};
+    start_refused(plain); // plain tcp without the test flag
+    char *wide[] = {"--ephemeral",    "--listen",     url, "--tcp", "tcp://0.0.0.0:0",
+                    "--insecure-tcp", "--token-file", tok, NULL};
+    start_refused(wide); // plain tcp off loopback
+    char *notoken[] = {"--ephemeral",       "--listen",       url, "--tcp",
+                       "tcp://127.0.0.1:0", "--insecure-tcp", NULL};
+    start_refused(notoken);
+
+    step("tcp: requests need the token");
+    char *args[] = {"--ephemeral",    "--listen",     url, "--tcp", "tcp://127.0.0.1:0",
+                    "--insecure-tcp", "--token-file", tok, NULL};
+    daemon_proc p = {0};
+    daemon_spawn(&p, args);
+    char line[512], u1[256], u2[256];
+    assert_non_null(fgets(line, sizeof line, p.out));
+    assert_int_equal(sscanf(line, "TROUPED READY %255s %255s", u1, u2), 2);
+    assert_non_null(strstr(u2, "tcp://127.0.0.1:"));
+    tr_client *c;
+    assert_int_equal(tr_client_connect(u2, &c), TR_OK);
+    assert_int_equal(ping_token(c, NULL), TR_EPERM);
+    assert_non_null(strstr(tr_client_error(), "token"));
+    assert_int_equal(ping_token(c, "0123456789abcdef-secreT"), TR_EPERM);
+    assert_int_equal(ping_token(c, "0123456789abcdef-secret-and-more"), TR_EPERM);
+    assert_int_equal(ping_token(c, "0123456789abcdef-secret"), TR_OK);
+    tr_client_close(c);
+    // The local socket needs none.
+    assert_int_equal(tr_client_connect(u1, &c), TR_OK);
+    assert_int_equal(ping_token(c, NULL), TR_OK);
+    struct stat sb;
+    assert_int_equal(stat(u1 + 6, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    assert_int_equal(shutdown_req(c, true, 0), TR_OK);
+    tr_client_close(c);
+    int st;
+    assert_true(wait_exit(p.pid, 30000, &st));
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    fclose(p.out);
+    unlink(tok);
+}
+
 static void
 test_daemon_second_instance_refused(void **unused)
 {
@@ -955,6 +1049,7 @@ main(void)
         cmocka_unit_test(test_daemon_events),
         cmocka_unit_test(test_daemon_shutdown),
         cmocka_unit_test(test_daemon_crash),
+        cmocka_unit_test(test_daemon_tcp_token),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     stop_daemon();

@@ -67,7 +67,8 @@ TR_API tr_msg *tr_msg_alloc(size_t size);
 // the one that allocated it. A message of class TR_MSG_CLASS_NONE is left
 // alone (its memory is its owner's), and one of a registered class goes to
 // its class's free function (tr_msg_class_register), so freeing every
-// message taken from a mailbox is always right. Slab memory is kept for reuse (tr_trim returns
+// message taken from a mailbox is always right. NULL is ignored, as by
+// free(3). Slab memory is kept for reuse (tr_trim returns
 // what is no longer used to the system).
 TR_API void tr_msg_free(tr_msg *m);
 

@@ -145,6 +145,18 @@ finish_push(uintptr_t prev, tr_msg *m)
 // ---------------------------------------------------------------------------
 // Order, lanes, take, bound, fini (one thread).
 
+// tr_msg_free(NULL) is a no-op, as free(NULL) is (callers free replies
+// that an error left NULL).
+static void
+test_msg_free_null(void **state)
+{
+    (void)state;
+    tr_msg_free(NULL);
+    tr_msg *m = tr_msg_alloc(8);
+    assert_non_null(m);
+    tr_msg_free(m);
+}
+
 static void
 test_mailbox_fifo_per_producer(void **state)
 {
@@ -1724,6 +1736,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_msg_free_null),
         cmocka_unit_test(test_mailbox_fifo_per_producer),
         cmocka_unit_test(test_mailbox_system_lane_first),
         cmocka_unit_test(test_mailbox_take_batches),
