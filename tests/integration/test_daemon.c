@@ -390,6 +390,102 @@ test_daemon_malformed_request(void **unused)
     assert_string_equal(rep->error->name, "TR_EINVAL");
     assert_non_null(strstr(rep->error->detail, "malformed"));
     tr_msg_free(in);
+
+    step("10^4 random, truncated and mutated requests, each answered");
+    // Seeds: valid requests (no Submit of a program: a mutation could turn
+    // it into another command line), and a Submit of a noop to cut short.
+    uint8_t seeds[4][512];
+    size_t seed_len[4];
+    for (int k = 0; k < 4; k++) {
+        Troupe__V1__ControlRequest *req;
+        tr_msg *m = req_new(&req);
+        uint64_t ids[] = {1, 2, 3};
+        Troupe__V1__NoopTask noop = TROUPE__V1__NOOP_TASK__INIT;
+        Troupe__V1__JobSpec js = TROUPE__V1__JOB_SPEC__INIT;
+        Troupe__V1__JobSpec *jobs[] = {&js, &js};
+        Troupe__V1__SubmitBatch b = TROUPE__V1__SUBMIT_BATCH__INIT;
+        Troupe__V1__Submit sm = TROUPE__V1__SUBMIT__INIT;
+        Troupe__V1__StatusJobs st = TROUPE__V1__STATUS_JOBS__INIT;
+        Troupe__V1__ListJobs li = TROUPE__V1__LIST_JOBS__INIT;
+        Troupe__V1__Logs lg = TROUPE__V1__LOGS__INIT;
+        switch (k) {
+        case 0:
+            js.task_case = TROUPE__V1__JOB_SPEC__TASK_NOOP;
+            js.noop = &noop;
+            js.name = "";
+            b.jobs = jobs;
+            b.n_jobs = 2;
+            b.job_count = 2;
+            sm.batch = &b;
+            req->request_id = "fuzz-seed";
+            req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_SUBMIT;
+            req->submit = &sm;
+            break;
+        case 1:
+            st.ids = ids;
+            st.n_ids = 3;
+            req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_STATUS;
+            req->status = &st;
+            break;
+        case 2:
+            li.limit = 5;
+            li.name_prefix = "x";
+            req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_LIST;
+            req->list = &li;
+            break;
+        default:
+            lg.id = 1;
+            lg.stream = 1;
+            req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_LOGS;
+            req->logs = &lg;
+            break;
+        }
+        seed_len[k] = tr_msg_packed_size(m);
+        assert_true(seed_len[k] <= sizeof seeds[k]);
+        tr_msg_pack_to(m, seeds[k]);
+        // The stack parts are not the arena's: detach them before the free.
+        req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST__NOT_SET;
+        req->request_id = NULL;
+        tr_msg_free(m);
+    }
+    unsigned seed = 12345;
+    size_t errors = 0, oks = 0;
+    for (int i = 0; i < 10000; i++) {
+        uint8_t buf[600];
+        size_t n;
+        int kind = (int)(rand_r(&seed) % 3), k = (int)(rand_r(&seed) % 4);
+        if (kind == 0) { // random bytes
+            n = rand_r(&seed) % sizeof buf;
+            for (size_t j = 0; j < n; j++) {
+                buf[j] = (uint8_t)rand_r(&seed);
+            }
+        } else if (kind == 1 || k == 0) { // a valid request cut short
+            n = seed_len[k] > 0 ? rand_r(&seed) % seed_len[k] : 0;
+            memcpy(buf, seeds[k], n);
+        } else { // a few bytes of one flipped
+            n = seed_len[k];
+            memcpy(buf, seeds[k], n);
+            for (int f = 0; f < 1 + (int)(rand_r(&seed) % 4); f++) {
+                buf[rand_r(&seed) % n] ^= (uint8_t)(1u << (rand_r(&seed) % 8));
+            }
+        }
+        assert_int_equal(nng_send(s, buf, n, 0), 0);
+        assert_int_equal(nng_recvmsg(s, &nm, 0), 0);
+        assert_int_equal(tr_msg_unpack(nng_msg_body(nm), nng_msg_len(nm), NULL, &in, NULL), TR_OK);
+        nng_msg_free(nm);
+        assert_true(tr_msg_is(in, &troupe__v1__control_reply__descriptor));
+        rep = tr_msg_body(in);
+        if (rep->reply_case == TROUPE__V1__CONTROL_REPLY__REPLY_ERROR) {
+            assert_true(rep->error->code != 0);
+            assert_true(rep->error->detail[0] != '\0');
+            errors++;
+        } else {
+            oks++;
+        }
+        tr_msg_free(in);
+    }
+    fprintf(stderr, "malformed: %zu errors, %zu served\n", errors, oks);
+    assert_true(errors > 5000);
     nng_close(s);
 
     step("ping after garbage");
