@@ -30,10 +30,15 @@
 // not taken from the daemon.
 //
 // Raw nng: a REP0 socket on ipc with K contexts, each an aio callback
-// that echoes what it receives, and K threads each with a REQ0 context on
-// one socket sending messages the size of the mode's Submit request and
-// waiting for the echo (at least 10,000 round trips). Its figure is
-// round trips per second, compared with the daemon's Submits per second.
+// that echoes what it receives (in a process of its own: this program
+// run with --raw-echo), and a REQ0 socket with K contexts sending
+// messages the size of the mode's Submit request and waiting for the echo
+// (at least 10,000 round trips), two ways: each context an aio callback
+// state machine (raw nng at its best: the peer's figure, and the ratio's
+// denominator), and K threads each blocked in its own call, as this
+// benchmark's client threads are in tr_client (the _threads line: what
+// the client side's threads cost without the daemon). Round trips per
+// second, against the daemon's Submits per second.
 //
 // Lines per point (mode, K): jobs/s, Submits/s, raw round trips/s, the
 // ratio, Submit latency p50/p99, commits/s, jobs and Submits per commit;
@@ -63,7 +68,8 @@ typedef struct point {
     bool have_commits;
     uint64_t commits, submit_commits;
     double commits_s, jobs_per_commit, submits_per_commit;
-    double raw_rt_s;
+    double raw_rt_s;  // callbacks
+    double raw_thr_s; // blocking threads, as this benchmark's client
     bool raw_ok;
     size_t req_bytes;
 } point;
@@ -431,8 +437,172 @@ raw_client_main(void *arg)
     return NULL;
 }
 
+// The echo server: this program again (--raw-echo URL K), so that it
+// runs in its own process with its own nng threads. It prints READY once
+// it listens and stops when its stdin closes.
+static int
+raw_echo_main(const char *url, uint64_t k)
+{
+    nng_socket rep;
+    echo_ctx *ec = calloc(k, sizeof *ec);
+    if (nng_rep0_open(&rep) != 0 || nng_listen(rep, url, NULL, 0) != 0) {
+        fprintf(stderr, "bench_daemon_noop: raw REP on %s\n", url);
+        return 1;
+    }
+    for (uint64_t i = 0; i < k; i++) {
+        if (nng_ctx_open(&ec[i].e_ctx, rep) != 0 || nng_aio_alloc(&ec[i].e_aio, echo_cb, &ec[i])) {
+            fprintf(stderr, "bench_daemon_noop: raw REP contexts\n");
+            return 1;
+        }
+        nng_ctx_recv(ec[i].e_ctx, ec[i].e_aio);
+    }
+    printf("READY\n");
+    fflush(stdout);
+    char buf[64];
+    while (read(0, buf, sizeof buf) > 0) {
+    }
+    nng_close(rep);
+    for (uint64_t i = 0; i < k; i++) {
+        nng_aio_stop(ec[i].e_aio);
+        nng_msg *left = nng_aio_get_msg(ec[i].e_aio);
+        if (left != NULL) {
+            nng_msg_free(left);
+        }
+        nng_aio_free(ec[i].e_aio);
+    }
+    free(ec);
+    nng_fini();
+    return 0;
+}
+
+typedef struct echo_server {
+    pid_t es_pid;
+    int es_in;
+} echo_server;
+
 static void
-run_raw(point *p)
+echo_server_start(echo_server *es, const char *url, uint64_t k)
+{
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    int pin[2], pout[2];
+    if (len <= 0 || pipe2(pin, O_CLOEXEC) != 0 || pipe2(pout, O_CLOEXEC) != 0) {
+        perror("bench_daemon_noop: the echo server");
+        exit(1);
+    }
+    self[len] = '\0';
+    char ks[32];
+    snprintf(ks, sizeof ks, "%llu", (unsigned long long)k);
+    char *argv[] = {self, "--raw-echo", (char *)url, ks, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pin[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
+    int rv = posix_spawn(&es->es_pid, self, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pin[0]);
+    close(pout[1]);
+    char line[16] = "";
+    ssize_t n = rv == 0 ? read(pout[0], line, sizeof line - 1) : -1;
+    close(pout[0]);
+    if (n < 5 || strncmp(line, "READY", 5) != 0) {
+        fprintf(stderr, "bench_daemon_noop: the echo server did not start\n");
+        exit(1);
+    }
+    es->es_in = pin[1];
+    bench_dwatch_own(es->es_pid, NULL);
+}
+
+static void
+echo_server_stop(echo_server *es)
+{
+    close(es->es_in);
+    waitpid(es->es_pid, NULL, 0);
+    bench_dwatch_drop(es->es_pid, NULL);
+}
+
+// The callback client: K contexts, each a two-state machine (send, then
+// receive, then the next send) run by nng's own threads, no thread of
+// ours blocked per request: raw nng at its best.
+typedef struct cb_shared {
+    pthread_mutex_t sh_mu;
+    pthread_cond_t sh_cv;
+    uint64_t sh_finished; // contexts done, under sh_mu
+} cb_shared;
+
+typedef struct cb_client {
+    nng_ctx cc_ctx;
+    nng_aio *cc_aio;
+    bool cc_receiving;
+    size_t cc_size;
+    uint64_t cc_left, cc_done;
+    cb_shared *cc_sh;
+} cb_client;
+
+static void
+cb_finish(cb_client *c)
+{
+    pthread_mutex_lock(&c->cc_sh->sh_mu);
+    c->cc_sh->sh_finished++;
+    pthread_cond_signal(&c->cc_sh->sh_cv);
+    pthread_mutex_unlock(&c->cc_sh->sh_mu);
+}
+
+static void
+cb_send(cb_client *c)
+{
+    nng_msg *m;
+    if (nng_msg_alloc(&m, c->cc_size) != 0) {
+        cb_finish(c);
+        return;
+    }
+    memset(nng_msg_body(m), 0x5a, c->cc_size);
+    c->cc_receiving = false;
+    nng_aio_set_timeout(c->cc_aio, 10000);
+    nng_aio_set_msg(c->cc_aio, m);
+    nng_ctx_send(c->cc_ctx, c->cc_aio);
+}
+
+static void
+cb_client_cb(void *arg)
+{
+    cb_client *c = arg;
+    int rv = nng_aio_result(c->cc_aio);
+    if (!c->cc_receiving) {
+        if (rv != 0) {
+            nng_msg_free(nng_aio_get_msg(c->cc_aio));
+            nng_aio_set_msg(c->cc_aio, NULL);
+            cb_finish(c);
+            return;
+        }
+        c->cc_receiving = true;
+        nng_ctx_recv(c->cc_ctx, c->cc_aio);
+        return;
+    }
+    if (rv != 0) {
+        cb_finish(c);
+        return;
+    }
+    nng_msg *m = nng_aio_get_msg(c->cc_aio);
+    nng_aio_set_msg(c->cc_aio, NULL);
+    bool same = nng_msg_len(m) == c->cc_size;
+    nng_msg_free(m);
+    if (!same) {
+        cb_finish(c);
+        return;
+    }
+    c->cc_done++;
+    if (--c->cc_left == 0) {
+        cb_finish(c);
+        return;
+    }
+    cb_send(c);
+}
+
+// run_raw measures raw REQ/REP round trips per second at p->k in flight,
+// with blocking threads (threads) or callbacks; *ok: every one echoed.
+static double
+run_raw(const point *p, bool threads, bool *ok)
 {
     uint64_t n = p->submits > 10000 ? p->submits : 10000;
     uint64_t each = (n + p->k - 1) / p->k;
@@ -444,58 +614,71 @@ run_raw(point *p)
     bench_dwatch_own(0, dir);
     char url[128];
     snprintf(url, sizeof url, "ipc://%s/raw.sock", dir);
-    nng_socket rep, req;
-    echo_ctx *ec = calloc(p->k, sizeof *ec);
-    if (nng_rep0_open(&rep) != 0 || nng_listen(rep, url, NULL, 0) != 0) {
-        fprintf(stderr, "bench_daemon_noop: raw REP on %s\n", url);
-        exit(1);
-    }
-    for (uint64_t i = 0; i < p->k; i++) {
-        if (nng_ctx_open(&ec[i].e_ctx, rep) != 0 || nng_aio_alloc(&ec[i].e_aio, echo_cb, &ec[i])) {
-            fprintf(stderr, "bench_daemon_noop: raw REP contexts\n");
-            exit(1);
-        }
-        nng_ctx_recv(ec[i].e_ctx, ec[i].e_aio);
-    }
+    // The echo server is a process of its own, as trouped is.
+    echo_server es;
+    echo_server_start(&es, url, p->k);
+    nng_socket req;
     if (nng_req0_open(&req) != 0 || nng_socket_set_ms(req, NNG_OPT_REQ_RESENDTIME, 0) != 0 ||
         nng_dial(req, url, NULL, 0) != 0) {
         fprintf(stderr, "bench_daemon_noop: raw REQ to %s\n", url);
         exit(1);
     }
-    raw_client *rc = calloc(p->k, sizeof *rc);
-    pthread_t *th = calloc(p->k, sizeof *th);
-    pthread_barrier_t bar;
-    pthread_barrier_init(&bar, NULL, (unsigned)p->k + 1);
-    for (uint64_t i = 0; i < p->k; i++) {
-        rc[i] = (raw_client){.rc_sock = req, .rc_n = each, .rc_size = p->req_bytes, .rc_bar = &bar};
-        pthread_create(&th[i], NULL, raw_client_main, &rc[i]);
-    }
-    pthread_barrier_wait(&bar);
-    double t0 = bench_now();
     uint64_t done = 0;
-    for (uint64_t i = 0; i < p->k; i++) {
-        pthread_join(th[i], NULL);
-        done += rc[i].rc_done;
-    }
-    double secs = bench_now() - t0;
-    p->raw_rt_s = (double)done / secs;
-    p->raw_ok = done == each * p->k;
-    nng_close(req);
-    nng_close(rep);
-    for (uint64_t i = 0; i < p->k; i++) {
-        nng_aio_stop(ec[i].e_aio);
-        nng_msg *left = nng_aio_get_msg(ec[i].e_aio);
-        if (left != NULL) {
-            nng_msg_free(left);
+    double t0, secs;
+    if (threads) {
+        raw_client *rc = calloc(p->k, sizeof *rc);
+        pthread_t *th = calloc(p->k, sizeof *th);
+        pthread_barrier_t bar;
+        pthread_barrier_init(&bar, NULL, (unsigned)p->k + 1);
+        for (uint64_t i = 0; i < p->k; i++) {
+            rc[i] =
+                (raw_client){.rc_sock = req, .rc_n = each, .rc_size = p->req_bytes, .rc_bar = &bar};
+            pthread_create(&th[i], NULL, raw_client_main, &rc[i]);
         }
-        nng_aio_free(ec[i].e_aio);
+        pthread_barrier_wait(&bar);
+        t0 = bench_now();
+        for (uint64_t i = 0; i < p->k; i++) {
+            pthread_join(th[i], NULL);
+            done += rc[i].rc_done;
+        }
+        secs = bench_now() - t0;
+        pthread_barrier_destroy(&bar);
+        free(rc);
+        free(th);
+    } else {
+        cb_shared sh = {.sh_mu = PTHREAD_MUTEX_INITIALIZER, .sh_cv = PTHREAD_COND_INITIALIZER};
+        cb_client *cc = calloc(p->k, sizeof *cc);
+        for (uint64_t i = 0; i < p->k; i++) {
+            cc[i] = (cb_client){.cc_size = p->req_bytes, .cc_left = each, .cc_sh = &sh};
+            if (nng_ctx_open(&cc[i].cc_ctx, req) != 0 ||
+                nng_aio_alloc(&cc[i].cc_aio, cb_client_cb, &cc[i]) != 0) {
+                fprintf(stderr, "bench_daemon_noop: raw REQ contexts\n");
+                exit(1);
+            }
+        }
+        t0 = bench_now();
+        for (uint64_t i = 0; i < p->k; i++) {
+            cb_send(&cc[i]);
+        }
+        pthread_mutex_lock(&sh.sh_mu);
+        while (sh.sh_finished < p->k) {
+            pthread_cond_wait(&sh.sh_cv, &sh.sh_mu);
+        }
+        pthread_mutex_unlock(&sh.sh_mu);
+        secs = bench_now() - t0;
+        for (uint64_t i = 0; i < p->k; i++) {
+            done += cc[i].cc_done;
+            nng_aio_free(cc[i].cc_aio);
+            nng_ctx_close(cc[i].cc_ctx);
+        }
+        free(cc);
     }
-    pthread_barrier_destroy(&bar);
-    free(ec);
-    free(rc);
-    free(th);
+    *ok = done == each * p->k;
+    nng_close(req);
+    echo_server_stop(&es);
     bench_dwatch_drop(0, dir);
     bench_rm_rf(dir);
+    return (double)done / secs;
 }
 
 // ---------------------------------------------------------------------------
@@ -536,6 +719,7 @@ emit_point(const bench_args *a, const point *p)
     snprintf(num, sizeof num, "%zu", p->req_bytes);
     bench_dfield(rb, sizeof rb, "message_bytes", num);
     emit(a, p, "raw_nng_round_trips", p->raw_rt_s, "round_trips/s", p->raw_ok, rb);
+    emit(a, p, "raw_nng_threads_round_trips", p->raw_thr_s, "round_trips/s", p->raw_ok, rb);
     emit(a, p, "submits_vs_raw", p->raw_rt_s > 0 ? p->submits_s / p->raw_rt_s : NAN, "ratio",
          p->ok && p->raw_ok, NULL);
     emit(a, p, "submit_p50", p->sub_p50_us, "us", p->ok, NULL);
@@ -575,6 +759,9 @@ main(int argc, char **argv)
         {"--batch-only", "only batch Submits", NULL, &o_batch_only},
     };
     static const bench_def def = {"daemon_noop", 20000, 0, opts, 4};
+    if (argc == 4 && strcmp(argv[1], "--raw-echo") == 0) {
+        return raw_echo_main(argv[2], strtoull(argv[3], NULL, 10));
+    }
     bench_args a = bench_parse(argc, argv, &def);
     unsigned runs = bench_explicit_runs(argc, argv, &a);
     if (o_batch == 0 || o_batch > 4096 || (o_single_only && o_batch_only)) {
@@ -608,7 +795,10 @@ main(int argc, char **argv)
                 bench_dwatch_arm(&a, what);
                 r[run] = (point){.batch = batch, .k = ks[i], .jobs = a.n};
                 run_daemon(&a, &r[run], np == 0 && run == 0, &fs_p50, &fs_p99);
-                run_raw(&r[run]);
+                r[run].raw_rt_s = run_raw(&r[run], false, &r[run].raw_ok);
+                bool thr_ok;
+                r[run].raw_thr_s = run_raw(&r[run], true, &thr_ok);
+                r[run].raw_ok = r[run].raw_ok && thr_ok;
                 bench_dwatch_disarm();
             }
             qsort(r, nr, sizeof *r, cmp_point);
