@@ -4,7 +4,7 @@
 // tr_client_call), a watchdog, the daemon's CPU from /proc, JSON lines
 // that can carry a reason, and task-spooler, the peer of two of them.
 //
-// The daemon: a fresh directory under /tmp (mkdtemp) holds its state
+// The daemon: a fresh directory under $TMPDIR (/tmp when unset) holds its state
 // directory (state/), its ipc socket (trouped.sock: the path stays well
 // under sun_path's 108 bytes) and its log (trouped.log: trouped's stderr,
 // kept for the benchmark to read and for a post-mortem). bench_daemon_start
@@ -296,10 +296,62 @@ bench_explicit_runs(int argc, char **argv, const bench_args *a)
 // ---------------------------------------------------------------------------
 // The daemon.
 
+// bench_tmpdir makes a fresh directory $TMPDIR/<prefix>-XXXXXX (/tmp when
+// TMPDIR is unset) into buf, or exits: the state and the sockets of the
+// benchmarks live there, so TMPDIR picks the filesystem they measure. Its
+// path must leave room for an ipc socket's name (sun_path is 108 bytes).
+static inline void
+bench_tmpdir(char *buf, size_t len, const char *prefix)
+{
+    const char *base = getenv("TMPDIR");
+    if (base == NULL || base[0] == '\0') {
+        base = "/tmp";
+    }
+    int n = snprintf(buf, len, "%s/%s-XXXXXX", base, prefix);
+    if (strlen(base) > 48 || n < 0 || (size_t)n >= len) {
+        fprintf(stderr, "bench: TMPDIR=%s is too long for an ipc socket path below it\n", base);
+        exit(1);
+    }
+    if (mkdtemp(buf) == NULL) {
+        fprintf(stderr, "bench: mkdtemp %s: %s\n", buf, strerror(errno));
+        exit(1);
+    }
+}
+
+// bench_create_probe times creating (and closing) n empty files in dir,
+// as trouped creates its jobs' output files, and removes them: the p50
+// in µs, NAN if it could not. On ext4 without a journal, allocating an
+// inode skips those freed in the last minutes, and checking them is the
+// cost: right after many deletions it grows from ~10 µs to ~400 µs here.
+static inline double
+bench_create_probe(const char *dir, unsigned n)
+{
+    double *lat = calloc(n, sizeof *lat);
+    unsigned got = 0;
+    char path[256];
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(path, sizeof path, "%s/bench-create-%u", dir, i);
+        double t = bench_now();
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            break;
+        }
+        close(fd);
+        lat[got++] = bench_now() - t;
+    }
+    for (unsigned i = 0; i < got; i++) {
+        snprintf(path, sizeof path, "%s/bench-create-%u", dir, i);
+        unlink(path);
+    }
+    double p50 = bench_quantile(lat, got, 0.5) * 1e6;
+    free(lat);
+    return p50;
+}
+
 typedef struct bench_daemon {
     pid_t bd_pid;
     int bd_out;          // read end of its stdout
-    char bd_dir[64];     // /tmp/troupe-bench-XXXXXX
+    char bd_dir[80];     // $TMPDIR/troupe-bench-XXXXXX
     char bd_state[96];   // bd_dir/state
     char bd_url[112];    // ipc://bd_dir/trouped.sock
     char bd_log[96];     // bd_dir/trouped.log: its stderr
@@ -363,11 +415,7 @@ bench_daemon_start(bench_daemon *d, char *const *extra)
 {
     memset(d, 0, sizeof *d);
     d->bd_out = -1;
-    snprintf(d->bd_dir, sizeof d->bd_dir, "/tmp/troupe-bench-XXXXXX");
-    if (mkdtemp(d->bd_dir) == NULL) {
-        perror("bench: mkdtemp");
-        exit(1);
-    }
+    bench_tmpdir(d->bd_dir, sizeof d->bd_dir, "troupe-bench");
     snprintf(d->bd_state, sizeof d->bd_state, "%s/state", d->bd_dir);
     snprintf(d->bd_url, sizeof d->bd_url, "ipc://%s/trouped.sock", d->bd_dir);
     snprintf(d->bd_log, sizeof d->bd_log, "%s/trouped.log", d->bd_dir);
@@ -764,7 +812,7 @@ bench_run_capture(char *const *argv, char *const *envp, char *out, size_t len)
 // it keeps each job's output), TS_SOCKET and slots, and TS_MAXFINISHED
 // raised so that the list still shows every job at the end.
 typedef struct bench_tsp {
-    char ts_dir[64];
+    char ts_dir[80];
     char *ts_env[8];
     char ts_vars[6][160];
     char ts_bin[64];
@@ -799,11 +847,7 @@ bench_tsp_start(bench_tsp *t, unsigned slots, uint64_t maxfinished, char *why, s
         snprintf(why, whylen, "task-spooler (tsp) is not installed (apt-get install task-spooler)");
         return false;
     }
-    snprintf(t->ts_dir, sizeof t->ts_dir, "/tmp/troupe-bench-ts-XXXXXX");
-    if (mkdtemp(t->ts_dir) == NULL) {
-        snprintf(why, whylen, "mkdtemp: %s", strerror(errno));
-        return false;
-    }
+    bench_tmpdir(t->ts_dir, sizeof t->ts_dir, "troupe-bench-ts");
     snprintf(t->ts_vars[0], sizeof t->ts_vars[0], "TMPDIR=%s", t->ts_dir);
     snprintf(t->ts_vars[1], sizeof t->ts_vars[1], "TS_SOCKET=%s/ts.sock", t->ts_dir);
     snprintf(t->ts_vars[2], sizeof t->ts_vars[2], "TS_SLOTS=%u", slots);

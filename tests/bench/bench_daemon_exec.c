@@ -33,7 +33,9 @@
 // Lines: trouped's jobs/s (the headline), the bare loop's and
 // task-spooler's, the two ratios against the targets (>= 0.75x the bare
 // loop, >= 3x task-spooler), trouped's CPU per job (own, children, wait4
-// total), the Logs check and the shutdown time.
+// total), the Logs check, the shutdown time, and what creating a file
+// costs on the state directory's filesystem as the run starts (trouped
+// creates two output files per job; see bench_create_probe).
 #define _GNU_SOURCE
 #include "bench_daemon.h"
 
@@ -56,6 +58,7 @@ typedef struct result {
     bool have_cpu;
     double wait4_cpu, stop_s;
     bool stop_ok;
+    double create_us; // bench_create_probe in the state directory
 } result;
 
 static void
@@ -64,6 +67,7 @@ run_daemon(result *r)
     bench_daemon d;
     char *extra[] = {"--durability", o_process ? "process" : "full", NULL};
     bench_daemon_start(&d, extra);
+    r->create_us = bench_create_probe(d.bd_state, 200);
     tr_client *c = bench_daemon_connect(&d);
     char *argv[] = {"/bin/true"};
     Troupe__V1__ExecTask ex = TROUPE__V1__EXEC_TASK__INIT;
@@ -395,5 +399,10 @@ main(int argc, char **argv)
     }
     bench_dline(&a, "logs_sample_checked", r.logs_ok ? LOG_SAMPLE : 0, "jobs", r.logs_ok, lf);
     bench_dline(&a, "shutdown", r.stop_s, "s", r.stop_ok, NULL);
+    char pf[384] = "";
+    bench_dfield(pf, sizeof pf, "note",
+                 "creating an empty file in trouped's state dir, measured by the benchmark "
+                 "before its jobs: trouped creates two output files per job");
+    bench_dline(&a, "file_create_p50", r.create_us, "us", !isnan(r.create_us), pf);
     return ok && bare_ok && r.stop_ok ? 0 : 1;
 }

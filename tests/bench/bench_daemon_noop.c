@@ -606,11 +606,8 @@ run_raw(const point *p, bool threads, bool *ok)
 {
     uint64_t n = p->submits > 10000 ? p->submits : 10000;
     uint64_t each = (n + p->k - 1) / p->k;
-    char dir[64] = "/tmp/troupe-bench-raw-XXXXXX";
-    if (mkdtemp(dir) == NULL) {
-        perror("mkdtemp");
-        exit(1);
-    }
+    char dir[80];
+    bench_tmpdir(dir, sizeof dir, "troupe-bench-raw");
     bench_dwatch_own(0, dir);
     char url[128];
     snprintf(url, sizeof url, "ipc://%s/raw.sock", dir);
