@@ -12,6 +12,10 @@
 // SIGTERM and reaps it with wait4 within a deadline (then SIGKILL), which
 // gives its rusage; bench_daemon_free removes the directory.
 //
+// Which trouped: the build tree's (TROUPED_BIN, compiled in), or the one
+// TROUPE_BENCH_TROUPED names, so that one benchmark build can measure two
+// daemon builds (tests/bench/abab.sh style).
+//
 // --workers and --sched: trouped has no such flags, but it makes its
 // runtime from the defaults and TROUPE_WORKERS / TROUPE_SCHED, as any
 // troupe program does. So the flags go to the child as those variables,
@@ -430,18 +434,22 @@ bench_daemon_start(bench_daemon *d, char *const *extra)
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
     posix_spawn_file_actions_adddup2(&fa, logfd, 2);
-    char *argv[24] = {TROUPED_BIN, "--state-dir", d->bd_state, "--listen", d->bd_url};
+    char *bin = getenv("TROUPE_BENCH_TROUPED");
+    if (bin == NULL || bin[0] == '\0') {
+        bin = TROUPED_BIN;
+    }
+    char *argv[24] = {bin, "--state-dir", d->bd_state, "--listen", d->bd_url};
     size_t n = 5;
     for (size_t i = 0; extra != NULL && extra[i] != NULL && n < 23; i++) {
         argv[n++] = extra[i];
     }
     argv[n] = NULL;
-    int rv = posix_spawn(&d->bd_pid, TROUPED_BIN, &fa, NULL, argv, environ);
+    int rv = posix_spawn(&d->bd_pid, bin, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     close(pout[1]);
     close(logfd);
     if (rv != 0) {
-        fprintf(stderr, "bench: posix_spawn %s: %s\n", TROUPED_BIN, strerror(rv));
+        fprintf(stderr, "bench: posix_spawn %s: %s\n", bin, strerror(rv));
         bench_rm_rf(d->bd_dir);
         exit(1);
     }

@@ -291,7 +291,8 @@ main(int argc, char **argv)
     emit(&a, o_follow ? "submit_to_output_follow_p99" : "submit_to_output_p99", p99, out_ok, why,
          NULL);
     bool fin_ok = l.n_final == a.n && (l.ok || !l.logs);
-    if (!o_follow) {
+    // With --follow the loop skips the Wait, unless Logs is not served.
+    if (!o_follow || !l.logs) {
         emit(&a, "submit_to_final_p50", fin_ok ? bench_quantile(l.final_ms, l.n_final, 0.5) : NAN,
              fin_ok, fin_ok ? NULL : l.why, NULL);
         emit(&a, "submit_to_final_p99", fin_ok ? bench_quantile(l.final_ms, l.n_final, 0.99) : NAN,
