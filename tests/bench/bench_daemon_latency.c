@@ -10,8 +10,8 @@
 // job {"echo", "hi"}, WaitJobs on its id, then Logs of its stdout from
 // offset 0, which must return "hi\n" (the self-check, every job). With
 // --follow the client skips the Wait: Submit, then Logs with follow=true
-// until it holds "hi\n" and eof (one round trip fewer when the daemon
-// holds the request until the output comes). The time at Wait's return
+// until it holds "hi\n" (one round trip fewer when the daemon holds the
+// request until the output comes). The time at Wait's return
 // is also kept: submit-to-final, the part that does not need Logs.
 //
 // While trouped does not serve Logs (TR_ENOTSUP), the submit-to-output
@@ -62,11 +62,15 @@ read_output(tr_client *c, uint64_t id, bool follow, char *buf, size_t len, size_
         }
         const Troupe__V1__LogChunk *lc = bench_log_chunk(reply);
         size_t n = lc->data.len < len - *got ? lc->data.len : len - *got;
-        memcpy(buf + *got, lc->data.data, n);
+        if (n > 0) { // an empty chunk's data may be NULL
+            memcpy(buf + *got, lc->data.data, n);
+        }
         *got += n;
         *eof = lc->eof;
         tr_msg_free(reply);
-        if (*eof || !follow) {
+        // Readable is the moment it holds "hi\n": a follower need not
+        // wait for the end of the stream.
+        if (*eof || !follow || *got >= 3) {
             return TR_OK;
         }
     }

@@ -251,7 +251,7 @@ request_size(const Troupe__V1__SubmitBatch *b)
 }
 
 static void
-run_daemon(bench_args *a, point *p, bool measure_fsync, double *fs_p50, double *fs_p99)
+run_daemon(point *p, bool measure_fsync, double *fs_p50, double *fs_p99)
 {
     bench_daemon d;
     char *extra[] = {"--durability", "full", NULL};
@@ -791,7 +791,7 @@ main(int argc, char **argv)
                 fprintf(stderr, "bench_daemon_noop: %s\n", what);
                 bench_dwatch_arm(&a, what);
                 r[run] = (point){.batch = batch, .k = ks[i], .jobs = a.n};
-                run_daemon(&a, &r[run], np == 0 && run == 0, &fs_p50, &fs_p99);
+                run_daemon(&r[run], np == 0 && run == 0, &fs_p50, &fs_p99);
                 r[run].raw_rt_s = run_raw(&r[run], false, &r[run].raw_ok);
                 bool thr_ok;
                 r[run].raw_thr_s = run_raw(&r[run], true, &thr_ok);
