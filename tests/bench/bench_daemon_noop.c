@@ -41,8 +41,8 @@
 // second, against the daemon's Submits per second.
 //
 // Lines per point (mode, K): jobs/s, Submits/s, raw round trips/s, the
-// ratio, Submit latency p50/p99, commits/s, jobs and Submits per commit;
-// then fdatasync p50/p99 once. The headline is batch mode at K = 16
+// ratio, Submit latency p50/p99, trouped's own CPU per job, commits/s,
+// jobs and Submits per commit; then fdatasync p50/p99 once. The headline is batch mode at K = 16
 // (the target: >= 50 k jobs/s), or the first point run. ok: every
 // Submit answered with its count, every job succeeded, raw round trips
 // all echoed; the target lines say whether the target was met.
@@ -70,6 +70,7 @@ typedef struct point {
     double commits_s, jobs_per_commit, submits_per_commit;
     double raw_rt_s;  // callbacks
     double raw_thr_s; // blocking threads, as this benchmark's client
+    double cpu_us;    // trouped's own CPU per job in the window (NAN: unread)
     bool raw_ok;
     size_t req_bytes;
 } point;
@@ -300,6 +301,8 @@ run_daemon(point *p, bool measure_fsync, double *fs_p50, double *fs_p99)
             exit(1);
         }
     }
+    bench_cpu cpu0, cpu1;
+    bool have_cpu = bench_daemon_cpu(&d, &cpu0);
     pthread_barrier_wait(&bar);
     double t0 = bench_now();
     uint64_t done = 0, last = 0;
@@ -314,6 +317,9 @@ run_daemon(point *p, bool measure_fsync, double *fs_p50, double *fs_p99)
     }
     tr_err rv = bench_wait_all(c, last, 60000);
     p->secs = bench_now() - t0;
+    have_cpu = bench_daemon_cpu(&d, &cpu1) && have_cpu;
+    p->cpu_us =
+        have_cpu && done > 0 ? (cpu1.cpu_self - cpu0.cpu_self) * 1e6 / (double)(done * per) : NAN;
     if (rv != TR_OK && p->ok) {
         p->ok = false;
         snprintf(p->why, sizeof p->why, "waiting for the jobs: %s (%s)", tr_strerror(rv),
@@ -721,6 +727,11 @@ emit_point(const bench_args *a, const point *p)
          p->ok && p->raw_ok, NULL);
     emit(a, p, "submit_p50", p->sub_p50_us, "us", p->ok, NULL);
     emit(a, p, "submit_p99", p->sub_p99_us, "us", p->ok, NULL);
+    char cf[256] = "";
+    bench_dfield(cf, sizeof cf, "note",
+                 "utime + stime of trouped's threads from /proc/<pid>/stat over the window "
+                 "(10 ms ticks)");
+    emit(a, p, "daemon_cpu_per_job", p->cpu_us, "us", !isnan(p->cpu_us), cf);
     char src[256] = "";
     bench_dfield(src, sizeof src, "source",
                  p->have_commits ? "trouped's log: event=submitted commit=, between two probes"
