@@ -32,7 +32,9 @@
 // seconds. When a phase outlives it, the watchdog names the phase, kills
 // the children it was told about (trouped, task-spooler's server) and
 // removes their directories, and ends the process with exit code 3, so a
-// hang fails instead of blocking forever.
+// hang fails instead of blocking forever. The same cleanup runs at exit(),
+// and a fatal signal (a sanitizer's abort, ^C) SIGKILLs the children, so
+// that no trouped outlives the benchmark.
 #ifndef TR_BENCH_DAEMON_H
 #define TR_BENCH_DAEMON_H
 
@@ -82,21 +84,30 @@ typedef struct bench_dwatch {
 static bench_dwatch bench__dw = {.dw_mu = PTHREAD_MUTEX_INITIALIZER,
                                  .dw_cv = PTHREAD_COND_INITIALIZER};
 
+// bench__rm_one removes one entry and goes on whatever happens: nftw
+// stops at the first callback that returns non-zero, and an entry may
+// vanish under it (task-spooler's server cleans up as it dies).
 static inline int
 bench__rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st;
     (void)flag;
     (void)ftw;
-    return remove(path);
+    remove(path);
+    return 0;
 }
 
-// bench_rm_rf removes dir and everything below it.
+// bench_rm_rf removes dir and everything below it (a few passes, in case
+// something was still writing in it).
 static inline void
 bench_rm_rf(const char *dir)
 {
-    if (dir[0] != '\0') {
+    for (int pass = 0; dir[0] != '\0' && pass < 20; pass++) {
         nftw(dir, bench__rm_one, 16, FTW_DEPTH | FTW_PHYS);
+        if (access(dir, F_OK) != 0) {
+            return;
+        }
+        usleep(50000);
     }
 }
 
@@ -106,6 +117,73 @@ bench__ts_passed(const struct timespec *due)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return now.tv_sec > due->tv_sec || (now.tv_sec == due->tv_sec && now.tv_nsec >= due->tv_nsec);
+}
+
+// bench__dwatch_cleanup kills and reaps the children it was told about,
+// runs the hook and removes the directories, and forgets them. Under
+// dw_mu.
+static inline void
+bench__dwatch_cleanup(void)
+{
+    for (int i = 0; i < BENCH_DWATCH_PIDS; i++) {
+        if (bench__dw.dw_pids[i] > 0) {
+            kill(bench__dw.dw_pids[i], SIGKILL);
+            waitpid(bench__dw.dw_pids[i], NULL, 0);
+            bench__dw.dw_pids[i] = 0;
+        }
+    }
+    if (bench__dw.dw_hook != NULL) {
+        bench__dw.dw_hook(bench__dw.dw_hook_arg);
+        bench__dw.dw_hook = NULL;
+    }
+    for (int i = 0; i < BENCH_DWATCH_DIRS; i++) {
+        bench_rm_rf(bench__dw.dw_dirs[i]);
+        bench__dw.dw_dirs[i][0] = '\0';
+    }
+}
+
+// At exit (exit() on an error path with a daemon still up), the same.
+static inline void
+bench__dwatch_atexit(void)
+{
+    pthread_mutex_lock(&bench__dw.dw_mu);
+    bench__dwatch_cleanup();
+    pthread_mutex_unlock(&bench__dw.dw_mu);
+}
+
+// On a fatal signal (abort from a sanitizer, a crash, ^C) only what is
+// async-signal-safe: SIGKILL to the children, so that no trouped outlives
+// us; their directories stay. Then the signal's default action.
+static inline void
+bench__dwatch_signal(int sig)
+{
+    for (int i = 0; i < BENCH_DWATCH_PIDS; i++) {
+        pid_t pid = bench__dw.dw_pids[i];
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+        }
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static inline void
+bench__dwatch_install(void)
+{
+    static bool done; // under dw_mu
+    if (done) {
+        return;
+    }
+    done = true;
+    atexit(bench__dwatch_atexit);
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGABRT, SIGSEGV, SIGBUS, SIGFPE};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = bench__dwatch_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(sigs[i], &sa, NULL);
+    }
 }
 
 static inline void *
@@ -122,18 +200,7 @@ bench__dwatch_main(void *arg)
         if (bench__dw.dw_armed && bench__ts_passed(&bench__dw.dw_due)) {
             fprintf(stderr, "bench_%s: %s took longer than %u s: killing its processes\n",
                     bench__dw.dw_name, bench__dw.dw_what, bench__dw.dw_timeout_s);
-            for (int i = 0; i < BENCH_DWATCH_PIDS; i++) {
-                if (bench__dw.dw_pids[i] > 0) {
-                    kill(bench__dw.dw_pids[i], SIGKILL);
-                    waitpid(bench__dw.dw_pids[i], NULL, 0);
-                }
-            }
-            if (bench__dw.dw_hook != NULL) {
-                bench__dw.dw_hook(bench__dw.dw_hook_arg);
-            }
-            for (int i = 0; i < BENCH_DWATCH_DIRS; i++) {
-                bench_rm_rf(bench__dw.dw_dirs[i]);
-            }
+            bench__dwatch_cleanup();
             fflush(stdout);
             _exit(3);
         }
@@ -191,6 +258,7 @@ static inline void
 bench_dwatch_own(pid_t pid, const char *dir)
 {
     pthread_mutex_lock(&bench__dw.dw_mu);
+    bench__dwatch_install();
     for (int i = 0; pid > 0 && i < BENCH_DWATCH_PIDS; i++) {
         if (bench__dw.dw_pids[i] == 0) {
             bench__dw.dw_pids[i] = pid;
