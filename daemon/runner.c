@@ -84,8 +84,12 @@ typedef struct job {
     int64_t j_next_run_ms; // a retry's time (0: now)
     uint64_t j_gen;        // ticks of an older sleep or retry are ignored
     Troupe__V1__JobSpec *j_spec;
-    uint64_t *j_deps; // ids still to succeed
-    size_t j_ndeps;
+    uint32_t j_wait;         // dependencies still to succeed
+    uint64_t *j_dnts;        // the ids of the jobs in memory that wait for this one
+    size_t j_ndnts, j_capdnts;
+    size_t j_gidx;           // its group: r_groups[j_gidx]
+    size_t j_hpos;           // its place in its group's ready heap; NOT_READY: none
+    bool j_fin_queued;       // in r_fin: its dependants are still to hear of its end
     tr_actor_addr j_proc; // its process actor while it runs
     bool j_cancel;        // cancelled while it ran: its exit is "cancelled"
     bool j_abandon;       // killed by a shutdown: its exit records nothing
@@ -94,18 +98,26 @@ typedef struct job {
     uint64_t j_out[2];    // bytes in its stdout and stderr files
 } job;
 
+#define NOT_READY SIZE_MAX
+
 typedef struct group {
     char *g_name;
     uint32_t g_limit;
     uint32_t g_used;
     bool g_paused; // no job of it starts
+    // Its ready jobs (queued, dependencies met, retry time come): a binary
+    // heap by priority (higher first), then id (lower first).
+    job **g_heap;
+    size_t g_nheap, g_capheap;
 } group;
 
 typedef struct waiter {
     uint64_t w_id;
     uint32_t w_slot;
-    uint64_t *w_ids;
+    uint64_t *w_ids; // what it asked for, in order (the reply's)
     size_t w_n;
+    uint64_t *w_left; // those whose final state is not committed yet
+    size_t w_nleft;
 } waiter;
 
 // A Logs request with follow that found nothing new: answered when its
@@ -121,8 +133,13 @@ typedef struct logw {
 
 typedef struct runner {
     trd_daemon *r_d;
-    job **r_jobs; // by id, increasing
+    // Every job in memory, by id: an open-addressing table (linear probing,
+    // power-of-two size, at most 3/4 full).
+    job **r_map;
     size_t r_n, r_cap;
+    job **r_fin; // ended, their dependants not yet told (settle)
+    size_t r_nfin, r_capfin;
+    size_t r_nrunning; // jobs holding slots
     group *r_groups;
     size_t r_ngroups;
     waiter *r_waits;
@@ -136,6 +153,8 @@ typedef struct runner {
     size_t r_nrun, r_caprun;
     trd_leader *r_recover; // at start: the leaders of the jobs found running
     size_t r_nrecover;
+    job **r_loaded; // at start: the jobs loaded, in id order
+    size_t r_nloaded, r_caploaded;
     bool r_dirty;       // something a pump may act on changed
     bool r_draining;    // a Shutdown: start nothing
     bool r_drain_voted; // and its vote is cast
@@ -220,19 +239,34 @@ tick_after(tr_actor *self, uint64_t ms, uint32_t kind, uint64_t id, uint64_t gen
 // ---------------------------------------------------------------------------
 // Jobs in memory.
 
+static size_t
+map_slot(uint64_t id, size_t cap)
+{
+    return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 17) & (cap - 1);
+}
+
 static job *
 job_find(runner *r, uint64_t id)
 {
-    size_t lo = 0, hi = r->r_n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (r->r_jobs[mid]->j_id < id) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
+    if (r->r_cap == 0) {
+        return NULL;
+    }
+    for (size_t i = map_slot(id, r->r_cap);; i = (i + 1) & (r->r_cap - 1)) {
+        job *j = r->r_map[i];
+        if (j == NULL || j->j_id == id) {
+            return j;
         }
     }
-    return lo < r->r_n && r->r_jobs[lo]->j_id == id ? r->r_jobs[lo] : NULL;
+}
+
+static void
+map_put(job **map, size_t cap, job *j)
+{
+    size_t i = map_slot(j->j_id, cap);
+    while (map[i] != NULL) {
+        i = (i + 1) & (cap - 1);
+    }
+    map[i] = j;
 }
 
 static void
@@ -241,90 +275,203 @@ job_free(job *j)
     free(j->j_name);
     free(j->j_request_id);
     free(j->j_group);
-    free(j->j_deps);
+    free(j->j_dnts);
     if (j->j_spec != NULL) {
         troupe__v1__job_spec__free_unpacked(j->j_spec, NULL);
     }
     free(j);
 }
 
-// job_insert keeps r_jobs sorted (ids mostly arrive increasing).
 static void
 job_insert(runner *r, job *j)
 {
-    if (r->r_n == r->r_cap) {
-        r->r_cap = r->r_cap != 0 ? r->r_cap * 2 : 64;
-        r->r_jobs = realloc(r->r_jobs, r->r_cap * sizeof *r->r_jobs);
-        if (r->r_jobs == NULL) {
-            abort();
+    if ((r->r_n + 1) * 4 > r->r_cap * 3) {
+        size_t cap = r->r_cap != 0 ? r->r_cap * 2 : 256;
+        job **map = xcalloc(cap, sizeof *map);
+        for (size_t i = 0; i < r->r_cap; i++) {
+            if (r->r_map[i] != NULL) {
+                map_put(map, cap, r->r_map[i]);
+            }
         }
+        free(r->r_map);
+        r->r_map = map;
+        r->r_cap = cap;
     }
-    size_t i = r->r_n;
-    while (i > 0 && r->r_jobs[i - 1]->j_id > j->j_id) {
-        r->r_jobs[i] = r->r_jobs[i - 1];
-        i--;
-    }
-    r->r_jobs[i] = j;
+    map_put(r->r_map, r->r_cap, j);
     r->r_n++;
 }
 
+// job_remove takes j out of the table (backward-shift deletion keeps every
+// probe chain whole) and frees it.
 static void
 job_remove(runner *r, job *j)
 {
-    for (size_t i = 0; i < r->r_n; i++) {
-        if (r->r_jobs[i] == j) {
-            memmove(&r->r_jobs[i], &r->r_jobs[i + 1], (r->r_n - i - 1) * sizeof *r->r_jobs);
-            r->r_n--;
-            break;
+    size_t mask = r->r_cap - 1, i = map_slot(j->j_id, r->r_cap);
+    while (r->r_map[i] != j) {
+        i = (i + 1) & mask;
+    }
+    for (size_t k = (i + 1) & mask; r->r_map[k] != NULL; k = (k + 1) & mask) {
+        size_t home = map_slot(r->r_map[k]->j_id, r->r_cap);
+        // Move k into the hole at i unless its home lies in (i, k].
+        if (((k - home) & mask) >= ((k - i) & mask)) {
+            r->r_map[i] = r->r_map[k];
+            i = k;
         }
     }
+    r->r_map[i] = NULL;
+    r->r_n--;
     job_free(j);
 }
 
-static group *
-group_get(runner *r, const char *name)
+// group_idx returns the index of the group named name, made with the
+// default limit when new.
+static size_t
+group_idx(runner *r, const char *name)
 {
     for (size_t i = 0; i < r->r_ngroups; i++) {
         if (strcmp(r->r_groups[i].g_name, name) == 0) {
-            return &r->r_groups[i];
+            return i;
         }
     }
     r->r_groups = realloc(r->r_groups, (r->r_ngroups + 1) * sizeof *r->r_groups);
     if (r->r_groups == NULL) {
         abort();
     }
-    group *g = &r->r_groups[r->r_ngroups++];
+    group *g = &r->r_groups[r->r_ngroups];
+    memset(g, 0, sizeof *g);
     g->g_name = xstrdup(name);
     g->g_limit = r->r_d->d_cores;
-    g->g_used = 0;
-    g->g_paused = false;
-    return g;
+    return r->r_ngroups++;
 }
 
-// resolve_name finds the job of j's batch named name: in memory, else in
-// the store by walking ids around j while they hold j's request id (a
-// batch's ids are consecutive). O(batch) store reads: only recovered jobs
-// whose named dependency finished before the restart take this path.
-static uint64_t
-resolve_name(runner *r, const job *j, const char *name)
+static group *
+group_get(runner *r, const char *name)
 {
-    for (size_t i = 0; i < r->r_n; i++) {
-        const job *o = r->r_jobs[i];
-        if (o != j && strcmp(o->j_request_id, j->j_request_id) == 0 &&
-            strcmp(o->j_name, name) == 0) {
-            return o->j_id;
+    size_t i = group_idx(r, name); // first: it may move r_groups
+    return &r->r_groups[i];
+}
+
+// ---------------------------------------------------------------------------
+// Ready heaps.
+
+static bool
+heap_before(const job *a, const job *b)
+{
+    return a->j_prio != b->j_prio ? a->j_prio > b->j_prio : a->j_id < b->j_id;
+}
+
+static void
+heap_set(group *g, size_t i, job *j)
+{
+    g->g_heap[i] = j;
+    j->j_hpos = i;
+}
+
+static void
+heap_up(group *g, size_t i)
+{
+    job *j = g->g_heap[i];
+    while (i > 0 && heap_before(j, g->g_heap[(i - 1) / 2])) {
+        heap_set(g, i, g->g_heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_set(g, i, j);
+}
+
+static void
+heap_down(group *g, size_t i)
+{
+    job *j = g->g_heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= g->g_nheap) {
+            break;
+        }
+        if (c + 1 < g->g_nheap && heap_before(g->g_heap[c + 1], g->g_heap[c])) {
+            c++;
+        }
+        if (!heap_before(g->g_heap[c], j)) {
+            break;
+        }
+        heap_set(g, i, g->g_heap[c]);
+        i = c;
+    }
+    heap_set(g, i, j);
+}
+
+// ready_add puts a queued job whose dependencies are met and whose time
+// has come into its group's heap.
+static void
+ready_add(runner *r, job *j)
+{
+    if (j->j_hpos != NOT_READY) {
+        return;
+    }
+    group *g = &r->r_groups[j->j_gidx];
+    if (g->g_nheap == g->g_capheap) {
+        g->g_capheap = g->g_capheap != 0 ? g->g_capheap * 2 : 64;
+        g->g_heap = realloc(g->g_heap, g->g_capheap * sizeof *g->g_heap);
+        if (g->g_heap == NULL) {
+            abort();
         }
     }
+    heap_set(g, g->g_nheap++, j);
+    heap_up(g, g->g_nheap - 1);
+}
+
+static void
+ready_remove(runner *r, job *j)
+{
+    if (j->j_hpos == NOT_READY) {
+        return;
+    }
+    group *g = &r->r_groups[j->j_gidx];
+    size_t i = j->j_hpos;
+    j->j_hpos = NOT_READY;
+    job *last = g->g_heap[--g->g_nheap];
+    if (i < g->g_nheap) {
+        heap_set(g, i, last);
+        heap_up(g, i);
+        heap_down(g, last->j_hpos);
+    }
+}
+
+// make_ready readies j when nothing holds it back any more (its
+// dependencies, its retry time: a later Tick readies it then).
+static void
+make_ready(runner *r, job *j)
+{
+    if (j->j_state == TRD_JOB_QUEUED && j->j_spec != NULL && j->j_wait == 0 &&
+        j->j_next_run_ms <= trd_now_ms()) {
+        ready_add(r, j);
+        r->r_dirty = true;
+    }
+}
+
+// find_in_batch finds the job of j's batch named name: a batch's ids are
+// consecutive and share its request id, so the walk goes from j's id both
+// ways while they do; a job no longer in memory (final before a restart)
+// is read from the store.
+static uint64_t
+find_in_batch(runner *r, const job *j, const char *name)
+{
     for (int dir = -1; dir <= 1; dir += 2) {
         for (uint64_t id = j->j_id + (uint64_t)(int64_t)dir; id != 0;
              id += (uint64_t)(int64_t)dir) {
-            trd_job_rec rec;
-            if (trd_store_get(r->r_d->d_store, id, &rec) != TR_OK) {
-                break;
+            const job *o = job_find(r, id);
+            bool same, hit;
+            if (o != NULL) {
+                same = strcmp(o->j_request_id, j->j_request_id) == 0;
+                hit = same && strcmp(o->j_name, name) == 0;
+            } else {
+                trd_job_rec rec;
+                if (trd_store_get(r->r_d->d_store, id, &rec) != TR_OK) {
+                    break;
+                }
+                same = strcmp(rec.j_request_id, j->j_request_id) == 0;
+                hit = same && strcmp(rec.j_name, name) == 0;
+                trd_job_rec_fini(&rec);
             }
-            bool same = strcmp(rec.j_request_id, j->j_request_id) == 0;
-            bool hit = same && strcmp(rec.j_name, name) == 0;
-            trd_job_rec_fini(&rec);
             if (hit) {
                 return id;
             }
@@ -339,51 +486,155 @@ resolve_name(runner *r, const job *j, const char *name)
 static void job_finish(runner *r, job *j, trd_job_state st, const char *error, int32_t code,
                        int32_t sig, const Troupe__V1__ProcessExit *px);
 
-// job_add takes a stored record into memory (NULL when its spec does not
-// decode: it is failed at once).
-static void
-job_add(runner *r, const trd_job_rec *rec)
+// job_new makes a queued job in memory from what a Submit stored (spec:
+// the packed JobSpec; a spec that does not decode fails the job at once).
+static job *
+job_new(runner *r, uint64_t id, const char *name, const char *request_id, const char *grp,
+        int32_t prio, const void *spec, size_t spec_len)
 {
     job *j = xcalloc(1, sizeof *j);
-    j->j_id = rec->j_id;
-    j->j_name = xstrdup(rec->j_name);
-    j->j_request_id = xstrdup(rec->j_request_id);
-    j->j_group = xstrdup(rec->j_group);
-    j->j_prio = rec->j_priority;
-    j->j_state = rec->j_state;
-    j->j_attempt = rec->j_attempt;
-    j->j_next_run_ms = rec->j_next_run_ms;
-    j->j_spec = troupe__v1__job_spec__unpack(NULL, rec->j_spec_len, rec->j_spec);
+    j->j_id = id;
+    j->j_name = xstrdup(name);
+    j->j_request_id = xstrdup(request_id);
+    j->j_group = xstrdup(grp);
+    j->j_gidx = group_idx(r, j->j_group);
+    j->j_prio = prio;
+    j->j_state = TRD_JOB_QUEUED;
+    j->j_hpos = NOT_READY;
+    j->j_spec = troupe__v1__job_spec__unpack(NULL, spec_len, spec);
     job_insert(r, j);
     if (j->j_spec == NULL) {
         job_finish(r, j, TRD_JOB_FAILED, "stored job spec does not decode", 0, 0, NULL);
-        return;
+        return j;
     }
     j->j_slots = j->j_spec->slots != 0 ? j->j_spec->slots : 1;
+    return j;
 }
 
-// job_link fills in j's dependencies (after every job of its batch is in
-// memory, so that names resolve without the store).
+// job_add takes a stored record into memory.
+static job *
+job_add(runner *r, const trd_job_rec *rec)
+{
+    job *j = job_new(r, rec->j_id, rec->j_name, rec->j_request_id, rec->j_group,
+                     rec->j_priority, rec->j_spec, rec->j_spec_len);
+    if (!trd_job_state_final(j->j_state)) {
+        j->j_state = rec->j_state;
+    }
+    j->j_attempt = rec->j_attempt;
+    j->j_next_run_ms = rec->j_next_run_ms;
+    return j;
+}
+
+static void
+dnt_add(job *dep, const job *j)
+{
+    if (dep->j_ndnts == dep->j_capdnts) {
+        dep->j_capdnts = dep->j_capdnts != 0 ? dep->j_capdnts * 2 : 4;
+        dep->j_dnts = realloc(dep->j_dnts, dep->j_capdnts * sizeof *dep->j_dnts);
+        if (dep->j_dnts == NULL) {
+            abort();
+        }
+    }
+    dep->j_dnts[dep->j_ndnts++] = j->j_id;
+}
+
+// dep_failed ends j because its dependency id ended in st, per j's policy.
+static void
+dep_failed(runner *r, job *j, uint64_t id, trd_job_state st)
+{
+    char why[128];
+    snprintf(why, sizeof why, "dependency %llu %s", (unsigned long long)id,
+             trd_job_state_name(st));
+    bool skip = j->j_spec->on_dep_failure == TROUPE__V1__DEP_FAILURE__DEP_FAILURE_SKIP;
+    job_finish(r, j, skip ? TRD_JOB_SKIPPED : TRD_JOB_FAILED, why, 0, 0, NULL);
+}
+
+// link_dep makes j wait for job id: a job in memory that has not ended
+// tells j when it does; one that has ended (in memory or in the store)
+// counts now.
+static void
+link_dep(runner *r, job *j, uint64_t id)
+{
+    if (trd_job_state_final(j->j_state)) {
+        return;
+    }
+    job *d = job_find(r, id);
+    trd_job_state st;
+    if (d != NULL && !trd_job_state_final(d->j_state)) {
+        j->j_wait++;
+        dnt_add(d, j);
+        return;
+    }
+    if (d != NULL) {
+        st = d->j_state;
+    } else {
+        trd_job_rec rec;
+        if (trd_store_get(r->r_d->d_store, id, &rec) != TR_OK) {
+            st = TRD_JOB_FAILED;
+        } else {
+            st = rec.j_state;
+            trd_job_rec_fini(&rec);
+        }
+        if (!trd_job_state_final(st)) {
+            // Stored, unfinished, not in memory: cannot be (a batch's
+            // jobs come in before any later batch's); fail safe.
+            st = TRD_JOB_FAILED;
+        }
+    }
+    if (st != TRD_JOB_SUCCEEDED) {
+        dep_failed(r, j, id, st);
+    }
+}
+
+// job_link resolves j's dependencies (once every job of its batch is in
+// memory) and readies it when none holds it back.
 static void
 job_link(runner *r, job *j)
 {
     const Troupe__V1__JobSpec *s = j->j_spec;
-    if (s == NULL) {
+    if (s == NULL || trd_job_state_final(j->j_state)) {
         return;
     }
-    j->j_deps = xcalloc(s->n_after_ids + s->n_after_names, sizeof *j->j_deps);
     for (size_t i = 0; i < s->n_after_ids; i++) {
-        j->j_deps[j->j_ndeps++] = s->after_ids[i];
+        link_dep(r, j, s->after_ids[i]);
     }
-    for (size_t i = 0; i < s->n_after_names; i++) {
-        uint64_t id = resolve_name(r, j, s->after_names[i]);
+    for (size_t i = 0; i < s->n_after_names && !trd_job_state_final(j->j_state); i++) {
+        uint64_t id = find_in_batch(r, j, s->after_names[i]);
         if (id == 0) {
             char why[300];
             snprintf(why, sizeof why, "dependency \"%s\" not found", s->after_names[i]);
             job_finish(r, j, TRD_JOB_FAILED, why, 0, 0, NULL);
             return;
         }
-        j->j_deps[j->j_ndeps++] = id;
+        link_dep(r, j, id);
+    }
+    make_ready(r, j);
+}
+
+// settle tells the dependants of the jobs that ended: one more dependency
+// met, or theirs failed (which ends them, and so on down: a worklist, not
+// recursion, so a long chain takes no stack).
+static void
+settle(runner *r)
+{
+    while (r->r_nfin > 0) {
+        job *d = r->r_fin[--r->r_nfin];
+        d->j_fin_queued = false;
+        for (size_t i = 0; i < d->j_ndnts; i++) {
+            job *j = job_find(r, d->j_dnts[i]);
+            if (j == NULL || trd_job_state_final(j->j_state)) {
+                continue;
+            }
+            if (d->j_state == TRD_JOB_SUCCEEDED) {
+                j->j_wait--;
+                make_ready(r, j);
+            } else {
+                dep_failed(r, j, d->j_id, d->j_state);
+            }
+        }
+        free(d->j_dnts);
+        d->j_dnts = NULL;
+        d->j_ndnts = d->j_capdnts = 0;
     }
 }
 
@@ -631,10 +882,11 @@ static void
 job_release(runner *r, job *j)
 {
     if (j->j_running) {
-        group *g = group_get(r, j->j_group);
+        group *g = &r->r_groups[j->j_gidx];
         uint32_t w = j->j_slots < g->g_limit ? j->j_slots : g->g_limit;
         g->g_used -= w;
         j->j_running = false;
+        r->r_nrunning--;
         r->r_dirty = true; // its slots are free
     }
     if (!tr_actor_addr_eq(j->j_proc, TR_ACTOR_NONE)) {
@@ -655,8 +907,21 @@ job_finish(runner *r, job *j, trd_job_state st, const char *error, int32_t code,
            const Troupe__V1__ProcessExit *px)
 {
     job_release(r, j);
+    ready_remove(r, j);
     j->j_state = st;
-    r->r_dirty = true; // its dependants may run, fail or skip
+    // Its dependants hear of it in settle.
+    if (!j->j_fin_queued && j->j_ndnts > 0) {
+        if (r->r_nfin == r->r_capfin) {
+            r->r_capfin = r->r_capfin != 0 ? r->r_capfin * 2 : 64;
+            r->r_fin = realloc(r->r_fin, r->r_capfin * sizeof *r->r_fin);
+            if (r->r_fin == NULL) {
+                abort();
+            }
+        }
+        r->r_fin[r->r_nfin++] = j;
+        j->j_fin_queued = true;
+    }
+    r->r_dirty = true;
     trd_job_update u = {
         .u_id = j->j_id,
         .u_kind = TRD_UPDATE_FINISH,
@@ -806,9 +1071,11 @@ job_start_process(runner *r, tr_actor *self, job *j)
 }
 
 static void
-job_start(runner *r, tr_actor *self, job *j, group *g)
+job_start(runner *r, tr_actor *self, job *j)
 {
+    group *g = &r->r_groups[j->j_gidx];
     j->j_running = true;
+    r->r_nrunning++;
     g->g_used += j->j_slots < g->g_limit ? j->j_slots : g->g_limit;
     j->j_state = TRD_JOB_RUNNING;
     j->j_attempt++;
@@ -836,130 +1103,77 @@ job_start(runner *r, tr_actor *self, job *j, group *g)
     }
 }
 
-// dep_state returns the state of dependency id: in memory, else stored
-// (a job not in memory is final; TR_ENOTFOUND makes it failed).
-static trd_job_state
-dep_state(runner *r, uint64_t id)
-{
-    job *d = job_find(r, id);
-    if (d != NULL) {
-        return d->j_state;
-    }
-    trd_job_rec rec;
-    if (trd_store_get(r->r_d->d_store, id, &rec) != TR_OK) {
-        return TRD_JOB_FAILED;
-    }
-    trd_job_state st = rec.j_state;
-    trd_job_rec_fini(&rec);
-    return st;
-}
-
-// check_deps drops the dependencies that succeeded; true when none is left.
-// A failed one fails or skips j (and *changed says so).
-static bool
-check_deps(runner *r, job *j, bool *changed)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < j->j_ndeps; i++) {
-        trd_job_state st = dep_state(r, j->j_deps[i]);
-        if (st == TRD_JOB_SUCCEEDED) {
-            continue;
-        }
-        if (trd_job_state_final(st)) {
-            char why[128];
-            snprintf(why, sizeof why, "dependency %llu %s", (unsigned long long)j->j_deps[i],
-                     trd_job_state_name(st));
-            bool skip = j->j_spec->on_dep_failure == TROUPE__V1__DEP_FAILURE__DEP_FAILURE_SKIP;
-            job_finish(r, j, skip ? TRD_JOB_SKIPPED : TRD_JOB_FAILED, why, 0, 0, NULL);
-            *changed = true;
-            return false;
-        }
-        j->j_deps[k++] = j->j_deps[i];
-    }
-    j->j_ndeps = k;
-    return k == 0;
-}
-
-static int
-cand_cmp(const void *a, const void *b)
-{
-    const job *x = *(job *const *)a, *y = *(job *const *)b;
-    if (x->j_prio != y->j_prio) {
-        return x->j_prio > y->j_prio ? -1 : 1;
-    }
-    return x->j_id < y->j_id ? -1 : (x->j_id > y->j_id);
-}
-
+// pump starts ready jobs while their groups have room: per group in heap
+// order (priority, then id), and the head waits for room rather than let
+// a lighter job pass it (a heavy job cannot starve; its weight is at most
+// the group's limit). What a start ends at once (noop) may ready others:
+// settle, and go round again until nothing starts.
 static void
 pump(runner *r, tr_actor *self)
 {
-    int64_t now = trd_now_ms();
-    job **cand = xcalloc(r->r_n, sizeof *cand);
-    size_t nc = 0;
-    bool changed = true;
-    // Failures cascade: a job failed by a dependency may fail its own
-    // dependants, so repeat until nothing changes.
-    while (changed) {
-        changed = false;
-        nc = 0;
-        for (size_t i = 0; i < r->r_n; i++) {
-            job *j = r->r_jobs[i];
-            if (j->j_state != TRD_JOB_QUEUED || j->j_spec == NULL) {
-                continue;
-            }
-            if (check_deps(r, j, &changed) && j->j_next_run_ms <= now) {
-                cand[nc++] = j;
+    settle(r);
+    bool started = true;
+    while (started && !r->r_draining) {
+        started = false;
+        for (size_t gi = 0; gi < r->r_ngroups; gi++) {
+            for (;;) {
+                group *g = &r->r_groups[gi]; // a start may grow r_groups
+                if (g->g_paused || g->g_nheap == 0) {
+                    break;
+                }
+                job *j = g->g_heap[0];
+                uint32_t w = j->j_slots < g->g_limit ? j->j_slots : g->g_limit;
+                if (g->g_used + w > g->g_limit) {
+                    break;
+                }
+                ready_remove(r, j);
+                job_start(r, self, j);
+                started = true;
+                settle(r);
             }
         }
     }
-    qsort(cand, nc, sizeof *cand, cand_cmp);
-    for (size_t i = 0; i < nc && !r->r_draining; i++) {
-        job *j = cand[i];
-        group *g = group_get(r, j->j_group);
-        uint32_t w = j->j_slots < g->g_limit ? j->j_slots : g->g_limit;
-        if (!g->g_paused && g->g_used + w <= g->g_limit) {
-            job_start(r, self, j, g);
-        }
-    }
-    free(cand);
 }
 
 // ---------------------------------------------------------------------------
 // Waiters.
-
-static bool
-job_done(runner *r, uint64_t id)
-{
-    job *j = job_find(r, id);
-    return j == NULL || j->j_final_committed;
-}
+//
+// A waiter keeps the ids whose final state is not committed yet (w_left);
+// each final commit strikes its id from every waiter (on_committed), and a
+// waiter with none left is answered. A job is done when it is not in memory
+// and stored final, or in memory with its final state committed.
 
 static void
 wait_in(runner *r, tr_actor *self, const Troupe__Daemon__WaitIn *wi)
 {
-    bool all = true;
+    uint64_t *left = xcalloc(wi->n_ids, sizeof *left);
+    size_t nleft = 0;
     for (size_t i = 0; i < wi->n_ids; i++) {
-        if (job_find(r, wi->ids[i]) == NULL) {
-            trd_job_rec rec;
-            tr_err rv = trd_store_get(r->r_d->d_store, wi->ids[i], &rec);
-            if (rv != TR_OK) {
-                trd_reply_error(r->r_d, wi->slot, rv, "wait: job %llu: %s",
-                                (unsigned long long)wi->ids[i],
-                                rv == TR_ENOTFOUND ? "no such job" : tr_strerror(rv));
-                return;
+        job *j = job_find(r, wi->ids[i]);
+        if (j != NULL) {
+            if (!j->j_final_committed) {
+                left[nleft++] = wi->ids[i];
             }
-            // A stored job the runner does not hold is final (or the
-            // batch's JobsAdded has not arrived yet: then it is queued).
-            bool fin = trd_job_state_final(rec.j_state);
-            trd_job_rec_fini(&rec);
-            if (!fin) {
-                all = false;
-            }
-        } else if (!job_done(r, wi->ids[i])) {
-            all = false;
+            continue;
         }
+        trd_job_rec rec;
+        tr_err rv = trd_store_get(r->r_d->d_store, wi->ids[i], &rec);
+        if (rv != TR_OK) {
+            free(left);
+            trd_reply_error(r->r_d, wi->slot, rv, "wait: job %llu: %s",
+                            (unsigned long long)wi->ids[i],
+                            rv == TR_ENOTFOUND ? "no such job" : tr_strerror(rv));
+            return;
+        }
+        // Stored, not in memory: final (or its batch's JobsAdded is on
+        // the way: then its final commit comes later, as for any other).
+        if (!trd_job_state_final(rec.j_state)) {
+            left[nleft++] = wi->ids[i];
+        }
+        trd_job_rec_fini(&rec);
     }
-    if (all) {
+    if (nleft == 0) {
+        free(left);
         trd_reply_jobs(r->r_d, wi->slot, "wait", wi->ids, wi->n_ids, false);
         return;
     }
@@ -973,6 +1187,8 @@ wait_in(runner *r, tr_actor *self, const Troupe__Daemon__WaitIn *wi)
     w->w_n = wi->n_ids;
     w->w_ids = xcalloc(wi->n_ids, sizeof *w->w_ids);
     memcpy(w->w_ids, wi->ids, wi->n_ids * sizeof *w->w_ids);
+    w->w_left = left;
+    w->w_nleft = nleft;
     uint64_t ms = wi->timeout_ms;
     if (ms == 0 || ms > TRD_WAIT_MAX_MS) {
         ms = TRD_WAIT_MAX_MS;
@@ -987,29 +1203,23 @@ wait_end(runner *r, size_t i, bool timed_out)
     r->r_waits[i] = r->r_waits[--r->r_nwaits];
     trd_reply_jobs(r->r_d, w.w_slot, "wait", w.w_ids, w.w_n, timed_out);
     free(w.w_ids);
+    free(w.w_left);
 }
 
-// wait_check answers the waiters whose jobs are all final (and durable).
-// A waiter on a job whose JobsAdded had not arrived when it began is
-// checked against the store.
+// wait_committed strikes job id (its final state is now durable) from the
+// waiters, and answers those it was the last of.
 static void
-wait_check(runner *r)
+wait_committed(runner *r, uint64_t id)
 {
     for (size_t i = 0; i < r->r_nwaits;) {
         waiter *w = &r->r_waits[i];
-        bool all = true;
-        for (size_t k = 0; k < w->w_n && all; k++) {
-            if (job_find(r, w->w_ids[k]) != NULL) {
-                all = job_done(r, w->w_ids[k]);
-            } else {
-                trd_job_rec rec;
-                if (trd_store_get(r->r_d->d_store, w->w_ids[k], &rec) == TR_OK) {
-                    all = trd_job_state_final(rec.j_state);
-                    trd_job_rec_fini(&rec);
-                }
+        for (size_t k = 0; k < w->w_nleft; k++) {
+            if (w->w_left[k] == id) {
+                w->w_left[k] = w->w_left[--w->w_nleft];
+                break;
             }
         }
-        if (all) {
+        if (w->w_nleft == 0) {
             wait_end(r, i, false);
         } else {
             i++;
@@ -1145,10 +1355,11 @@ on_committed(runner *r, const Troupe__Daemon__Committed *c)
         // truth and the runner lets the job go all the same).
         j->j_final_committed = true;
         job_event(r, j);
+        settle(r); // its dependants know (they did already, unless it ended just now)
         job_remove(r, j);
         logw_check(r, c->id, 0);
     }
-    wait_check(r);
+    wait_committed(r, c->id);
 }
 
 // cancel_job cancels j: a queued job at once, a running one by killing
@@ -1187,11 +1398,42 @@ added_each(void *arg, const trd_job_rec *rec)
     if (job_find(a->aa_r, rec->j_id) != NULL || trd_job_state_final(rec->j_state)) {
         return;
     }
-    job_add(a->aa_r, rec);
-    job *j = job_find(a->aa_r, rec->j_id);
-    if (j != NULL) {
-        a->aa_new[a->aa_n++] = j;
+    a->aa_new[a->aa_n++] = job_add(a->aa_r, rec);
+}
+
+// added_from_batch takes the batch's jobs into memory from the JobsAdded's
+// copy of it (what the store inserted), without reading the store.
+static bool
+added_from_batch(runner *r, const Troupe__Daemon__JobsAdded *ja, add_acc *a)
+{
+    Troupe__V1__SubmitBatch *b =
+        troupe__v1__submit_batch__unpack(NULL, ja->batch.len, ja->batch.data);
+    if (b == NULL || b->n_jobs != ja->count) {
+        if (b != NULL) {
+            troupe__v1__submit_batch__free_unpacked(b, NULL);
+        }
+        return false;
     }
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    for (size_t i = 0; i < b->n_jobs; i++) {
+        const Troupe__V1__JobSpec *js = b->jobs[i];
+        if (job_find(r, ja->first_id + i) != NULL) {
+            continue;
+        }
+        size_t n = troupe__v1__job_spec__get_packed_size(js);
+        if (n > cap) {
+            cap = n * 2;
+            free(buf);
+            buf = xcalloc(cap, 1);
+        }
+        troupe__v1__job_spec__pack(js, buf);
+        a->aa_new[a->aa_n++] = job_new(r, ja->first_id + i, js->name, ja->request_id, js->group,
+                                       js->priority, buf, n);
+    }
+    free(buf);
+    troupe__v1__submit_batch__free_unpacked(b, NULL);
+    return true;
 }
 
 static void
@@ -1202,22 +1444,25 @@ on_added(runner *r, const Troupe__Daemon__JobsAdded *ja)
         g->g_limit = ja->groups[i]->parallel != 0 ? ja->groups[i]->parallel : r->r_d->d_cores;
     }
     add_acc a = {.aa_r = r, .aa_new = xcalloc(ja->count, sizeof(job *))};
-    trd_list_query q = {.q_after_id = ja->first_id - 1};
-    uint64_t left = ja->count;
-    while (left > 0) {
-        q.q_limit = left < TRD_STORE_LIST_MAX ? (uint32_t)left : TRD_STORE_LIST_MAX;
-        uint64_t next = 0;
-        tr_err rv = trd_store_list(r->r_d->d_store, &q, added_each, &a, &next);
-        if (rv != TR_OK) {
-            trd_log("load_failed", "first_id=%llu code=%s", (unsigned long long)ja->first_id,
-                    tr_err_name(rv));
-            break;
+    if (!added_from_batch(r, ja, &a)) {
+        // No copy of the batch: its rows, from the store.
+        trd_list_query q = {.q_after_id = ja->first_id - 1};
+        uint64_t left = ja->count;
+        while (left > 0) {
+            q.q_limit = left < TRD_STORE_LIST_MAX ? (uint32_t)left : TRD_STORE_LIST_MAX;
+            uint64_t next = 0;
+            tr_err rv = trd_store_list(r->r_d->d_store, &q, added_each, &a, &next);
+            if (rv != TR_OK) {
+                trd_log("load_failed", "first_id=%llu code=%s",
+                        (unsigned long long)ja->first_id, tr_err_name(rv));
+                break;
+            }
+            left -= q.q_limit;
+            if (next == 0) {
+                break;
+            }
+            q.q_after_id = next;
         }
-        left -= q.q_limit;
-        if (next == 0) {
-            break;
-        }
-        q.q_after_id = next;
     }
     for (size_t i = 0; i < a.aa_n; i++) {
         job_link(r, a.aa_new[i]);
@@ -1296,9 +1541,9 @@ on_group(runner *r, const Troupe__Daemon__GroupIn *gi)
 static void
 abandon(runner *r, tr_actor *self, bool kill)
 {
-    for (size_t i = 0; i < r->r_n; i++) {
-        job *j = r->r_jobs[i];
-        if (!j->j_running || j->j_abandon) {
+    for (size_t i = 0; i < r->r_cap; i++) {
+        job *j = r->r_map[i];
+        if (j == NULL || !j->j_running || j->j_abandon) {
             continue;
         }
         j->j_abandon = true;
@@ -1322,10 +1567,8 @@ drain_check(runner *r)
     if (!r->r_draining || r->r_drain_voted) {
         return;
     }
-    for (size_t i = 0; i < r->r_n; i++) {
-        if (r->r_jobs[i]->j_running) {
-            return;
-        }
+    if (r->r_nrunning > 0) {
+        return;
     }
     r->r_drain_voted = true;
     trd_log("drained", "queued=%zu", r->r_n);
@@ -1379,8 +1622,9 @@ on_tick(runner *r, tr_actor *self, const Troupe__Daemon__Tick *t)
     }
     if (t->kind == TICK_SLEEP && j->j_state == TRD_JOB_RUNNING) {
         job_finish(r, j, TRD_JOB_SUCCEEDED, NULL, 0, 0, NULL);
+    } else if (t->kind == TICK_RETRY) {
+        make_ready(r, j); // its time has come
     }
-    r->r_dirty = true; // TICK_RETRY: its time has come
 }
 
 static void
@@ -1426,11 +1670,15 @@ static void
 recover_each(void *arg, const trd_job_rec *rec)
 {
     runner *r = arg;
-    job_add(r, rec);
-    job *j = job_find(r, rec->j_id);
-    if (j == NULL) {
-        return;
+    job *j = job_add(r, rec);
+    if (r->r_nloaded == r->r_caploaded) {
+        r->r_caploaded = r->r_caploaded != 0 ? r->r_caploaded * 2 : 256;
+        r->r_loaded = realloc(r->r_loaded, r->r_caploaded * sizeof *r->r_loaded);
+        if (r->r_loaded == NULL) {
+            abort();
+        }
     }
+    r->r_loaded[r->r_nloaded++] = j;
     j->j_out[0] = out_size(r, j->j_id, 1);
     j->j_out[1] = out_size(r, j->j_id, 2);
     if (rec->j_state == TRD_JOB_RUNNING) {
@@ -1457,8 +1705,8 @@ recover_running(runner *r, tr_actor *self)
     free(r->r_recover);
     r->r_recover = NULL;
     r->r_nrecover = 0;
-    for (size_t i = 0; i < r->r_n; i++) {
-        job *j = r->r_jobs[i];
+    for (size_t i = 0; i < r->r_nloaded; i++) {
+        job *j = r->r_loaded[i];
         if (j->j_state != TRD_JOB_RUNNING) {
             continue;
         }
@@ -1472,6 +1720,8 @@ recover_running(runner *r, tr_actor *self)
     }
 }
 
+static void runner_stopped(tr_actor *self, void *state, tr_err reason);
+
 static tr_err
 runner_init(tr_actor *self, void *state, void *arg)
 {
@@ -1481,23 +1731,26 @@ runner_init(tr_actor *self, void *state, void *arg)
     *(runner **)state = r;
     g_self = tr_actor_self(self);
     // Recovery: the store's unfinished jobs, before any request arrives.
-    size_t before = 0;
     tr_err rv = trd_store_load_unfinished(d->d_store, recover_each, r);
     if (rv != TR_OK) {
         free(r->r_recover);
-        free(r);
+        free(r->r_loaded);
+        runner_stopped(self, state, rv);
         return rv;
     }
     recover_running(r, self);
     int64_t now = trd_now_ms();
-    for (size_t i = before; i < r->r_n; i++) {
-        job *j = r->r_jobs[i];
+    for (size_t i = 0; i < r->r_nloaded; i++) {
+        job *j = r->r_loaded[i];
         job_link(r, j);
         if (j->j_state == TRD_JOB_QUEUED && j->j_next_run_ms > now) {
             tick_after(self, (uint64_t)(j->j_next_run_ms - now), TICK_RETRY, j->j_id, j->j_gen);
         }
     }
-    trd_log("recovered", "queued=%zu", r->r_n);
+    free(r->r_loaded);
+    r->r_loaded = NULL;
+    settle(r);
+    trd_log("recovered", "unfinished=%zu", r->r_n);
     // The first pump comes with the first message; send one now.
     r->r_dirty = true;
     Troupe__Daemon__Tick *t;
@@ -1513,16 +1766,21 @@ static void
 runner_stopped(tr_actor *self, void *state, tr_err reason)
 {
     runner *r = *(runner **)state;
-    for (size_t i = 0; i < r->r_n; i++) {
-        job_free(r->r_jobs[i]);
+    for (size_t i = 0; i < r->r_cap; i++) {
+        if (r->r_map[i] != NULL) {
+            job_free(r->r_map[i]);
+        }
     }
-    free(r->r_jobs);
+    free(r->r_map);
+    free(r->r_fin);
     for (size_t i = 0; i < r->r_ngroups; i++) {
         free(r->r_groups[i].g_name);
+        free(r->r_groups[i].g_heap);
     }
     free(r->r_groups);
     for (size_t i = 0; i < r->r_nwaits; i++) {
         free(r->r_waits[i].w_ids);
+        free(r->r_waits[i].w_left);
     }
     free(r->r_waits);
     // Requests still waiting: their contexts close with the socket.

@@ -424,15 +424,15 @@ do_submit(trd_daemon *d, uint32_t idx, const Troupe__V1__ControlRequest *req)
         }
         sc->sc_body->n_groups = b->n_groups;
     }
+    // The runner takes the jobs from this copy of the batch once it is
+    // stored (the store copies it and the request id too).
     size_t n = troupe__v1__submit_batch__get_packed_size(b);
-    uint8_t *buf = malloc(n > 0 ? n : 1);
-    if (buf == NULL) {
-        abort();
-    }
+    uint8_t *buf = tr_msg_arena(sc->sc_added, n > 0 ? n : 1);
     troupe__v1__submit_batch__pack(b, buf);
-    // The store copies the batch and the request id.
+    sc->sc_body->batch.data = buf;
+    sc->sc_body->batch.len = n;
+    sc->sc_body->request_id = tr_msg_strdup(sc->sc_added, req->request_id);
     trd_store_submit(d->d_store, req->request_id, buf, n, submit_done, sc);
-    free(buf);
 }
 
 // to_runner hands slot idx and m (one of trouped_int's *In messages) to
