@@ -78,6 +78,7 @@ usage(FILE *f)
                "      --timeout D            D: milliseconds, or 500ms, 2s, 1.5m, 1h30m\n"
                "      --after ID             after that job succeeded (repeatable)\n"
                "      --env K=V  --label K=V (repeatable)  --cwd DIR\n"
+               "      --output-cap BYTES     stdout and stderr kept, each (default: the daemon's)\n"
                "      --shell                run CMD ARGS... joined by spaces with sh -c\n"
                "      --wait                 wait for the job; the exit status says how it ended\n"
                "  cancel ID... [--wait]      cancel jobs (--wait: until they have ended)\n"
@@ -560,7 +561,8 @@ cmd_submit(int argc, char **argv)
         O_SLOTS,
         O_AFTER,
         O_WAIT,
-        O_SHELL
+        O_SHELL,
+        O_CAP
     };
     static const struct option opts[] = {
         {"name", required_argument, NULL, O_NAME},
@@ -575,6 +577,7 @@ cmd_submit(int argc, char **argv)
         {"after", required_argument, NULL, O_AFTER},
         {"wait", no_argument, NULL, O_WAIT},
         {"shell", no_argument, NULL, O_SHELL},
+        {"output-cap", required_argument, NULL, O_CAP},
         COMMON_OPTS,
         {NULL, 0, NULL, 0},
     };
@@ -613,6 +616,11 @@ cmd_submit(int argc, char **argv)
             break;
         case O_CWD:
             js.cwd = optarg;
+            break;
+        case O_CAP:
+            code = parse_u64(optarg, &js.output_cap)
+                       ? 0
+                       : bad_usage("--output-cap %s: not a count of bytes", optarg);
             break;
         case O_AFTER:
             code = parse_u64(optarg, &after[nafter]) && after[nafter] != 0
