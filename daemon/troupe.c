@@ -1054,11 +1054,11 @@ cmd_logs(int argc, char **argv)
         }
         const Troupe__V1__LogChunk *ch = tr_client_reply_log(reply);
         size_t len = ch->data.len;
-        if (g_json) {
+        if (g_json && len > 0) {
             all = realloc(all, nall + len + 1);
             memcpy(all + nall, ch->data.data, len);
             nall += len;
-        } else {
+        } else if (!g_json) {
             write_all(ch->data.data, len);
         }
         off = ch->offset + len;

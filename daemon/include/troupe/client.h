@@ -189,7 +189,8 @@ tr_err tr_client_follow(tr_client *c, uint64_t id, unsigned stream_mask,
                         tr_client_output_fn on_output, void *arg, tr_msg **final_reply);
 
 // tr_client_event_fn receives one JobEvent (only read; valid during the
-// call). Called on the thread of the watch.
+// call). Called on the thread of the watch; it may make other calls on
+// the same client (each call has a context of its own).
 typedef void (*tr_client_event_fn)(void *arg, const Troupe__V1__JobEvent *ev);
 
 // tr_client_watch delivers the daemon's events about jobs ids[0..n) to
