@@ -181,7 +181,10 @@ typedef void (*tr_client_output_fn)(void *arg, uint32_t stream, uint64_t offset,
 // gaps (events the PUB socket dropped) with Logs, and ends at a final
 // state event or at the end of a Wait it keeps outstanding meanwhile (the
 // safety net for a dropped final event), then reads to eof. Without
-// events it long-polls Logs with follow. Never polls on a timer: it blocks
+// events it long-polls Logs with follow. (The subscription works once the
+// daemon's PUB has taken the connection, which may be a moment after the
+// dial returns; the catch-up reads, the Wait and the final reads to eof
+// cover what is published before.) Never polls on a timer: it blocks
 // on the daemon's events and replies. If the daemon cuts a stream (output
 // over its cap), the bytes past the cut are never delivered. Blocks until
 // the job is final. Not reentrant from on_output.
