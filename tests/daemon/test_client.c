@@ -4,9 +4,13 @@
 // real daemon rarely does on demand happens every run: output events
 // dropped (gaps), sent twice (overlaps), a final state event lost (the
 // Wait ends the follow), no event socket at all (Logs long-polls), and
-// the per-call token. The fake serves one job; nothing here sleeps: the
+// the per-call token. The CLI's commands whose daemon side trouped does
+// not serve yet (logs, logs -f, cancel, pause, resume, shutdown) run here
+// too, the built troupe against the fake over ipc. The fake serves one
+// job; nothing here sleeps: the
 // producer waits for the follower's first Logs read on a condition
 // variable, and held Waits and Logs wait on it too.
+#define _GNU_SOURCE
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,6 +25,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "integration/child_util.h"
+#include "integration/cli_util.h"
+
+#include <jansson.h>
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/pub.h>
 #include <nng/protocol/reqrep0/rep.h>
@@ -42,7 +50,7 @@ enum { JOB_ID = 42, SERVERS = 4, OUT_MAX = 1 << 20 };
 // The fake daemon: one job, its output, its state.
 typedef struct fake {
     nng_socket f_rep, f_pub;
-    char f_url[64], f_events[64];
+    char f_url[128], f_events[128];
     bool f_no_events; // Pong.events_url ""
     bool f_hold_wait; // Waits never end (until teardown): under f_mu
     pthread_t f_threads[SERVERS];
@@ -54,7 +62,15 @@ typedef struct fake {
     size_t f_len[3];
     bool f_final;
     unsigned f_logs_seen; // Logs requests served
+    unsigned f_pub_pipes; // subscribers the PUB socket has taken on
     char f_token[64];     // the last request's token
+    // The last request that was not a Ping, a Logs, a Wait or a Status.
+    int f_last_case;
+    uint64_t f_last_ids[8];
+    size_t f_last_nids;
+    char f_last_group[64];
+    bool f_last_pause, f_last_imm;
+    uint64_t f_last_deadline;
 } fake;
 
 static fake g_f;
@@ -144,6 +160,17 @@ handle(const Troupe__V1__ControlRequest *req)
         return m;
     }
     default:
+        g_f.f_last_case = (int)req->request_case;
+        if (req->request_case == TROUPE__V1__CONTROL_REQUEST__REQUEST_CANCEL) {
+            g_f.f_last_nids = req->cancel->n_ids < 8 ? req->cancel->n_ids : 8;
+            memcpy(g_f.f_last_ids, req->cancel->ids, g_f.f_last_nids * sizeof(uint64_t));
+        } else if (req->request_case == TROUPE__V1__CONTROL_REQUEST__REQUEST_GROUP) {
+            snprintf(g_f.f_last_group, sizeof g_f.f_last_group, "%s", req->group->group);
+            g_f.f_last_pause = req->group->pause;
+        } else if (req->request_case == TROUPE__V1__CONTROL_REQUEST__REQUEST_SHUTDOWN) {
+            g_f.f_last_imm = req->shutdown->immediate;
+            g_f.f_last_deadline = req->shutdown->deadline_ms;
+        }
         rep->reply_case = TROUPE__V1__CONTROL_REPLY__REPLY_ACK;
         rep->ack = tr_msg_arena(m, sizeof *rep->ack);
         troupe__v1__ack__init(rep->ack);
@@ -186,6 +213,20 @@ serve(void *arg)
     return NULL;
 }
 
+// on_pub_pipe counts the PUB socket's pipes (an nng thread): a dial's
+// return does not mean the PUB side has the pipe yet.
+static void
+on_pub_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    (void)p;
+    (void)ev;
+    (void)arg;
+    pthread_mutex_lock(&g_f.f_mu);
+    g_f.f_pub_pipes++;
+    pthread_cond_broadcast(&g_f.f_cv);
+    pthread_mutex_unlock(&g_f.f_mu);
+}
+
 static int
 fake_start(void **state)
 {
@@ -193,14 +234,18 @@ fake_start(void **state)
     static int gen;
     gen++;
     g_f = (fake){.f_mu = PTHREAD_MUTEX_INITIALIZER, .f_cv = PTHREAD_COND_INITIALIZER};
-    snprintf(g_f.f_url, sizeof g_f.f_url, "inproc://fake-trouped-%d", gen);
-    snprintf(g_f.f_events, sizeof g_f.f_events, "inproc://fake-events-%d", gen);
+    // ipc, so that the troupe CLI (another process) reaches it too.
+    snprintf(g_f.f_url, sizeof g_f.f_url, "ipc:///tmp/troupe-test-fake-%d-%d.sock", (int)getpid(),
+             gen);
+    snprintf(g_f.f_events, sizeof g_f.f_events, "ipc:///tmp/troupe-test-fake-%d-%d.ev",
+             (int)getpid(), gen);
     for (int s = 1; s <= 2; s++) {
         g_f.f_out[s] = malloc(OUT_MAX);
     }
     assert_int_equal(nng_rep0_open(&g_f.f_rep), 0);
     assert_int_equal(nng_listen(g_f.f_rep, g_f.f_url, NULL, 0), 0);
     assert_int_equal(nng_pub0_open(&g_f.f_pub), 0);
+    assert_int_equal(nng_pipe_notify(g_f.f_pub, NNG_PIPE_EV_ADD_POST, on_pub_pipe, NULL), 0);
     assert_int_equal(nng_listen(g_f.f_pub, g_f.f_events, NULL, 0), 0);
     for (int i = 0; i < SERVERS; i++) {
         assert_int_equal(nng_ctx_open(&g_f.f_ctx[i], g_f.f_rep), 0);
@@ -281,9 +326,12 @@ static void *
 produce(void *arg)
 {
     const plan *pl = arg;
-    // Start once the follower reads (it subscribed before that).
+    // Start once the follower reads (it subscribed before that) and, with
+    // events, once the PUB side has its pipe: what is published before
+    // that is lost, which the follower's catch-up and Wait cover, but the
+    // case that ends on the final event needs that event delivered.
     pthread_mutex_lock(&g_f.f_mu);
-    while (g_f.f_logs_seen == 0) {
+    while (g_f.f_logs_seen == 0 || (!g_f.f_no_events && g_f.f_pub_pipes == 0)) {
         pthread_cond_wait(&g_f.f_cv, &g_f.f_mu);
     }
     pthread_mutex_unlock(&g_f.f_mu);
@@ -412,8 +460,10 @@ test_follow_ends_on_final_event(void **state)
 {
     (void)state;
     // The Wait never answers: the final state event must end the follow.
+    // Few events, fewer than nng's PUB queue per pipe holds (16), so that
+    // the PUB cannot drop the final one.
     g_f.f_hold_wait = true;
-    plan pl = {.p_chunks = 30, .p_streams = TR_CLIENT_STDOUT};
+    plan pl = {.p_chunks = 5, .p_streams = TR_CLIENT_STDOUT};
     follow_case(&pl);
 }
 
@@ -473,9 +523,154 @@ test_watch_until_final(void **state)
     tr_client_close(c);
 }
 
+// ---------------------------------------------------------------------------
+// The troupe CLI on the fake.
+
+// produce_all writes the whole output now (no follower to wait for).
+static void
+produce_all(const plan *pl)
+{
+    pthread_mutex_lock(&g_f.f_mu);
+    g_f.f_logs_seen = 1;
+    g_f.f_pub_pipes = 1; // nobody subscribes: publish to no one
+    pthread_mutex_unlock(&g_f.f_mu);
+    produce((void *)pl);
+}
+
+static void
+assert_out(const cli_out *o, uint32_t stream)
+{
+    pthread_mutex_lock(&g_f.f_mu);
+    size_t n = g_f.f_len[stream];
+    pthread_mutex_unlock(&g_f.f_mu);
+    assert_true(n > 0);
+    assert_int_equal(o->outlen, n);
+    assert_memory_equal(o->out, g_f.f_out[stream], n);
+}
+
+static void
+test_cli_logs_on_fake(void **state)
+{
+    (void)state;
+    plan pl = {.p_chunks = 40, .p_streams = TR_CLIENT_STDOUT | TR_CLIENT_STDERR};
+    produce_all(&pl);
+    cli_out o;
+    step("logs");
+    cli_argv(g_f.f_url, (char *[]){"logs", "42", NULL}, 30000, &o);
+    assert_int_equal(o.rc, 0);
+    assert_out(&o, 1);
+    cli_free(&o);
+    step("logs --stderr");
+    cli_argv(g_f.f_url, (char *[]){"logs", "--stderr", "42", NULL}, 30000, &o);
+    assert_int_equal(o.rc, 0);
+    assert_out(&o, 2);
+    cli_free(&o);
+    step("logs --json");
+    cli_argv(g_f.f_url, (char *[]){"--json", "logs", "42", NULL}, 30000, &o);
+    assert_int_equal(o.rc, 0);
+    json_t *j = json_loadb(o.out, o.outlen, 0, NULL);
+    assert_non_null(j);
+    assert_true(json_is_true(json_object_get(j, "eof")));
+    assert_int_equal(json_integer_value(json_object_get(j, "stream")), 1);
+    assert_int_equal(json_string_length(json_object_get(j, "data")), (g_f.f_len[1] + 2) / 3 * 4);
+    json_decref(j);
+    cli_free(&o);
+}
+
+// follow_cli runs `troupe logs -f 42 [--stderr]` while pl is produced.
+static void
+follow_cli(const plan *pl, uint32_t stream)
+{
+    pthread_t prod;
+    assert_int_equal(pthread_create(&prod, NULL, produce, (void *)pl), 0);
+    cli_out o;
+    char *args[] = {"logs", "-f", "42", stream == 2 ? "--stderr" : NULL, NULL};
+    cli_argv(g_f.f_url, args, 60000, &o);
+    pthread_join(prod, NULL);
+    if (o.rc != 0) {
+        fprintf(stderr, "logs -f: %s", o.err);
+    }
+    assert_int_equal(o.rc, 0);
+    assert_out(&o, stream);
+    cli_free(&o);
+}
+
+static void
+test_cli_logs_follow_on_fake(void **state)
+{
+    (void)state;
+    step("logs -f, events with gaps and overlaps");
+    plan pl = {.p_chunks = 300, .p_drop_every = 3, .p_dup = true, .p_streams = TR_CLIENT_STDOUT};
+    follow_cli(&pl, 1);
+}
+
+static void
+test_cli_logs_follow_no_events_on_fake(void **state)
+{
+    (void)state;
+    step("logs -f --stderr, no event socket");
+    g_f.f_no_events = true;
+    plan pl = {.p_chunks = 100, .p_streams = TR_CLIENT_STDERR};
+    follow_cli(&pl, 2);
+}
+
+// fake_cli runs troupe ARGS... on the fake and checks it exits 0.
+static void
+fake_cli(char *const *args)
+{
+    cli_out o;
+    cli_argv(g_f.f_url, args, 30000, &o);
+    if (o.rc != 0) {
+        fprintf(stderr, "troupe %s: %d: %s", args[0], o.rc, o.err);
+    }
+    assert_int_equal(o.rc, 0);
+    cli_free(&o);
+}
+
+static void
+test_cli_control_on_fake(void **state)
+{
+    (void)state;
+    step("cancel");
+    fake_cli((char *[]){"cancel", "42", "43", NULL});
+    assert_int_equal(g_f.f_last_case, TROUPE__V1__CONTROL_REQUEST__REQUEST_CANCEL);
+    assert_int_equal(g_f.f_last_nids, 2);
+    assert_int_equal(g_f.f_last_ids[0], 42);
+    assert_int_equal(g_f.f_last_ids[1], 43);
+    step("cancel --wait");
+    pthread_mutex_lock(&g_f.f_mu);
+    g_f.f_final = true;
+    pthread_mutex_unlock(&g_f.f_mu);
+    cli_out o;
+    cli_argv(g_f.f_url, (char *[]){"cancel", "--wait", "42", NULL}, 30000, &o);
+    assert_int_equal(o.rc, 0);
+    assert_non_null(strstr(o.out, "STATE"));
+    cli_free(&o);
+    step("pause, resume");
+    fake_cli((char *[]){"pause", "grp", NULL});
+    assert_int_equal(g_f.f_last_case, TROUPE__V1__CONTROL_REQUEST__REQUEST_GROUP);
+    assert_string_equal(g_f.f_last_group, "grp");
+    assert_true(g_f.f_last_pause);
+    fake_cli((char *[]){"resume", "", NULL});
+    assert_string_equal(g_f.f_last_group, "");
+    assert_false(g_f.f_last_pause);
+    step("shutdown");
+    fake_cli((char *[]){"shutdown", "--deadline", "2s", NULL});
+    assert_int_equal(g_f.f_last_case, TROUPE__V1__CONTROL_REQUEST__REQUEST_SHUTDOWN);
+    assert_false(g_f.f_last_imm);
+    assert_int_equal(g_f.f_last_deadline, 2000);
+    cli_argv(g_f.f_url, (char *[]){"--json", "shutdown", "--immediate", NULL}, 30000, &o);
+    assert_int_equal(o.rc, 0);
+    assert_string_equal(o.out, "{}\n");
+    assert_true(g_f.f_last_imm);
+    cli_free(&o);
+}
+
 int
 main(void)
 {
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGALRM, on_alarm);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_follow_events_in_order, fake_start, fake_stop),
         cmocka_unit_test_setup_teardown(test_follow_gaps_and_overlaps, fake_start, fake_stop),
@@ -484,8 +679,14 @@ main(void)
         cmocka_unit_test_setup_teardown(test_follow_without_events, fake_start, fake_stop),
         cmocka_unit_test_setup_teardown(test_follow_bad_stream_error, fake_start, fake_stop),
         cmocka_unit_test_setup_teardown(test_watch_until_final, fake_start, fake_stop),
+        cmocka_unit_test_setup_teardown(test_cli_logs_on_fake, fake_start, fake_stop),
+        cmocka_unit_test_setup_teardown(test_cli_logs_follow_on_fake, fake_start, fake_stop),
+        cmocka_unit_test_setup_teardown(test_cli_logs_follow_no_events_on_fake, fake_start,
+                                        fake_stop),
+        cmocka_unit_test_setup_teardown(test_cli_control_on_fake, fake_start, fake_stop),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     nng_fini();
+    alarm(0);
     return rc;
 }

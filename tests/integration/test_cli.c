@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "child_util.h"
+#include "cli_util.h"
 
 #include <jansson.h>
 #include <nng/nng.h>
@@ -41,11 +42,6 @@
 #ifndef TROUPED_BIN
 #error "TROUPED_BIN: the path of trouped"
 #endif
-#ifndef TROUPE_BIN
-#error "TROUPE_BIN: the path of the troupe CLI"
-#endif
-
-extern char **environ;
 
 // ---------------------------------------------------------------------------
 // Children.
@@ -57,14 +53,6 @@ typedef struct daemon_proc {
 } daemon_proc;
 
 static daemon_proc g_d;
-
-static uint64_t
-mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 // daemon_start starts trouped (--ephemeral) on a socket named by tag and
 // reads its ready line.
@@ -88,120 +76,6 @@ daemon_start(daemon_proc *p, const char *tag)
     assert_non_null(fgets(line, sizeof line, p->out));
     assert_int_equal(sscanf(line, "TROUPED READY %255s", url), 1);
     assert_string_equal(url, p->url);
-}
-
-// A finished troupe run: its exit code and what it wrote.
-typedef struct cli_out {
-    int rc;
-    char *out; // NUL-terminated (also holds NUL bytes: use outlen)
-    size_t outlen;
-    char *err;
-    size_t errlen;
-} cli_out;
-
-static void
-cli_free(cli_out *o)
-{
-    free(o->out);
-    free(o->err);
-    *o = (cli_out){0};
-}
-
-typedef struct buf {
-    char *b;
-    size_t n, cap;
-} buf;
-
-static void
-buf_add(buf *b, const void *p, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        b->cap = (b->n + n + 1) * 2;
-        b->b = realloc(b->b, b->cap);
-        assert_non_null(b->b);
-    }
-    memcpy(b->b + b->n, p, n);
-    b->n += n;
-    b->b[b->n] = '\0';
-}
-
-// cli_spawn starts troupe with args (NULL-terminated; "--url URL" first
-// when url is not NULL), its stdout and stderr on pipes (*out, *err).
-static pid_t
-cli_spawn(const char *url, char *const *args, int *out, int *err)
-{
-    int po[2], pe[2];
-    assert_int_equal(pipe2(po, O_CLOEXEC), 0);
-    assert_int_equal(pipe2(pe, O_CLOEXEC), 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, po[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
-    char *argv[64] = {TROUPE_BIN};
-    size_t n = 1;
-    if (url != NULL) {
-        argv[n++] = "--url";
-        argv[n++] = (char *)url;
-    }
-    for (size_t i = 0; args[i] != NULL && n < 63; i++) {
-        argv[n++] = args[i];
-    }
-    argv[n] = NULL;
-    pid_t pid;
-    assert_int_equal(posix_spawn(&pid, TROUPE_BIN, &fa, NULL, argv, environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
-    close(po[1]);
-    close(pe[1]);
-    *out = po[0];
-    *err = pe[0];
-    return pid;
-}
-
-// cli_argv runs troupe to its end, within ms: its output and exit code.
-static void
-cli_argv(const char *url, char *const *args, int ms, cli_out *o)
-{
-    int fo, fe;
-    pid_t pid = cli_spawn(url, args, &fo, &fe);
-    buf bo = {0}, be = {0};
-    buf_add(&bo, "", 0);
-    buf_add(&be, "", 0);
-    uint64_t deadline = mono_ms() + (uint64_t)ms;
-    struct pollfd pf[2] = {{.fd = fo, .events = POLLIN}, {.fd = fe, .events = POLLIN}};
-    while (pf[0].fd >= 0 || pf[1].fd >= 0) {
-        uint64_t now = mono_ms();
-        if (now >= deadline) {
-            fprintf(stderr, "troupe %s did not end within %d ms\n", args[0], ms);
-            kill(pid, SIGKILL);
-            fail();
-        }
-        int r = poll(pf, 2, (int)(deadline - now));
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        assert_true(r >= 0);
-        for (int k = 0; k < 2; k++) {
-            if (pf[k].fd >= 0 && pf[k].revents != 0) {
-                char tmp[65536];
-                ssize_t got = read(pf[k].fd, tmp, sizeof tmp);
-                if (got <= 0) {
-                    close(pf[k].fd);
-                    pf[k].fd = -1;
-                } else {
-                    buf_add(k == 0 ? &bo : &be, tmp, (size_t)got);
-                }
-            }
-        }
-    }
-    int left = (int)(deadline > mono_ms() ? deadline - mono_ms() : 1);
-    int st;
-    assert_true(wait_exit(pid, left, &st));
-    assert_true(WIFEXITED(st));
-    *o = (cli_out){.rc = WEXITSTATUS(st), .out = bo.b, .outlen = bo.n, .err = be.b, .errlen = be.n};
-    if (getenv("TEST_CLI_VERBOSE") != NULL) {
-        fprintf(stderr, "troupe %s -> %d\n%s%s", args[0], o->rc, o->out, o->err);
-    }
 }
 
 static void
