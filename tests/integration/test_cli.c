@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -532,6 +533,98 @@ test_cli_run_workload(void **unused)
     unlink(path);
 }
 
+// tty_run runs troupe ARGS... with its stdout (and stderr) on a pty, as
+// on a terminal, NO_COLOR set or not: what it wrote, and its exit code.
+static void
+tty_run(char *const *args, bool no_color, buf *out, int *rc)
+{
+    int master, slave;
+    assert_int_equal(openpty(&master, &slave, NULL, NULL, NULL), 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, slave, 1);
+    posix_spawn_file_actions_adddup2(&fa, slave, 2);
+    posix_spawn_file_actions_addclose(&fa, master);
+    char *argv[16] = {TROUPE_BIN, "--url", g_d.url};
+    size_t n = 3;
+    for (size_t i = 0; args[i] != NULL && n < 15; i++) {
+        argv[n++] = args[i];
+    }
+    argv[n] = NULL;
+    if (no_color) {
+        setenv("NO_COLOR", "1", 1);
+    } else {
+        unsetenv("NO_COLOR");
+    }
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, TROUPE_BIN, &fa, NULL, argv, environ), 0);
+    unsetenv("NO_COLOR");
+    posix_spawn_file_actions_destroy(&fa);
+    close(slave);
+    buf_add(out, "", 0);
+    uint64_t deadline = mono_ms() + 30000;
+    for (;;) {
+        struct pollfd pf = {.fd = master, .events = POLLIN};
+        uint64_t now = mono_ms();
+        assert_true(now < deadline);
+        int r = poll(&pf, 1, (int)(deadline - now));
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        assert_true(r > 0);
+        char tmp[4096];
+        ssize_t got = read(master, tmp, sizeof tmp);
+        if (got <= 0) {
+            break; // EIO once the child has gone and the slave is closed
+        }
+        buf_add(out, tmp, (size_t)got);
+    }
+    close(master);
+    int st;
+    assert_true(wait_exit(pid, 30000, &st));
+    assert_true(WIFEXITED(st));
+    *rc = WEXITSTATUS(st);
+}
+
+static void
+test_cli_run_tty_progress(void **unused)
+{
+    (void)unused;
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/troupe-test-cli-%d-tty.yaml", (int)getpid());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("jobs:\n  - name: t1\n    run: echo one\n  - name: t2\n    noop: true\n"
+          "    after: [t1]\n",
+          f);
+    fclose(f);
+    step("run on a tty: a live progress line, colour");
+    buf out = {0};
+    int rc;
+    tty_run((char *[]){"run", path, NULL}, false, &out, &rc);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out.b, "\r\033[K["));         // the progress line, redrawn
+    assert_non_null(strstr(out.b, "[2/2]"));             // at the end, all done
+    assert_non_null(strstr(out.b, "\033[32msucceeded")); // green
+    assert_non_null(strstr(out.b, "all jobs succeeded"));
+    free(out.b);
+    step("NO_COLOR: the progress line, no colour");
+    out = (buf){0};
+    tty_run((char *[]){"run", path, NULL}, true, &out, &rc);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out.b, "\r\033[K["));
+    assert_null(strstr(out.b, "\033[32m"));
+    free(out.b);
+    step("status on a tty: the state coloured");
+    out = (buf){0};
+    tty_run((char *[]){"status", "1", NULL}, false, &out, &rc);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out.b, "\033[1m")); // the header, bold
+    free(out.b);
+    unlink(path);
+}
+
 static void
 test_client_accessors_and_dial(void **unused)
 {
@@ -902,6 +995,7 @@ main(void)
         cmocka_unit_test(test_cli_unreachable),
         cmocka_unit_test(test_cli_token_file),
         cmocka_unit_test(test_cli_run_workload),
+        cmocka_unit_test(test_cli_run_tty_progress),
         cmocka_unit_test(test_client_accessors_and_dial),
         cmocka_unit_test(test_cli_cancel_running),
         cmocka_unit_test(test_cli_logs_bytes),
