@@ -64,6 +64,37 @@ static void __attribute__((unused)) buf_add(buf *b, const void *p, size_t n)
     b->b[b->n] = '\0';
 }
 
+// read_all reads fd until its end (or EIO, a pty's end) into out, within
+// ms, chunk bytes at most a read, pausing pace_ns after each read (0:
+// none; a pause is a slow reader's pace, never a wait for something).
+static void __attribute__((unused)) read_all(int fd, int ms, size_t chunk, long pace_ns, buf *out)
+{
+    buf_add(out, "", 0);
+    uint64_t deadline = mono_ms() + (uint64_t)ms;
+    char tmp[65536];
+    if (chunk > sizeof tmp) {
+        chunk = sizeof tmp;
+    }
+    for (;;) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        uint64_t now = mono_ms();
+        assert_true(now < deadline);
+        int r = poll(&pf, 1, (int)(deadline - now));
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        assert_true(r > 0);
+        ssize_t got = read(fd, tmp, chunk);
+        if (got <= 0) {
+            break;
+        }
+        buf_add(out, tmp, (size_t)got);
+        if (pace_ns > 0) {
+            nanosleep(&(struct timespec){0, pace_ns}, NULL);
+        }
+    }
+}
+
 // cli_spawn starts troupe with args (NULL-terminated; "--url URL" first
 // when url is not NULL), its stdout and stderr on pipes (*out, *err).
 static pid_t __attribute__((unused))

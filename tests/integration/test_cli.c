@@ -562,24 +562,7 @@ tty_run(char *const *args, bool no_color, buf *out, int *rc)
     unsetenv("NO_COLOR");
     posix_spawn_file_actions_destroy(&fa);
     close(slave);
-    buf_add(out, "", 0);
-    uint64_t deadline = mono_ms() + 30000;
-    for (;;) {
-        struct pollfd pf = {.fd = master, .events = POLLIN};
-        uint64_t now = mono_ms();
-        assert_true(now < deadline);
-        int r = poll(&pf, 1, (int)(deadline - now));
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        assert_true(r > 0);
-        char tmp[4096];
-        ssize_t got = read(master, tmp, sizeof tmp);
-        if (got <= 0) {
-            break; // EIO once the child has gone and the slave is closed
-        }
-        buf_add(out, tmp, (size_t)got);
-    }
+    read_all(master, 30000, 4096, 0, out);
     close(master);
     int st;
     assert_true(wait_exit(pid, 30000, &st));
@@ -753,27 +736,9 @@ test_cli_logs_follow_slow_reader(void **unused)
     // job goes on and the daemon's events pile up (and are dropped).
     (void)fcntl(fo, F_SETPIPE_SZ, 4096);
     buf got = {0};
-    buf_add(&got, "", 0);
-    uint64_t deadline = mono_ms() + 60000;
-    for (;;) {
-        struct pollfd pf = {.fd = fo, .events = POLLIN};
-        uint64_t now = mono_ms();
-        assert_true(now < deadline);
-        int r = poll(&pf, 1, (int)(deadline - now));
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        assert_true(r > 0);
-        char tmp[1024];
-        ssize_t n = read(fo, tmp, sizeof tmp);
-        if (n <= 0) {
-            break;
-        }
-        buf_add(&got, tmp, (size_t)n);
-        // The slow reader: a pause after each KiB (pacing, not a wait for
-        // anything; about 2 s in all, the job takes about 1 s).
-        nanosleep(&(struct timespec){0, 2 * 1000 * 1000}, NULL);
-    }
+    // The slow reader: 1 KiB a read and a 2 ms pause after each (about 2 s
+    // in all; the job takes about 1 s).
+    read_all(fo, 60000, 1024, 2 * 1000 * 1000, &got);
     close(fo);
     int st;
     assert_true(wait_exit(pid, 30000, &st));
