@@ -1162,8 +1162,11 @@ static int
 cmd_ping(int argc, char **argv)
 {
     int code = no_flags(argc, argv);
-    if (code != 0 || optind != argc) {
-        return code < 0 ? 0 : code != 0 ? code : bad_usage("ping: unexpected argument");
+    if (code != 0) {
+        return code < 0 ? 0 : code;
+    }
+    if (optind != argc) {
+        return bad_usage("ping: unexpected argument %s", argv[optind]);
     }
     tr_msg *reply;
     tr_err rv = tr_client_pong(conn(), &reply);

@@ -378,6 +378,7 @@ test_cli_usage_errors(void **unused)
     char *cases[][8] = {
         {NULL},
         {"frobnicate", NULL},
+        {"ping", "extra", NULL},
         {"submit", NULL},
         {"submit", "--wait", NULL},
         {"submit", "--timeout", "1x", "--", "true", NULL},
