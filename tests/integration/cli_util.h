@@ -64,10 +64,12 @@ static void __attribute__((unused)) buf_add(buf *b, const void *p, size_t n)
     b->b[b->n] = '\0';
 }
 
-// read_all reads fd until its end (or EIO, a pty's end) into out, within
-// ms, chunk bytes at most a read, pausing pace_ns after each read (0:
-// none; a pause is a slow reader's pace, never a wait for something).
-static void __attribute__((unused)) read_all(int fd, int ms, size_t chunk, long pace_ns, buf *out)
+// read_upto reads fd into out until it holds want bytes or fd ends (or
+// EIO, a pty's end), within ms, chunk bytes at most a read, pausing
+// pace_ns after each read (0: none; a pause is a slow reader's pace,
+// never a wait for something). It never reads past want.
+static void __attribute__((unused))
+read_upto(int fd, int ms, size_t want, size_t chunk, long pace_ns, buf *out)
 {
     buf_add(out, "", 0);
     uint64_t deadline = mono_ms() + (uint64_t)ms;
@@ -75,7 +77,7 @@ static void __attribute__((unused)) read_all(int fd, int ms, size_t chunk, long 
     if (chunk > sizeof tmp) {
         chunk = sizeof tmp;
     }
-    for (;;) {
+    while (out->n < want) {
         struct pollfd pf = {.fd = fd, .events = POLLIN};
         uint64_t now = mono_ms();
         assert_true(now < deadline);
@@ -84,7 +86,7 @@ static void __attribute__((unused)) read_all(int fd, int ms, size_t chunk, long 
             continue;
         }
         assert_true(r > 0);
-        ssize_t got = read(fd, tmp, chunk);
+        ssize_t got = read(fd, tmp, want - out->n < chunk ? want - out->n : chunk);
         if (got <= 0) {
             break;
         }
@@ -93,6 +95,12 @@ static void __attribute__((unused)) read_all(int fd, int ms, size_t chunk, long 
             nanosleep(&(struct timespec){0, pace_ns}, NULL);
         }
     }
+}
+
+// read_all reads fd to its end (read_upto with no limit).
+static void __attribute__((unused)) read_all(int fd, int ms, size_t chunk, long pace_ns, buf *out)
+{
+    read_upto(fd, ms, SIZE_MAX, chunk, pace_ns, out);
 }
 
 // cli_spawn starts troupe with args (NULL-terminated; "--url URL" first

@@ -652,13 +652,21 @@ static void
 test_cli_cancel_running(void **unused)
 {
     (void)unused;
-    step("submit sleep 30");
-    uint64_t id = submit_id((char *[]){"--", "sleep", "30", NULL});
+    step("submit a job that says it runs, then sleeps 30 s");
+    uint64_t id = submit_id((char *[]){"--shell", "--", "echo up; exec sleep 30", NULL});
     char ids[32];
     snprintf(ids, sizeof ids, "%llu", (unsigned long long)id);
+    step("logs -f until it says up: it runs");
+    int fo, fe;
+    pid_t follower = cli_spawn(g_d.url, (char *[]){"logs", "-f", ids, NULL}, &fo, &fe);
+    buf up = {0};
+    read_upto(fo, 15000, 3, 3, 0, &up);
+    assert_int_equal(up.n, 3); // the follower must not end before the job
+    assert_string_equal(up.b, "up\n");
+    free(up.b);
     step("cancel --wait");
-    // Running or still queued, it ends cancelled well before its 30 s:
-    // the deadline is the check.
+    // SIGTERM to its session ends the sleep at once: well within the
+    // deadline, far from its 30 s.
     uint64_t t0 = mono_ms();
     cli_out o;
     cli_argv(g_d.url, (char *[]){"--json", "cancel", "--wait", ids, NULL}, 15000, &o);
@@ -669,6 +677,17 @@ test_cli_cancel_running(void **unused)
     assert_string_equal(json_string_value(json_object_get(job, "state")), "cancelled");
     json_decref(j);
     cli_free(&o);
+    step("the follower ends with the job");
+    buf rest = {0};
+    read_all(fo, 15000, 4096, 0, &rest);
+    assert_int_equal(rest.n, 0); // nothing after "up"
+    free(rest.b);
+    close(fo);
+    close(fe);
+    int st;
+    assert_true(wait_exit(follower, 15000, &st));
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
     step("wait says it did not succeed");
     cli_rc(1, "wait", ids, NULL);
     step("cancel again: harmless");
