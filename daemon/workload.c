@@ -711,10 +711,8 @@ want_bool(wl *w, uint32_t n, const char *what, bool *out)
     return FAIL(w, n, "%s: expected true or false", what);
 }
 
-// parse_duration parses number-unit pairs (`1h30m`, `1.5s`) into ms; on
-// error returns why.
-static const char *
-parse_duration(const char *s, size_t n, uint64_t *out)
+const char *
+trd_parse_duration(const char *s, size_t n, uint64_t *out)
 {
     static const struct {
         const char *u;
@@ -807,7 +805,7 @@ want_duration(wl *w, uint32_t n, const char *what, uint64_t *out)
         *out = mag;
         return TR_OK;
     }
-    const char *why = parse_duration(s, len, out);
+    const char *why = trd_parse_duration(s, len, out);
     if (why != NULL) {
         return FAIL(w, n, "%s: %s", what, why);
     }

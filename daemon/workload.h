@@ -102,4 +102,9 @@ typedef struct trd_diag {
 // parser keeps no state between calls.
 tr_err trd_workload_parse(const char *text, size_t len, tr_msg **out, trd_diag *diag);
 
+// trd_parse_duration parses number-unit pairs (`1h30m`, `1.5s`, `250ms`;
+// n bytes at s) into *out ms, as workload files spell durations: NULL, or
+// why not (a static text). The CLI's --timeout uses it too.
+const char *trd_parse_duration(const char *s, size_t n, uint64_t *out);
+
 #endif

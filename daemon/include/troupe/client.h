@@ -96,4 +96,115 @@ tr_err tr_client_wait(tr_client *c, const uint64_t *ids, size_t n, uint64_t time
 // tr_client_reply_jobs returns the JobList of a reply, or NULL.
 const Troupe__V1__JobList *tr_client_reply_jobs(const tr_msg *reply);
 
+// tr_client_connect_now is tr_client_connect with a dial that waits: when
+// nothing listens at url it fails at once (TR_ECONNREFUSED, TR_ENOENT and
+// the like, detail in tr_client_error) instead of at the first call's
+// timeout. Once connected nng redials in the background as before. For
+// programs that should say "the daemon is not running" at once (the CLI).
+// Blocks for the dial. Any thread.
+tr_err tr_client_connect_now(const char *url, tr_client **out);
+
+// tr_client_set_token sets the bearer token put into every request's
+// ControlRequest.token (tls+tcp); NULL or "" clears it. The string is
+// copied. Call it before calls run (not while one runs).
+void tr_client_set_token(tr_client *c, const char *token);
+
+// tr_client_pong pings the daemon: TR_OK and *reply, a ControlReply whose
+// pong (tr_client_reply_pong) holds the version, the protocol, the uptime
+// and events_url; the caller frees it. Blocks.
+tr_err tr_client_pong(tr_client *c, tr_msg **reply);
+
+// tr_client_reply_pong returns the Pong of a reply, or NULL.
+const Troupe__V1__Pong *tr_client_reply_pong(const tr_msg *reply);
+
+// tr_client_cancel cancels jobs ids[0..n): TR_OK once the daemon has acted
+// (a queued job is cancelled then; a running one has had SIGTERM and is
+// cancelled when its leader exits: wait for it with tr_client_wait). Jobs
+// already final stay as they are, so a re-sent Cancel is harmless.
+// TR_ENOTFOUND names an unknown id in tr_client_error (then nothing was
+// cancelled). Blocks.
+tr_err tr_client_cancel(tr_client *c, const uint64_t *ids, size_t n);
+
+// tr_client_list lists jobs by the filters of q (only read; NULL: every
+// job, the daemon's default page): TR_OK and *reply, a ControlReply whose
+// JobList (tr_client_reply_jobs) holds one page in id order and its
+// next_cursor (0: the last page; else pass it as q->after_id for the
+// next). The caller frees *reply. Blocks.
+tr_err tr_client_list(tr_client *c, const Troupe__V1__ListJobs *q, tr_msg **reply);
+
+// tr_client_logs reads job id's output: stream 1 (stdout) or 2 (stderr)
+// from byte offset, at most max_bytes (0: the daemon's 64 KiB; it serves
+// at most 1 MiB). TR_OK and *reply, a ControlReply whose LogChunk
+// (tr_client_reply_log) holds the bytes from chunk->offset, eof when the
+// job is final and nothing follows, truncated when the job's output passed
+// its cap. With follow, when nothing is there yet and the job is not
+// final, the daemon holds the request until there is, or up to its limit
+// per request (30 s): then the reply's timed_out is true with no data (ask
+// again). The caller frees *reply. TR_EINVAL for a bad stream,
+// TR_ENOTFOUND for an unknown id. Blocks.
+tr_err tr_client_logs(tr_client *c, uint64_t id, uint32_t stream, uint64_t offset,
+                      uint32_t max_bytes, bool follow, tr_msg **reply);
+
+// tr_client_reply_log returns the LogChunk of a reply, or NULL.
+const Troupe__V1__LogChunk *tr_client_reply_log(const tr_msg *reply);
+
+// tr_client_group pauses (pause true) or resumes a group ("": the default
+// group): while paused no new job of it starts; running ones go on. Any
+// name is accepted. TR_OK once the daemon has applied it. Blocks.
+tr_err tr_client_group(tr_client *c, const char *group, bool pause);
+
+// tr_client_shutdown asks the daemon to stop: graceful (no new job starts,
+// running ones finish, and after deadline_ms, when not 0, they are
+// killed), or immediate (running jobs killed now). Queued jobs stay for
+// the next start. TR_OK when the daemon has acknowledged it; it stops
+// after that. Blocks.
+tr_err tr_client_shutdown(tr_client *c, bool immediate, uint64_t deadline_ms);
+
+// Streams for tr_client_follow's stream_mask.
+#define TR_CLIENT_STDOUT 1u
+#define TR_CLIENT_STDERR 2u
+
+// tr_client_output_fn receives data[0..len) of job output, stream 1 or 2,
+// from byte offset of that stream. Called on the thread of the follow.
+typedef void (*tr_client_output_fn)(void *arg, uint32_t stream, uint64_t offset,
+                                    const uint8_t *data, size_t len);
+
+// tr_client_follow streams job id's output (the streams of stream_mask:
+// TR_CLIENT_STDOUT, TR_CLIENT_STDERR or both) to on_output, each stream's
+// bytes in order and each byte once, from the start of the output until
+// the job is final and all of it was delivered. TR_OK and *final_reply, a
+// ControlReply whose JobList (tr_client_reply_jobs) holds the job's final
+// JobInfo (the caller frees it); on an error the bytes delivered so far
+// stay delivered and *final_reply is NULL. When the daemon publishes
+// events (Pong.events_url), it subscribes to the job's events before it
+// reads what exists, applies output events at the next offset, re-reads
+// gaps (events the PUB socket dropped) with Logs, and ends at a final
+// state event or at the end of a Wait it keeps outstanding meanwhile (the
+// safety net for a dropped final event), then reads to eof. Without
+// events it long-polls Logs with follow. (The subscription works once the
+// daemon's PUB has taken the connection, which may be a moment after the
+// dial returns; the catch-up reads, the Wait and the final reads to eof
+// cover what is published before.) Never polls on a timer: it blocks
+// on the daemon's events and replies. If the daemon cuts a stream (output
+// over its cap), the bytes past the cut are never delivered. Blocks until
+// the job is final. Not reentrant from on_output.
+tr_err tr_client_follow(tr_client *c, uint64_t id, unsigned stream_mask,
+                        tr_client_output_fn on_output, void *arg, tr_msg **final_reply);
+
+// tr_client_event_fn receives one JobEvent (only read; valid during the
+// call). Called on the thread of the watch; it may make other calls on
+// the same client (each call has a context of its own).
+typedef void (*tr_client_event_fn)(void *arg, const Troupe__V1__JobEvent *ev);
+
+// tr_client_watch delivers the daemon's events about jobs ids[0..n) to
+// on_event (state changes and output, as published: the PUB socket may
+// drop some, so a job may end without its event) until every one of the
+// jobs is final, which Waits kept outstanding meanwhile decide (in slices
+// of the daemon's 1000 ids per request). TR_OK then: read the final
+// states with tr_client_status. TR_ENOTSUP, with nothing delivered, when
+// the daemon publishes no events (Pong.events_url ""): use tr_client_wait.
+// Blocks until every job is final; never polls on a timer.
+tr_err tr_client_watch(tr_client *c, const uint64_t *ids, size_t n, tr_client_event_fn on_event,
+                       void *arg);
+
 #endif
