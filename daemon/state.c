@@ -13,11 +13,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 // holder_pid reads the pid the holder wrote into the lock file, or 0.
@@ -33,6 +35,47 @@ holder_pid(int fd)
     char *end = NULL;
     long pid = strtol(buf, &end, 10);
     return end != buf && pid > 0 ? pid : 0;
+}
+
+// holder_gone says whether the trouped the lock file names has exited
+// (or none is named): then whoever holds the lock is not a trouped but a
+// child of a dead one caught between its fork and its exec (posix_spawn's
+// child has a copy of every descriptor until the exec closes the
+// close-on-exec ones), which lets go within moments.
+static bool
+holder_gone(int fd)
+{
+    long pid = holder_pid(fd);
+    return pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno == ESRCH);
+}
+
+static void
+on_alarm(int sig)
+{
+    (void)sig; // only interrupts the flock below
+}
+
+// lock_wait waits for the lock, at most TRD_STATE_LOCK_WAIT_MS (a timer
+// signal interrupts the blocking flock: no polling). 0, or -1 and errno
+// (EWOULDBLOCK when the time ran out).
+static int
+lock_wait(int fd)
+{
+    struct sigaction sa = {.sa_handler = on_alarm}, old;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, &old);
+    struct itimerval it = {.it_value = {.tv_sec = TRD_STATE_LOCK_WAIT_MS / 1000,
+                                        .tv_usec = (TRD_STATE_LOCK_WAIT_MS % 1000) * 1000}};
+    struct itimerval off = {0};
+    setitimer(ITIMER_REAL, &it, NULL);
+    int rc = flock(fd, LOCK_EX);
+    int e = errno;
+    setitimer(ITIMER_REAL, &off, NULL);
+    sigaction(SIGALRM, &old, NULL);
+    if (rc != 0) {
+        errno = e == EINTR ? EWOULDBLOCK : e;
+    }
+    return rc;
 }
 
 tr_err
@@ -62,6 +105,9 @@ trd_state_lock(const char *state_dir, int *fd_out, char *err, size_t errlen)
     do {
         rc = flock(fd, LOCK_EX | LOCK_NB);
     } while (rc != 0 && errno == EINTR);
+    if (rc != 0 && errno == EWOULDBLOCK && holder_gone(fd)) {
+        rc = lock_wait(fd);
+    }
     if (rc != 0) {
         int e = errno;
         if (e == EWOULDBLOCK) {
