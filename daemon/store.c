@@ -107,6 +107,21 @@ migrate_v1(sqlite3 *db)
     return sqlite3_exec(db, schema_v1, NULL, NULL, NULL);
 }
 
+// Version 2: the groups' settings (paused; parallel, 0: the daemon's
+// default), so that they outlive a restart. A group without a row has the
+// defaults: a v1 database needs no rows, and a group no Submit named keeps
+// none.
+static const char schema_v2[] = "CREATE TABLE groups("
+                                "  name TEXT PRIMARY KEY NOT NULL,"
+                                "  paused INTEGER NOT NULL DEFAULT 0,"
+                                "  parallel INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;";
+
+static int
+migrate_v2(sqlite3 *db)
+{
+    return sqlite3_exec(db, schema_v2, NULL, NULL, NULL);
+}
+
 // migrations[i] takes the schema from version i to i + 1. Version N + 1 is
 // one more function and one more row here (and TRD_STORE_SCHEMA + 1).
 static const struct migration {
@@ -114,6 +129,7 @@ static const struct migration {
     int (*m_fn)(sqlite3 *db);
 } migrations[] = {
     {"jobs, requests, job_labels, deps", migrate_v1},
+    {"groups", migrate_v2},
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == TRD_STORE_SCHEMA,
                "one migration per schema version");

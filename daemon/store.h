@@ -23,7 +23,7 @@
 #include <troupe/err.h>
 
 // The schema version this build writes (PRAGMA user_version).
-#define TRD_STORE_SCHEMA 1
+#define TRD_STORE_SCHEMA 2
 // How long a start-up or a write waits for a lock another connection holds
 // before it gives up with TR_EBUSY (sqlite3_busy_timeout).
 #define TRD_STORE_BUSY_MS 2000
@@ -86,7 +86,7 @@ typedef void (*trd_done_fn)(void *arg, tr_err err, const trd_submit_result *r);
 // - TR_EIO: not a SQLite database, or PRAGMA quick_check fails;
 // - TR_EBUSY: another connection holds a lock for longer than
 //   TRD_STORE_BUSY_MS;
-// - TR_ENOTSUP: "database schema 7 is newer than this trouped's 1";
+// - TR_ENOTSUP: "database schema 7 is newer than this trouped's 2";
 // - TR_EINVAL: a SQLite database that is not trouped's (schema 0 with tables);
 // - others (TR_ENOENT, TR_EPERM, …): the file cannot be opened.
 // Blocks (file IO, at most a busy timeout). Any thread.

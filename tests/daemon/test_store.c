@@ -830,6 +830,126 @@ test_store_load_unfinished_is_queued_and_running(void **state)
     fx_close(&f);
 }
 
+// What a schema-1 trouped created, frozen here as it shipped (never edit
+// it to follow store.c): the migration test's starting point.
+static const char v1_schema[] =
+    "CREATE TABLE schema_migrations(version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+    "  applied_ms INTEGER NOT NULL);"
+    "CREATE TABLE requests(request_id TEXT PRIMARY KEY NOT NULL, first_job INTEGER NOT NULL,"
+    "  job_count INTEGER NOT NULL, created_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE jobs(id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL,"
+    "  name TEXT NOT NULL, grp TEXT NOT NULL, priority INTEGER NOT NULL,"
+    "  state INTEGER NOT NULL CHECK (state BETWEEN 0 AND 6), attempt INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL, started_ms INTEGER NOT NULL DEFAULT 0,"
+    "  ended_ms INTEGER NOT NULL DEFAULT 0, next_run_ms INTEGER NOT NULL DEFAULT 0,"
+    "  exit_code INTEGER NOT NULL DEFAULT 0, signal INTEGER NOT NULL DEFAULT 0,"
+    "  error TEXT NOT NULL DEFAULT '', leader_pid INTEGER NOT NULL DEFAULT 0,"
+    "  leader_start INTEGER NOT NULL DEFAULT 0, stdout_bytes INTEGER NOT NULL DEFAULT 0,"
+    "  stderr_bytes INTEGER NOT NULL DEFAULT 0, truncated INTEGER NOT NULL DEFAULT 0,"
+    "  spec BLOB NOT NULL);"
+    "CREATE INDEX jobs_unfinished ON jobs(id) WHERE state < 2;"
+    "CREATE INDEX jobs_group ON jobs(grp, id);"
+    "CREATE INDEX jobs_created ON jobs(created_ms);"
+    "CREATE TABLE job_labels(job INTEGER NOT NULL REFERENCES jobs(id), key TEXT NOT NULL,"
+    "  value TEXT NOT NULL, PRIMARY KEY (job, key, value)) WITHOUT ROWID;"
+    "CREATE INDEX job_labels_kv ON job_labels(key, value, job);"
+    "CREATE TABLE deps(job INTEGER NOT NULL REFERENCES jobs(id),"
+    "  after_job INTEGER NOT NULL REFERENCES jobs(id), PRIMARY KEY (job, after_job)) WITHOUT ROWID;"
+    "CREATE INDEX deps_after ON deps(after_job);"
+    "INSERT INTO schema_migrations VALUES (1, 'v1', 1);"
+    "PRAGMA user_version = 1;";
+
+// v1_make writes a schema-1 database at path, in WAL mode as a v1 trouped
+// left it, holding request "old" with two jobs: 1 (succeeded) and 2
+// (queued after 1, in group "g", with a label).
+static void
+v1_make(const char *path)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, v1_schema, NULL, NULL, &msg);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_exec(
+            db,
+            "PRAGMA journal_mode = WAL; BEGIN;"
+            "INSERT INTO requests VALUES ('old', 1, 2, 1000);"
+            "INSERT INTO jobs(id, request_id, name, grp, priority, state, created_ms, ended_ms,"
+            "  spec) VALUES (1, 'old', 'old-0', '', 0, 2, 1000, 2000, x'');"
+            "INSERT INTO jobs(id, request_id, name, grp, priority, state, created_ms, spec)"
+            "  VALUES (2, 'old', 'old-1', 'g', 3, 0, 1000, x'');"
+            "INSERT INTO job_labels VALUES (2, 'env', 'prod');"
+            "INSERT INTO deps VALUES (2, 1);"
+            "COMMIT;",
+            NULL, NULL, &msg);
+    }
+    if (rc != SQLITE_OK) {
+        fail_msg("v1_make: %s", msg);
+    }
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+// sql_int runs a query that returns one integer on its own connection.
+static int64_t
+sql_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return v;
+}
+
+static void
+test_store_migrates_v1_to_v2(void **state)
+{
+    (void)state;
+    tmp t;
+    tmp_make(&t);
+    v1_make(t.db);
+    trd_store *s = store_open(t.db);
+    // The v1 jobs are there, as they were.
+    trd_job_rec rec;
+    assert_int_equal(trd_store_get(s, 2, &rec), TR_OK);
+    assert_string_equal(rec.j_name, "old-1");
+    assert_string_equal(rec.j_group, "g");
+    assert_int_equal(rec.j_priority, 3);
+    assert_int_equal(rec.j_state, TRD_JOB_QUEUED);
+    trd_job_rec_fini(&rec);
+    assert_int_equal(state_of(s, 1), TRD_JOB_SUCCEEDED);
+    ids v = {0};
+    assert_int_equal(trd_store_load_unfinished(s, ids_add, &v), TR_OK);
+    assert_int_equal(v.i_n, 1);
+    assert_int_equal(v.i_id[0], 2);
+    unsigned pages;
+    list_all(s, (trd_list_query){.q_label_key = "env", .q_label_value = "prod"}, &v, &pages);
+    assert_int_equal(v.i_n, 1);
+    // Its request id is still answered with its first reply, and new jobs
+    // take ids after the old ones.
+    batch b = batch_make(1, "new", "", NULL, false, 0);
+    trd_submit_result r;
+    assert_int_equal(submit_wait(s, "old", &b, &r), TR_OK);
+    assert_true(r.r_repeated);
+    assert_int_equal(r.r_first_id, 1);
+    assert_int_equal(r.r_count, 2);
+    assert_int_equal(submit_wait(s, "new", &b, &r), TR_OK);
+    assert_int_equal(r.r_first_id, 3);
+    trd_store_close(s);
+    batch_free(&b);
+
+    assert_int_equal(sql_int(t.db, "PRAGMA user_version"), 2);
+    assert_int_equal(sql_int(t.db, "SELECT count(*) FROM schema_migrations WHERE version = 2"), 1);
+    assert_int_equal(sql_int(t.db, "SELECT count(*) FROM groups"), 0);
+    // Opened again: nothing left to migrate.
+    trd_store_close(store_open(t.db));
+    assert_int_equal(sql_int(t.db, "SELECT count(*) FROM schema_migrations"), 2);
+    tmp_remove(&t);
+}
+
 static void
 test_store_corrupt_file_is_eio_and_untouched(void **state)
 {
@@ -862,9 +982,11 @@ test_store_newer_schema_is_enotsup_and_untouched(void **state)
     tmp_make(&t);
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(t.db, &db), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_exec(db, "CREATE TABLE jobs(x); PRAGMA user_version = 99", NULL, NULL, NULL),
-        SQLITE_OK);
+    // One past this build's schema: the first version it does not know.
+    char sql[80], want[80];
+    snprintf(sql, sizeof sql, "CREATE TABLE jobs(x); PRAGMA user_version = %d",
+             TRD_STORE_SCHEMA + 1);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     size_t len = 0;
     uint8_t *before = file_read(t.db, &len);
@@ -873,7 +995,9 @@ test_store_newer_schema_is_enotsup_and_untouched(void **state)
     assert_int_equal(trd_store_open(t.db, TRD_DURABLE_FULL, &s, err, sizeof err), TR_ENOTSUP);
     assert_null(s);
     print_message("newer: %s\n", err);
-    assert_non_null(strstr(err, "database schema 99 is newer than this trouped's 1"));
+    snprintf(want, sizeof want, "database schema %d is newer than this trouped's %d",
+             TRD_STORE_SCHEMA + 1, TRD_STORE_SCHEMA);
+    assert_non_null(strstr(err, want));
     assert_file_is(t.db, before, len);
     free(before);
 
@@ -1122,6 +1246,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_store_update_transitions_and_one_final),
         cmocka_unit_test(test_store_list_filters_and_paging),
         cmocka_unit_test(test_store_load_unfinished_is_queued_and_running),
+        cmocka_unit_test(test_store_migrates_v1_to_v2),
         cmocka_unit_test(test_store_corrupt_file_is_eio_and_untouched),
         cmocka_unit_test(test_store_newer_schema_is_enotsup_and_untouched),
         cmocka_unit_test(test_store_locked_is_ebusy_in_bounded_time),
