@@ -168,6 +168,7 @@ enum {
     W_FINISH,
     W_RETRY,
     W_STATE,
+    W_GROUP,
     W_COUNT
 };
 
@@ -194,9 +195,23 @@ static const char *const w_sql[W_COUNT] = {
                 " signal = ?5, error = ?6, leader_pid = 0, leader_start = 0"
                 " WHERE id = ?1 AND state = 1",
     [W_STATE] = "SELECT state FROM jobs WHERE id = ?1",
+    // A group's settings: ?2 paused, ?3 parallel; NULL keeps what is
+    // stored (a new row: the default, 0).
+    [W_GROUP] = "INSERT INTO groups(name, paused, parallel) VALUES (?1, coalesce(?2, 0),"
+                " coalesce(?3, 0)) ON CONFLICT(name) DO UPDATE SET"
+                " paused = coalesce(?2, paused), parallel = coalesce(?3, parallel)",
 };
 
-enum { R_GET, R_UNFINISHED, R_LIST_ALL, R_LIST_UNFINISHED, R_LIST_GROUP, R_LIST_LABEL, R_COUNT };
+enum {
+    R_GET,
+    R_UNFINISHED,
+    R_LIST_ALL,
+    R_LIST_UNFINISHED,
+    R_LIST_GROUP,
+    R_LIST_LABEL,
+    R_GROUPS,
+    R_COUNT
+};
 
 static const char *const r_sql[R_COUNT] = {
     [R_GET] = "SELECT " JOB_COLS " FROM jobs j WHERE j.id = ?1",
@@ -211,12 +226,13 @@ static const char *const r_sql[R_COUNT] = {
     [R_LIST_LABEL] =
         "SELECT " JOB_COLS " FROM job_labels l JOIN jobs j ON j.id = l.job"
         " WHERE l.key = ?5 AND l.value = ?6 AND l.job > ?1" LIST_TAIL " ORDER BY l.job LIMIT ?7",
+    [R_GROUPS] = "SELECT name, paused, parallel FROM groups ORDER BY name",
 };
 
 // ---------------------------------------------------------------------------
 // The store.
 
-typedef enum op_kind { OP_SUBMIT, OP_UPDATE, OP_MAX_SIZE } op_kind;
+typedef enum op_kind { OP_SUBMIT, OP_UPDATE, OP_MAX_SIZE, OP_GROUP } op_kind;
 
 typedef struct op {
     struct op *o_next; // the queue, under s_mu
@@ -235,6 +251,12 @@ typedef struct op {
         } o_sub;
         trd_job_update o_upd; // u_error points into this allocation
         uint64_t o_max_bytes;
+        struct {
+            const char *name; // in this allocation
+            bool paused;
+            bool set_parallel;
+            uint32_t parallel;
+        } o_grp;
     };
 } op;
 
@@ -710,6 +732,23 @@ trd_store_set_max_size(trd_store *s, uint64_t bytes, trd_done_fn done, void *arg
     enqueue(s, o);
 }
 
+void
+trd_store_set_group(trd_store *s, const char *name, bool paused, uint32_t parallel,
+                    bool set_parallel, trd_done_fn done, void *arg)
+{
+    size_t nlen = strlen(name) + 1;
+    op *o = op_new(OP_GROUP, nlen, done, arg);
+    if (o == NULL) {
+        return;
+    }
+    memcpy(o + 1, name, nlen);
+    o->o_grp.name = (const char *)(o + 1);
+    o->o_grp.paused = paused;
+    o->o_grp.parallel = parallel;
+    o->o_grp.set_parallel = set_parallel;
+    enqueue(s, o);
+}
+
 // ---------------------------------------------------------------------------
 // The store thread: running ops.
 
@@ -787,13 +826,37 @@ insert_dep(trd_store *s, op *o, uint64_t job, uint64_t after)
     return rc;
 }
 
-// submit_body inserts the jobs of b, their labels and edges, and the
-// request id, inside the op's savepoint.
+// upsert_group stores a group's settings: paused (NULL: keep, false for
+// a new row), parallel (NULL: keep, 0 for a new row).
+static int
+upsert_group(trd_store *s, const char *name, const bool *paused, const uint32_t *parallel)
+{
+    sqlite3_stmt *st = s->s_w[W_GROUP];
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    if (paused != NULL) {
+        sqlite3_bind_int(st, 2, *paused);
+    }
+    if (parallel != NULL) {
+        sqlite3_bind_int64(st, 3, *parallel);
+    }
+    return run(st);
+}
+
+// submit_body inserts the batch's groups' limits (a group's paused flag
+// is kept), the jobs of b, their labels and edges, and the request id,
+// inside the op's savepoint.
 static int
 submit_body(trd_store *s, op *o, const Troupe__V1__SubmitBatch *b, named *names)
 {
     int rc = SQLITE_DONE;
     uint64_t first = 0;
+    for (size_t i = 0; i < b->n_groups; i++) {
+        const Troupe__V1__GroupSpec *g = b->groups[i];
+        rc = upsert_group(s, g->name != NULL ? g->name : "", NULL, &g->parallel);
+        if (rc != SQLITE_DONE) {
+            return rc;
+        }
+    }
     for (size_t i = 0; i < b->n_jobs; i++) {
         uint64_t id = 0;
         if ((rc = insert_job(s, o, b->jobs[i], &id)) != SQLITE_DONE) {
@@ -975,6 +1038,13 @@ op_max_size(trd_store *s, op *o)
     return rc == SQLITE_OK ? SQLITE_DONE : rc;
 }
 
+static int
+op_group(trd_store *s, op *o)
+{
+    return upsert_group(s, o->o_grp.name, &o->o_grp.paused,
+                        o->o_grp.set_parallel ? &o->o_grp.parallel : NULL);
+}
+
 // run_op runs one op inside its savepoint. It returns SQLITE_DONE when the
 // transaction can go on (the op succeeded, or failed on its own and was
 // rolled back to its savepoint), else the code that dooms the batch.
@@ -996,6 +1066,9 @@ run_op(trd_store *s, op *o)
         break;
     case OP_MAX_SIZE:
         rc = op_max_size(s, o);
+        break;
+    case OP_GROUP:
+        rc = op_group(s, o);
         break;
     }
     if (rc != SQLITE_DONE && !op_error(rc)) {
@@ -1294,6 +1367,24 @@ trd_store_load_unfinished(trd_store *s, void (*each)(void *arg, const trd_job_re
     bool more = false;
     pthread_mutex_lock(&s->s_rd_mu);
     tr_err e = each_row(s, s->s_r[R_UNFINISHED], UINT64_MAX, each, arg, &last, &more);
+    pthread_mutex_unlock(&s->s_rd_mu);
+    return e;
+}
+
+tr_err
+trd_store_groups(trd_store *s,
+                 void (*each)(void *arg, const char *name, bool paused, uint32_t parallel),
+                 void *arg)
+{
+    pthread_mutex_lock(&s->s_rd_mu);
+    sqlite3_stmt *st = s->s_r[R_GROUPS];
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        each(arg, col_text(st, 0), sqlite3_column_int(st, 1) != 0,
+             (uint32_t)sqlite3_column_int64(st, 2));
+    }
+    tr_err e = rc == SQLITE_DONE ? TR_OK : sql_err(s->s_rd, rc);
+    done_reset(st);
     pthread_mutex_unlock(&s->s_rd_mu);
     return e;
 }

@@ -100,15 +100,17 @@ void trd_store_close(trd_store *s);
 
 // trd_store_submit queues a Submit: batch is a packed troupe.v1.SubmitBatch
 // (len bytes) that the caller has validated; request_id is the client's
-// (non-empty) id. It inserts one row per job in order (ids increasing and
-// consecutive, never reused), their labels and dependency edges (after_ids
-// must name stored jobs, after_names jobs of the batch), and the request id;
-// or, when request_id is stored already, inserts nothing and reports the
-// first Submit's ids with r_repeated. Copies request_id and batch. done runs
-// exactly once (TR_EINVAL: a batch that does not decode or names a job it
-// lacks; TR_ENOTFOUND: an after_id that is not stored; TR_ENOSPC, TR_EIO,
-// TR_EBUSY: the whole batch's transaction failed and was rolled back).
-// Never blocks. Any thread.
+// (non-empty) id. It stores the parallel of each of the batch's groups
+// (see trd_store_set_group), inserts one row per job in order (ids
+// increasing and consecutive, never reused), their labels and dependency
+// edges (after_ids must name stored jobs, after_names jobs of the batch),
+// and the request id; or, when request_id is stored already, inserts and
+// stores nothing and reports the first Submit's ids with r_repeated.
+// Copies request_id and batch. done runs exactly once (TR_EINVAL: a batch
+// that does not decode or names a job it lacks; TR_ENOTFOUND: an after_id
+// that is not stored; TR_ENOSPC, TR_EIO, TR_EBUSY: the whole batch's
+// transaction failed and was rolled back). A Submit that fails stores
+// nothing of it. Never blocks. Any thread.
 void trd_store_submit(trd_store *s, const char *request_id, const void *batch, size_t len,
                       trd_done_fn done, void *arg);
 
@@ -146,6 +148,18 @@ typedef struct trd_job_update {
 // final record: a final state is final), with r_detail saying which; the
 // batch errors as for trd_store_submit. Never blocks. Any thread.
 void trd_store_update(trd_store *s, const trd_job_update *u, trd_done_fn done, void *arg);
+
+// trd_store_set_group queues a change of group name's stored settings
+// (the groups table; a group without a row has the defaults, not paused
+// and parallel 0, the daemon's default): paused is set, and parallel too
+// when set_parallel (else a stored limit is kept, and a new row gets 0).
+// A Submit's GroupSpecs set their groups' parallel the same way, in the
+// Submit's transaction, keeping paused. Copies name (non-NULL; "" is the
+// default group). done as for the others: after the COMMIT that holds the
+// change, or with the batch's error (TR_ENOSPC, TR_EIO, TR_EBUSY). Never
+// blocks. Any thread.
+void trd_store_set_group(trd_store *s, const char *name, bool paused, uint32_t parallel,
+                         bool set_parallel, trd_done_fn done, void *arg);
 
 // trd_store_set_max_size queues a cap on the database's size (bytes,
 // rounded down to pages; 0: SQLite's default, about 4 TiB): writes past
@@ -213,6 +227,14 @@ tr_err trd_store_list(trd_store *s, const trd_list_query *q,
 // thread.
 tr_err trd_store_load_unfinished(trd_store *s, void (*each)(void *arg, const trd_job_rec *r),
                                  void *arg);
+
+// trd_store_groups calls each for every stored group, in name order, from
+// one snapshot: the daemon reads the limits and paused flags at start.
+// name is valid during the call. each must not call the store's reads
+// (the read connection is held). Blocks (file IO). Any thread.
+tr_err trd_store_groups(trd_store *s,
+                        void (*each)(void *arg, const char *name, bool paused, uint32_t parallel),
+                        void *arg);
 
 typedef struct trd_store_counters {
     uint64_t st_commits;       // transactions committed

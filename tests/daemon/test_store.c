@@ -123,6 +123,39 @@ batch_free(batch *b)
     free(b->b_buf);
 }
 
+// batch_groups returns b (freed) with ng GroupSpecs added: names[i] with
+// parallel[i].
+static batch
+batch_groups(batch b, size_t ng, const char *const *names, const uint32_t *parallel)
+{
+    Troupe__V1__SubmitBatch *sb = troupe__v1__submit_batch__unpack(NULL, b.b_len, b.b_buf);
+    assert_non_null(sb);
+    assert_int_equal(sb->n_groups, 0);
+    Troupe__V1__GroupSpec *gs = calloc(ng ? ng : 1, sizeof *gs);
+    Troupe__V1__GroupSpec **ptrs = calloc(ng ? ng : 1, sizeof *ptrs);
+    for (size_t i = 0; i < ng; i++) {
+        Troupe__V1__GroupSpec init = TROUPE__V1__GROUP_SPEC__INIT;
+        gs[i] = init;
+        gs[i].name = (char *)names[i];
+        gs[i].parallel = parallel[i];
+        ptrs[i] = &gs[i];
+    }
+    sb->n_groups = ng;
+    sb->groups = ptrs;
+    batch out;
+    out.b_len = troupe__v1__submit_batch__get_packed_size(sb);
+    out.b_buf = malloc(out.b_len ? out.b_len : 1);
+    troupe__v1__submit_batch__pack(sb, out.b_buf);
+    // Ours, not the unpacker's: taken back before it frees the rest.
+    sb->n_groups = 0;
+    sb->groups = NULL;
+    troupe__v1__submit_batch__free_unpacked(sb, NULL);
+    free(ptrs);
+    free(gs);
+    batch_free(&b);
+    return out;
+}
+
 // A write's outcome, for a test that waits for it.
 typedef struct waiter {
     tu_event w_ev;
@@ -253,6 +286,41 @@ assert_file_is(const char *path, const uint8_t *want, size_t len)
     assert_int_equal(got_len, len);
     assert_memory_equal(got, want, len);
     free(got);
+}
+
+static tr_err
+set_group_wait(trd_store *s, const char *name, bool paused, uint32_t parallel, bool set_parallel)
+{
+    waiter w;
+    tu_event_init(&w.w_ev);
+    trd_store_set_group(s, name, paused, parallel, set_parallel, waiter_done, &w);
+    waiter_wait(&w);
+    return w.w_err;
+}
+
+// The stored groups (trd_store_groups), as one string: "name:paused/parallel "
+// for each, so a test compares them all at once.
+typedef struct groups_text {
+    char g_text[512];
+    size_t g_len;
+} groups_text;
+
+static void
+groups_add(void *arg, const char *name, bool paused, uint32_t parallel)
+{
+    groups_text *g = arg;
+    int n = snprintf(g->g_text + g->g_len, sizeof g->g_text - g->g_len, "%s:%d/%u ", name,
+                     (int)paused, parallel);
+    assert_true(n > 0 && (size_t)n < sizeof g->g_text - g->g_len);
+    g->g_len += (size_t)n;
+}
+
+static const char *
+groups_of(trd_store *s, groups_text *g)
+{
+    memset(g, 0, sizeof *g);
+    assert_int_equal(trd_store_groups(s, groups_add, g), TR_OK);
+    return g->g_text;
 }
 
 // Collects the ids an `each` callback sees.
@@ -944,10 +1012,85 @@ test_store_migrates_v1_to_v2(void **state)
     assert_int_equal(sql_int(t.db, "PRAGMA user_version"), 2);
     assert_int_equal(sql_int(t.db, "SELECT count(*) FROM schema_migrations WHERE version = 2"), 1);
     assert_int_equal(sql_int(t.db, "SELECT count(*) FROM groups"), 0);
-    // Opened again: nothing left to migrate.
-    trd_store_close(store_open(t.db));
+    // Opened again: nothing left to migrate, and the groups table works.
+    s = store_open(t.db);
+    groups_text g;
+    assert_string_equal(groups_of(s, &g), "");
+    assert_int_equal(set_group_wait(s, "g", true, 2, true), TR_OK);
+    assert_string_equal(groups_of(s, &g), "g:1/2 ");
+    trd_store_close(s);
     assert_int_equal(sql_int(t.db, "SELECT count(*) FROM schema_migrations"), 2);
     tmp_remove(&t);
+}
+
+static void
+test_store_groups_from_submit_and_set_group(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    trd_store *s = f.f_s;
+    groups_text g;
+    assert_string_equal(groups_of(s, &g), "");
+
+    // A Submit stores its groups' limits.
+    const char *names[] = {"a", "b", ""};
+    const uint32_t par[] = {1, 0, 4};
+    batch b = batch_groups(batch_make(2, "j", "a", NULL, false, 0), 3, names, par);
+    assert_int_equal(submit_wait(s, "g1", &b, NULL), TR_OK);
+    assert_string_equal(groups_of(s, &g), ":0/4 a:0/1 b:0/0 ");
+
+    // Pausing keeps the limit; a new group gets the default limit.
+    assert_int_equal(set_group_wait(s, "a", true, 99, false), TR_OK);
+    assert_int_equal(set_group_wait(s, "c", true, 0, false), TR_OK);
+    assert_string_equal(groups_of(s, &g), ":0/4 a:1/1 b:0/0 c:1/0 ");
+    // Setting both.
+    assert_int_equal(set_group_wait(s, "b", true, 7, true), TR_OK);
+    assert_int_equal(set_group_wait(s, "c", false, 2, true), TR_OK);
+    assert_string_equal(groups_of(s, &g), ":0/4 a:1/1 b:1/7 c:0/2 ");
+
+    // A later Submit changes a limit and keeps the paused flag.
+    const char *a[] = {"a"};
+    const uint32_t three[] = {3};
+    batch b2 = batch_groups(batch_make(1, "k", "a", NULL, false, 0), 1, a, three);
+    assert_int_equal(submit_wait(s, "g2", &b2, NULL), TR_OK);
+    assert_string_equal(groups_of(s, &g), ":0/4 a:1/3 b:1/7 c:0/2 ");
+
+    // A repeated request id stores nothing again (its groups were stored
+    // with it), and a Submit that fails stores none of its groups.
+    assert_int_equal(set_group_wait(s, "a", true, 5, true), TR_OK);
+    assert_int_equal(submit_wait(s, "g2", &b2, NULL), TR_OK);
+    const char *d[] = {"d", "a"};
+    const uint32_t dpar[] = {1, 8};
+    batch bad = batch_groups(batch_make(1, "x", "d", NULL, false, 0), 2, d, dpar);
+    // Its job runs after one that does not exist: it fails after its
+    // groups went in, and they are rolled back with it.
+    Troupe__V1__SubmitBatch *sb = troupe__v1__submit_batch__unpack(NULL, bad.b_len, bad.b_buf);
+    assert_non_null(sb);
+    uint64_t unknown = 999999;
+    sb->jobs[0]->n_after_ids = 1;
+    sb->jobs[0]->after_ids = &unknown;
+    uint8_t bad_buf[512];
+    assert_true(troupe__v1__submit_batch__get_packed_size(sb) <= sizeof bad_buf);
+    size_t bad_len = troupe__v1__submit_batch__pack(sb, bad_buf);
+    sb->jobs[0]->n_after_ids = 0;
+    sb->jobs[0]->after_ids = NULL;
+    troupe__v1__submit_batch__free_unpacked(sb, NULL);
+    waiter w;
+    tu_event_init(&w.w_ev);
+    trd_store_submit(s, "bad", bad_buf, bad_len, waiter_done, &w);
+    waiter_wait(&w);
+    assert_int_equal(w.w_err, TR_ENOTFOUND);
+    assert_string_equal(groups_of(s, &g), ":0/4 a:1/5 b:1/7 c:0/2 ");
+
+    // All of it outlives a restart.
+    trd_store_close(s);
+    s = f.f_s = store_open(f.f_tmp.db);
+    assert_string_equal(groups_of(s, &g), ":0/4 a:1/5 b:1/7 c:0/2 ");
+    batch_free(&b);
+    batch_free(&b2);
+    batch_free(&bad);
+    fx_close(&f);
 }
 
 static void
@@ -1247,6 +1390,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_store_list_filters_and_paging),
         cmocka_unit_test(test_store_load_unfinished_is_queued_and_running),
         cmocka_unit_test(test_store_migrates_v1_to_v2),
+        cmocka_unit_test(test_store_groups_from_submit_and_set_group),
         cmocka_unit_test(test_store_corrupt_file_is_eio_and_untouched),
         cmocka_unit_test(test_store_newer_schema_is_enotsup_and_untouched),
         cmocka_unit_test(test_store_locked_is_ebusy_in_bounded_time),
