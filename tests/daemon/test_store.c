@@ -156,6 +156,30 @@ batch_groups(batch b, size_t ng, const char *const *names, const uint32_t *paral
     return out;
 }
 
+// batch_unknown_after returns b (freed) with its first job made to run
+// after job 999999, which no test stores: a Submit that fails on its own
+// (TR_ENOTFOUND) after its groups and jobs went in.
+static batch
+batch_unknown_after(batch b)
+{
+    Troupe__V1__SubmitBatch *sb = troupe__v1__submit_batch__unpack(NULL, b.b_len, b.b_buf);
+    assert_non_null(sb);
+    assert_true(sb->n_jobs > 0);
+    uint64_t unknown = 999999;
+    sb->jobs[0]->n_after_ids = 1;
+    sb->jobs[0]->after_ids = &unknown;
+    batch out;
+    out.b_len = troupe__v1__submit_batch__get_packed_size(sb);
+    out.b_buf = malloc(out.b_len);
+    troupe__v1__submit_batch__pack(sb, out.b_buf);
+    // Ours, not the unpacker's: taken back before it frees the rest.
+    sb->jobs[0]->n_after_ids = 0;
+    sb->jobs[0]->after_ids = NULL;
+    troupe__v1__submit_batch__free_unpacked(sb, NULL);
+    batch_free(&b);
+    return out;
+}
+
 // A write's outcome, for a test that waits for it.
 typedef struct waiter {
     tu_event w_ev;
@@ -1062,25 +1086,10 @@ test_store_groups_from_submit_and_set_group(void **state)
     assert_int_equal(submit_wait(s, "g2", &b2, NULL), TR_OK);
     const char *d[] = {"d", "a"};
     const uint32_t dpar[] = {1, 8};
-    batch bad = batch_groups(batch_make(1, "x", "d", NULL, false, 0), 2, d, dpar);
-    // Its job runs after one that does not exist: it fails after its
-    // groups went in, and they are rolled back with it.
-    Troupe__V1__SubmitBatch *sb = troupe__v1__submit_batch__unpack(NULL, bad.b_len, bad.b_buf);
-    assert_non_null(sb);
-    uint64_t unknown = 999999;
-    sb->jobs[0]->n_after_ids = 1;
-    sb->jobs[0]->after_ids = &unknown;
-    uint8_t bad_buf[512];
-    assert_true(troupe__v1__submit_batch__get_packed_size(sb) <= sizeof bad_buf);
-    size_t bad_len = troupe__v1__submit_batch__pack(sb, bad_buf);
-    sb->jobs[0]->n_after_ids = 0;
-    sb->jobs[0]->after_ids = NULL;
-    troupe__v1__submit_batch__free_unpacked(sb, NULL);
-    waiter w;
-    tu_event_init(&w.w_ev);
-    trd_store_submit(s, "bad", bad_buf, bad_len, waiter_done, &w);
-    waiter_wait(&w);
-    assert_int_equal(w.w_err, TR_ENOTFOUND);
+    // It fails after its groups went in, and they are rolled back with it.
+    batch bad =
+        batch_unknown_after(batch_groups(batch_make(1, "x", "d", NULL, false, 0), 2, d, dpar));
+    assert_int_equal(submit_wait(s, "bad", &bad, NULL), TR_ENOTFOUND);
     assert_string_equal(groups_of(s, &g), ":0/4 a:1/5 b:1/7 c:0/2 ");
 
     // All of it outlives a restart.
