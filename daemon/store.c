@@ -19,6 +19,15 @@
 // thread then goes on with the next batch, so a disk that fills up and is
 // freed again needs no restart.
 //
+// The count of unfinished (queued or running) jobs, for the cap on them,
+// is kept exact without a query per Submit: counted once at open (the
+// jobs_unfinished index makes it O(unfinished)), then moved only by what
+// commits. An op adds its change to the batch's s_delta, an op rolled
+// back to its savepoint takes its change back out, and s_delta reaches
+// s_unfinished only once COMMIT has returned; a batch rolled back whole
+// drops it. A Submit's check counts the batch's earlier ops, so two
+// Submits in one batch cannot both take the last room.
+//
 // Reads use a second connection (read-only) under s_rd_mu: WAL lets it read
 // the last committed state while the writer writes, and one statement's
 // rows come from one snapshot.
@@ -38,6 +47,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -280,6 +290,15 @@ struct trd_store {
     uint64_t s_failed;             // under s_st_mu
     uint64_t s_ops_max;            // under s_st_mu
     uint64_t s_hist[HIST_BUCKETS]; // commit µs by floor(log2), under s_st_mu
+    // Committed unfinished jobs: written under s_st_mu by the store
+    // thread (by open before it starts), which alone writes it and so
+    // reads it without the lock.
+    uint64_t s_unfinished;
+    int64_t s_delta; // the running batch's uncommitted change of it: the store thread's
+    // The cap on unfinished jobs (0: none). Relaxed: a set is ordered
+    // before the ops queued after it by s_mu (enqueue, store_main), and
+    // nothing else is read through it.
+    _Atomic uint64_t s_max_unfinished;
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -604,7 +623,7 @@ trd_store_open(const char *path, trd_durability d, trd_store **out, char *err, s
     pthread_mutex_init(&s->s_st_mu, NULL);
     s->s_tail = &s->s_head;
     tr_err e;
-    int64_t version = 0;
+    int64_t version = 0, unfinished = 0;
 
     // NOMUTEX: each connection is used by one thread at a time (the store
     // thread; s_rd_mu's holder), so SQLite's own per-connection mutex is
@@ -630,6 +649,14 @@ trd_store_open(const char *path, trd_durability d, trd_store **out, char *err, s
     if ((e = prepare_all(s->s_db, w_sql, s->s_w, W_COUNT, path, err, errlen)) != TR_OK) {
         goto fail;
     }
+    // INDEXED BY: an error, not a scan of every job, if the index is gone.
+    rc = pragma_int(s->s_db, "SELECT count(*) FROM jobs INDEXED BY jobs_unfinished WHERE state < 2",
+                    &unfinished);
+    if (rc != SQLITE_OK) {
+        e = open_fail(s->s_db, rc, path, "counting unfinished jobs", err, errlen);
+        goto fail;
+    }
+    s->s_unfinished = (uint64_t)unfinished;
 
     rc = sqlite3_open_v2(path, &s->s_rd, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
@@ -730,6 +757,12 @@ trd_store_set_max_size(trd_store *s, uint64_t bytes, trd_done_fn done, void *arg
     }
     o->o_max_bytes = bytes;
     enqueue(s, o);
+}
+
+void
+trd_store_set_max_unfinished(trd_store *s, uint64_t n)
+{
+    atomic_store_explicit(&s->s_max_unfinished, n, memory_order_relaxed);
 }
 
 void
@@ -906,6 +939,7 @@ submit_body(trd_store *s, op *o, const Troupe__V1__SubmitBatch *b, named *names)
     }
     o->o_res.r_first_id = first;
     o->o_res.r_count = (uint32_t)b->n_jobs;
+    s->s_delta += (int64_t)b->n_jobs;
     return SQLITE_DONE;
 }
 
@@ -938,6 +972,18 @@ op_submit(trd_store *s, op *o)
     if (b->job_count != b->n_jobs) {
         op_fail(o, TR_EINVAL, "the batch has %zu jobs, its job_count says %u", b->n_jobs,
                 b->job_count);
+        troupe__v1__submit_batch__free_unpacked(b, NULL);
+        return SQLITE_DONE;
+    }
+    // After the repeated-id check: a re-sent Submit is answered even when
+    // the queue is full.
+    uint64_t cap = atomic_load_explicit(&s->s_max_unfinished, memory_order_relaxed);
+    uint64_t now = (uint64_t)((int64_t)s->s_unfinished + s->s_delta);
+    if (cap != 0 && b->n_jobs > 0 && now + b->n_jobs > cap) {
+        op_fail(o, TR_ENOSPC,
+                "too many unfinished jobs: %llu queued or running, this batch has %zu, the cap "
+                "is %llu",
+                (unsigned long long)now, b->n_jobs, (unsigned long long)cap);
         troupe__v1__submit_batch__free_unpacked(b, NULL);
         return SQLITE_DONE;
     }
@@ -997,6 +1043,9 @@ op_update(trd_store *s, op *o)
     }
     sqlite3_bind_int64(st, 1, (sqlite3_int64)u->u_id);
     int rc = run(st);
+    if (rc == SQLITE_DONE && sqlite3_changes(s->s_db) == 1 && u->u_kind == TRD_UPDATE_FINISH) {
+        s->s_delta--; // W_FINISH changes only an unfinished job
+    }
     if (rc != SQLITE_DONE || sqlite3_changes(s->s_db) == 1) {
         return rc;
     }
@@ -1053,6 +1102,7 @@ run_op(trd_store *s, op *o)
 {
     o->o_err = TR_OK;
     o->o_detail[0] = '\0';
+    int64_t delta = s->s_delta;
     int rc = run(s->s_w[W_SAVEPOINT]);
     if (rc != SQLITE_DONE) {
         return rc;
@@ -1079,6 +1129,9 @@ run_op(trd_store *s, op *o)
     }
     if (o->o_err != TR_OK) {
         memset(&o->o_res, 0, sizeof o->o_res);
+        // Each op adds its change last today; this keeps the count right
+        // for a step that may one day fail after it.
+        s->s_delta = delta;
         if ((rc = run(s->s_w[W_ROLLBACK_TO])) != SQLITE_DONE) {
             return rc;
         }
@@ -1102,6 +1155,7 @@ static void
 run_batch(trd_store *s, op *batch, uint64_t n)
 {
     uint64_t t0 = mono_us();
+    s->s_delta = 0;
     int rc = run(s->s_w[W_BEGIN]);
     for (op *o = batch; o != NULL && rc == SQLITE_DONE; o = o->o_next) {
         rc = run_op(s, o);
@@ -1133,6 +1187,7 @@ run_batch(trd_store *s, op *batch, uint64_t n)
             s->s_ops_max = n;
         }
         hist_add(s, us);
+        s->s_unfinished = (uint64_t)((int64_t)s->s_unfinished + s->s_delta);
     } else {
         s->s_failed++;
     }
@@ -1416,6 +1471,7 @@ trd_store_stats(trd_store *s, trd_store_counters *out)
     out->st_ops = s->s_ops;
     out->st_failed = s->s_failed;
     out->st_ops_max = s->s_ops_max;
+    out->st_unfinished = s->s_unfinished;
     out->st_ops_mean = s->s_commits != 0 ? (double)s->s_ops / (double)s->s_commits : 0;
     out->st_commit_p50_us = hist_quantile(s->s_hist, s->s_commits, 0.50);
     out->st_commit_p99_us = hist_quantile(s->s_hist, s->s_commits, 0.99);

@@ -10,6 +10,8 @@
 //   the ids of the first Submit (repeated = true) and inserts nothing, so a
 //   Submit committed just before a crash and re-sent after it is one job.
 // - One final record per job: a second final state for a job is refused.
+// - An exact count of unfinished (queued or running) jobs, moved only by
+//   what commits, and an optional cap on it that a Submit cannot pass.
 // - A corrupt, locked, foreign or newer-schema database is an error at open,
 //   never a reset: nothing in the file is written before it has been read
 //   and found to be ours and not newer than this build.
@@ -109,8 +111,12 @@ void trd_store_close(trd_store *s);
 // Copies request_id and batch. done runs exactly once (TR_EINVAL: a batch
 // that does not decode or names a job it lacks; TR_ENOTFOUND: an after_id
 // that is not stored; TR_ENOSPC, TR_EIO, TR_EBUSY: the whole batch's
-// transaction failed and was rolled back). A Submit that fails stores
-// nothing of it. Never blocks. Any thread.
+// transaction failed and was rolled back; TR_ENOSPC too, alone, for a
+// batch that would take the unfinished jobs past the cap of
+// trd_store_set_max_unfinished: r_detail is then "too many unfinished
+// jobs: N queued or running, this batch has M, the cap is C"). A Submit
+// that fails stores nothing of it. A repeated request id is answered
+// whatever the cap. Never blocks. Any thread.
 void trd_store_submit(trd_store *s, const char *request_id, const void *batch, size_t len,
                       trd_done_fn done, void *arg);
 
@@ -160,6 +166,16 @@ void trd_store_update(trd_store *s, const trd_job_update *u, trd_done_fn done, v
 // blocks. Any thread.
 void trd_store_set_group(trd_store *s, const char *name, bool paused, uint32_t parallel,
                          bool set_parallel, trd_done_fn done, void *arg);
+
+// trd_store_set_max_unfinished caps the unfinished (queued or running)
+// jobs at n (0: no cap, the default): a Submit whose jobs would take the
+// count past n inserts nothing and fails with TR_ENOSPC (see
+// trd_store_submit); what is stored already is never touched, so a cap
+// below the count refuses Submits until enough jobs finish. The count
+// is exact (st_unfinished). Takes effect for the Submits queued after it
+// returns (some queued before and not yet run may see it too). Not
+// stored: the daemon sets it at each start. Never blocks. Any thread.
+void trd_store_set_max_unfinished(trd_store *s, uint64_t n);
 
 // trd_store_set_max_size queues a cap on the database's size (bytes,
 // rounded down to pages; 0: SQLite's default, about 4 TiB): writes past
@@ -241,6 +257,7 @@ typedef struct trd_store_counters {
     uint64_t st_ops;           // operations in them
     uint64_t st_failed;        // batches rolled back (disk full, IO error)
     uint64_t st_ops_max;       // the most operations in one commit
+    uint64_t st_unfinished;    // jobs queued or running, as committed
     double st_ops_mean;        // ops / commits
     uint64_t st_commit_p50_us; // commit time (BEGIN to COMMIT returned), the
     uint64_t st_commit_p99_us; // upper bound of its power-of-two bucket

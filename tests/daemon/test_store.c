@@ -1,9 +1,11 @@
 // test_store.c: the daemon's job store (daemon/store.h) and its state lock
 // (daemon/state.h): data that outlives a close, ids and repeated request
 // ids, group commit from several threads, state changes and the one final
-// record, list filters and paging, recovery's scan, a corrupt, newer or
-// locked file refused without a write, a kill -9 after an acknowledged
-// Submit, a full disk, and a second daemon on the same state directory.
+// record, list filters and paging, recovery's scan, a schema-1 file
+// migrated, groups' settings, the cap on unfinished jobs and its count, a
+// corrupt, newer or locked file refused without a write, a kill -9 after
+// an acknowledged Submit, a full disk, and a second daemon on the same
+// state directory.
 //
 // The kill -9 and lock cases run this binary again as a child
 // (argv[1] = "child-submit" or "child-lock"; see main).
@@ -345,6 +347,62 @@ groups_of(trd_store *s, groups_text *g)
     memset(g, 0, sizeof *g);
     assert_int_equal(trd_store_groups(s, groups_add, g), TR_OK);
     return g->g_text;
+}
+
+static uint64_t
+unfinished_of(trd_store *s)
+{
+    trd_store_counters st;
+    trd_store_stats(s, &st);
+    return st.st_unfinished;
+}
+
+static tr_err
+finish_wait(trd_store *s, uint64_t id)
+{
+    trd_job_update u = {.u_id = id, .u_kind = TRD_UPDATE_FINISH, .u_state = TRD_JOB_SUCCEEDED};
+    return update_wait(s, &u, NULL, 0);
+}
+
+// A gate holds the store thread in an op's callback (a test-only block:
+// callbacks must not block) so that the ops queued meanwhile go in one
+// batch. The op is trd_store_set_max_size(max_bytes).
+typedef struct gate {
+    tu_event g_held;
+    tu_event g_open;
+} gate;
+
+static void
+gate_done(void *arg, tr_err err, const trd_submit_result *r)
+{
+    gate *g = arg;
+    (void)r;
+    TU_CHECK(err == TR_OK);
+    tu_event_set(&g->g_held);
+    TU_CHECK(tu_event_wait(&g->g_open, TU_WAIT_MS));
+}
+
+static void
+gate_hold(trd_store *s, gate *g, uint64_t max_bytes)
+{
+    tu_event_init(&g->g_held);
+    tu_event_init(&g->g_open);
+    trd_store_set_max_size(s, max_bytes, gate_done, g);
+    assert_true(tu_event_wait(&g->g_held, TU_WAIT_MS));
+}
+
+// gate_open lets the store thread go on and waits for the ops queued
+// behind it (their waiters).
+static void
+gate_open(gate *g, waiter *w, size_t n)
+{
+    tu_event_set(&g->g_open);
+    for (size_t i = 0; i < n; i++) {
+        waiter_wait(&w[i]);
+    }
+    tu_checks_pass();
+    tu_event_destroy(&g->g_held);
+    tu_event_destroy(&g->g_open);
 }
 
 // Collects the ids an `each` callback sees.
@@ -1030,6 +1088,8 @@ test_store_migrates_v1_to_v2(void **state)
     assert_int_equal(r.r_count, 2);
     assert_int_equal(submit_wait(s, "new", &b, &r), TR_OK);
     assert_int_equal(r.r_first_id, 3);
+    // The unfinished count took the v1 file's queued job.
+    assert_int_equal(unfinished_of(s), 2);
     trd_store_close(s);
     batch_free(&b);
 
@@ -1099,6 +1159,148 @@ test_store_groups_from_submit_and_set_group(void **state)
     batch_free(&b);
     batch_free(&b2);
     batch_free(&bad);
+    fx_close(&f);
+}
+
+static void
+test_store_cap_on_unfinished_jobs(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    trd_store *s = f.f_s;
+    assert_int_equal(unfinished_of(s), 0);
+    trd_store_set_max_unfinished(s, 5);
+    trd_submit_result r1 = submit_jobs(s, "r1", 3, "a", "", NULL);
+    submit_jobs(s, "r2", 2, "b", "", NULL); // exactly up to the cap
+    assert_int_equal(unfinished_of(s), 5);
+
+    // Full: the next Submit inserts nothing and says why, precisely.
+    batch one = batch_make(1, "c", "", NULL, false, 0);
+    batch two = batch_make(2, "d", "", NULL, false, 0);
+    waiter w[3];
+    tu_event_init(&w[0].w_ev);
+    trd_store_submit(s, "r3", one.b_buf, one.b_len, waiter_done, &w[0]);
+    waiter_wait(&w[0]);
+    assert_int_equal(w[0].w_err, TR_ENOSPC);
+    print_message("full: %s\n", w[0].w_detail);
+    assert_string_equal(w[0].w_detail, "too many unfinished jobs: 5 queued or running, "
+                                       "this batch has 1, the cap is 5");
+    trd_job_rec rec;
+    assert_int_equal(trd_store_get(s, r1.r_first_id + 5, &rec), TR_ENOTFOUND);
+    // A repeated request id is answered with its first reply even so.
+    trd_submit_result again;
+    assert_int_equal(submit_wait(s, "r1", &one, &again), TR_OK);
+    assert_true(again.r_repeated);
+    assert_int_equal(again.r_first_id, r1.r_first_id);
+    assert_int_equal(again.r_count, 3);
+
+    // Running jobs count; a finished one frees its room.
+    trd_job_update start = {.u_id = r1.r_first_id, .u_kind = TRD_UPDATE_START, .u_attempt = 1};
+    assert_int_equal(update_wait(s, &start, NULL, 0), TR_OK);
+    assert_int_equal(unfinished_of(s), 5);
+    assert_int_equal(finish_wait(s, r1.r_first_id), TR_OK);
+    assert_int_equal(finish_wait(s, r1.r_first_id + 1), TR_OK);
+    assert_int_equal(unfinished_of(s), 3);
+    // A refused final record frees nothing.
+    assert_int_equal(finish_wait(s, r1.r_first_id), TR_EINVAL);
+    assert_int_equal(unfinished_of(s), 3);
+
+    // In one batch: a Submit that fails on its own (an after_id that is
+    // not stored) takes no room, and of two that each fit alone only the
+    // first goes in.
+    batch bad = batch_unknown_after(batch_make(1, "x", "", NULL, false, 0));
+    gate g;
+    gate_hold(s, &g, 0);
+    for (int i = 0; i < 3; i++) {
+        tu_event_init(&w[i].w_ev);
+    }
+    trd_store_submit(s, "bad", bad.b_buf, bad.b_len, waiter_done, &w[0]);
+    trd_store_submit(s, "r4", two.b_buf, two.b_len, waiter_done, &w[1]);
+    trd_store_submit(s, "r5", two.b_buf, two.b_len, waiter_done, &w[2]);
+    gate_open(&g, w, 3);
+    assert_int_equal(w[0].w_err, TR_ENOTFOUND);
+    assert_int_equal(w[1].w_err, TR_OK);
+    assert_int_equal(w[2].w_err, TR_ENOSPC);
+    assert_string_equal(w[2].w_detail, "too many unfinished jobs: 5 queued or running, "
+                                       "this batch has 2, the cap is 5");
+    assert_int_equal(w[1].w_res.r_commit, w[2].w_res.r_commit);
+    assert_int_equal(unfinished_of(s), 5);
+
+    // The count is the same after a restart (the cap is the daemon's to
+    // set again), and 0 means no cap.
+    trd_store_close(s);
+    s = f.f_s = store_open(f.f_tmp.db);
+    assert_int_equal(unfinished_of(s), 5);
+    trd_store_set_max_unfinished(s, 6);
+    submit_jobs(s, "r6", 1, "e", "", NULL);
+    tu_event_init(&w[0].w_ev);
+    trd_store_submit(s, "r7", one.b_buf, one.b_len, waiter_done, &w[0]);
+    waiter_wait(&w[0]);
+    assert_int_equal(w[0].w_err, TR_ENOSPC);
+    assert_non_null(strstr(w[0].w_detail, "6 queued or running"));
+    trd_store_set_max_unfinished(s, 0);
+    submit_jobs(s, "r7", 1, "e", "", NULL);
+    assert_int_equal(unfinished_of(s), 7);
+    batch_free(&one);
+    batch_free(&two);
+    batch_free(&bad);
+    fx_close(&f);
+}
+
+// A batch that the disk-full path rolls back, a Submit and a FINISH in
+// it, moves the count neither way.
+static void
+test_store_cap_count_unchanged_by_rolled_back_batch(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    trd_store *s = f.f_s;
+    uint64_t id = submit_jobs(s, "small", 2, "s", "", NULL).r_first_id;
+    waiter w[2];
+    tu_event_init(&w[0].w_ev);
+    trd_store_set_max_size(s, 96 * 1024, waiter_done, &w[0]);
+    waiter_wait(&w[0]);
+    assert_int_equal(w[0].w_err, TR_OK);
+    batch big = batch_make(8, "big", "", NULL, false, 8192);
+    tr_err e = TR_OK;
+    char rid[32];
+    for (int i = 0; i < 50 && e == TR_OK; i++) {
+        snprintf(rid, sizeof rid, "big-%d", i);
+        e = submit_wait(s, rid, &big, NULL);
+    }
+    assert_int_equal(e, TR_ENOSPC);
+    uint64_t before = unfinished_of(s);
+    assert_true(before >= 2);
+
+    // The same Submit again, now with a FINISH before it in its batch.
+    gate g;
+    gate_hold(s, &g, 96 * 1024);
+    trd_job_update fin = {.u_id = id, .u_kind = TRD_UPDATE_FINISH, .u_state = TRD_JOB_CANCELLED};
+    tu_event_init(&w[0].w_ev);
+    tu_event_init(&w[1].w_ev);
+    trd_store_update(s, &fin, waiter_done, &w[0]);
+    trd_store_submit(s, rid, big.b_buf, big.b_len, waiter_done, &w[1]);
+    gate_open(&g, w, 2);
+    print_message("rolled back: %s\n", w[1].w_detail);
+    assert_int_equal(w[0].w_err, TR_ENOSPC);
+    assert_int_equal(w[1].w_err, TR_ENOSPC);
+    assert_non_null(strstr(w[1].w_detail, "rolled back"));
+    assert_int_equal(unfinished_of(s), before);
+    assert_int_equal(state_of(s, id), TRD_JOB_QUEUED);
+
+    // With room again both commit, and the count follows.
+    tu_event_init(&w[0].w_ev);
+    trd_store_set_max_size(s, 0, waiter_done, &w[0]);
+    waiter_wait(&w[0]);
+    assert_int_equal(update_wait(s, &fin, NULL, 0), TR_OK);
+    assert_int_equal(submit_wait(s, rid, &big, NULL), TR_OK);
+    assert_int_equal(unfinished_of(s), before - 1 + 8);
+    trd_store_close(s);
+    s = f.f_s = store_open(f.f_tmp.db);
+    assert_int_equal(unfinished_of(s), before - 1 + 8);
+    batch_free(&big);
     fx_close(&f);
 }
 
@@ -1400,6 +1602,8 @@ main(int argc, char **argv)
         cmocka_unit_test(test_store_load_unfinished_is_queued_and_running),
         cmocka_unit_test(test_store_migrates_v1_to_v2),
         cmocka_unit_test(test_store_groups_from_submit_and_set_group),
+        cmocka_unit_test(test_store_cap_on_unfinished_jobs),
+        cmocka_unit_test(test_store_cap_count_unchanged_by_rolled_back_batch),
         cmocka_unit_test(test_store_corrupt_file_is_eio_and_untouched),
         cmocka_unit_test(test_store_newer_schema_is_enotsup_and_untouched),
         cmocka_unit_test(test_store_locked_is_ebusy_in_bounded_time),
