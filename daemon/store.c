@@ -19,6 +19,15 @@
 // thread then goes on with the next batch, so a disk that fills up and is
 // freed again needs no restart.
 //
+// The count of unfinished (queued or running) jobs, for the cap on them,
+// is kept exact without a query per Submit: counted once at open (the
+// jobs_unfinished index makes it O(unfinished)), then moved only by what
+// commits. An op adds its change to the batch's s_delta, an op rolled
+// back to its savepoint takes its change back out, and s_delta reaches
+// s_unfinished only once COMMIT has returned; a batch rolled back whole
+// drops it. A Submit's check counts the batch's earlier ops, so two
+// Submits in one batch cannot both take the last room.
+//
 // Reads use a second connection (read-only) under s_rd_mu: WAL lets it read
 // the last committed state while the writer writes, and one statement's
 // rows come from one snapshot.
@@ -38,6 +47,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +117,21 @@ migrate_v1(sqlite3 *db)
     return sqlite3_exec(db, schema_v1, NULL, NULL, NULL);
 }
 
+// Version 2: the groups' settings (paused; parallel, 0: the daemon's
+// default), so that they outlive a restart. A group without a row has the
+// defaults: a v1 database needs no rows, and a group no Submit named keeps
+// none.
+static const char schema_v2[] = "CREATE TABLE groups("
+                                "  name TEXT PRIMARY KEY NOT NULL,"
+                                "  paused INTEGER NOT NULL DEFAULT 0,"
+                                "  parallel INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;";
+
+static int
+migrate_v2(sqlite3 *db)
+{
+    return sqlite3_exec(db, schema_v2, NULL, NULL, NULL);
+}
+
 // migrations[i] takes the schema from version i to i + 1. Version N + 1 is
 // one more function and one more row here (and TRD_STORE_SCHEMA + 1).
 static const struct migration {
@@ -114,6 +139,7 @@ static const struct migration {
     int (*m_fn)(sqlite3 *db);
 } migrations[] = {
     {"jobs, requests, job_labels, deps", migrate_v1},
+    {"groups", migrate_v2},
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == TRD_STORE_SCHEMA,
                "one migration per schema version");
@@ -152,6 +178,7 @@ enum {
     W_FINISH,
     W_RETRY,
     W_STATE,
+    W_GROUP,
     W_COUNT
 };
 
@@ -178,9 +205,23 @@ static const char *const w_sql[W_COUNT] = {
                 " signal = ?5, error = ?6, leader_pid = 0, leader_start = 0"
                 " WHERE id = ?1 AND state = 1",
     [W_STATE] = "SELECT state FROM jobs WHERE id = ?1",
+    // A group's settings: ?2 paused, ?3 parallel; NULL keeps what is
+    // stored (a new row: the default, 0).
+    [W_GROUP] = "INSERT INTO groups(name, paused, parallel) VALUES (?1, coalesce(?2, 0),"
+                " coalesce(?3, 0)) ON CONFLICT(name) DO UPDATE SET"
+                " paused = coalesce(?2, paused), parallel = coalesce(?3, parallel)",
 };
 
-enum { R_GET, R_UNFINISHED, R_LIST_ALL, R_LIST_UNFINISHED, R_LIST_GROUP, R_LIST_LABEL, R_COUNT };
+enum {
+    R_GET,
+    R_UNFINISHED,
+    R_LIST_ALL,
+    R_LIST_UNFINISHED,
+    R_LIST_GROUP,
+    R_LIST_LABEL,
+    R_GROUPS,
+    R_COUNT
+};
 
 static const char *const r_sql[R_COUNT] = {
     [R_GET] = "SELECT " JOB_COLS " FROM jobs j WHERE j.id = ?1",
@@ -195,12 +236,13 @@ static const char *const r_sql[R_COUNT] = {
     [R_LIST_LABEL] =
         "SELECT " JOB_COLS " FROM job_labels l JOIN jobs j ON j.id = l.job"
         " WHERE l.key = ?5 AND l.value = ?6 AND l.job > ?1" LIST_TAIL " ORDER BY l.job LIMIT ?7",
+    [R_GROUPS] = "SELECT name, paused, parallel FROM groups ORDER BY name",
 };
 
 // ---------------------------------------------------------------------------
 // The store.
 
-typedef enum op_kind { OP_SUBMIT, OP_UPDATE, OP_MAX_SIZE } op_kind;
+typedef enum op_kind { OP_SUBMIT, OP_UPDATE, OP_MAX_SIZE, OP_GROUP } op_kind;
 
 typedef struct op {
     struct op *o_next; // the queue, under s_mu
@@ -219,6 +261,12 @@ typedef struct op {
         } o_sub;
         trd_job_update o_upd; // u_error points into this allocation
         uint64_t o_max_bytes;
+        struct {
+            const char *name; // in this allocation
+            bool paused;
+            bool set_parallel;
+            uint32_t parallel;
+        } o_grp;
     };
 } op;
 
@@ -242,6 +290,15 @@ struct trd_store {
     uint64_t s_failed;             // under s_st_mu
     uint64_t s_ops_max;            // under s_st_mu
     uint64_t s_hist[HIST_BUCKETS]; // commit µs by floor(log2), under s_st_mu
+    // Committed unfinished jobs: written under s_st_mu by the store
+    // thread (by open before it starts), which alone writes it and so
+    // reads it without the lock.
+    uint64_t s_unfinished;
+    int64_t s_delta; // the running batch's uncommitted change of it: the store thread's
+    // The cap on unfinished jobs (0: none). Relaxed: a set is ordered
+    // before the ops queued after it by s_mu (enqueue, store_main), and
+    // nothing else is read through it.
+    _Atomic uint64_t s_max_unfinished;
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -566,7 +623,7 @@ trd_store_open(const char *path, trd_durability d, trd_store **out, char *err, s
     pthread_mutex_init(&s->s_st_mu, NULL);
     s->s_tail = &s->s_head;
     tr_err e;
-    int64_t version = 0;
+    int64_t version = 0, unfinished = 0;
 
     // NOMUTEX: each connection is used by one thread at a time (the store
     // thread; s_rd_mu's holder), so SQLite's own per-connection mutex is
@@ -592,6 +649,14 @@ trd_store_open(const char *path, trd_durability d, trd_store **out, char *err, s
     if ((e = prepare_all(s->s_db, w_sql, s->s_w, W_COUNT, path, err, errlen)) != TR_OK) {
         goto fail;
     }
+    // INDEXED BY: an error, not a scan of every job, if the index is gone.
+    rc = pragma_int(s->s_db, "SELECT count(*) FROM jobs INDEXED BY jobs_unfinished WHERE state < 2",
+                    &unfinished);
+    if (rc != SQLITE_OK) {
+        e = open_fail(s->s_db, rc, path, "counting unfinished jobs", err, errlen);
+        goto fail;
+    }
+    s->s_unfinished = (uint64_t)unfinished;
 
     rc = sqlite3_open_v2(path, &s->s_rd, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
@@ -694,6 +759,29 @@ trd_store_set_max_size(trd_store *s, uint64_t bytes, trd_done_fn done, void *arg
     enqueue(s, o);
 }
 
+void
+trd_store_set_max_unfinished(trd_store *s, uint64_t n)
+{
+    atomic_store_explicit(&s->s_max_unfinished, n, memory_order_relaxed);
+}
+
+void
+trd_store_set_group(trd_store *s, const char *name, bool paused, uint32_t parallel,
+                    bool set_parallel, trd_done_fn done, void *arg)
+{
+    size_t nlen = strlen(name) + 1;
+    op *o = op_new(OP_GROUP, nlen, done, arg);
+    if (o == NULL) {
+        return;
+    }
+    memcpy(o + 1, name, nlen);
+    o->o_grp.name = (const char *)(o + 1);
+    o->o_grp.paused = paused;
+    o->o_grp.parallel = parallel;
+    o->o_grp.set_parallel = set_parallel;
+    enqueue(s, o);
+}
+
 // ---------------------------------------------------------------------------
 // The store thread: running ops.
 
@@ -771,13 +859,37 @@ insert_dep(trd_store *s, op *o, uint64_t job, uint64_t after)
     return rc;
 }
 
-// submit_body inserts the jobs of b, their labels and edges, and the
-// request id, inside the op's savepoint.
+// upsert_group stores a group's settings: paused (NULL: keep, false for
+// a new row), parallel (NULL: keep, 0 for a new row).
+static int
+upsert_group(trd_store *s, const char *name, const bool *paused, const uint32_t *parallel)
+{
+    sqlite3_stmt *st = s->s_w[W_GROUP];
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    if (paused != NULL) {
+        sqlite3_bind_int(st, 2, *paused);
+    }
+    if (parallel != NULL) {
+        sqlite3_bind_int64(st, 3, *parallel);
+    }
+    return run(st);
+}
+
+// submit_body inserts the batch's groups' limits (a group's paused flag
+// is kept), the jobs of b, their labels and edges, and the request id,
+// inside the op's savepoint.
 static int
 submit_body(trd_store *s, op *o, const Troupe__V1__SubmitBatch *b, named *names)
 {
     int rc = SQLITE_DONE;
     uint64_t first = 0;
+    for (size_t i = 0; i < b->n_groups; i++) {
+        const Troupe__V1__GroupSpec *g = b->groups[i];
+        rc = upsert_group(s, g->name != NULL ? g->name : "", NULL, &g->parallel);
+        if (rc != SQLITE_DONE) {
+            return rc;
+        }
+    }
     for (size_t i = 0; i < b->n_jobs; i++) {
         uint64_t id = 0;
         if ((rc = insert_job(s, o, b->jobs[i], &id)) != SQLITE_DONE) {
@@ -827,6 +939,7 @@ submit_body(trd_store *s, op *o, const Troupe__V1__SubmitBatch *b, named *names)
     }
     o->o_res.r_first_id = first;
     o->o_res.r_count = (uint32_t)b->n_jobs;
+    s->s_delta += (int64_t)b->n_jobs;
     return SQLITE_DONE;
 }
 
@@ -859,6 +972,18 @@ op_submit(trd_store *s, op *o)
     if (b->job_count != b->n_jobs) {
         op_fail(o, TR_EINVAL, "the batch has %zu jobs, its job_count says %u", b->n_jobs,
                 b->job_count);
+        troupe__v1__submit_batch__free_unpacked(b, NULL);
+        return SQLITE_DONE;
+    }
+    // After the repeated-id check: a re-sent Submit is answered even when
+    // the queue is full.
+    uint64_t cap = atomic_load_explicit(&s->s_max_unfinished, memory_order_relaxed);
+    uint64_t now = (uint64_t)((int64_t)s->s_unfinished + s->s_delta);
+    if (cap != 0 && b->n_jobs > 0 && now + b->n_jobs > cap) {
+        op_fail(o, TR_ENOSPC,
+                "too many unfinished jobs: %llu queued or running, this batch has %zu, the cap "
+                "is %llu",
+                (unsigned long long)now, b->n_jobs, (unsigned long long)cap);
         troupe__v1__submit_batch__free_unpacked(b, NULL);
         return SQLITE_DONE;
     }
@@ -918,6 +1043,9 @@ op_update(trd_store *s, op *o)
     }
     sqlite3_bind_int64(st, 1, (sqlite3_int64)u->u_id);
     int rc = run(st);
+    if (rc == SQLITE_DONE && sqlite3_changes(s->s_db) == 1 && u->u_kind == TRD_UPDATE_FINISH) {
+        s->s_delta--; // W_FINISH changes only an unfinished job
+    }
     if (rc != SQLITE_DONE || sqlite3_changes(s->s_db) == 1) {
         return rc;
     }
@@ -959,6 +1087,13 @@ op_max_size(trd_store *s, op *o)
     return rc == SQLITE_OK ? SQLITE_DONE : rc;
 }
 
+static int
+op_group(trd_store *s, op *o)
+{
+    return upsert_group(s, o->o_grp.name, &o->o_grp.paused,
+                        o->o_grp.set_parallel ? &o->o_grp.parallel : NULL);
+}
+
 // run_op runs one op inside its savepoint. It returns SQLITE_DONE when the
 // transaction can go on (the op succeeded, or failed on its own and was
 // rolled back to its savepoint), else the code that dooms the batch.
@@ -967,6 +1102,7 @@ run_op(trd_store *s, op *o)
 {
     o->o_err = TR_OK;
     o->o_detail[0] = '\0';
+    int64_t delta = s->s_delta;
     int rc = run(s->s_w[W_SAVEPOINT]);
     if (rc != SQLITE_DONE) {
         return rc;
@@ -981,6 +1117,9 @@ run_op(trd_store *s, op *o)
     case OP_MAX_SIZE:
         rc = op_max_size(s, o);
         break;
+    case OP_GROUP:
+        rc = op_group(s, o);
+        break;
     }
     if (rc != SQLITE_DONE && !op_error(rc)) {
         return rc;
@@ -990,6 +1129,9 @@ run_op(trd_store *s, op *o)
     }
     if (o->o_err != TR_OK) {
         memset(&o->o_res, 0, sizeof o->o_res);
+        // Each op adds its change last today; this keeps the count right
+        // for a step that may one day fail after it.
+        s->s_delta = delta;
         if ((rc = run(s->s_w[W_ROLLBACK_TO])) != SQLITE_DONE) {
             return rc;
         }
@@ -1013,6 +1155,7 @@ static void
 run_batch(trd_store *s, op *batch, uint64_t n)
 {
     uint64_t t0 = mono_us();
+    s->s_delta = 0;
     int rc = run(s->s_w[W_BEGIN]);
     for (op *o = batch; o != NULL && rc == SQLITE_DONE; o = o->o_next) {
         rc = run_op(s, o);
@@ -1044,6 +1187,7 @@ run_batch(trd_store *s, op *batch, uint64_t n)
             s->s_ops_max = n;
         }
         hist_add(s, us);
+        s->s_unfinished = (uint64_t)((int64_t)s->s_unfinished + s->s_delta);
     } else {
         s->s_failed++;
     }
@@ -1282,6 +1426,24 @@ trd_store_load_unfinished(trd_store *s, void (*each)(void *arg, const trd_job_re
     return e;
 }
 
+tr_err
+trd_store_groups(trd_store *s,
+                 void (*each)(void *arg, const char *name, bool paused, uint32_t parallel),
+                 void *arg)
+{
+    pthread_mutex_lock(&s->s_rd_mu);
+    sqlite3_stmt *st = s->s_r[R_GROUPS];
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        each(arg, col_text(st, 0), sqlite3_column_int(st, 1) != 0,
+             (uint32_t)sqlite3_column_int64(st, 2));
+    }
+    tr_err e = rc == SQLITE_DONE ? TR_OK : sql_err(s->s_rd, rc);
+    done_reset(st);
+    pthread_mutex_unlock(&s->s_rd_mu);
+    return e;
+}
+
 // hist_quantile returns the upper bound (µs) of the bucket that holds the
 // q-quantile of the commit times.
 static uint64_t
@@ -1309,6 +1471,7 @@ trd_store_stats(trd_store *s, trd_store_counters *out)
     out->st_ops = s->s_ops;
     out->st_failed = s->s_failed;
     out->st_ops_max = s->s_ops_max;
+    out->st_unfinished = s->s_unfinished;
     out->st_ops_mean = s->s_commits != 0 ? (double)s->s_ops / (double)s->s_commits : 0;
     out->st_commit_p50_us = hist_quantile(s->s_hist, s->s_commits, 0.50);
     out->st_commit_p99_us = hist_quantile(s->s_hist, s->s_commits, 0.99);

@@ -10,6 +10,8 @@
 //   the ids of the first Submit (repeated = true) and inserts nothing, so a
 //   Submit committed just before a crash and re-sent after it is one job.
 // - One final record per job: a second final state for a job is refused.
+// - An exact count of unfinished (queued or running) jobs, moved only by
+//   what commits, and an optional cap on it that a Submit cannot pass.
 // - A corrupt, locked, foreign or newer-schema database is an error at open,
 //   never a reset: nothing in the file is written before it has been read
 //   and found to be ours and not newer than this build.
@@ -23,7 +25,7 @@
 #include <troupe/err.h>
 
 // The schema version this build writes (PRAGMA user_version).
-#define TRD_STORE_SCHEMA 1
+#define TRD_STORE_SCHEMA 2
 // How long a start-up or a write waits for a lock another connection holds
 // before it gives up with TR_EBUSY (sqlite3_busy_timeout).
 #define TRD_STORE_BUSY_MS 2000
@@ -86,7 +88,7 @@ typedef void (*trd_done_fn)(void *arg, tr_err err, const trd_submit_result *r);
 // - TR_EIO: not a SQLite database, or PRAGMA quick_check fails;
 // - TR_EBUSY: another connection holds a lock for longer than
 //   TRD_STORE_BUSY_MS;
-// - TR_ENOTSUP: "database schema 7 is newer than this trouped's 1";
+// - TR_ENOTSUP: "database schema 7 is newer than this trouped's 2";
 // - TR_EINVAL: a SQLite database that is not trouped's (schema 0 with tables);
 // - others (TR_ENOENT, TR_EPERM, …): the file cannot be opened.
 // Blocks (file IO, at most a busy timeout). Any thread.
@@ -100,15 +102,21 @@ void trd_store_close(trd_store *s);
 
 // trd_store_submit queues a Submit: batch is a packed troupe.v1.SubmitBatch
 // (len bytes) that the caller has validated; request_id is the client's
-// (non-empty) id. It inserts one row per job in order (ids increasing and
-// consecutive, never reused), their labels and dependency edges (after_ids
-// must name stored jobs, after_names jobs of the batch), and the request id;
-// or, when request_id is stored already, inserts nothing and reports the
-// first Submit's ids with r_repeated. Copies request_id and batch. done runs
-// exactly once (TR_EINVAL: a batch that does not decode or names a job it
-// lacks; TR_ENOTFOUND: an after_id that is not stored; TR_ENOSPC, TR_EIO,
-// TR_EBUSY: the whole batch's transaction failed and was rolled back).
-// Never blocks. Any thread.
+// (non-empty) id. It stores the parallel of each of the batch's groups
+// (see trd_store_set_group), inserts one row per job in order (ids
+// increasing and consecutive, never reused), their labels and dependency
+// edges (after_ids must name stored jobs, after_names jobs of the batch),
+// and the request id; or, when request_id is stored already, inserts and
+// stores nothing and reports the first Submit's ids with r_repeated.
+// Copies request_id and batch. done runs exactly once (TR_EINVAL: a batch
+// that does not decode or names a job it lacks; TR_ENOTFOUND: an after_id
+// that is not stored; TR_ENOSPC, TR_EIO, TR_EBUSY: the whole batch's
+// transaction failed and was rolled back; TR_ENOSPC too, alone, for a
+// batch that would take the unfinished jobs past the cap of
+// trd_store_set_max_unfinished: r_detail is then "too many unfinished
+// jobs: N queued or running, this batch has M, the cap is C"). A Submit
+// that fails stores nothing of it. A repeated request id is answered
+// whatever the cap. Never blocks. Any thread.
 void trd_store_submit(trd_store *s, const char *request_id, const void *batch, size_t len,
                       trd_done_fn done, void *arg);
 
@@ -146,6 +154,28 @@ typedef struct trd_job_update {
 // final record: a final state is final), with r_detail saying which; the
 // batch errors as for trd_store_submit. Never blocks. Any thread.
 void trd_store_update(trd_store *s, const trd_job_update *u, trd_done_fn done, void *arg);
+
+// trd_store_set_group queues a change of group name's stored settings
+// (the groups table; a group without a row has the defaults, not paused
+// and parallel 0, the daemon's default): paused is set, and parallel too
+// when set_parallel (else a stored limit is kept, and a new row gets 0).
+// A Submit's GroupSpecs set their groups' parallel the same way, in the
+// Submit's transaction, keeping paused. Copies name (non-NULL; "" is the
+// default group). done as for the others: after the COMMIT that holds the
+// change, or with the batch's error (TR_ENOSPC, TR_EIO, TR_EBUSY). Never
+// blocks. Any thread.
+void trd_store_set_group(trd_store *s, const char *name, bool paused, uint32_t parallel,
+                         bool set_parallel, trd_done_fn done, void *arg);
+
+// trd_store_set_max_unfinished caps the unfinished (queued or running)
+// jobs at n (0: no cap, the default): a Submit whose jobs would take the
+// count past n inserts nothing and fails with TR_ENOSPC (see
+// trd_store_submit); what is stored already is never touched, so a cap
+// below the count refuses Submits until enough jobs finish. The count
+// is exact (st_unfinished). Takes effect for the Submits queued after it
+// returns (some queued before and not yet run may see it too). Not
+// stored: the daemon sets it at each start. Never blocks. Any thread.
+void trd_store_set_max_unfinished(trd_store *s, uint64_t n);
 
 // trd_store_set_max_size queues a cap on the database's size (bytes,
 // rounded down to pages; 0: SQLite's default, about 4 TiB): writes past
@@ -214,11 +244,20 @@ tr_err trd_store_list(trd_store *s, const trd_list_query *q,
 tr_err trd_store_load_unfinished(trd_store *s, void (*each)(void *arg, const trd_job_rec *r),
                                  void *arg);
 
+// trd_store_groups calls each for every stored group, in name order, from
+// one snapshot: the daemon reads the limits and paused flags at start.
+// name is valid during the call. each must not call the store's reads
+// (the read connection is held). Blocks (file IO). Any thread.
+tr_err trd_store_groups(trd_store *s,
+                        void (*each)(void *arg, const char *name, bool paused, uint32_t parallel),
+                        void *arg);
+
 typedef struct trd_store_counters {
     uint64_t st_commits;       // transactions committed
     uint64_t st_ops;           // operations in them
     uint64_t st_failed;        // batches rolled back (disk full, IO error)
     uint64_t st_ops_max;       // the most operations in one commit
+    uint64_t st_unfinished;    // jobs queued or running, as committed
     double st_ops_mean;        // ops / commits
     uint64_t st_commit_p50_us; // commit time (BEGIN to COMMIT returned), the
     uint64_t st_commit_p99_us; // upper bound of its power-of-two bucket

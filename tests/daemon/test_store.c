@@ -1,9 +1,11 @@
 // test_store.c: the daemon's job store (daemon/store.h) and its state lock
 // (daemon/state.h): data that outlives a close, ids and repeated request
 // ids, group commit from several threads, state changes and the one final
-// record, list filters and paging, recovery's scan, a corrupt, newer or
-// locked file refused without a write, a kill -9 after an acknowledged
-// Submit, a full disk, and a second daemon on the same state directory.
+// record, list filters and paging, recovery's scan, a schema-1 file
+// migrated, groups' settings, the cap on unfinished jobs and its count, a
+// corrupt, newer or locked file refused without a write, a kill -9 after
+// an acknowledged Submit, a full disk, and a second daemon on the same
+// state directory.
 //
 // The kill -9 and lock cases run this binary again as a child
 // (argv[1] = "child-submit" or "child-lock"; see main).
@@ -121,6 +123,63 @@ static void
 batch_free(batch *b)
 {
     free(b->b_buf);
+}
+
+// batch_groups returns b (freed) with ng GroupSpecs added: names[i] with
+// parallel[i].
+static batch
+batch_groups(batch b, size_t ng, const char *const *names, const uint32_t *parallel)
+{
+    Troupe__V1__SubmitBatch *sb = troupe__v1__submit_batch__unpack(NULL, b.b_len, b.b_buf);
+    assert_non_null(sb);
+    assert_int_equal(sb->n_groups, 0);
+    Troupe__V1__GroupSpec *gs = calloc(ng ? ng : 1, sizeof *gs);
+    Troupe__V1__GroupSpec **ptrs = calloc(ng ? ng : 1, sizeof *ptrs);
+    for (size_t i = 0; i < ng; i++) {
+        Troupe__V1__GroupSpec init = TROUPE__V1__GROUP_SPEC__INIT;
+        gs[i] = init;
+        gs[i].name = (char *)names[i];
+        gs[i].parallel = parallel[i];
+        ptrs[i] = &gs[i];
+    }
+    sb->n_groups = ng;
+    sb->groups = ptrs;
+    batch out;
+    out.b_len = troupe__v1__submit_batch__get_packed_size(sb);
+    out.b_buf = malloc(out.b_len ? out.b_len : 1);
+    troupe__v1__submit_batch__pack(sb, out.b_buf);
+    // Ours, not the unpacker's: taken back before it frees the rest.
+    sb->n_groups = 0;
+    sb->groups = NULL;
+    troupe__v1__submit_batch__free_unpacked(sb, NULL);
+    free(ptrs);
+    free(gs);
+    batch_free(&b);
+    return out;
+}
+
+// batch_unknown_after returns b (freed) with its first job made to run
+// after job 999999, which no test stores: a Submit that fails on its own
+// (TR_ENOTFOUND) after its groups and jobs went in.
+static batch
+batch_unknown_after(batch b)
+{
+    Troupe__V1__SubmitBatch *sb = troupe__v1__submit_batch__unpack(NULL, b.b_len, b.b_buf);
+    assert_non_null(sb);
+    assert_true(sb->n_jobs > 0);
+    uint64_t unknown = 999999;
+    sb->jobs[0]->n_after_ids = 1;
+    sb->jobs[0]->after_ids = &unknown;
+    batch out;
+    out.b_len = troupe__v1__submit_batch__get_packed_size(sb);
+    out.b_buf = malloc(out.b_len);
+    troupe__v1__submit_batch__pack(sb, out.b_buf);
+    // Ours, not the unpacker's: taken back before it frees the rest.
+    sb->jobs[0]->n_after_ids = 0;
+    sb->jobs[0]->after_ids = NULL;
+    troupe__v1__submit_batch__free_unpacked(sb, NULL);
+    batch_free(&b);
+    return out;
 }
 
 // A write's outcome, for a test that waits for it.
@@ -253,6 +312,97 @@ assert_file_is(const char *path, const uint8_t *want, size_t len)
     assert_int_equal(got_len, len);
     assert_memory_equal(got, want, len);
     free(got);
+}
+
+static tr_err
+set_group_wait(trd_store *s, const char *name, bool paused, uint32_t parallel, bool set_parallel)
+{
+    waiter w;
+    tu_event_init(&w.w_ev);
+    trd_store_set_group(s, name, paused, parallel, set_parallel, waiter_done, &w);
+    waiter_wait(&w);
+    return w.w_err;
+}
+
+// The stored groups (trd_store_groups), as one string: "name:paused/parallel "
+// for each, so a test compares them all at once.
+typedef struct groups_text {
+    char g_text[512];
+    size_t g_len;
+} groups_text;
+
+static void
+groups_add(void *arg, const char *name, bool paused, uint32_t parallel)
+{
+    groups_text *g = arg;
+    int n = snprintf(g->g_text + g->g_len, sizeof g->g_text - g->g_len, "%s:%d/%u ", name,
+                     (int)paused, parallel);
+    assert_true(n > 0 && (size_t)n < sizeof g->g_text - g->g_len);
+    g->g_len += (size_t)n;
+}
+
+static const char *
+groups_of(trd_store *s, groups_text *g)
+{
+    memset(g, 0, sizeof *g);
+    assert_int_equal(trd_store_groups(s, groups_add, g), TR_OK);
+    return g->g_text;
+}
+
+static uint64_t
+unfinished_of(trd_store *s)
+{
+    trd_store_counters st;
+    trd_store_stats(s, &st);
+    return st.st_unfinished;
+}
+
+static tr_err
+finish_wait(trd_store *s, uint64_t id)
+{
+    trd_job_update u = {.u_id = id, .u_kind = TRD_UPDATE_FINISH, .u_state = TRD_JOB_SUCCEEDED};
+    return update_wait(s, &u, NULL, 0);
+}
+
+// A gate holds the store thread in an op's callback (a test-only block:
+// callbacks must not block) so that the ops queued meanwhile go in one
+// batch. The op is trd_store_set_max_size(max_bytes).
+typedef struct gate {
+    tu_event g_held;
+    tu_event g_open;
+} gate;
+
+static void
+gate_done(void *arg, tr_err err, const trd_submit_result *r)
+{
+    gate *g = arg;
+    (void)r;
+    TU_CHECK(err == TR_OK);
+    tu_event_set(&g->g_held);
+    TU_CHECK(tu_event_wait(&g->g_open, TU_WAIT_MS));
+}
+
+static void
+gate_hold(trd_store *s, gate *g, uint64_t max_bytes)
+{
+    tu_event_init(&g->g_held);
+    tu_event_init(&g->g_open);
+    trd_store_set_max_size(s, max_bytes, gate_done, g);
+    assert_true(tu_event_wait(&g->g_held, TU_WAIT_MS));
+}
+
+// gate_open lets the store thread go on and waits for the ops queued
+// behind it (their waiters).
+static void
+gate_open(gate *g, waiter *w, size_t n)
+{
+    tu_event_set(&g->g_open);
+    for (size_t i = 0; i < n; i++) {
+        waiter_wait(&w[i]);
+    }
+    tu_checks_pass();
+    tu_event_destroy(&g->g_held);
+    tu_event_destroy(&g->g_open);
 }
 
 // Collects the ids an `each` callback sees.
@@ -830,6 +980,330 @@ test_store_load_unfinished_is_queued_and_running(void **state)
     fx_close(&f);
 }
 
+// What a schema-1 trouped created, frozen here as it shipped (never edit
+// it to follow store.c): the migration test's starting point.
+static const char v1_schema[] =
+    "CREATE TABLE schema_migrations(version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+    "  applied_ms INTEGER NOT NULL);"
+    "CREATE TABLE requests(request_id TEXT PRIMARY KEY NOT NULL, first_job INTEGER NOT NULL,"
+    "  job_count INTEGER NOT NULL, created_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE jobs(id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL,"
+    "  name TEXT NOT NULL, grp TEXT NOT NULL, priority INTEGER NOT NULL,"
+    "  state INTEGER NOT NULL CHECK (state BETWEEN 0 AND 6), attempt INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL, started_ms INTEGER NOT NULL DEFAULT 0,"
+    "  ended_ms INTEGER NOT NULL DEFAULT 0, next_run_ms INTEGER NOT NULL DEFAULT 0,"
+    "  exit_code INTEGER NOT NULL DEFAULT 0, signal INTEGER NOT NULL DEFAULT 0,"
+    "  error TEXT NOT NULL DEFAULT '', leader_pid INTEGER NOT NULL DEFAULT 0,"
+    "  leader_start INTEGER NOT NULL DEFAULT 0, stdout_bytes INTEGER NOT NULL DEFAULT 0,"
+    "  stderr_bytes INTEGER NOT NULL DEFAULT 0, truncated INTEGER NOT NULL DEFAULT 0,"
+    "  spec BLOB NOT NULL);"
+    "CREATE INDEX jobs_unfinished ON jobs(id) WHERE state < 2;"
+    "CREATE INDEX jobs_group ON jobs(grp, id);"
+    "CREATE INDEX jobs_created ON jobs(created_ms);"
+    "CREATE TABLE job_labels(job INTEGER NOT NULL REFERENCES jobs(id), key TEXT NOT NULL,"
+    "  value TEXT NOT NULL, PRIMARY KEY (job, key, value)) WITHOUT ROWID;"
+    "CREATE INDEX job_labels_kv ON job_labels(key, value, job);"
+    "CREATE TABLE deps(job INTEGER NOT NULL REFERENCES jobs(id),"
+    "  after_job INTEGER NOT NULL REFERENCES jobs(id), PRIMARY KEY (job, after_job)) WITHOUT ROWID;"
+    "CREATE INDEX deps_after ON deps(after_job);"
+    "INSERT INTO schema_migrations VALUES (1, 'v1', 1);"
+    "PRAGMA user_version = 1;";
+
+// v1_make writes a schema-1 database at path, in WAL mode as a v1 trouped
+// left it, holding request "old" with two jobs: 1 (succeeded) and 2
+// (queued after 1, in group "g", with a label).
+static void
+v1_make(const char *path)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, v1_schema, NULL, NULL, &msg);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_exec(
+            db,
+            "PRAGMA journal_mode = WAL; BEGIN;"
+            "INSERT INTO requests VALUES ('old', 1, 2, 1000);"
+            "INSERT INTO jobs(id, request_id, name, grp, priority, state, created_ms, ended_ms,"
+            "  spec) VALUES (1, 'old', 'old-0', '', 0, 2, 1000, 2000, x'');"
+            "INSERT INTO jobs(id, request_id, name, grp, priority, state, created_ms, spec)"
+            "  VALUES (2, 'old', 'old-1', 'g', 3, 0, 1000, x'');"
+            "INSERT INTO job_labels VALUES (2, 'env', 'prod');"
+            "INSERT INTO deps VALUES (2, 1);"
+            "COMMIT;",
+            NULL, NULL, &msg);
+    }
+    if (rc != SQLITE_OK) {
+        fail_msg("v1_make: %s", msg);
+    }
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+// sql_int runs a query that returns one integer on its own connection.
+static int64_t
+sql_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return v;
+}
+
+static void
+test_store_migrates_v1_to_v2(void **state)
+{
+    (void)state;
+    tmp t;
+    tmp_make(&t);
+    v1_make(t.db);
+    trd_store *s = store_open(t.db);
+    // The v1 jobs are there, as they were.
+    trd_job_rec rec;
+    assert_int_equal(trd_store_get(s, 2, &rec), TR_OK);
+    assert_string_equal(rec.j_name, "old-1");
+    assert_string_equal(rec.j_group, "g");
+    assert_int_equal(rec.j_priority, 3);
+    assert_int_equal(rec.j_state, TRD_JOB_QUEUED);
+    trd_job_rec_fini(&rec);
+    assert_int_equal(state_of(s, 1), TRD_JOB_SUCCEEDED);
+    ids v = {0};
+    assert_int_equal(trd_store_load_unfinished(s, ids_add, &v), TR_OK);
+    assert_int_equal(v.i_n, 1);
+    assert_int_equal(v.i_id[0], 2);
+    unsigned pages;
+    list_all(s, (trd_list_query){.q_label_key = "env", .q_label_value = "prod"}, &v, &pages);
+    assert_int_equal(v.i_n, 1);
+    // Its request id is still answered with its first reply, and new jobs
+    // take ids after the old ones.
+    batch b = batch_make(1, "new", "", NULL, false, 0);
+    trd_submit_result r;
+    assert_int_equal(submit_wait(s, "old", &b, &r), TR_OK);
+    assert_true(r.r_repeated);
+    assert_int_equal(r.r_first_id, 1);
+    assert_int_equal(r.r_count, 2);
+    assert_int_equal(submit_wait(s, "new", &b, &r), TR_OK);
+    assert_int_equal(r.r_first_id, 3);
+    // The unfinished count took the v1 file's queued job.
+    assert_int_equal(unfinished_of(s), 2);
+    trd_store_close(s);
+    batch_free(&b);
+
+    assert_int_equal(sql_int(t.db, "PRAGMA user_version"), 2);
+    assert_int_equal(sql_int(t.db, "SELECT count(*) FROM schema_migrations WHERE version = 2"), 1);
+    assert_int_equal(sql_int(t.db, "SELECT count(*) FROM groups"), 0);
+    // Opened again: nothing left to migrate, and the groups table works.
+    s = store_open(t.db);
+    groups_text g;
+    assert_string_equal(groups_of(s, &g), "");
+    assert_int_equal(set_group_wait(s, "g", true, 2, true), TR_OK);
+    assert_string_equal(groups_of(s, &g), "g:1/2 ");
+    trd_store_close(s);
+    assert_int_equal(sql_int(t.db, "SELECT count(*) FROM schema_migrations"), 2);
+    tmp_remove(&t);
+}
+
+static void
+test_store_groups_from_submit_and_set_group(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    trd_store *s = f.f_s;
+    groups_text g;
+    assert_string_equal(groups_of(s, &g), "");
+
+    // A Submit stores its groups' limits.
+    const char *names[] = {"a", "b", ""};
+    const uint32_t par[] = {1, 0, 4};
+    batch b = batch_groups(batch_make(2, "j", "a", NULL, false, 0), 3, names, par);
+    assert_int_equal(submit_wait(s, "g1", &b, NULL), TR_OK);
+    assert_string_equal(groups_of(s, &g), ":0/4 a:0/1 b:0/0 ");
+
+    // Pausing keeps the limit; a new group gets the default limit.
+    assert_int_equal(set_group_wait(s, "a", true, 99, false), TR_OK);
+    assert_int_equal(set_group_wait(s, "c", true, 0, false), TR_OK);
+    assert_string_equal(groups_of(s, &g), ":0/4 a:1/1 b:0/0 c:1/0 ");
+    // Setting both.
+    assert_int_equal(set_group_wait(s, "b", true, 7, true), TR_OK);
+    assert_int_equal(set_group_wait(s, "c", false, 2, true), TR_OK);
+    assert_string_equal(groups_of(s, &g), ":0/4 a:1/1 b:1/7 c:0/2 ");
+
+    // A later Submit changes a limit and keeps the paused flag.
+    const char *a[] = {"a"};
+    const uint32_t three[] = {3};
+    batch b2 = batch_groups(batch_make(1, "k", "a", NULL, false, 0), 1, a, three);
+    assert_int_equal(submit_wait(s, "g2", &b2, NULL), TR_OK);
+    assert_string_equal(groups_of(s, &g), ":0/4 a:1/3 b:1/7 c:0/2 ");
+
+    // A repeated request id stores nothing again (its groups were stored
+    // with it), and a Submit that fails stores none of its groups.
+    assert_int_equal(set_group_wait(s, "a", true, 5, true), TR_OK);
+    assert_int_equal(submit_wait(s, "g2", &b2, NULL), TR_OK);
+    const char *d[] = {"d", "a"};
+    const uint32_t dpar[] = {1, 8};
+    // It fails after its groups went in, and they are rolled back with it.
+    batch bad =
+        batch_unknown_after(batch_groups(batch_make(1, "x", "d", NULL, false, 0), 2, d, dpar));
+    assert_int_equal(submit_wait(s, "bad", &bad, NULL), TR_ENOTFOUND);
+    assert_string_equal(groups_of(s, &g), ":0/4 a:1/5 b:1/7 c:0/2 ");
+
+    // All of it outlives a restart.
+    trd_store_close(s);
+    s = f.f_s = store_open(f.f_tmp.db);
+    assert_string_equal(groups_of(s, &g), ":0/4 a:1/5 b:1/7 c:0/2 ");
+    batch_free(&b);
+    batch_free(&b2);
+    batch_free(&bad);
+    fx_close(&f);
+}
+
+static void
+test_store_cap_on_unfinished_jobs(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    trd_store *s = f.f_s;
+    assert_int_equal(unfinished_of(s), 0);
+    trd_store_set_max_unfinished(s, 5);
+    trd_submit_result r1 = submit_jobs(s, "r1", 3, "a", "", NULL);
+    submit_jobs(s, "r2", 2, "b", "", NULL); // exactly up to the cap
+    assert_int_equal(unfinished_of(s), 5);
+
+    // Full: the next Submit inserts nothing and says why, precisely.
+    batch one = batch_make(1, "c", "", NULL, false, 0);
+    batch two = batch_make(2, "d", "", NULL, false, 0);
+    waiter w[3];
+    tu_event_init(&w[0].w_ev);
+    trd_store_submit(s, "r3", one.b_buf, one.b_len, waiter_done, &w[0]);
+    waiter_wait(&w[0]);
+    assert_int_equal(w[0].w_err, TR_ENOSPC);
+    print_message("full: %s\n", w[0].w_detail);
+    assert_string_equal(w[0].w_detail, "too many unfinished jobs: 5 queued or running, "
+                                       "this batch has 1, the cap is 5");
+    trd_job_rec rec;
+    assert_int_equal(trd_store_get(s, r1.r_first_id + 5, &rec), TR_ENOTFOUND);
+    // A repeated request id is answered with its first reply even so.
+    trd_submit_result again;
+    assert_int_equal(submit_wait(s, "r1", &one, &again), TR_OK);
+    assert_true(again.r_repeated);
+    assert_int_equal(again.r_first_id, r1.r_first_id);
+    assert_int_equal(again.r_count, 3);
+
+    // Running jobs count; a finished one frees its room.
+    trd_job_update start = {.u_id = r1.r_first_id, .u_kind = TRD_UPDATE_START, .u_attempt = 1};
+    assert_int_equal(update_wait(s, &start, NULL, 0), TR_OK);
+    assert_int_equal(unfinished_of(s), 5);
+    assert_int_equal(finish_wait(s, r1.r_first_id), TR_OK);
+    assert_int_equal(finish_wait(s, r1.r_first_id + 1), TR_OK);
+    assert_int_equal(unfinished_of(s), 3);
+    // A refused final record frees nothing.
+    assert_int_equal(finish_wait(s, r1.r_first_id), TR_EINVAL);
+    assert_int_equal(unfinished_of(s), 3);
+
+    // In one batch: a Submit that fails on its own (an after_id that is
+    // not stored) takes no room, and of two that each fit alone only the
+    // first goes in.
+    batch bad = batch_unknown_after(batch_make(1, "x", "", NULL, false, 0));
+    gate g;
+    gate_hold(s, &g, 0);
+    for (int i = 0; i < 3; i++) {
+        tu_event_init(&w[i].w_ev);
+    }
+    trd_store_submit(s, "bad", bad.b_buf, bad.b_len, waiter_done, &w[0]);
+    trd_store_submit(s, "r4", two.b_buf, two.b_len, waiter_done, &w[1]);
+    trd_store_submit(s, "r5", two.b_buf, two.b_len, waiter_done, &w[2]);
+    gate_open(&g, w, 3);
+    assert_int_equal(w[0].w_err, TR_ENOTFOUND);
+    assert_int_equal(w[1].w_err, TR_OK);
+    assert_int_equal(w[2].w_err, TR_ENOSPC);
+    assert_string_equal(w[2].w_detail, "too many unfinished jobs: 5 queued or running, "
+                                       "this batch has 2, the cap is 5");
+    assert_int_equal(w[1].w_res.r_commit, w[2].w_res.r_commit);
+    assert_int_equal(unfinished_of(s), 5);
+
+    // The count is the same after a restart (the cap is the daemon's to
+    // set again), and 0 means no cap.
+    trd_store_close(s);
+    s = f.f_s = store_open(f.f_tmp.db);
+    assert_int_equal(unfinished_of(s), 5);
+    trd_store_set_max_unfinished(s, 6);
+    submit_jobs(s, "r6", 1, "e", "", NULL);
+    tu_event_init(&w[0].w_ev);
+    trd_store_submit(s, "r7", one.b_buf, one.b_len, waiter_done, &w[0]);
+    waiter_wait(&w[0]);
+    assert_int_equal(w[0].w_err, TR_ENOSPC);
+    assert_non_null(strstr(w[0].w_detail, "6 queued or running"));
+    trd_store_set_max_unfinished(s, 0);
+    submit_jobs(s, "r7", 1, "e", "", NULL);
+    assert_int_equal(unfinished_of(s), 7);
+    batch_free(&one);
+    batch_free(&two);
+    batch_free(&bad);
+    fx_close(&f);
+}
+
+// A batch that the disk-full path rolls back, a Submit and a FINISH in
+// it, moves the count neither way.
+static void
+test_store_cap_count_unchanged_by_rolled_back_batch(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    trd_store *s = f.f_s;
+    uint64_t id = submit_jobs(s, "small", 2, "s", "", NULL).r_first_id;
+    waiter w[2];
+    tu_event_init(&w[0].w_ev);
+    trd_store_set_max_size(s, 96 * 1024, waiter_done, &w[0]);
+    waiter_wait(&w[0]);
+    assert_int_equal(w[0].w_err, TR_OK);
+    batch big = batch_make(8, "big", "", NULL, false, 8192);
+    tr_err e = TR_OK;
+    char rid[32];
+    for (int i = 0; i < 50 && e == TR_OK; i++) {
+        snprintf(rid, sizeof rid, "big-%d", i);
+        e = submit_wait(s, rid, &big, NULL);
+    }
+    assert_int_equal(e, TR_ENOSPC);
+    uint64_t before = unfinished_of(s);
+    assert_true(before >= 2);
+
+    // The same Submit again, now with a FINISH before it in its batch.
+    gate g;
+    gate_hold(s, &g, 96 * 1024);
+    trd_job_update fin = {.u_id = id, .u_kind = TRD_UPDATE_FINISH, .u_state = TRD_JOB_CANCELLED};
+    tu_event_init(&w[0].w_ev);
+    tu_event_init(&w[1].w_ev);
+    trd_store_update(s, &fin, waiter_done, &w[0]);
+    trd_store_submit(s, rid, big.b_buf, big.b_len, waiter_done, &w[1]);
+    gate_open(&g, w, 2);
+    print_message("rolled back: %s\n", w[1].w_detail);
+    assert_int_equal(w[0].w_err, TR_ENOSPC);
+    assert_int_equal(w[1].w_err, TR_ENOSPC);
+    assert_non_null(strstr(w[1].w_detail, "rolled back"));
+    assert_int_equal(unfinished_of(s), before);
+    assert_int_equal(state_of(s, id), TRD_JOB_QUEUED);
+
+    // With room again both commit, and the count follows.
+    tu_event_init(&w[0].w_ev);
+    trd_store_set_max_size(s, 0, waiter_done, &w[0]);
+    waiter_wait(&w[0]);
+    assert_int_equal(update_wait(s, &fin, NULL, 0), TR_OK);
+    assert_int_equal(submit_wait(s, rid, &big, NULL), TR_OK);
+    assert_int_equal(unfinished_of(s), before - 1 + 8);
+    trd_store_close(s);
+    s = f.f_s = store_open(f.f_tmp.db);
+    assert_int_equal(unfinished_of(s), before - 1 + 8);
+    batch_free(&big);
+    fx_close(&f);
+}
+
 static void
 test_store_corrupt_file_is_eio_and_untouched(void **state)
 {
@@ -862,9 +1336,11 @@ test_store_newer_schema_is_enotsup_and_untouched(void **state)
     tmp_make(&t);
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(t.db, &db), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_exec(db, "CREATE TABLE jobs(x); PRAGMA user_version = 99", NULL, NULL, NULL),
-        SQLITE_OK);
+    // One past this build's schema: the first version it does not know.
+    char sql[80], want[80];
+    snprintf(sql, sizeof sql, "CREATE TABLE jobs(x); PRAGMA user_version = %d",
+             TRD_STORE_SCHEMA + 1);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     size_t len = 0;
     uint8_t *before = file_read(t.db, &len);
@@ -873,7 +1349,9 @@ test_store_newer_schema_is_enotsup_and_untouched(void **state)
     assert_int_equal(trd_store_open(t.db, TRD_DURABLE_FULL, &s, err, sizeof err), TR_ENOTSUP);
     assert_null(s);
     print_message("newer: %s\n", err);
-    assert_non_null(strstr(err, "database schema 99 is newer than this trouped's 1"));
+    snprintf(want, sizeof want, "database schema %d is newer than this trouped's %d",
+             TRD_STORE_SCHEMA + 1, TRD_STORE_SCHEMA);
+    assert_non_null(strstr(err, want));
     assert_file_is(t.db, before, len);
     free(before);
 
@@ -1122,6 +1600,10 @@ main(int argc, char **argv)
         cmocka_unit_test(test_store_update_transitions_and_one_final),
         cmocka_unit_test(test_store_list_filters_and_paging),
         cmocka_unit_test(test_store_load_unfinished_is_queued_and_running),
+        cmocka_unit_test(test_store_migrates_v1_to_v2),
+        cmocka_unit_test(test_store_groups_from_submit_and_set_group),
+        cmocka_unit_test(test_store_cap_on_unfinished_jobs),
+        cmocka_unit_test(test_store_cap_count_unchanged_by_rolled_back_batch),
         cmocka_unit_test(test_store_corrupt_file_is_eio_and_untouched),
         cmocka_unit_test(test_store_newer_schema_is_enotsup_and_untouched),
         cmocka_unit_test(test_store_locked_is_ebusy_in_bounded_time),
