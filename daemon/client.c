@@ -33,6 +33,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/sub.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 #include <troupe/envelope.h>
 #include <troupe/node.h>
 
@@ -61,6 +62,53 @@ tr_client_error(void)
     return t_err;
 }
 
+// tls_dial dials a tls+tcp URL: the daemon's certificate must verify
+// against $TROUPE_TLS_CA (a PEM file) under the name
+// $TROUPE_TLS_SERVER_NAME, else the URL's host. An nng error, with
+// t_err set.
+static int
+tls_dial(nng_socket sock, const char *url, int flags)
+{
+    const char *ca = getenv("TROUPE_TLS_CA");
+    if (ca == NULL || ca[0] == '\0') {
+        set_err("dial %s: tls+tcp needs the daemon's CA certificate: set TROUPE_TLS_CA "
+                "to a PEM file",
+                url);
+        return NNG_EINVAL;
+    }
+    char host[256];
+    const char *name = getenv("TROUPE_TLS_SERVER_NAME");
+    if (name == NULL || name[0] == '\0') {
+        const char *h = url + 10, *colon = strrchr(h, ':');
+        size_t n = colon != NULL ? (size_t)(colon - h) : strlen(h);
+        if (n > 1 && h[0] == '[' && h[n - 1] == ']') { // [::1]
+            h++;
+            n -= 2;
+        }
+        snprintf(host, sizeof host, "%.*s", (int)n, h);
+        name = host;
+    }
+    nng_dialer d;
+    nng_tls_config *cfg = NULL;
+    int rv = nng_dialer_create(&d, sock, url);
+    if (rv == 0 && (rv = nng_tls_config_alloc(&cfg, NNG_TLS_MODE_CLIENT)) == 0 &&
+        (rv = nng_tls_config_ca_file(cfg, ca)) == 0 &&
+        (rv = nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_REQUIRED)) == 0 &&
+        (rv = nng_tls_config_server_name(cfg, name)) == 0) {
+        rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
+    }
+    if (cfg != NULL) {
+        nng_tls_config_free(cfg); // the dialer holds its own reference
+    }
+    if (rv == 0) {
+        rv = nng_dialer_start(d, flags);
+    }
+    if (rv != 0) {
+        set_err("dial %s (CA %s, name %s): %s", url, ca, name, nng_strerror(rv));
+    }
+    return rv;
+}
+
 // client_open opens the socket and dials url (flags: 0 waits for the
 // dial, NNG_FLAG_NONBLOCK does not).
 static tr_err
@@ -76,7 +124,11 @@ client_open(const char *url, int flags, tr_client **out)
     if (rv == 0) {
         rv = nng_socket_set_ms(c->c_sock, NNG_OPT_REQ_RESENDTIME, 0);
     }
-    if (rv == 0) {
+    if (rv == 0 && strncmp(url, "tls+tcp://", 10) == 0) {
+        if ((rv = tls_dial(c->c_sock, url, flags)) != 0) {
+            nng_close(c->c_sock);
+        }
+    } else if (rv == 0) {
         rv = nng_dial(c->c_sock, url, NULL, flags);
         if (rv != 0) {
             set_err("dial %s: %s", url, nng_strerror(rv));

@@ -84,12 +84,12 @@ typedef struct job {
     int64_t j_next_run_ms; // a retry's time (0: now)
     uint64_t j_gen;        // ticks of an older sleep or retry are ignored
     Troupe__V1__JobSpec *j_spec;
-    uint32_t j_wait;         // dependencies still to succeed
-    uint64_t *j_dnts;        // the ids of the jobs in memory that wait for this one
+    uint32_t j_wait;  // dependencies still to succeed
+    uint64_t *j_dnts; // the ids of the jobs in memory that wait for this one
     size_t j_ndnts, j_capdnts;
-    size_t j_gidx;           // its group: r_groups[j_gidx]
-    size_t j_hpos;           // its place in its group's ready heap; NOT_READY: none
-    bool j_fin_queued;       // in r_fin: its dependants are still to hear of its end
+    size_t j_gidx;        // its group: r_groups[j_gidx]
+    size_t j_hpos;        // its place in its group's ready heap; NOT_READY: none
+    bool j_fin_queued;    // in r_fin: its dependants are still to hear of its end
     tr_actor_addr j_proc; // its process actor while it runs
     bool j_cancel;        // cancelled while it ran: its exit is "cancelled"
     bool j_abandon;       // killed by a shutdown: its exit records nothing
@@ -515,8 +515,8 @@ job_new(runner *r, uint64_t id, const char *name, const char *request_id, const 
 static job *
 job_add(runner *r, const trd_job_rec *rec)
 {
-    job *j = job_new(r, rec->j_id, rec->j_name, rec->j_request_id, rec->j_group,
-                     rec->j_priority, rec->j_spec, rec->j_spec_len);
+    job *j = job_new(r, rec->j_id, rec->j_name, rec->j_request_id, rec->j_group, rec->j_priority,
+                     rec->j_spec, rec->j_spec_len);
     if (!trd_job_state_final(j->j_state)) {
         j->j_state = rec->j_state;
     }
@@ -543,8 +543,7 @@ static void
 dep_failed(runner *r, job *j, uint64_t id, trd_job_state st)
 {
     char why[128];
-    snprintf(why, sizeof why, "dependency %llu %s", (unsigned long long)id,
-             trd_job_state_name(st));
+    snprintf(why, sizeof why, "dependency %llu %s", (unsigned long long)id, trd_job_state_name(st));
     bool skip = j->j_spec->on_dep_failure == TROUPE__V1__DEP_FAILURE__DEP_FAILURE_SKIP;
     job_finish(r, j, skip ? TRD_JOB_SKIPPED : TRD_JOB_FAILED, why, 0, 0, NULL);
 }
@@ -1113,7 +1112,8 @@ pump(runner *r, tr_actor *self)
 {
     settle(r);
     bool started = true;
-    while (started && !r->r_draining) {
+    uint32_t cap = r->r_d->d_max_running;
+    while (started && !r->r_draining && (cap == 0 || r->r_nrunning < cap)) {
         started = false;
         for (size_t gi = 0; gi < r->r_ngroups; gi++) {
             for (;;) {
@@ -1123,7 +1123,7 @@ pump(runner *r, tr_actor *self)
                 }
                 job *j = g->g_heap[0];
                 uint32_t w = j->j_slots < g->g_limit ? j->j_slots : g->g_limit;
-                if (g->g_used + w > g->g_limit) {
+                if (g->g_used + w > g->g_limit || (cap != 0 && r->r_nrunning >= cap)) {
                     break;
                 }
                 ready_remove(r, j);
@@ -1428,8 +1428,8 @@ added_from_batch(runner *r, const Troupe__Daemon__JobsAdded *ja, add_acc *a)
             buf = xcalloc(cap, 1);
         }
         troupe__v1__job_spec__pack(js, buf);
-        a->aa_new[a->aa_n++] = job_new(r, ja->first_id + i, js->name, ja->request_id, js->group,
-                                       js->priority, buf, n);
+        a->aa_new[a->aa_n++] =
+            job_new(r, ja->first_id + i, js->name, ja->request_id, js->group, js->priority, buf, n);
     }
     free(buf);
     troupe__v1__submit_batch__free_unpacked(b, NULL);
@@ -1453,8 +1453,8 @@ on_added(runner *r, const Troupe__Daemon__JobsAdded *ja)
             uint64_t next = 0;
             tr_err rv = trd_store_list(r->r_d->d_store, &q, added_each, &a, &next);
             if (rv != TR_OK) {
-                trd_log("load_failed", "first_id=%llu code=%s",
-                        (unsigned long long)ja->first_id, tr_err_name(rv));
+                trd_log("load_failed", "first_id=%llu code=%s", (unsigned long long)ja->first_id,
+                        tr_err_name(rv));
                 break;
             }
             left -= q.q_limit;
@@ -1525,14 +1525,38 @@ on_cancel(runner *r, tr_actor *self, const Troupe__Daemon__CancelIn *ci)
     trd_reply_ack(r->r_d, ci->slot, false);
 }
 
+typedef struct group_ctx {
+    trd_daemon *gc_d;
+    uint32_t gc_slot;
+} group_ctx;
+
+// group_done runs on the store thread once the pause (or resume) is
+// durable: only then is it acknowledged.
+static void
+group_done(void *arg, tr_err err, const trd_submit_result *res)
+{
+    group_ctx *gc = arg;
+    if (err != TR_OK) {
+        trd_reply_error(gc->gc_d, gc->gc_slot, err, "group: %s", res->r_detail);
+    } else {
+        trd_reply_ack(gc->gc_d, gc->gc_slot, false);
+    }
+    free(gc);
+}
+
 static void
 on_group(runner *r, const Troupe__Daemon__GroupIn *gi)
 {
+    // In memory at once (no job of a paused group starts from here on),
+    // in the store before the Ack (a restart keeps it).
     group *g = group_get(r, gi->group);
     g->g_paused = gi->pause;
     r->r_dirty = true;
     trd_log(gi->pause ? "group_paused" : "group_resumed", "group=\"%s\"", gi->group);
-    trd_reply_ack(r->r_d, gi->slot, false);
+    group_ctx *gc = xcalloc(1, sizeof *gc);
+    gc->gc_d = r->r_d;
+    gc->gc_slot = gi->slot;
+    trd_store_set_group(r->r_d->d_store, gi->group, gi->pause, 0, false, group_done, gc);
 }
 
 // abandon leaves the running jobs to the next start: their processes are
@@ -1722,6 +1746,15 @@ recover_running(runner *r, tr_actor *self)
 
 static void runner_stopped(tr_actor *self, void *state, tr_err reason);
 
+static void
+group_each(void *arg, const char *name, bool paused, uint32_t parallel)
+{
+    runner *r = arg;
+    group *g = group_get(r, name);
+    g->g_paused = paused;
+    g->g_limit = parallel != 0 ? parallel : r->r_d->d_cores;
+}
+
 static tr_err
 runner_init(tr_actor *self, void *state, void *arg)
 {
@@ -1730,8 +1763,12 @@ runner_init(tr_actor *self, void *state, void *arg)
     r->r_d = d;
     *(runner **)state = r;
     g_self = tr_actor_self(self);
-    // Recovery: the store's unfinished jobs, before any request arrives.
-    tr_err rv = trd_store_load_unfinished(d->d_store, recover_each, r);
+    // Recovery: the groups' limits and pauses, then the store's unfinished
+    // jobs, before any request arrives.
+    tr_err rv = trd_store_groups(d->d_store, group_each, r);
+    if (rv == TR_OK) {
+        rv = trd_store_load_unfinished(d->d_store, recover_each, r);
+    }
     if (rv != TR_OK) {
         free(r->r_recover);
         free(r->r_loaded);

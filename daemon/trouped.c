@@ -372,7 +372,10 @@ submit_done(void *arg, tr_err err, const trd_submit_result *r)
     trd_daemon *d = sc->sc_d;
     if (err != TR_OK) {
         tr_msg_free(sc->sc_added);
-        trd_reply_error(d, sc->sc_idx, err, "submit: %s", r->r_detail);
+        trd_reply_error(d, sc->sc_idx, err, "submit: %s%s", r->r_detail,
+                        err == TR_ENOSPC && strstr(r->r_detail, "the cap is") != NULL
+                            ? " (trouped --max-queued)"
+                            : "");
         free(sc);
         return;
     }
@@ -844,6 +847,20 @@ events_open(trd_daemon *d, char *err, size_t errlen)
 // ---------------------------------------------------------------------------
 // Flags, directories, main.
 
+// parse_count reads a decimal count (0 allowed only with zero_ok).
+static bool
+parse_count(const char *arg, bool zero_ok, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(arg, &end, 10);
+    if (errno != 0 || end == arg || *end != '\0' || arg[0] == '-' || (v == 0 && !zero_ok)) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
 static void
 usage(FILE *f)
 {
@@ -860,6 +877,9 @@ usage(FILE *f)
                "  --tls-cert-key FILE    the certificate and its key, one PEM file\n"
                "  --token-file FILE      the bearer token (one line, 16+ bytes, mode 0600)\n"
                "  --insecure-tcp         allow --tcp tcp:// on a loopback address (tests only)\n"
+               "  --max-queued N         jobs queued or running at most (default 1000000);\n"
+               "                         a Submit past it is refused\n"
+               "  --max-running N        jobs running at once over all groups (default: no cap)\n"
                "  --events URL           the PUB socket of job events; default: beside an\n"
                "                         ipc control socket (trouped-events.sock), none for\n"
                "                         others; \"none\" for none\n"
@@ -941,6 +961,7 @@ main(int argc, char **argv)
     const char *state_dir = NULL, *listen_url = NULL, *events_url = NULL;
     uint64_t output_cap = TRD_OUTPUT_CAP_DEFAULT;
     const char *tcp_url = NULL, *certkey = NULL, *token_file = NULL;
+    uint64_t max_queued = TRD_MAX_QUEUED_DEFAULT, max_running = 0;
     bool insecure = false;
     bool ephemeral = false;
     trd_durability dur = TRD_DURABLE_FULL;
@@ -956,7 +977,9 @@ main(int argc, char **argv)
         O_TCP,
         O_CERT,
         O_TOKEN,
-        O_INSECURE
+        O_INSECURE,
+        O_MAXQ,
+        O_MAXR
     };
     static const struct option longopts[] = {
         {"state-dir", required_argument, NULL, O_STATE},
@@ -969,6 +992,8 @@ main(int argc, char **argv)
         {"tls-cert-key", required_argument, NULL, O_CERT},
         {"token-file", required_argument, NULL, O_TOKEN},
         {"insecure-tcp", no_argument, NULL, O_INSECURE},
+        {"max-queued", required_argument, NULL, O_MAXQ},
+        {"max-running", required_argument, NULL, O_MAXR},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
@@ -1010,17 +1035,24 @@ main(int argc, char **argv)
         case O_INSECURE:
             insecure = true;
             break;
-        case O_CAP: {
-            char *end;
-            errno = 0;
-            unsigned long long v = strtoull(optarg, &end, 10);
-            if (errno != 0 || end == optarg || *end != '\0' || v == 0 || optarg[0] == '-') {
+        case O_CAP:
+            if (!parse_count(optarg, false, &output_cap)) {
                 fprintf(stderr, "trouped: --output-cap %s: a positive number of bytes\n", optarg);
                 return 2;
             }
-            output_cap = v;
             break;
-        }
+        case O_MAXQ:
+            if (!parse_count(optarg, true, &max_queued)) {
+                fprintf(stderr, "trouped: --max-queued %s: a number (0: no cap)\n", optarg);
+                return 2;
+            }
+            break;
+        case O_MAXR:
+            if (!parse_count(optarg, true, &max_running) || max_running > UINT32_MAX) {
+                fprintf(stderr, "trouped: --max-running %s: a number (0: no cap)\n", optarg);
+                return 2;
+            }
+            break;
         case O_HELP:
             usage(stdout);
             return 0;
@@ -1110,6 +1142,7 @@ main(int argc, char **argv)
     d->d_state_dir = state_dir;
     d->d_start_ms = mono_ms();
     d->d_output_cap = output_cap;
+    d->d_max_running = (uint32_t)max_running;
     if (events_url == NULL) {
         events_default(d, listen_url);
     } else if (strcmp(events_url, "none") != 0) {
@@ -1136,6 +1169,7 @@ main(int argc, char **argv)
         fprintf(stderr, "trouped: %s: %s\n", dbpath, err);
         goto out;
     }
+    trd_store_set_max_unfinished(d->d_store, max_queued);
     if ((rv = tr_rt_new(NULL, &d->d_rt)) != TR_OK) {
         fprintf(stderr, "trouped: runtime: %s\n", tr_strerror(rv));
         goto out;

@@ -34,6 +34,9 @@
 // stdout and stderr kept per job (each) unless trouped --output-cap or the
 // job's output_cap says otherwise.
 #define TRD_OUTPUT_CAP_DEFAULT ((uint64_t)16 << 20)
+// Jobs queued or running at most (trouped --max-queued): a Submit past it
+// is refused with TR_ENOSPC.
+#define TRD_MAX_QUEUED_DEFAULT 1000000u
 // The longest a WaitJobs holds its context (the client asks again).
 #define TRD_WAIT_MAX_MS 30000u
 // TRD_IDS_MAX, the most ids one request names: request.h.
@@ -73,6 +76,7 @@ struct trd_daemon {
     char d_events_url[4200];
     _Atomic int d_subscribers;
     uint64_t d_output_cap; // per stream, for jobs that set none
+    uint32_t d_max_running; // jobs running at once, over all groups (0: no cap)
     // The bearer token requests from a tcp pipe must carry ("" : no tcp
     // listener), and that listener's URL as bound.
     char d_token[256];

@@ -817,8 +817,14 @@ test_daemon_shutdown(void **unused)
             assert_int_equal(submit_one(c, &q), 2);
             assert_int_equal(shutdown_req(c, false, 100), TR_OK);
         } else {
-            // The queued job runs now (pauses do not outlive a daemon); the
-            // one the shutdown killed was left running, and recovered.
+            // The pause outlived the daemon: the queued job waits until
+            // the group is resumed. The one the shutdown killed was left
+            // running, and recovered.
+            tr_msg *reply;
+            assert_int_equal(job_status(c, 2, &reply)->state,
+                             TROUPE__V1__JOB_STATE__JOB_STATE_QUEUED);
+            tr_msg_free(reply);
+            assert_int_equal(group_ctl(c, "later", false), TR_OK);
             assert_int_equal(wait_state(c, 2), TROUPE__V1__JOB_STATE__JOB_STATE_SUCCEEDED);
             assert_int_equal(wait_state(c, 1), TROUPE__V1__JOB_STATE__JOB_STATE_FAILED);
             assert_int_equal(shutdown_req(c, true, 0), TR_OK);
@@ -1015,7 +1021,7 @@ ping_token(tr_client *c, const char *token)
         req->token = tr_msg_strdup(m, token);
     }
     tr_msg *reply = NULL;
-    tr_err rv = tr_client_call(c, m, 30000, &reply);
+    tr_err rv = tr_client_call(c, m, 0, &reply); // the client's timeout
     tr_msg_free(reply);
     return rv;
 }
@@ -1092,7 +1098,239 @@ test_daemon_tcp_token(void **unused)
     assert_true(wait_exit(p.pid, 30000, &st));
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     fclose(p.out);
+
+    step("tls+tcp: the certificate verified, the token required");
+    char dir[64], cmd[1024], cert[96], both[96];
+    snprintf(dir, sizeof dir, "/tmp/troupe-test-daemon-%d.tls", (int)getpid());
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(both, sizeof both, "%s/both.pem", dir);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+             "-nodes -keyout %s/key.pem -out %s -days 2 -subj /CN=localhost "
+             "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null && "
+             "cat %s %s/key.pem > %s",
+             dir, dir, cert, cert, dir, both);
+    assert_int_equal(system(cmd), 0); // openssl: deploy/debian-deps.sh
+    char *targs[] = {
+        "--ephemeral", "--listen",     url, "--tcp", "tls+tcp://127.0.0.1:0", "--tls-cert-key",
+        both,          "--token-file", tok, NULL};
+    daemon_spawn(&p, targs);
+    assert_non_null(fgets(line, sizeof line, p.out));
+    assert_int_equal(sscanf(line, "TROUPED READY %255s %255s", u1, u2), 2);
+    assert_non_null(strstr(u2, "tls+tcp://127.0.0.1:"));
+    unsetenv("TROUPE_TLS_CA");
+    assert_int_equal(tr_client_connect(u2, &c), TR_EINVAL); // no CA given
+    assert_non_null(strstr(tr_client_error(), "TROUPE_TLS_CA"));
+    setenv("TROUPE_TLS_CA", cert, 1);
+    setenv("TROUPE_TLS_SERVER_NAME", "localhost", 1);
+    assert_int_equal(tr_client_connect(u2, &c), TR_OK);
+    assert_int_equal(ping_token(c, NULL), TR_EPERM);
+    tr_client_set_token(c, "0123456789abcdef-secret");
+    assert_int_equal(tr_client_ping(c, NULL, 0), TR_OK);
+    tr_client_close(c);
+    // A plain tcp client gets nothing from a TLS listener: its call times
+    // out (bounded), it is never served.
+    char plain_url[300];
+    snprintf(plain_url, sizeof plain_url, "tcp://%s", u2 + 10);
+    assert_int_equal(tr_client_connect(plain_url, &c), TR_OK);
+    tr_client_set_timeout(c, 500);
+    assert_int_not_equal(ping_token(c, "0123456789abcdef-secret"), TR_OK);
+    tr_client_close(c);
+    unsetenv("TROUPE_TLS_CA");
+    unsetenv("TROUPE_TLS_SERVER_NAME");
+    assert_int_equal(tr_client_connect(u1, &c), TR_OK);
+    assert_int_equal(shutdown_req(c, true, 0), TR_OK);
+    tr_client_close(c);
+    assert_true(wait_exit(p.pid, 30000, &st));
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    fclose(p.out);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
     unlink(tok);
+}
+
+// max_concurrent returns the most slots in use at once among jobs
+// [first, first + n) (their weights in w, NULL: 1 each), from their
+// recorded start and end times (ms): at each start t, the jobs k with
+// start_k <= t < end_k. Times are whole ms, so a job that ends and the
+// one that starts after it in the same ms do not overlap, and a job
+// shorter than 1 ms counts nowhere (the check can miss an overlap that
+// short, never invent one).
+static uint32_t
+max_concurrent(tr_client *c, uint64_t first, size_t n, const uint32_t *w)
+{
+    int64_t *st = calloc(n, sizeof *st), *en = calloc(n, sizeof *en);
+    for (size_t i = 0; i < n; i++) {
+        tr_msg *reply;
+        Troupe__V1__JobInfo *ji = job_status(c, first + i, &reply);
+        assert_int_equal(ji->state, TROUPE__V1__JOB_STATE__JOB_STATE_SUCCEEDED);
+        st[i] = ji->started_ms;
+        en[i] = ji->ended_ms;
+        assert_true(st[i] > 0 && en[i] >= st[i]);
+        tr_msg_free(reply);
+    }
+    uint32_t most = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t used = 0;
+        for (size_t k = 0; k < n; k++) {
+            if (st[k] <= st[i] && st[i] < en[k]) {
+                used += w != NULL ? w[k] : 1;
+            }
+        }
+        most = used > most ? used : most;
+    }
+    free(st);
+    free(en);
+    return most;
+}
+
+enum { LIMIT_JOBS = 500 };
+
+static void
+test_daemon_group_limits(void **unused)
+{
+    (void)unused;
+    tr_client *c;
+    assert_int_equal(tr_client_connect(g_d.url, &c), TR_OK);
+    step("limits: 500 jobs in a group of 2");
+    static Troupe__V1__JobSpec specs[LIMIT_JOBS];
+    static Troupe__V1__JobSpec *jobs[LIMIT_JOBS];
+    char *argv[] = {"sleep", "0.002"}; // long enough to be seen in ms
+    Troupe__V1__ExecTask ex = TROUPE__V1__EXEC_TASK__INIT;
+    ex.argv = argv;
+    ex.n_argv = 2;
+    for (size_t i = 0; i < LIMIT_JOBS; i++) {
+        troupe__v1__job_spec__init(&specs[i]);
+        specs[i].task_case = TROUPE__V1__JOB_SPEC__TASK_EXEC;
+        specs[i].exec = &ex;
+        specs[i].group = "two";
+        jobs[i] = &specs[i];
+    }
+    Troupe__V1__GroupSpec two = TROUPE__V1__GROUP_SPEC__INIT, three = TROUPE__V1__GROUP_SPEC__INIT;
+    two.name = "two";
+    two.parallel = 2;
+    three.name = "three";
+    three.parallel = 3;
+    Troupe__V1__GroupSpec *groups[] = {&two, &three};
+    Troupe__V1__SubmitBatch b = TROUPE__V1__SUBMIT_BATCH__INIT;
+    b.groups = groups;
+    b.n_groups = 2;
+    b.jobs = jobs;
+    b.n_jobs = LIMIT_JOBS;
+    b.job_count = LIMIT_JOBS;
+    uint64_t first;
+    uint32_t count;
+    assert_int_equal(tr_client_submit(c, &b, &first, &count), TR_OK);
+    assert_int_equal(wait_state(c, first + LIMIT_JOBS - 1),
+                     TROUPE__V1__JOB_STATE__JOB_STATE_SUCCEEDED);
+    uint64_t *ids = calloc(LIMIT_JOBS, sizeof *ids);
+    for (size_t i = 0; i < LIMIT_JOBS; i++) {
+        ids[i] = first + i;
+    }
+    tr_msg *reply;
+    bool timed_out;
+    assert_int_equal(tr_client_wait(c, ids, LIMIT_JOBS, 120000, &reply, &timed_out), TR_OK);
+    assert_false(timed_out);
+    tr_msg_free(reply);
+    free(ids);
+    uint32_t most = max_concurrent(c, first, LIMIT_JOBS, NULL);
+    fprintf(stderr, "group of 2: at most %u at once\n", most);
+    assert_true(most <= 2);
+    assert_true(most >= 1);
+
+    step("limits: weighted slots in a group of 3");
+    enum { WN = 60 };
+    static Troupe__V1__JobSpec ws[WN];
+    static Troupe__V1__JobSpec *wj[WN];
+    uint32_t w[WN];
+    Troupe__V1__JobSpec spec;
+    Troupe__V1__ExecTask sex;
+    char *sargv[3];
+    sh_job(&spec, &sex, sargv, "sleep 0.01");
+    for (size_t i = 0; i < WN; i++) {
+        ws[i] = spec;
+        ws[i].group = "three";
+        ws[i].slots = w[i] = (i % 3 == 0) ? 2 : 1;
+        if (i == 7) {
+            ws[i].slots = w[i] = 3; // the whole group
+        }
+        wj[i] = &ws[i];
+    }
+    b.groups = NULL;
+    b.n_groups = 0;
+    b.jobs = wj;
+    b.n_jobs = WN;
+    b.job_count = WN;
+    assert_int_equal(tr_client_submit(c, &b, &first, &count), TR_OK);
+    for (size_t i = 0; i < WN; i++) {
+        assert_int_equal(wait_state(c, first + i), TROUPE__V1__JOB_STATE__JOB_STATE_SUCCEEDED);
+    }
+    most = max_concurrent(c, first, WN, w);
+    fprintf(stderr, "group of 3 slots: at most %u in use\n", most);
+    assert_true(most <= 3);
+    tr_client_close(c);
+}
+
+// A daemon with caps: at most 1 job running over every group, at most 5
+// queued or running.
+static void
+test_daemon_caps(void **unused)
+{
+    (void)unused;
+    daemon_proc p = {0};
+    snprintf(p.url, sizeof p.url, "ipc:///tmp/troupe-test-daemon-%d-k.sock", (int)getpid());
+    char *args[] = {"--ephemeral", "--listen",      p.url, "--max-queued",
+                    "5",           "--max-running", "1",   NULL};
+    daemon_spawn(&p, args);
+    char line[512];
+    assert_non_null(fgets(line, sizeof line, p.out));
+    tr_client *c;
+    assert_int_equal(tr_client_connect(p.url, &c), TR_OK);
+    step("caps: one running at once over two groups");
+    Troupe__V1__JobSpec a, b2;
+    Troupe__V1__ExecTask ea, eb;
+    char *aa[3], *ab[3];
+    sh_job(&a, &ea, aa, "sleep 0.02");
+    sh_job(&b2, &eb, ab, "sleep 0.02");
+    a.group = "x";
+    b2.group = "y";
+    Troupe__V1__JobSpec *jobs[] = {&a, &b2, &a, &b2};
+    Troupe__V1__SubmitBatch batch = TROUPE__V1__SUBMIT_BATCH__INIT;
+    batch.jobs = jobs;
+    batch.n_jobs = 4;
+    batch.job_count = 4;
+    uint64_t first;
+    uint32_t count;
+    assert_int_equal(tr_client_submit(c, &batch, &first, &count), TR_OK);
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(wait_state(c, first + i), TROUPE__V1__JOB_STATE__JOB_STATE_SUCCEEDED);
+    }
+    assert_int_equal(max_concurrent(c, first, 4, NULL), 1);
+
+    step("caps: the sixth unfinished job is refused, precisely");
+    assert_int_equal(group_ctl(c, "held", true), TR_OK);
+    Troupe__V1__NoopTask noop = TROUPE__V1__NOOP_TASK__INIT;
+    Troupe__V1__JobSpec q = TROUPE__V1__JOB_SPEC__INIT;
+    q.task_case = TROUPE__V1__JOB_SPEC__TASK_NOOP;
+    q.noop = &noop;
+    q.group = "held";
+    for (int i = 0; i < 5; i++) {
+        submit_one(c, &q);
+    }
+    Troupe__V1__JobSpec *one[] = {&q};
+    batch.jobs = one;
+    batch.n_jobs = 1;
+    batch.job_count = 1;
+    assert_int_equal(tr_client_submit(c, &batch, &first, &count), TR_ENOSPC);
+    assert_non_null(strstr(tr_client_error(), "the cap is 5"));
+    assert_non_null(strstr(tr_client_error(), "--max-queued"));
+    assert_int_equal(group_ctl(c, "held", false), TR_OK);
+    assert_int_equal(shutdown_req(c, false, 0), TR_OK);
+    tr_client_close(c);
+    int st;
+    assert_true(wait_exit(p.pid, 30000, &st));
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    fclose(p.out);
 }
 
 static void
@@ -1146,6 +1384,8 @@ main(void)
         cmocka_unit_test(test_daemon_shutdown),
         cmocka_unit_test(test_daemon_crash),
         cmocka_unit_test(test_daemon_tcp_token),
+        cmocka_unit_test(test_daemon_group_limits),
+        cmocka_unit_test(test_daemon_caps),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     stop_daemon();

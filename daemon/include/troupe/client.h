@@ -47,6 +47,13 @@ typedef struct tr_client tr_client;
 // up to its timeout). TR_OK and *out (the caller frees it with
 // tr_client_close), or TR_EINVAL (a bad URL) and nng's other errors
 // mapped. Any thread.
+//
+// URLs: ipc://PATH (the local socket; no token needed), tls+tcp://HOST:PORT
+// (a remote daemon: its certificate must verify against the CA file
+// $TROUPE_TLS_CA, under the name $TROUPE_TLS_SERVER_NAME or else HOST;
+// without TROUPE_TLS_CA the dial fails with TR_EINVAL; set the daemon's
+// token with tr_client_set_token), tcp:// (a daemon started with
+// --insecure-tcp on loopback: tests only).
 tr_err tr_client_connect(const char *url, tr_client **out);
 
 // tr_client_close closes the socket and frees c. Not while a call runs.
