@@ -9,6 +9,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -56,6 +58,22 @@ static bool __attribute__((unused)) wait_exit(pid_t pid, int ms, int *st)
     *st = 0;
     waitpid(pid, st, 0);
     return ready != 0;
+}
+
+// make_cert makes a self-signed certificate (CN localhost, SAN localhost
+// and 127.0.0.1) in dir: cert (the certificate, what a client trusts as its
+// CA) and both (certificate and key in one PEM, what a server presents).
+// False when openssl failed (deploy/debian-deps.sh installs it).
+static bool __attribute__((unused)) make_cert(const char *dir, const char *cert, const char *both)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+             "-nodes -keyout %s/key.pem -out %s -days 2 -subj /CN=localhost "
+             "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null && "
+             "cat %s %s/key.pem > %s",
+             dir, dir, cert, cert, dir, both);
+    return system(cmd) == 0;
 }
 
 #endif

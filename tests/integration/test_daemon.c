@@ -127,6 +127,18 @@ submit_one(tr_client *c, Troupe__V1__JobSpec *spec)
     return first;
 }
 
+// noop_job fills spec (and its task) with a noop of group grp (NULL: the
+// default group).
+static void
+noop_job(Troupe__V1__JobSpec *spec, Troupe__V1__NoopTask *noop, const char *grp)
+{
+    troupe__v1__job_spec__init(spec);
+    troupe__v1__noop_task__init(noop);
+    spec->task_case = TROUPE__V1__JOB_SPEC__TASK_NOOP;
+    spec->noop = noop;
+    spec->group = (char *)(grp != NULL ? grp : "");
+}
+
 // sh_job fills spec (and ex, argv) with `sh -c script`.
 static void
 sh_job(Troupe__V1__JobSpec *spec, Troupe__V1__ExecTask *ex, char **argv, const char *script)
@@ -646,11 +658,9 @@ test_daemon_pause_resume(void **unused)
     assert_int_equal(tr_client_connect(g_d.url, &c), TR_OK);
     step("pause: a job of a paused group stays queued");
     assert_int_equal(group_ctl(c, "paused", true), TR_OK);
-    Troupe__V1__NoopTask noop = TROUPE__V1__NOOP_TASK__INIT;
-    Troupe__V1__JobSpec p = TROUPE__V1__JOB_SPEC__INIT;
-    p.task_case = TROUPE__V1__JOB_SPEC__TASK_NOOP;
-    p.noop = &noop;
-    p.group = "paused";
+    Troupe__V1__NoopTask noop;
+    Troupe__V1__JobSpec p;
+    noop_job(&p, &noop, "paused");
     uint64_t pid = submit_one(c, &p);
     // A later job of the default group ends; the runner took the first
     // batch before the second, and its writes commit in order: had the
@@ -733,10 +743,9 @@ test_daemon_events(void **unused)
     assert_int_equal(nng_dial(sub, url, NULL, 0), 0);
     // The daemon's side of the pipe may come up a little after ours:
     // noop jobs until one's events arrive (each wait bounded).
-    Troupe__V1__NoopTask noop = TROUPE__V1__NOOP_TASK__INIT;
-    Troupe__V1__JobSpec o = TROUPE__V1__JOB_SPEC__INIT;
-    o.task_case = TROUPE__V1__JOB_SPEC__TASK_NOOP;
-    o.noop = &noop;
+    Troupe__V1__NoopTask noop;
+    Troupe__V1__JobSpec o;
+    noop_job(&o, &noop, NULL);
     bool live = false;
     for (int i = 0; i < 100 && !live; i++) {
         tr_msg *ev = next_event(sub, submit_one(c, &o), 1000);
@@ -809,11 +818,9 @@ test_daemon_shutdown(void **unused)
             assert_int_equal(long_id, 1);
             wait_output(c, long_id, 8);
             assert_int_equal(group_ctl(c, "later", true), TR_OK);
-            Troupe__V1__NoopTask noop = TROUPE__V1__NOOP_TASK__INIT;
-            Troupe__V1__JobSpec q = TROUPE__V1__JOB_SPEC__INIT;
-            q.task_case = TROUPE__V1__JOB_SPEC__TASK_NOOP;
-            q.noop = &noop;
-            q.group = "later";
+            Troupe__V1__NoopTask noop;
+            Troupe__V1__JobSpec q;
+            noop_job(&q, &noop, "later");
             assert_int_equal(submit_one(c, &q), 2);
             assert_int_equal(shutdown_req(c, false, 100), TR_OK);
         } else {
@@ -1104,13 +1111,7 @@ test_daemon_tcp_token(void **unused)
     snprintf(dir, sizeof dir, "/tmp/troupe-test-daemon-%d.tls", (int)getpid());
     snprintf(cert, sizeof cert, "%s/cert.pem", dir);
     snprintf(both, sizeof both, "%s/both.pem", dir);
-    snprintf(cmd, sizeof cmd,
-             "mkdir -p %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
-             "-nodes -keyout %s/key.pem -out %s -days 2 -subj /CN=localhost "
-             "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null && "
-             "cat %s %s/key.pem > %s",
-             dir, dir, cert, cert, dir, both);
-    assert_int_equal(system(cmd), 0); // openssl: deploy/debian-deps.sh
+    assert_true(make_cert(dir, cert, both)); // openssl: deploy/debian-deps.sh
     char *targs[] = {
         "--ephemeral", "--listen",     url, "--tcp", "tls+tcp://127.0.0.1:0", "--tls-cert-key",
         both,          "--token-file", tok, NULL};
@@ -1309,11 +1310,9 @@ test_daemon_caps(void **unused)
 
     step("caps: the sixth unfinished job is refused, precisely");
     assert_int_equal(group_ctl(c, "held", true), TR_OK);
-    Troupe__V1__NoopTask noop = TROUPE__V1__NOOP_TASK__INIT;
-    Troupe__V1__JobSpec q = TROUPE__V1__JOB_SPEC__INIT;
-    q.task_case = TROUPE__V1__JOB_SPEC__TASK_NOOP;
-    q.noop = &noop;
-    q.group = "held";
+    Troupe__V1__NoopTask noop;
+    Troupe__V1__JobSpec q;
+    noop_job(&q, &noop, "held");
     for (int i = 0; i < 5; i++) {
         submit_one(c, &q);
     }
