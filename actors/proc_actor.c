@@ -35,11 +35,12 @@
 // daemon, which starts jobs in bursts, is expected to call from its own
 // thread (or the blocking pool); moving the spawn onto the blocking pool
 // here would make the start asynchronous, which the API does not need yet.
-// The prlimits, the cgroup's mkdir and its cgroup.procs write run there
-// too, right after the spawn; only then do the writer (stdin) and the
-// readers start. Between the exec and those calls the program runs
-// unconfined (a few microseconds): posix_spawn has no rlimit or cgroup
-// attribute, and clone3(CLONE_INTO_CGROUP) would mean leaving posix_spawn.
+// The cgroup's mkdir runs there before the spawn, which starts the
+// program inside it (the runtime's clone3(CLONE_INTO_CGROUP)); the
+// prlimits run right after the spawn; only then do the writer (stdin) and
+// the readers start. Between the exec and the prlimits the program runs
+// without its limits (a few microseconds): neither posix_spawn nor clone3
+// has an rlimit attribute.
 //
 // The session: the runtime's TR_PROCESS_NEW_SESSION (setsid; the leader's
 // pid is its session and group id, and it has no controlling terminal), so
@@ -907,19 +908,11 @@ check_rlimits(run *r, const tr_proc_opts *o)
     return TR_OK;
 }
 
-// configure puts the spawned leader in its cgroup and under its limits.
+// configure puts the spawned leader under its limits.
 static tr_err
 configure(run *r, const tr_proc_opts *o)
 {
-    if (r->r_cg != NULL) {
-        char pid[32];
-        snprintf(pid, sizeof pid, "%d", (int)r->r_pid);
-        int e = cg_write(r, "cgroup.procs", pid);
-        if (e != 0) {
-            set_error(r, tr_err_from_errno(e), "cgroup: %s/cgroup.procs: %s", r->r_cg, strerror(e));
-            return r->r_start_err;
-        }
-    }
+    // The cgroup: the spawn started it there (tr_process_opts.cgroup).
     for (size_t i = 0; i < o->nrlimits; i++) {
         const tr_proc_rlimit *l = &o->rlimits[i];
         struct rlimit rl = {.rlim_cur = (rlim_t)l->soft, .rlim_max = (rlim_t)l->hard};
@@ -996,6 +989,7 @@ tr_proc_actor_start(tr_rt *rt, const tr_proc_opts *o, tr_actor_addr owner, tr_ac
             .stdio = {o->stdin_len > 0 ? TR_STDIO_PIPE : TR_STDIO_NULL, TR_STDIO_PIPE,
                       TR_STDIO_PIPE},
             .flags = TR_PROCESS_NEW_SESSION | (o->search_path ? TR_PROCESS_SEARCH_PATH : 0u),
+            .cgroup = r->r_cg,
         };
         err = tr_process_spawn(rt, &po, &r->r_proc);
         if (err != TR_OK) {

@@ -62,6 +62,7 @@
 #include <troupe/v1/job.pb-c.h>
 #include <troupe/v1/process.pb-c.h>
 
+#include "cgroup.h"
 #include "orphans.h"
 #include "trouped.h"
 #include "trouped_int.pb-c.h"
@@ -153,6 +154,7 @@ typedef struct runner {
     size_t r_nrun, r_caprun;
     trd_leader *r_recover; // at start: the leaders of the jobs found running
     size_t r_nrecover;
+    char r_cgroup[4096]; // the parent of the jobs' cgroups ("": none; cgroup.h)
     job **r_loaded; // at start: the jobs loaded, in id order
     size_t r_nloaded, r_caploaded;
     bool r_dirty;       // something a pump may act on changed
@@ -1047,6 +1049,7 @@ job_start_process(runner *r, tr_actor *self, job *j)
         .rlimits = s->n_rlimits > 0 ? rl : NULL,
         .nrlimits = s->n_rlimits,
         .output_cap = s->output_cap != 0 ? s->output_cap : r->r_d->d_output_cap,
+        .cgroup_parent = r->r_cgroup[0] != '\0' ? r->r_cgroup : NULL,
         .stream_output = true,
     };
     tr_actor_addr proc;
@@ -1776,6 +1779,16 @@ runner_init(tr_actor *self, void *state, void *arg)
         return rv;
     }
     recover_running(r, self);
+    // After the orphans are gone: a dead trouped's empty cgroups go too.
+    char err[512];
+    const char *mode = getenv("TROUPED_CGROUP");
+    if (!trd_cgroup_setup(mode, r->r_cgroup, sizeof r->r_cgroup, err, sizeof err)) {
+        fprintf(stderr, "trouped: %s\n", err);
+        free(r->r_loaded);
+        runner_stopped(self, state, TR_EINVAL);
+        return TR_EINVAL;
+    }
+    trd_log("cgroup", "mode=%s parent=\"%s\"", mode != NULL ? mode : "auto", r->r_cgroup);
     int64_t now = trd_now_ms();
     for (size_t i = 0; i < r->r_nloaded; i++) {
         job *j = r->r_loaded[i];
@@ -1824,6 +1837,7 @@ runner_stopped(tr_actor *self, void *state, tr_err reason)
     free(r->r_logws);
     free(r->r_precancel);
     free(r->r_run);
+    trd_cgroup_cleanup(r->r_cgroup);
     free(r);
 }
 

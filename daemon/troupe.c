@@ -947,7 +947,9 @@ cmd_list(int argc, char **argv)
         size_t k = 0;
         for (size_t p = 0; p < npages; p++) {
             const Troupe__V1__JobList *jl = tr_client_reply_jobs(pages[p]);
-            memcpy(jobs + k, jl->jobs, jl->n_jobs * sizeof *jobs);
+            if (jl->n_jobs > 0) { // an empty page's jobs may be NULL
+                memcpy(jobs + k, jl->jobs, jl->n_jobs * sizeof *jobs);
+            }
             k += jl->n_jobs;
         }
         Troupe__V1__JobList all_jl = TROUPE__V1__JOB_LIST__INIT;

@@ -49,6 +49,9 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -487,6 +490,21 @@ process_discard(tr_process *p)
     tr__free(p, sizeof(*p));
 }
 
+// spawn_sigdef fills def with the signals a child gets back at their
+// defaults: SIGPIPE and SIGXFSZ (a daemon ignores them), and those troupe
+// handles.
+static void
+spawn_sigdef(sigset_t *def)
+{
+    sigemptyset(def);
+    sigaddset(def, SIGPIPE);
+    sigaddset(def, SIGXFSZ);
+    tr__signal_handled(def);
+}
+
+// Set once clone3 turned out to be missing (ENOSYS): posix_spawn from then on.
+static _Atomic bool g_no_clone3;
+
 // do_spawn runs posix_spawn with the child's ends in child_fd (-1: not a
 // pipe). Returns 0 or an errno.
 static int
@@ -526,10 +544,7 @@ do_spawn(const tr_process_opts *o, const int child_fd[3], pid_t *pid)
     }
     sigset_t mask, def;
     sigemptyset(&mask);
-    sigemptyset(&def);
-    sigaddset(&def, SIGPIPE);
-    sigaddset(&def, SIGXFSZ);
-    tr__signal_handled(&def);
+    spawn_sigdef(&def);
     if (e == 0) {
         e = posix_spawnattr_setflags(&attr, flags);
     }
@@ -553,6 +568,137 @@ do_spawn(const tr_process_opts *o, const int child_fd[3], pid_t *pid)
     }
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
+    return e;
+}
+
+// The child's side of spawn_into_cgroup: a forked copy of a threaded
+// process, so async-signal-safe calls only; an error goes to the parent
+// through ep (close-on-exec: end of file there means the exec worked).
+static void __attribute__((noreturn))
+child_exec(const tr_process_opts *o, const int child_fd[3], const sigset_t *def, int ep)
+{
+    int e = 0;
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sigismember(def, sig) == 1) {
+            signal(sig, SIG_DFL);
+        }
+    }
+    if ((o->flags & TR_PROCESS_NEW_SESSION) && setsid() < 0) {
+        e = errno;
+    } else if ((o->flags & TR_PROCESS_NEW_PGROUP) && setpgid(0, 0) != 0) {
+        e = errno;
+    }
+    for (int i = 0; i < 3 && e == 0; i++) {
+        if (o->stdio[i] == TR_STDIO_PIPE) {
+            if (dup2(child_fd[i], i) < 0) {
+                e = errno;
+            }
+        } else if (o->stdio[i] == TR_STDIO_NULL) {
+            int fd = open("/dev/null", i == 0 ? O_RDONLY : O_WRONLY);
+            if (fd < 0 || (fd != i && (dup2(fd, i) < 0 || close(fd) != 0))) {
+                e = errno;
+            }
+        }
+    }
+    // Whatever else is open goes at the exec (ep included).
+    if (e == 0 && syscall(SYS_close_range, 3u, ~0u, 4u /* CLOSE_RANGE_CLOEXEC */) != 0) {
+        for (int fd = 3; fd < 1024; fd++) {
+            if (fd != ep) {
+                close(fd);
+            }
+        }
+    }
+    if (e == 0 && o->cwd != NULL && chdir(o->cwd) != 0) {
+        e = errno;
+    }
+    if (e == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        const char *file = o->file != NULL ? o->file : o->argv[0];
+        char *const *envp = o->envp != NULL ? o->envp : environ;
+        if (o->flags & TR_PROCESS_SEARCH_PATH) {
+            execvpe(file, o->argv, envp);
+        } else {
+            execve(file, o->argv, envp);
+        }
+        e = errno;
+    }
+    (void)!write(ep, &e, sizeof e);
+    _exit(127);
+}
+
+struct trx_clone_args { // struct clone_args of linux/sched.h (v2: cgroup)
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
+        set_tid_size, cgroup;
+};
+
+// spawn_into_cgroup starts the child in o->cgroup: clone3 with
+// CLONE_INTO_CGROUP (fork-like: no shared memory, so the child may run C
+// until its exec), every signal blocked around it so that no handler runs
+// in the child before the defaults are back. 0, ENOSYS (no clone3: the
+// caller falls back), or an errno.
+static int
+spawn_into_cgroup(const tr_process_opts *o, const int child_fd[3], const sigset_t *def, pid_t *pid)
+{
+    int cg = open(o->cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (cg < 0) {
+        return errno;
+    }
+    int ep[2];
+    if (pipe2(ep, O_CLOEXEC) != 0) {
+        int e = errno;
+        close(cg);
+        return e;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    struct trx_clone_args ca = {.flags = 0x200000000ull /* CLONE_INTO_CGROUP */,
+                                .exit_signal = SIGCHLD,
+                                .cgroup = (uint64_t)cg};
+    long r = syscall(SYS_clone3, &ca, sizeof ca);
+    if (r == 0) {
+        close(ep[0]);
+        child_exec(o, child_fd, def, ep[1]);
+    }
+    int e = r < 0 ? errno : 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(cg);
+    close(ep[1]);
+    if (r > 0) {
+        int ce = 0;
+        ssize_t n;
+        do {
+            n = read(ep[0], &ce, sizeof ce);
+        } while (n < 0 && errno == EINTR);
+        if (n == (ssize_t)sizeof ce) {
+            // It never ran the program: reap it here, report why.
+            while (waitpid((pid_t)r, NULL, 0) < 0 && errno == EINTR) {
+            }
+            e = ce != 0 ? ce : EIO;
+        } else {
+            *pid = (pid_t)r;
+        }
+    }
+    close(ep[0]);
+    return e;
+}
+
+// cgroup_enter writes pid into o->cgroup's cgroup.procs (the fallback
+// without clone3). 0 or an errno.
+static int
+cgroup_enter(const char *cgroup, pid_t pid)
+{
+    char path[4200], num[32];
+    snprintf(path, sizeof path, "%s/cgroup.procs", cgroup);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return errno;
+    }
+    int n = snprintf(num, sizeof num, "%d", (int)pid);
+    int e = write(fd, num, (size_t)n) == n ? 0 : errno;
+    close(fd);
     return e;
 }
 
@@ -615,7 +761,24 @@ tr_process_spawn(tr_rt *rt, const tr_process_opts *o, tr_process **out)
             goto fail;
         }
     }
-    e = do_spawn(o, child_fd, &p->p_pid);
+    e = ENOSYS;
+    if (o->cgroup != NULL && !atomic_load_explicit(&g_no_clone3, memory_order_relaxed)) {
+        sigset_t def;
+        spawn_sigdef(&def);
+        e = spawn_into_cgroup(o, child_fd, &def, &p->p_pid);
+        if (e == ENOSYS) {
+            atomic_store_explicit(&g_no_clone3, true, memory_order_relaxed);
+        }
+    }
+    if (e == ENOSYS) {
+        e = do_spawn(o, child_fd, &p->p_pid);
+        if (e == 0 && o->cgroup != NULL && (e = cgroup_enter(o->cgroup, p->p_pid)) != 0) {
+            // Not where it was asked to run: it does not run at all.
+            kill(p->p_pid, SIGKILL);
+            while (waitpid(p->p_pid, NULL, 0) < 0 && errno == EINTR) {
+            }
+        }
+    }
     close_fds(child_fd, 3);
     if (e != 0) {
         err = tr__errno(e);

@@ -1332,6 +1332,65 @@ test_daemon_caps(void **unused)
     fclose(p.out);
 }
 
+// gone waits up to ms for process pid to exit (pidfd: no polling); true
+// when it has (or never existed).
+static bool
+gone(pid_t pid, int ms)
+{
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0) {
+        return errno == ESRCH;
+    }
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    int r;
+    do {
+        r = poll(&pf, 1, ms);
+    } while (r < 0 && errno == EINTR);
+    close(fd);
+    return r > 0;
+}
+
+// A timeout kills the job's whole tree: its session (a child of the
+// leader), and where trouped has cgroups (here as root, or under systemd
+// with Delegate=yes) a grandchild that made a session of its own too.
+// Without cgroups that grandchild survives: the test says so and kills it.
+static void
+test_daemon_timeout_kills_tree(void **unused)
+{
+    (void)unused;
+    tr_client *c;
+    assert_int_equal(tr_client_connect(g_d.url, &c), TR_OK);
+    step("timeout: a tree with a setsid grandchild");
+    Troupe__V1__JobSpec spec;
+    Troupe__V1__ExecTask ex;
+    char *argv[3];
+    sh_job(&spec, &ex, argv, "sleep 300 & echo $!; setsid sleep 300 & echo $!; echo ready; wait");
+    spec.timeout_ms = 300;
+    spec.kill_grace_ms = 200;
+    uint64_t id = submit_one(c, &spec);
+    assert_int_equal(wait_state(c, id), TROUPE__V1__JOB_STATE__JOB_STATE_TIMED_OUT);
+    size_t n;
+    uint8_t *out = read_all(c, id, 1, &n, NULL);
+    int child = 0, grandchild = 0;
+    assert_int_equal(sscanf((char *)out, "%d\n%d\nready", &child, &grandchild), 2);
+    free(out);
+    assert_true(gone(child, 10000)); // in the job's session: always killed
+    bool cg = gone(grandchild, 2000);
+    if (!cg) {
+        fprintf(stderr,
+                "timeout: no cgroup for jobs here: the setsid grandchild %d "
+                "outlived its job (as documented); killing it\n",
+                grandchild);
+        kill(grandchild, SIGKILL);
+    }
+    char cgpath[64];
+    snprintf(cgpath, sizeof cgpath, "/sys/fs/cgroup/unified");
+    if (geteuid() == 0 && access(cgpath, W_OK) == 0) {
+        assert_true(cg); // root with a writable cgroup2 (CI here): must be gone
+    }
+    tr_client_close(c);
+}
+
 static void
 test_daemon_second_instance_refused(void **unused)
 {
@@ -1385,6 +1444,7 @@ main(void)
         cmocka_unit_test(test_daemon_tcp_token),
         cmocka_unit_test(test_daemon_group_limits),
         cmocka_unit_test(test_daemon_caps),
+        cmocka_unit_test(test_daemon_timeout_kills_tree),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     stop_daemon();

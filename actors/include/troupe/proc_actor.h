@@ -38,16 +38,17 @@
 // the cap, output is still drained (the program never blocks on a full
 // pipe) and thrown away, and ProcessExit says truncated.
 //
-// rlimits and cgroup are applied right after the spawn (posix_spawn can do
-// neither): prlimit(2), and the leader's pid written to the new cgroup's
-// cgroup.procs. Only then is its stdin written, so a program that reads
-// its stdin before doing anything runs under them for sure. The window
-// between exec and then is otherwise unprotected: a program that does not
-// wait for its stdin runs its first instructions (some microseconds)
-// without its limits and outside its cgroup, and a child it forks then
-// escapes the cgroup (still in its session, though). A failure to apply
-// them kills the just-spawned group and is the ProcessExit's error: no
-// half-configured program runs on.
+// The cgroup is made before the spawn, and the program starts inside it
+// (clone3 with CLONE_INTO_CGROUP: troupe/process.h), so nothing it forks
+// escapes it; on a kernel without clone3 (before 5.7) its pid is written
+// to cgroup.procs right after the spawn instead, and a child it forks in
+// its first microseconds may escape (still in its session, though).
+// rlimits are applied right after the spawn (no spawn call takes them):
+// prlimit(2). Only then is its stdin written, so a program that reads its
+// stdin before doing anything runs under them for sure; one that does not
+// runs its first instructions (some microseconds) without its limits. A
+// failure to apply them kills the just-spawned group and is the
+// ProcessExit's error: no half-configured program runs on.
 //
 // With cgroup_parent, the program runs in a fresh cgroup v2 directory
 // below it (troupe-<our pid>-<n>), which catches what setsid cannot: a

@@ -84,6 +84,13 @@ typedef struct tr_process_opts {
     const char *cwd;   // working directory; NULL: the parent's
     tr_stdio stdio[3]; // stdin, stdout, stderr (zero: inherit)
     unsigned flags;    // TR_PROCESS_*
+    // A cgroup v2 directory the child starts in (NULL: the parent's):
+    // clone3(CLONE_INTO_CGROUP), so it runs no instruction outside it and
+    // nothing it forks escapes it. A kernel without clone3 (before 5.7)
+    // gets posix_spawn, then the child's pid written to cgroup.procs: the
+    // child's first instructions (a fork among them) may then run outside.
+    // An error opening or entering it fails the spawn (nothing runs).
+    const char *cgroup;
 } tr_process_opts;
 
 // How a child ended.
