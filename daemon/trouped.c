@@ -665,6 +665,23 @@ slot_cb(void *arg)
     }
 }
 
+// ctl_pipe_cb counts the control socket's pipes and closes one past
+// TRD_PIPES_MAX before it is added (ADD_PRE): a flood of connections costs
+// each at most a handshake, and everyone already connected is served on.
+static void
+ctl_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    trd_daemon *d = arg;
+    if (ev == NNG_PIPE_EV_ADD_PRE) {
+        if (atomic_fetch_add_explicit(&d->d_pipes, 1, memory_order_relaxed) >= TRD_PIPES_MAX) {
+            atomic_fetch_add_explicit(&d->d_pipes_refused, 1, memory_order_relaxed);
+            nng_pipe_close(p); // its REM_POST takes the count back
+        }
+    } else if (ev == NNG_PIPE_EV_REM_POST) {
+        atomic_fetch_sub_explicit(&d->d_pipes, 1, memory_order_relaxed);
+    }
+}
+
 static int
 control_open(trd_daemon *d, const char *url, char *err, size_t errlen)
 {
@@ -675,6 +692,8 @@ control_open(trd_daemon *d, const char *url, char *err, size_t errlen)
     }
     // Oversized requests never reach us: nng drops their pipe.
     nng_socket_set_size(d->d_sock, NNG_OPT_RECVMAXSZ, TRD_RECV_MAX);
+    nng_pipe_notify(d->d_sock, NNG_PIPE_EV_ADD_PRE, ctl_pipe_cb, d);
+    nng_pipe_notify(d->d_sock, NNG_PIPE_EV_REM_POST, ctl_pipe_cb, d);
     for (uint32_t i = 0; i < TRD_CONTEXTS; i++) {
         trd_slot *s = &d->d_slots[i];
         s->s_d = d;

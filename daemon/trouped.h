@@ -28,7 +28,10 @@
 #define TRD_VERSION "0.1.0"
 // Control contexts: requests served at once (a WaitJobs holds one until it
 // ends, so this also bounds concurrent waits).
-#define TRD_CONTEXTS 16
+#define TRD_CONTEXTS 128
+// Connections (pipes) to the control socket at once; more are closed as
+// they come (counted in d_pipes_refused).
+#define TRD_PIPES_MAX 1024
 // NNG_OPT_RECVMAXSZ of the control socket; the client refuses to send more.
 #define TRD_RECV_MAX ((size_t)4 << 20)
 // stdout and stderr kept per job (each) unless trouped --output-cap or the
@@ -75,8 +78,10 @@ struct trd_daemon {
     nng_socket d_pub;
     char d_events_url[4200];
     _Atomic int d_subscribers;
-    uint64_t d_output_cap; // per stream, for jobs that set none
-    uint32_t d_max_running; // jobs running at once, over all groups (0: no cap)
+    _Atomic int d_pipes;              // the control socket's pipes
+    _Atomic uint64_t d_pipes_refused; // closed past TRD_PIPES_MAX
+    uint64_t d_output_cap;            // per stream, for jobs that set none
+    uint32_t d_max_running;           // jobs running at once, over all groups (0: no cap)
     // The bearer token requests from a tcp pipe must carry ("" : no tcp
     // listener), and that listener's URL as bound.
     char d_token[256];
