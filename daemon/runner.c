@@ -155,7 +155,7 @@ typedef struct runner {
     trd_leader *r_recover; // at start: the leaders of the jobs found running
     size_t r_nrecover;
     char r_cgroup[4096]; // the parent of the jobs' cgroups ("": none; cgroup.h)
-    job **r_loaded; // at start: the jobs loaded, in id order
+    job **r_loaded;      // at start: the jobs loaded, in id order
     size_t r_nloaded, r_caploaded;
     bool r_dirty;       // something a pump may act on changed
     bool r_draining;    // a Shutdown: start nothing
@@ -741,30 +741,36 @@ job_event(runner *r, job *j)
 // ---------------------------------------------------------------------------
 // Logs.
 
-// logs_reply answers a Logs request from job id's file: up to max bytes
-// at offset; eof when the job is final and nothing is left.
+// A Logs reply, read from the job's file on the blocking pool.
+typedef struct logs_out {
+    trd_daemon *lo_d;
+    char lo_path[4200];
+    uint32_t lo_slot, lo_max;
+    uint64_t lo_offset;
+    bool lo_final, lo_truncated, lo_timed_out;
+} logs_out;
+
 static void
-logs_reply(runner *r, uint32_t slot, uint64_t id, uint32_t stream, uint64_t offset, uint32_t max,
-           bool final, bool truncated, bool timed_out)
+logs_out_run(void *arg)
 {
+    logs_out *lo = arg;
     Troupe__V1__ControlReply *rep;
     tr_msg *m = trd_reply_new(&rep);
     Troupe__V1__LogChunk *lc = tr_msg_arena(m, sizeof *lc);
     troupe__v1__log_chunk__init(lc);
-    char path[4200];
-    out_path(r, id, stream, path, sizeof path);
     uint64_t size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(lo->lo_path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd >= 0 && fstat(fd, &st) == 0) {
         size = (uint64_t)st.st_size;
     }
     size_t n = 0;
-    if (fd >= 0 && offset < size) {
-        size_t want = size - offset < max ? (size_t)(size - offset) : max;
+    if (fd >= 0 && lo->lo_offset < size) {
+        size_t want =
+            size - lo->lo_offset < lo->lo_max ? (size_t)(size - lo->lo_offset) : lo->lo_max;
         uint8_t *buf = tr_msg_arena(m, want);
         while (n < want) {
-            ssize_t k = pread(fd, buf + n, want - n, (off_t)(offset + n));
+            ssize_t k = pread(fd, buf + n, want - n, (off_t)(lo->lo_offset + n));
             if (k < 0 && errno == EINTR) {
                 continue;
             }
@@ -779,13 +785,34 @@ logs_reply(runner *r, uint32_t slot, uint64_t id, uint32_t stream, uint64_t offs
     if (fd >= 0) {
         close(fd);
     }
-    lc->offset = offset;
-    lc->eof = final && offset + n >= size;
-    lc->truncated = truncated;
+    lc->offset = lo->lo_offset;
+    lc->eof = lo->lo_final && lo->lo_offset + n >= size;
+    lc->truncated = lo->lo_truncated;
     rep->reply_case = TROUPE__V1__CONTROL_REPLY__REPLY_LOG;
     rep->log = lc;
-    rep->timed_out = timed_out;
-    trd_reply(r->r_d, slot, m);
+    rep->timed_out = lo->lo_timed_out;
+    trd_reply(lo->lo_d, lo->lo_slot, m);
+    free(lo);
+}
+
+// logs_reply answers a Logs request from job id's file: up to max bytes
+// at offset; eof when the job is final and nothing is left. The read and
+// the reply run on the blocking pool (the file is only appended to, so a
+// read there sees at least what was written before).
+static void
+logs_reply(runner *r, uint32_t slot, uint64_t id, uint32_t stream, uint64_t offset, uint32_t max,
+           bool final, bool truncated, bool timed_out)
+{
+    logs_out *lo = xcalloc(1, sizeof *lo);
+    *lo = (logs_out){.lo_d = r->r_d,
+                     .lo_slot = slot,
+                     .lo_max = max,
+                     .lo_offset = offset,
+                     .lo_final = final,
+                     .lo_truncated = truncated,
+                     .lo_timed_out = timed_out};
+    out_path(r, id, stream, lo->lo_path, sizeof lo->lo_path);
+    trd_offload(r->r_d, logs_out_run, free, lo);
 }
 
 // logw_answer answers waiter i (and forgets it).

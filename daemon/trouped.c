@@ -48,6 +48,7 @@
 #include <nng/supplemental/tls/tls.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <troupe/envelope.h>
+#include <troupe/blocking.h>
 #include <troupe/rt.h>
 #include <troupe/v1/job.pb-c.h>
 
@@ -263,22 +264,131 @@ do_ping(trd_daemon *d, uint32_t idx)
     trd_reply(d, idx, m);
 }
 
-void
-trd_reply_jobs(trd_daemon *d, uint32_t idx, const char *what, const uint64_t *ids, size_t n,
-               bool timed_out)
+// ---------------------------------------------------------------------------
+// The blocking pool: store reads and file reads leave the workers.
+
+typedef struct offload_job {
+    void (*oj_fn)(void *arg);
+    void (*oj_discard)(void *arg);
+    void *oj_arg;
+} offload_job;
+
+typedef struct offload {
+    tr_blocking_op o_op;
+    offload_job *o_job; // NULL once joined (freed)
+    bool o_started;
+} offload;
+
+static tr_value
+offload_run(void *arg)
 {
+    offload_job *j = arg;
+    j->oj_fn(j->oj_arg);
+    return (tr_value){0};
+}
+
+static void
+offload_cleanup(void *arg, tr_value result, bool ran)
+{
+    (void)result;
+    offload_job *j = arg;
+    if (!ran && j->oj_discard != NULL) {
+        j->oj_discard(j->oj_arg);
+    }
+    free(j);
+}
+
+static tr_poll
+offload_poll(void *state, tr_cx *cx)
+{
+    offload *o = state;
+    if (!o->o_started) {
+        if (tr_spawn_blocking(tr_cx_rt(cx), &o->o_op, offload_run, o->o_job, offload_cleanup) !=
+            TR_OK) {
+            // No pool thread (a shutdown, or none could start): here, then.
+            offload_run(o->o_job);
+            free(o->o_job);
+            o->o_job = NULL;
+            return TR_READY;
+        }
+        o->o_started = true;
+    }
+    tr_value v;
+    tr_err e;
+    if (tr_blocking_join(&o->o_op, cx, &v, &e) == TR_PENDING) {
+        return TR_PENDING;
+    }
+    if (e == TR_OK) {
+        free(o->o_job); // else the cleanup had it
+    }
+    o->o_job = NULL;
+    return TR_READY;
+}
+
+static void
+offload_drop(void *state)
+{
+    offload *o = state;
+    if (o->o_job == NULL) {
+        return;
+    }
+    if (o->o_started) {
+        tr_blocking_abandon(&o->o_op); // the cleanup frees the job
+    } else {
+        offload_cleanup(o->o_job, (tr_value){0}, false);
+    }
+}
+
+static const tr_task_spec offload_spec = {
+    .name = "trouped.offload",
+    .poll = offload_poll,
+    .drop = offload_drop,
+    .size = sizeof(offload),
+};
+
+void
+trd_offload(trd_daemon *d, void (*fn)(void *arg), void (*discard)(void *arg), void *arg)
+{
+    offload_job *j = malloc(sizeof *j);
+    if (j == NULL) {
+        abort();
+    }
+    *j = (offload_job){.oj_fn = fn, .oj_discard = discard, .oj_arg = arg};
+    offload o = {.o_job = j};
+    if (tr_spawn(d->d_rt, &offload_spec, NULL, &o, NULL) != TR_OK) {
+        fn(arg); // the runtime stops: answer from here
+        free(j);
+    }
+}
+
+typedef struct jobs_reply {
+    trd_daemon *jr_d;
+    uint32_t jr_idx;
+    const char *jr_what;
+    bool jr_timed_out;
+    size_t jr_n;
+    uint64_t jr_ids[];
+} jobs_reply;
+
+static void
+jobs_reply_run(void *arg)
+{
+    jobs_reply *jr = arg;
+    trd_daemon *d = jr->jr_d;
     Troupe__V1__ControlReply *rep;
     tr_msg *m = trd_reply_new(&rep);
     Troupe__V1__JobList *jl = tr_msg_arena(m, sizeof *jl);
     troupe__v1__job_list__init(jl);
-    jl->jobs = tr_msg_arena(m, n * sizeof *jl->jobs);
-    for (size_t i = 0; i < n; i++) {
+    jl->jobs = tr_msg_arena(m, jr->jr_n * sizeof *jl->jobs);
+    for (size_t i = 0; i < jr->jr_n; i++) {
         trd_job_rec r;
-        tr_err rv = trd_store_get(d->d_store, ids[i], &r);
+        tr_err rv = trd_store_get(d->d_store, jr->jr_ids[i], &r);
         if (rv != TR_OK) {
             tr_msg_free(m);
-            trd_reply_error(d, idx, rv, "%s: job %llu: %s", what, (unsigned long long)ids[i],
+            trd_reply_error(d, jr->jr_idx, rv, "%s: job %llu: %s", jr->jr_what,
+                            (unsigned long long)jr->jr_ids[i],
                             rv == TR_ENOTFOUND ? "no such job" : tr_strerror(rv));
+            free(jr);
             return;
         }
         jl->jobs[jl->n_jobs++] = trd_job_info(m, &r);
@@ -286,8 +396,23 @@ trd_reply_jobs(trd_daemon *d, uint32_t idx, const char *what, const uint64_t *id
     }
     rep->reply_case = TROUPE__V1__CONTROL_REPLY__REPLY_JOBS;
     rep->jobs = jl;
-    rep->timed_out = timed_out;
-    trd_reply(d, idx, m);
+    rep->timed_out = jr->jr_timed_out;
+    trd_reply(d, jr->jr_idx, m);
+    free(jr);
+}
+
+void
+trd_reply_jobs(trd_daemon *d, uint32_t idx, const char *what, const uint64_t *ids, size_t n,
+               bool timed_out)
+{
+    jobs_reply *jr = malloc(sizeof *jr + n * sizeof *ids);
+    if (jr == NULL) {
+        abort();
+    }
+    *jr = (jobs_reply){
+        .jr_d = d, .jr_idx = idx, .jr_what = what, .jr_timed_out = timed_out, .jr_n = n};
+    memcpy(jr->jr_ids, ids, n * sizeof *ids);
+    trd_offload(d, jobs_reply_run, free, jr);
 }
 
 static void
@@ -316,29 +441,52 @@ list_each(void *arg, const trd_job_rec *r)
     a->la_jobs[a->la_n++] = trd_job_info(a->la_m, r);
 }
 
-static void
-do_list(trd_daemon *d, uint32_t idx, const Troupe__V1__ListJobs *l)
+// A List, read on the blocking pool: the query with copies of its
+// strings (the request is freed when the control actor returns).
+typedef struct list_req {
+    trd_daemon *lr_d;
+    uint32_t lr_idx;
+    trd_list_query lr_q;
+    char *lr_group, *lr_key, *lr_value, *lr_prefix; // malloc'd or NULL
+} list_req;
+
+static char *
+dup_or_null(const char *s)
 {
-    trd_list_query q = {0};
-    if (l != NULL) {
-        for (size_t i = 0; i < l->n_states; i++) { // checked by trd_request_decode
-            q.q_states |= 1u << (unsigned)l->states[i];
-        }
-        q.q_group = (l->group != NULL && l->group[0] != '\0') ? l->group : NULL;
-        q.q_label_key = (l->label_key != NULL && l->label_key[0] != '\0') ? l->label_key : NULL;
-        q.q_label_value = q.q_label_key != NULL ? l->label_value : NULL;
-        q.q_name_prefix = l->name_prefix;
-        q.q_after_id = l->after_id;
-        q.q_limit = l->limit == 0 ? 100 : l->limit;
-    } else {
-        q.q_limit = 100;
+    if (s == NULL) {
+        return NULL;
     }
+    char *p = strdup(s);
+    if (p == NULL) {
+        abort();
+    }
+    return p;
+}
+
+static void
+list_req_free(void *arg)
+{
+    list_req *lr = arg;
+    free(lr->lr_group);
+    free(lr->lr_key);
+    free(lr->lr_value);
+    free(lr->lr_prefix);
+    free(lr);
+}
+
+static void
+list_run(void *arg)
+{
+    list_req *lr = arg;
+    trd_daemon *d = lr->lr_d;
+    uint32_t idx = lr->lr_idx;
     Troupe__V1__ControlReply *rep;
     list_acc a = {.la_m = trd_reply_new(&rep)};
     Troupe__V1__JobList *jl = tr_msg_arena(a.la_m, sizeof *jl);
     troupe__v1__job_list__init(jl);
     uint64_t next = 0;
-    tr_err rv = trd_store_list(d->d_store, &q, list_each, &a, &next);
+    tr_err rv = trd_store_list(d->d_store, &lr->lr_q, list_each, &a, &next);
+    list_req_free(lr);
     if (rv != TR_OK) {
         free(a.la_jobs);
         tr_msg_free(a.la_m);
@@ -352,6 +500,33 @@ do_list(trd_daemon *d, uint32_t idx, const Troupe__V1__ListJobs *l)
     rep->reply_case = TROUPE__V1__CONTROL_REPLY__REPLY_JOBS;
     rep->jobs = jl;
     trd_reply(d, idx, a.la_m);
+}
+
+static void
+do_list(trd_daemon *d, uint32_t idx, const Troupe__V1__ListJobs *l)
+{
+    list_req *lr = calloc(1, sizeof *lr);
+    if (lr == NULL) {
+        abort();
+    }
+    lr->lr_d = d;
+    lr->lr_idx = idx;
+    trd_list_query *q = &lr->lr_q;
+    q->q_limit = 100;
+    if (l != NULL) {
+        for (size_t i = 0; i < l->n_states; i++) { // checked by trd_request_decode
+            q->q_states |= 1u << (unsigned)l->states[i];
+        }
+        bool key = l->label_key != NULL && l->label_key[0] != '\0';
+        q->q_group = lr->lr_group =
+            dup_or_null((l->group != NULL && l->group[0] != '\0') ? l->group : NULL);
+        q->q_label_key = lr->lr_key = dup_or_null(key ? l->label_key : NULL);
+        q->q_label_value = lr->lr_value = dup_or_null(key ? l->label_value : NULL);
+        q->q_name_prefix = lr->lr_prefix = dup_or_null(l->name_prefix);
+        q->q_after_id = l->after_id;
+        q->q_limit = l->limit == 0 ? 100 : l->limit;
+    }
+    trd_offload(d, list_run, list_req_free, lr);
 }
 
 // What a Submit's done callback needs: where to reply, and the runner's

@@ -114,6 +114,11 @@ void trd_reply(trd_daemon *d, uint32_t idx, tr_msg *reply);
 void trd_reply_error(trd_daemon *d, uint32_t idx, tr_err code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+// trd_offload runs fn(arg) on the runtime's blocking pool (store and file
+// reads: never on a worker); fn owns arg. discard(arg) (may be NULL) runs
+// instead when the runtime stops before fn could. Never blocks. Any thread.
+void trd_offload(trd_daemon *d, void (*fn)(void *arg), void (*discard)(void *arg), void *arg);
+
 // trd_reply_new returns a ControlReply message to fill, *out its body.
 tr_msg *trd_reply_new(Troupe__V1__ControlReply **out);
 
@@ -136,8 +141,10 @@ void trd_publish(trd_daemon *d, uint64_t id, uint64_t seq, trd_job_state st, uin
                  uint64_t offset, const void *data, size_t len);
 
 // trd_reply_jobs replies with a JobList of the stored jobs ids (n of
-// them), or with an error naming the first id that is not stored (what
-// starts its detail: "status", "wait"). As trd_reply.
+// them, copied), or with an error naming the first id that is not stored
+// (what, a static string, starts its detail: "status", "wait"); the reads
+// and the reply run on the blocking pool. Owns slot idx from then on. Any
+// thread.
 void trd_reply_jobs(trd_daemon *d, uint32_t idx, const char *what, const uint64_t *ids, size_t n,
                     bool timed_out);
 
