@@ -242,6 +242,23 @@ trd_job_info(tr_msg *m, const trd_job_rec *r)
     ji->stderr_bytes = r->j_stderr_bytes;
     ji->truncated = r->j_truncated;
     ji->priority = r->j_priority;
+    // Labels: from the stored spec (the labels table serves the filters).
+    Troupe__V1__JobSpec *js =
+        r->j_spec_len > 0 ? troupe__v1__job_spec__unpack(NULL, r->j_spec_len, r->j_spec) : NULL;
+    if (js != NULL && js->n_labels > 0) {
+        ji->labels = tr_msg_arena(m, js->n_labels * sizeof *ji->labels);
+        for (size_t i = 0; i < js->n_labels; i++) {
+            Troupe__V1__Label *l = tr_msg_arena(m, sizeof *l);
+            troupe__v1__label__init(l);
+            l->key = tr_msg_strdup(m, js->labels[i]->key);
+            l->value = tr_msg_strdup(m, js->labels[i]->value);
+            ji->labels[i] = l;
+        }
+        ji->n_labels = js->n_labels;
+    }
+    if (js != NULL) {
+        troupe__v1__job_spec__free_unpacked(js, NULL);
+    }
     return ji;
 }
 

@@ -322,6 +322,12 @@ test_daemon_ping_submit_wait(void **unused)
     ex.n_argv = 3;
     Troupe__V1__JobSpec a = TROUPE__V1__JOB_SPEC__INIT;
     a.name = "echo";
+    Troupe__V1__Label lab = TROUPE__V1__LABEL__INIT;
+    lab.key = "team";
+    lab.value = "infra";
+    Troupe__V1__Label *labs[] = {&lab};
+    a.labels = labs;
+    a.n_labels = 1;
     a.task_case = TROUPE__V1__JOB_SPEC__TASK_EXEC;
     a.exec = &ex;
     Troupe__V1__NoopTask noop = TROUPE__V1__NOOP_TASK__INIT;
@@ -364,6 +370,9 @@ test_daemon_ping_submit_wait(void **unused)
     assert_int_equal(jl->jobs[0]->exit_code, 0);
     assert_int_equal(jl->jobs[0]->stdout_bytes, 3);
     assert_string_equal(jl->jobs[0]->name, "echo");
+    assert_int_equal(jl->jobs[0]->n_labels, 1);
+    assert_string_equal(jl->jobs[0]->labels[0]->key, "team");
+    assert_string_equal(jl->jobs[0]->labels[0]->value, "infra");
     tr_msg_free(reply);
 
     step("status of an unknown id");
