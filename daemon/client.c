@@ -732,6 +732,21 @@ mux_wait(mux *m, src *const *srcs, size_t n)
     pthread_mutex_unlock(&m->m_mu);
 }
 
+// src_done says whether s's operation is done; read under the mux's lock,
+// which also orders the callback's writes of its result before the
+// caller's reads.
+static bool
+src_done(src *s)
+{
+    if (s->s_mux == NULL) {
+        return false; // never opened
+    }
+    pthread_mutex_lock(&s->s_mux->m_mu);
+    bool done = s->s_state == SRC_DONE;
+    pthread_mutex_unlock(&s->s_mux->m_mu);
+    return done;
+}
+
 // src_take returns s's result once done (and makes it idle): TR_OK and
 // *reply, the decoded ControlReply, or an error. REQ sources only.
 static tr_err
@@ -994,7 +1009,7 @@ follow_events(follow *f, unsigned mask, nng_socket sub)
     bool ended = false;
     while (rv == TR_OK && !ended) {
         mux_wait(&m, srcs, 2);
-        if (es.s_state == SRC_DONE) {
+        if (src_done(&es)) {
             int nrv = es.s_rv;
             if (nrv == 0) {
                 tr_msg *ev = event_decode(es.s_msg);
@@ -1010,7 +1025,7 @@ follow_events(follow *f, unsigned mask, nng_socket sub)
                 es.s_state = SRC_IDLE;
             }
         }
-        if (rv == TR_OK && ws.s_state == SRC_DONE) {
+        if (rv == TR_OK && src_done(&ws)) {
             tr_msg *reply;
             rv = expect_jobs(src_take(&ws, &reply), &reply);
             if (rv == TR_OK) {
@@ -1048,7 +1063,7 @@ follow_poll(follow *f, unsigned mask)
         mux_wait(&m, srcs, 2);
         for (uint32_t st = 1; rv == TR_OK && st <= 2; st++) {
             src *s = &ls[st - 1];
-            if (s->s_state != SRC_DONE) {
+            if (!src_done(s)) {
                 continue;
             }
             tr_msg *reply;
@@ -1157,7 +1172,7 @@ tr_client_watch(tr_client *c, const uint64_t *ids, size_t n, tr_client_event_fn 
     }
     while (rv == TR_OK && at < n) {
         mux_wait(&m, srcs, 2);
-        if (es.s_state == SRC_DONE) {
+        if (src_done(&es)) {
             if (es.s_rv == 0) {
                 tr_msg *ev = event_decode(es.s_msg);
                 nng_msg_free(es.s_msg);
@@ -1174,7 +1189,7 @@ tr_client_watch(tr_client *c, const uint64_t *ids, size_t n, tr_client_event_fn 
                 es.s_state = SRC_IDLE;
             }
         }
-        if (ws.s_state == SRC_DONE) {
+        if (src_done(&ws)) {
             tr_msg *reply;
             rv = expect_jobs(src_take(&ws, &reply), &reply);
             if (rv != TR_OK) {

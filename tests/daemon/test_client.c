@@ -633,12 +633,12 @@ test_cli_control_on_fake(void **state)
     (void)state;
     step("cancel");
     fake_cli((char *[]){"cancel", "42", "43", NULL});
+    pthread_mutex_lock(&g_f.f_mu); // the fake's record, written on nng's threads
     assert_int_equal(g_f.f_last_case, TROUPE__V1__CONTROL_REQUEST__REQUEST_CANCEL);
     assert_int_equal(g_f.f_last_nids, 2);
     assert_int_equal(g_f.f_last_ids[0], 42);
     assert_int_equal(g_f.f_last_ids[1], 43);
     step("cancel --wait");
-    pthread_mutex_lock(&g_f.f_mu);
     g_f.f_final = true;
     pthread_mutex_unlock(&g_f.f_mu);
     cli_out o;
@@ -648,21 +648,29 @@ test_cli_control_on_fake(void **state)
     cli_free(&o);
     step("pause, resume");
     fake_cli((char *[]){"pause", "grp", NULL});
+    pthread_mutex_lock(&g_f.f_mu); // the fake's record, written on nng's threads
     assert_int_equal(g_f.f_last_case, TROUPE__V1__CONTROL_REQUEST__REQUEST_GROUP);
     assert_string_equal(g_f.f_last_group, "grp");
     assert_true(g_f.f_last_pause);
+    pthread_mutex_unlock(&g_f.f_mu);
     fake_cli((char *[]){"resume", "", NULL});
+    pthread_mutex_lock(&g_f.f_mu); // the fake's record, written on nng's threads
     assert_string_equal(g_f.f_last_group, "");
     assert_false(g_f.f_last_pause);
+    pthread_mutex_unlock(&g_f.f_mu);
     step("shutdown");
     fake_cli((char *[]){"shutdown", "--deadline", "2s", NULL});
+    pthread_mutex_lock(&g_f.f_mu); // the fake's record, written on nng's threads
     assert_int_equal(g_f.f_last_case, TROUPE__V1__CONTROL_REQUEST__REQUEST_SHUTDOWN);
     assert_false(g_f.f_last_imm);
     assert_int_equal(g_f.f_last_deadline, 2000);
+    pthread_mutex_unlock(&g_f.f_mu);
     cli_argv(g_f.f_url, (char *[]){"--json", "shutdown", "--immediate", NULL}, 30000, &o);
     assert_int_equal(o.rc, 0);
     assert_string_equal(o.out, "{}\n");
+    pthread_mutex_lock(&g_f.f_mu); // the fake's record, written on nng's threads
     assert_true(g_f.f_last_imm);
+    pthread_mutex_unlock(&g_f.f_mu);
     cli_free(&o);
 }
 
