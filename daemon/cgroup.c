@@ -74,7 +74,7 @@ sweep(const char *base)
             !(kill((pid_t)pid, 0) != 0 && errno == ESRCH)) {
             continue;
         }
-        char path[4200];
+        char path[4096 + 2 + 256];
         snprintf(path, sizeof path, "%s/%s", base, e->d_name);
         // Its jobs' cgroups first (empty once their processes are dead:
         // the orphan sweep at start killed them).
@@ -83,7 +83,7 @@ sweep(const char *base)
             struct dirent *c;
             while ((c = readdir(sub)) != NULL) {
                 if (strncmp(c->d_name, "troupe-", 7) == 0) {
-                    char cp[4500];
+                    char cp[sizeof path + 2 + 256];
                     snprintf(cp, sizeof cp, "%s/%s", path, c->d_name);
                     rmdir(cp);
                 }

@@ -786,8 +786,8 @@ trd_parse_duration(const char *s, size_t n, uint64_t *out)
 static tr_err
 want_duration(wl *w, uint32_t n, const char *what, uint64_t *out)
 {
-    const char *s;
-    size_t len;
+    const char *s = "";
+    size_t len = 0;
     tr_err rv = want_str(w, n, what, false, &s, &len);
     if (rv != TR_OK) {
         return rv;

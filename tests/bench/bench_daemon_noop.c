@@ -301,7 +301,7 @@ run_daemon(point *p, bool measure_fsync, double *fs_p50, double *fs_p99)
             exit(1);
         }
     }
-    bench_cpu cpu0, cpu1;
+    bench_cpu cpu0 = {0}, cpu1 = {0};
     bool have_cpu = bench_daemon_cpu(&d, &cpu0);
     pthread_barrier_wait(&bar);
     double t0 = bench_now();
