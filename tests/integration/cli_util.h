@@ -65,11 +65,9 @@ static void __attribute__((unused)) buf_add(buf *b, const void *p, size_t n)
 }
 
 // read_upto reads fd into out until it holds want bytes or fd ends (or
-// EIO, a pty's end), within ms, chunk bytes at most a read, pausing
-// pace_ns after each read (0: none; a pause is a slow reader's pace,
-// never a wait for something). It never reads past want.
-static void __attribute__((unused))
-read_upto(int fd, int ms, size_t want, size_t chunk, long pace_ns, buf *out)
+// EIO, a pty's end), within ms, chunk bytes at most a read. It never
+// reads past want.
+static void __attribute__((unused)) read_upto(int fd, int ms, size_t want, size_t chunk, buf *out)
 {
     buf_add(out, "", 0);
     uint64_t deadline = mono_ms() + (uint64_t)ms;
@@ -91,16 +89,13 @@ read_upto(int fd, int ms, size_t want, size_t chunk, long pace_ns, buf *out)
             break;
         }
         buf_add(out, tmp, (size_t)got);
-        if (pace_ns > 0) {
-            nanosleep(&(struct timespec){0, pace_ns}, NULL);
-        }
     }
 }
 
 // read_all reads fd to its end (read_upto with no limit).
-static void __attribute__((unused)) read_all(int fd, int ms, size_t chunk, long pace_ns, buf *out)
+static void __attribute__((unused)) read_all(int fd, int ms, size_t chunk, buf *out)
 {
-    read_upto(fd, ms, SIZE_MAX, chunk, pace_ns, out);
+    read_upto(fd, ms, SIZE_MAX, chunk, out);
 }
 
 // cli_spawn starts troupe with args (NULL-terminated; "--url URL" first

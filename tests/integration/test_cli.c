@@ -563,7 +563,7 @@ tty_run(char *const *args, bool no_color, buf *out, int *rc)
     unsetenv("NO_COLOR");
     posix_spawn_file_actions_destroy(&fa);
     close(slave);
-    read_all(master, 30000, 4096, 0, out);
+    read_all(master, 30000, 4096, out);
     close(master);
     int st;
     assert_true(wait_exit(pid, 30000, &st));
@@ -660,7 +660,7 @@ test_cli_cancel_running(void **unused)
     int fo, fe;
     pid_t follower = cli_spawn(g_d.url, (char *[]){"logs", "-f", ids, NULL}, &fo, &fe);
     buf up = {0};
-    read_upto(fo, 15000, 3, 3, 0, &up);
+    read_upto(fo, 15000, 3, 3, &up);
     assert_int_equal(up.n, 3); // the follower must not end before the job
     assert_string_equal(up.b, "up\n");
     free(up.b);
@@ -679,7 +679,7 @@ test_cli_cancel_running(void **unused)
     cli_free(&o);
     step("the follower ends with the job");
     buf rest = {0};
-    read_all(fo, 15000, 4096, 0, &rest);
+    read_all(fo, 15000, 4096, &rest);
     assert_int_equal(rest.n, 0); // nothing after "up"
     free(rest.b);
     close(fo);
@@ -756,9 +756,16 @@ test_cli_logs_follow_slow_reader(void **unused)
     // job goes on and the daemon's events pile up (and are dropped).
     (void)fcntl(fo, F_SETPIPE_SZ, 4096);
     buf got = {0};
-    // The slow reader: 1 KiB a read and a 2 ms pause after each (about 2 s
-    // in all; the job takes about 1 s).
-    read_all(fo, 60000, 1024, 2 * 1000 * 1000, &got);
+    // The slow reader: it takes the first bytes (the follow runs), then
+    // reads nothing until the job has ended, so troupe sits blocked on the
+    // full pipe while the daemon publishes the rest (its events pile up
+    // and are dropped: gaps to fill with Logs); then it drains the pipe.
+    read_upto(fo, 30000, 1024, 1024, &got);
+    cli_out w;
+    cli(&w, "wait", ids, NULL);
+    assert_int_equal(w.rc, 0);
+    cli_free(&w);
+    read_all(fo, 60000, 4096, &got);
     close(fo);
     int st;
     assert_true(wait_exit(pid, 30000, &st));
