@@ -178,27 +178,16 @@ wait_state(tr_client *c, uint64_t id)
     return st;
 }
 
-// logs calls Logs: TR_OK and *reply (its LogChunk in *lc), or the error.
+// logs calls Logs (tr_client_logs): TR_OK and *reply (its LogChunk in
+// *lc), or the error.
 static tr_err
 logs(tr_client *c, uint64_t id, uint32_t stream, uint64_t offset, uint32_t max, bool follow,
      tr_msg **reply, const Troupe__V1__LogChunk **lc)
 {
-    Troupe__V1__ControlRequest *req;
-    tr_msg *m = req_new(&req);
-    Troupe__V1__Logs *l = tr_msg_arena(m, sizeof *l);
-    troupe__v1__logs__init(l);
-    l->id = id;
-    l->stream = stream;
-    l->offset = offset;
-    l->max_bytes = max;
-    l->follow = follow;
-    req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_LOGS;
-    req->logs = l;
-    tr_err rv = tr_client_call(c, m, 60000, reply);
+    tr_err rv = tr_client_logs(c, id, stream, offset, max, follow, reply);
     if (rv == TR_OK) {
-        const Troupe__V1__ControlReply *rep = tr_msg_body(*reply);
-        assert_int_equal(rep->reply_case, TROUPE__V1__CONTROL_REPLY__REPLY_LOG);
-        *lc = rep->log;
+        *lc = tr_client_reply_log(*reply);
+        assert_non_null(*lc);
     }
     return rv;
 }
@@ -233,58 +222,21 @@ read_all(tr_client *c, uint64_t id, uint32_t stream, size_t *len, bool *truncate
 }
 
 static tr_err
-simple(tr_client *c, tr_msg *m)
-{
-    tr_msg *reply = NULL;
-    tr_err rv = tr_client_call(c, m, 60000, &reply);
-    if (rv == TR_OK) {
-        assert_int_equal(((const Troupe__V1__ControlReply *)tr_msg_body(reply))->reply_case,
-                         TROUPE__V1__CONTROL_REPLY__REPLY_ACK);
-        tr_msg_free(reply);
-    }
-    return rv;
-}
-
-static tr_err
 cancel(tr_client *c, const uint64_t *ids, size_t n)
 {
-    Troupe__V1__ControlRequest *req;
-    tr_msg *m = req_new(&req);
-    Troupe__V1__CancelJobs *cj = tr_msg_arena(m, sizeof *cj);
-    troupe__v1__cancel_jobs__init(cj);
-    cj->ids = tr_msg_memdup(m, ids, n * sizeof *ids);
-    cj->n_ids = n;
-    req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_CANCEL;
-    req->cancel = cj;
-    return simple(c, m);
+    return tr_client_cancel(c, ids, n);
 }
 
 static tr_err
 group_ctl(tr_client *c, const char *group, bool pause)
 {
-    Troupe__V1__ControlRequest *req;
-    tr_msg *m = req_new(&req);
-    Troupe__V1__GroupControl *g = tr_msg_arena(m, sizeof *g);
-    troupe__v1__group_control__init(g);
-    g->group = tr_msg_strdup(m, group);
-    g->pause = pause;
-    req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_GROUP;
-    req->group = g;
-    return simple(c, m);
+    return tr_client_group(c, group, pause);
 }
 
 static tr_err
 shutdown_req(tr_client *c, bool immediate, uint64_t deadline_ms)
 {
-    Troupe__V1__ControlRequest *req;
-    tr_msg *m = req_new(&req);
-    Troupe__V1__ShutdownDaemon *sd = tr_msg_arena(m, sizeof *sd);
-    troupe__v1__shutdown_daemon__init(sd);
-    sd->immediate = immediate;
-    sd->deadline_ms = deadline_ms;
-    req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_SHUTDOWN;
-    req->shutdown = sd;
-    return simple(c, m);
+    return tr_client_shutdown(c, immediate, deadline_ms);
 }
 
 // wait_output blocks (Logs with follow) until job id has written at
@@ -692,17 +644,11 @@ test_daemon_pause_resume(void **unused)
 static void
 events_url(tr_client *c, char *url, size_t n)
 {
-    Troupe__V1__ControlRequest *req;
-    tr_msg *m = req_new(&req);
-    Troupe__V1__Ping *p = tr_msg_arena(m, sizeof *p);
-    troupe__v1__ping__init(p);
-    req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_PING;
-    req->ping = p;
     tr_msg *reply;
-    assert_int_equal(tr_client_call(c, m, 0, &reply), TR_OK);
-    const Troupe__V1__ControlReply *rep = tr_msg_body(reply);
-    assert_int_equal(rep->reply_case, TROUPE__V1__CONTROL_REPLY__REPLY_PONG);
-    snprintf(url, n, "%s", rep->pong->events_url);
+    assert_int_equal(tr_client_pong(c, &reply), TR_OK);
+    const Troupe__V1__Pong *p = tr_client_reply_pong(reply);
+    assert_non_null(p);
+    snprintf(url, n, "%s", p->events_url);
     tr_msg_free(reply);
 }
 
@@ -1027,19 +973,8 @@ test_daemon_crash(void **unused)
 static tr_err
 ping_token(tr_client *c, const char *token)
 {
-    Troupe__V1__ControlRequest *req;
-    tr_msg *m = req_new(&req);
-    Troupe__V1__Ping *p = tr_msg_arena(m, sizeof *p);
-    troupe__v1__ping__init(p);
-    req->request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_PING;
-    req->ping = p;
-    if (token != NULL) {
-        req->token = tr_msg_strdup(m, token);
-    }
-    tr_msg *reply = NULL;
-    tr_err rv = tr_client_call(c, m, 0, &reply); // the client's timeout
-    tr_msg_free(reply);
-    return rv;
+    tr_client_set_token(c, token);
+    return tr_client_ping(c, NULL, 0);
 }
 
 // start_refused runs trouped with args and expects it to refuse to start
