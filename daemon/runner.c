@@ -97,6 +97,7 @@ typedef struct job {
     bool j_truncated;     // an attempt's output passed the cap
     uint64_t j_seq;       // its last JobEvent's seq
     uint64_t j_out[2];    // bytes in its stdout and stderr files
+    int j_fd[2];          // those files, open while an attempt writes (-1: closed)
 } job;
 
 #define NOT_READY SIZE_MAX
@@ -271,9 +272,12 @@ map_put(job **map, size_t cap, job *j)
     map[i] = j;
 }
 
+static void out_close(job *j);
+
 static void
 job_free(job *j)
 {
+    out_close(j);
     free(j->j_name);
     free(j->j_request_id);
     free(j->j_group);
@@ -503,6 +507,7 @@ job_new(runner *r, uint64_t id, const char *name, const char *request_id, const 
     j->j_prio = prio;
     j->j_state = TRD_JOB_QUEUED;
     j->j_hpos = NOT_READY;
+    j->j_fd[0] = j->j_fd[1] = -1;
     j->j_spec = troupe__v1__job_spec__unpack(NULL, spec_len, spec);
     job_insert(r, j);
     if (j->j_spec == NULL) {
@@ -706,7 +711,10 @@ append_output(runner *r, job *j, uint32_t stream, const uint8_t *data, size_t le
 {
     char path[4200];
     out_path(r, j->j_id, stream, path, sizeof path);
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    int fd = j->j_fd[stream - 1];
+    if (fd < 0) { // the attempt's first chunk of it: open once, until job_release
+        fd = j->j_fd[stream - 1] = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    }
     if (fd < 0) {
         trd_log("output_failed", "id=%llu path=\"%s\" errno=%d", (unsigned long long)j->j_id, path,
                 errno);
@@ -727,7 +735,18 @@ append_output(runner *r, job *j, uint32_t stream, const uint8_t *data, size_t le
         off += (size_t)n;
     }
     j->j_out[stream - 1] += off;
-    close(fd);
+}
+
+// out_close closes j's output files (an attempt has ended).
+static void
+out_close(job *j)
+{
+    for (int i = 0; i < 2; i++) {
+        if (j->j_fd[i] >= 0) {
+            close(j->j_fd[i]);
+            j->j_fd[i] = -1;
+        }
+    }
 }
 
 // job_event publishes j's state (a change).
@@ -926,6 +945,7 @@ job_release(runner *r, job *j)
         }
     }
     j->j_proc = TR_ACTOR_NONE;
+    out_close(j); // its output is complete: every chunk came before the exit
 }
 
 // job_finish records a final state (in memory now, in the store when the
@@ -1805,6 +1825,15 @@ runner_init(tr_actor *self, void *state, void *arg)
         runner_stopped(self, state, rv);
         return rv;
     }
+    // The stored retry times still to come (recover_running's retries set
+    // their own timers).
+    int64_t now = trd_now_ms();
+    for (size_t i = 0; i < r->r_nloaded; i++) {
+        job *j = r->r_loaded[i];
+        if (j->j_state == TRD_JOB_QUEUED && j->j_next_run_ms > now) {
+            tick_after(self, (uint64_t)(j->j_next_run_ms - now), TICK_RETRY, j->j_id, j->j_gen);
+        }
+    }
     recover_running(r, self);
     // After the orphans are gone: a dead trouped's empty cgroups go too.
     char err[512];
@@ -1816,13 +1845,8 @@ runner_init(tr_actor *self, void *state, void *arg)
         return TR_EINVAL;
     }
     trd_log("cgroup", "mode=%s parent=\"%s\"", mode != NULL ? mode : "auto", r->r_cgroup);
-    int64_t now = trd_now_ms();
     for (size_t i = 0; i < r->r_nloaded; i++) {
-        job *j = r->r_loaded[i];
-        job_link(r, j);
-        if (j->j_state == TRD_JOB_QUEUED && j->j_next_run_ms > now) {
-            tick_after(self, (uint64_t)(j->j_next_run_ms - now), TICK_RETRY, j->j_id, j->j_gen);
-        }
+        job_link(r, r->r_loaded[i]);
     }
     free(r->r_loaded);
     r->r_loaded = NULL;
