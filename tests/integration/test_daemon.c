@@ -200,7 +200,7 @@ read_all(tr_client *c, uint64_t id, uint32_t stream, size_t *len, bool *truncate
     size_t n = 0;
     for (;;) {
         tr_msg *reply;
-        const Troupe__V1__LogChunk *lc;
+        const Troupe__V1__LogChunk *lc = NULL;
         assert_int_equal(logs(c, id, stream, n, 0, false, &reply, &lc), TR_OK);
         assert_int_equal(lc->offset, n);
         buf = realloc(buf, n + lc->data.len + 1);
@@ -247,7 +247,7 @@ wait_output(tr_client *c, uint64_t id, size_t want)
     size_t n = 0;
     while (n < want) {
         tr_msg *reply;
-        const Troupe__V1__LogChunk *lc;
+        const Troupe__V1__LogChunk *lc = NULL;
         assert_int_equal(logs(c, id, 1, n, 0, true, &reply, &lc), TR_OK);
         assert_false(lc->eof);
         n += lc->data.len;
@@ -498,7 +498,7 @@ test_daemon_logs(void **unused)
 
     step("logs: chunks of max_bytes, past the end, bad requests");
     tr_msg *reply;
-    const Troupe__V1__LogChunk *lc;
+    const Troupe__V1__LogChunk *lc = NULL;
     assert_int_equal(logs(c, id, 1, 1000, 10, false, &reply, &lc), TR_OK);
     assert_int_equal(lc->data.len, 10);
     assert_int_equal(lc->offset, 1000);
