@@ -9,7 +9,7 @@
 // job and the commit that records its leader:
 // - the leaders the store recorded (pid and start time, /proc/PID/stat
 //   field 22): a pid whose start time still matches is that leader;
-// - every job's environment carries TROUPED_STATE_DIR=<state dir>: any
+// - every job's environment carries TROUPE_JOB_STATE_DIR=<state dir>: any
 //   process of ours whose environment has it is one of them (unless it
 //   rewrote its environment: then only its recorded leader finds it).
 // Internal to the daemon (trd_).
@@ -21,7 +21,7 @@
 #include <sys/types.h>
 
 // The environment variable that marks a job's processes.
-#define TRD_ENV_STATE_DIR "TROUPED_STATE_DIR"
+#define TRD_ENV_STATE_DIR "TROUPE_JOB_STATE_DIR"
 #define TRD_ENV_JOB_ID "TROUPE_JOB_ID"
 
 typedef struct trd_leader {
@@ -37,7 +37,7 @@ typedef struct trd_orphan_stats {
 
 // trd_orphans_kill kills (SIGKILL) the process group of each leader of
 // leaders[0..n) that still runs with its recorded start time, and of every
-// process of this user whose environment holds TROUPED_STATE_DIR=state_dir
+// process of this user whose environment holds TROUPE_JOB_STATE_DIR=state_dir
 // (not this process), then waits up to timeout_ms for those processes to
 // exit (pidfds: no polling). Fills *st (may be NULL). Blocks. Call before
 // the daemon spawns anything.

@@ -1007,7 +1007,7 @@ job_start_record(runner *r, job *j, int32_t pid, uint64_t start)
 // Starting jobs.
 
 // build_env returns the daemon's environment with spec's entries and the
-// job's markers (TROUPE_JOB_ID, TROUPED_STATE_DIR: orphans.h) added or
+// job's markers (TROUPE_JOB_ID, TROUPE_JOB_STATE_DIR: orphans.h) added or
 // replacing ones of the same name (malloc'd array; the strings of spec and
 // environ, plus the NAME=VALUE strings it makes, listed in *owned).
 static char **
@@ -1837,7 +1837,7 @@ runner_init(tr_actor *self, void *state, void *arg)
     recover_running(r, self);
     // After the orphans are gone: a dead trouped's empty cgroups go too.
     char err[512];
-    const char *mode = getenv("TROUPED_CGROUP");
+    const char *mode = r->r_d->d_cgroup_mode;
     if (!trd_cgroup_setup(mode, r->r_cgroup, sizeof r->r_cgroup, err, sizeof err)) {
         fprintf(stderr, "trouped: %s\n", err);
         free(r->r_loaded);

@@ -37,10 +37,13 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1058,20 +1061,6 @@ events_open(trd_daemon *d, char *err, size_t errlen)
 // ---------------------------------------------------------------------------
 // Flags, directories, main.
 
-// parse_count reads a decimal count (0 allowed only with zero_ok).
-static bool
-parse_count(const char *arg, bool zero_ok, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(arg, &end, 10);
-    if (errno != 0 || end == arg || *end != '\0' || arg[0] == '-' || (v == 0 && !zero_ok)) {
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
 static void
 usage(FILE *f)
 {
@@ -1099,10 +1088,172 @@ usage(FILE *f)
                "  --durability full|process\n"
                "                         full (default): fdatasync per group commit;\n"
                "                         process: survives a crash of trouped, not of the machine\n"
+               "  --cgroup auto|none|DIR where jobs' cgroups go (auto, the default: below\n"
+               "                         trouped's own cgroup when it may make cgroups there)\n"
+               "  --plugin-dir DIR       load task kinds from DIR/*.so (owned by trouped's\n"
+               "                         user, not group- or world-writable)\n"
+               "  --config FILE          settings file (\"none\": none); default\n"
+               "                         /etc/troupe/trouped.conf for root, else\n"
+               "                         $XDG_CONFIG_HOME/troupe/trouped.conf or\n"
+               "                         ~/.config/troupe/trouped.conf (may be missing)\n"
                "  --help, --version\n"
+               "Settings: each option above is also a line `key = value` of the config file\n"
+               "(max-queued = 5000; booleans true/false) and an environment variable\n"
+               "TROUPED_<KEY> (TROUPED_MAX_QUEUED=5000; TROUPED_CONFIG for --config). The\n"
+               "command line overrides the environment, which overrides the file, which\n"
+               "overrides the defaults. With NOTIFY_SOCKET set, trouped tells systemd\n"
+               "READY=1 once it listens and STOPPING=1 when it stops (Type=notify).\n"
                "Prints \"TROUPED READY <url>\" on stdout once it listens. Exit status: 0 after\n"
                "SIGINT/SIGTERM, 1 on a start-up error (another trouped holds the state\n"
-               "directory, a bad database, a socket that cannot be bound), 2 on bad usage.\n");
+               "directory, a bad database, a socket that cannot be bound), 2 on bad usage or\n"
+               "a bad setting.\n");
+}
+
+// systemd's readiness protocol (sd_notify(3)): datagrams to the socket
+// NOTIFY_SOCKET names, a path or (leading '@') an abstract name. Taken
+// out of the environment at start-up, so jobs do not inherit it. The
+// protocol is a few lines; libsystemd would add a dependency for them.
+static struct sockaddr_un notify_addr;
+static socklen_t notify_len;
+
+static void
+notify_init(void)
+{
+    const char *p = getenv("NOTIFY_SOCKET");
+    size_t n = p != NULL ? strlen(p) : 0;
+    if (n >= 2 && n < sizeof notify_addr.sun_path && (p[0] == '/' || p[0] == '@')) {
+        notify_addr.sun_family = AF_UNIX;
+        memcpy(notify_addr.sun_path, p, n);
+        if (p[0] == '@') {
+            notify_addr.sun_path[0] = '\0';
+        }
+        notify_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (p[0] == '/'));
+    } else if (p != NULL) {
+        fprintf(stderr, "trouped: warning: NOTIFY_SOCKET=%s is not a socket address\n", p);
+    }
+    unsetenv("NOTIFY_SOCKET");
+}
+
+static void
+notify(const char *state)
+{
+    if (notify_len == 0) {
+        return;
+    }
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&notify_addr,
+                         notify_len) < 0) {
+        trd_log("notify_failed", "errno=%s", strerror(errno));
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+}
+
+static void
+env_warn(const char *name)
+{
+    fprintf(stderr, "trouped: warning: %s names no setting (trouped --help lists them)\n", name);
+}
+
+// config_path picks the config file: --config, else $TROUPED_CONFIG (both
+// must exist; "none": no file), else the user's default file (which may be
+// missing). NULL: no file.
+static const char *
+config_path(const char *flag, char *buf, size_t len, bool *must_exist)
+{
+    const char *p = flag != NULL ? flag : getenv("TROUPED_CONFIG");
+    *must_exist = p != NULL;
+    if (p != NULL) {
+        return strcmp(p, "none") == 0 ? NULL : p;
+    }
+    const char *x = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+    if (geteuid() == 0) {
+        snprintf(buf, len, "/etc/troupe/trouped.conf");
+    } else if (x != NULL && x[0] == '/') {
+        snprintf(buf, len, "%s/troupe/trouped.conf", x);
+    } else if (home != NULL && home[0] == '/') {
+        snprintf(buf, len, "%s/.config/troupe/trouped.conf", home);
+    } else {
+        return NULL;
+    }
+    return buf;
+}
+
+// parse_settings fills cfg from the command line, the environment and the
+// config file (config.h has the precedence): -1 to go on, or the exit
+// status (0 after --help or --version, 2 for bad usage or settings).
+static int
+parse_settings(int argc, char **argv, trd_config *cfg)
+{
+    enum { O_HELP = 1, O_VERSION, O_CONFIG, O_KEY0 = 16 };
+    struct option longopts[TRD_K_COUNT + 4];
+    size_t nl = 0;
+    for (unsigned k = 0; k < TRD_K_COUNT; k++) {
+        longopts[nl++] = (struct option){
+            trd_key_name((trd_key)k), trd_key_is_bool((trd_key)k) ? no_argument : required_argument,
+            NULL, O_KEY0 + (int)k};
+    }
+    longopts[nl++] = (struct option){"config", required_argument, NULL, O_CONFIG};
+    longopts[nl++] = (struct option){"help", no_argument, NULL, O_HELP};
+    longopts[nl++] = (struct option){"version", no_argument, NULL, O_VERSION};
+    longopts[nl] = (struct option){NULL, 0, NULL, 0};
+    trd_config_init(cfg);
+    // The flags are applied first but as the highest source: what the
+    // environment and the file say later does not override them.
+    const char *cfile = NULL;
+    char err[512], why[256];
+    int c;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        if (c >= O_KEY0 && c < O_KEY0 + TRD_K_COUNT) {
+            trd_key k = (trd_key)(c - O_KEY0);
+            if (cfg->src[k] == TRD_SRC_FLAG) {
+                fprintf(stderr, "trouped: --%s given twice\n", trd_key_name(k));
+                return 2;
+            }
+            if (!trd_config_set(cfg, TRD_SRC_FLAG, k, trd_key_is_bool(k) ? NULL : optarg, why,
+                                sizeof why)) {
+                fprintf(stderr, "trouped: --%s: %s\n", trd_key_name(k), why);
+                return 2;
+            }
+            continue;
+        }
+        switch (c) {
+        case O_CONFIG:
+            cfile = optarg;
+            break;
+        case O_HELP:
+            usage(stdout);
+            return 0;
+        case O_VERSION:
+            printf("trouped %s\n", TRD_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "trouped: unexpected argument %s\n", argv[optind]);
+        return 2;
+    }
+    extern char **environ;
+    if (!trd_config_env(cfg, environ, env_warn, err, sizeof err)) {
+        fprintf(stderr, "trouped: %s\n", err);
+        return 2;
+    }
+    char pbuf[4096];
+    bool must;
+    const char *path = config_path(cfile, pbuf, sizeof pbuf, &must);
+    if (path != NULL && !trd_config_load_file(cfg, path, must, err, sizeof err)) {
+        fprintf(stderr, "trouped: %s\n", err);
+        return 2;
+    }
+    if (!trd_config_finish(cfg, err, sizeof err)) {
+        fprintf(stderr, "trouped: %s\n", err);
+        return 2;
+    }
+    return -1;
 }
 
 // mkdir_p makes path and its parents (mode for the last one only).
@@ -1169,120 +1320,20 @@ daemon_free_slots(trd_daemon *d)
 int
 main(int argc, char **argv)
 {
-    const char *state_dir = NULL, *listen_url = NULL, *events_url = NULL;
-    uint64_t output_cap = TRD_OUTPUT_CAP_DEFAULT;
-    const char *tcp_url = NULL, *certkey = NULL, *token_file = NULL;
-    uint64_t max_queued = TRD_MAX_QUEUED_DEFAULT, max_running = 0;
-    bool insecure = false;
-    bool ephemeral = false;
-    trd_durability dur = TRD_DURABLE_FULL;
-    enum {
-        O_STATE = 1,
-        O_EPH,
-        O_LISTEN,
-        O_DUR,
-        O_HELP,
-        O_VERSION,
-        O_EVENTS,
-        O_CAP,
-        O_TCP,
-        O_CERT,
-        O_TOKEN,
-        O_INSECURE,
-        O_MAXQ,
-        O_MAXR
-    };
-    static const struct option longopts[] = {
-        {"state-dir", required_argument, NULL, O_STATE},
-        {"ephemeral", no_argument, NULL, O_EPH},
-        {"listen", required_argument, NULL, O_LISTEN},
-        {"durability", required_argument, NULL, O_DUR},
-        {"events", required_argument, NULL, O_EVENTS},
-        {"output-cap", required_argument, NULL, O_CAP},
-        {"tcp", required_argument, NULL, O_TCP},
-        {"tls-cert-key", required_argument, NULL, O_CERT},
-        {"token-file", required_argument, NULL, O_TOKEN},
-        {"insecure-tcp", no_argument, NULL, O_INSECURE},
-        {"max-queued", required_argument, NULL, O_MAXQ},
-        {"max-running", required_argument, NULL, O_MAXR},
-        {"help", no_argument, NULL, O_HELP},
-        {"version", no_argument, NULL, O_VERSION},
-        {NULL, 0, NULL, 0},
-    };
-    int c;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case O_STATE:
-            state_dir = optarg;
-            break;
-        case O_EPH:
-            ephemeral = true;
-            break;
-        case O_LISTEN:
-            listen_url = optarg;
-            break;
-        case O_DUR:
-            if (strcmp(optarg, "full") == 0) {
-                dur = TRD_DURABLE_FULL;
-            } else if (strcmp(optarg, "process") == 0) {
-                dur = TRD_DURABLE_PROCESS;
-            } else {
-                fprintf(stderr, "trouped: --durability %s: full or process\n", optarg);
-                return 2;
-            }
-            break;
-        case O_EVENTS:
-            events_url = optarg;
-            break;
-        case O_TCP:
-            tcp_url = optarg;
-            break;
-        case O_CERT:
-            certkey = optarg;
-            break;
-        case O_TOKEN:
-            token_file = optarg;
-            break;
-        case O_INSECURE:
-            insecure = true;
-            break;
-        case O_CAP:
-            if (!parse_count(optarg, false, &output_cap)) {
-                fprintf(stderr, "trouped: --output-cap %s: a positive number of bytes\n", optarg);
-                return 2;
-            }
-            break;
-        case O_MAXQ:
-            if (!parse_count(optarg, true, &max_queued)) {
-                fprintf(stderr, "trouped: --max-queued %s: a number (0: no cap)\n", optarg);
-                return 2;
-            }
-            break;
-        case O_MAXR:
-            if (!parse_count(optarg, true, &max_running) || max_running > UINT32_MAX) {
-                fprintf(stderr, "trouped: --max-running %s: a number (0: no cap)\n", optarg);
-                return 2;
-            }
-            break;
-        case O_HELP:
-            usage(stdout);
-            return 0;
-        case O_VERSION:
-            printf("trouped %s\n", TRD_VERSION);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
+    static trd_config cfg;
+    notify_init();
+    int st = parse_settings(argc, argv, &cfg);
+    if (st >= 0) {
+        trd_config_free(&cfg);
+        return st;
     }
-    if (optind != argc) {
-        fprintf(stderr, "trouped: unexpected argument %s\n", argv[optind]);
-        return 2;
-    }
-    if (ephemeral && state_dir != NULL) {
-        fprintf(stderr, "trouped: --ephemeral and --state-dir exclude each other\n");
-        return 2;
-    }
+    const char *state_dir = cfg.state_dir, *listen_url = cfg.listen, *events_url = cfg.events;
+    uint64_t output_cap = cfg.output_cap;
+    const char *tcp_url = cfg.tcp, *certkey = cfg.tls_cert_key, *token_file = cfg.token_file;
+    uint64_t max_queued = cfg.max_queued, max_running = cfg.max_running;
+    bool insecure = cfg.insecure_tcp;
+    bool ephemeral = cfg.ephemeral;
+    trd_durability dur = cfg.durability_full ? TRD_DURABLE_FULL : TRD_DURABLE_PROCESS;
     bool root = geteuid() == 0;
     char dirbuf[4096], urlbuf[4200], eph[64] = "";
     if (ephemeral) {
@@ -1354,6 +1405,7 @@ main(int argc, char **argv)
     d->d_start_ms = mono_ms();
     d->d_output_cap = output_cap;
     d->d_max_running = (uint32_t)max_running;
+    d->d_cgroup_mode = cfg.cgroup;
     if (events_url == NULL) {
         events_default(d, listen_url);
     } else if (strcmp(events_url, "none") != 0) {
@@ -1408,9 +1460,14 @@ main(int argc, char **argv)
             dur == TRD_DURABLE_FULL ? "full" : "process", TRD_CONTEXTS, (int)getpid());
     printf("TROUPED READY %s%s%s\n", listen_url, d->d_tcp_url[0] != '\0' ? " " : "", d->d_tcp_url);
     fflush(stdout);
+    char ready[128];
+    snprintf(ready, sizeof ready, "READY=1\nMAINPID=%d\nSTATUS=listening on %.64s", (int)getpid(),
+             listen_url);
+    notify(ready);
 
     while (sigwait(&stop_set, &sig) != 0) {
     }
+    notify("STOPPING=1");
     trd_log("stopping", "signal=%s requested=%d", sig == SIGINT ? "SIGINT" : "SIGTERM",
             (int)atomic_load_explicit(&d->d_stop_requested, memory_order_acquire));
     status = 0;

@@ -22,10 +22,11 @@
 #include <troupe/actor.h>
 #include <troupe/v1/control.pb-c.h>
 
+#include "config.h"
 #include "request.h"
 #include "store.h"
 
-#define TRD_VERSION "0.1.0"
+#define TRD_VERSION TROUPE_VERSION // the project's, from CMake
 // Control contexts: requests served at once (a WaitJobs holds one until it
 // ends, so this also bounds concurrent waits).
 #define TRD_CONTEXTS 128
@@ -34,12 +35,7 @@
 #define TRD_PIPES_MAX 1024
 // NNG_OPT_RECVMAXSZ of the control socket; the client refuses to send more.
 #define TRD_RECV_MAX ((size_t)4 << 20)
-// stdout and stderr kept per job (each) unless trouped --output-cap or the
-// job's output_cap says otherwise.
-#define TRD_OUTPUT_CAP_DEFAULT ((uint64_t)16 << 20)
-// Jobs queued or running at most (trouped --max-queued): a Submit past it
-// is refused with TR_ENOSPC.
-#define TRD_MAX_QUEUED_DEFAULT 1000000u
+// TRD_OUTPUT_CAP_DEFAULT, TRD_MAX_QUEUED_DEFAULT: config.h.
 // The longest a WaitJobs holds its context (the client asks again).
 #define TRD_WAIT_MAX_MS 30000u
 // TRD_IDS_MAX, the most ids one request names: request.h.
@@ -82,6 +78,7 @@ struct trd_daemon {
     _Atomic uint64_t d_pipes_refused; // closed past TRD_PIPES_MAX
     uint64_t d_output_cap;            // per stream, for jobs that set none
     uint32_t d_max_running;           // jobs running at once, over all groups (0: no cap)
+    const char *d_cgroup_mode;        // trd_cgroup_setup's mode (NULL: auto)
     // The bearer token requests from a tcp pipe must carry ("" : no tcp
     // listener), and that listener's URL as bound.
     char d_token[256];

@@ -20,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,27 +48,38 @@ typedef struct daemon_proc {
     char state_dir[256];
 } daemon_proc;
 
-// daemon_spawn starts trouped with args (NULL-terminated, after argv[0]),
-// its stdout on a pipe.
+// daemon_spawn_env starts trouped with args (NULL-terminated, after
+// argv[0]) and the environment envp, its stdout (and its stderr too, with
+// both) on a pipe.
 static void
-daemon_spawn(daemon_proc *p, char *const *args)
+daemon_spawn_env(daemon_proc *p, char *const *args, char *const *envp, bool both)
 {
     int pout[2];
     assert_int_equal(pipe2(pout, O_CLOEXEC), 0);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
+    if (both) {
+        posix_spawn_file_actions_adddup2(&fa, pout[1], 2);
+    }
     char *argv[12] = {TROUPED_BIN};
     size_t n = 1;
     for (size_t i = 0; args[i] != NULL && n < 11; i++) {
         argv[n++] = args[i];
     }
     argv[n] = NULL;
-    assert_int_equal(posix_spawn(&p->pid, TROUPED_BIN, &fa, NULL, argv, environ), 0);
+    assert_int_equal(posix_spawn(&p->pid, TROUPED_BIN, &fa, NULL, argv, envp), 0);
     posix_spawn_file_actions_destroy(&fa);
     close(pout[1]);
     p->out = fdopen(pout[0], "r");
     assert_non_null(p->out);
+}
+
+// daemon_spawn starts trouped with args and this process's environment.
+static void
+daemon_spawn(daemon_proc *p, char *const *args)
+{
+    daemon_spawn_env(p, args, environ, false);
 }
 
 static daemon_proc g_d;
@@ -1369,6 +1382,152 @@ test_daemon_second_instance_refused(void **unused)
     fclose(p2.out);
 }
 
+// held_cap fills the paused group "held" with noop jobs until a Submit is
+// refused, and returns how many were taken (the daemon's max-queued).
+static int
+held_cap(tr_client *c)
+{
+    assert_int_equal(group_ctl(c, "held", true), TR_OK);
+    Troupe__V1__NoopTask noop;
+    Troupe__V1__JobSpec q;
+    noop_job(&q, &noop, "held");
+    Troupe__V1__JobSpec *one[] = {&q};
+    Troupe__V1__SubmitBatch batch = TROUPE__V1__SUBMIT_BATCH__INIT;
+    batch.jobs = one;
+    batch.n_jobs = 1;
+    batch.job_count = 1;
+    int n = 0;
+    uint64_t first;
+    uint32_t count;
+    tr_err rv;
+    while ((rv = tr_client_submit(c, &batch, &first, &count)) == TR_OK && n < 100) {
+        n++;
+    }
+    assert_int_equal(rv, TR_ENOSPC);
+    return n;
+}
+
+// recv_notify waits up to 20 s for one datagram on fd: its text.
+static void
+recv_notify(int fd, char *buf, size_t len)
+{
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    int r;
+    do {
+        r = poll(&pf, 1, 20000);
+    } while (r < 0 && errno == EINTR);
+    assert_int_equal(r, 1);
+    ssize_t n = recv(fd, buf, len - 1, 0);
+    assert_true(n > 0);
+    buf[n] = '\0';
+}
+
+// Settings: the config file under the environment under the flags, key by
+// key; a bad setting in the file is exit status 2 naming file:line; and
+// systemd's readiness protocol (READY=1 with MAINPID once it listens,
+// STOPPING=1 when it stops) where NOTIFY_SOCKET is set.
+static void
+test_daemon_settings(void **unused)
+{
+    (void)unused;
+    char dir[] = "/tmp/troupe-test-settings-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char conf[100], sock[100];
+    snprintf(conf, sizeof conf, "%s/trouped.conf", dir);
+    snprintf(sock, sizeof sock, "%s/notify.sock", dir);
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fputs("# a config file\nmax-queued = 2\nevents = none\ndurability = process\n", f);
+    fclose(f);
+    int nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(nfd >= 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    assert_true(strlen(sock) < sizeof sa.sun_path);
+    memcpy(sa.sun_path, sock, strlen(sock) + 1);
+    assert_int_equal(bind(nfd, (struct sockaddr *)&sa, sizeof sa), 0);
+
+    step("settings: environment over file, file over default; sd_notify");
+    char e_conf[128], e_notify[128];
+    snprintf(e_conf, sizeof e_conf, "TROUPED_CONFIG=%s", conf);
+    snprintf(e_notify, sizeof e_notify, "NOTIFY_SOCKET=%s", sock);
+    char *env1[] = {e_conf, "TROUPED_MAX_QUEUED=3", e_notify, "PATH=/usr/bin:/bin", NULL};
+    daemon_proc p = {0};
+    snprintf(p.url, sizeof p.url, "ipc:///tmp/troupe-test-daemon-%d-s.sock", (int)getpid());
+    char *args1[] = {"--ephemeral", "--listen", p.url, NULL};
+    daemon_spawn_env(&p, args1, env1, false);
+    char line[512];
+    assert_non_null(fgets(line, sizeof line, p.out));
+    char msg[512];
+    recv_notify(nfd, msg, sizeof msg);
+    char want[64];
+    snprintf(want, sizeof want, "READY=1\nMAINPID=%d\n", (int)p.pid);
+    assert_memory_equal(msg, want, strlen(want));
+    tr_client *c;
+    assert_int_equal(tr_client_connect(p.url, &c), TR_OK);
+    tr_msg *reply;
+    assert_int_equal(tr_client_pong(c, &reply), TR_OK);
+    assert_string_equal(tr_client_reply_pong(reply)->events_url, ""); // the file's
+    tr_msg_free(reply);
+    assert_int_equal(held_cap(c), 3); // the environment's
+    assert_int_equal(group_ctl(c, "held", false), TR_OK);
+    assert_int_equal(shutdown_req(c, false, 0), TR_OK);
+    tr_client_close(c);
+    recv_notify(nfd, msg, sizeof msg);
+    assert_string_equal(msg, "STOPPING=1");
+    int st;
+    assert_true(wait_exit(p.pid, 30000, &st));
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    fclose(p.out);
+
+    step("settings: a flag over the environment");
+    char *args2[] = {"--ephemeral", "--listen", p.url, "--max-queued", "1", NULL};
+    daemon_spawn_env(&p, args2, env1, false);
+    assert_non_null(fgets(line, sizeof line, p.out));
+    recv_notify(nfd, msg, sizeof msg);
+    assert_int_equal(tr_client_connect(p.url, &c), TR_OK);
+    assert_int_equal(held_cap(c), 1);
+    assert_int_equal(group_ctl(c, "held", false), TR_OK);
+    assert_int_equal(shutdown_req(c, false, 0), TR_OK);
+    tr_client_close(c);
+    assert_true(wait_exit(p.pid, 30000, &st));
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    fclose(p.out);
+
+    step("settings: a bad line in the file is exit status 2, naming it");
+    f = fopen(conf, "w");
+    fputs("max-queued = 2\n\nmax-running = lots\n", f);
+    fclose(f);
+    daemon_spawn_env(&p, args1, env1, true);
+    char all[2048] = "";
+    size_t got = fread(all, 1, sizeof all - 1, p.out);
+    all[got] = '\0';
+    assert_true(wait_exit(p.pid, 20000, &st));
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 2);
+    char wanterr[400];
+    snprintf(wanterr, sizeof wanterr, "%s:3: max-running: \"lots\" is not a number", conf);
+    if (strstr(all, wanterr) == NULL) {
+        print_error("trouped said: %s\n", all);
+    }
+    assert_non_null(strstr(all, wanterr));
+    assert_null(strstr(all, "TROUPED READY"));
+    fclose(p.out);
+
+    step("settings: --config of a missing file is an error");
+    char *args3[] = {"--ephemeral", "--listen", p.url, "--config", "/nonexistent/t.conf", NULL};
+    daemon_spawn_env(&p, args3, env1, true);
+    got = fread(all, 1, sizeof all - 1, p.out);
+    all[got] = '\0';
+    assert_true(wait_exit(p.pid, 20000, &st));
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    assert_non_null(strstr(all, "config file /nonexistent/t.conf: No such file or directory"));
+    fclose(p.out);
+    close(nfd);
+    unlink(sock);
+    unlink(conf);
+    rmdir(dir);
+}
+
 int
 main(void)
 {
@@ -1389,6 +1548,7 @@ main(void)
         cmocka_unit_test(test_daemon_group_limits),
         cmocka_unit_test(test_daemon_caps),
         cmocka_unit_test(test_daemon_timeout_kills_tree),
+        cmocka_unit_test(test_daemon_settings),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     stop_daemon();
