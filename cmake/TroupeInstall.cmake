@@ -75,7 +75,7 @@ install(CODE "
   set(TR_PC_LIBDIR [=[${pc_LIBDIR}]=])
   set(TR_PC_INCLUDEDIR [=[${pc_INCLUDEDIR}]=])
   set(PROJECT_VERSION \"${PROJECT_VERSION}\")
-  foreach(pc troupe troupe-static)
+  foreach(pc troupe troupe-static troupe-client)
     configure_file(\"${CMAKE_CURRENT_LIST_DIR}/\${pc}.pc.in\"
                    \"${PROJECT_BINARY_DIR}/\${pc}.pc\" @ONLY)
     file(INSTALL DESTINATION \"${pc_dest}\" TYPE FILE

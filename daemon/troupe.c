@@ -70,6 +70,7 @@ static void
 usage(FILE *f)
 {
     fprintf(f, "usage: troupe [--url URL] [--json] [--token-file FILE] COMMAND [ARGS...]\n"
+               "       troupe --help | --version\n"
                "Commands:\n"
                "  ping                       the daemon's version, uptime and event socket\n"
                "  submit [OPTIONS] [--] CMD [ARGS...]\n"
@@ -1536,6 +1537,9 @@ main(int argc, char **argv)
             g_json = true;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--version") == 0) {
+            printf("troupe %s\n", TROUPE_VERSION);
             return 0;
         } else {
             return bad_usage("unknown flag %s", a);

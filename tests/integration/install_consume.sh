@@ -11,6 +11,11 @@
 #   - pkg-config troupe-static: Libs names libtroupe.a, and the program
 #     neither needs nor loads any libtroupe.so.
 #
+#   - the daemon: trouped and troupe run from the prefix through their own
+#     RUNPATH, the systemd unit names the installed trouped, and a program
+#     built with pkg-config troupe-client runs a job on the installed
+#     trouped.
+#
 # Usage: install_consume.sh CMAKE BUILD_DIR CONSUMER_SRC WORK_DIR LIBDIR VERSION
 # Environment: CC (compiler), CMAKE_GENERATOR, TR_SAN_FLAGS (sanitizer flags
 # of the build, which the consumer needs too).
@@ -148,6 +153,53 @@ case " $archive_libs " in *" -lpthread "*) ;; *) fail "troupe-static lacks -lpth
     echo "ok pc_static: no libtroupe in NEEDED or in ldd"
     "$work/pc_static"
 }
+
+step "the daemon, its client library and the CLI, installed"
+for f in bin/trouped bin/troupe include/troupe/client.h include/troupe/actor.h \
+    "$libdir/libtroupe-client.so" "$libdir/libtroupe-actors.so" \
+    "$libdir/pkgconfig/troupe-client.pc" lib/systemd/system/trouped.service \
+    share/doc/troupe/trouped.conf share/doc/troupe/examples/pipeline.yaml; do
+    [ -e "$prefix/$f" ] || fail "missing $prefix/$f"
+    echo "ok $f"
+done
+grep -qx "ExecStart=$prefix/bin/trouped" "$prefix/lib/systemd/system/trouped.service" ||
+    fail "trouped.service does not start $prefix/bin/trouped"
+# Their own RUNPATH finds the prefix's libraries (LD_LIBRARY_PATH is unset).
+for exe in trouped troupe; do
+    "$prefix/bin/$exe" --version | grep -qx "$exe $version" || fail "$exe --version"
+    got=$(ldd "$prefix/bin/$exe" | sed -n "s/^[[:space:]]*$soname => \([^ ]*\) .*/\1/p")
+    [ "$(readlink -f "$got")" = "$(readlink -f "$pfx_lib/$soname")" ] ||
+        fail "$exe loads $soname from '${got:-nowhere}', not $pfx_lib"
+    echo "ok $exe $version, $soname from the prefix"
+done
+
+# shellcheck disable=SC2046 # flags are meant to split into words.
+"$cc" $san -Wall -Wextra -Werror -o "$work/client_main" "$src/client_main.c" \
+    $(pkg-config --cflags --libs troupe-client) -Wl,-rpath,"$pfx_lib"
+
+step "the installed trouped runs a job for the installed client library"
+sock=$work/trouped.sock
+mkfifo "$work/ready"
+"$prefix/bin/trouped" --ephemeral --config none --listen "ipc://$sock" --durability process \
+    >"$work/ready" 2>"$work/trouped.log" &
+tpid=$!
+exec 3<"$work/ready"
+# The ready line is the event (a blocking read with a deadline, no polling).
+if ! read -r -t 60 -u 3 line || [ "${line%% *}" != TROUPED ]; then
+    kill "$tpid" 2>/dev/null || true
+    cat "$work/trouped.log" >&2
+    fail "trouped never said it was ready"
+fi
+exec 3<&-
+echo "$line"
+if ! "$work/client_main" "ipc://$sock"; then
+    kill "$tpid" 2>/dev/null || true
+    cat "$work/trouped.log" >&2
+    fail "client_main against the installed trouped"
+fi
+# client_main asked for a graceful Shutdown: trouped exits 0 by itself.
+wait "$tpid" || fail "trouped exited with $?"
+echo "ok trouped stopped"
 
 echo
 echo "install-and-consume: OK"

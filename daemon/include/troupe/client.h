@@ -33,6 +33,8 @@
 #include <troupe/v1/control.pb-c.h>
 #include <troupe/v1/job.pb-c.h>
 
+TR_BEGIN_DECLS
+
 // The largest request the daemon receives (its NNG_OPT_RECVMAXSZ): nng
 // drops a larger one's pipe without an answer, so the client refuses it
 // first (TR_ETOOBIG).
@@ -54,18 +56,18 @@ typedef struct tr_client tr_client;
 // without TROUPE_TLS_CA the dial fails with TR_EINVAL; set the daemon's
 // token with tr_client_set_token), tcp:// (a daemon started with
 // --insecure-tcp on loopback: tests only).
-tr_err tr_client_connect(const char *url, tr_client **out);
+TR_API tr_err tr_client_connect(const char *url, tr_client **out);
 
 // tr_client_close closes the socket and frees c. Not while a call runs.
-void tr_client_close(tr_client *c);
+TR_API void tr_client_close(tr_client *c);
 
 // tr_client_set_timeout sets how long a call waits for its reply (ms; 0:
 // TR_CLIENT_TIMEOUT_MS). A wait adds its own wait time to it.
-void tr_client_set_timeout(tr_client *c, uint32_t ms);
+TR_API void tr_client_set_timeout(tr_client *c, uint32_t ms);
 
 // tr_client_error returns the detail of the calling thread's last failed
 // call ("" when none). Valid until the thread's next call.
-const char *tr_client_error(void);
+TR_API const char *tr_client_error(void);
 
 // tr_client_call sends req, a ControlRequest message (tr_msg_new), with
 // its version set to 1, and waits timeout_ms (0: the client's timeout) for
@@ -74,34 +76,34 @@ const char *tr_client_error(void);
 // error: the daemon's ControlError code (no *reply then), TR_ETOOBIG (the
 // request is over TR_CLIENT_MAX_REQUEST: not sent), TR_ETIMEDOUT,
 // transport errors. Blocks. Any thread.
-tr_err tr_client_call(tr_client *c, tr_msg *req, uint32_t timeout_ms, tr_msg **reply);
+TR_API tr_err tr_client_call(tr_client *c, tr_msg *req, uint32_t timeout_ms, tr_msg **reply);
 
 // tr_client_ping asks the daemon for its version: TR_OK and the version
 // in ver (verlen bytes, may be 0). Blocks.
-tr_err tr_client_ping(tr_client *c, char *ver, size_t verlen);
+TR_API tr_err tr_client_ping(tr_client *c, char *ver, size_t verlen);
 
 // tr_client_submit submits batch (only read; job_count is set from n_jobs
 // on a copy when it is 0) under a fresh request id: TR_OK with the jobs'
 // ids *first_id .. *first_id + *count - 1, once the daemon has committed
 // them. Blocks.
-tr_err tr_client_submit(tr_client *c, const Troupe__V1__SubmitBatch *batch, uint64_t *first_id,
-                        uint32_t *count);
+TR_API tr_err tr_client_submit(tr_client *c, const Troupe__V1__SubmitBatch *batch,
+                               uint64_t *first_id, uint32_t *count);
 
 // tr_client_status reads jobs ids[0..n): TR_OK and *reply, a ControlReply
 // whose jobs (a JobList) hold one JobInfo per id in order; the caller
 // frees it. TR_ENOTFOUND names the unknown id in tr_client_error. Blocks.
-tr_err tr_client_status(tr_client *c, const uint64_t *ids, size_t n, tr_msg **reply);
+TR_API tr_err tr_client_status(tr_client *c, const uint64_t *ids, size_t n, tr_msg **reply);
 
 // tr_client_wait waits until every job of ids is final, or timeout_ms
 // passes (0: no limit; the client asks again each time the daemon's own
 // limit per request passes). TR_OK and *reply as tr_client_status (the
 // jobs as they are then), *timed_out (may be NULL) true when the time
 // passed first. Blocks.
-tr_err tr_client_wait(tr_client *c, const uint64_t *ids, size_t n, uint64_t timeout_ms,
-                      tr_msg **reply, bool *timed_out);
+TR_API tr_err tr_client_wait(tr_client *c, const uint64_t *ids, size_t n, uint64_t timeout_ms,
+                             tr_msg **reply, bool *timed_out);
 
 // tr_client_reply_jobs returns the JobList of a reply, or NULL.
-const Troupe__V1__JobList *tr_client_reply_jobs(const tr_msg *reply);
+TR_API const Troupe__V1__JobList *tr_client_reply_jobs(const tr_msg *reply);
 
 // tr_client_connect_now is tr_client_connect with a dial that waits: when
 // nothing listens at url it fails at once (TR_ECONNREFUSED, TR_ENOENT and
@@ -109,20 +111,20 @@ const Troupe__V1__JobList *tr_client_reply_jobs(const tr_msg *reply);
 // timeout. Once connected nng redials in the background as before. For
 // programs that should say "the daemon is not running" at once (the CLI).
 // Blocks for the dial. Any thread.
-tr_err tr_client_connect_now(const char *url, tr_client **out);
+TR_API tr_err tr_client_connect_now(const char *url, tr_client **out);
 
 // tr_client_set_token sets the bearer token put into every request's
 // ControlRequest.token (tls+tcp); NULL or "" clears it. The string is
 // copied. Call it before calls run (not while one runs).
-void tr_client_set_token(tr_client *c, const char *token);
+TR_API void tr_client_set_token(tr_client *c, const char *token);
 
 // tr_client_pong pings the daemon: TR_OK and *reply, a ControlReply whose
 // pong (tr_client_reply_pong) holds the version, the protocol, the uptime
 // and events_url; the caller frees it. Blocks.
-tr_err tr_client_pong(tr_client *c, tr_msg **reply);
+TR_API tr_err tr_client_pong(tr_client *c, tr_msg **reply);
 
 // tr_client_reply_pong returns the Pong of a reply, or NULL.
-const Troupe__V1__Pong *tr_client_reply_pong(const tr_msg *reply);
+TR_API const Troupe__V1__Pong *tr_client_reply_pong(const tr_msg *reply);
 
 // tr_client_cancel cancels jobs ids[0..n): TR_OK once the daemon has acted
 // (a queued job is cancelled then; a running one has had SIGTERM and is
@@ -130,14 +132,14 @@ const Troupe__V1__Pong *tr_client_reply_pong(const tr_msg *reply);
 // already final stay as they are, so a re-sent Cancel is harmless.
 // TR_ENOTFOUND names an unknown id in tr_client_error (then nothing was
 // cancelled). Blocks.
-tr_err tr_client_cancel(tr_client *c, const uint64_t *ids, size_t n);
+TR_API tr_err tr_client_cancel(tr_client *c, const uint64_t *ids, size_t n);
 
 // tr_client_list lists jobs by the filters of q (only read; NULL: every
 // job, the daemon's default page): TR_OK and *reply, a ControlReply whose
 // JobList (tr_client_reply_jobs) holds one page in id order and its
 // next_cursor (0: the last page; else pass it as q->after_id for the
 // next). The caller frees *reply. Blocks.
-tr_err tr_client_list(tr_client *c, const Troupe__V1__ListJobs *q, tr_msg **reply);
+TR_API tr_err tr_client_list(tr_client *c, const Troupe__V1__ListJobs *q, tr_msg **reply);
 
 // tr_client_logs reads job id's output: stream 1 (stdout) or 2 (stderr)
 // from byte offset, at most max_bytes (0: the daemon's 64 KiB; it serves
@@ -149,23 +151,23 @@ tr_err tr_client_list(tr_client *c, const Troupe__V1__ListJobs *q, tr_msg **repl
 // per request (30 s): then the reply's timed_out is true with no data (ask
 // again). The caller frees *reply. TR_EINVAL for a bad stream,
 // TR_ENOTFOUND for an unknown id. Blocks.
-tr_err tr_client_logs(tr_client *c, uint64_t id, uint32_t stream, uint64_t offset,
-                      uint32_t max_bytes, bool follow, tr_msg **reply);
+TR_API tr_err tr_client_logs(tr_client *c, uint64_t id, uint32_t stream, uint64_t offset,
+                             uint32_t max_bytes, bool follow, tr_msg **reply);
 
 // tr_client_reply_log returns the LogChunk of a reply, or NULL.
-const Troupe__V1__LogChunk *tr_client_reply_log(const tr_msg *reply);
+TR_API const Troupe__V1__LogChunk *tr_client_reply_log(const tr_msg *reply);
 
 // tr_client_group pauses (pause true) or resumes a group ("": the default
 // group): while paused no new job of it starts; running ones go on. Any
 // name is accepted. TR_OK once the daemon has applied it. Blocks.
-tr_err tr_client_group(tr_client *c, const char *group, bool pause);
+TR_API tr_err tr_client_group(tr_client *c, const char *group, bool pause);
 
 // tr_client_shutdown asks the daemon to stop: graceful (no new job starts,
 // running ones finish, and after deadline_ms, when not 0, they are
 // killed), or immediate (running jobs killed now). Queued jobs stay for
 // the next start. TR_OK when the daemon has acknowledged it; it stops
 // after that. Blocks.
-tr_err tr_client_shutdown(tr_client *c, bool immediate, uint64_t deadline_ms);
+TR_API tr_err tr_client_shutdown(tr_client *c, bool immediate, uint64_t deadline_ms);
 
 // Streams for tr_client_follow's stream_mask.
 #define TR_CLIENT_STDOUT 1u
@@ -195,8 +197,8 @@ typedef void (*tr_client_output_fn)(void *arg, uint32_t stream, uint64_t offset,
 // on the daemon's events and replies. If the daemon cuts a stream (output
 // over its cap), the bytes past the cut are never delivered. Blocks until
 // the job is final. Not reentrant from on_output.
-tr_err tr_client_follow(tr_client *c, uint64_t id, unsigned stream_mask,
-                        tr_client_output_fn on_output, void *arg, tr_msg **final_reply);
+TR_API tr_err tr_client_follow(tr_client *c, uint64_t id, unsigned stream_mask,
+                               tr_client_output_fn on_output, void *arg, tr_msg **final_reply);
 
 // tr_client_event_fn receives one JobEvent (only read; valid during the
 // call). Called on the thread of the watch; it may make other calls on
@@ -211,7 +213,9 @@ typedef void (*tr_client_event_fn)(void *arg, const Troupe__V1__JobEvent *ev);
 // states with tr_client_status. TR_ENOTSUP, with nothing delivered, when
 // the daemon publishes no events (Pong.events_url ""): use tr_client_wait.
 // Blocks until every job is final; never polls on a timer.
-tr_err tr_client_watch(tr_client *c, const uint64_t *ids, size_t n, tr_client_event_fn on_event,
-                       void *arg);
+TR_API tr_err tr_client_watch(tr_client *c, const uint64_t *ids, size_t n,
+                              tr_client_event_fn on_event, void *arg);
+
+TR_END_DECLS
 
 #endif
