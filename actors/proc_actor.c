@@ -746,7 +746,14 @@ waiter_poll(void *st, tr_cx *cx)
                 // The job ends with its leader: what is left in its cgroup
                 // (a grandchild that made a session of its own) goes too.
                 cg_kill(r);
-                if (watch_cgroup(w)) {
+                // Empty already (the common case: nothing outlived the
+                // leader): no watch. Closing an inotify instance waits for
+                // an SRCU grace period in the kernel, milliseconds on a
+                // worker, so it is made only for a cgroup that still has
+                // processes dying in it.
+                if (!cg_populated(r)) {
+                    cg_remove(r);
+                } else if (watch_cgroup(w)) {
                     w->w_deadline = tr_now(r->r_rt) + r->r_grace_ms * TR_NS_PER_MS;
                     w->w_phase = PH_CGROUP;
                 } else {
