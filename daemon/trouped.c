@@ -786,6 +786,11 @@ control_receive(tr_actor *self, void *state, tr_msg *m)
         trd_reply_error(d, idx, TR_EPERM, "a request over tcp needs the daemon's token");
         return;
     }
+    if (rv == TR_OK && ((const Troupe__V1__ControlRequest *)tr_msg_body(in))->request_case ==
+                           TROUPE__V1__CONTROL_REQUEST__REQUEST_SHUTDOWN) {
+        atomic_store_explicit(&d->d_shutdown_pipe, nng_pipe_id(nng_msg_get_pipe(nm)),
+                              memory_order_release);
+    }
     nng_msg_free(nm);
     if (rv != TR_OK) {
         trd_reply_error(d, idx, rv, "%s", why);
@@ -874,6 +879,13 @@ ctl_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
         }
     } else if (ev == NNG_PIPE_EV_REM_POST) {
         atomic_fetch_sub_explicit(&d->d_pipes, 1, memory_order_relaxed);
+        uint32_t sp = atomic_load_explicit(&d->d_shutdown_pipe, memory_order_acquire);
+        if (sp != 0 && sp == (uint32_t)nng_pipe_id(p)) {
+            pthread_mutex_lock(&d->d_sp_lock);
+            d->d_sp_gone = true;
+            pthread_cond_signal(&d->d_sp_cond);
+            pthread_mutex_unlock(&d->d_sp_lock);
+        }
     }
 }
 
@@ -1401,6 +1413,12 @@ main(int argc, char **argv)
 
     static trd_daemon dd;
     trd_daemon *d = &dd;
+    pthread_mutex_init(&d->d_sp_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&d->d_sp_cond, &ca);
+    pthread_condattr_destroy(&ca);
     d->d_state_dir = state_dir;
     d->d_start_ms = mono_ms();
     d->d_output_cap = output_cap;
@@ -1468,6 +1486,21 @@ main(int argc, char **argv)
     while (sigwait(&stop_set, &sig) != 0) {
     }
     notify("STOPPING=1");
+    if (atomic_load_explicit(&d->d_stop_requested, memory_order_acquire) &&
+        atomic_load_explicit(&d->d_shutdown_pipe, memory_order_acquire) != 0) {
+        // The Shutdown's reply is on its way: let its client take it and
+        // hang up before the sockets close (bounded).
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += 1;
+        pthread_mutex_lock(&d->d_sp_lock);
+        while (!d->d_sp_gone &&
+               pthread_cond_timedwait(&d->d_sp_cond, &d->d_sp_lock, &until) != ETIMEDOUT) {
+        }
+        bool gone = d->d_sp_gone;
+        pthread_mutex_unlock(&d->d_sp_lock);
+        trd_log("shutdown_reply", "client_hung_up=%d", (int)gone);
+    }
     trd_log("stopping", "signal=%s requested=%d", sig == SIGINT ? "SIGINT" : "SIGTERM",
             (int)atomic_load_explicit(&d->d_stop_requested, memory_order_acquire));
     status = 0;

@@ -14,6 +14,7 @@
 #ifndef TRD_TROUPED_H
 #define TRD_TROUPED_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -87,7 +88,14 @@ struct trd_daemon {
     // the runner has drained (two votes); main then learns why it stops.
     _Atomic int d_stop_votes;
     _Atomic bool d_stop_requested;
-    tr_actor_addr d_control; // set before the socket opens, then read only
+    // The pipe a Shutdown request came on (its id; 0: none yet): trouped
+    // closes its sockets once that pipe is gone (the client has its reply)
+    // or a second has passed, so the reply is not lost in the close.
+    _Atomic uint32_t d_shutdown_pipe;
+    pthread_mutex_t d_sp_lock;
+    pthread_cond_t d_sp_cond; // CLOCK_MONOTONIC
+    bool d_sp_gone;           // under d_sp_lock
+    tr_actor_addr d_control;  // set before the socket opens, then read only
     tr_actor_addr d_runner;
     // Set by main before it closes the socket; read by the callbacks, which
     // then stop re-arming (pairs with the release store in main).
