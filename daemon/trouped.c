@@ -1078,11 +1078,12 @@ usage(FILE *f)
 {
     fprintf(f, "usage: trouped [options]\n"
                "  --state-dir DIR        state (database, job output); default\n"
-               "                         $XDG_STATE_HOME/troupe, ~/.local/state/troupe,\n"
-               "                         /var/lib/troupe for root\n"
+               "                         $STATE_DIRECTORY (systemd), $XDG_STATE_HOME/troupe,\n"
+               "                         ~/.local/state/troupe, /var/lib/troupe for root\n"
                "  --ephemeral            a fresh temporary state directory, removed at exit\n"
                "  --listen URL           control endpoint; default ipc:// in\n"
-               "                         $XDG_RUNTIME_DIR/troupe/ (/run/troupe/ for root)\n"
+               "                         $RUNTIME_DIRECTORY (systemd), $XDG_RUNTIME_DIR/troupe/\n"
+               "                         (/run/troupe/ for root)\n"
                "  --tcp URL              also listen on tls+tcp://HOST:PORT (port 0: any; the\n"
                "                         bound URL follows the ready line's); requests over\n"
                "                         it must carry the token\n"
@@ -1334,6 +1335,14 @@ main(int argc, char **argv)
 {
     static trd_config cfg;
     notify_init();
+    // systemd's directories are trouped's defaults, not its jobs': a
+    // trouped started by a job must not take them for its own.
+    static char sd_state[4096], sd_runtime[4096];
+    const char *sde = getenv("STATE_DIRECTORY"), *rde = getenv("RUNTIME_DIRECTORY");
+    snprintf(sd_state, sizeof sd_state, "%s", sde != NULL ? sde : "");
+    snprintf(sd_runtime, sizeof sd_runtime, "%s", rde != NULL ? rde : "");
+    unsetenv("STATE_DIRECTORY");
+    unsetenv("RUNTIME_DIRECTORY");
     int st = parse_settings(argc, argv, &cfg);
     if (st >= 0) {
         trd_config_free(&cfg);
@@ -1358,7 +1367,10 @@ main(int argc, char **argv)
         state_dir = eph;
     } else if (state_dir == NULL) {
         const char *x = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
-        if (root) {
+        const char *sd = sd_state; // systemd's StateDirectory=
+        if (sd[0] == '/') {
+            snprintf(dirbuf, sizeof dirbuf, "%.*s", (int)strcspn(sd, ":"), sd);
+        } else if (root) {
             snprintf(dirbuf, sizeof dirbuf, "/var/lib/troupe");
         } else if (x != NULL && x[0] == '/') {
             snprintf(dirbuf, sizeof dirbuf, "%s/troupe", x);
@@ -1388,8 +1400,11 @@ main(int argc, char **argv)
     }
     if (listen_url == NULL) {
         const char *xr = getenv("XDG_RUNTIME_DIR");
+        const char *rd = sd_runtime; // systemd's RuntimeDirectory=
         char rdir[4096];
-        if (root || xr == NULL || xr[0] != '/') {
+        if (rd[0] == '/') {
+            snprintf(rdir, sizeof rdir, "%.*s", (int)strcspn(rd, ":"), rd);
+        } else if (root || xr == NULL || xr[0] != '/') {
             snprintf(rdir, sizeof rdir, root ? "/run/troupe" : "/tmp/troupe-%d", (int)geteuid());
         } else {
             snprintf(rdir, sizeof rdir, "%s/troupe", xr);
