@@ -1178,15 +1178,19 @@ cmd_ping(int argc, char **argv)
     }
     const Troupe__V1__Pong *p = tr_client_reply_pong(reply);
     if (g_json) {
-        emit(json_pack("{s:o,s:i,s:I,s:o}", "version", jstr(p->version), "protocol",
+        emit(json_pack("{s:o,s:i,s:I,s:o,s:I,s:I,s:I}", "version", jstr(p->version), "protocol",
                        (int)p->protocol, "uptime_ms", (json_int_t)p->uptime_ms, "events_url",
-                       jstr(p->events_url)),
+                       jstr(p->events_url), "pipes", (json_int_t)p->pipes, "pipes_refused",
+                       (json_int_t)p->pipes_refused, "pipes_dropped", (json_int_t)p->pipes_dropped),
              false);
     } else {
         char up[32];
         fmt_duration(up, sizeof up, (int64_t)p->uptime_ms);
         printf("trouped %s at %s: protocol %u, up %s, events %s\n", p->version, g_url, p->protocol,
                up, p->events_url[0] != '\0' ? p->events_url : "(none)");
+        printf("connections: %llu open, %llu refused (cap), %llu dropped (oversized or bad)\n",
+               (unsigned long long)p->pipes, (unsigned long long)p->pipes_refused,
+               (unsigned long long)p->pipes_dropped);
     }
     tr_msg_free(reply);
     return 0;

@@ -268,6 +268,43 @@ trd_job_info(tr_msg *m, const trd_job_rec *r)
 // ---------------------------------------------------------------------------
 // The control actor.
 
+// stat_child returns the statistic called name among s's children.
+static nng_stat *
+stat_child(nng_stat *s, const char *name)
+{
+    for (nng_stat *c = nng_stat_child(s); c != NULL; c = nng_stat_next(c)) {
+        if (strcmp(nng_stat_name(c), name) == 0) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+// pipes_dropped adds up the control socket's listeners' error counts
+// ("other": a message over NNG_OPT_RECVMAXSZ is one; "proto": a peer that
+// spoke something else), from nng's statistics.
+static uint64_t
+pipes_dropped(const trd_daemon *d)
+{
+    nng_stat *root;
+    if (nng_stats_get(&root) != 0) {
+        return 0;
+    }
+    uint64_t n = 0;
+    int sid = nng_socket_id(d->d_sock);
+    for (nng_stat *l = nng_stat_child(root); l != NULL; l = nng_stat_next(l)) {
+        nng_stat *sock = strcmp(nng_stat_name(l), "listener") == 0 ? stat_child(l, "socket") : NULL;
+        if (sock == NULL || nng_stat_value(sock) != (uint64_t)sid) {
+            continue;
+        }
+        nng_stat *other = stat_child(l, "other"), *proto = stat_child(l, "proto");
+        n += (other != NULL ? nng_stat_value(other) : 0) +
+             (proto != NULL ? nng_stat_value(proto) : 0);
+    }
+    nng_stats_free(root);
+    return n;
+}
+
 static void
 do_ping(trd_daemon *d, uint32_t idx)
 {
@@ -279,6 +316,10 @@ do_ping(trd_daemon *d, uint32_t idx)
     p->protocol = TROUPE__V1__CONTROL_VERSION__CONTROL_VERSION_1;
     p->uptime_ms = mono_ms() - d->d_start_ms;
     p->events_url = d->d_events_url;
+    int open = atomic_load_explicit(&d->d_pipes, memory_order_relaxed);
+    p->pipes = open > 0 ? (uint64_t)open : 0;
+    p->pipes_refused = atomic_load_explicit(&d->d_pipes_refused, memory_order_relaxed);
+    p->pipes_dropped = pipes_dropped(d);
     rep->reply_case = TROUPE__V1__CONTROL_REPLY__REPLY_PONG;
     rep->pong = p;
     trd_reply(d, idx, m);

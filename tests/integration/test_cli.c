@@ -214,6 +214,8 @@ test_cli_ping(void **unused)
     assert_int_equal(json_integer_value(json_object_get(j, "protocol")), 1);
     assert_true(json_is_integer(json_object_get(j, "uptime_ms")));
     assert_true(json_is_string(json_object_get(j, "events_url")));
+    assert_true(json_is_integer(json_object_get(j, "pipes_dropped")));
+    assert_true(json_integer_value(json_object_get(j, "pipes")) >= 1);
     json_decref(j);
 }
 

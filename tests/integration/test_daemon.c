@@ -352,6 +352,24 @@ test_daemon_ping_submit_wait(void **unused)
     tr_client_close(c);
 }
 
+// The oversized request's pipe: removed (nng_pipe_notify, on an nng
+// thread).
+static pthread_mutex_t g_big_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_big_cond;
+static bool g_big_gone;
+
+static void
+big_pipe_gone(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    (void)p;
+    (void)ev;
+    (void)arg;
+    pthread_mutex_lock(&g_big_lock);
+    g_big_gone = true;
+    pthread_cond_signal(&g_big_cond);
+    pthread_mutex_unlock(&g_big_lock);
+}
+
 static void
 test_daemon_malformed_request(void **unused)
 {
@@ -478,6 +496,39 @@ test_daemon_malformed_request(void **unused)
     tr_client *c;
     assert_int_equal(tr_client_connect(g_d.url, &c), TR_OK);
     assert_int_equal(tr_client_ping(c, NULL, 0), TR_OK);
+    tr_msg *pr;
+    assert_int_equal(tr_client_pong(c, &pr), TR_OK);
+    uint64_t dropped0 = tr_client_reply_pong(pr)->pipes_dropped;
+    assert_true(tr_client_reply_pong(pr)->pipes >= 1);
+    tr_msg_free(pr);
+
+    step("a request over the size limit: its connection dropped and counted, the rest served");
+    // nng closes the pipe without delivering it (so it has no answer); the
+    // event waited for is that pipe's removal on the sending side.
+    assert_int_equal(nng_req0_open(&s), 0);
+    assert_int_equal(nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, 0), 0);
+    assert_int_equal(nng_pipe_notify(s, NNG_PIPE_EV_REM_POST, big_pipe_gone, NULL), 0);
+    assert_int_equal(nng_dial(s, g_d.url, NULL, 0), 0);
+    size_t bign = TR_CLIENT_MAX_REQUEST + 1;
+    uint8_t *big = calloc(1, bign);
+    assert_non_null(big);
+    assert_int_equal(nng_send(s, big, bign, 0), 0);
+    free(big);
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += 20;
+    pthread_mutex_lock(&g_big_lock);
+    while (!g_big_gone && pthread_cond_timedwait(&g_big_cond, &g_big_lock, &until) == 0) {
+    }
+    bool gone = g_big_gone;
+    pthread_mutex_unlock(&g_big_lock);
+    assert_true(gone);
+    nng_close(s); // before REQ re-sends it on a new pipe
+    assert_int_equal(tr_client_pong(c, &pr), TR_OK);
+    fprintf(stderr, "oversized: pipes_dropped %llu -> %llu\n", (unsigned long long)dropped0,
+            (unsigned long long)tr_client_reply_pong(pr)->pipes_dropped);
+    assert_true(tr_client_reply_pong(pr)->pipes_dropped > dropped0);
+    tr_msg_free(pr);
     tr_client_close(c);
 }
 
@@ -1531,6 +1582,11 @@ test_daemon_settings(void **unused)
 int
 main(void)
 {
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&g_big_cond, &ca);
+    pthread_condattr_destroy(&ca);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGALRM, on_alarm);
     start_daemon();
