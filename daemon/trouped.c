@@ -52,6 +52,7 @@
 #include <troupe/rt.h>
 #include <troupe/v1/job.pb-c.h>
 
+#include "plugin.h"
 #include "request.h"
 #include "state.h"
 #include "trouped_int.pb-c.h"
@@ -776,9 +777,8 @@ control_receive(tr_actor *self, void *state, tr_msg *m)
     s->s_req = NULL;
     tr_msg *in = NULL;
     char why[512];
-    // No plugin kinds yet: a Submit naming one is refused (TR_ENOTFOUND).
-    tr_err rv =
-        trd_request_decode(nng_msg_body(nm), nng_msg_len(nm), NULL, NULL, &in, why, sizeof why);
+    tr_err rv = trd_request_decode(nng_msg_body(nm), nng_msg_len(nm), trd_plugin_kind_known,
+                                   d->d_rt, &in, why, sizeof why);
     if (rv == TR_OK && !token_ok(d, nm, tr_msg_body(in))) {
         tr_msg_free(in);
         nng_msg_free(nm);
