@@ -1098,6 +1098,8 @@ usage(FILE *f)
                "                         others; \"none\" for none\n"
                "  --output-cap BYTES     stdout and stderr kept per job (each) when a job\n"
                "                         sets none; default 16777216 (16 MiB)\n"
+               "  --plugin-dir DIR       load task kinds from DIR/*.so (owned by us, not group-\n"
+               "                         or world-writable); jobs name them (JobSpec.plugin)\n"
                "  --durability full|process\n"
                "                         full (default): fdatasync per group commit;\n"
                "                         process: survives a crash of trouped, not of the machine\n"
@@ -1174,6 +1176,7 @@ main(int argc, char **argv)
     const char *state_dir = NULL, *listen_url = NULL, *events_url = NULL;
     uint64_t output_cap = TRD_OUTPUT_CAP_DEFAULT;
     const char *tcp_url = NULL, *certkey = NULL, *token_file = NULL;
+    const char *plugin_dir = NULL;
     uint64_t max_queued = TRD_MAX_QUEUED_DEFAULT, max_running = 0;
     bool insecure = false;
     bool ephemeral = false;
@@ -1192,7 +1195,8 @@ main(int argc, char **argv)
         O_TOKEN,
         O_INSECURE,
         O_MAXQ,
-        O_MAXR
+        O_MAXR,
+        O_PLUGINS
     };
     static const struct option longopts[] = {
         {"state-dir", required_argument, NULL, O_STATE},
@@ -1207,6 +1211,7 @@ main(int argc, char **argv)
         {"insecure-tcp", no_argument, NULL, O_INSECURE},
         {"max-queued", required_argument, NULL, O_MAXQ},
         {"max-running", required_argument, NULL, O_MAXR},
+        {"plugin-dir", required_argument, NULL, O_PLUGINS},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
@@ -1265,6 +1270,9 @@ main(int argc, char **argv)
                 fprintf(stderr, "trouped: --max-running %s: a number (0: no cap)\n", optarg);
                 return 2;
             }
+            break;
+        case O_PLUGINS:
+            plugin_dir = optarg;
             break;
         case O_HELP:
             usage(stdout);
@@ -1385,6 +1393,11 @@ main(int argc, char **argv)
     trd_store_set_max_unfinished(d->d_store, max_queued);
     if ((rv = tr_rt_new(NULL, &d->d_rt)) != TR_OK) {
         fprintf(stderr, "trouped: runtime: %s\n", tr_strerror(rv));
+        goto out;
+    }
+    if ((rv = trd_plugins_load(d->d_rt, plugin_dir, err, sizeof err)) != TR_OK) {
+        fprintf(stderr, "trouped: %s\n", err);
+        trd_log("start_failed", "step=plugins code=%s", tr_err_name(rv));
         goto out;
     }
     if ((rv = tr_actor_spawn(d->d_rt, &control_spec, d, NULL, &d->d_control)) != TR_OK ||
