@@ -1,14 +1,15 @@
 #define _GNU_SOURCE
 // test_plugins.c: plugin jobs on a real trouped (--ephemeral, a fresh ipc
 // socket, --plugin-dir with the test plugin, tests/daemon/plugins/
-// demo_plugin.c), through troupe/client.h: a demo.echo job succeeds and
-// its stdout is its arguments (up to its cap); demo.fail fails with its
-// text (retried first); demo.wait, pending until cancelled, is cancelled
-// while it runs (its RUNNING event seen first) and times out; a kind no
-// plugin registered and a name that is no kind name are refused at
-// Submit; and a trouped whose plugin directory is group-writable does
-// not start. Nothing sleeps: waits are
-// the daemon's Wait, events and child exits, each with a deadline.
+// demo_plugin.c), through troupe/client.h and the built troupe CLI: a
+// demo.echo job succeeds and its stdout is its arguments (up to its cap);
+// demo.fail fails with its text (retried first); demo.wait, pending until
+// cancelled, is cancelled while it runs (its RUNNING event seen first)
+// and times out; a kind no plugin registered and a name that is no kind
+// name are refused at Submit; `troupe submit --plugin KIND --args S`;
+// and a trouped whose plugin directory is group-writable does not start.
+// Nothing sleeps: waits are the daemon's Wait, events and child exits,
+// each with a deadline.
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -325,6 +326,43 @@ test_plugins_refused_at_submit(void **unused)
     tr_client_close(c);
 }
 
+static void
+test_plugins_cli(void **unused)
+{
+    (void)unused;
+    step("troupe submit --plugin --args --wait");
+    cli_out o;
+    cli_argv(
+        g_d.url,
+        (char *[]){"submit", "--plugin", "demo.echo", "--args", "from the cli", "--wait", NULL},
+        30000, &o);
+    if (o.rc != 0) {
+        fprintf(stderr, "troupe: exit %d: %s%s", o.rc, o.out, o.err);
+    }
+    assert_int_equal(o.rc, 0);
+    char id[32];
+    assert_int_equal(sscanf(o.out, "%31s", id), 1);
+    cli_free(&o);
+    cli_argv(g_d.url, (char *[]){"logs", id, NULL}, 30000, &o);
+    assert_int_equal(o.rc, 0);
+    assert_string_equal(o.out, "from the cli");
+    cli_free(&o);
+    step("troupe submit --plugin: refused kinds and usage");
+    cli_argv(g_d.url, (char *[]){"submit", "--plugin", "demo.nope", NULL}, 30000, &o);
+    assert_int_equal(o.rc, 3);
+    assert_non_null(strstr(o.err, "demo.nope"));
+    cli_free(&o);
+    cli_argv(g_d.url, (char *[]){"submit", "--plugin", "demo.echo", "ls", NULL}, 30000, &o);
+    assert_int_equal(o.rc, 2);
+    cli_free(&o);
+    cli_argv(g_d.url, (char *[]){"submit", "--args", "x", "ls", NULL}, 30000, &o);
+    assert_int_equal(o.rc, 2);
+    cli_free(&o);
+    cli_argv(g_d.url, (char *[]){"submit", "--plugin", "no good", NULL}, 30000, &o);
+    assert_int_equal(o.rc, 2);
+    cli_free(&o);
+}
+
 // A plugin directory others may write stops trouped's start (exit 1,
 // never ready), with a message naming it.
 static void
@@ -359,11 +397,9 @@ main(void)
     signal(SIGALRM, on_alarm);
     start_daemon();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_plugins_echo),
-        cmocka_unit_test(test_plugins_fail),
-        cmocka_unit_test(test_plugins_cancel),
-        cmocka_unit_test(test_plugins_refused_at_submit),
-        cmocka_unit_test(test_plugins_bad_dir_refused),
+        cmocka_unit_test(test_plugins_echo),   cmocka_unit_test(test_plugins_fail),
+        cmocka_unit_test(test_plugins_cancel), cmocka_unit_test(test_plugins_refused_at_submit),
+        cmocka_unit_test(test_plugins_cli),    cmocka_unit_test(test_plugins_bad_dir_refused),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     stop_daemon();
