@@ -24,6 +24,12 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/runtime/include/troupe
   COMPONENT Development
   FILES_MATCHING PATTERN "*.h")
 
+# trouped's plugin ABI (daemon/include/troupe/plugin.h): what a plugin
+# builds against, next to the runtime headers it includes.
+install(FILES ${PROJECT_SOURCE_DIR}/daemon/include/troupe/plugin.h
+  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/troupe
+  COMPONENT Development)
+
 # The generated message headers (proto/): <troupe/v1/NAME.pb-c.h>.
 install(FILES ${TR_PROTO_HEADERS}
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/troupe/v1

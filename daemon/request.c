@@ -50,9 +50,50 @@ check_ids(const char *what, size_t count, char *why, size_t n)
     return TR_OK;
 }
 
+bool
+trd_kind_name_ok(const char *s)
+{
+    size_t len = s != NULL ? strnlen(s, TR_KIND_NAME_MAX + 1) : 0;
+    if (len == 0 || len > TR_KIND_NAME_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == ':' || c == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// The kinds a Submit's plugin tasks may name: the caller's lookup.
+typedef struct kinds {
+    trd_kind_known_fn k_known; // NULL: no plugin kind
+    void *k_arg;
+} kinds;
+
+static tr_err
+check_plugin(const Troupe__V1__PluginTask *p, const kinds *ks, size_t i, char *why, size_t n)
+{
+    const char *k = p->kind != NULL ? p->kind : "";
+    if (!trd_kind_name_ok(k)) {
+        return fail(why, n, TR_EINVAL,
+                    "submit: job %zu: plugin kind '%.*s' is not a kind name (1 to %d bytes of "
+                    "[A-Za-z0-9_.:-])",
+                    i, TR_KIND_NAME_MAX, k, TR_KIND_NAME_MAX);
+    }
+    if (ks->k_known == NULL || !ks->k_known(ks->k_arg, k)) {
+        return fail(why, n, TR_ENOTFOUND,
+                    "submit: job %zu: no plugin of this trouped registered the task kind '%s'%s", i,
+                    k, ks->k_known == NULL ? " (it loads no plugins: --plugin-dir)" : "");
+    }
+    return TR_OK;
+}
+
 // check_job says what is wrong with job i of a batch.
 static tr_err
-check_job(const Troupe__V1__JobSpec *j, size_t i, char *why, size_t n)
+check_job(const Troupe__V1__JobSpec *j, const kinds *ks, size_t i, char *why, size_t n)
 {
     switch (j->task_case) {
     case TROUPE__V1__JOB_SPEC__TASK_EXEC:
@@ -70,14 +111,15 @@ check_job(const Troupe__V1__JobSpec *j, size_t i, char *why, size_t n)
     case TROUPE__V1__JOB_SPEC__TASK_NOOP:
         return TR_OK;
     case TROUPE__V1__JOB_SPEC__TASK_PLUGIN:
-        return fail(why, n, TR_ENOTSUP, "submit: job %zu: plugin tasks are not supported yet", i);
+        return check_plugin(j->plugin, ks, i, why, n);
     default:
-        return fail(why, n, TR_EINVAL, "submit: job %zu: no task (exec, shell, sleep or noop)", i);
+        return fail(why, n, TR_EINVAL,
+                    "submit: job %zu: no task (exec, shell, sleep, noop or plugin)", i);
     }
 }
 
 static tr_err
-check_submit(const Troupe__V1__ControlRequest *req, char *why, size_t n)
+check_submit(const Troupe__V1__ControlRequest *req, const kinds *ks, char *why, size_t n)
 {
     const Troupe__V1__SubmitBatch *b = req->submit->batch;
     if (req->request_id == NULL || req->request_id[0] == '\0') {
@@ -92,7 +134,7 @@ check_submit(const Troupe__V1__ControlRequest *req, char *why, size_t n)
                     b->job_count, b->n_jobs);
     }
     for (size_t i = 0; i < b->n_jobs; i++) {
-        tr_err rv = check_job(b->jobs[i], i, why, n);
+        tr_err rv = check_job(b->jobs[i], ks, i, why, n);
         if (rv != TR_OK) {
             return rv;
         }
@@ -130,7 +172,7 @@ check_logs(const Troupe__V1__Logs *l, char *why, size_t n)
 }
 
 static tr_err
-check(const Troupe__V1__ControlRequest *req, char *why, size_t n)
+check(const Troupe__V1__ControlRequest *req, const kinds *ks, char *why, size_t n)
 {
     if (req->version != TROUPE__V1__CONTROL_VERSION__CONTROL_VERSION_1) {
         return fail(why, n, TR_ENOTSUP, "protocol version %d: this trouped speaks 1",
@@ -140,7 +182,7 @@ check(const Troupe__V1__ControlRequest *req, char *why, size_t n)
     case TROUPE__V1__CONTROL_REQUEST__REQUEST__NOT_SET:
         return fail(why, n, TR_EINVAL, "the request names no operation");
     case TROUPE__V1__CONTROL_REQUEST__REQUEST_SUBMIT:
-        return check_submit(req, why, n);
+        return check_submit(req, ks, why, n);
     case TROUPE__V1__CONTROL_REQUEST__REQUEST_STATUS:
         return check_ids("status", req->status->n_ids, why, n);
     case TROUPE__V1__CONTROL_REQUEST__REQUEST_WAIT:
@@ -163,8 +205,10 @@ check(const Troupe__V1__ControlRequest *req, char *why, size_t n)
 }
 
 tr_err
-trd_request_decode(const void *buf, size_t len, tr_msg **out, char *why, size_t n)
+trd_request_decode(const void *buf, size_t len, trd_kind_known_fn known, void *arg, tr_msg **out,
+                   char *why, size_t n)
 {
+    const kinds ks = {.k_known = known, .k_arg = arg};
     *out = NULL;
     why[0] = '\0';
     tr_unpack_info info;
@@ -180,7 +224,7 @@ trd_request_decode(const void *buf, size_t len, tr_msg **out, char *why, size_t 
         tr_msg_free(in);
         return rv;
     }
-    if ((rv = check(tr_msg_body(in), why, n)) != TR_OK) {
+    if ((rv = check(tr_msg_body(in), &ks, why, n)) != TR_OK) {
         tr_msg_free(in);
         return rv;
     }

@@ -4,13 +4,14 @@
 // decides what runs. Its inputs are messages only: JobsAdded from the
 // store thread (a Submit committed), Committed (an update of ours
 // committed), ProcessStarted/ProcessOutput/ProcessExit from process
-// actors, Tick from timer tasks, and the requests it answers (WaitIn,
-// LogsIn, CancelIn, GroupIn, ShutdownIn) from the control actor, each with
-// the slot it replies on. It writes the store with trd_store_update and
-// never waits for it: the store applies one writer's updates in order, and
-// the Committed that comes back is what makes a final state visible to
-// waiters, Logs' eof and the final JobEvent (none may show a state a crash
-// could take back).
+// actors, Tick from timer tasks, PluginDone from plugin tasks' watchers,
+// and the requests it answers (WaitIn, LogsIn, CancelIn, GroupIn,
+// ShutdownIn) from the control actor, each with the slot it replies on.
+// It writes the store with trd_store_update and never waits for it: the
+// store applies one writer's updates in order, and the Committed that
+// comes back is what makes a final state visible to waiters, Logs' eof
+// and the final JobEvent (none may show a state a crash could take
+// back).
 //
 // Scheduling (pump): every queued job whose dependencies have all
 // succeeded, and whose retry time has come, is a candidate; candidates run
@@ -28,6 +29,18 @@
 // Shutdown: nothing new starts; the runner casts its vote to stop once no
 // job runs (a deadline or `immediate` abandons the running ones: killed,
 // nothing recorded, so the next start retries or fails them).
+//
+// Plugin jobs (JobSpec.plugin: a kind plugin.h's loader registered): the
+// runner starts the kind's task on the runtime (trd_plugin_spawn: the
+// kind's init runs on this worker and must not block) next to a small
+// watcher task that joins it, runs the kind's result encoder and sends the
+// runner a PluginDone; the runner never waits on a join, and the plugin's
+// task runs on the workers like any other. A cancel, or the job's timeout
+// (a Tick), cancels the task (tr_task_cancel by its id: a stale id is
+// harmless) and the PluginDone that follows ends the job as cancelled or
+// timed out, whatever the task's outcome (as a process job's kill does).
+// The encoded result is the job's stdout, appended as process output is
+// (the cap applies); an encoder's error fails the job with its text.
 //
 // Output: ProcessOutput chunks are appended to state-dir/out/<id>.1 and .2
 // as they come (every attempt after the one before, so an offset always
@@ -64,12 +77,20 @@
 
 #include "cgroup.h"
 #include "orphans.h"
+#include "plugin.h"
 #include "trouped.h"
 #include "trouped_int.pb-c.h"
 
 extern char **environ;
 
-enum { TICK_SLEEP = 1, TICK_RETRY = 2, TICK_WAIT = 3, TICK_LOGS = 4, TICK_DRAIN = 5 };
+enum {
+    TICK_SLEEP = 1,
+    TICK_RETRY = 2,
+    TICK_WAIT = 3,
+    TICK_LOGS = 4,
+    TICK_DRAIN = 5,
+    TICK_TIMEOUT = 6
+};
 
 typedef struct job {
     uint64_t j_id;
@@ -92,6 +113,8 @@ typedef struct job {
     size_t j_hpos;        // its place in its group's ready heap; NOT_READY: none
     bool j_fin_queued;    // in r_fin: its dependants are still to hear of its end
     tr_actor_addr j_proc; // its process actor while it runs
+    tr_task_id j_task;    // its plugin task while it runs (id 0: none)
+    bool j_timed_out;     // its plugin task was cancelled by its timeout
     bool j_cancel;        // cancelled while it ran: its exit is "cancelled"
     bool j_abandon;       // killed by a shutdown: its exit records nothing
     bool j_truncated;     // an attempt's output passed the cap
@@ -1119,6 +1142,153 @@ job_start_process(runner *r, tr_actor *self, job *j)
     run_add(r, j);
 }
 
+// A plugin task's watcher: joins the task, encodes its result with the
+// kind's encoder and tells the runner (design notes). Every watcher that
+// starts sends exactly one PluginDone: from its poll when the task ends,
+// or from its drop when a shutdown cancels it first (or refuses it).
+typedef struct plugin_watch {
+    tr_join pw_join; // the kind's task
+    tr_kind_encode_fn pw_encode;
+    tr_actor_addr pw_to;
+    uint64_t pw_id, pw_gen;
+    bool pw_sent;
+} plugin_watch;
+
+// The largest result a plugin kind's encoder may hand back (the job's
+// output cap applies too, when it is written).
+#define PLUGIN_RESULT_MAX ((size_t)1 << 24)
+
+static void
+plugin_done_send(plugin_watch *pw, tr_err err, const char *why, const void *data, size_t len)
+{
+    Troupe__Daemon__PluginDone *pd;
+    size_t extra = len + (why != NULL ? strlen(why) + 1 : 0);
+    tr_msg *m = tr_msg_new(&troupe__daemon__plugin_done__descriptor, extra, (void **)&pd);
+    pd->id = pw->pw_id;
+    pd->gen = pw->pw_gen;
+    pd->err = (int32_t)err;
+    if (why != NULL) {
+        pd->error = tr_msg_strdup(m, why);
+    }
+    if (len > 0) {
+        pd->result.data = tr_msg_memdup(m, data, len);
+        pd->result.len = len;
+    }
+    pw->pw_sent = true;
+    if (tr_actor_send(NULL, pw->pw_to, m) != TR_OK) {
+        tr_msg_free(m); // the runner is gone: trouped is stopping
+    }
+}
+
+static tr_poll
+plugin_watch_poll(void *state, tr_cx *cx)
+{
+    plugin_watch *pw = state;
+    tr_outcome out;
+    if (tr_join_poll(&pw->pw_join, cx, &out) == TR_PENDING) {
+        return TR_PENDING;
+    }
+    if (out.err != TR_OK) {
+        // Cancelled: by the runner (cancel, timeout), or by a shutdown,
+        // which must leave the job to the next start.
+        tr_err err =
+            out.err == TR_ECANCELED && tr_rt_is_shutdown(tr_cx_rt(cx)) ? TR_ESHUTDOWN : out.err;
+        plugin_done_send(pw, err, NULL, NULL, 0);
+        return TR_READY;
+    }
+    void *data = NULL;
+    size_t len = 0;
+    tr_err err = pw->pw_encode(&out, &data, &len);
+    tr_outcome_fini(&out);
+    if (err == TR_OK && len > PLUGIN_RESULT_MAX) {
+        char why[128];
+        snprintf(why, sizeof why, "a result of %zu bytes, over the %zu a plugin task may return",
+                 len, PLUGIN_RESULT_MAX);
+        plugin_done_send(pw, TR_ETOOBIG, why, NULL, 0);
+    } else if (err == TR_OK) {
+        plugin_done_send(pw, TR_OK, NULL, data, data != NULL ? len : 0);
+    } else {
+        // The encoder's text, if it left one (troupe/plugin.h); a NUL in
+        // it ends it.
+        char why[1024];
+        if (data != NULL && len > 0) {
+            snprintf(why, sizeof why, "%.*s", len < sizeof why ? (int)len : (int)sizeof why - 1,
+                     (const char *)data);
+        } else {
+            snprintf(why, sizeof why, "%s (%s)", tr_strerror(err), tr_err_name(err));
+        }
+        plugin_done_send(pw, err, why, NULL, 0);
+    }
+    free(data);
+    return TR_READY;
+}
+
+static void
+plugin_watch_drop(void *state)
+{
+    plugin_watch *pw = state;
+    if (!pw->pw_sent) {
+        // A shutdown cancelled the watcher (or refused it at its start):
+        // the kind's task goes too (a shutdown cancels every task).
+        tr_task_abort(&pw->pw_join);
+        tr_join_release(&pw->pw_join);
+        plugin_done_send(pw, TR_ESHUTDOWN, NULL, NULL, 0);
+    }
+}
+
+static const tr_task_spec plugin_watch_spec = {
+    .name = "trouped.plugin_watch",
+    .poll = plugin_watch_poll,
+    .drop = plugin_watch_drop,
+    .size = sizeof(plugin_watch),
+};
+
+// job_start_plugin starts j's plugin task and its watcher, and its
+// timeout's Tick.
+static void
+job_start_plugin(runner *r, tr_actor *self, job *j)
+{
+    const Troupe__V1__PluginTask *pt = j->j_spec->plugin;
+    tr_rt *rt = tr_actor_rt(self);
+    char why[512];
+    plugin_watch *pw;
+    tr_err rv = tr_task_new(rt, &plugin_watch_spec, (void **)&pw);
+    if (rv != TR_OK) {
+        snprintf(why, sizeof why, "plugin kind '%s': could not start its task: %s", pt->kind,
+                 tr_strerror(rv));
+        job_finish(r, j, TRD_JOB_FAILED, why, 0, 0, NULL);
+        return;
+    }
+    tr_join join;
+    tr_kind_encode_fn encode = NULL;
+    rv = trd_plugin_spawn(rt, pt->kind, pt->args.data, pt->args.len, &join, &encode);
+    if (rv != TR_OK) {
+        tr_task_discard(pw);
+        if (rv == TR_ENOTFOUND) {
+            // Submitted while a plugin had it; this trouped loads none that has.
+            snprintf(why, sizeof why, "no plugin of this trouped registered the task kind '%s'",
+                     pt->kind);
+        } else {
+            snprintf(why, sizeof why, "plugin kind '%s': its task did not start: %s (%s)", pt->kind,
+                     tr_strerror(rv), tr_err_name(rv));
+        }
+        job_finish(r, j, TRD_JOB_FAILED, why, 0, 0, NULL);
+        return;
+    }
+    j->j_task = tr_join_id(&join);
+    pw->pw_join = join;
+    pw->pw_encode = encode;
+    pw->pw_to = tr_actor_self(self);
+    pw->pw_id = j->j_id;
+    pw->pw_gen = j->j_gen;
+    if (tr_task_start(pw, NULL) != TR_OK) {
+        return; // a shutdown: the watcher's drop cancelled the task and says so
+    }
+    if (j->j_spec->timeout_ms > 0) {
+        tick_after(self, j->j_spec->timeout_ms, TICK_TIMEOUT, j->j_id, j->j_gen);
+    }
+}
+
 static void
 job_start(runner *r, tr_actor *self, job *j)
 {
@@ -1129,6 +1299,7 @@ job_start(runner *r, tr_actor *self, job *j)
     j->j_state = TRD_JOB_RUNNING;
     j->j_attempt++;
     j->j_gen++;
+    j->j_timed_out = false;
     trd_log("job_start", "id=%llu attempt=%u group=\"%s\"", (unsigned long long)j->j_id,
             j->j_attempt, j->j_group);
     job_event(r, j);
@@ -1145,6 +1316,10 @@ job_start(runner *r, tr_actor *self, job *j)
     case TROUPE__V1__JOB_SPEC__TASK_SHELL:
         // START is recorded when ProcessStarted brings the leader's pid.
         job_start_process(r, self, j);
+        return;
+    case TROUPE__V1__JOB_SPEC__TASK_PLUGIN:
+        job_start_record(r, j, 0, 0);
+        job_start_plugin(r, self, j);
         return;
     default:
         job_finish(r, j, TRD_JOB_FAILED, "task kind not supported", 0, 0, NULL);
@@ -1373,21 +1548,17 @@ on_exit_msg(runner *r, tr_actor *self, tr_msg *m)
     job_finish(r, j, st, why[0] != '\0' ? why : NULL, px->code, px->signal, px);
 }
 
+// job_output takes len bytes of j's output on stream: its file, its
+// JobEvent, and the Logs that wait for it.
 static void
-on_output(runner *r, tr_msg *m)
+job_output(runner *r, job *j, uint32_t stream, const uint8_t *data, size_t len)
 {
-    const Troupe__V1__ProcessOutput *po = tr_msg_body(m);
-    job *j = job_of_proc(r, tr_msg_reply_to(m));
-    if (j == NULL || (po->stream != 1 && po->stream != 2) || po->data.len == 0) {
-        return;
-    }
-    uint32_t stream = (uint32_t)po->stream;
     uint64_t off = j->j_out[stream - 1];
-    append_output(r, j, stream, po->data.data, po->data.len);
+    append_output(r, j, stream, data, len);
     j->j_seq++;
-    trd_publish(r->r_d, j->j_id, j->j_seq, j->j_state, stream, off, po->data.data, po->data.len);
+    trd_publish(r->r_d, j->j_id, j->j_seq, j->j_state, stream, off, data, len);
     // A follower waiting inside what was just written gets it from the
-    // chunk in hand: no file read on the blocking pool, one hop fewer on
+    // bytes in hand: no file read on the blocking pool, one hop fewer on
     // the way to the first output. The rest read the file as ever.
     uint64_t end = j->j_out[stream - 1];
     for (size_t i = 0; i < r->r_nlogws;) {
@@ -1404,7 +1575,7 @@ on_output(runner *r, tr_msg *m)
             tr_msg *rm = trd_reply_new(&rep);
             Troupe__V1__LogChunk *lc = tr_msg_arena(rm, sizeof *lc);
             troupe__v1__log_chunk__init(lc);
-            lc->data.data = tr_msg_memdup(rm, po->data.data + from, n);
+            lc->data.data = tr_msg_memdup(rm, data + from, n);
             lc->data.len = n;
             lc->offset = w0.lw_offset;
             lc->truncated = j->j_truncated;
@@ -1416,6 +1587,17 @@ on_output(runner *r, tr_msg *m)
         }
     }
     logw_check(r, j->j_id, stream);
+}
+
+static void
+on_output(runner *r, tr_msg *m)
+{
+    const Troupe__V1__ProcessOutput *po = tr_msg_body(m);
+    job *j = job_of_proc(r, tr_msg_reply_to(m));
+    if (j == NULL || (po->stream != 1 && po->stream != 2) || po->data.len == 0) {
+        return;
+    }
+    job_output(r, j, (uint32_t)po->stream, po->data.data, po->data.len);
 }
 
 static void
@@ -1449,7 +1631,8 @@ cancel_job(runner *r, job *j)
     if (trd_job_state_final(j->j_state) || j->j_abandon) {
         return;
     }
-    if (j->j_state == TRD_JOB_QUEUED || tr_actor_addr_eq(j->j_proc, TR_ACTOR_NONE)) {
+    if (j->j_state == TRD_JOB_QUEUED ||
+        (tr_actor_addr_eq(j->j_proc, TR_ACTOR_NONE) && j->j_task.id == 0)) {
         job_finish(r, j, TRD_JOB_CANCELLED, "cancelled", 0, 0, NULL);
         return;
     }
@@ -1457,6 +1640,12 @@ cancel_job(runner *r, job *j)
         return; // killed already
     }
     j->j_cancel = true;
+    if (j->j_task.id != 0) {
+        // A plugin task: cancelled by the runtime (TR_EFINISHED or
+        // TR_ENOTFOUND: it ended, and its PluginDone is on the way).
+        (void)tr_task_cancel(r->r_d->d_rt, j->j_task);
+        return;
+    }
     Troupe__V1__ProcessKill *pk;
     tr_msg *m = tr_msg_new(&troupe__v1__process_kill__descriptor, 0, (void **)&pk);
     if (tr_actor_send(NULL, j->j_proc, m) != TR_OK) {
@@ -1651,6 +1840,9 @@ abandon(runner *r, tr_actor *self, bool kill)
         }
         j->j_abandon = true;
         if (!kill || tr_actor_addr_eq(j->j_proc, TR_ACTOR_NONE)) {
+            if (kill && j->j_task.id != 0) {
+                (void)tr_task_cancel(r->r_d->d_rt, j->j_task); // its PluginDone is ignored
+            }
             job_release(r, j);
             continue;
         }
@@ -1727,7 +1919,67 @@ on_tick(runner *r, tr_actor *self, const Troupe__Daemon__Tick *t)
         job_finish(r, j, TRD_JOB_SUCCEEDED, NULL, 0, 0, NULL);
     } else if (t->kind == TICK_RETRY) {
         make_ready(r, j); // its time has come
+    } else if (t->kind == TICK_TIMEOUT && j->j_state == TRD_JOB_RUNNING && j->j_task.id != 0 &&
+               !j->j_cancel && !j->j_abandon) {
+        // A plugin job's time is up: its task is cancelled, and the
+        // PluginDone that follows ends it as timed out.
+        j->j_timed_out = true;
+        (void)tr_task_cancel(r->r_d->d_rt, j->j_task);
     }
+}
+
+// on_plugin_done ends the attempt of a plugin job whose task ended (its
+// watcher's PluginDone), as on_exit_msg ends a process job's.
+static void
+on_plugin_done(runner *r, tr_actor *self, const Troupe__Daemon__PluginDone *pd)
+{
+    job *j = job_find(r, pd->id);
+    if (j == NULL || j->j_gen != pd->gen || j->j_state != TRD_JOB_RUNNING || j->j_task.id == 0) {
+        return; // an attempt that ended otherwise
+    }
+    j->j_task = (tr_task_id){0};
+    tr_err err = (tr_err)pd->err;
+    if (j->j_abandon || (err == TR_ESHUTDOWN && !j->j_cancel)) {
+        // Left to the next start (a shutdown): the store keeps it
+        // running, and nothing is recorded.
+        j->j_abandon = true;
+        job_release(r, j);
+        return;
+    }
+    trd_job_state st;
+    char why[1100] = "";
+    Troupe__V1__ProcessExit px = TROUPE__V1__PROCESS_EXIT__INIT;
+    if (j->j_cancel) {
+        st = TRD_JOB_CANCELLED;
+        snprintf(why, sizeof why, "cancelled");
+    } else if (j->j_timed_out) {
+        st = TRD_JOB_TIMED_OUT;
+        snprintf(why, sizeof why, "timed out after %llu ms",
+                 (unsigned long long)j->j_spec->timeout_ms);
+    } else if (err == TR_OK) {
+        // The result is the attempt's stdout, up to the job's cap.
+        st = TRD_JOB_SUCCEEDED;
+        uint64_t cap = j->j_spec->output_cap != 0 ? j->j_spec->output_cap : r->r_d->d_output_cap;
+        size_t keep = pd->result.len < cap ? pd->result.len : (size_t)cap;
+        px.stdout_bytes = pd->result.len;
+        px.truncated = keep < pd->result.len;
+        j->j_truncated = j->j_truncated || px.truncated;
+        if (keep > 0) {
+            job_output(r, j, 1, pd->result.data, keep);
+        }
+    } else if (err == TR_ECANCELED) {
+        st = TRD_JOB_FAILED;
+        snprintf(why, sizeof why, "its task was cancelled (not by trouped)");
+    } else {
+        st = TRD_JOB_FAILED;
+        snprintf(why, sizeof why, "%s",
+                 pd->error != NULL && pd->error[0] != '\0' ? pd->error : tr_strerror(err));
+    }
+    if (st != TRD_JOB_SUCCEEDED && st != TRD_JOB_CANCELLED && j->j_attempt <= j->j_spec->retries) {
+        job_retry(r, self, j, 0, 0, why);
+        return;
+    }
+    job_finish(r, j, st, why[0] != '\0' ? why : NULL, 0, 0, &px);
 }
 
 static void
@@ -1750,6 +2002,8 @@ runner_receive(tr_actor *self, void *state, tr_msg *m)
         on_exit_msg(r, self, m);
     } else if (tr_msg_is(m, &troupe__daemon__tick__descriptor)) {
         on_tick(r, self, tr_msg_body(m));
+    } else if (tr_msg_is(m, &troupe__daemon__plugin_done__descriptor)) {
+        on_plugin_done(r, self, tr_msg_body(m));
     } else if (tr_msg_is(m, &troupe__daemon__wait_in__descriptor)) {
         wait_in(r, self, tr_msg_body(m));
     } else if (tr_msg_is(m, &troupe__daemon__logs_in__descriptor)) {

@@ -37,6 +37,7 @@
 #include <jansson.h>
 #include <troupe/client.h>
 
+#include "request.h"
 #include "workload.h"
 
 enum { EXIT_JOBFAIL = 1, EXIT_USAGE = 2, EXIT_DAEMON = 3 };
@@ -75,6 +76,9 @@ usage(FILE *f)
                "  ping                       the daemon's version, uptime and event socket\n"
                "  submit [OPTIONS] [--] CMD [ARGS...]\n"
                "                             run a program as a job; prints its id\n"
+               "  submit [OPTIONS] --plugin KIND [--args STRING]\n"
+               "                             run a task kind of a plugin of the daemon, with\n"
+               "                             STRING's bytes as its arguments\n"
                "      --name N  --group G  --priority N  --slots N  --retries N\n"
                "      --timeout D            D: milliseconds, or 500ms, 2s, 1.5m, 1h30m\n"
                "      --after ID             after that job succeeded (repeatable)\n"
@@ -563,7 +567,9 @@ cmd_submit(int argc, char **argv)
         O_AFTER,
         O_WAIT,
         O_SHELL,
-        O_CAP
+        O_CAP,
+        O_PLUGIN,
+        O_ARGS
     };
     static const struct option opts[] = {
         {"name", required_argument, NULL, O_NAME},
@@ -579,11 +585,14 @@ cmd_submit(int argc, char **argv)
         {"wait", no_argument, NULL, O_WAIT},
         {"shell", no_argument, NULL, O_SHELL},
         {"output-cap", required_argument, NULL, O_CAP},
+        {"plugin", required_argument, NULL, O_PLUGIN},
+        {"args", required_argument, NULL, O_ARGS},
         COMMON_OPTS,
         {NULL, 0, NULL, 0},
     };
     Troupe__V1__JobSpec js = TROUPE__V1__JOB_SPEC__INIT;
     bool wait = false, shell = false;
+    const char *plugin = NULL, *plugin_args = NULL;
     vec env = {0}, labels = {0};
     uint64_t *after = calloc((size_t)argc + 1, sizeof *after);
     size_t nafter = 0;
@@ -653,6 +662,16 @@ cmd_submit(int argc, char **argv)
         case O_SHELL:
             shell = true;
             break;
+        case O_PLUGIN:
+            plugin = optarg;
+            code = trd_kind_name_ok(optarg)
+                       ? 0
+                       : bad_usage("--plugin %s: not a kind name (1 to %d of [A-Za-z0-9_.:-])",
+                                   optarg, TR_KIND_NAME_MAX);
+            break;
+        case O_ARGS:
+            plugin_args = optarg;
+            break;
         case 'h':
             usage(stdout);
             code = -1;
@@ -662,14 +681,28 @@ cmd_submit(int argc, char **argv)
             break;
         }
     }
-    if (code == 0 && optind >= argc) {
+    if (code == 0 && plugin == NULL && plugin_args != NULL) {
+        code = bad_usage("submit: --args goes with --plugin");
+    } else if (code == 0 && plugin != NULL && (shell || optind < argc)) {
+        code = bad_usage("submit: --plugin runs a task kind, not a command (no %s)",
+                         shell ? "--shell" : "CMD");
+    } else if (code == 0 && plugin == NULL && optind >= argc) {
         code = bad_usage("submit: no command given");
     }
     char *script = NULL;
     Troupe__V1__ExecTask ex = TROUPE__V1__EXEC_TASK__INIT;
     Troupe__V1__ShellTask sh = TROUPE__V1__SHELL_TASK__INIT;
+    Troupe__V1__PluginTask pt = TROUPE__V1__PLUGIN_TASK__INIT;
     if (code == 0) {
-        if (shell) {
+        if (plugin != NULL) {
+            pt.kind = (char *)plugin;
+            if (plugin_args != NULL) {
+                pt.args.data = (uint8_t *)plugin_args;
+                pt.args.len = strlen(plugin_args);
+            }
+            js.task_case = TROUPE__V1__JOB_SPEC__TASK_PLUGIN;
+            js.plugin = &pt;
+        } else if (shell) {
             size_t len = 1;
             for (int i = optind; i < argc; i++) {
                 len += strlen(argv[i]) + 1;

@@ -55,6 +55,7 @@
 #include <troupe/rt.h>
 #include <troupe/v1/job.pb-c.h>
 
+#include "plugin.h"
 #include "request.h"
 #include "state.h"
 #include "trouped_int.pb-c.h"
@@ -820,7 +821,8 @@ control_receive(tr_actor *self, void *state, tr_msg *m)
     s->s_req = NULL;
     tr_msg *in = NULL;
     char why[512];
-    tr_err rv = trd_request_decode(nng_msg_body(nm), nng_msg_len(nm), &in, why, sizeof why);
+    tr_err rv = trd_request_decode(nng_msg_body(nm), nng_msg_len(nm), trd_plugin_kind_known,
+                                   d->d_rt, &in, why, sizeof why);
     if (rv == TR_OK && !token_ok(d, nm, tr_msg_body(in))) {
         tr_msg_free(in);
         nng_msg_free(nm);
@@ -1145,7 +1147,8 @@ usage(FILE *f)
                "  --cgroup auto|none|DIR where jobs' cgroups go (auto, the default: below\n"
                "                         trouped's own cgroup when it may make cgroups there)\n"
                "  --plugin-dir DIR       load task kinds from DIR/*.so (owned by trouped's\n"
-               "                         user, not group- or world-writable)\n"
+               "                         user, not group- or world-writable); jobs name\n"
+               "                         them (JobSpec.plugin)\n"
                "  --config FILE          settings file (\"none\": none); default\n"
                "                         /etc/troupe/trouped.conf for root, else\n"
                "                         $XDG_CONFIG_HOME/troupe/trouped.conf or\n"
@@ -1396,6 +1399,7 @@ main(int argc, char **argv)
     bool insecure = cfg.insecure_tcp;
     bool ephemeral = cfg.ephemeral;
     trd_durability dur = cfg.durability_full ? TRD_DURABLE_FULL : TRD_DURABLE_PROCESS;
+    const char *plugin_dir = cfg.plugin_dir;
     bool root = geteuid() == 0;
     char dirbuf[4096], urlbuf[4200], eph[64] = "";
     if (ephemeral) {
@@ -1511,6 +1515,11 @@ main(int argc, char **argv)
         fprintf(stderr, "trouped: runtime: %s\n", tr_strerror(rv));
         goto out;
     }
+    if ((rv = trd_plugins_load(d->d_rt, plugin_dir, err, sizeof err)) != TR_OK) {
+        fprintf(stderr, "trouped: %s\n", err);
+        trd_log("start_failed", "step=plugins code=%s", tr_err_name(rv));
+        goto out;
+    }
     if ((rv = tr_actor_spawn(d->d_rt, &control_spec, d, NULL, &d->d_control)) != TR_OK ||
         (rv = trd_runner_start(d)) != TR_OK) {
         fprintf(stderr, "trouped: actors: %s\n", tr_strerror(rv));
@@ -1577,10 +1586,12 @@ out:
     if (d->d_store != NULL) {
         trd_store_close(d->d_store);
     }
-    daemon_free_slots(d);
+    // The runtime first: its blocking pool may still be answering a Logs
+    // (trd_reply on a slot's aio), so the slots outlive it.
     if (d->d_rt != NULL) {
         tr_rt_free(d->d_rt);
     }
+    daemon_free_slots(d);
     nng_fini();
     if (ephemeral) {
         nftw(eph, rm_one, 16, FTW_DEPTH | FTW_PHYS);

@@ -34,6 +34,8 @@
 // then the second pass's in file order, then references, then cycles.
 #include "workload.h"
 
+#include "request.h"
+
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -841,6 +843,52 @@ field_str(wl *w, uint32_t v, const char *what, char **dst, uint64_t *cost)
     return rv;
 }
 
+// field_plugin parses `plugin: {kind: NAME, args: "bytes"}`: a kind name
+// (checked here; whether a plugin registered it, the daemon says) and its
+// arguments as the string's bytes (NUL included; none: empty).
+static tr_err
+field_plugin(wl *w, Troupe__V1__JobSpec *j, uint32_t v, uint64_t *cost)
+{
+    tr_err rv = want_kind(w, v, N_MAP, "plugin");
+    if (rv != TR_OK) {
+        return rv;
+    }
+    Troupe__V1__PluginTask *t = tr_msg_arena(w->w_msg, sizeof *t);
+    troupe__v1__plugin_task__init(t);
+    uint32_t kind = 0;
+    KEY_VALUE_FOREACH(w, v, k, x)
+    {
+        const char *s;
+        size_t len;
+        if (key_is(w, k, "kind")) {
+            if ((rv = field_str(w, x, "plugin: kind", &t->kind, cost)) != TR_OK) {
+                return rv;
+            }
+            if (!trd_kind_name_ok(t->kind)) {
+                return FAIL(w, x,
+                            "plugin: kind %s is not a kind name (1 to %d bytes of [A-Za-z0-9_.:-])",
+                            quote_node(w, x).q, TR_KIND_NAME_MAX);
+            }
+            kind = x;
+        } else if (key_is(w, k, "args")) {
+            if ((rv = want_str(w, x, "plugin: args", true, &s, &len)) != TR_OK) {
+                return rv;
+            }
+            t->args.data = tr_msg_memdup(w->w_msg, s, len);
+            t->args.len = len;
+            *cost += COST(len);
+        } else {
+            return FAIL(w, k, "unknown key %s in plugin (kind, args)", quote_node(w, k).q);
+        }
+    }
+    if (kind == 0) {
+        return FAIL(w, v, "plugin: needs a kind (the task kind a plugin of the daemon registered)");
+    }
+    j->task_case = TROUPE__V1__JOB_SPEC__TASK_PLUGIN;
+    j->plugin = t;
+    return TR_OK;
+}
+
 static tr_err
 field_task(wl *w, Troupe__V1__JobSpec *j, uint32_t k, uint32_t v, uint64_t *cost)
 {
@@ -880,6 +928,10 @@ field_task(wl *w, Troupe__V1__JobSpec *j, uint32_t k, uint32_t v, uint64_t *cost
         }
         j->task_case = TROUPE__V1__JOB_SPEC__TASK_SLEEP;
         j->sleep = t;
+    } else if (key_is(w, k, "plugin")) {
+        if ((rv = field_plugin(w, j, v, cost)) != TR_OK) {
+            return rv;
+        }
     } else {
         bool yes = false;
         if ((rv = want_bool(w, v, "noop", &yes)) != TR_OK) {
@@ -1096,7 +1148,7 @@ static const struct {
     {"env", JF_ENV},           {"cwd", JF_CWD},
     {"stdin", JF_STDIN},       {"priority", JF_PRIORITY},
     {"slots", JF_SLOTS},       {"labels", JF_LABELS},
-    {"rlimits", JF_RLIMITS},
+    {"rlimits", JF_RLIMITS},   {"plugin", JF_TASK},
 };
 
 // job_field parses one key: value of a job (or of the defaults).
@@ -1118,7 +1170,8 @@ job_field(wl *w, wl_job *jb, uint32_t k, uint32_t v, bool defaults)
         return FAIL(w, k, "%s is not allowed in defaults (only in a job)", text_of(w, k));
     }
     if (f == JF_TASK && (jb->j_set & (1u << JF_TASK)) != 0) {
-        return FAIL(w, k, "%s has exactly one of run, exec, sleep and noop: %s and %s both given",
+        return FAIL(w, k,
+                    "%s has exactly one of run, exec, sleep, noop and plugin: %s and %s both given",
                     where, text_of(w, jb->j_key[JF_TASK]), text_of(w, k));
     }
     jb->j_set |= 1u << f;
@@ -1210,6 +1263,9 @@ copy_field(Troupe__V1__JobSpec *dst, const Troupe__V1__JobSpec *src, enum jf f)
             break;
         case TROUPE__V1__JOB_SPEC__TASK_SLEEP:
             dst->sleep = src->sleep;
+            break;
+        case TROUPE__V1__JOB_SPEC__TASK_PLUGIN:
+            dst->plugin = src->plugin;
             break;
         default:
             dst->noop = src->noop;
@@ -1321,7 +1377,7 @@ parse_job(wl *w, wl_job *jb, uint32_t node)
         }
     }
     if (jb->j_spec->task_case == TROUPE__V1__JOB_SPEC__TASK__NOT_SET) {
-        return FAIL(w, node, "a job needs one of run, exec, sleep and noop");
+        return FAIL(w, node, "a job needs one of run, exec, sleep, noop and plugin");
     }
     uint64_t n = jb->j_replicas == 0 ? 1 : jb->j_replicas;
     uint32_t at = jb->j_replicas == 0 ? node : jb->j_val[JF_REPLICAS];

@@ -17,7 +17,10 @@
 //     jobs:                    # required, a non-empty sequence of mappings
 //       - name: compile        # unique; needed only if someone refers to it
 //         run: make -j2        # exactly one of run (sh -c), exec (argv),
-//                              # sleep (a duration) or noop (true)
+//                              # sleep (a duration), noop (true) or
+//                              # plugin: {kind: NAME, args: "bytes"} (a
+//                              # kind a plugin of trouped registered;
+//                              # args optional, the string's bytes)
 //         after: [fetch]       # a name or a sequence of names of this file
 //         on_dep_failure: fail # fail | skip
 //         replicas: 8          # compile[0]..compile[7], env TROUPE_INDEX=i and
@@ -47,7 +50,7 @@
 //
 // Meaning. defaults apply field by field: a job that sets a field (env,
 // labels and rlimits included) replaces the defaults' value whole, and a job
-// that sets any of run/exec/sleep/noop replaces the defaults' task. A job
+// that sets any of run/exec/sleep/noop/plugin replaces the defaults' task. A job
 // with replicas (even 1) becomes that many JobSpecs, in place, named
 // NAME[i] (unnamed stays unnamed), each with TROUPE_INDEX=i and
 // TROUPE_REPLICAS=N appended to its env; an `after` naming it expands to

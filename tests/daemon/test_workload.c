@@ -314,6 +314,47 @@ test_workload_not_nul_terminated(void **state)
 // ---------------------------------------------------------------------------
 // Defaults and replicas.
 
+// A plugin task: its kind and its args as the string's bytes (NUL
+// included, none: empty), from a job or from the defaults, the same from
+// JSON (its mistakes are in test_workload_errors_have_positions).
+static void
+test_workload_plugin_task(void **state)
+{
+    static const char yaml[] = "defaults:\n"
+                               "  plugin: {kind: demo.wait}\n"
+                               "jobs:\n"
+                               "  - name: e\n"
+                               "    plugin:\n"
+                               "      kind: demo.echo\n"
+                               "      args: \"hi\\0there\"\n"
+                               "  - name: d\n"
+                               "  - plugin: {kind: 'acme:x-1_y', args: ''}\n";
+    static const char json[] =
+        "{\"defaults\": {\"plugin\": {\"kind\": \"demo.wait\"}}, \"jobs\": [\n"
+        "  {\"name\": \"e\", \"plugin\": {\"kind\": \"demo.echo\", \"args\": "
+        "\"hi\\u0000there\"}},\n"
+        "  {\"name\": \"d\"},\n"
+        "  {\"plugin\": {\"kind\": \"acme:x-1_y\", \"args\": \"\"}}]}\n";
+    tr_msg *m = parse_ok(yaml);
+    Troupe__V1__SubmitBatch *b = body(m);
+    assert_int_equal(b->n_jobs, 3);
+    const Troupe__V1__JobSpec *e = b->jobs[0], *d = b->jobs[1], *x = b->jobs[2];
+    assert_int_equal(e->task_case, TROUPE__V1__JOB_SPEC__TASK_PLUGIN);
+    assert_string_equal(e->plugin->kind, "demo.echo");
+    assert_int_equal(e->plugin->args.len, 8);
+    assert_memory_equal(e->plugin->args.data, "hi\0there", 8);
+    assert_int_equal(d->task_case, TROUPE__V1__JOB_SPEC__TASK_PLUGIN); // the defaults'
+    assert_string_equal(d->plugin->kind, "demo.wait");
+    assert_int_equal(d->plugin->args.len, 0);
+    assert_int_equal(x->task_case, TROUPE__V1__JOB_SPEC__TASK_PLUGIN);
+    assert_string_equal(x->plugin->kind, "acme:x-1_y");
+    assert_int_equal(x->plugin->args.len, 0);
+    tr_msg *mj = parse_ok(json);
+    assert_same_batch(m, mj);
+    tr_msg_free(mj);
+    tr_msg_free(m);
+}
+
 static void
 test_workload_defaults_apply_where_unset(void **state)
 {
@@ -502,8 +543,8 @@ test_workload_errors_have_positions(void **state)
         // A job's fields.
         {"jobs:\n  - noop: true\n    colour: red\n", 3, 5, "unknown key \"colour\" in a job"},
         {"jobs:\n  - run: a\n    exec: [b]\n", 3, 5,
-         "a job has exactly one of run, exec, sleep and noop: run and exec both given"},
-        {"jobs:\n  - name: x\n", 2, 5, "a job needs one of run, exec, sleep and noop"},
+         "a job has exactly one of run, exec, sleep, noop and plugin: run and exec both given"},
+        {"jobs:\n  - name: x\n", 2, 5, "a job needs one of run, exec, sleep, noop and plugin"},
         {"jobs:\n  - noop: false\n", 2, 11, "noop: only `noop: true` makes sense"},
         {"jobs:\n  - noop: yes\n", 2, 11, "noop: expected true or false"},
         {"jobs:\n  - exec: []\n", 2, 11, "exec: expected a non-empty sequence (the argv)"},
@@ -512,6 +553,20 @@ test_workload_errors_have_positions(void **state)
         {"jobs:\n  - run: [a]\n", 2, 10, "run: expected a string, not a sequence"},
         {"jobs:\n  - run:\n", 2, 9, "run: expected a string, not null"},
         {"jobs:\n  - run: \"a\\0b\"\n", 2, 10, "run: a NUL byte in a string"},
+        {"jobs:\n  - plugin: demo.echo\n", 2, 13, "plugin: expected a mapping, not a scalar"},
+        {"jobs:\n  - plugin: {args: x}\n", 2, 13,
+         "plugin: needs a kind (the task kind a plugin of the daemon registered)"},
+        {"jobs:\n  - plugin: {kind: 'demo echo'}\n", 2, 20,
+         "plugin: kind \"demo echo\" is not a kind name (1 to 64 bytes of [A-Za-z0-9_.:-])"},
+        {"jobs:\n  - plugin: {kind: ''}\n", 2, 20,
+         "plugin: kind \"\" is not a kind name (1 to 64 bytes of [A-Za-z0-9_.:-])"},
+        {"jobs:\n  - plugin: {kind: ~}\n", 2, 20, "plugin: kind: expected a string, not null"},
+        {"jobs:\n  - plugin: {kind: a, args: [1]}\n", 2, 29,
+         "plugin: args: expected a string, not a sequence"},
+        {"jobs:\n  - plugin: {kind: a, argv: x}\n", 2, 23,
+         "unknown key \"argv\" in plugin (kind, args)"},
+        {"jobs:\n  - plugin: {kind: a}\n    noop: true\n", 3, 5,
+         "a job has exactly one of run, exec, sleep, noop and plugin: plugin and noop both given"},
         {"jobs:\n  - noop: true\n    name: ''\n", 3, 11, "name: a job name may not be empty"},
         {"jobs:\n  - noop: true\n    priority: '5'\n", 3, 15, "priority: expected an integer"},
         {"jobs:\n  - noop: true\n    priority: 2147483648\n", 3, 15,
@@ -553,7 +608,7 @@ test_workload_errors_have_positions(void **state)
         {"defaults: {replicas: 2}\njobs: [{noop: true}]\n", 1, 12,
          "replicas is not allowed in defaults (only in a job)"},
         {"defaults: {run: a, sleep: 1s}\njobs: [{noop: true}]\n", 1, 20,
-         "defaults has exactly one of run, exec, sleep and noop: run and sleep both given"},
+         "defaults has exactly one of run, exec, sleep, noop and plugin: run and sleep both given"},
         {"defaults: {color: red}\njobs: [{noop: true}]\n", 1, 12,
          "unknown key \"color\" in defaults"},
         // Names and references.
@@ -719,6 +774,7 @@ main(void)
         cmocka_unit_test(test_workload_example_json_equals_yaml),
         cmocka_unit_test(test_workload_every_field),
         cmocka_unit_test(test_workload_not_nul_terminated),
+        cmocka_unit_test(test_workload_plugin_task),
         cmocka_unit_test(test_workload_defaults_apply_where_unset),
         cmocka_unit_test(test_workload_replicas_expand),
         cmocka_unit_test(test_workload_durations_good),

@@ -3,8 +3,10 @@
 // be refused cleanly (an error, no message, a non-empty reason) or decode
 // into a ControlRequest of protocol 1 that names an operation and passes
 // the checks trouped relies on (a Submit's request id, job count and
-// tasks; id lists within bounds), and that packs, unpacks and packs to the
-// same bytes; no crash, no leak.
+// tasks, a plugin task's kind one that the lookup knows; id lists within
+// bounds), and that packs, unpacks and packs to the same bytes; no crash,
+// no leak. The lookup knows one plugin kind, "demo.echo", as a trouped
+// that loaded the test plugin would.
 //
 // Built two ways, as every harness here (fuzz_replay.h): a libFuzzer
 // target with clang and -DTR_FUZZ=ON (`fuzz_control corpus/`), and always
@@ -17,6 +19,13 @@
 #include "request.h"
 
 static size_t decoded, refused;
+
+static bool
+known(void *arg, const char *name)
+{
+    (void)arg;
+    return strcmp(name, "demo.echo") == 0;
+}
 
 static void
 bad(const char *what)
@@ -45,6 +54,10 @@ check_request(tr_msg *m)
                 (j->exec->n_argv == 0 || j->exec->argv[0][0] == '\0')) {
                 bad("a decoded exec job has no program");
             }
+            if (j->task_case == TROUPE__V1__JOB_SPEC__TASK_PLUGIN &&
+                (!trd_kind_name_ok(j->plugin->kind) || !known(NULL, j->plugin->kind))) {
+                bad("a decoded plugin job names a kind nobody registered");
+            }
         }
     }
     if (r->request_case == TROUPE__V1__CONTROL_REQUEST__REQUEST_STATUS &&
@@ -58,7 +71,7 @@ check_request(tr_msg *m)
     }
     tr_msg *u;
     char why[512];
-    if (trd_request_decode(b1, n1, &u, why, sizeof why) != TR_OK) {
+    if (trd_request_decode(b1, n1, known, NULL, &u, why, sizeof why) != TR_OK) {
         bad("a decoded request does not decode again");
     }
     size_t n2 = tr_msg_packed_size(u);
@@ -78,7 +91,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     tr_msg *m;
     char why[512];
-    tr_err rv = trd_request_decode(data, size, &m, why, sizeof why);
+    tr_err rv = trd_request_decode(data, size, known, NULL, &m, why, sizeof why);
     if (rv == TR_OK) {
         check_request(m);
         tr_msg_free(m);
@@ -131,6 +144,7 @@ seed(int i, uint8_t *buf, size_t cap)
     Troupe__V1__ExecTask ex = TROUPE__V1__EXEC_TASK__INIT;
     char *argv[] = {"/bin/sh", "-c", "echo hi"};
     Troupe__V1__NoopTask noop = TROUPE__V1__NOOP_TASK__INIT;
+    Troupe__V1__PluginTask plug = TROUPE__V1__PLUGIN_TASK__INIT;
     char *after[] = {"hi"};
     Troupe__V1__StatusJobs st = TROUPE__V1__STATUS_JOBS__INIT;
     uint64_t ids[] = {1, 2, 3};
@@ -175,13 +189,28 @@ seed(int i, uint8_t *buf, size_t cap)
         r.request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_LIST;
         r.list = &li;
         break;
-    default:
+    case 5:
+    case 6:
         wa.ids = ids;
         wa.n_ids = 1;
         wa.timeout_ms = 1000;
         r.version = i == 5 ? r.version : 2; // 6: another protocol
         r.request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_WAIT;
         r.wait = &wa;
+        break;
+    default:
+        // A plugin job: a kind the lookup knows (7), and one it does not (8).
+        plug.kind = i == 7 ? "demo.echo" : "demo.nope";
+        plug.args.data = (uint8_t *)"hello";
+        plug.args.len = 5;
+        j0.task_case = TROUPE__V1__JOB_SPEC__TASK_PLUGIN;
+        j0.plugin = &plug;
+        b.jobs = jobs;
+        b.n_jobs = 1;
+        b.job_count = 1;
+        sub.batch = &b;
+        r.request_case = TROUPE__V1__CONTROL_REQUEST__REQUEST_SUBMIT;
+        r.submit = &sub;
         break;
     }
     return pack_request(&r, buf, cap);
@@ -198,7 +227,7 @@ done(void)
 int
 main(int argc, char **argv)
 {
-    const fuzz_replay r = {"control", seed, 7, 20000, done};
+    const fuzz_replay r = {"control", seed, 9, 20000, done};
     return fuzz_replay_main(argc, argv, &r);
 }
 

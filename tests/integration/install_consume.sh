@@ -48,6 +48,7 @@ step "cmake --install into $prefix"
 step "installed layout"
 soname=$(readelf -d "$prefix/$libdir/libtroupe.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 for f in include/troupe/troupe.h include/troupe/err.h include/troupe/v1/executor.pb-c.h \
+    include/troupe/plugin.h \
     "$libdir/libtroupe.so" "$libdir/$soname" "$libdir/libtroupe.so.$version" "$libdir/libtroupe.a" \
     "$libdir/cmake/troupe/troupeConfig.cmake" "$libdir/cmake/troupe/troupeConfigVersion.cmake" \
     "$libdir/cmake/troupe/troupeTargets.cmake" "$libdir/pkgconfig/troupe.pc" \

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "child_util.h"
+#include "daemon_util.h"
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -39,49 +40,6 @@
 #error "TROUPED_BIN: the path of trouped"
 #endif
 
-extern char **environ;
-
-typedef struct daemon_proc {
-    pid_t pid;
-    FILE *out;
-    char url[256];
-    char state_dir[256];
-} daemon_proc;
-
-// daemon_spawn_env starts trouped with args (NULL-terminated, after
-// argv[0]) and the environment envp, its stdout (and its stderr too, with
-// both) on a pipe.
-static void
-daemon_spawn_env(daemon_proc *p, char *const *args, char *const *envp, bool both)
-{
-    int pout[2];
-    assert_int_equal(pipe2(pout, O_CLOEXEC), 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
-    if (both) {
-        posix_spawn_file_actions_adddup2(&fa, pout[1], 2);
-    }
-    char *argv[12] = {TROUPED_BIN};
-    size_t n = 1;
-    for (size_t i = 0; args[i] != NULL && n < 11; i++) {
-        argv[n++] = args[i];
-    }
-    argv[n] = NULL;
-    assert_int_equal(posix_spawn(&p->pid, TROUPED_BIN, &fa, NULL, argv, envp), 0);
-    posix_spawn_file_actions_destroy(&fa);
-    close(pout[1]);
-    p->out = fdopen(pout[0], "r");
-    assert_non_null(p->out);
-}
-
-// daemon_spawn starts trouped with args and this process's environment.
-static void
-daemon_spawn(daemon_proc *p, char *const *args)
-{
-    daemon_spawn_env(p, args, environ, false);
-}
-
 static daemon_proc g_d;
 
 static void
@@ -91,24 +49,14 @@ start_daemon(void)
     snprintf(g_d.url, sizeof g_d.url, "ipc:///tmp/troupe-test-daemon-%d.sock", (int)getpid());
     char *args[] = {"--ephemeral", "--listen", g_d.url, "--durability", "process", NULL};
     daemon_spawn(&g_d, args);
-    // The ready line is the event: a blocking read, no sleep.
-    char line[512];
-    assert_non_null(fgets(line, sizeof line, g_d.out));
-    char url[256];
-    assert_int_equal(sscanf(line, "TROUPED READY %255s", url), 1);
-    assert_string_equal(url, g_d.url);
+    daemon_ready(&g_d);
 }
 
 static void
 stop_daemon(void)
 {
     step("stop trouped");
-    assert_int_equal(kill(g_d.pid, SIGTERM), 0);
-    int st;
-    assert_true(wait_exit(g_d.pid, 20000, &st));
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
-    fclose(g_d.out);
+    daemon_stop(&g_d);
 }
 
 // ---------------------------------------------------------------------------
@@ -704,48 +652,6 @@ test_daemon_pause_resume(void **unused)
     tr_client_close(c);
 }
 
-// events_url asks the daemon where its PUB socket is.
-static void
-events_url(tr_client *c, char *url, size_t n)
-{
-    tr_msg *reply;
-    assert_int_equal(tr_client_pong(c, &reply), TR_OK);
-    const Troupe__V1__Pong *p = tr_client_reply_pong(reply);
-    assert_non_null(p);
-    snprintf(url, n, "%s", p->events_url);
-    tr_msg_free(reply);
-}
-
-// next_event receives the next event of job id (others are skipped), up
-// to ms: its body in a tr_msg, or NULL when none came in time.
-static tr_msg *
-next_event(nng_socket sub, uint64_t id, int ms)
-{
-    nng_socket_set_ms(sub, NNG_OPT_RECVTIMEO, ms);
-    for (;;) {
-        nng_msg *nm;
-        if (nng_recvmsg(sub, &nm, 0) != 0) {
-            return NULL;
-        }
-        const uint8_t *p = nng_msg_body(nm);
-        assert_true(nng_msg_len(nm) > 8);
-        uint64_t got = 0;
-        for (int i = 0; i < 8; i++) {
-            got = got << 8 | p[i];
-        }
-        tr_msg *ev = NULL;
-        tr_unpack_info info;
-        assert_int_equal(tr_msg_unpack(p + 8, nng_msg_len(nm) - 8, NULL, &ev, &info), TR_OK);
-        nng_msg_free(nm);
-        assert_true(tr_msg_is(ev, &troupe__v1__job_event__descriptor));
-        assert_int_equal(((const Troupe__V1__JobEvent *)tr_msg_body(ev))->id, got);
-        if (got == id) {
-            return ev;
-        }
-        tr_msg_free(ev);
-    }
-}
-
 static void
 test_daemon_events(void **unused)
 {
@@ -753,25 +659,9 @@ test_daemon_events(void **unused)
     tr_client *c;
     assert_int_equal(tr_client_connect(g_d.url, &c), TR_OK);
     char url[512];
-    events_url(c, url, sizeof url);
-    assert_non_null(strstr(url, "ipc://"));
     step("events: subscribe");
-    nng_socket sub;
-    assert_int_equal(nng_sub0_open(&sub), 0);
-    assert_int_equal(nng_socket_set(sub, NNG_OPT_SUB_SUBSCRIBE, "", 0), 0);
-    assert_int_equal(nng_dial(sub, url, NULL, 0), 0);
-    // The daemon's side of the pipe may come up a little after ours:
-    // noop jobs until one's events arrive (each wait bounded).
-    Troupe__V1__NoopTask noop;
-    Troupe__V1__JobSpec o;
-    noop_job(&o, &noop, NULL);
-    bool live = false;
-    for (int i = 0; i < 100 && !live; i++) {
-        tr_msg *ev = next_event(sub, submit_one(c, &o), 1000);
-        live = ev != NULL;
-        tr_msg_free(ev);
-    }
-    assert_true(live);
+    nng_socket sub = events_subscribe(c, url, sizeof url);
+    assert_non_null(strstr(url, "ipc://"));
 
     step("events: a job's state changes and output, seq from 1 without gaps");
     Troupe__V1__JobSpec spec;
@@ -1048,13 +938,7 @@ start_refused(char *const *args)
 {
     daemon_proc p = {0};
     daemon_spawn(&p, args);
-    char line[256];
-    assert_null(fgets(line, sizeof line, p.out));
-    int st;
-    assert_true(wait_exit(p.pid, 30000, &st));
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 1);
-    fclose(p.out);
+    daemon_refused(&p);
 }
 
 static void
@@ -1424,13 +1308,7 @@ test_daemon_second_instance_refused(void **unused)
     char *args[] = {"--state-dir", dir, "--listen", url, NULL};
     daemon_proc p2;
     daemon_spawn(&p2, args);
-    int st;
-    assert_true(wait_exit(p2.pid, 20000, &st));
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 1);
-    char line[256];
-    assert_null(fgets(line, sizeof line, p2.out)); // never ready
-    fclose(p2.out);
+    daemon_refused(&p2);
 }
 
 // held_cap fills the paused group "held" with noop jobs until a Submit is

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <troupe/plugin.h> // trouped's plugin ABI: builds on the installed headers alone
 #include <troupe/troupe.h>
 #include <troupe/v1/executor.pb-c.h>
 
