@@ -1123,15 +1123,18 @@ field_after(wl *w, uint32_t v)
         return want_str(w, v, "after", false, &s, &len);
     }
     tr_err rv = want_kind(w, v, N_SEQ, "after");
+    if (rv != TR_OK) {
+        return rv;
+    }
     SEQ_FOREACH(w, v, e)
     {
         const char *s;
         size_t len;
-        if (rv == TR_OK) {
-            rv = want_str(w, e, "after", false, &s, &len);
+        if ((rv = want_str(w, e, "after", false, &s, &len)) != TR_OK) {
+            return rv;
         }
     }
-    return rv;
+    return TR_OK;
 }
 
 static const struct {
@@ -1335,13 +1338,16 @@ parse_defaults(wl *w, uint32_t v)
 {
     w->w_def.j_spec = new_spec(w);
     tr_err rv = want_kind(w, v, N_MAP, "defaults");
+    if (rv != TR_OK) {
+        return rv; // a scalar's n_a is its text, not a child node
+    }
     KEY_VALUE_FOREACH(w, v, k, x)
     {
-        if (rv == TR_OK) {
-            rv = job_field(w, &w->w_def, k, x, true);
+        if ((rv = job_field(w, &w->w_def, k, x, true)) != TR_OK) {
+            return rv;
         }
     }
-    return rv;
+    return TR_OK;
 }
 
 // job_cost is about what one JobSpec of jb packs to, before its after.

@@ -534,6 +534,11 @@ test_workload_errors_have_positions(void **state)
         {"jobs: []\n", 1, 7, "jobs: expected at least one job"},
         {"jobs: {a: 1}\n", 1, 7, "jobs: expected a sequence, not a mapping"},
         {"jobs:\n  - run\n", 2, 5, "a job: expected a mapping, not a scalar"},
+        // A scalar for defaults: refused before its (nonexistent) keys are read.
+        {"defaults: gpou\njobs:\n  - noop: true\n", 1, 11,
+         "defaults: expected a mapping, not a scalar"},
+        {"jobs:\n  - noop: true\n    after: {a: b}\n", 3, 12,
+         "after: expected a sequence, not a mapping"},
         {"groups: {g: {parallel: -1}}\njobs: [{noop: true}]\n", 1, 24,
          "parallel: out of range (0..4294967295)"},
         {"groups: {g: {size: 1}}\njobs: [{noop: true}]\n", 1, 14,
