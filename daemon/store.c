@@ -30,7 +30,9 @@
 //
 // Reads use a second connection (read-only) under s_rd_mu: WAL lets it read
 // the last committed state while the writer writes, and one statement's
-// rows come from one snapshot.
+// rows come from one snapshot. Point reads by id (trd_store_get, which the
+// runner makes on a worker) have a third one of their own under s_pt_mu,
+// so they never wait behind a List page being read on the blocking pool.
 //
 // Nothing is written to a file that has not been read first: open reads
 // the schema version and runs quick_check before it switches the journal
@@ -278,6 +280,9 @@ struct trd_store {
     sqlite3 *s_rd;              // the read connection, under s_rd_mu
     sqlite3_stmt *s_r[R_COUNT]; // under s_rd_mu
     pthread_mutex_t s_rd_mu;
+    sqlite3 *s_pt;              // the point-read connection, under s_pt_mu
+    sqlite3_stmt *s_p[R_COUNT]; // under s_pt_mu (only R_GET is used)
+    pthread_mutex_t s_pt_mu;
     pthread_mutex_t s_mu; // the queue
     pthread_cond_t s_cv;  // signalled when an op is queued or close begins
     op *s_head;           // under s_mu
@@ -596,12 +601,15 @@ store_free(trd_store *s)
     }
     for (int i = 0; i < R_COUNT; i++) {
         sqlite3_finalize(s->s_r[i]);
+        sqlite3_finalize(s->s_p[i]);
     }
     // sqlite3_close (not _v2): every statement is finalized by now, so it
     // closes at once; the writer's close checkpoints and removes the WAL.
     sqlite3_close(s->s_rd);
+    sqlite3_close(s->s_pt);
     sqlite3_close(s->s_db);
     pthread_mutex_destroy(&s->s_rd_mu);
+    pthread_mutex_destroy(&s->s_pt_mu);
     pthread_mutex_destroy(&s->s_mu);
     pthread_cond_destroy(&s->s_cv);
     pthread_mutex_destroy(&s->s_st_mu);
@@ -618,6 +626,7 @@ trd_store_open(const char *path, trd_durability d, trd_store **out, char *err, s
         return TR_ENOMEM;
     }
     pthread_mutex_init(&s->s_rd_mu, NULL);
+    pthread_mutex_init(&s->s_pt_mu, NULL);
     pthread_mutex_init(&s->s_mu, NULL);
     pthread_cond_init(&s->s_cv, NULL);
     pthread_mutex_init(&s->s_st_mu, NULL);
@@ -666,6 +675,16 @@ trd_store_open(const char *path, trd_durability d, trd_store **out, char *err, s
     sqlite3_extended_result_codes(s->s_rd, 1);
     sqlite3_busy_timeout(s->s_rd, TRD_STORE_BUSY_MS);
     if ((e = prepare_all(s->s_rd, r_sql, s->s_r, R_COUNT, path, err, errlen)) != TR_OK) {
+        goto fail;
+    }
+    rc = sqlite3_open_v2(path, &s->s_pt, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        e = open_fail(s->s_pt, rc, path, "opening the point-read connection", err, errlen);
+        goto fail;
+    }
+    sqlite3_extended_result_codes(s->s_pt, 1);
+    sqlite3_busy_timeout(s->s_pt, TRD_STORE_BUSY_MS);
+    if ((e = prepare_all(s->s_pt, r_sql, s->s_p, R_COUNT, path, err, errlen)) != TR_OK) {
         goto fail;
     }
 
@@ -1320,8 +1339,8 @@ tr_err
 trd_store_get(trd_store *s, uint64_t id, trd_job_rec *out)
 {
     memset(out, 0, sizeof *out);
-    pthread_mutex_lock(&s->s_rd_mu);
-    sqlite3_stmt *st = s->s_r[R_GET];
+    pthread_mutex_lock(&s->s_pt_mu);
+    sqlite3_stmt *st = s->s_p[R_GET];
     sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     int rc = sqlite3_step(st);
     tr_err e;
@@ -1329,10 +1348,10 @@ trd_store_get(trd_store *s, uint64_t id, trd_job_rec *out)
         row_rec(st, out);
         e = rec_copy(out);
     } else {
-        e = rc == SQLITE_DONE ? TR_ENOTFOUND : sql_err(s->s_rd, rc);
+        e = rc == SQLITE_DONE ? TR_ENOTFOUND : sql_err(s->s_pt, rc);
     }
     done_reset(st);
-    pthread_mutex_unlock(&s->s_rd_mu);
+    pthread_mutex_unlock(&s->s_pt_mu);
     if (e != TR_OK) {
         memset(out, 0, sizeof *out);
     }
