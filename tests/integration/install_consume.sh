@@ -178,11 +178,19 @@ done
 "$cc" $san -Wall -Wextra -Werror -o "$work/client_main" "$src/client_main.c" \
     $(pkg-config --cflags --libs troupe-client) -Wl,-rpath,"$pfx_lib"
 
-step "the installed trouped runs a job for the installed client library"
+# A plugin built against the installed <troupe/plugin.h>, in a directory
+# only we may write (trouped refuses others).
+mkdir -m 0700 "$work/plugins"
+# shellcheck disable=SC2046 # flags are meant to split into words.
+"$cc" $san -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden -o "$work/plugins/hello.so" \
+    "$src/plugin_main.c" $(pkg-config --cflags --libs troupe)
+chmod 0644 "$work/plugins/hello.so"
+
+step "the installed trouped runs a job and a plugin's for the installed client library"
 sock=$work/trouped.sock
 mkfifo "$work/ready"
 "$prefix/bin/trouped" --ephemeral --config none --listen "ipc://$sock" --durability process \
-    >"$work/ready" 2>"$work/trouped.log" &
+    --plugin-dir "$work/plugins" >"$work/ready" 2>"$work/trouped.log" &
 tpid=$!
 exec 3<"$work/ready"
 # The ready line is the event (a blocking read with a deadline, no polling).
@@ -193,7 +201,7 @@ if ! read -r -t 60 -u 3 line || [ "${line%% *}" != TROUPED ]; then
 fi
 exec 3<&-
 echo "$line"
-if ! "$work/client_main" "ipc://$sock"; then
+if ! "$work/client_main" "ipc://$sock" consumer.hello; then
     kill "$tpid" 2>/dev/null || true
     cat "$work/trouped.log" >&2
     fail "client_main against the installed trouped"
