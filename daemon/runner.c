@@ -683,6 +683,13 @@ static void
 update_done(void *arg, tr_err err, const trd_submit_result *res)
 {
     upd_ctx *uc = arg;
+    if (err == TR_OK && uc->uc_kind != TRD_UPDATE_FINISH) {
+        // The runner acts only on a job's final commit, and on failures:
+        // no message (and no worker woken) for a start or a retry that
+        // went in.
+        free(uc);
+        return;
+    }
     Troupe__Daemon__Committed *c;
     tr_msg *m = tr_msg_new(&troupe__daemon__committed__descriptor, 64, (void **)&c);
     c->id = uc->uc_id;
