@@ -1557,7 +1557,7 @@ main(int argc, char **argv)
         // hang up before the sockets close (bounded).
         struct timespec until;
         clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += 1;
+        until.tv_sec += 3;
         pthread_mutex_lock(&d->d_sp_lock);
         while (!d->d_sp_gone &&
                pthread_cond_timedwait(&d->d_sp_cond, &d->d_sp_lock, &until) != ETIMEDOUT) {

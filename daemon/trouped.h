@@ -90,7 +90,7 @@ struct trd_daemon {
     _Atomic bool d_stop_requested;
     // The pipe a Shutdown request came on (its id; 0: none yet): trouped
     // closes its sockets once that pipe is gone (the client has its reply)
-    // or a second has passed, so the reply is not lost in the close.
+    // or three seconds have passed, so the reply is not lost in the close.
     _Atomic uint32_t d_shutdown_pipe;
     pthread_mutex_t d_sp_lock;
     pthread_cond_t d_sp_cond; // CLOCK_MONOTONIC
