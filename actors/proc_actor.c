@@ -64,6 +64,7 @@
 #include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <troupe/io.h>
@@ -141,6 +142,68 @@ killpg_safe(run *r, int sig)
         kill(-r->r_pid, sig);
     }
     pthread_mutex_unlock(&r->r_lock);
+}
+
+// in_cgroup reports whether process pid's cgroup (v2, /proc/PID/cgroup's
+// "0::" line, relative to the mount) is the last part of path.
+static bool
+in_cgroup(pid_t pid, const char *path)
+{
+    char proc[64], line[PATH_MAX + 8];
+    snprintf(proc, sizeof proc, "/proc/%d/cgroup", (int)pid);
+    FILE *f = fopen(proc, "re");
+    if (f == NULL) {
+        return false;
+    }
+    bool in = false;
+    while (!in && fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, "0::", 3) != 0) {
+            continue;
+        }
+        char *rel = line + 3;
+        rel[strcspn(rel, "\n")] = '\0';
+        size_t pl = strlen(path), rl = strlen(rel);
+        in = rl > 1 && rl <= pl && strcmp(path + pl - rl, rel) == 0;
+    }
+    fclose(f);
+    return in;
+}
+
+// cg_signal sends sig to every process of r's cgroup outside the leader's
+// group (which killpg_safe reached): a descendant that made a session or
+// group of its own. Each pid read from cgroup.procs is pinned with a pidfd
+// and then checked to be in the cgroup still, so a pid reused since the
+// read is never signalled. Blocks (a few small files per process).
+static void
+cg_signal(run *r, int sig)
+{
+    if (r->r_cg == NULL || r->r_cg_gone) {
+        return;
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/cgroup.procs", r->r_cg);
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&r->r_lock);
+    pid_t leader = r->r_reaped ? 0 : r->r_pid;
+    pthread_mutex_unlock(&r->r_lock);
+    int pid;
+    while (fscanf(f, "%d", &pid) == 1) {
+        if (pid <= 0) {
+            continue;
+        }
+        int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+        if (fd < 0) {
+            continue; // gone already
+        }
+        if ((leader == 0 || getpgid(pid) != leader) && in_cgroup(pid, r->r_cg)) {
+            (void)syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0);
+        }
+        close(fd);
+    }
+    fclose(f);
 }
 
 // set_error records why the program did not run as asked (the first
@@ -859,6 +922,7 @@ proc_receive(tr_actor *self, void *state, tr_msg *m)
             request_term(r, true);
         } else if (sig > 0 && sig < 65) {
             killpg_safe(r, sig);
+            cg_signal(r, sig);
         }
     }
 }

@@ -601,6 +601,88 @@ test_proc_actor_cgroup_kills_setsid_grandchild(void **state)
     assert_int_equal(rmdir(parent), 0);
 }
 
+// fifo_line waits up to TU_WAIT_MS for a line on the FIFO fd (opened
+// O_NONBLOCK before its writer started) and returns it in buf.
+static void
+fifo_line(int fd, char *buf, size_t cap)
+{
+    size_t n = 0;
+    while (n == 0 || buf[n - 1] != '\n') {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        int r;
+        do {
+            r = poll(&pf, 1, TU_WAIT_MS);
+        } while (r < 0 && errno == EINTR);
+        assert_int_equal(r, 1);
+        ssize_t k = read(fd, buf + n, cap - 1 - n);
+        if (k < 0 && errno == EAGAIN) {
+            continue; // POLLHUP before any writer: wait for one
+        }
+        assert_true(k > 0);
+        n += (size_t)k;
+        assert_true(n < cap - 1);
+    }
+    buf[n] = '\0';
+}
+
+// A ProcessKill with a signal reaches, through the cgroup, a grandchild
+// that made a session of its own (outside the group the signal goes to):
+// here it traps SIGUSR1 and says so on a FIFO, while the leader ignores it.
+static void
+test_proc_actor_signal_reaches_cgroup(void **state)
+{
+    (void)state;
+    char parent[512];
+    if (!cgroup_parent_make(parent, sizeof parent)) {
+        tu_skip("no writable cgroup v2 (no cgroup2 mount, or not allowed to mkdir there)");
+    }
+    char dir[] = "/tmp/test_proc_sig_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char ready[64], got[64], script[512];
+    snprintf(ready, sizeof ready, "%s/ready", dir);
+    snprintf(got, sizeof got, "%s/got", dir);
+    assert_int_equal(mkfifo(ready, 0600), 0);
+    assert_int_equal(mkfifo(got, 0600), 0);
+    int rfd = open(ready, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    int gfd = open(got, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    assert_true(rfd >= 0 && gfd >= 0);
+    snprintf(script, sizeof script,
+             "setsid sh -c 'trap \"echo usr1 > %s; exit 0\" USR1; echo ready > %s; "
+             "while :; do sleep 0.01; done' </dev/null >/dev/null 2>&1 &\n"
+             "trap '' USR1\nexec sleep 1000\n",
+             got, ready);
+    char *sh[] = {"/bin/sh", "-c", script, NULL};
+    bg b;
+    bg_start(&b, 2);
+    outcome o;
+    tr_actor_addr p = run_prog(
+        &b, &o, &(tr_proc_opts){.argv = sh, .cgroup_parent = parent, .kill_grace_ms = 200});
+    char line[64];
+    fifo_line(rfd, line, sizeof line);
+    assert_string_equal(line, "ready\n");
+    Troupe__V1__ProcessKill *k;
+    tr_msg *m = tr_msg_new(&troupe__v1__process_kill__descriptor, 0, (void **)&k);
+    k->signal = SIGUSR1;
+    assert_int_equal(tr_actor_send(NULL, p, m), TR_OK);
+    fifo_line(gfd, line, sizeof line);
+    assert_string_equal(line, "usr1\n");
+    // The leader ignored it and runs on; a ProcessKill without a signal
+    // ends it (SIGTERM to the group), and the cgroup with it.
+    m = tr_msg_new(&troupe__v1__process_kill__descriptor, 0, (void **)&k);
+    assert_int_equal(tr_actor_send(NULL, p, m), TR_OK);
+    wait_exit(&o);
+    assert_true(o.x.killed);
+    assert_int_equal(o.x.signal, SIGTERM);
+    outcome_fini(&o);
+    bg_stop(&b);
+    close(rfd);
+    close(gfd);
+    unlink(ready);
+    unlink(got);
+    rmdir(dir);
+    assert_int_equal(rmdir(parent), 0);
+}
+
 int
 main(void)
 {
@@ -616,6 +698,7 @@ main(void)
         cmocka_unit_test(test_proc_actor_streaming),
         cmocka_unit_test(test_proc_actor_slow_bounded_owner),
         cmocka_unit_test(test_proc_actor_cgroup_kills_setsid_grandchild),
+        cmocka_unit_test(test_proc_actor_signal_reaches_cgroup),
     };
     return tu_run(tests);
 }

@@ -32,7 +32,8 @@
 // so a timeout, a ProcessKill with no signal or a stop of the actor
 // signals the whole group (kill(-pid)): SIGTERM, then SIGKILL after the
 // grace period (with a cgroup, the SIGKILL is the cgroup's: cgroup.kill).
-// A ProcessKill with a signal sends that signal to the group. The exit is
+// A ProcessKill with a signal sends that signal to the group, and, with a
+// cgroup, to every other process in it (a descendant that left the group). The exit is
 // its leader's exit, not the end of its pipes (a grandchild may keep them
 // open): output that arrives after the leader exited is not reported. Past
 // the cap, output is still drained (the program never blocks on a full
