@@ -144,6 +144,19 @@ killpg_safe(run *r, int sig)
     pthread_mutex_unlock(&r->r_lock);
 }
 
+// cg_procs opens r's cgroup.procs (its pids, one per line), or NULL (no
+// cgroup, gone, or unreadable).
+static FILE *
+cg_procs(const run *r)
+{
+    if (r->r_cg == NULL || r->r_cg_gone) {
+        return NULL;
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/cgroup.procs", r->r_cg);
+    return fopen(path, "re");
+}
+
 // in_cgroup reports whether process pid's cgroup (v2, /proc/PID/cgroup's
 // "0::" line, relative to the mount) is the last part of path.
 static bool
@@ -177,12 +190,7 @@ in_cgroup(pid_t pid, const char *path)
 static void
 cg_signal(run *r, int sig)
 {
-    if (r->r_cg == NULL || r->r_cg_gone) {
-        return;
-    }
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/cgroup.procs", r->r_cg);
-    FILE *f = fopen(path, "re");
+    FILE *f = cg_procs(r);
     if (f == NULL) {
         return;
     }
@@ -342,9 +350,7 @@ cg_kill(const run *r)
     if (r->r_cg == NULL || r->r_cg_gone || cg_write(r, "cgroup.kill", "1") != ENOENT) {
         return;
     }
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/cgroup.procs", r->r_cg);
-    FILE *f = fopen(path, "re");
+    FILE *f = cg_procs(r);
     if (f == NULL) {
         return;
     }
