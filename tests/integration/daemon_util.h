@@ -33,52 +33,27 @@ typedef struct daemon_proc {
     char url[256];
 } daemon_proc;
 
-// daemon_spawn_io starts trouped with args (NULL-terminated, after
-// argv[0], at most 15), its stdout on a pipe, and its stderr on one when
-// capture_err: only for a trouped that stops at once, since nobody reads
-// the pipe while it runs and its log lines would fill it.
+// Where a spawned trouped's stderr goes.
+enum { DAEMON_ERR_TEST, DAEMON_ERR_PIPE, DAEMON_ERR_STDOUT };
+
+// daemon_spawn_full starts trouped with args (NULL-terminated, after
+// argv[0], at most 15) and the environment envp, its stdout on a pipe
+// (p->out), its stderr the test's (DAEMON_ERR_TEST), on a pipe of its own
+// (DAEMON_ERR_PIPE: p->errfd) or on the stdout pipe (DAEMON_ERR_STDOUT).
+// A captured stderr is only for a trouped that stops at once, since nobody
+// reads the pipe while it runs and its log lines would fill it.
 static void __attribute__((unused))
-daemon_spawn_io(daemon_proc *p, char *const *args, bool capture_err)
+daemon_spawn_full(daemon_proc *p, char *const *args, char *const *envp, int err)
 {
     int pout[2], perr[2] = {-1, -1};
     assert_int_equal(pipe2(pout, O_CLOEXEC), 0);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
-    if (capture_err) {
+    if (err == DAEMON_ERR_PIPE) {
         assert_int_equal(pipe2(perr, O_CLOEXEC), 0);
         posix_spawn_file_actions_adddup2(&fa, perr[1], 2);
-    }
-    char *argv[16] = {TROUPED_BIN};
-    size_t n = 1;
-    for (size_t i = 0; args[i] != NULL; i++) {
-        assert_true(n < 15);
-        argv[n++] = args[i];
-    }
-    argv[n] = NULL;
-    assert_int_equal(posix_spawn(&p->pid, TROUPED_BIN, &fa, NULL, argv, environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
-    close(pout[1]);
-    p->out = fdopen(pout[0], "r");
-    assert_non_null(p->out);
-    p->errfd = perr[0];
-    if (capture_err) {
-        close(perr[1]);
-    }
-}
-
-// daemon_spawn_env starts trouped with args and the environment envp, its
-// stdout on a pipe (and its stderr on the same one, with both: for a
-// trouped that stops at once, whose whole say the test reads from p->out).
-static void __attribute__((unused))
-daemon_spawn_env(daemon_proc *p, char *const *args, char *const *envp, bool both)
-{
-    int pout[2];
-    assert_int_equal(pipe2(pout, O_CLOEXEC), 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
-    if (both) {
+    } else if (err == DAEMON_ERR_STDOUT) {
         posix_spawn_file_actions_adddup2(&fa, pout[1], 2);
     }
     char *argv[16] = {TROUPED_BIN};
@@ -93,7 +68,27 @@ daemon_spawn_env(daemon_proc *p, char *const *args, char *const *envp, bool both
     close(pout[1]);
     p->out = fdopen(pout[0], "r");
     assert_non_null(p->out);
-    p->errfd = -1;
+    p->errfd = perr[0];
+    if (perr[1] >= 0) {
+        close(perr[1]);
+    }
+}
+
+// daemon_spawn_io: daemon_spawn_full with this process's environment, the
+// stderr on a pipe of its own when capture_err.
+static void __attribute__((unused))
+daemon_spawn_io(daemon_proc *p, char *const *args, bool capture_err)
+{
+    daemon_spawn_full(p, args, environ, capture_err ? DAEMON_ERR_PIPE : DAEMON_ERR_TEST);
+}
+
+// daemon_spawn_env: daemon_spawn_full with the environment envp, the
+// stderr on the stdout pipe with both (the test reads trouped's whole say
+// from p->out).
+static void __attribute__((unused))
+daemon_spawn_env(daemon_proc *p, char *const *args, char *const *envp, bool both)
+{
+    daemon_spawn_full(p, args, envp, both ? DAEMON_ERR_STDOUT : DAEMON_ERR_TEST);
 }
 
 // daemon_spawn is daemon_spawn_io with the test's stderr.
