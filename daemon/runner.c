@@ -799,14 +799,29 @@ typedef struct logs_out {
     bool lo_final, lo_truncated, lo_timed_out;
 } logs_out;
 
+// log_reply_new makes a Logs reply whose LogChunk (*lc) starts at offset
+// and says truncated; the caller sets its data and eof.
+static tr_msg *
+log_reply_new(uint64_t offset, bool truncated, bool timed_out, Troupe__V1__LogChunk **lc)
+{
+    Troupe__V1__ControlReply *rep;
+    tr_msg *m = trd_reply_new(&rep);
+    *lc = tr_msg_arena(m, sizeof **lc);
+    troupe__v1__log_chunk__init(*lc);
+    (*lc)->offset = offset;
+    (*lc)->truncated = truncated;
+    rep->reply_case = TROUPE__V1__CONTROL_REPLY__REPLY_LOG;
+    rep->log = *lc;
+    rep->timed_out = timed_out;
+    return m;
+}
+
 static void
 logs_out_run(void *arg)
 {
     logs_out *lo = arg;
-    Troupe__V1__ControlReply *rep;
-    tr_msg *m = trd_reply_new(&rep);
-    Troupe__V1__LogChunk *lc = tr_msg_arena(m, sizeof *lc);
-    troupe__v1__log_chunk__init(lc);
+    Troupe__V1__LogChunk *lc;
+    tr_msg *m = log_reply_new(lo->lo_offset, lo->lo_truncated, lo->lo_timed_out, &lc);
     uint64_t size = 0;
     int fd = open(lo->lo_path, O_RDONLY | O_CLOEXEC);
     struct stat st;
@@ -834,12 +849,7 @@ logs_out_run(void *arg)
     if (fd >= 0) {
         close(fd);
     }
-    lc->offset = lo->lo_offset;
     lc->eof = lo->lo_final && lo->lo_offset + n >= size;
-    lc->truncated = lo->lo_truncated;
-    rep->reply_case = TROUPE__V1__CONTROL_REPLY__REPLY_LOG;
-    rep->log = lc;
-    rep->timed_out = lo->lo_timed_out;
     trd_reply(lo->lo_d, lo->lo_slot, m);
     free(lo);
 }
@@ -1564,36 +1574,33 @@ job_output(runner *r, job *j, uint32_t stream, const uint8_t *data, size_t len)
     append_output(r, j, stream, data, len);
     j->j_seq++;
     trd_publish(r->r_d, j->j_id, j->j_seq, j->j_state, stream, off, data, len);
-    // A follower waiting inside what was just written gets it from the
-    // bytes in hand: no file read on the blocking pool, one hop fewer on
-    // the way to the first output. The rest read the file as ever.
+    // The followers of this stream, in one pass: one waiting inside what
+    // was just written gets it from the bytes in hand (no file read on the
+    // blocking pool, one hop fewer on the way to the first output); the
+    // others are answered from the file, as logw_check does.
     uint64_t end = j->j_out[stream - 1];
     for (size_t i = 0; i < r->r_nlogws;) {
         const logw *w = &r->r_logws[i];
-        if (w->lw_job == j->j_id && w->lw_stream == stream && w->lw_offset >= off &&
-            w->lw_offset < end) {
-            logw w0 = *w;
-            r->r_logws[i] = r->r_logws[--r->r_nlogws];
-            size_t from = (size_t)(w0.lw_offset - off), n = (size_t)(end - w0.lw_offset);
-            if (n > w0.lw_max) {
-                n = w0.lw_max;
-            }
-            Troupe__V1__ControlReply *rep;
-            tr_msg *rm = trd_reply_new(&rep);
-            Troupe__V1__LogChunk *lc = tr_msg_arena(rm, sizeof *lc);
-            troupe__v1__log_chunk__init(lc);
-            lc->data.data = tr_msg_memdup(rm, data + from, n);
-            lc->data.len = n;
-            lc->offset = w0.lw_offset;
-            lc->truncated = j->j_truncated;
-            rep->reply_case = TROUPE__V1__CONTROL_REPLY__REPLY_LOG;
-            rep->log = lc;
-            trd_reply(r->r_d, w0.lw_slot, rm);
-        } else {
+        if (w->lw_job != j->j_id || w->lw_stream != stream) {
             i++;
+            continue;
         }
+        if (w->lw_offset < off || w->lw_offset >= end) {
+            logw_answer(r, i, false);
+            continue;
+        }
+        logw w0 = *w;
+        r->r_logws[i] = r->r_logws[--r->r_nlogws];
+        size_t from = (size_t)(w0.lw_offset - off), n = (size_t)(end - w0.lw_offset);
+        if (n > w0.lw_max) {
+            n = w0.lw_max;
+        }
+        Troupe__V1__LogChunk *lc;
+        tr_msg *rm = log_reply_new(w0.lw_offset, j->j_truncated, false, &lc);
+        lc->data.data = tr_msg_memdup(rm, data + from, n);
+        lc->data.len = n;
+        trd_reply(r->r_d, w0.lw_slot, rm);
     }
-    logw_check(r, j->j_id, stream);
 }
 
 static void
