@@ -582,6 +582,12 @@ do_spawn(const tr_process_opts *o, const int child_fd[3], pid_t *pid)
     return e;
 }
 
+struct trx_clone_args { // struct clone_args of linux/sched.h (v2: cgroup)
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
+        set_tid_size, cgroup;
+};
+
+#if !defined(__x86_64__)
 // The child's side of spawn_into_cgroup: a forked copy of a threaded
 // process, so async-signal-safe calls only; an error goes to the parent
 // through ep (close-on-exec: end of file there means the exec worked).
@@ -639,11 +645,6 @@ child_exec(const tr_process_opts *o, const int child_fd[3], const sigset_t *def,
     _exit(127);
 }
 
-struct trx_clone_args { // struct clone_args of linux/sched.h (v2: cgroup)
-    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
-        set_tid_size, cgroup;
-};
-
 // spawn_into_cgroup starts the child in o->cgroup: clone3 with
 // CLONE_INTO_CGROUP (fork-like: no shared memory, so the child may run C
 // until its exec), every signal blocked around it so that no handler runs
@@ -695,6 +696,7 @@ spawn_into_cgroup(const tr_process_opts *o, const int child_fd[3], const sigset_
     close(ep[0]);
     return e;
 }
+#endif
 
 #if defined(__x86_64__)
 // The vfork way into a cgroup (x86-64): clone3 with CLONE_VM | CLONE_VFORK
@@ -1010,10 +1012,8 @@ tr_process_spawn(tr_rt *rt, const tr_process_opts *o, tr_process **out)
         sigset_t def;
         spawn_sigdef(&def);
 #if defined(__x86_64__)
+        // (No fork-like retry on ENOSYS: that is the same clone3.)
         e = spawn_vfork_cgroup(o, child_fd, &def, &p->p_pid);
-        if (e == ENOSYS) {
-            e = spawn_into_cgroup(o, child_fd, &def, &p->p_pid);
-        }
 #else
         e = spawn_into_cgroup(o, child_fd, &def, &p->p_pid);
 #endif
