@@ -11,16 +11,29 @@
 // link's Hello, unpacks the envelope (troupe/envelope.h: depth scan,
 // budget, global cap), translates addresses at the border and delivers.
 //
-// Outbound: a send to {peer, actor} packs the envelope straight into an
-// nng_msg (8 bytes of destination actor id, then the envelope) and hands
-// it to the peer's PUSH socket without blocking (NNG_FLAG_NONBLOCK; the
-// socket buffers `sendbuf` messages): a full buffer is TR_EAGAIN for a user
-// send, a call or a request, which keeps its message. A Down, Exit, reply
-// or control message (the forced lane) that finds the buffer full waits in
-// a parked nng_send_aio (at most PARK_MAX at once, in order behind the
-// buffer) until the link takes it, closes, or the peer's dead_after passes:
-// a slow peer loses nothing; a heartbeat is dropped instead.
+// Outbound: each peer has one link (olink): its PUSH socket, one send aio
+// and a queue of frames. A frame is one nng message holding one or more
+// records, each [8 bytes: destination actor][4 bytes: length][envelope]
+// (frame.h). A send appends its record to the link's last waiting frame.
+// From a task or an actor on a worker, the frames then wait until that
+// worker has run the tasks ready in front of it (tr_worker_defer): a run
+// of polls that answers many requests sends the peer one frame, one write,
+// one wake of its bridge. From anywhere else they go at once. Whoever
+// flushes sends them on its own thread with nng_sendmsg (no callback, so
+// no nng thread to wake), while other senders only append behind it; a
+// full nng buffer, or more than SYNC_MAX frames, hands the rest to the
+// link's aio, whose callback (on an nng thread) sends frame after frame
+// until none waits. One queue per link keeps every sender's order. A
+// frame stays within the peer's receive limit (its Hello says it) and
+// FRAME_MAX; a bigger record travels alone.
 //
+// A full link (sendbuf records waiting) is TR_EAGAIN for a user send, a
+// call or a request, which keeps its message. A Down, Exit, reply or
+// control message (the forced lane) is queued past the bound, up to
+// PARK_MAX more, and then dropped and counted; a heartbeat is dropped at
+// the bound. The frame the aio holds waits at most the peer's dead_after
+// for room: a slow peer loses nothing, a stuck one is declared dead anyway.
+
 // Links: node A dials B's listener with a PUSH socket and sends Hello(A,
 // A's URL, token, echo_url = the URL it dialed); B checks the token,
 // records A's pipe as authenticated, dials A's URL and answers with its own
@@ -57,8 +70,9 @@
 #include <troupe/v1/node.pb-c.h>
 
 #include "actor_int.h"
+#include "frame.h"
 
-#define PROTO_VERSION 1
+#define PROTO_VERSION 2 // 2: a link's nng messages are frames of records
 #define ACTOR_CONTROL 0
 
 // A local actor waiting on an actor of the peer: a monitor (or a call's
@@ -74,7 +88,7 @@ typedef struct peer {
     struct peer *p_next;
     uint64_t p_id; // 0 until its Hello arrived
     char *p_url;   // where it listens (we dial it)
-    nng_socket p_push;
+    struct olink *p_link;
     nng_dialer p_dialer;
     uint32_t p_in_pipe;           // its authenticated pipe on our PULL (0: none yet)
     _Atomic uint64_t p_last_seen; // ns, tr_now
@@ -119,27 +133,41 @@ struct tr_node {
     struct pumpbox *n_pumpbox;
     struct exec_route *n_routes;
     size_t n_nroutes, n_caproutes;
-    // Forced-lane sends waiting for room in a full link (see send_env),
-    // under n_lock: the idle ones, and every one (freed at the end).
-    struct parked *n_park_idle, *n_park_all;
-    uint32_t n_park_busy;
     // Counters.
-    _Atomic uint64_t s_sent, s_received, s_send_full, s_unknown, s_malformed, s_too_deep,
+    _Atomic uint64_t s_sent, s_frames, s_received, s_send_full, s_unknown, s_malformed, s_too_deep,
         s_over_budget, s_no_actor, s_errors, s_pipes_closed, s_bad_hello, s_peers_down, s_parked,
         s_park_lost;
 };
 
-// A send parked on a full link: an aio nng completes once the link takes
-// the message (or the link closes, or the peer's dead_after passes).
-typedef struct parked {
-    nng_aio *pk_aio;
-    tr_node *pk_node;
-    struct parked *pk_next; // n_park_idle
-    struct parked *pk_all;  // n_park_all
-} parked;
+// A frame waiting for the link (see the notes).
+typedef struct frame {
+    struct frame *f_next;
+    nng_msg *f_msg;
+    uint32_t f_n; // records in it
+} frame;
 
-// At most this many sends wait at once, over all links; past it a forced
-// send to a full link is dropped and counted.
+// A peer's outbound link. Shared by the peer and the senders using it at
+// the moment (l_refs); the last reference frees it.
+typedef struct olink {
+    pthread_mutex_t l_mu;
+    nng_socket l_sock;
+    nng_aio *l_aio; // the frame nng holds, while l_busy
+    tr_node *l_node;
+    frame *l_head, *l_tail; // waiting behind it
+    uint32_t l_waiting;     // records in the waiting frames
+    uint32_t l_inflight;    // records in the frame nng holds
+    size_t l_frame_max;     // bytes of one frame
+    bool l_busy;            // a thread is flushing, or the aio holds a frame
+    bool l_closed;
+    _Atomic uint32_t l_refs;
+} olink;
+
+// A frame's size: at most this, and at most the peer's receive limit; a
+// record bigger than that travels in a frame of its own.
+#define FRAME_MAX ((size_t)64 << 10)
+
+// Past sendbuf records waiting, at most this many more forced-lane
+// records wait on one link; past that one is dropped and counted.
 enum { PARK_MAX = 4096 };
 
 typedef struct exec_route {
@@ -273,18 +301,57 @@ peer_by_url_locked(tr_node *n, const char *url)
     return NULL;
 }
 
-static tr_err
-push_open(tr_node *n, const char *url, nng_socket *sock, nng_dialer *d)
+// ---------------------------------------------------------------------------
+// Links.
+
+static void link_cb(void *arg);
+
+static void
+link_unref(olink *l)
 {
-    int rv = nng_push0_open(sock);
+    if (atomic_fetch_sub_explicit(&l->l_refs, 1, memory_order_acq_rel) == 1) {
+        pthread_mutex_destroy(&l->l_mu);
+        free(l);
+    }
+}
+
+static olink *
+link_ref(olink *l)
+{
+    atomic_fetch_add_explicit(&l->l_refs, 1, memory_order_relaxed);
+    return l;
+}
+
+// link_open dials url with a fresh PUSH socket: its link in *out (one
+// reference, the peer's), its dialer in *d.
+static tr_err
+link_open(tr_node *n, const char *url, olink **out, nng_dialer *d)
+{
+    olink *l = tra_zalloc(sizeof *l);
+    pthread_mutex_init(&l->l_mu, NULL);
+    l->l_node = n;
+    l->l_frame_max = FRAME_MAX; // until the peer's Hello tells its limit
+    atomic_init(&l->l_refs, 1);
+    int rv = nng_aio_alloc(&l->l_aio, link_cb, l);
     if (rv != 0) {
+        link_unref(l);
         return tr_err_from_nng(rv);
     }
-    nng_socket_set_int(*sock, NNG_OPT_SENDBUF, (int)n->n_opts.sendbuf);
+    // A frame nng cannot hand on for that long: the peer is declared dead
+    // meanwhile anyway.
+    nng_aio_set_timeout(l->l_aio, (nng_duration)n->n_opts.dead_after_ms);
+    if ((rv = nng_push0_open(&l->l_sock)) != 0) {
+        nng_aio_free(l->l_aio);
+        link_unref(l);
+        return tr_err_from_nng(rv);
+    }
+    // nng buffers frames; the bound a sender sees is ours (sendbuf records).
+    uint32_t frames = n->n_opts.sendbuf < 16 ? n->n_opts.sendbuf : 16;
+    nng_socket_set_int(l->l_sock, NNG_OPT_SENDBUF, (int)frames);
     // Reconnect quickly after a peer restarts, but not in a tight loop.
-    nng_socket_set_ms(*sock, NNG_OPT_RECONNMINT, 10);
-    nng_socket_set_ms(*sock, NNG_OPT_RECONNMAXT, 1000);
-    rv = nng_dialer_create(d, *sock, url);
+    nng_socket_set_ms(l->l_sock, NNG_OPT_RECONNMINT, 10);
+    nng_socket_set_ms(l->l_sock, NNG_OPT_RECONNMAXT, 1000);
+    rv = nng_dialer_create(d, l->l_sock, url);
     if (rv == 0 && n->n_tls_client != NULL && strncmp(url, "tls+tcp://", 10) == 0) {
         rv = nng_dialer_set_ptr(*d, NNG_OPT_TLS_CONFIG, n->n_tls_client);
     }
@@ -294,146 +361,282 @@ push_open(tr_node *n, const char *url, nng_socket *sock, nng_dialer *d)
         rv = nng_dialer_start(*d, NNG_FLAG_NONBLOCK);
     }
     if (rv != 0) {
-        nng_close(*sock);
+        nng_close(l->l_sock);
+        nng_aio_free(l->l_aio);
+        link_unref(l);
         return tr_err_from_nng(rv);
     }
+    *out = l;
     return TR_OK;
 }
 
-// ---------------------------------------------------------------------------
-// Sending.
-
-// What a send does when the link's buffer is full.
-enum { FULL_REFUSE, FULL_PARK, FULL_DROP };
-
+// link_set_peer_max caps l's frames at the peer's receive limit (its
+// Hello's recv_max; 0: not said).
 static void
-park_cb(void *arg)
+link_set_peer_max(olink *l, uint64_t recv_max)
 {
-    parked *pk = arg;
-    tr_node *n = pk->pk_node;
-    if (nng_aio_result(pk->pk_aio) != 0) {
-        nng_msg *left = nng_aio_get_msg(pk->pk_aio);
+    pthread_mutex_lock(&l->l_mu);
+    l->l_frame_max = recv_max != 0 && recv_max < FRAME_MAX ? (size_t)recv_max : FRAME_MAX;
+    pthread_mutex_unlock(&l->l_mu);
+}
+
+// link_close closes l's socket (its dialer is closed already), drops what
+// waits and stops the aio, then lets go of the peer's reference.
+static void
+link_close(olink *l)
+{
+    tr_node *n = l->l_node;
+    pthread_mutex_lock(&l->l_mu);
+    l->l_closed = true;
+    frame *f = l->l_head;
+    l->l_head = l->l_tail = NULL;
+    atomic_fetch_add_explicit(&n->s_park_lost, l->l_waiting, memory_order_relaxed);
+    l->l_waiting = 0;
+    pthread_mutex_unlock(&l->l_mu);
+    while (f != NULL) {
+        frame *next = f->f_next;
+        nng_msg_free(f->f_msg);
+        free(f);
+        f = next;
+    }
+    // The frame nng holds completes (closed) and the callback, seeing
+    // l_closed, starts nothing more.
+    nng_close(l->l_sock);
+    nng_aio_stop(l->l_aio);
+    nng_msg *left = nng_aio_get_msg(l->l_aio);
+    if (left != NULL) {
+        nng_msg_free(left);
+    }
+    nng_aio_free(l->l_aio);
+    l->l_aio = NULL;
+    link_unref(l);
+}
+
+// pop_locked takes the first waiting frame off l (one waits). Under l_mu.
+static frame *
+pop_locked(olink *l)
+{
+    frame *f = l->l_head;
+    l->l_head = f->f_next;
+    if (l->l_head == NULL) {
+        l->l_tail = NULL;
+    }
+    l->l_waiting -= f->f_n;
+    return f;
+}
+
+// aio_send_locked hands f to nng through the link's aio (l_busy is set):
+// nng keeps it until its buffer has room, and link_cb goes on from there.
+// Under l_mu, which nng never needs: it completes the send on another
+// thread, never inside nng_send_aio, and link_close cannot stop the aio
+// in between.
+static void
+aio_send_locked(olink *l, frame *f)
+{
+    l->l_inflight = f->f_n;
+    nng_aio_set_msg(l->l_aio, f->f_msg);
+    free(f);
+    nng_send_aio(l->l_sock, l->l_aio);
+}
+
+// link_cb runs on an nng thread when nng has taken the frame the aio held
+// (or given up on it): the next waiting frame goes, or the link is idle.
+static void
+link_cb(void *arg)
+{
+    olink *l = arg;
+    tr_node *n = l->l_node;
+    int rv = nng_aio_result(l->l_aio);
+    pthread_mutex_lock(&l->l_mu);
+    if (rv != 0) {
+        nng_msg *left = nng_aio_get_msg(l->l_aio);
         if (left != NULL) {
             nng_msg_free(left);
         }
-        nng_aio_set_msg(pk->pk_aio, NULL);
-        COUNT(n, s_park_lost);
+        nng_aio_set_msg(l->l_aio, NULL);
+        atomic_fetch_add_explicit(&n->s_park_lost, l->l_inflight, memory_order_relaxed);
     } else {
-        COUNT(n, s_sent);
+        atomic_fetch_add_explicit(&n->s_sent, l->l_inflight, memory_order_relaxed);
+        COUNT(n, s_frames);
     }
-    pthread_mutex_lock(&n->n_lock);
-    pk->pk_next = n->n_park_idle;
-    n->n_park_idle = pk;
-    n->n_park_busy--;
-    pthread_mutex_unlock(&n->n_lock);
+    l->l_inflight = 0;
+    if (l->l_head != NULL && !l->l_closed) {
+        aio_send_locked(l, pop_locked(l));
+    } else {
+        l->l_busy = false;
+    }
+    pthread_mutex_unlock(&l->l_mu);
 }
 
-// park hands nm to sock through a parked aio: true (nm is nng's now), or
-// false when PARK_MAX sends wait already (or no aio could be made).
-static bool
-park(tr_node *n, nng_socket sock, nng_msg *nm)
+// At most this many frames go out on the flushing thread at once; the
+// rest go on nng's (link_cb).
+enum { SYNC_MAX = 4 };
+
+// flush_locked sends what waits on l unless someone is at it already
+// (l_busy: that one sends it). Called with l_mu held; returns with it
+// released. The frames go on this thread, straight into nng's buffer and
+// mostly the socket (nng_sendmsg, no callback to wake a thread for), while
+// every other sender only appends; a full buffer hands the frame to the
+// aio, which waits for room.
+static void
+flush_locked(olink *l)
 {
-    pthread_mutex_lock(&n->n_lock);
-    parked *pk = n->n_park_idle;
-    if (pk != NULL) {
-        n->n_park_idle = pk->pk_next;
-    } else if (n->n_park_busy < PARK_MAX) {
-        pk = tra_zalloc(sizeof *pk);
-        if (nng_aio_alloc(&pk->pk_aio, park_cb, pk) != 0) {
-            free(pk);
-            pk = NULL;
+    tr_node *n = l->l_node;
+    if (l->l_busy || l->l_closed || l->l_head == NULL) {
+        pthread_mutex_unlock(&l->l_mu);
+        return;
+    }
+    l->l_busy = true;
+    for (int round = 0;; round++) {
+        frame *f = pop_locked(l);
+        if (round == SYNC_MAX) {
+            aio_send_locked(l, f);
+            pthread_mutex_unlock(&l->l_mu);
+            return;
+        }
+        pthread_mutex_unlock(&l->l_mu);
+        int rv = nng_sendmsg(l->l_sock, f->f_msg, NNG_FLAG_NONBLOCK);
+        pthread_mutex_lock(&l->l_mu);
+        if (rv == NNG_EAGAIN && !l->l_closed) {
+            aio_send_locked(l, f);
+            pthread_mutex_unlock(&l->l_mu);
+            return;
+        }
+        if (rv == 0) {
+            atomic_fetch_add_explicit(&n->s_sent, f->f_n, memory_order_relaxed);
+            COUNT(n, s_frames);
         } else {
-            pk->pk_node = n;
-            pk->pk_all = n->n_park_all;
-            n->n_park_all = pk;
+            nng_msg_free(f->f_msg);
+            atomic_fetch_add_explicit(&n->s_park_lost, f->f_n, memory_order_relaxed);
+        }
+        free(f);
+        if (l->l_head == NULL || l->l_closed) {
+            l->l_busy = false;
+            pthread_mutex_unlock(&l->l_mu);
+            return;
         }
     }
-    if (pk != NULL) {
-        n->n_park_busy++;
+}
+
+// What a task or an actor sends to a peer waits until its worker has run
+// the tasks ready in front of it (tr_worker_defer), so that a run of
+// polls' envelopes to one peer leaves in one frame. Per thread: the links
+// with envelopes waiting for that.
+enum { DEFER_MAX = 8 };
+static __thread unsigned t_ndefer;
+static __thread olink *t_defer[DEFER_MAX];
+
+static void
+flush_deferred(void *arg)
+{
+    (void)arg;
+    // A flush may defer again (a send from a waker it runs): take the list.
+    unsigned nd = t_ndefer;
+    olink *ls[DEFER_MAX];
+    memcpy(ls, t_defer, nd * sizeof ls[0]);
+    t_ndefer = 0;
+    for (unsigned i = 0; i < nd; i++) {
+        pthread_mutex_lock(&ls[i]->l_mu);
+        flush_locked(ls[i]);
+        link_unref(ls[i]);
     }
-    pthread_mutex_unlock(&n->n_lock);
-    if (pk == NULL) {
+}
+
+// defer_locked: true when l is flushed once this worker has run what is ready
+// (it is, or now is, on the list); false: flush now. Under l_mu.
+static bool
+defer_locked(olink *l)
+{
+    for (unsigned i = 0; i < t_ndefer; i++) {
+        if (t_defer[i] == l) {
+            return true;
+        }
+    }
+    if (t_ndefer == DEFER_MAX || !tr_worker_defer(flush_deferred, NULL)) {
         return false;
     }
-    // A link whose peer stays silent that long is declared dead and
-    // closed anyway.
-    nng_aio_set_timeout(pk->pk_aio, (nng_duration)n->n_opts.dead_after_ms);
-    nng_aio_set_msg(pk->pk_aio, nm);
-    COUNT(n, s_parked);
-    nng_send_aio(sock, pk->pk_aio);
+    t_defer[t_ndefer++] = link_ref(l);
     return true;
 }
 
-// park_free stops and frees every parked aio (the node's sockets are
-// closed: each has completed or completes now).
-static void
-park_free(tr_node *n)
-{
-    parked *pk = n->n_park_all;
-    while (pk != NULL) {
-        parked *next = pk->pk_all;
-        nng_aio_stop(pk->pk_aio);
-        nng_msg *left = nng_aio_get_msg(pk->pk_aio);
-        if (left != NULL) {
-            nng_msg_free(left);
-        }
-        nng_aio_free(pk->pk_aio);
-        free(pk);
-        pk = next;
-    }
-    n->n_park_all = n->n_park_idle = NULL;
-}
+// What a send does when the link is full.
+enum { FULL_REFUSE, FULL_PARK, FULL_DROP };
 
 // send_env packs m (an actor message, taken in every case but TR_EAGAIN)
-// for actor `actor` of the peer behind sock. A full link buffer: TR_EAGAIN
-// with m kept (FULL_REFUSE, the user lane); the message waits in a parked
-// aio for room (FULL_PARK: Downs, Exits, replies, control messages, which
-// must not be lost while the peer is merely slow; nng keeps them in order
-// behind what its buffer holds), or is dropped (FULL_DROP: heartbeats,
-// stale by the time there is room). Both of those count as send_full.
+// for actor `actor` of the peer behind l (see the notes): TR_OK, TR_EAGAIN
+// (FULL_REFUSE on a full link: m kept, back in local form) or TR_ECLOSED.
 static tr_err
-send_env(tr_node *n, nng_socket sock, uint64_t actor, tr_msg *m, int on_full)
+send_env(tr_node *n, olink *l, uint64_t actor, tr_msg *m, int on_full)
 {
-    bool keep_on_full = on_full == FULL_REFUSE;
     tra_msg *am = tra_msg_of(m);
     am->am_from = tr_node_export(n, am->am_from);
     am->am_reply = tr_node_export(n, am->am_reply);
     fix_body(n, m, true);
     size_t len = tr_msg_packed_size(m);
-    nng_msg *nm;
-    if (nng_msg_alloc(&nm, 8 + len) != 0) {
-        tra_panic("out of memory (an nng message of %zu bytes)", len + 8);
+    if (len > UINT32_MAX - TRA_REC_HDR) {
+        tra_panic("an envelope of %zu bytes", len);
     }
-    uint8_t *p = nng_msg_body(nm);
-    for (int i = 0; i < 8; i++) {
-        p[i] = (uint8_t)(actor >> (8 * i));
-    }
-    tr_msg_pack_to(m, p + 8);
-    int rv = nng_sendmsg(sock, nm, NNG_FLAG_NONBLOCK);
-    if (rv == 0) {
-        COUNT(n, s_sent);
+    size_t rec = TRA_REC_HDR + len;
+    pthread_mutex_lock(&l->l_mu);
+    if (l->l_closed) {
+        pthread_mutex_unlock(&l->l_mu);
         tr_msg_free(m);
-        return TR_OK;
+        return TR_ECLOSED;
     }
-    if (rv == NNG_EAGAIN) {
+    uint32_t bound = n->n_opts.sendbuf;
+    if (l->l_waiting >= bound) {
         COUNT(n, s_send_full);
-        if (on_full == FULL_PARK && park(n, sock, nm)) {
-            tr_msg_free(m);
-            return TR_OK;
-        }
-    }
-    nng_msg_free(nm);
-    if (rv == NNG_EAGAIN) {
-        if (keep_on_full) {
+        if (on_full == FULL_REFUSE) {
+            pthread_mutex_unlock(&l->l_mu);
             // Back to local form: the caller keeps m.
             am->am_from = tr_node_import(n, am->am_from);
             am->am_reply = tr_node_import(n, am->am_reply);
             fix_body(n, m, false);
             return TR_EAGAIN;
         }
+        if (on_full == FULL_DROP || l->l_waiting >= bound + PARK_MAX) {
+            pthread_mutex_unlock(&l->l_mu);
+            if (on_full == FULL_PARK) {
+                COUNT(n, s_park_lost);
+            }
+            tr_msg_free(m);
+            return TR_OK;
+        }
+        COUNT(n, s_parked);
+    }
+    frame *f = l->l_tail;
+    if (f == NULL || (nng_msg_len(f->f_msg) + rec > l->l_frame_max)) {
+        f = tra_zalloc(sizeof *f);
+        if (nng_msg_alloc(&f->f_msg, 0) != 0 || nng_msg_reserve(f->f_msg, rec) != 0) {
+            tra_panic("out of memory (an nng message of %zu bytes)", rec);
+        }
+        if (l->l_tail != NULL) {
+            l->l_tail->f_next = f;
+        } else {
+            l->l_head = f;
+        }
+        l->l_tail = f;
+    }
+    size_t at = nng_msg_len(f->f_msg);
+    size_t cap = nng_msg_capacity(f->f_msg);
+    if (cap < at + rec && nng_msg_reserve(f->f_msg, 2 * cap > at + rec ? 2 * cap : at + rec) != 0) {
+        tra_panic("out of memory (an nng message of %zu bytes)", 2 * cap);
+    }
+    if (nng_msg_realloc(f->f_msg, at + rec) != 0) {
+        tra_panic("out of memory (an nng message of %zu bytes)", at + rec);
+    }
+    uint8_t *p = (uint8_t *)nng_msg_body(f->f_msg) + at;
+    tra_rec_header(p, actor, len);
+    tr_msg_pack_to(m, p + TRA_REC_HDR);
+    f->f_n++;
+    l->l_waiting++;
+    if (defer_locked(l)) {
+        pthread_mutex_unlock(&l->l_mu);
+    } else {
+        flush_locked(l);
     }
     tr_msg_free(m);
-    return rv == NNG_EAGAIN ? TR_OK : tr_err_from_nng(rv);
+    return TR_OK;
 }
 
 static void rlink_drop(tr_node *n, tr_actor_addr me, tr_actor_addr other);
@@ -451,21 +654,19 @@ tra_node_deliver(tr_actor_addr to, tr_msg *m, int lane)
     }
     pthread_mutex_lock(&n->n_lock);
     peer *p = peer_by_id_locked(n, to.node);
-    nng_socket sock = NNG_SOCKET_INITIALIZER;
-    if (p != NULL) {
-        sock = p->p_push;
-    }
+    olink *l = p != NULL ? link_ref(p->p_link) : NULL;
     pthread_mutex_unlock(&n->n_lock);
-    if (p == NULL) {
+    if (l == NULL) {
         return TR_ENOTFOUND;
     }
     if (tra_msg_of(m)->am_kind == TRA_K_EXIT) {
         rlink_drop(n, tra_msg_of(m)->am_from, to); // the link ends with this exit
     }
-    // (A peer that goes down meanwhile: its socket is closed after it left
-    // the list, and the send then fails with TR_ECLOSED.)
-    tr_err err = send_env(n, sock, to.actor, m, lane == TRA_LANE_TRY ? FULL_REFUSE : FULL_PARK);
-    return err == TR_ECLOSED ? TR_ENOTFOUND : err;
+    // (A peer that goes down meanwhile: its link is closed after it left
+    // the list, and the send then fails with TR_ECLOSED, m freed.)
+    tr_err err = send_env(n, l, to.actor, m, lane == TRA_LANE_TRY ? FULL_REFUSE : FULL_PARK);
+    link_unref(l);
+    return err == TR_ECLOSED ? TR_OK : err;
 }
 
 // control builds a node control message of type d for the peer.
@@ -477,10 +678,13 @@ control(const ProtobufCMessageDescriptor *d, size_t extra, void **body)
     return m;
 }
 
+// send_control sends m to the node behind l and lets go of l (a
+// reference of the caller's).
 static tr_err
-send_control(tr_node *n, nng_socket sock, tr_msg *m)
+send_control(tr_node *n, olink *l, tr_msg *m)
 {
-    tr_err err = send_env(n, sock, ACTOR_CONTROL, m, FULL_PARK);
+    tr_err err = send_env(n, l, ACTOR_CONTROL, m, FULL_PARK);
+    link_unref(l);
     return err;
 }
 
@@ -494,6 +698,7 @@ hello_msg(tr_node *n, const char *echo_url)
     h->token = tr_msg_strdup(m, n->n_token != NULL ? n->n_token : "");
     h->version = PROTO_VERSION;
     h->echo_url = tr_msg_strdup(m, echo_url != NULL ? echo_url : "");
+    h->recv_max = n->n_opts.recv_max;
     return m;
 }
 
@@ -521,10 +726,10 @@ rmon_add(tr_node *n, rmon r, tr_msg *m)
         p->p_capmon = cap;
     }
     p->p_mon[p->p_nmon++] = r;
-    nng_socket sock = p->p_push;
+    olink *l = m != NULL ? link_ref(p->p_link) : NULL;
     pthread_mutex_unlock(&n->n_lock);
     if (m != NULL) {
-        send_control(n, sock, m);
+        send_control(n, l, m);
     }
     return TR_OK;
 }
@@ -649,7 +854,7 @@ peer_free(tr_node *n, peer *p, bool down)
     if (p->p_dialer.id != 0) {
         nng_dialer_close(p->p_dialer);
     }
-    nng_close(p->p_push);
+    link_close(p->p_link);
     for (size_t i = 0; i < p->p_nmon; i++) {
         tr_actor_addr from = {p->p_id, p->p_mon[i].rm_target.actor};
         tr_msg *d = p->p_mon[i].rm_link
@@ -728,7 +933,7 @@ on_hello(tr_node *n, uint32_t pipe, const Troupe__V1__Hello *h)
     if (p == NULL) {
         p = tra_zalloc(sizeof *p);
         p->p_url = tra_strdup(url);
-        if (push_open(n, url, &p->p_push, &p->p_dialer) != TR_OK) {
+        if (link_open(n, url, &p->p_link, &p->p_dialer) != TR_OK) {
             pthread_mutex_unlock(&n->n_lock);
             free(p->p_url);
             free(p);
@@ -765,8 +970,9 @@ on_hello(tr_node *n, uint32_t pipe, const Troupe__V1__Hello *h)
     wait_wake_locked(n);
     tr_waker hb = n->n_hb_waker;
     n->n_hb_waker = (tr_waker){NULL, NULL};
-    nng_socket sock = p->p_push;
+    olink *l = link_ref(p->p_link);
     pthread_mutex_unlock(&n->n_lock);
+    link_set_peer_max(l, h->recv_max);
     tr_wake(hb);
     for (size_t i = 0; i < old_nmon; i++) {
         tr_msg *d = tra_new_down((tr_actor_addr){old_id, old_mon[i].rm_target.actor},
@@ -777,8 +983,9 @@ on_hello(tr_node *n, uint32_t pipe, const Troupe__V1__Hello *h)
     }
     free(old_mon);
     if (answer) {
-        send_control(n, sock, hello_msg(n, h->echo_url));
+        send_control(n, link_ref(l), hello_msg(n, h->echo_url));
     }
+    link_unref(l);
 }
 
 static peer *
@@ -871,27 +1078,16 @@ on_control(tr_node *n, peer *from, tr_msg *m)
     }
 }
 
-static void
-on_wire(tr_node *n, nng_msg *nm)
+// on_envelope handles one record of a frame that came through pipe: the
+// envelope p[0, len) for actor. false: the pipe is refused (no valid
+// Hello first), the rest of the frame with it.
+static bool
+on_envelope(tr_node *n, nng_msg *nm, uint32_t pipe, uint64_t actor, const uint8_t *p, size_t len)
 {
-    if (atomic_load_explicit(&n->n_stopping, memory_order_acquire)) {
-        return; // tr_node_stop is tearing the links down
-    }
-    uint32_t pipe = nng_pipe_id(nng_msg_get_pipe(nm));
-    size_t len = nng_msg_len(nm);
-    const uint8_t *p = nng_msg_body(nm);
     COUNT(n, s_received);
-    if (len < 8) {
-        COUNT(n, s_malformed);
-        return;
-    }
-    uint64_t actor = 0;
-    for (int i = 0; i < 8; i++) {
-        actor |= (uint64_t)p[i] << (8 * i);
-    }
     tr_msg *m = NULL;
     tr_unpack_info info;
-    tr_err err = tr_msg_unpack(p + 8, len - 8, NULL, &m, &info);
+    tr_err err = tr_msg_unpack(p, len, NULL, &m, &info);
     pthread_mutex_lock(&n->n_lock);
     peer *from = peer_by_pipe_locked(n, pipe);
     uint64_t from_id = from != NULL ? from->p_id : 0;
@@ -918,7 +1114,7 @@ on_wire(tr_node *n, nng_msg *nm)
         if (m != NULL) {
             tr_msg_free(m);
         }
-        return;
+        return ok;
     }
     if (err != TR_OK) {
         switch (info.reason) {
@@ -942,7 +1138,7 @@ on_wire(tr_node *n, nng_msg *nm)
                          info.reason == TR_UNPACK_UNKNOWN ? "unknown message type"
                                                           : "message refused");
         }
-        return;
+        return true;
     }
     tra_msg *am = tra_msg_of(m);
     // Addresses of this node come home as local ones; a sender of node 0
@@ -961,11 +1157,11 @@ on_wire(tr_node *n, nng_msg *nm)
             on_control(n, from, m);
         }
         tr_msg_free(m);
-        return;
+        return true;
     }
     if (am->am_kind == TRA_K_STOP) {
         tr_msg_free(m); // stopping another node's actors is not a message
-        return;
+        return true;
     }
     if (am->am_kind == TRA_K_DOWN) {
         rmon_drop(n, from_id, ((Troupe__V1__Down *)tr_msg_body(m))->ref);
@@ -975,7 +1171,7 @@ on_wire(tr_node *n, nng_msg *nm)
     }
     if (actor == TR_NODE_EXECUTOR && n->n_opts.serve_executor) {
         serve_exec(n, m);
-        return;
+        return true;
     }
     tr_actor_addr to = {0, actor};
     tr_actor_addr reply = am->am_reply;
@@ -988,6 +1184,43 @@ on_wire(tr_node *n, nng_msg *nm)
         tr_msg_free(m);
         if (kind == TRA_K_USER && corr != 0) {
             answer_error(n, reply, corr, TR_ENOTFOUND, "", "no such actor");
+        }
+    }
+    return true;
+}
+
+// on_wire handles a frame (one nng message: records, see the notes) that
+// came off the PULL socket.
+static void
+on_wire(tr_node *n, nng_msg *nm)
+{
+    if (atomic_load_explicit(&n->n_stopping, memory_order_acquire)) {
+        return; // tr_node_stop is tearing the links down
+    }
+    uint32_t pipe = nng_pipe_id(nng_msg_get_pipe(nm));
+    size_t left = nng_msg_len(nm);
+    const uint8_t *p = nng_msg_body(nm);
+    uint64_t actor;
+    const uint8_t *env;
+    size_t len;
+    tra_frame_step st = left == 0 ? TRA_FRAME_BAD : TRA_FRAME_REC;
+    while (st == TRA_FRAME_REC &&
+           (st = tra_frame_next(&p, &left, &actor, &env, &len)) == TRA_FRAME_REC) {
+        if (!on_envelope(n, nm, pipe, actor, env, len)) {
+            return;
+        }
+    }
+    if (st == TRA_FRAME_BAD) {
+        // A cut or garbled frame (or an empty one): what follows its bad
+        // record cannot be found.
+        COUNT(n, s_received);
+        COUNT(n, s_malformed);
+        pthread_mutex_lock(&n->n_lock);
+        bool known = peer_by_pipe_locked(n, pipe) != NULL;
+        pthread_mutex_unlock(&n->n_lock);
+        if (!known) {
+            COUNT(n, s_bad_hello);
+            nng_pipe_close(nng_msg_get_pipe(nm));
         }
     }
 }
@@ -1159,23 +1392,24 @@ heartbeats(tr_node *n, hb_task *h)
     for (peer *p = n->n_peers; p != NULL; p = p->p_next) {
         cnt++;
     }
-    nng_socket *socks = tra_zalloc((cnt + 1) * sizeof *socks);
-    size_t ns = 0;
+    olink **links = tra_zalloc((cnt + 1) * sizeof *links);
+    size_t nl = 0;
     for (peer *p = n->n_peers; p != NULL; p = p->p_next) {
         // Links still waiting for the peer's Hello too: the peer counts
         // our silence from the moment it answered.
         if (!p->p_dead) {
-            socks[ns++] = p->p_push;
+            links[nl++] = link_ref(p->p_link);
         }
     }
     pthread_mutex_unlock(&n->n_lock);
-    for (size_t i = 0; i < ns; i++) {
+    for (size_t i = 0; i < nl; i++) {
         Troupe__V1__Heartbeat *b;
         tr_msg *m = control(&troupe__v1__heartbeat__descriptor, 0, (void **)&b);
         b->seq = ++h->h_seq;
-        send_env(n, socks[i], ACTOR_CONTROL, m, FULL_DROP);
+        send_env(n, links[i], ACTOR_CONTROL, m, FULL_DROP);
+        link_unref(links[i]);
     }
-    free(socks);
+    free(links);
 }
 
 // The heartbeat task: every heartbeat_ms it frees the dead peers and sends
@@ -1738,7 +1972,6 @@ node_free(tr_node *n, bool wait_bridge)
         ps = p->p_next;
         peer_free(n, p, false);
     }
-    park_free(n); // every socket is closed: the parked sends are done
     pump_detach(n);
     if (!tr_actor_addr_is_none(n->n_bridge)) {
         if (!wait_bridge) {
@@ -1842,7 +2075,7 @@ tr_node_connect(tr_node *n, const char *url, uint32_t timeout_ms, uint64_t *peer
     if (fresh) {
         p = tra_zalloc(sizeof *p);
         p->p_url = tra_strdup(url);
-        tr_err err = push_open(n, url, &p->p_push, &p->p_dialer);
+        tr_err err = link_open(n, url, &p->p_link, &p->p_dialer);
         if (err != TR_OK) {
             pthread_mutex_unlock(&n->n_lock);
             free(p->p_url);
@@ -1854,9 +2087,9 @@ tr_node_connect(tr_node *n, const char *url, uint32_t timeout_ms, uint64_t *peer
     }
     w.w_next = n->n_waits;
     n->n_waits = &w;
-    nng_socket sock = p->p_push;
+    olink *l = link_ref(p->p_link);
     pthread_mutex_unlock(&n->n_lock);
-    send_control(n, sock, hello_msg(n, url));
+    send_control(n, l, hello_msg(n, url));
     pthread_mutex_lock(&n->n_lock);
     wait_for(n, &w, timeout_ms);
     pthread_mutex_unlock(&n->n_lock);
@@ -1913,6 +2146,7 @@ tr_node_stats_get(tr_node *n, tr_node_stats *out)
 #define LD(f) atomic_load_explicit(&n->f, memory_order_relaxed)
     *out = (tr_node_stats){
         .sent = LD(s_sent),
+        .frames_sent = LD(s_frames),
         .received = LD(s_received),
         .send_full = LD(s_send_full),
         .send_parked = LD(s_parked),

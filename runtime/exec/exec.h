@@ -90,6 +90,12 @@ struct tr__worker {
     // after each poll (owner; refreshed by service turns, set when a task
     // of this worker arms a timer or waits for IO).
     bool w_timed;
+    // tr_worker_defer's one deferral, run before the worker next looks
+    // for work in vain and at each service turn; w_in_loop: the thread is
+    // inside tr__run_loop, where it will run (owner only).
+    void (*w_defer_fn)(void *);
+    void *w_defer_arg;
+    bool w_in_loop;
     // Counters: written by the owner, read by anyone (relaxed).
     _Atomic uint64_t w_polls;
     _Atomic uint64_t w_spawned;

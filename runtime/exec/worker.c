@@ -238,12 +238,52 @@ find_work(tr__worker *w)
     return NULL;
 }
 
-// tr__run_loop runs tasks on w until it should stop. main: w is worker 0 inside
+// run_deferred runs the worker's deferral (tr_worker_defer), if any: true
+// when one ran.
+static inline bool
+run_deferred(tr__worker *w)
+{
+    void (*fn)(void *) = w->w_defer_fn;
+    if (TR__LIKELY(fn == NULL)) {
+        return false;
+    }
+    w->w_defer_fn = NULL;
+    fn(w->w_defer_arg);
+    return true;
+}
+
+bool
+tr_worker_defer(void (*fn)(void *), void *arg)
+{
+    tr__worker *w = tr__cur;
+    if (w == NULL || !w->w_in_loop || fn == NULL) {
+        return false;
+    }
+    if (w->w_defer_fn == NULL) {
+        w->w_defer_fn = fn;
+        w->w_defer_arg = arg;
+        return true;
+    }
+    return w->w_defer_fn == fn && w->w_defer_arg == arg;
+}
+
+static void run_loop(tr__worker *w, tr__slot *root, bool main);
+
+void
+tr__run_loop(tr__worker *w, tr__slot *root, bool main)
+{
+    w->w_in_loop = true;
+    run_loop(w, root, main);
+    run_deferred(w);
+    w->w_in_loop = false;
+}
+
+// run_loop runs tasks on w until it should stop. main: w is worker 0 inside
 // block_on, which returns when root completes (root may be NULL) and
 // carries out shutdowns; the other workers return once a shutdown reaches
 // TR__SD_CANCELLING.
-void
-tr__run_loop(tr__worker *w, tr__slot *root, bool main)
+static void
+run_loop(tr__worker *w, tr__slot *root, bool main)
 {
     tr_rt *rt = w->w_rt;
     refresh_clock(w);
@@ -251,6 +291,7 @@ tr__run_loop(tr__worker *w, tr__slot *root, bool main)
     tr__drain_inbox(w);
     for (;;) {
         if ((++w->w_tick & 31) == 0) {
+            run_deferred(w);
             service_turn(w, (w->w_tick & (TR__RX_MAINT_TICKS - 1)) == 0);
             if (main &&
                 atomic_load_explicit(&rt->r_shutdown, memory_order_relaxed) == TR__SD_NONE &&
@@ -296,7 +337,7 @@ tr__run_loop(tr__worker *w, tr__slot *root, bool main)
             }
             continue;
         }
-        if (tr__drain_inbox(w)) {
+        if (run_deferred(w) || tr__drain_inbox(w)) {
             continue;
         }
         uint64_t timeout = UINT64_MAX;

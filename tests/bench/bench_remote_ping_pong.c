@@ -10,9 +10,11 @@
 //
 // raw nng: the same shape without troupe: each side a PULL listener and a
 // PUSH dialed to the other (the protocol the nodes use), an aio callback
-// that receives, and a non-blocking send of the answer from that callback
-// (as the bridge sends); messages of the same size as troupe's envelopes;
-// K messages in flight.
+// that receives, and a non-blocking send of the answer from that callback;
+// messages of the size of troupe's records (an envelope and its 12-byte
+// header), one per nng message; K messages in flight. troupe's links
+// batch (the records a worker's run of polls sends a peer leave in one
+// nng message): envelopes_per_frame says by how much, on the client side.
 //
 // Each point (K = 1, 16 and 128 unless --inflight is given) prints
 // round_trips/s, p50 and p99 latency (µs) for both, and troupe/raw. The
@@ -39,6 +41,7 @@ extern char **environ;
 
 static uint64_t o_inflight = 0; // 0: 1, 16 and 128
 static bool o_tcp, o_tls;
+static bool o_troupe_only, o_raw_only; // profiling: one side alone
 
 static const char *g_cert, *g_both; // tls files
 static char g_tlsdir[64];
@@ -111,7 +114,7 @@ serve_troupe(const char *url)
 {
     tr_rt_config cfg;
     tr_rt_config_init(&cfg);
-    cfg.workers = 2;
+    cfg.workers = getenv("RPP_SERVER_WORKERS") ? (unsigned)atoi(getenv("RPP_SERVER_WORKERS")) : 2;
     tr_rt *rt;
     if (tr_rt_new(&cfg, &rt) != TR_OK) {
         return 1;
@@ -368,6 +371,7 @@ fresh_url(char *buf, size_t len)
 
 typedef struct point {
     double rps, p50_us, p99_us;
+    double per_frame; // troupe: envelopes per nng message this side sent
     bool ok;
 } point;
 
@@ -390,7 +394,7 @@ troupe_msg_size(void)
     a->node = 5;
     a->actor = 123456;
     tr_msg_set_reply_to(m, (tr_actor_addr){0x1234567890abcdefull, 0x100000040ull});
-    size_t n = tr_msg_packed_size(m) + 8;
+    size_t n = tr_msg_packed_size(m) + 12; // a record: actor, length, envelope
     tr_msg_free(m);
     return n;
 }
@@ -560,6 +564,9 @@ run_troupe(bench_args *a, uint64_t n, uint64_t k)
     }
     double secs = bench_now() - t0;
     point p = figures(lat, each * k, secs, got);
+    tr_node_stats st;
+    tr_node_stats_get(node, &st);
+    p.per_frame = st.frames_sent > 0 ? (double)st.sent / (double)st.frames_sent : 0;
     tr_node_stop(node);
     tr_sem_release(sem, 1);
     pthread_join(th, NULL);
@@ -635,8 +642,10 @@ main(int argc, char **argv)
     }
     static const bench_opt opts[] = {
         {"--inflight", "requests in flight (0: 1, 16 and 128)", &o_inflight, NULL},
+        {"--troupe-only", "run troupe's side alone (for profiling)", NULL, &o_troupe_only},
+        {"--raw-only", "run raw nng's side alone (for profiling)", NULL, &o_raw_only},
     };
-    static const bench_def def = {"remote_ping_pong", 20000, 2, opts, 1};
+    static const bench_def def = {"remote_ping_pong", 20000, 2, opts, 3};
     bench_args a = bench_parse(argc, argv, &def);
     ssize_t len = readlink("/proc/self/exe", g_self, sizeof g_self - 1);
     if (len <= 0) {
@@ -662,8 +671,13 @@ main(int argc, char **argv)
         unsigned runs = a.runs == 5 ? 2 : a.runs;
         point t = {0}, r = {0};
         for (unsigned run = 0; run < runs; run++) {
-            point pt = run_troupe(&a, n, k);
-            point pr = run_raw(n, k);
+            point pt = o_raw_only ? (point){0} : run_troupe(&a, n, k);
+            point pr = o_troupe_only ? (point){0} : run_raw(n, k);
+            if (o_raw_only) {
+                pt = pr;
+            } else if (o_troupe_only) {
+                pr = pt;
+            }
             if (pt.rps > t.rps) {
                 t = pt;
             }
@@ -675,6 +689,7 @@ main(int argc, char **argv)
         emit(&a, transport, k, "round_trips", t.rps, "round_trips/s", t.ok);
         emit(&a, transport, k, "raw_nng_round_trips", r.rps, "round_trips/s", r.ok);
         emit(&a, transport, k, "vs_raw", r.rps > 0 ? t.rps / r.rps : 0, "ratio", t.ok && r.ok);
+        emit(&a, transport, k, "envelopes_per_frame", t.per_frame, "envelopes", t.ok);
         emit(&a, transport, k, "p50", t.p50_us, "us", t.ok);
         emit(&a, transport, k, "p99", t.p99_us, "us", t.ok);
         emit(&a, transport, k, "raw_p50", r.p50_us, "us", r.ok);

@@ -19,19 +19,7 @@
 #include <troupe/envelope.h>
 #include <troupe/v1/executor.pb-c.h>
 
-#include "test_types.pb-c.h"
-
-static bool ready;
-
-static void
-fuzz_init(void)
-{
-    if (tr_type_register(&trtest__node__descriptor) != TR_OK ||
-        tr_type_register(&trtest__sample__descriptor) != TR_OK) {
-        abort();
-    }
-    ready = true;
-}
+#include "fuzz_unpack.h"
 
 // check_refusal: the error and the reason agree, and nothing is left over.
 static void
@@ -66,9 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!ready) {
-        fuzz_init();
-    }
+    fuzz_register_test_types();
     tr_msg *m;
     tr_unpack_info info;
     tr_err rv = tr_msg_unpack(data, size, NULL, &m, &info);
@@ -99,12 +85,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         tr_msg_free(m2);
         tr_msg_free(m);
     }
-    tr_unpack_stats st;
-    tr_unpack_stats_get(&st);
-    if (st.in_flight != 0) {
-        fprintf(stderr, "fuzz_envelope: %zu bytes left in flight\n", (size_t)st.in_flight);
-        abort();
-    }
+    fuzz_check_nothing_in_flight("fuzz_envelope");
     return 0;
 }
 

@@ -2,7 +2,8 @@
 # actors_public.sh ACTORS_DIR: actors/ is built on libtroupe's public API
 # only (DESIGN.md: daemon -> actors -> runtime). Its files include no
 # header of runtime/'s layers ("task/task.h" and the like: the only quoted
-# include is the folder's own actor_int.h) and name no tr__ internal.
+# includes are the folder's own headers, actor_int.h and frame.h) and name
+# no tr__ internal.
 set -euo pipefail
 root=${1:?usage: actors_public.sh ACTORS_DIR}
 cd "$root"
@@ -11,7 +12,7 @@ while IFS= read -r f; do
     while IFS= read -r line; do
         echo "$f: includes an internal header: $line"
         bad=1
-    done < <(grep -E '^#include "' "$f" | grep -v '^#include "actor_int.h"' || true)
+    done < <(grep -E '^#include "' "$f" | grep -vE '^#include "(actor_int|frame)\.h"' || true)
     while IFS= read -r line; do
         echo "$f: names a runtime internal: $line"
         bad=1

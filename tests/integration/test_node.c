@@ -822,6 +822,40 @@ test_node_link_full(void **state)
     g_dead_after_ms = 8000;
 }
 
+// Many callers at once: their requests share frames (a worker's run of
+// polls sends the peer one), which stay within the peer's small receive
+// limit (its Hello says it; a frame past it would cost the link), and
+// every caller's answers come back in order (each checks that the i-th
+// answer is its i-th request's).
+static void
+test_node_frames_batch_within_limit(void **state)
+{
+    (void)state;
+    fix f;
+    fix_up(&f, "--recv-max", "2048");
+    tr_actor_addr echo;
+    assert_int_equal(tr_node_whereis(f.n, f.peer, "echo", TU_WAIT_MS, &echo), TR_OK);
+    enum { CALLERS = 64, CALLS = 100 };
+    tr_join j[CALLERS];
+    step("64 callers");
+    for (int i = 0; i < CALLERS; i++) {
+        call_start(f.b.rt, echo, CALLS, 0, 0, 0, &j[i]);
+    }
+    for (int i = 0; i < CALLERS; i++) {
+        tr_err last;
+        assert_int_equal(call_finish(&j[i], &last), CALLS);
+        assert_int_equal(last, TR_OK);
+    }
+    tr_node_stats st;
+    tr_node_stats_get(f.n, &st);
+    assert_true(st.sent >= CALLERS * CALLS);
+    assert_true(st.frames_sent < st.sent); // some frames carried more than one
+    assert_int_equal(st.park_lost, 0);
+    assert_int_equal(st.pipes_closed, 0);
+    assert_true(tr_node_peer_up(f.n, f.peer));
+    fix_down(&f);
+}
+
 // tls+tcp on loopback: both nodes listen with the same self-signed
 // certificate (CN localhost, SAN 127.0.0.1) and trust it as their CA, and
 // present the same token.
@@ -929,6 +963,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_node_peer_killed),
         cmocka_unit_test(test_node_peer_stopped),
         cmocka_unit_test(test_node_link_full),
+        cmocka_unit_test(test_node_frames_batch_within_limit),
         cmocka_unit_test(test_node_tls),
     };
     int rc = tu_run(tests);

@@ -62,7 +62,7 @@ typedef struct tr_node_opts {
     size_t recv_max;               // bytes; 0: TR_NODE_RECV_MAX_DEFAULT
     uint32_t heartbeat_ms;         // 0: 500
     uint32_t dead_after_ms;        // 0: 5000
-    uint32_t sendbuf;              // messages queued per link; 0: 1024
+    uint32_t sendbuf;              // envelopes waiting per link (past it TR_EAGAIN); 0: 1024
     bool allow_plain_tcp;          // tcp:// on a loopback address (tests only)
     bool serve_executor;           // answer ExecutorCommand sent to TR_NODE_EXECUTOR
     bool serve_shutdown;           // with serve_executor: carry out a peer's Shutdown
@@ -113,8 +113,8 @@ TR_API tr_actor_addr tr_node_import(const tr_node *n, tr_actor_addr a);
 
 // Counters of a node (snapshots).
 typedef struct tr_node_stats {
-    uint64_t sent, received; // envelopes
-    uint64_t send_full;      // sends that found the link's buffer full (see send_parked)
+    uint64_t sent, received; // envelopes (many travel in one nng message, a frame)
+    uint64_t send_full;      // sends that found sendbuf envelopes waiting (see send_parked)
     uint64_t unknown_type, malformed, too_deep, over_budget; // envelopes refused
     uint64_t no_actor;                                       // envelopes for actors that are gone
     uint64_t errors_answered;                                // NodeError replies sent
@@ -122,11 +122,13 @@ typedef struct tr_node_stats {
     uint64_t bad_hello;    // links refused (no Hello first, a wrong token)
     uint64_t peers_down;   // peers found dead
     uint32_t peers;        // linked now
-    // Of send_full: Downs, Exits, replies and control messages that then
-    // waited for room (a user send is refused instead, a heartbeat
-    // dropped), and those of them the link's close or the peer's
-    // dead_after ended first. Past 4096 waiting at once, one is dropped.
+    // Of send_full: Downs, Exits, replies and control messages queued
+    // past the bound all the same (a user send is refused instead, a
+    // heartbeat dropped). park_lost: envelopes accepted for a link that
+    // closed, or whose peer's dead_after passed, before nng took them, and
+    // forced ones dropped past 4096 over the bound.
     uint64_t send_parked, park_lost;
+    uint64_t frames_sent; // nng messages that carried `sent` (sent / frames_sent: the batching)
 } tr_node_stats;
 
 TR_API void tr_node_stats_get(tr_node *n, tr_node_stats *out);

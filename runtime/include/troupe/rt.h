@@ -201,6 +201,19 @@ TR_API void *tr_rt_local_get(tr_rt *rt, tr_rt_key key);
 // key or a NULL value. Any thread.
 TR_API void *tr_rt_local_set(tr_rt *rt, tr_rt_key key, void *value);
 
+// tr_worker_defer asks the worker running the caller to call fn(arg) on
+// its own thread once it has run the tasks that are ready in front of it:
+// before it next looks for work and finds none (so before it sleeps), and
+// in any case within 32 task polls, and before its thread leaves the
+// runtime. Work that tasks produce as they run one after another can so
+// leave in one piece (troupe/node.h sends a peer one frame for a run of
+// tasks' messages). One deferral per worker at a time: true when fn(arg)
+// is deferred now (or was already); false off a worker thread (a plain
+// thread, the blocking pool, tr_rt_free's cancellations) or while another
+// deferral waits: the caller then does the work itself. fn must not block;
+// it may spawn, wake and defer again. From a task's poll, drop or waker.
+TR_API bool tr_worker_defer(void (*fn)(void *arg), void *arg);
+
 // tr_rt_get_stats fills *out with a snapshot of counters. Any thread; the
 // figures are read without stopping the runtime, so while it runs they may
 // lag what a caller saw by a task per worker (a worker counts a task after
