@@ -102,10 +102,56 @@ mono_ms(void)
 // ---------------------------------------------------------------------------
 // Replies.
 
+static void gate_leave(trd_daemon *d);
+
+// gate_enter starts a call into nng on the daemon's sockets from a thread
+// of ours (see d_replying): false when they are closing (then do not call,
+// and do not call gate_leave). seq_cst, with main's store of d_stopping
+// and its load of d_replying: either main waits for this call or the call
+// sees the stop.
+static bool
+gate_enter(trd_daemon *d)
+{
+    atomic_fetch_add_explicit(&d->d_replying, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&d->d_stopping, memory_order_seq_cst)) {
+        gate_leave(d);
+        return false;
+    }
+    return true;
+}
+
+// gate_leave ends it.
+static void
+gate_leave(trd_daemon *d)
+{
+    if (atomic_fetch_sub_explicit(&d->d_replying, 1, memory_order_seq_cst) == 1 &&
+        atomic_load_explicit(&d->d_stopping, memory_order_seq_cst)) {
+        pthread_mutex_lock(&d->d_rp_lock);
+        pthread_cond_broadcast(&d->d_rp_cond);
+        pthread_mutex_unlock(&d->d_rp_lock);
+    }
+}
+
+// gate_drain: main, d_stopping set, waits until no call of ours is inside
+// nng, so that the sockets' close frees nothing under one.
+static void
+gate_drain(trd_daemon *d)
+{
+    pthread_mutex_lock(&d->d_rp_lock);
+    while (atomic_load_explicit(&d->d_replying, memory_order_seq_cst) != 0) {
+        pthread_cond_wait(&d->d_rp_cond, &d->d_rp_lock);
+    }
+    pthread_mutex_unlock(&d->d_rp_lock);
+}
+
 void
 trd_reply(trd_daemon *d, uint32_t idx, tr_msg *reply)
 {
     trd_slot *s = &d->d_slots[idx];
+    if (!gate_enter(d)) {
+        tr_msg_free(reply); // the socket is closing: nobody can take it
+        return;
+    }
     size_t n = tr_msg_packed_size(reply);
     nng_msg *nm;
     if (nng_msg_alloc(&nm, n) != 0) {
@@ -117,6 +163,7 @@ trd_reply(trd_daemon *d, uint32_t idx, tr_msg *reply)
             trd_stop_vote(d);
         }
         nng_ctx_recv(s->s_ctx, s->s_aio);
+        gate_leave(d);
         return;
     }
     tr_msg_pack_to(reply, nng_msg_body(nm));
@@ -124,6 +171,7 @@ trd_reply(trd_daemon *d, uint32_t idx, tr_msg *reply)
     s->s_state = SLOT_SEND;
     nng_aio_set_msg(s->s_aio, nm);
     nng_ctx_send(s->s_ctx, s->s_aio);
+    gate_leave(d);
 }
 
 tr_msg *
@@ -181,15 +229,18 @@ trd_publish(trd_daemon *d, uint64_t id, uint64_t seq, trd_job_state st, uint32_t
     ev->data.len = len;
     size_t n = tr_msg_packed_size(m);
     nng_msg *nm;
-    if (nng_msg_alloc(&nm, 8 + n) == 0) {
-        uint8_t *p = nng_msg_body(nm);
-        for (int i = 0; i < 8; i++) {
-            p[i] = (uint8_t)(id >> (56 - 8 * i));
+    if (gate_enter(d)) {
+        if (nng_msg_alloc(&nm, 8 + n) == 0) {
+            uint8_t *p = nng_msg_body(nm);
+            for (int i = 0; i < 8; i++) {
+                p[i] = (uint8_t)(id >> (56 - 8 * i));
+            }
+            tr_msg_pack_to(m, p + 8);
+            if (nng_sendmsg(d->d_pub, nm, NNG_FLAG_NONBLOCK) != 0) {
+                nng_msg_free(nm);
+            }
         }
-        tr_msg_pack_to(m, p + 8);
-        if (nng_sendmsg(d->d_pub, nm, NNG_FLAG_NONBLOCK) != 0) {
-            nng_msg_free(nm);
-        }
+        gate_leave(d);
     }
     ev->data.data = NULL;
     ev->data.len = 0;
@@ -1474,6 +1525,8 @@ main(int argc, char **argv)
     static trd_daemon dd;
     trd_daemon *d = &dd;
     pthread_mutex_init(&d->d_sp_lock, NULL);
+    pthread_mutex_init(&d->d_rp_lock, NULL);
+    pthread_cond_init(&d->d_rp_cond, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1570,7 +1623,8 @@ main(int argc, char **argv)
             (int)atomic_load_explicit(&d->d_stop_requested, memory_order_acquire));
     status = 0;
 out:
-    atomic_store_explicit(&d->d_stopping, true, memory_order_release);
+    atomic_store_explicit(&d->d_stopping, true, memory_order_seq_cst);
+    gate_drain(d);
     if (d->d_slots[0].s_aio != NULL) {
         nng_close(d->d_sock);
     }
