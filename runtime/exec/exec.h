@@ -76,6 +76,9 @@ struct tr__worker {
     _Alignas(64) _Atomic uint32_t w_park;
     _Atomic bool w_sleeping;
     bool w_searching; // owner only
+    // Its last park drove the reactor (owner only): a searcher that then
+    // finds work hands the driver over (tr__end_searching).
+    bool w_was_driver;
 
     // Coarse clock for the dump: ms since the runtime started (owner).
     uint32_t w_now_ms;

@@ -83,7 +83,16 @@ tr__notify_parked(tr_rt *rt)
         tr__mutex_unlock(&rt->r_idle_lock);
         return;
     }
-    tr__worker *t = &rt->r_workers[rt->r_sleepers[rt->r_nsleepers - 1]];
+    // Rather one that sleeps on its futex than the reactor's driver: the
+    // driver stays in its wait, so no one need wake again to take it over
+    // (see tr__end_searching).
+    tr__worker *t = NULL;
+    for (unsigned i = rt->r_nsleepers; i-- > 0;) {
+        t = &rt->r_workers[rt->r_sleepers[i]];
+        if (atomic_load_explicit(&t->w_park, memory_order_relaxed) != TR__PARK_DRIVER) {
+            break;
+        }
+    }
     sleepers_remove(rt, t);
     // It wakes as a searcher: counted here, so a burst of pushes wakes one.
     t->w_searching = true;
@@ -158,6 +167,27 @@ tr__try_start_searching(tr__worker *w)
     return true;
 }
 
+// more_work: after w took a task, is there work a woken worker could take
+// (the injector, or any worker's queue, for thieves)? A push skipped its
+// wake while w searched, counting on w to pass it on: it shows here.
+static bool
+more_work(tr__worker *w)
+{
+    tr_rt *rt = w->w_rt;
+    if (atomic_load_explicit(&rt->r_inj_len, memory_order_seq_cst) != 0) {
+        return true;
+    }
+    if (rt->r_sched->stealable == NULL) {
+        return rt->r_sched->len(w) > 0;
+    }
+    for (unsigned i = 0; i < rt->r_nworkers; i++) {
+        if (rt->r_sched->stealable(&rt->r_workers[i]) > 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 void
 tr__end_searching(tr__worker *w)
 {
@@ -165,8 +195,16 @@ tr__end_searching(tr__worker *w)
     w->w_searching = false;
     uint32_t prev =
         atomic_fetch_sub_explicit(&rt->r_idle, TR__IDLE_SEARCHING_ONE, memory_order_seq_cst);
-    if ((prev & 0xffff) == 1) {
-        // The last searcher found work: there may be more, wake a helper.
+    bool was_driver = w->w_was_driver;
+    w->w_was_driver = false;
+    if ((prev & 0xffff) == 1 &&
+        (more_work(w) || (was_driver && tr__rx_watching(rt->r_reactor)))) {
+        // The last searcher found work: wake a helper when there is more,
+        // or when this worker leaves the reactor's wait for it while
+        // descriptors or timers are watched (the helper, finding nothing,
+        // parks as the driver, so that IO and timers go on during a long
+        // poll here). Waking one for nothing else costs a futex wake and a
+        // sleep per message on a request/reply path (remote_ping_pong).
         tr__notify_parked(rt);
     }
 }
@@ -213,6 +251,7 @@ tr__park_worker(tr__worker *w, uint64_t timeout_ns)
             futex_park(w, timeout_ns);
         }
     }
+    w->w_was_driver = driver;
 
     tr__mutex_lock(&rt->r_idle_lock);
     if (atomic_load_explicit(&w->w_sleeping, memory_order_relaxed)) {
