@@ -114,7 +114,7 @@ serve_troupe(const char *url)
 {
     tr_rt_config cfg;
     tr_rt_config_init(&cfg);
-    cfg.workers = getenv("RPP_SERVER_WORKERS") ? (unsigned)atoi(getenv("RPP_SERVER_WORKERS")) : 2;
+    cfg.workers = 2;
     tr_rt *rt;
     if (tr_rt_new(&cfg, &rt) != TR_OK) {
         return 1;
