@@ -1777,11 +1777,121 @@ test_exec_run_makes_and_runs_the_root(void **state)
     tu_rt_free_clean(rt);
 }
 
+// tr_worker_defer: a deferral runs once on the worker, after the run of
+// ready tasks that asked for it (so much fewer times than they asked),
+// before the runtime returns; off a worker, or while another deferral
+// waits, the caller is told to do the work itself.
+typedef struct defer_rec {
+    unsigned runs;       // the deferred function ran
+    unsigned runs_tasks; // of them, while the tasks ran
+    unsigned asked;      // polls that asked for it and were told yes
+    unsigned refused;    // another function, asked while one waited: no
+    unsigned wrong;      // runs off the tasks' worker thread
+    pthread_t worker;    // where the tasks ran
+    bool last_deferred;  // the root's last poll deferred it
+} defer_rec;
+
+static void
+defer_fn(void *arg)
+{
+    defer_rec *d = arg;
+    d->runs++;
+    if (!pthread_equal(pthread_self(), d->worker)) {
+        d->wrong++;
+    }
+}
+
+static void
+defer_other(void *arg)
+{
+    (void)arg;
+}
+
+enum { DEFER_TASKS = 200 };
+
+static tr_poll
+defer_task_poll(void *arg, tr_cx *cx)
+{
+    (void)cx;
+    defer_rec *d = *(defer_rec **)arg;
+    if (tr_worker_defer(defer_fn, d)) {
+        d->asked++;
+    }
+    if (!tr_worker_defer(defer_other, NULL)) {
+        d->refused++;
+    }
+    return TR_READY;
+}
+
+static const tr_task_spec defer_task_spec = {
+    .name = "defer.task", .poll = defer_task_poll, .size = sizeof(defer_rec *)};
+
+typedef struct defer_root {
+    int tr_pc;
+    defer_rec *d;
+    tr_join j[DEFER_TASKS];
+    unsigned i;
+    tr_outcome out;
+} defer_root;
+
+static tr_poll
+defer_root_poll(void *arg, tr_cx *cx)
+{
+    defer_root *st = arg;
+    TR_BEGIN(st);
+    st->d->worker = pthread_self();
+    for (st->i = 0; st->i < DEFER_TASKS; st->i++) {
+        if (tr_spawn(tr_cx_rt(cx), &defer_task_spec, NULL, &st->d, &st->j[st->i]) != TR_OK) {
+            TU_CHECK(false);
+        }
+    }
+    for (st->i = 0; st->i < DEFER_TASKS; st->i++) {
+        TR_AWAIT(st, tr_join_poll(&st->j[st->i], cx, &st->out));
+    }
+    // Deferred in the last poll: it runs before tr_rt_run returns.
+    st->d->runs_tasks = st->d->runs;
+    st->d->runs = 0;
+    st->d->last_deferred = tr_worker_defer(defer_fn, st->d);
+    TR_END(st);
+}
+
+static const tr_task_spec defer_root_spec = {
+    .name = "defer.root", .poll = defer_root_poll, .size = sizeof(defer_root)};
+
+static void
+test_exec_worker_defer(void **state)
+{
+    (void)state;
+    defer_rec d = {0};
+    assert_false(tr_worker_defer(defer_fn, &d)); // a plain thread
+    tr_rt_config cfg;
+    tu_config_init(&cfg);
+    cfg.workers = 1;
+    cfg.ignore_env = true;
+    tr_rt *rt = tu_rt_new_cfg(&cfg);
+    defer_root *r = calloc(1, sizeof *r);
+    assert_non_null(r);
+    r->d = &d;
+    assert_int_equal(tr_rt_run(rt, &defer_root_spec, NULL, r, NULL), TR_OK);
+    assert_true(d.last_deferred);
+    assert_int_equal(d.runs, 1); // the root's, before tr_rt_run returned
+    assert_int_equal(d.wrong, 0);
+    assert_int_equal(d.asked, DEFER_TASKS);   // yes, or yes already
+    assert_int_equal(d.refused, DEFER_TASKS); // another function while it waited
+    // Once per run of ready tasks (at most 32 polls), not once per task.
+    assert_true(d.runs_tasks >= 1);
+    assert_true(d.runs_tasks <= DEFER_TASKS / 32 + 2);
+    assert_false(tr_worker_defer(defer_fn, &d)); // not on a worker any more
+    free(r);
+    tu_rt_free_clean(rt);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exec_new_validates_config),
+        cmocka_unit_test(test_exec_worker_defer),
         cmocka_unit_test(test_exec_block_on_returns_root_result),
         cmocka_unit_test(test_exec_block_on_from_task_deadlocks),
         cmocka_unit_test(test_exec_block_on_busy_from_other_thread),
