@@ -73,13 +73,20 @@ enum {
     F_SUP = 1u << 3,
     F_INITFAIL = 1u << 5, // its init failed: stopped does not run
     F_DONE = 1u << 4,     // finished: the drop that follows READY has nothing to do
+    F_POLLED = 1u << 6,   // its task's waker is recorded in the mailbox
 };
 
+// 128 bytes: the mailbox (96), then the actor's own words, read mostly by
+// the actor itself, then the user's state. With the task's slot header an
+// actor of up to 32 bytes of state is a 224-byte pool slot (actor_create:
+// B per idle actor), whose mailbox is on a 32-byte boundary
+// (troupe/mailbox.h: its hot words stay apart). The task's waker is the
+// mailbox's (tr_mailbox_set_waker at the first poll,
+// tr_mailbox_wake_consumer).
 typedef struct tra_actor {
     tr_mailbox a_mb;
     const tr_actor_spec *a_spec;
     uint64_t a_id;
-    tr_waker a_waker;         // the actor's task (set at its first poll)
     _Atomic(tra_ext *) a_ext; // created under a_lock, then never changes
     _Atomic uint32_t a_lock;  // a futex mutex: 0 free, 1 held, 2 contended
     uint16_t a_flags;         // own: F_*
@@ -88,7 +95,7 @@ typedef struct tra_actor {
     _Alignas(16) unsigned char a_user[];
 } tra_actor;
 
-_Static_assert(offsetof(tra_actor, a_user) == 176, "an actor's own words end at 176 bytes");
+_Static_assert(offsetof(tra_actor, a_user) == 128, "an actor's own words end at 128 bytes");
 
 struct tr_actor {
     tra_actor *t_a;
@@ -263,7 +270,7 @@ finalise(void *ptr)
         endpoint_final((endpoint *)((uintptr_t)ptr & ~(uintptr_t)1));
     } else {
         // The actor's task waits for its last holder: wake it.
-        tr_wake(((tra_actor *)ptr)->a_waker);
+        tr_mailbox_wake_consumer(&((tra_actor *)ptr)->a_mb);
     }
 }
 
@@ -1062,8 +1069,9 @@ actor_poll(void *st, tr_cx *cx)
 {
     tra_actor *a = st;
     tr_actor self = {a, cx, NULL, NULL, false}; // t_rt: tr_actor_rt asks cx
-    if (TRA_UNLIKELY(a->a_waker.ops == NULL)) {
-        a->a_waker = tr_cx_waker(cx);
+    if (TRA_UNLIKELY(!(a->a_flags & F_POLLED))) {
+        a->a_flags |= F_POLLED;
+        tr_mailbox_set_waker(&a->a_mb, tr_cx_waker(cx));
     }
     if (TRA_UNLIKELY(a->a_flags & F_STOPPING)) {
         return stopping(&self);
@@ -1078,7 +1086,7 @@ actor_poll(void *st, tr_cx *cx)
             if (done > 0) {
                 wake_waiters(a);
             }
-            if (tr_mailbox_markempty(&a->a_mb, a->a_waker)) {
+            if (tr_mailbox_markempty(&a->a_mb, tr_cx_waker(cx))) {
                 return TR_PENDING;
             }
             if (retried) {
@@ -1104,7 +1112,7 @@ actor_poll(void *st, tr_cx *cx)
             // the mailbox empty straight away (false: a message came
             // meanwhile, take it).
             wake_waiters(a);
-            if (tr_mailbox_markempty(&a->a_mb, a->a_waker)) {
+            if (tr_mailbox_markempty(&a->a_mb, tr_cx_waker(cx))) {
                 return TR_PENDING;
             }
         }
@@ -1170,8 +1178,7 @@ specs_init(void)
 {
     for (size_t i = 0; i < NSIZE; i++) {
         g_specs[i] = actor_task;
-        // From a_user, not sizeof: the mailbox's 64-byte alignment pads
-        // sizeof(tra_actor) to 192, 16 bytes no one uses.
+        // From a_user (128): the actor's words, then i * 16 of the user's.
         g_specs[i].size = offsetof(tra_actor, a_user) + i * 16;
     }
 }

@@ -72,7 +72,7 @@ tr__rt_send(tr_rt *rt, tr__cmd *cmd)
     tr_msg *m = &cmd->c_hdr;
     tr_msg *head = atomic_load_explicit(&rt->r_inbox, memory_order_relaxed);
     do {
-        atomic_store_explicit(&m->m_next, head, memory_order_relaxed);
+        atomic_store_explicit(&m->m_link.l_next, (tr_msg_link *)(void *)head, memory_order_relaxed);
         // seq_cst: the release half pairs with the acquire exchange in
         // tr__drain_inbox; the rest with tr__park_worker's last look.
     } while (!atomic_compare_exchange_weak_explicit(&rt->r_inbox, &head, m, memory_order_seq_cst,
@@ -205,14 +205,16 @@ tr__drain_inbox(tr__worker *w)
     tr_msg *m = atomic_exchange_explicit(&rt->r_inbox, NULL, memory_order_acquire);
     tr_msg *fifo = NULL;
     while (m != NULL) { // reverse the stack into arrival order
-        tr_msg *next = atomic_load_explicit(&m->m_next, memory_order_relaxed);
-        atomic_store_explicit(&m->m_next, fifo, memory_order_relaxed);
+        tr_msg *next =
+            (tr_msg *)(void *)atomic_load_explicit(&m->m_link.l_next, memory_order_relaxed);
+        atomic_store_explicit(&m->m_link.l_next, (tr_msg_link *)(void *)fifo, memory_order_relaxed);
         fifo = m;
         m = next;
     }
     bool any = fifo != NULL;
     while (fifo != NULL) {
-        tr_msg *next = atomic_load_explicit(&fifo->m_next, memory_order_relaxed);
+        tr_msg *next =
+            (tr_msg *)(void *)atomic_load_explicit(&fifo->m_link.l_next, memory_order_relaxed);
         tr__cmd_handle(w, TR__CONTAINER_OF(fifo, tr__cmd, c_hdr));
         tr_msg_free(fifo);
         fifo = next;

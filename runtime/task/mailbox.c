@@ -139,9 +139,9 @@ static const tr_waker no_waker = {NULL, NULL};
 // lane_swap is a push's first half: it makes m the lane's head and returns
 // the previous head (user lane: with its mark bit).
 static inline uintptr_t
-lane_swap(_Atomic(uintptr_t) *headp, tr_msg *m)
+lane_swap(_Atomic(uintptr_t) *headp, tr_msg_link *m)
 {
-    atomic_store_explicit(&m->m_next, NULL, memory_order_relaxed);
+    atomic_store_explicit(&m->l_next, NULL, memory_order_relaxed);
     // Release: m->next = NULL is ordered before the next producer's link
     // to m (its exchange reads ours). Acquire: pairs with markempty's CAS
     // when the previous head is the mark (the waker). seq_cst: one total
@@ -153,33 +153,33 @@ lane_swap(_Atomic(uintptr_t) *headp, tr_msg *m)
 // lane_link is a push's second half: prev (a head lane_swap returned) gets m
 // as its next.
 static inline void
-lane_link(uintptr_t prev, tr_msg *m)
+lane_link(uintptr_t prev, tr_msg_link *m)
 {
-    tr_msg *p = (tr_msg *)(prev & ~MARK);
-    // Pairs with the acquire loads of m_next in lane_pop and markempty: what
+    tr_msg_link *p = (tr_msg_link *)(prev & ~MARK);
+    // Pairs with the acquire loads of l_next in lane_pop and markempty: what
     // the producer wrote into m is visible to the consumer that reaches it.
-    atomic_store_explicit(&p->m_next, m, memory_order_release);
+    atomic_store_explicit(&p->l_next, m, memory_order_release);
 }
 
 // lane_pop takes the oldest message of a lane, or returns NULL when the lane
 // is empty or its oldest message waits for a push's link. Consumer only.
 static tr_msg *
-lane_pop(_Atomic(uintptr_t) *headp, tr_msg **tailp, tr_msg *stub)
+lane_pop(_Atomic(uintptr_t) *headp, tr_msg_link **tailp, tr_msg_link *stub)
 {
-    tr_msg *tail = *tailp;
+    tr_msg_link *tail = *tailp;
     // Pairs with the release store in lane_link.
-    tr_msg *next = atomic_load_explicit(&tail->m_next, memory_order_acquire);
+    tr_msg_link *next = atomic_load_explicit(&tail->l_next, memory_order_acquire);
     if (tail == stub) {
         if (next == NULL) {
             return NULL; // empty, or its first push is in its window
         }
         *tailp = next;
         tail = next;
-        next = atomic_load_explicit(&next->m_next, memory_order_acquire);
+        next = atomic_load_explicit(&next->l_next, memory_order_acquire);
     }
     if (next != NULL) {
         *tailp = next;
-        return tail;
+        return (tr_msg *)(void *)tail; // a message: its link is its first member
     }
     // tail is the last message linked. Unless it is the last pushed too (a
     // push is in its window behind it), put the stub behind it, so that it
@@ -194,10 +194,10 @@ lane_pop(_Atomic(uintptr_t) *headp, tr_msg **tailp, tr_msg *stub)
     // message the consumer still holds.
     TR__ASSERT((prev & MARK) == 0);
     lane_link(prev, stub);
-    next = atomic_load_explicit(&tail->m_next, memory_order_acquire);
+    next = atomic_load_explicit(&tail->l_next, memory_order_acquire);
     if (next != NULL) {
         *tailp = next;
-        return tail;
+        return (tr_msg *)(void *)tail;
     }
     return NULL; // a push came between the look at the head and the stub's
 }
@@ -220,7 +220,7 @@ static bool
 sys_empty(tr_mailbox *mb)
 {
     return mb->mb_sys_tail == &mb->mb_sys_stub &&
-           atomic_load_explicit(&mb->mb_sys_stub.m_next, memory_order_acquire) == NULL &&
+           atomic_load_explicit(&mb->mb_sys_stub.l_next, memory_order_acquire) == NULL &&
            atomic_load_explicit(&mb->mb_sys_head, memory_order_seq_cst) ==
                (uintptr_t)&mb->mb_sys_stub;
 }
@@ -230,15 +230,15 @@ sys_empty(tr_mailbox *mb)
 static bool
 push_user(tr_mailbox *mb, tr_msg *m)
 {
-    uintptr_t prev = lane_swap(&mb->mb_head, m);
+    uintptr_t prev = lane_swap(&mb->mb_head, &m->m_link);
     if (TR__LIKELY((prev & MARK) == 0)) {
-        lane_link(prev, m);
+        lane_link(prev, &m->m_link);
         return false;
     }
     // This push took the mark (a). Read the waker before the link: once m
     // is linked the consumer may run and store another (see the notes).
     tr_waker wk = mb->mb_waker;
-    lane_link(prev, m);
+    lane_link(prev, &m->m_link);
     tr_wake(wk);
     return true;
 }
@@ -389,12 +389,12 @@ room_made(tr_mailbox *mb, uint32_t k)
 void
 tr_mailbox_init(tr_mailbox *mb, uint32_t bound)
 {
-    if (((uintptr_t)mb & 63) != 0) {
-        tr__panic("tr_mailbox_init(%p): not on a 64-byte boundary", (void *)mb);
+    if (((uintptr_t)mb & 15) != 0) {
+        tr__panic("tr_mailbox_init(%p): not on a 16-byte boundary", (void *)mb);
     }
     memset(mb, 0, sizeof *mb);
-    tr_msg_init(&mb->mb_stub, NULL);
-    tr_msg_init(&mb->mb_sys_stub, NULL);
+    atomic_init(&mb->mb_stub.l_next, NULL);
+    atomic_init(&mb->mb_sys_stub.l_next, NULL);
     atomic_init(&mb->mb_head, (uintptr_t)&mb->mb_stub);
     atomic_init(&mb->mb_sys_head, (uintptr_t)&mb->mb_sys_stub);
     atomic_init(&mb->mb_len, 0);
@@ -456,7 +456,7 @@ tr_mailbox_try_push(tr_mailbox *mb, tr_msg *m, bool *woke)
 bool
 tr_mailbox_push_system(tr_mailbox *mb, tr_msg *m)
 {
-    uintptr_t prev = lane_swap(&mb->mb_sys_head, m);
+    uintptr_t prev = lane_swap(&mb->mb_sys_head, &m->m_link);
     // The push's side of the Dekker pair with markempty: after the exchange
     // above, look for the mark (seq_cst), and take it if it is there (b).
     uintptr_t h = atomic_load_explicit(&mb->mb_head, memory_order_seq_cst);
@@ -472,7 +472,7 @@ tr_mailbox_push_system(tr_mailbox *mb, tr_msg *m)
             break;
         }
     }
-    lane_link(prev, m);
+    lane_link(prev, &m->m_link);
     tr_wake(wk);
     return woke;
 }
@@ -620,7 +620,7 @@ tr_mailbox_markempty(tr_mailbox *mb, tr_waker wk)
         h = stub;
     }
     if (h != stub || mb->mb_tail != &mb->mb_stub ||
-        atomic_load_explicit(&mb->mb_stub.m_next, memory_order_acquire) != NULL || !sys_empty(mb)) {
+        atomic_load_explicit(&mb->mb_stub.l_next, memory_order_acquire) != NULL || !sys_empty(mb)) {
         return false;
     }
     // No push has read the previous waker without linking since (notes).
@@ -644,6 +644,22 @@ tr_mailbox_markempty(tr_mailbox *mb, tr_waker wk)
         return false; // (c): the mark is withdrawn, nobody wakes
     }
     return true; // a push took the mark (a or b) and wakes wk
+}
+
+void
+tr_mailbox_set_waker(tr_mailbox *mb, tr_waker wk)
+{
+    if ((atomic_load_explicit(&mb->mb_head, memory_order_relaxed) & MARK) != 0 ||
+        mb->mb_waker.ops != NULL) {
+        tr__panic("tr_mailbox_set_waker(%p): after a markempty", (void *)mb);
+    }
+    mb->mb_waker = wk;
+}
+
+void
+tr_mailbox_wake_consumer(tr_mailbox *mb)
+{
+    tr_wake(mb->mb_waker);
 }
 
 uint32_t

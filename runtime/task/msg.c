@@ -376,7 +376,7 @@ large_alloc(size_t size)
     memcpy(p, &size, sizeof size);
     atomic_fetch_add_explicit(&g_large_live, 1, memory_order_relaxed);
     tr_msg *m = (tr_msg *)(void *)(p + LARGE_PREFIX);
-    atomic_init(&m->m_next, NULL);
+    atomic_init(&m->m_link.l_next, NULL);
     m->m_type = NULL;
     m->m_class = TR__MSG_CLASS_LARGE;
     m->m_flags = 0;
@@ -422,7 +422,7 @@ tr_msg_alloc(size_t size)
     UNPOISON(o, size);
     // (The slack past size stays poisoned: it was poisoned when freed.)
     tr_msg *m = (tr_msg *)(void *)o;
-    atomic_init(&m->m_next, NULL);
+    atomic_init(&m->m_link.l_next, NULL);
     m->m_type = NULL;
     m->m_class = cls;
     m->m_flags = 0;

@@ -1,8 +1,8 @@
 // Design notes.
 //
 // The pool hands out task slots: a 64-byte header followed by the task's
-// state, in 33 size classes from 80 bytes to 64 KiB (16-byte steps up to
-// 192, so that a small task costs what it uses: an idle task parked on a
+// state, in 34 size classes from 80 bytes to 64 KiB (16-byte steps up to
+// 192, then 224, so that a small task costs what it uses: an idle task parked on a
 // oneshot is an 80-byte slot; headers then share cache lines with their
 // neighbours', a price paid only by tasks that small). Slots are carved from
 // 256 KiB chunks aligned to their size, so a slot finds its chunk (and the
@@ -32,9 +32,9 @@
 #include <sys/mman.h>
 
 static const uint32_t class_size[TR__NCLASSES] = {
-    80,   96,   112,  128,  144,  160,   176,   192,   256,   320,   384,
-    448,  512,  640,  768,  896,  1024,  1280,  1536,  1792,  2048,  2560,
-    3072, 3584, 4096, 6144, 8192, 12288, 16384, 24576, 32768, 49152, 65536,
+    80,   96,   112,  128,  144,   160,   176,   192,   224,   256,   320,  384,
+    448,  512,  640,  768,  896,   1024,  1280,  1536,  1792,  2048,  2560, 3072,
+    3584, 4096, 6144, 8192, 12288, 16384, 24576, 32768, 49152, 65536,
 };
 
 #define MAX_DIR ((uint32_t)1 << (32 - TR__SLOT_BITS))

@@ -40,7 +40,7 @@ typedef struct tr__worker tr__worker;
 #define TR__CHUNK_HDR 128
 #define TR__SLOT_BITS 12 // 256 KiB / 80-byte slots < 4096
 #define TR__SLOT_HDR 64
-#define TR__NCLASSES 33
+#define TR__NCLASSES 34
 
 // ---------------------------------------------------------------------------
 // The state word: generation (32) | last worker (8) | sleep count (8) |

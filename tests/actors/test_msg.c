@@ -434,7 +434,7 @@ test_msg_chain_freed_elsewhere(void **state)
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, free_thread, ms), 0);
     assert_int_equal(pthread_join(t, NULL), 0);
-    tr_mailbox *mb = aligned_alloc(64, sizeof(tr_mailbox));
+    tr_mailbox *mb = aligned_alloc(64, 128); // a multiple of the alignment
     tr_mailbox_init(mb, 0);
     for (int i = 0; i < 16; i++) {
         tr_msg *m = tr_msg_new(&troupe__v1__reason__descriptor, 0, NULL);

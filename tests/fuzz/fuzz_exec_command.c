@@ -29,7 +29,7 @@
 static tr_rt *rt;
 
 typedef struct box {
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     sem_t sem;
 } box;
 

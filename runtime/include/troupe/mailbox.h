@@ -19,6 +19,7 @@
 #define TROUPE_MAILBOX_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 
 #include <troupe/common.h>
 #include <troupe/err.h>
@@ -29,13 +30,19 @@ TR_BEGIN_DECLS
 // ---------------------------------------------------------------------------
 // Messages.
 
+// A mailbox lane's link (private): first in every message, and all a
+// lane's placeholder is.
+typedef struct tr_msg_link {
+    _Atomic(struct tr_msg_link *) l_next; // private
+} tr_msg_link;
+
 // The header every message starts with. m_type and m_flags are the sender's;
-// m_next and m_class are private: the mailbox links messages through
-// m_next, and m_class says where the memory came from. Touch neither while
+// m_link and m_class are private: the mailbox links messages through
+// m_link, and m_class says where the memory came from. Touch neither while
 // the message is queued, and never change m_class, except to and from a
 // class of one's own (tr_msg_class_register).
 typedef struct tr_msg {
-    _Atomic(struct tr_msg *) m_next; // private: the mailbox link
+    tr_msg_link m_link; // private: the mailbox link
     const void *m_type; // type tag, the sender's to set (actors: the protobuf-c descriptor)
     uint32_t m_class;   // private: size class (see tr_msg_alloc); TR_MSG_CLASS_NONE: caller-owned
     uint32_t m_flags;   // free for the user
@@ -115,7 +122,7 @@ tr_msg_capacity_fast(const tr_msg *m)
 static inline void
 tr_msg_init(tr_msg *m, const void *type)
 {
-    atomic_init(&m->m_next, NULL);
+    atomic_init(&m->m_link.l_next, NULL);
     m->m_type = type;
     m->m_class = TR_MSG_CLASS_NONE;
     m->m_flags = 0;
@@ -175,34 +182,40 @@ typedef struct tr_mailbox_op {
 
 _Static_assert(sizeof(tr_mailbox_op) == 4 * sizeof(void *) + 8, "tr_mailbox_op: four words");
 
-// The mailbox itself; embed it (an actor does) and keep it at a 64-byte
-// boundary, as its alignment says (aligned_alloc(64, ...), or a task state
-// of 128 bytes or more, which the task pool places on 64-byte boundaries;
-// tr_mailbox_init panics on a misaligned one). The words producers write and
-// the consumer's are on two different cache lines: the first holds the
-// lanes' heads, the count, the line of waiting senders and the consumer's
-// waker (read by the one push that wakes it); the second the consumer's ends
-// of the lanes and their placeholders. Every field is private.
+// The mailbox itself; embed it (an actor does) at a 16-byte boundary at
+// least (tr_mailbox_init panics on less), best at a 64-byte one
+// (aligned_alloc(64, ...), a member declared _Alignas(64)): then the words
+// producers write and the consumer's are on two different cache lines, the
+// first holding the lanes' heads, the count, the line of waiting senders
+// and the consumer's waker (read by the one push that wakes it), the second
+// the consumer's ends of the lanes and their placeholders in its first
+// half. TR_MAILBOX_SIZE (96) bytes in all, so that an embedder can put 32
+// bytes of its own on that second line. 32 bytes into a line (an actor in
+// a 224-byte task slot: every other one) the words producers write on
+// every push (the heads and the count, the first 24 bytes) still share no
+// line with the consumer's ends. Every field is private.
 typedef struct tr_mailbox {
     // The producers' line.
-    _Alignas(64) _Atomic(uintptr_t) mb_head; // private: user lane's last message; bit 0: empty mark
-    _Atomic(uintptr_t) mb_sys_head;          // private: system lane's last message
-    _Atomic uint32_t mb_len;                 // private: user lane length (+ granted places)
-    uint32_t mb_bound;                       // private: user lane bound, 0: none (immutable)
-    _Atomic uint32_t mb_lock;                // private: a mutex for the line of waiting senders
-    _Atomic uint32_t mb_waiters;             // private: senders in line
-    _Atomic uint32_t mb_granted;             // private: places granted, not yet filled
-    uint32_t mb_pad;                         // private
-    struct tr_mailbox_op *mb_wait;           // private: the longest waiting (a ring), under mb_lock
-    tr_waker mb_waker;                       // private: the consumer's, stored by markempty
-    // The consumer's line.
-    _Alignas(64) tr_msg *mb_tail; // private: the user lane's oldest message (consumer)
-    tr_msg *mb_sys_tail;          // private: the system lane's oldest message (consumer)
-    tr_msg mb_stub;               // private: the user lane's placeholder
-    tr_msg mb_sys_stub;           // private: the system lane's placeholder
+    _Atomic(uintptr_t) mb_head;     // private: user lane's last message; bit 0: empty mark
+    _Atomic(uintptr_t) mb_sys_head; // private: system lane's last message
+    _Atomic uint32_t mb_len;        // private: user lane length (+ granted places)
+    uint32_t mb_bound;              // private: user lane bound, 0: none (immutable)
+    _Atomic uint32_t mb_lock;       // private: a mutex for the line of waiting senders
+    _Atomic uint32_t mb_waiters;    // private: senders in line
+    _Atomic uint32_t mb_granted;    // private: places granted, not yet filled
+    uint32_t mb_pad;                // private
+    struct tr_mailbox_op *mb_wait;  // private: the longest waiting (a ring), under mb_lock
+    tr_waker mb_waker;              // private: the consumer's, stored by markempty
+    // The consumer's line (its first half).
+    tr_msg_link *mb_tail;     // private: the user lane's oldest link (consumer)
+    tr_msg_link *mb_sys_tail; // private: the system lane's oldest link (consumer)
+    tr_msg_link mb_stub;      // private: the user lane's placeholder
+    tr_msg_link mb_sys_stub;  // private: the system lane's placeholder
 } tr_mailbox;
 
-_Static_assert(sizeof(tr_mailbox) == 128, "tr_mailbox is two cache lines");
+#define TR_MAILBOX_SIZE 96
+_Static_assert(sizeof(tr_mailbox) == TR_MAILBOX_SIZE, "tr_mailbox: a cache line and a half");
+_Static_assert(offsetof(tr_mailbox, mb_tail) == 64, "the consumer's words start a cache line");
 
 // tr_mailbox_init prepares an empty, unmarked mailbox whose user lane holds
 // at most bound messages for tr_mailbox_try_push and tr_mailbox_send (0: no
@@ -284,6 +297,19 @@ TR_API size_t tr_mailbox_take(tr_mailbox *mb, tr_msg **out, size_t max);
 // the consumer did before a true return happens before wk runs. The consumer
 // only.
 TR_API bool tr_mailbox_markempty(tr_mailbox *mb, tr_waker wk);
+
+// tr_mailbox_set_waker records wk as the consumer's waker without marking
+// the mailbox, for tr_mailbox_wake_consumer: the consumer only, before its
+// first tr_mailbox_markempty (no mark was ever set, so no push reads the
+// waker meanwhile; panics otherwise). An actor records its task's waker at
+// its first poll.
+TR_API void tr_mailbox_set_waker(tr_mailbox *mb, tr_waker wk);
+
+// tr_mailbox_wake_consumer calls tr_wake with the consumer's waker (the
+// last one tr_mailbox_set_waker or tr_mailbox_markempty recorded; nothing
+// before either). Any thread, ordered after that recording by the caller
+// (an actor's last holder: through the entry word the actor closed).
+TR_API void tr_mailbox_wake_consumer(tr_mailbox *mb);
 
 // tr_mailbox_len returns the length of the user lane: messages queued or
 // being pushed, plus places granted to waiting senders that have not pushed

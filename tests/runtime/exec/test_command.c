@@ -69,7 +69,7 @@ host_end(host *h)
 // The reply box: a mailbox a plain thread consumes.
 
 typedef struct rbox {
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     sem_t sem;
 } rbox;
 

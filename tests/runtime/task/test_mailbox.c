@@ -131,15 +131,15 @@ drain(tr_mailbox *mb)
 static uintptr_t
 half_push(_Atomic(uintptr_t) *head, tr_msg *m)
 {
-    atomic_store(&m->m_next, NULL);
-    return atomic_exchange(head, (uintptr_t)m);
+    atomic_store(&m->m_link.l_next, NULL);
+    return atomic_exchange(head, (uintptr_t)&m->m_link);
 }
 
 static void
 finish_push(uintptr_t prev, tr_msg *m)
 {
-    tr_msg *p = (tr_msg *)(prev & ~(uintptr_t)1);
-    atomic_store(&p->m_next, m);
+    tr_msg_link *p = (tr_msg_link *)(prev & ~(uintptr_t)1);
+    atomic_store(&p->l_next, &m->m_link);
 }
 
 // ---------------------------------------------------------------------------
@@ -161,7 +161,7 @@ static void
 test_mailbox_fifo_per_producer(void **state)
 {
     (void)state;
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     tr_mailbox_init(&mb, 0);
     for (uint32_t i = 0; i < 100; i++) {
         assert_false(tr_mailbox_push(&mb, msg_new(1, i)));
@@ -179,11 +179,39 @@ test_mailbox_fifo_per_producer(void **state)
     tr_mailbox_fini(&mb, NULL, NULL);
 }
 
+// tr_mailbox_set_waker records the consumer's waker before any markempty,
+// tr_mailbox_wake_consumer calls it (nothing before one is recorded), and a
+// markempty with the same waker keeps it; on a 32-byte boundary, as an
+// actor's mailbox may be, the mailbox works the same.
+static void
+test_mailbox_consumer_waker(void **state)
+{
+    (void)state;
+    _Alignas(64) unsigned char buf[32 + sizeof(tr_mailbox)];
+    tr_mailbox *mb = (tr_mailbox *)(void *)(buf + 32);
+    tr_mailbox_init(mb, 0);
+    cwaker c = {0};
+    tr_mailbox_wake_consumer(mb); // none recorded: nothing
+    tr_mailbox_set_waker(mb, cwaker_of(&c));
+    assert_int_equal(atomic_load(&c.wakes), 0);
+    tr_mailbox_wake_consumer(mb);
+    assert_int_equal(atomic_load(&c.wakes), 1);
+    assert_true(tr_mailbox_markempty(mb, cwaker_of(&c)));
+    assert_true(tr_mailbox_push(mb, msg_new(1, 0))); // took the mark: woke
+    assert_int_equal(atomic_load(&c.wakes), 2);
+    tr_msg *m = tr_mailbox_pop(mb);
+    assert_non_null(m);
+    tr_msg_free(m);
+    tr_mailbox_wake_consumer(mb);
+    assert_int_equal(atomic_load(&c.wakes), 3);
+    tr_mailbox_fini(mb, NULL, NULL);
+}
+
 static void
 test_mailbox_system_lane_first(void **state)
 {
     (void)state;
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     tr_mailbox_init(&mb, 0);
     tr_mailbox_push(&mb, msg_new(0, 0));
     tr_mailbox_push(&mb, msg_new(0, 1));
@@ -215,7 +243,7 @@ static void
 test_mailbox_take_batches(void **state)
 {
     (void)state;
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     tr_mailbox_init(&mb, 0);
     for (uint32_t i = 0; i < 10; i++) {
         tr_mailbox_push(&mb, msg_new(0, i));
@@ -256,7 +284,7 @@ static void
 test_mailbox_try_push_bound(void **state)
 {
     (void)state;
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     tr_mailbox_init(&mb, 3);
     bool woke = true;
     for (uint32_t i = 0; i < 3; i++) {
@@ -321,7 +349,7 @@ static void
 test_mailbox_fini_drops_remaining(void **state)
 {
     (void)state;
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     tr_mailbox_init(&mb, 4);
     for (uint32_t i = 0; i < 5; i++) {
         tr_mailbox_push(&mb, msg_new(0, i));
@@ -361,7 +389,7 @@ test_msg_caller_owned(void **state)
     assert_ptr_equal(a.hdr.m_type, &a);
     a.seq = 1;
     b.seq = 2;
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     tr_mailbox_init(&mb, 0);
     tr_mailbox_push(&mb, &a.hdr);
     tr_mailbox_push_system(&mb, &b.hdr);
@@ -411,7 +439,7 @@ test_msg_class_register(void **state)
         b->hdr.m_class = cls;
         tr_msg_free(&a->hdr);
         assert_int_equal(atomic_load(&owned_frees), 1);
-        tr_mailbox mb;
+        _Alignas(64) tr_mailbox mb;
         tr_mailbox_init(&mb, 0);
         tr_mailbox_push(&mb, &b->hdr);
         tr_mailbox_fini(&mb, NULL, NULL); // LeakSanitizer checks both blocks
@@ -443,7 +471,7 @@ static void
 test_mailbox_markempty_wakes_once(void **state)
 {
     (void)state;
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     tr_mailbox_init(&mb, 0);
     cwaker c = {0}, c2 = {0};
     tr_waker w = cwaker_of(&c);
@@ -501,7 +529,7 @@ static void
 test_mailbox_push_window(void **state)
 {
     (void)state;
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     tr_mailbox_init(&mb, 0);
     cwaker c = {0};
     tr_waker w = cwaker_of(&c);
@@ -596,7 +624,7 @@ static void
 test_mailbox_markempty_race_replayed(void **state)
 {
     (void)state;
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     tr_mailbox_init(&mb, 0);
     cwaker c = {0};
     atomic_store(&tr__test_hook, land_hook);
@@ -634,7 +662,7 @@ test_mailbox_markempty_race_replayed(void **state)
 #define RACE_THREADS 4
 
 typedef struct race {
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     pthread_barrier_t start;
     pthread_barrier_t done;
     uint32_t cycles;
@@ -783,7 +811,7 @@ test_mailbox_wake_once_racing_consumer(void **state)
 #define STRESS_WINDOW 1024
 
 typedef struct stress {
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     uint32_t per; // messages per producer
     sem_t credits[STRESS_PRODUCERS];
     pthread_t thr[STRESS_PRODUCERS];
@@ -896,7 +924,7 @@ test_mailbox_stress_producers(void **state)
 #define BOUNDED_BOUND 8
 
 typedef struct bounded {
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     uint32_t per;
     _Atomic uint32_t takes;    // bumped by the consumer after each take
     _Atomic uint32_t sleepers; // producers waiting on takes
@@ -1188,7 +1216,7 @@ static void
 test_mailbox_send_waits_at_bound_fifo(void **state)
 {
     (void)state;
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     tr_mailbox_init(&mb, 2);
     tr_rt *rt = tu_rt_new_fifo();
     run_root(rt, &fifo_root_spec, &(fifo_root){.mb = &mb});
@@ -1285,7 +1313,7 @@ static const tr_task_spec cancel_root_spec = {
 static void
 run_cancel(bool granted)
 {
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     tr_mailbox_init(&mb, 1);
     tr_rt *rt = tu_rt_new_fifo();
     run_root(rt, &cancel_root_spec, &(cancel_root){.mb = &mb, .granted = granted});
@@ -1395,7 +1423,7 @@ static void
 test_mailbox_send_many_senders(void **state)
 {
     (void)state;
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     tr_mailbox_init(&mb, MANY_BOUND);
     tr_rt_config cfg;
     tu_config_init(&cfg);
@@ -1469,7 +1497,7 @@ static void
 test_mailbox_send_charges_budget(void **state)
 {
     (void)state;
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     tr_mailbox_init(&mb, 0);
     tr_rt_config cfg;
     tu_config_init(&cfg);
@@ -1525,7 +1553,7 @@ test_msg_alloc_every_class(void **state)
         tr_msg *m = tr_msg_alloc(size);
         assert_non_null(m);
         assert_int_equal((uintptr_t)m % 16, 0);
-        assert_null(atomic_load(&m->m_next));
+        assert_null(atomic_load(&m->m_link.l_next));
         assert_null(m->m_type);
         assert_int_equal(m->m_flags, 0);
         assert_int_equal(m->m_class, want_cls);
@@ -1580,7 +1608,7 @@ test_msg_alloc_large(void **state)
     }
     assert_int_equal(tr__msg_large_live(), live + 4);
     // A large message travels through a mailbox like any other.
-    tr_mailbox mb;
+    _Alignas(64) tr_mailbox mb;
     tr_mailbox_init(&mb, 0);
     tr_mailbox_push(&mb, ms[3]);
     assert_ptr_equal(tr_mailbox_pop(&mb), ms[3]);
@@ -1738,6 +1766,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_msg_free_null),
         cmocka_unit_test(test_mailbox_fifo_per_producer),
+        cmocka_unit_test(test_mailbox_consumer_waker),
         cmocka_unit_test(test_mailbox_system_lane_first),
         cmocka_unit_test(test_mailbox_take_batches),
         cmocka_unit_test(test_mailbox_try_push_bound),
