@@ -412,6 +412,19 @@ link_close(olink *l)
     link_unref(l);
 }
 
+// frame_counted counts a frame of nrec envelopes that nng took (ok) or
+// that was lost.
+static void
+frame_counted(tr_node *n, uint32_t nrec, bool ok)
+{
+    if (ok) {
+        atomic_fetch_add_explicit(&n->s_sent, nrec, memory_order_relaxed);
+        COUNT(n, s_frames);
+    } else {
+        atomic_fetch_add_explicit(&n->s_park_lost, nrec, memory_order_relaxed);
+    }
+}
+
 // pop_locked takes the first waiting frame off l (one waits). Under l_mu.
 static frame *
 pop_locked(olink *l)
@@ -454,11 +467,8 @@ link_cb(void *arg)
             nng_msg_free(left);
         }
         nng_aio_set_msg(l->l_aio, NULL);
-        atomic_fetch_add_explicit(&n->s_park_lost, l->l_inflight, memory_order_relaxed);
-    } else {
-        atomic_fetch_add_explicit(&n->s_sent, l->l_inflight, memory_order_relaxed);
-        COUNT(n, s_frames);
     }
+    frame_counted(n, l->l_inflight, rv == 0);
     l->l_inflight = 0;
     if (l->l_head != NULL && !l->l_closed) {
         aio_send_locked(l, pop_locked(l));
@@ -502,13 +512,10 @@ flush_locked(olink *l)
             pthread_mutex_unlock(&l->l_mu);
             return;
         }
-        if (rv == 0) {
-            atomic_fetch_add_explicit(&n->s_sent, f->f_n, memory_order_relaxed);
-            COUNT(n, s_frames);
-        } else {
+        if (rv != 0) {
             nng_msg_free(f->f_msg);
-            atomic_fetch_add_explicit(&n->s_park_lost, f->f_n, memory_order_relaxed);
         }
+        frame_counted(n, f->f_n, rv == 0);
         free(f);
         if (l->l_head == NULL || l->l_closed) {
             l->l_busy = false;
@@ -530,16 +537,12 @@ static void
 flush_deferred(void *arg)
 {
     (void)arg;
-    // A flush may defer again (a send from a waker it runs): take the list.
-    unsigned nd = t_ndefer;
-    olink *ls[DEFER_MAX];
-    memcpy(ls, t_defer, nd * sizeof ls[0]);
-    t_ndefer = 0;
-    for (unsigned i = 0; i < nd; i++) {
-        pthread_mutex_lock(&ls[i]->l_mu);
-        flush_locked(ls[i]);
-        link_unref(ls[i]);
+    for (unsigned i = 0; i < t_ndefer; i++) {
+        pthread_mutex_lock(&t_defer[i]->l_mu);
+        flush_locked(t_defer[i]);
+        link_unref(t_defer[i]);
     }
+    t_ndefer = 0;
 }
 
 // defer_locked: true when l is flushed once this worker has run what is ready
@@ -983,9 +986,10 @@ on_hello(tr_node *n, uint32_t pipe, const Troupe__V1__Hello *h)
     }
     free(old_mon);
     if (answer) {
-        send_control(n, link_ref(l), hello_msg(n, h->echo_url));
+        send_control(n, l, hello_msg(n, h->echo_url)); // lets go of l
+    } else {
+        link_unref(l);
     }
-    link_unref(l);
 }
 
 static peer *
@@ -1078,23 +1082,43 @@ on_control(tr_node *n, peer *from, tr_msg *m)
     }
 }
 
-// on_envelope handles one record of a frame that came through pipe: the
-// envelope p[0, len) for actor. false: the pipe is refused (no valid
-// Hello first), the rest of the frame with it.
+// The peer a frame came from, looked up (and its silence ended) once per
+// frame: NULL until its pipe has a valid Hello.
+typedef struct sender {
+    peer *s_peer;
+    uint64_t s_id;
+} sender;
+
+// sender_find fills *s for pipe unless it is known already.
+static void
+sender_find(tr_node *n, uint32_t pipe, sender *s)
+{
+    if (s->s_peer != NULL) {
+        return;
+    }
+    pthread_mutex_lock(&n->n_lock);
+    s->s_peer = peer_by_pipe_locked(n, pipe);
+    if (s->s_peer != NULL) {
+        s->s_id = s->s_peer->p_id;
+        atomic_store_explicit(&s->s_peer->p_last_seen, now_ns(), memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&n->n_lock);
+}
+
+// on_envelope handles one record of a frame that came through pipe from
+// *s: the envelope p[0, len) for actor. false: the pipe is refused (no
+// valid Hello first), the rest of the frame with it.
 static bool
-on_envelope(tr_node *n, nng_msg *nm, uint32_t pipe, uint64_t actor, const uint8_t *p, size_t len)
+on_envelope(tr_node *n, nng_msg *nm, uint32_t pipe, sender *s, uint64_t actor, const uint8_t *p,
+            size_t len)
 {
     COUNT(n, s_received);
     tr_msg *m = NULL;
     tr_unpack_info info;
     tr_err err = tr_msg_unpack(p, len, NULL, &m, &info);
-    pthread_mutex_lock(&n->n_lock);
-    peer *from = peer_by_pipe_locked(n, pipe);
-    uint64_t from_id = from != NULL ? from->p_id : 0;
-    if (from != NULL) {
-        atomic_store_explicit(&from->p_last_seen, now_ns(), memory_order_relaxed);
-    }
-    pthread_mutex_unlock(&n->n_lock);
+    sender_find(n, pipe, s);
+    peer *from = s->s_peer;
+    uint64_t from_id = s->s_id;
     if (from == NULL) {
         // The first envelope of a pipe must be a valid Hello.
         bool ok =
@@ -1203,11 +1227,13 @@ on_wire(tr_node *n, nng_msg *nm)
     uint64_t actor;
     const uint8_t *env;
     size_t len;
-    tra_frame_step st = left == 0 ? TRA_FRAME_BAD : TRA_FRAME_REC;
-    while (st == TRA_FRAME_REC &&
-           (st = tra_frame_next(&p, &left, &actor, &env, &len)) == TRA_FRAME_REC) {
-        if (!on_envelope(n, nm, pipe, actor, env, len)) {
-            return;
+    sender from = {NULL, 0};
+    tra_frame_step st = TRA_FRAME_BAD; // an empty frame is refused
+    if (left > 0) {
+        while ((st = tra_frame_next(&p, &left, &actor, &env, &len)) == TRA_FRAME_REC) {
+            if (!on_envelope(n, nm, pipe, &from, actor, env, len)) {
+                return;
+            }
         }
     }
     if (st == TRA_FRAME_BAD) {
@@ -1215,10 +1241,8 @@ on_wire(tr_node *n, nng_msg *nm)
         // record cannot be found.
         COUNT(n, s_received);
         COUNT(n, s_malformed);
-        pthread_mutex_lock(&n->n_lock);
-        bool known = peer_by_pipe_locked(n, pipe) != NULL;
-        pthread_mutex_unlock(&n->n_lock);
-        if (!known) {
+        sender_find(n, pipe, &from);
+        if (from.s_peer == NULL) {
             COUNT(n, s_bad_hello);
             nng_pipe_close(nng_msg_get_pipe(nm));
         }

@@ -102,9 +102,10 @@ struct trd_daemon {
     _Atomic bool d_stopping;
     // Calls of trd_reply and trd_publish inside nng right now (from the
     // store thread, a worker, the blocking pool): main waits for none
-    // before it closes the sockets, since nng 1.5.2's close frees a context under a send that is
-    // still running on another thread (its mutex: "pthread_mutex_lock:
-    // Invalid argument" and an abort). d_rp_lock and d_rp_cond wake main.
+    // before it closes the sockets, since nng 1.5.2's close frees a
+    // context under a send still running on another thread (its mutex:
+    // "pthread_mutex_lock: Invalid argument" and an abort). d_rp_lock and
+    // d_rp_cond wake main.
     _Atomic uint32_t d_replying;
     pthread_mutex_t d_rp_lock;
     pthread_cond_t d_rp_cond;

@@ -197,8 +197,7 @@ tr__end_searching(tr__worker *w)
         atomic_fetch_sub_explicit(&rt->r_idle, TR__IDLE_SEARCHING_ONE, memory_order_seq_cst);
     bool was_driver = w->w_was_driver;
     w->w_was_driver = false;
-    if ((prev & 0xffff) == 1 &&
-        (more_work(w) || (was_driver && tr__rx_watching(rt->r_reactor)))) {
+    if ((prev & 0xffff) == 1 && (more_work(w) || (was_driver && tr__rx_watching(rt->r_reactor)))) {
         // The last searcher found work: wake a helper when there is more,
         // or when this worker leaves the reactor's wait for it while
         // descriptors or timers are watched (the helper, finding nothing,
