@@ -112,7 +112,9 @@ typedef struct run {
     uint64_t r_timeout_ms, r_grace_ms;
     uint64_t r_start_time; // the leader's, in clock ticks since boot
     char *r_cg;            // the cgroup directory, NULL: none (immutable once set)
-    bool r_cg_gone;        // it was removed (the waiter's, or the start's before it)
+    bool r_cg_gone;        // it was removed or kept (the waiter's, or the start's before it)
+    bool r_cg_reuse;       // kept for the next program when found empty (cgroup_reuse)
+    bool r_cg_killed;      // cgroup.kill was written: never kept (see cg_remove)
 } run;
 
 static void
@@ -314,10 +316,79 @@ cg_write(const run *r, const char *file, const char *text)
     return e;
 }
 
-// cg_make makes the program's cgroup below parent.
+// Cgroups kept for reuse (cgroup_reuse): full paths, below any parent;
+// the last kept is the first taken.
+enum { CG_KEEP_MAX = 64 };
+static pthread_mutex_t g_keep_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *g_keep[CG_KEEP_MAX];
+static size_t g_nkeep;
+
+// below reports whether path is a direct child of parent.
+static bool
+below(const char *path, const char *parent)
+{
+    size_t n = strlen(parent);
+    return strncmp(path, parent, n) == 0 && path[n] == '/' && strchr(path + n + 1, '/') == NULL;
+}
+
+// keep_take takes a kept cgroup below parent, or returns NULL.
+static char *
+keep_take(const char *parent)
+{
+    char *p = NULL;
+    pthread_mutex_lock(&g_keep_mu);
+    for (size_t i = g_nkeep; i-- > 0;) {
+        if (below(g_keep[i], parent)) {
+            p = g_keep[i];
+            g_keep[i] = g_keep[--g_nkeep];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_keep_mu);
+    return p;
+}
+
+// keep_put keeps path (a copy) for reuse: false when the pool is full.
+static bool
+keep_put(const char *path)
+{
+    pthread_mutex_lock(&g_keep_mu);
+    bool ok = g_nkeep < CG_KEEP_MAX;
+    if (ok) {
+        g_keep[g_nkeep++] = tra_strdup(path);
+    }
+    pthread_mutex_unlock(&g_keep_mu);
+    return ok;
+}
+
+void
+tr_proc_cgroup_release(const char *parent)
+{
+    pthread_mutex_lock(&g_keep_mu);
+    for (size_t i = g_nkeep; i-- > 0;) {
+        if (parent == NULL || below(g_keep[i], parent)) {
+            rmdir(g_keep[i]);
+            free(g_keep[i]);
+            g_keep[i] = g_keep[--g_nkeep];
+        }
+    }
+    pthread_mutex_unlock(&g_keep_mu);
+}
+
+// cg_make makes the program's cgroup below parent, or takes a kept one.
 static tr_err
 cg_make(run *r, const char *parent)
 {
+    char *kept;
+    while (r->r_cg_reuse && (kept = keep_take(parent)) != NULL) {
+        // Still there (EEXIST; made again if someone removed it): the
+        // lookup costs far less than a new cgroup.
+        if (mkdir(kept, 0755) == 0 || errno == EEXIST) {
+            r->r_cg = kept;
+            return TR_OK;
+        }
+        free(kept);
+    }
     char path[PATH_MAX];
     for (int tries = 0; tries < 16; tries++) {
         uint64_t n = atomic_fetch_add_explicit(&g_cg_seq, 1, memory_order_relaxed) + 1;
@@ -345,9 +416,13 @@ cg_make(run *r, const char *parent)
 // SIGKILL to each pid cgroup.procs lists (a fork racing with it is caught
 // at the next cgroup.events notification, which re-kills).
 static void
-cg_kill(const run *r)
+cg_kill(run *r)
 {
-    if (r->r_cg == NULL || r->r_cg_gone || cg_write(r, "cgroup.kill", "1") != ENOENT) {
+    if (r->r_cg == NULL || r->r_cg_gone) {
+        return;
+    }
+    r->r_cg_killed = true;
+    if (cg_write(r, "cgroup.kill", "1") != ENOENT) {
         return;
     }
     FILE *f = cg_procs(r);
@@ -383,11 +458,20 @@ cg_populated(const run *r)
     return strstr(buf, "populated 1") != NULL;
 }
 
-// cg_remove removes the (empty) cgroup.
+// cg_remove removes the cgroup, or keeps it for reuse when it was just
+// seen empty (empty), reuse was asked for, and it was never killed: on
+// Linux 6.18 a process cloned into a cgroup (CLONE_INTO_CGROUP) whose
+// cgroup.kill was ever written is killed at once (the kill count is
+// compared with the forking process's cgroup's), so such a cgroup is not
+// used again.
 static void
-cg_remove(run *r)
+cg_remove(run *r, bool empty)
 {
-    if (r->r_cg != NULL && !r->r_cg_gone && (rmdir(r->r_cg) == 0 || errno == ENOENT)) {
+    if (r->r_cg == NULL || r->r_cg_gone) {
+        return;
+    }
+    bool keep = empty && r->r_cg_reuse && !r->r_cg_killed;
+    if ((keep && keep_put(r->r_cg)) || rmdir(r->r_cg) == 0 || errno == ENOENT) {
         r->r_cg_gone = true;
     }
 }
@@ -721,7 +805,7 @@ await_empty(waiter *w, tr_cx *cx, bool deadline, bool *late)
         }
         cg_kill(r); // without cgroup.kill: a pid forked meanwhile
     }
-    cg_remove(r);
+    cg_remove(r, true);
     return TR_READY;
 }
 
@@ -814,19 +898,22 @@ waiter_poll(void *st, tr_cx *cx)
             if (r->r_cg != NULL) {
                 // The job ends with its leader: what is left in its cgroup
                 // (a grandchild that made a session of its own) goes too.
-                cg_kill(r);
                 // Empty already (the common case: nothing outlived the
-                // leader): no watch. Closing an inotify instance waits for
-                // an SRCU grace period in the kernel, milliseconds on a
-                // worker, so it is made only for a cgroup that still has
-                // processes dying in it.
+                // leader): no kill (which would spoil it for reuse, see
+                // cg_remove) and no watch. Closing an inotify instance
+                // waits for an SRCU grace period in the kernel,
+                // milliseconds on a worker, so it is made only for a
+                // cgroup that still has processes dying in it.
+                if (cg_populated(r)) {
+                    cg_kill(r);
+                }
                 if (!cg_populated(r)) {
-                    cg_remove(r);
+                    cg_remove(r, true);
                 } else if (watch_cgroup(w)) {
                     w->w_deadline = tr_now(r->r_rt) + r->r_grace_ms * TR_NS_PER_MS;
                     w->w_phase = PH_CGROUP;
                 } else {
-                    cg_remove(r); // no inotify: one try, which fails while they die
+                    cg_remove(r, false); // no inotify: one try, which fails while they die
                 }
             }
             continue;
@@ -875,7 +962,7 @@ waiter_drop(void *st)
         // Cancelled (a shutdown) before the end: nothing may outlive the
         // runtime. The cgroup's rmdir fails while its processes die.
         hard_kill(r);
-        cg_remove(r);
+        cg_remove(r, false);
         for (int i = 0; i < 2; i++) {
             tr_join_release(&r->r_readers[i]);
         }
@@ -1055,6 +1142,7 @@ tr_proc_actor_start(tr_rt *rt, const tr_proc_opts *o, tr_actor_addr owner, tr_ac
     }
     courier c = {.c_run = r};
     r->r_no_courier = start_task(r, &courier_spec, &c, NULL) != TR_OK;
+    r->r_cg_reuse = o->cgroup_reuse;
     if (check_rlimits(r, o) == TR_OK && o->cgroup_parent != NULL) {
         cg_make(r, o->cgroup_parent);
     }
@@ -1075,7 +1163,7 @@ tr_proc_actor_start(tr_rt *rt, const tr_proc_opts *o, tr_actor_addr owner, tr_ac
         }
     }
     if (r->r_proc == NULL) {
-        cg_remove(r); // empty
+        cg_remove(r, !cg_populated(r)); // nothing ran in it, unless a failed exec's child
         pthread_mutex_lock(&r->r_lock);
         r->r_closed = r->r_done[0] = r->r_done[1] = true;
         r->r_exit_due = r->r_exit_queued = true; // exactly one ProcessExit, with the error

@@ -21,6 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <troupe/proc_actor.h>
+
 // self_cgroup writes the directory of our own cgroup v2 into out.
 static bool
 self_cgroup(char *out, size_t n)
@@ -154,6 +156,7 @@ void
 trd_cgroup_cleanup(const char *parent)
 {
     if (parent != NULL && parent[0] != '\0') {
+        tr_proc_cgroup_release(parent); // the jobs' cgroups kept for reuse
         rmdir(parent);
     }
 }

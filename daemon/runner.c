@@ -1137,6 +1137,7 @@ job_start_process(runner *r, tr_actor *self, job *j)
         .nrlimits = s->n_rlimits,
         .output_cap = s->output_cap != 0 ? s->output_cap : r->r_d->d_output_cap,
         .cgroup_parent = r->r_cgroup[0] != '\0' ? r->r_cgroup : NULL,
+        .cgroup_reuse = true, // released in trd_cgroup_cleanup
         .stream_output = true,
     };
     tr_actor_addr proc;

@@ -548,6 +548,15 @@ cgroup_parent_make(char *out, size_t cap)
     return ok;
 }
 
+// cgroup_parent_or_skip is cgroup_parent_make, or skips the test.
+static void
+cgroup_parent_or_skip(char *out, size_t cap)
+{
+    if (!cgroup_parent_make(out, cap)) {
+        tu_skip("no writable cgroup v2 (no cgroup2 mount, or not allowed to mkdir there)");
+    }
+}
+
 // A grandchild that made a session of its own (setsid) outlives its
 // leader, unless the program runs in a cgroup: then it is killed when the
 // leader exits, and the cgroup is gone by the ProcessExit. The shell reads
@@ -557,9 +566,7 @@ test_proc_actor_cgroup_kills_setsid_grandchild(void **state)
 {
     (void)state;
     char parent[512];
-    if (!cgroup_parent_make(parent, sizeof parent)) {
-        tu_skip("no writable cgroup v2 (no cgroup2 mount, or not allowed to mkdir there)");
-    }
+    cgroup_parent_or_skip(parent, sizeof parent);
     bg b;
     bg_start(&b, 2);
     outcome o;
@@ -601,6 +608,75 @@ test_proc_actor_cgroup_kills_setsid_grandchild(void **state)
     assert_int_equal(rmdir(parent), 0);
 }
 
+// With cgroup_reuse, a cgroup found empty when its leader exits is kept
+// and the next program below the same parent runs in it (and lives: a
+// kept cgroup was never killed); one that had to be killed (a setsid
+// grandchild outlived the leader) is removed, never handed on; and
+// tr_proc_cgroup_release removes what is kept, so the parent can go.
+static void
+test_proc_actor_cgroup_reuse(void **state)
+{
+    (void)state;
+    char parent[512];
+    cgroup_parent_or_skip(parent, sizeof parent);
+    char *echo[] = {"/bin/echo", "hi", NULL};
+    tr_proc_opts po = {.argv = echo, .cgroup_parent = parent, .cgroup_reuse = true};
+    outcome o;
+    bg b;
+    bg_start(&b, 2);
+    run_prog(&b, &o, &po);
+    wait_exit(&o);
+    assert_int_equal(o.error, TR_OK);
+    assert_int_equal(o.x.code, 0);
+    char first[512];
+    snprintf(first, sizeof first, "%s", o.s_cgroup);
+    assert_memory_equal(first, parent, strlen(parent));
+    assert_int_equal(access(first, F_OK), 0); // kept
+    outcome_fini(&o);
+
+    for (int i = 0; i < 3; i++) {
+        run_prog(&b, &o, &po);
+        wait_exit(&o);
+        assert_int_equal(o.error, TR_OK);
+        assert_false(o.x.killed);
+        assert_int_equal(o.x.code, 0);
+        assert_string_equal(o.out, "hi\n");
+        assert_string_equal(o.s_cgroup, first);
+        outcome_fini(&o);
+    }
+
+    // A grandchild in a session of its own: killed through the cgroup,
+    // which is then removed rather than kept.
+    char *sh[] = {"/bin/sh", "-c", "setsid sleep 1000 & echo $!", NULL};
+    po.argv = sh;
+    run_prog(&b, &o, &po);
+    wait_exit(&o);
+    assert_int_equal(o.error, TR_OK);
+    assert_string_equal(o.s_cgroup, first);
+    pid_t g = (pid_t)atoi(o.out);
+    assert_true(g > 0);
+    assert_true(gone_within(g, 0));
+    assert_int_equal(access(first, F_OK), -1);
+    outcome_fini(&o);
+
+    // The next one gets a fresh cgroup, and runs.
+    po.argv = echo;
+    run_prog(&b, &o, &po);
+    wait_exit(&o);
+    assert_int_equal(o.x.code, 0);
+    assert_string_not_equal(o.s_cgroup, first);
+    char second[512];
+    snprintf(second, sizeof second, "%s", o.s_cgroup);
+    assert_int_equal(access(second, F_OK), 0);
+    outcome_fini(&o);
+    bg_stop(&b);
+
+    assert_int_equal(rmdir(parent), -1); // the kept one is in it
+    tr_proc_cgroup_release(parent);
+    assert_int_equal(access(second, F_OK), -1);
+    assert_int_equal(rmdir(parent), 0);
+}
+
 // fifo_line waits up to TU_WAIT_MS for a line on the FIFO fd (opened
 // O_NONBLOCK before its writer started) and returns it in buf.
 static void
@@ -633,9 +709,7 @@ test_proc_actor_signal_reaches_cgroup(void **state)
 {
     (void)state;
     char parent[512];
-    if (!cgroup_parent_make(parent, sizeof parent)) {
-        tu_skip("no writable cgroup v2 (no cgroup2 mount, or not allowed to mkdir there)");
-    }
+    cgroup_parent_or_skip(parent, sizeof parent);
     char dir[] = "/tmp/test_proc_sig_XXXXXX";
     assert_non_null(mkdtemp(dir));
     char ready[64], got[64], script[512];
@@ -699,6 +773,7 @@ main(void)
         cmocka_unit_test(test_proc_actor_slow_bounded_owner),
         cmocka_unit_test(test_proc_actor_cgroup_kills_setsid_grandchild),
         cmocka_unit_test(test_proc_actor_signal_reaches_cgroup),
+        cmocka_unit_test(test_proc_actor_cgroup_reuse),
     };
     return tu_run(tests);
 }

@@ -61,6 +61,15 @@
 // within the grace period, ProcessExit goes anyway and the directory is
 // removed once it empties. A runtime shut down meanwhile kills what is in
 // it but may leave the empty directory behind.
+//
+// With cgroup_reuse as well, a cgroup found empty after its leader's exit
+// is not removed but kept (up to 64 in the process) for the next program
+// started below the same parent with cgroup_reuse: the kernel's mkdir and
+// rmdir of a cgroup cost tens of microseconds each, which a daemon running
+// short jobs pays per job. A kept cgroup holds no process (it was seen
+// empty), so a program never shares one with another. Its name then no
+// longer names one program (ProcessStarted's cgroup may repeat), and it
+// outlives ProcessExit: tr_proc_cgroup_release removes the kept ones.
 #ifndef TROUPE_PROC_ACTOR_H
 #define TROUPE_PROC_ACTOR_H
 
@@ -108,6 +117,7 @@ typedef struct tr_proc_opts {
     // cgroup of it (see above). NULL: no cgroup. A failure to make or enter
     // it is the ProcessExit's error: nothing runs unconfined.
     const char *cgroup_parent;
+    bool cgroup_reuse; // keep the emptied cgroup for the next program (see above)
 } tr_proc_opts;
 
 // tr_proc_actor_start starts the program described by o as an actor of rt
@@ -131,6 +141,13 @@ TR_API tr_err tr_proc_actor_start(tr_rt *rt, const tr_proc_opts *o, tr_actor_add
 // A pid whose start time differs from the one recorded is another process
 // that reused the pid. Blocks on one small /proc read. Any thread.
 TR_API tr_err tr_proc_start_time(pid_t pid, uint64_t *out);
+
+// tr_proc_cgroup_release removes (rmdir) and forgets the cgroups kept for
+// reuse below parent (NULL: below any parent). Call it before removing
+// parent, and before exit (what is kept is heap memory too). Programs
+// that still run are not affected: only empty, kept cgroups are removed.
+// Any thread.
+TR_API void tr_proc_cgroup_release(const char *parent);
 
 TR_END_DECLS
 
