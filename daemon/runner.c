@@ -1722,6 +1722,9 @@ added_from_batch(runner *r, const Troupe__Daemon__JobsAdded *ja, add_acc *a)
 static void
 on_added(runner *r, const Troupe__Daemon__JobsAdded *ja)
 {
+    if (ja->reply) {
+        trd_reply_submitted(r->r_d, ja->reply_slot, ja->first_id, ja->count, false);
+    }
     for (size_t i = 0; i < ja->n_groups; i++) {
         group *g = group_get(r, ja->groups[i]->name);
         g->g_limit = ja->groups[i]->parallel != 0 ? ja->groups[i]->parallel : r->r_d->d_cores;

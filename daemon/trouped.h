@@ -136,6 +136,11 @@ void trd_offload(trd_daemon *d, void (*fn)(void *arg), void (*discard)(void *arg
 // trd_reply_new returns a ControlReply message to fill, *out its body.
 tr_msg *trd_reply_new(Troupe__V1__ControlReply **out);
 
+// trd_reply_submitted replies to a Submit with its jobs' ids (Submitted).
+// As trd_reply.
+void trd_reply_submitted(trd_daemon *d, uint32_t idx, uint64_t first_id, uint32_t count,
+                         bool repeated);
+
 // trd_reply_ack replies with an Ack; with stop_after, the daemon stops
 // once it has gone and the runner has voted too (a Shutdown). As trd_reply.
 void trd_reply_ack(trd_daemon *d, uint32_t idx, bool stop_after);
