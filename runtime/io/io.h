@@ -158,9 +158,10 @@ void tr__blocking_release(tr_blocking_op *op, tr__job *j) TR__HIDDEN;
 bool tr__blocking_wait_threads(tr_rt *rt, unsigned n, unsigned timeout_ms) TR__HIDDEN;
 
 // process.c, for the tests: tr__process_force_fallback makes later spawns
-// use SIGCHLD instead of a pidfd (on) or lets them try pidfd_open again
-// (off); tr__process_has_pidfd reports whether p waits through a pidfd;
-// tr__process_orphans returns how many freed children await reaping.
+// use posix_spawn and SIGCHLD instead of the raw clone3 and a pidfd (on),
+// or lets them try those again (off); tr__process_has_pidfd reports
+// whether p waits through a pidfd; tr__process_orphans returns how many
+// freed children await reaping.
 void tr__process_force_fallback(bool on) TR__HIDDEN;
 bool tr__process_has_pidfd(const tr_process *p) TR__HIDDEN;
 size_t tr__process_orphans(void) TR__HIDDEN;

@@ -1,29 +1,35 @@
 // Design notes.
 //
-// Spawning. posix_spawn (glibc's is clone(CLONE_VM | CLONE_VFORK), so exec
-// failures come back as its result) with POSIX_SPAWN_SETSIGMASK (an empty
-// mask: a worker or a daemon's main may block signals) and
-// POSIX_SPAWN_SETSIGDEF (the signals troupe handles, SIGPIPE and SIGXFSZ).
-// A new group is POSIX_SPAWN_SETPGROUP, a new session POSIX_SPAWN_SETSID
-// alone (glibc 2.36 fails SETSID with SETPGROUP: EPERM, since setpgid
-// after setsid is refused to a session leader).
+// Spawning. On x86-64, clone3 with CLONE_VM | CLONE_VFORK on a stack of
+// its own (spawn_vfork), whose child makes raw system calls only: what
+// glibc's posix_spawn does with clone, minus its fresh stack per spawn
+// (an mmap and a munmap, whose TLB shootdown is an IPI to every CPU that
+// runs one of our threads: ~140 us a spawn against ~70, and a tail near
+// 1 ms, on the 2-core VM); our stacks are kept (vf_stack_get). The child
+// empties its signal mask (a worker or a daemon's main may block
+// signals), resets the signals troupe handles (SIGPIPE and SIGXFSZ) to
+// their defaults, makes its session or group (setsid alone: glibc 2.36
+// fails SETSID with SETPGROUP with EPERM, since setpgid after setsid is
+// refused to a session leader), dup2s the pipes, marks every other
+// descriptor close-on-exec (close_range), changes directory, and execs,
+// searching PATH as execvp does; a failure before or at the exec comes
+// back as the spawn's error. Elsewhere, without clone3, or with the test
+// switch: posix_spawn with the same attributes (POSIX_SPAWN_SETSIGMASK,
+// POSIX_SPAWN_SETSIGDEF, SETSID or SETPGROUP, file actions with
+// addclosefrom_np(3)).
 // Pipes are made with pipe2(O_CLOEXEC), so a spawn running concurrently on
 // another thread never inherits them; the child's ends are dup2'd onto
-// 0..2 by the file actions (dup2 clears close-on-exec on the copy), and
-// posix_spawn_file_actions_addclosefrom_np(3) closes whatever else the
-// program left open without close-on-exec. Every end we keep is moved above
-// 2 first, so that a dup2 never overwrites another end and tr_io_open never
-// takes one of ours for a borrowed standard stream. The parent's ends become
-// tr_io objects before the spawn (nothing to undo in a running child if
-// that fails).
+// 0..2 (dup2 clears close-on-exec on the copy). Every end we keep is moved
+// above 2 first, so that a dup2 never overwrites another end and
+// tr_io_open never takes one of ours for a borrowed standard stream. The
+// parent's ends become tr_io objects before the spawn (nothing to undo in
+// a running child if that fails).
 //
 // Into a cgroup (tr_process_opts.cgroup): clone3 with CLONE_INTO_CGROUP,
-// so the program never runs outside it. On x86-64 the clone3 is the vfork
-// kind, CLONE_VM | CLONE_VFORK on a stack of its own, whose child makes
-// raw system calls only (spawn_vfork_cgroup); elsewhere it is fork-like
-// (spawn_into_cgroup), which copies the caller's page tables: ~4 ms a job
-// in trouped, against ~0.1 ms. Without clone3, posix_spawn and a write to
-// cgroup.procs.
+// so the program never runs outside it: the vfork kind above on x86-64;
+// elsewhere fork-like (spawn_into_cgroup), which copies the caller's page
+// tables: ~4 ms a job in trouped, against ~0.1 ms. Without clone3,
+// posix_spawn and a write to cgroup.procs.
 //
 // Reaping. With a pidfd (the default) the handle owns the pidfd as a tr_io,
 // and a wait is an ordinary readiness operation on it: waitid(P_PIDFD,
@@ -875,20 +881,64 @@ vf_clone3(struct trx_clone_args *ca, int (*fn)(void *), void *arg)
 
 #define VF_STACK ((size_t)64 << 10)
 
-// spawn_vfork_cgroup is spawn_into_cgroup the vfork way: 0, ENOSYS (no
-// clone3 or no CLONE_INTO_CGROUP: the caller falls back), or an errno.
-static int
-spawn_vfork_cgroup(const tr_process_opts *o, const int child_fd[3], const sigset_t *def, pid_t *pid)
+// The child's stacks, kept for the next spawn: an mmap and a munmap per
+// spawn cost a TLB shootdown (an IPI to each CPU that runs one of our
+// threads, dear in a VM) and the child's page faults on fresh pages. A
+// stack is free again when vf_clone3 returns: the child has exec'd or
+// exited by then (CLONE_VFORK).
+enum { VF_KEEP = 4 };
+static pthread_mutex_t g_vf_mu = PTHREAD_MUTEX_INITIALIZER;
+static void *g_vf_stk[VF_KEEP];
+static int g_vf_n;
+
+static void *
+vf_stack_get(void)
 {
-    int cg = open(o->cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (cg < 0) {
+    void *s = NULL;
+    pthread_mutex_lock(&g_vf_mu);
+    if (g_vf_n > 0) {
+        s = g_vf_stk[--g_vf_n];
+    }
+    pthread_mutex_unlock(&g_vf_mu);
+    if (s == NULL) {
+        s = mmap(NULL, VF_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
+                 -1, 0);
+    }
+    return s;
+}
+
+static void
+vf_stack_put(void *s)
+{
+    pthread_mutex_lock(&g_vf_mu);
+    bool kept = g_vf_n < VF_KEEP;
+    if (kept) {
+        g_vf_stk[g_vf_n++] = s;
+    }
+    pthread_mutex_unlock(&g_vf_mu);
+    if (!kept) {
+        munmap(s, VF_STACK);
+    }
+}
+
+// spawn_vfork starts the child the vfork way, into o->cgroup when it is
+// set (CLONE_INTO_CGROUP): 0, ENOSYS (no clone3, or no CLONE_INTO_CGROUP:
+// the caller falls back), or an errno. Without a cgroup it is also what
+// posix_spawn would do, minus glibc's stack per spawn (see vf_stack_get):
+// ~70 us against ~140 us a spawn here, and a tail of ~0.8 ms gone.
+static int
+spawn_vfork(const tr_process_opts *o, const int child_fd[3], const sigset_t *def, pid_t *pid)
+{
+    int cg = -1;
+    if (o->cgroup != NULL && (cg = open(o->cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
         return errno;
     }
-    void *stk = mmap(NULL, VF_STACK, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    void *stk = vf_stack_get();
     if (stk == MAP_FAILED) {
         int e = errno;
-        close(cg);
+        if (cg >= 0) {
+            close(cg);
+        }
         return e;
     }
     vfork_args a = {
@@ -907,16 +957,18 @@ spawn_vfork_cgroup(const tr_process_opts *o, const int child_fd[3], const sigset
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     struct trx_clone_args ca = {
-        .flags = 0x200000000ull /* CLONE_INTO_CGROUP */ | CLONE_VM | CLONE_VFORK,
+        .flags = (cg >= 0 ? 0x200000000ull /* CLONE_INTO_CGROUP */ : 0) | CLONE_VM | CLONE_VFORK,
         .exit_signal = SIGCHLD,
         .stack = (uint64_t)(uintptr_t)stk,
         .stack_size = VF_STACK,
-        .cgroup = (uint64_t)cg,
+        .cgroup = cg >= 0 ? (uint64_t)cg : 0,
     };
     long r = vf_clone3(&ca, vf_child, &a);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    munmap(stk, VF_STACK);
-    close(cg);
+    vf_stack_put(stk);
+    if (cg >= 0) {
+        close(cg);
+    }
     if (r < 0) {
         return (int)-r;
     }
@@ -1008,13 +1060,20 @@ tr_process_spawn(tr_rt *rt, const tr_process_opts *o, tr_process **out)
         }
     }
     e = ENOSYS;
-    if (o->cgroup != NULL && !atomic_load_explicit(&g_no_clone3, memory_order_relaxed)) {
+    // The raw clone3 unless it is missing or the test switch asks for the
+    // posix_spawn path; on other architectures only into a cgroup.
+#if defined(__x86_64__)
+    if (!atomic_load_explicit(&g_no_clone3, memory_order_relaxed) &&
+        !atomic_load_explicit(&g_force_fallback, memory_order_relaxed)) {
         sigset_t def;
         spawn_sigdef(&def);
-#if defined(__x86_64__)
         // (No fork-like retry on ENOSYS: that is the same clone3.)
-        e = spawn_vfork_cgroup(o, child_fd, &def, &p->p_pid);
+        e = spawn_vfork(o, child_fd, &def, &p->p_pid);
 #else
+    if (!atomic_load_explicit(&g_no_clone3, memory_order_relaxed) &&
+        !atomic_load_explicit(&g_force_fallback, memory_order_relaxed) && o->cgroup != NULL) {
+        sigset_t def;
+        spawn_sigdef(&def);
         e = spawn_into_cgroup(o, child_fd, &def, &p->p_pid);
 #endif
         if (e == ENOSYS) {
@@ -1204,8 +1263,9 @@ tr_process_free(tr_process *p)
 // ---------------------------------------------------------------------------
 // For the tests.
 
-// tr__process_force_fallback makes later spawns use SIGCHLD instead of a
-// pidfd (on) or lets them try pidfd_open again (off).
+// tr__process_force_fallback makes later spawns use posix_spawn and
+// SIGCHLD instead of the raw clone3 and a pidfd (on), or lets them try
+// those again (off).
 void
 tr__process_force_fallback(bool on)
 {
