@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-typedef enum kind { K_STR, K_BOOL, K_COUNT, K_POSITIVE, K_U32, K_DURABILITY } kind;
+typedef enum kind { K_STR, K_BOOL, K_COUNT, K_POSITIVE, K_U32, K_WORKERS, K_DURABILITY } kind;
 
 static const struct {
     const char *name;
@@ -30,6 +30,7 @@ static const struct {
     [TRD_K_DURABILITY] = {"durability", K_DURABILITY},
     [TRD_K_CGROUP] = {"cgroup", K_STR},
     [TRD_K_PLUGIN_DIR] = {"plugin-dir", K_STR},
+    [TRD_K_WORKERS] = {"workers", K_WORKERS},
 };
 
 const char *
@@ -179,6 +180,12 @@ trd_config_set(trd_config *c, trd_source src, trd_key key, const char *value, ch
             return false;
         }
         break;
+    case K_WORKERS:
+        if (!parse_count(value, &n) || n > 255) {
+            snprintf(err, errlen, "\"%.64s\" is not a number up to 255 (0: one per core)", value);
+            return false;
+        }
+        break;
     case K_POSITIVE:
         if (!parse_count(value, &n) || n == 0) {
             snprintf(err, errlen, "\"%.64s\" is not a positive number of bytes", value);
@@ -212,6 +219,9 @@ trd_config_set(trd_config *c, trd_source src, trd_key key, const char *value, ch
         return true;
     case TRD_K_MAX_RUNNING:
         c->max_running = n;
+        return true;
+    case TRD_K_WORKERS:
+        c->workers = n;
         return true;
     case TRD_K_OUTPUT_CAP:
         c->output_cap = n;

@@ -42,6 +42,7 @@ typedef enum trd_key {
     TRD_K_DURABILITY,
     TRD_K_CGROUP,
     TRD_K_PLUGIN_DIR,
+    TRD_K_WORKERS,
     TRD_K_COUNT
 } trd_key;
 
@@ -71,6 +72,7 @@ typedef struct trd_config {
     bool durability_full; // false: --durability=process
     char *cgroup;         // NULL: "auto"; "none"; a directory
     char *plugin_dir;     // NULL: no plugins
+    uint64_t workers;     // the runtime's worker threads; 0: one per core; at most 255
     trd_source src[TRD_K_COUNT];
 } trd_config;
 

@@ -1212,6 +1212,8 @@ usage(FILE *f)
                "  --max-queued N         jobs queued or running at most (default 1000000);\n"
                "                         a Submit past it is refused\n"
                "  --max-running N        jobs running at once over all groups (default: no cap)\n"
+               "  --workers N            the runtime's worker threads (default 0: one per\n"
+               "                         core; TROUPE_WORKERS overrides it)\n"
                "  --events URL           the PUB socket of job events; default: beside an\n"
                "                         ipc control socket (trouped-events.sock), none for\n"
                "                         others; \"none\" for none\n"
@@ -1589,7 +1591,10 @@ main(int argc, char **argv)
         goto out;
     }
     trd_store_set_max_unfinished(d->d_store, max_queued);
-    if ((rv = tr_rt_new(NULL, &d->d_rt)) != TR_OK) {
+    tr_rt_config rc;
+    tr_rt_config_init(&rc);
+    rc.workers = (unsigned)cfg.workers;
+    if ((rv = tr_rt_new(&rc, &d->d_rt)) != TR_OK) {
         fprintf(stderr, "trouped: runtime: %s\n", tr_strerror(rv));
         goto out;
     }

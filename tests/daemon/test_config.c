@@ -91,6 +91,7 @@ test_file_every_key(void **st)
                        "durability = process\n"
                        "cgroup = \"none\"\n"
                        "plugin-dir = /usr/lib/troupe/plugins\n"
+                       "workers = 255\n"
                        "\t# an indented comment\n"
                        "ephemeral = off";
     assert_true(parse(&c, text, err, sizeof err));
@@ -107,6 +108,7 @@ test_file_every_key(void **st)
     assert_false(c.durability_full);
     assert_string_equal(c.cgroup, "none");
     assert_string_equal(c.plugin_dir, "/usr/lib/troupe/plugins");
+    assert_int_equal(c.workers, 255);
     assert_false(c.ephemeral);
     for (unsigned k = 0; k < TRD_K_COUNT; k++) {
         assert_int_equal(c.src[k], TRD_SRC_FILE);
@@ -131,6 +133,8 @@ test_file_errors(void **st)
     expect_error("max-queued = 12k\n", "t.conf:1: max-queued: \"12k\" is not a number (0: no cap)");
     expect_error("max-running = 4294967296\n", "t.conf:1: max-running: \"4294967296\" is not a "
                                                "number up to 4294967295 (0: no cap)");
+    expect_error("workers = 256\n",
+                 "t.conf:1: workers: \"256\" is not a number up to 255 (0: one per core)");
     expect_error("output-cap = 0\n",
                  "t.conf:1: output-cap: \"0\" is not a positive number of bytes");
     expect_error("durability = fast\n", "t.conf:1: durability: \"fast\": full or process");

@@ -1165,15 +1165,16 @@ test_daemon_group_limits(void **unused)
 }
 
 // A daemon with caps: at most 1 job running over every group, at most 5
-// queued or running.
+// queued or running; and a runtime of one worker (--workers 1), which
+// does all of it.
 static void
 test_daemon_caps(void **unused)
 {
     (void)unused;
     daemon_proc p = {0};
     snprintf(p.url, sizeof p.url, "ipc:///tmp/troupe-test-daemon-%d-k.sock", (int)getpid());
-    char *args[] = {"--ephemeral", "--listen",      p.url, "--max-queued",
-                    "5",           "--max-running", "1",   NULL};
+    char *args[] = {"--ephemeral", "--listen", p.url, "--max-queued", "5", "--max-running", "1",
+                    "--workers",   "1",        NULL};
     daemon_spawn(&p, args);
     char line[512];
     assert_non_null(fgets(line, sizeof line, p.out));
