@@ -54,6 +54,14 @@
 // unfinished jobs are loaded; what an earlier trouped left running is
 // killed (orphans.h) and each job that was running is retried or failed.
 //
+// Placement (placement.h): an exec or shell job runs on a worker with
+// room, which starts its process actor; today the one worker is trouped
+// itself (the local worker: tr_proc_actor_start here, its cgroup below
+// ours). A remote worker would start it elsewhere and nothing below would
+// change: the process actor's messages and kills go by address. pump
+// starts such a job only while a worker has room; job_release gives the
+// room back.
+//
 // Where things run: posix_spawn runs on the worker that runs this actor
 // (tr_proc_actor_start spawns on the calling thread, ~0.1 ms per job), and
 // so do the store reads the runner makes (a batch's rows after JobsAdded,
@@ -77,6 +85,7 @@
 
 #include "cgroup.h"
 #include "orphans.h"
+#include "placement.h"
 #include "plugin.h"
 #include "trouped.h"
 #include "trouped_int.pb-c.h"
@@ -113,6 +122,8 @@ typedef struct job {
     size_t j_hpos;        // its place in its group's ready heap; NOT_READY: none
     bool j_fin_queued;    // in r_fin: its dependants are still to hear of its end
     tr_actor_addr j_proc; // its process actor while it runs
+    trd_worker *j_worker; // where it runs (placement.h), NULL: nowhere
+    uint32_t j_wslots;    // the worker's slots it holds (trd_place's taken)
     tr_task_id j_task;    // its plugin task while it runs (id 0: none)
     bool j_timed_out;     // its plugin task was cancelled by its timeout
     bool j_cancel;        // cancelled while it ran: its exit is "cancelled"
@@ -178,8 +189,9 @@ typedef struct runner {
     size_t r_nrun, r_caprun;
     trd_leader *r_recover; // at start: the leaders of the jobs found running
     size_t r_nrecover;
-    char r_cgroup[4096]; // the parent of the jobs' cgroups ("": none; cgroup.h)
-    job **r_loaded;      // at start: the jobs loaded, in id order
+    char r_cgroup[4096];    // the parent of the jobs' cgroups ("": none; cgroup.h)
+    trd_placement *r_place; // where exec and shell jobs run (placement.h)
+    job **r_loaded;         // at start: the jobs loaded, in id order
     size_t r_nloaded, r_caploaded;
     bool r_dirty;       // something a pump may act on changed
     bool r_draining;    // a Shutdown: start nothing
@@ -985,6 +997,10 @@ job_release(runner *r, job *j)
         }
     }
     j->j_proc = TR_ACTOR_NONE;
+    if (j->j_worker != NULL) {
+        trd_unplace(j->j_worker, j->j_wslots);
+        j->j_worker = NULL;
+    }
     out_close(j); // its output is complete: every chunk came before the exit
 }
 
@@ -1136,12 +1152,12 @@ job_start_process(runner *r, tr_actor *self, job *j)
         .rlimits = s->n_rlimits > 0 ? rl : NULL,
         .nrlimits = s->n_rlimits,
         .output_cap = s->output_cap != 0 ? s->output_cap : r->r_d->d_output_cap,
-        .cgroup_parent = r->r_cgroup[0] != '\0' ? r->r_cgroup : NULL,
-        .cgroup_reuse = true, // released in trd_cgroup_cleanup
-        .stream_output = true,
+        .stream_output = true, // the worker adds its cgroup
     };
     tr_actor_addr proc;
-    tr_err rv = tr_proc_actor_start(tr_actor_rt(self), &o, tr_actor_self(self), &proc);
+    uint32_t taken = 0;
+    trd_worker *w = trd_place(r->r_place, j->j_slots, &taken); // pump saw the room
+    tr_err rv = w != NULL ? trd_worker_start(w, &o, tr_actor_self(self), &proc) : TR_EAGAIN;
     free(argv_buf);
     if (owned != NULL) {
         for (size_t i = 0; owned[i] != NULL; i++) {
@@ -1151,12 +1167,17 @@ job_start_process(runner *r, tr_actor *self, job *j)
     }
     free(envp);
     if (rv != TR_OK) {
+        if (w != NULL) {
+            trd_unplace(w, taken);
+        }
         char why[128];
         snprintf(why, sizeof why, "could not start a process actor: %s", tr_strerror(rv));
         job_finish(r, j, TRD_JOB_FAILED, why, 0, 0, NULL);
         return;
     }
     j->j_proc = proc;
+    j->j_worker = w;
+    j->j_wslots = taken;
     run_add(r, j);
 }
 
@@ -1345,6 +1366,14 @@ job_start(runner *r, tr_actor *self, job *j)
     }
 }
 
+// needs_worker: j runs a program, on a worker (placement.h).
+static bool
+needs_worker(const job *j)
+{
+    return j->j_spec->task_case == TROUPE__V1__JOB_SPEC__TASK_EXEC ||
+           j->j_spec->task_case == TROUPE__V1__JOB_SPEC__TASK_SHELL;
+}
+
 // pump starts ready jobs while their groups have room: per group in heap
 // order (priority, then id), and the head waits for room rather than let
 // a lighter job pass it (a heavy job cannot starve; its weight is at most
@@ -1366,7 +1395,8 @@ pump(runner *r, tr_actor *self)
                 }
                 job *j = g->g_heap[0];
                 uint32_t w = j->j_slots < g->g_limit ? j->j_slots : g->g_limit;
-                if (g->g_used + w > g->g_limit || (cap != 0 && r->r_nrunning >= cap)) {
+                if (g->g_used + w > g->g_limit || (cap != 0 && r->r_nrunning >= cap) ||
+                    (needs_worker(j) && !trd_placement_room(r->r_place, j->j_slots))) {
                     break;
                 }
                 ready_remove(r, j);
@@ -2146,6 +2176,9 @@ runner_init(tr_actor *self, void *state, void *arg)
         return TR_EINVAL;
     }
     trd_log("cgroup", "mode=%s parent=\"%s\"", mode != NULL ? mode : "auto", r->r_cgroup);
+    // One worker today: trouped itself (placement.h).
+    r->r_place = trd_placement_new();
+    trd_placement_add_local(r->r_place, tr_actor_rt(self), r->r_cgroup);
     for (size_t i = 0; i < r->r_nloaded; i++) {
         job_link(r, r->r_loaded[i]);
     }
@@ -2189,6 +2222,7 @@ runner_stopped(tr_actor *self, void *state, tr_err reason)
     free(r->r_logws);
     free(r->r_precancel);
     free(r->r_run);
+    trd_placement_free(r->r_place);
     trd_cgroup_cleanup(r->r_cgroup);
     free(r);
 }
