@@ -904,10 +904,12 @@ waiter_poll(void *st, tr_cx *cx)
                 // waits for an SRCU grace period in the kernel,
                 // milliseconds on a worker, so it is made only for a
                 // cgroup that still has processes dying in it.
-                if (cg_populated(r)) {
+                bool left = cg_populated(r);
+                if (left) {
                     cg_kill(r);
+                    left = cg_populated(r);
                 }
-                if (!cg_populated(r)) {
+                if (!left) {
                     cg_remove(r, true);
                 } else if (watch_cgroup(w)) {
                     w->w_deadline = tr_now(r->r_rt) + r->r_grace_ms * TR_NS_PER_MS;

@@ -87,29 +87,32 @@ has_room(const trd_worker *w, uint32_t n)
     return w->w_slots == 0 || want(w, n) <= w->w_slots - w->w_used;
 }
 
+// find: the first worker with room for slots, or NULL.
+static trd_worker *
+find(const trd_placement *p, uint32_t slots)
+{
+    trd_worker *w = p->p_head;
+    while (w != NULL && !has_room(w, slots)) {
+        w = w->w_next;
+    }
+    return w;
+}
+
 trd_worker *
 trd_place(trd_placement *p, uint32_t slots, uint32_t *taken)
 {
-    for (trd_worker *w = p->p_head; w != NULL; w = w->w_next) {
-        if (has_room(w, slots)) {
-            *taken = want(w, slots);
-            w->w_used += *taken;
-            return w;
-        }
+    trd_worker *w = find(p, slots);
+    *taken = w != NULL ? want(w, slots) : 0;
+    if (w != NULL) {
+        w->w_used += *taken;
     }
-    *taken = 0;
-    return NULL;
+    return w;
 }
 
 bool
 trd_placement_room(const trd_placement *p, uint32_t slots)
 {
-    for (const trd_worker *w = p->p_head; w != NULL; w = w->w_next) {
-        if (has_room(w, slots)) {
-            return true;
-        }
-    }
-    return false;
+    return find(p, slots) != NULL;
 }
 
 void

@@ -1000,6 +1000,24 @@ cgroup_enter(const char *cgroup, pid_t pid)
     return e;
 }
 
+// use_clone3: spawn o with our own clone3 rather than posix_spawn, unless
+// clone3 is missing or the test switch asks for posix_spawn: every spawn
+// on x86-64 (spawn_vfork), elsewhere only one into a cgroup.
+static bool
+use_clone3(const tr_process_opts *o)
+{
+    if (atomic_load_explicit(&g_no_clone3, memory_order_relaxed) ||
+        atomic_load_explicit(&g_force_fallback, memory_order_relaxed)) {
+        return false;
+    }
+#if defined(__x86_64__)
+    (void)o;
+    return true;
+#else
+    return o->cgroup != NULL;
+#endif
+}
+
 tr_err
 tr_process_spawn(tr_rt *rt, const tr_process_opts *o, tr_process **out)
 {
@@ -1060,20 +1078,13 @@ tr_process_spawn(tr_rt *rt, const tr_process_opts *o, tr_process **out)
         }
     }
     e = ENOSYS;
-    // The raw clone3 unless it is missing or the test switch asks for the
-    // posix_spawn path; on other architectures only into a cgroup.
-#if defined(__x86_64__)
-    if (!atomic_load_explicit(&g_no_clone3, memory_order_relaxed) &&
-        !atomic_load_explicit(&g_force_fallback, memory_order_relaxed)) {
+    if (use_clone3(o)) {
         sigset_t def;
         spawn_sigdef(&def);
+#if defined(__x86_64__)
         // (No fork-like retry on ENOSYS: that is the same clone3.)
         e = spawn_vfork(o, child_fd, &def, &p->p_pid);
 #else
-    if (!atomic_load_explicit(&g_no_clone3, memory_order_relaxed) &&
-        !atomic_load_explicit(&g_force_fallback, memory_order_relaxed) && o->cgroup != NULL) {
-        sigset_t def;
-        spawn_sigdef(&def);
         e = spawn_into_cgroup(o, child_fd, &def, &p->p_pid);
 #endif
         if (e == ENOSYS) {
