@@ -83,7 +83,11 @@ close_now(tr_io *io)
     }
 }
 
-enum { OPEN_OURS_READY = 1 }; // from accept4/socket: non-blocking, cloexec, stream?
+// Descriptors the runtime made itself, non-blocking and close-on-exec
+// already, so io_open asks the kernel nothing about them: a connection
+// from accept4 or socket (a stream socket), a pipe of process.c's (a
+// stream), and a pidfd (pollable, neither).
+enum { OPEN_OURS_READY = 1, OPEN_OURS_PIPE, OPEN_OURS_POLL };
 
 static tr_err
 io_open(tr_rt *rt, int fd, unsigned flags, unsigned kind, tr_io **out)
@@ -92,6 +96,10 @@ io_open(tr_rt *rt, int fd, unsigned flags, unsigned kind, tr_io **out)
     bool blocking = false;
     if (kind == OPEN_OURS_READY) {
         iof |= TR__IOF_STREAM | TR__IOF_SOCKET;
+    } else if (kind == OPEN_OURS_PIPE) {
+        iof |= TR__IOF_STREAM;
+    } else if (kind == OPEN_OURS_POLL) {
+        // Pollable, not a stream: nothing to set.
     } else {
         struct stat st;
         if (fstat(fd, &st) != 0) {
@@ -170,6 +178,12 @@ tr_io_open(tr_rt *rt, int fd, unsigned flags, tr_io **out)
         return TR_EINVAL;
     }
     return io_open(rt, fd, flags, 0, out);
+}
+
+tr_err
+tr__io_open_ours(tr_rt *rt, int fd, bool stream, tr_io **out)
+{
+    return io_open(rt, fd, 0, stream ? OPEN_OURS_PIPE : OPEN_OURS_POLL, out);
 }
 
 int

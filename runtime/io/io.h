@@ -41,6 +41,12 @@ tr__io_op_finish(tr_io_op *op, size_t *n, tr_err *err, tr_err e)
     return TR_READY;
 }
 
+// io.c: tr__io_open_ours is tr_io_open for a descriptor above 2 that the
+// runtime made itself, already non-blocking and close-on-exec: a pipe
+// (stream true) or a pidfd. It skips tr_io_open's fstat and fcntl calls
+// (process.c makes three such descriptors per child).
+tr_err tr__io_open_ours(tr_rt *rt, int fd, bool stream, tr_io **out) TR__HIDDEN;
+
 // signal.c: tr__signal_poll is tr_signal_wait with an explicit waker and
 // no budget: true with *count when the signal came, false when wk is
 // registered to be woken at the next delivery. For process.c (its SIGCHLD

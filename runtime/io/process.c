@@ -127,11 +127,23 @@ want_pidfd(void)
     return e == NULL || e[0] == '\0' || strcmp(e, "0") == 0;
 }
 
+// pidfd_open_sys opens a non-blocking pidfd (PIDFD_NONBLOCK, Linux 5.10;
+// before it, pidfd_open refuses the flag and fcntl sets it).
 static int
 pidfd_open_sys(pid_t pid)
 {
 #ifdef SYS_pidfd_open
-    return (int)syscall(SYS_pidfd_open, pid, 0);
+    int fd = (int)syscall(SYS_pidfd_open, pid, O_NONBLOCK);
+    if (fd < 0 && errno == EINVAL) {
+        fd = (int)syscall(SYS_pidfd_open, pid, 0);
+        if (fd >= 0 && fcntl(fd, F_SETFL, O_NONBLOCK) != 0) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+    }
+    return fd;
 #else
     errno = ENOSYS;
     return -1;
@@ -1062,10 +1074,13 @@ tr_process_spawn(tr_rt *rt, const tr_process_opts *o, tr_process **out)
             close_fds(pp, 2);
             goto fail;
         }
-        // stdin: the child reads; stdout/stderr: the child writes.
+        // stdin: the child reads; stdout/stderr: the child writes. Our end
+        // alone is non-blocking (a fresh pipe has no other status flag).
         int mine = i == 0 ? pp[1] : pp[0];
         child_fd[i] = i == 0 ? pp[0] : pp[1];
-        err = tr_io_open(rt, mine, 0, &p->p_stdio[i]);
+        err = fcntl(mine, F_SETFL, O_NONBLOCK) == 0
+                  ? tr__io_open_ours(rt, mine, true, &p->p_stdio[i])
+                  : tr__errno(errno);
         if (err != TR_OK) {
             close(mine);
             goto fail;
@@ -1110,7 +1125,7 @@ tr_process_spawn(tr_rt *rt, const tr_process_opts *o, tr_process **out)
         if (fd < 0 && errno == ENOSYS) {
             atomic_store_explicit(&g_no_pidfd, true, memory_order_relaxed);
         }
-        if (fd >= 0 && tr_io_open(rt, fd, 0, &p->p_pidio) != TR_OK) {
+        if (fd >= 0 && tr__io_open_ours(rt, fd, false, &p->p_pidio) != TR_OK) {
             close(fd);
         }
         if (p->p_pidio == NULL) {
