@@ -1242,7 +1242,9 @@ tr_actor_spawn(tr_rt *rt, const tr_actor_spec *spec, void *arg, const tr_actor_o
     }
     pthread_once(&g_specs_once, specs_init);
     struct spawn_arg sa = {spec, arg, opts, rt, TR_OK, 0};
-    tr_err err = tr_spawn(rt, &g_specs[(spec->size + 15) / 16], spawn_init, &sa, NULL);
+    uint32_t flags = spec->flags | (opts != NULL ? opts->flags : 0);
+    tr_err err = (flags & TR_ACTOR_LOCAL ? tr_spawn_local : tr_spawn)(
+        rt, &g_specs[(spec->size + 15) / 16], spawn_init, &sa, NULL);
     if (err != TR_OK) {
         // TR_ECANCELED: the start was refused after init ran, and the drop
         // has finished the actor.

@@ -1045,11 +1045,15 @@ static const tr_actor_spec proc_spec = {
     .stopped = proc_stopped,
 };
 
+// start_task starts one of the program's tasks. Local (tr_spawn_local):
+// they are short, and the first thing each does is wait for the program,
+// so waking an idle worker to take one is only a cross-CPU wake per task
+// (measured: 1.6 of trouped's 4.6 wakes of another thread per job).
 static tr_err
 start_task(run *r, const tr_task_spec *spec, void *init, tr_join *j)
 {
     atomic_fetch_add_explicit(&r->r_refs, 1, memory_order_relaxed);
-    tr_err err = tr_spawn(r->r_rt, spec, NULL, init, j);
+    tr_err err = tr_spawn_local(r->r_rt, spec, NULL, init, j);
     if (err == TR_EINVAL || err == TR_EEXHAUSTED || err == TR_ESHUTDOWN) {
         run_unref(r); // init never ran: the task holds nothing
     }
@@ -1136,7 +1140,9 @@ tr_proc_actor_start(tr_rt *rt, const tr_proc_opts *o, tr_actor_addr owner, tr_ac
         r->r_stdin_len = o->stdin_len;
     }
     tr_actor_addr me;
-    tr_err err = tr_actor_spawn(rt, &proc_spec, r, NULL, &me);
+    // Local: the owner messages it, and it mostly waits for its program.
+    tr_actor_opts ao = {.flags = TR_ACTOR_LOCAL};
+    tr_err err = tr_actor_spawn(rt, &proc_spec, r, &ao, &me);
     if (err != TR_OK) {
         run_unref(r);
         run_unref(r);

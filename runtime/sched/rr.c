@@ -71,7 +71,8 @@ rr_target(tr_rt *rt, tr__slot *s, int how)
 static void
 rr_push(tr__worker *w, tr__slot *s, int how)
 {
-    tr__worker *t = rr_target(tr__worker_rt(w), s, how);
+    // A local spawn stays here: no deal to another worker.
+    tr__worker *t = how == TR__PUSH_LOCAL ? w : rr_target(tr__worker_rt(w), s, how);
     if (t == w) {
         rr_state *st = tr__worker_sched(w);
         fifo_append(&st->head, &st->tail, s);

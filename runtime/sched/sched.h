@@ -87,6 +87,7 @@ enum {
     TR__PUSH_NEW = 0,   // just spawned
     TR__PUSH_WAKE = 1,  // woken (or its cancel requested)
     TR__PUSH_YIELD = 2, // it yielded, spent its budget, or was woken mid-poll
+    TR__PUSH_LOCAL = 3, // just spawned by tr_spawn_local: this worker's, wakes no one
 };
 
 typedef struct tr__sched_ops {

@@ -37,6 +37,16 @@ static void
 ws_push(tr__worker *w, tr__slot *s, int how)
 {
     ws_state *st = tr__worker_sched(w);
+    if (how == TR__PUSH_LOCAL) {
+        // The ring, but no thief is woken for it: this worker runs it
+        // after its current task, unless an awake one steals it first.
+        tr__slot *batch[TR__RING_CAP / 2 + 1];
+        uint32_t n;
+        if (!tr__ring_push(&st->q.sq_ring, s, batch, &n)) {
+            tr__inject_push(tr__worker_rt(w), batch, n);
+        }
+        return;
+    }
     if (how != TR__PUSH_WAKE) {
         tr__steal_q_push(w, &st->q, s);
         return;

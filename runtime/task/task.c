@@ -170,7 +170,7 @@ refuse(tr_rt *rt, tr__slot *s, tr_join *join)
 }
 
 static inline __attribute__((always_inline)) tr_err
-task_start(void *state, tr_join *join)
+task_start(void *state, tr_join *join, int how)
 {
     tr__slot *s = tr__state_slot(state);
     tr_rt *rt = tr__slot_rt(s);
@@ -196,7 +196,7 @@ task_start(void *state, tr_join *join)
     atomic_store_explicit(&s->s_word, word, memory_order_release);
     if (TR__LIKELY(w != NULL)) {
         tr__worker_count_spawn(w);
-        tr__rt_sched(rt)->push(w, s, TR__PUSH_NEW);
+        tr__rt_sched(rt)->push(w, s, how);
         return TR_OK;
     }
     // From outside the runtime: a Spawn message to the executor.
@@ -213,7 +213,7 @@ task_start(void *state, tr_join *join)
 tr_err
 tr_task_start(void *state, tr_join *join)
 {
-    return task_start(state, join);
+    return task_start(state, join, TR__PUSH_NEW);
 }
 
 // prepare is tr__task_prepare, inlined into tr_spawn.
@@ -240,9 +240,9 @@ tr__task_prepare(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, 
     return prepare(rt, spec, init, arg, state);
 }
 
-tr_err
-tr_spawn(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *arg), void *arg,
-         tr_join *join)
+static inline __attribute__((always_inline)) tr_err
+spawn(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *arg), void *arg,
+      tr_join *join, int how)
 {
     void *state = NULL;
     tr_err rv = prepare(rt, spec, init, arg, &state);
@@ -255,8 +255,22 @@ tr_spawn(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *ar
     // Refused after init ran: say so with its own code, so that the caller
     // knows the drop released what init took over (TR_ESHUTDOWN above:
     // init never ran, the caller still owns arg's resources).
-    rv = task_start(state, join);
+    rv = task_start(state, join, how);
     return TR__UNLIKELY(rv == TR_ESHUTDOWN) ? TR_ECANCELED : rv;
+}
+
+tr_err
+tr_spawn(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *arg), void *arg,
+         tr_join *join)
+{
+    return spawn(rt, spec, init, arg, join, TR__PUSH_NEW);
+}
+
+tr_err
+tr_spawn_local(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *arg), void *arg,
+               tr_join *join)
+{
+    return spawn(rt, spec, init, arg, join, TR__PUSH_LOCAL);
 }
 
 void

@@ -485,6 +485,7 @@ typedef struct asker {
     rec *r;
     tr_actor_addr callee;
     uint64_t timeout_ns;
+    rec *echo; // trigger 51: spawn a local echo actor of this record as the callee
 } asker;
 
 static tr_err
@@ -500,7 +501,13 @@ asker_receive(tr_actor *self, void *state, tr_msg *m)
 {
     asker *st = state;
     const Troupe__V1__Address *n = num_of(m);
-    if (n != NULL && n->node == 50) {
+    if (n != NULL && n->node == 51) {
+        // From a worker: a local actor starts on this one (TR_ACTOR_LOCAL).
+        rec_state init = {st->echo, M_ECHO | M_STOP_ON, TR_ACTOR_NONE};
+        tr_actor_opts o = {.flags = TR_ACTOR_LOCAL};
+        TU_CHECK(tr_actor_spawn(tr_actor_rt(self), &rec_spec, &init, &o, &st->callee) == TR_OK);
+    }
+    if (n != NULL && (n->node == 50 || n->node == 51)) {
         // The trigger: ask the callee.
         uint64_t corr = 0;
         tr_msg *q = num_msg(1, n->actor);
@@ -532,7 +539,7 @@ test_actor_request_from_actor(void **state)
     rec_init(&re, 0);
     rec_init(&ra, 1);
     tr_actor_addr echo = spawn_rec(b.rt, &re, M_ECHO | M_STOP_ON, NULL);
-    asker init = {&ra, echo, 0};
+    asker init = {&ra, echo, 0, NULL};
     tr_actor_addr a;
     assert_int_equal(tr_actor_spawn(b.rt, &asker_spec, &init, NULL, &a), TR_OK);
     send_ok(a, num_msg(50, 41));
@@ -545,7 +552,7 @@ test_actor_request_from_actor(void **state)
     rec rs;
     rec_init(&rs, 0);
     tr_actor_addr silent = spawn_rec(b.rt, &rs, M_SILENT | M_STOP_ON, NULL);
-    asker init2 = {&ra, silent, 0};
+    asker init2 = {&ra, silent, 0, NULL};
     tr_actor_addr a2;
     assert_int_equal(tr_actor_spawn(b.rt, &asker_spec, &init2, NULL, &a2), TR_OK);
     tu_event_init(&ra.done);
@@ -560,7 +567,7 @@ test_actor_request_from_actor(void **state)
     rec rq;
     rec_init(&rq, 0);
     tr_actor_addr quiet = spawn_rec(b.rt, &rq, M_SILENT, NULL);
-    asker init3 = {&ra, quiet, 10 * 1000 * 1000};
+    asker init3 = {&ra, quiet, 10 * 1000 * 1000, NULL};
     tr_actor_addr a3;
     assert_int_equal(tr_actor_spawn(b.rt, &asker_spec, &init3, NULL, &a3), TR_OK);
     tu_event_init(&ra.done);
@@ -568,7 +575,27 @@ test_actor_request_from_actor(void **state)
     assert_true(tu_event_wait(&ra.done, TU_WAIT_MS));
     assert_int_equal(ra.failed, 2);
     assert_int_equal(ra.last_reason, TR_ETIMEDOUT);
+
+    // TR_ACTOR_LOCAL: an asker started so (from this thread) starts a local
+    // callee from its worker (which wakes no idle worker) and asks it.
+    rec rl;
+    rec_init(&rl, 0);
+    asker init4 = {&ra, TR_ACTOR_NONE, 0, &rl};
+    tr_actor_opts lo = {.flags = TR_ACTOR_LOCAL};
+    tr_actor_addr a4;
+    assert_int_equal(tr_actor_spawn(b.rt, &asker_spec, &init4, &lo, &a4), TR_OK);
+    tu_event_init(&ra.done);
+    pthread_mutex_lock(&ra.lock);
+    ra.want = 2; // its second reply
+    pthread_mutex_unlock(&ra.lock);
+    send_ok(a4, num_msg(51, 41));
+    assert_true(tu_event_wait(&ra.done, TU_WAIT_MS));
+    assert_int_equal(ra.replies, 2);
+    assert_int_equal(ra.sum, 84);
+    assert_int_equal(ra.failed, 2);
     bg_stop(&b);
+    tu_checks_pass();
+    rec_fini(&rl);
     rec_fini(&re);
     rec_fini(&ra);
     rec_fini(&rs);

@@ -160,6 +160,10 @@ enum {
     // Exit signals from linked actors arrive as Exit messages instead of
     // stopping this actor (Erlang's trap_exit).
     TR_ACTOR_TRAP_EXIT = 1u << 0,
+    // The actor's task starts on the spawning worker and wakes no idle one
+    // (tr_spawn_local): for an actor that its spawner will message at once,
+    // or that spends its life waiting (a process actor).
+    TR_ACTOR_LOCAL = 1u << 1,
 };
 
 // A kind of actor. Keep it in static storage: actors point at it.
@@ -180,7 +184,7 @@ typedef struct tr_actor_spec {
     // after its last message, to release what the state owns. May be NULL.
     void (*stopped)(tr_actor *self, void *state, tr_err reason);
     uint32_t bound; // user messages the mailbox holds at most; 0: unbounded
-    uint32_t flags; // TR_ACTOR_TRAP_EXIT
+    uint32_t flags; // TR_ACTOR_TRAP_EXIT, TR_ACTOR_LOCAL
 } tr_actor_spec;
 
 // Options of one spawn; NULL in tr_actor_spawn means all zero.

@@ -123,6 +123,19 @@ TR_API tr_err tr_task_start(void *state, tr_join *join);
 TR_API tr_err tr_spawn(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *state, void *arg),
                        void *arg, tr_join *join);
 
+// tr_spawn_local is tr_spawn for a short task that the running task starts
+// for its own use (a helper it will wait for or talk to): the new task
+// wakes no idle worker. It runs on the calling worker once the current
+// task has returned, unless a worker that is awake takes it first; so it
+// is never lost, but it gets no parallelism it does not find. A spawn
+// that wakes an idle worker costs that worker's wake-up and, often, a
+// trip of the data to another CPU; for a task that is about to be joined
+// or messaged that is pure cost. From a thread that is not one of rt's
+// workers (or under a scheduler without local queues) it is tr_spawn.
+// Same arguments, results and ownership as tr_spawn. Any thread.
+TR_API tr_err tr_spawn_local(tr_rt *rt, const tr_task_spec *spec,
+                             void (*init)(void *state, void *arg), void *arg, tr_join *join);
+
 // tr_task_discard frees a task prepared by tr_task_new but never started.
 // Its drop function does not run (it never started).
 TR_API void tr_task_discard(void *state);

@@ -1663,6 +1663,7 @@ typedef struct dist {
     atomic_int by_worker[2];
     atomic_int bad_worker;
     atomic_int affinity_breaks;
+    int root_worker; // the root's worker when it spawned
 } dist;
 
 typedef struct dist_task {
@@ -1720,6 +1721,7 @@ typedef struct dist_root {
     uint32_t n;
     uint32_t work;
     uint32_t yields;
+    bool local; // tr_spawn_local instead of tr_spawn
     uint32_t k;
     tr_outcome out;
     tr_join j[DIST_N];
@@ -1730,10 +1732,14 @@ dist_root_poll(void *arg, tr_cx *cx)
 {
     dist_root *st = arg;
     TR_BEGIN(st);
+    st->d->root_worker = (int)tr_cx_worker(cx);
     for (st->k = 0; st->k < st->n; st->k++) {
-        if (!spawn(cx, &dist_task_spec,
-                   &(dist_task){.d = st->d, .idx = st->k, .work = st->work, .yields = st->yields},
-                   &st->j[st->k])) {
+        dist_task init = {.d = st->d, .idx = st->k, .work = st->work, .yields = st->yields};
+        tr_err e = st->local
+                       ? tr_spawn_local(tr_cx_rt(cx), &dist_task_spec, NULL, &init, &st->j[st->k])
+                       : tr_spawn(tr_cx_rt(cx), &dist_task_spec, NULL, &init, &st->j[st->k]);
+        TU_CHECK(e == TR_OK);
+        if (e != TR_OK) {
             TR_RETURN(st);
         }
     }
@@ -1805,6 +1811,93 @@ test_sched_rr_deals_new_tasks_in_turn(void **state)
     EXPECT(on[1] >= 25);
     rt_free_clean(rt);
     free(d);
+}
+
+// RR: tr_spawn_local keeps the new task on the spawner's worker (RR never
+// steals, so every one of them runs there), where tr_spawn deals them out
+// (the test above).
+static void
+test_sched_rr_local_spawn_stays(void **state)
+{
+    (void)state;
+    dist *d = calloc(1, sizeof *d);
+    assert_non_null(d);
+    tr_rt_config cfg = cfg_make(TR_SCHED_RR, 2, true);
+    tr_rt *rt = rt_make(&cfg, "rr local spawn");
+    run_root(rt, &dist_root_spec,
+             &(dist_root){.d = d, .n = 100, .work = 2000, .yields = 1, .local = true});
+    EXPECT_EQ(atomic_load(&d->bad_worker), 0);
+    int home = 0;
+    for (int i = 0; i < 100; i++) {
+        home += atomic_load(&d->first_worker[i]) == d->root_worker;
+    }
+    EXPECT_EQ(home, 100);
+    rt_free_clean(rt);
+    free(d);
+}
+
+// Every scheduler: tasks started with tr_spawn_local all run and join, once
+// each and never polled twice at once, with the other worker idle (nobody
+// is woken for them: the spawner's worker runs them).
+static void
+test_sched_local_spawn_completes(void **state)
+{
+    (void)state;
+    for (size_t c = 0; c < NCASES; c++) {
+        dist *d = calloc(1, sizeof *d);
+        assert_non_null(d);
+        atomic_store(&g_overlaps, 0);
+        tr_rt_config cfg = cfg_make(cases[c].sched, 2, false);
+        tr_rt *rt = rt_make(&cfg, "local spawn completes");
+        run_root(rt, &dist_root_spec,
+                 &(dist_root){.d = d, .n = DIST_N, .work = 200, .yields = 2, .local = true});
+        EXPECT_EQ(atomic_load(&d->bad_worker), 0);
+        EXPECT_EQ(atomic_load(&g_overlaps), 0);
+        rt_free_clean(rt);
+        free(d);
+    }
+}
+
+// join_root joins j and returns its value.
+typedef struct join_root {
+    int tr_pc;
+    tr_join j;
+    tr_outcome out;
+} join_root;
+
+static tr_poll
+join_root_poll(void *arg, tr_cx *cx)
+{
+    join_root *st = arg;
+    TR_BEGIN(st);
+    TR_AWAIT(st, tr_join_poll(&st->j, cx, &st->out));
+    TU_CHECK(st->out.err == TR_OK);
+    tr_cx_set_result_u64(cx, st->out.value.u64);
+    TR_END(st);
+}
+
+static const tr_task_spec join_root_spec = {
+    .name = "join_root", .poll = join_root_poll, .size = sizeof(join_root)};
+
+// tr_spawn_local from a thread that is not a worker is tr_spawn: the task
+// arrives through the executor and runs.
+static void
+test_sched_local_spawn_from_thread(void **state)
+{
+    (void)state;
+    for (size_t c = 0; c < NCASES; c++) {
+        tr_rt_config cfg = cfg_make(cases[c].sched, 2, false);
+        tr_rt *rt = rt_make(&cfg, "local spawn from a thread");
+        dist *d = calloc(1, sizeof *d);
+        assert_non_null(d);
+        tr_join j;
+        EXPECT_EQ(tr_spawn_local(rt, &dist_task_spec, NULL, &(dist_task){.d = d, .idx = 7}, &j),
+                  TR_OK);
+        tr_outcome out = run_root(rt, &join_root_spec, &(join_root){.j = j});
+        EXPECT_EQ(out.value.u64, 7);
+        rt_free_clean(rt);
+        free(d);
+    }
 }
 
 // RR: a task woken from a plain thread (while idle) goes back to the worker
@@ -2690,6 +2783,9 @@ main(void)
         cmocka_unit_test(test_sched_fair_injector_under_busy_queue),
         cmocka_unit_test(test_sched_ws_spreads_work),
         cmocka_unit_test(test_sched_rr_deals_new_tasks_in_turn),
+        cmocka_unit_test(test_sched_rr_local_spawn_stays),
+        cmocka_unit_test(test_sched_local_spawn_completes),
+        cmocka_unit_test(test_sched_local_spawn_from_thread),
         cmocka_unit_test(test_sched_rr_wake_returns_to_last_worker),
         cmocka_unit_test(test_sched_hybrid_serves_sleepy_first),
         cmocka_unit_test(test_sched_block_on_returns_when_root_completes_elsewhere),
