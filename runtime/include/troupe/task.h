@@ -130,8 +130,9 @@ TR_API tr_err tr_spawn(tr_rt *rt, const tr_task_spec *spec, void (*init)(void *s
 // is never lost, but it gets no parallelism it does not find. A spawn
 // that wakes an idle worker costs that worker's wake-up and, often, a
 // trip of the data to another CPU; for a task that is about to be joined
-// or messaged that is pure cost. From a thread that is not one of rt's
-// workers (or under a scheduler without local queues) it is tr_spawn.
+// or messaged that is pure cost. Under ws the task goes to the spawner's
+// ring, under rr to the spawner's own queue; under hybrid, or from a
+// thread that is not one of rt's workers, it is tr_spawn.
 // Same arguments, results and ownership as tr_spawn. Any thread.
 TR_API tr_err tr_spawn_local(tr_rt *rt, const tr_task_spec *spec,
                              void (*init)(void *state, void *arg), void *arg, tr_join *join);
