@@ -1163,6 +1163,7 @@ struct spawn_arg {
     const tr_actor_spec *spec;
     void *arg;
     const tr_actor_opts *opts;
+    uint32_t flags; // spec's and opts' flags
     tr_rt *rt;
     tr_err err;
     uint64_t id;
@@ -1188,19 +1189,12 @@ spawn_init(void *st, void *argp)
 {
     struct spawn_arg *sa = argp;
     tra_actor *a = st;
-    uint32_t bound = sa->spec->bound;
-    uint32_t flags = sa->spec->flags;
-    if (sa->opts != NULL) {
-        if (sa->opts->bound != 0) {
-            bound = sa->opts->bound;
-        }
-        flags |= sa->opts->flags;
-    }
+    uint32_t bound = sa->opts != NULL && sa->opts->bound != 0 ? sa->opts->bound : sa->spec->bound;
     tr_mailbox_init(&a->a_mb, bound);
     a->a_spec = sa->spec;
     atomic_init(&a->a_ext, NULL);
     atomic_init(&a->a_lock, 0);
-    a->a_flags = (flags & TR_ACTOR_TRAP_EXIT) ? F_TRAP : 0;
+    a->a_flags = (sa->flags & TR_ACTOR_TRAP_EXIT) ? F_TRAP : 0;
     a->a_id = tra_table_alloc(a);
     sa->id = a->a_id;
     if (sa->opts != NULL && sa->opts->parent != NULL) {
@@ -1241,9 +1235,9 @@ tr_actor_spawn(tr_rt *rt, const tr_actor_spec *spec, void *arg, const tr_actor_o
         return TR_EEXIST;
     }
     pthread_once(&g_specs_once, specs_init);
-    struct spawn_arg sa = {spec, arg, opts, rt, TR_OK, 0};
-    uint32_t flags = spec->flags | (opts != NULL ? opts->flags : 0);
-    tr_err err = (flags & TR_ACTOR_LOCAL ? tr_spawn_local : tr_spawn)(
+    struct spawn_arg sa = {spec, arg,   opts, spec->flags | (opts != NULL ? opts->flags : 0),
+                           rt,   TR_OK, 0};
+    tr_err err = (sa.flags & TR_ACTOR_LOCAL ? tr_spawn_local : tr_spawn)(
         rt, &g_specs[(spec->size + 15) / 16], spawn_init, &sa, NULL);
     if (err != TR_OK) {
         // TR_ECANCELED: the start was refused after init ran, and the drop

@@ -85,16 +85,24 @@ tr__steal_q_init(tr__worker *w, tr__steal_q *q)
     q->sq_rng = 0x9E3779B97F4A7C15ull * (tr__worker_index(w) + 1);
 }
 
-void
-tr__steal_q_push(tr__worker *w, tr__steal_q *q, tr__slot *s)
+bool
+tr__steal_q_push_quiet(tr__worker *w, tr__steal_q *q, tr__slot *s)
 {
     tr__slot *batch[TR__RING_CAP / 2 + 1];
     uint32_t n;
     if (!tr__ring_push(&q->sq_ring, s, batch, &n)) {
         tr__inject_push(tr__worker_rt(w), batch, n);
-        return; // tr__inject_push notified
+        return false; // tr__inject_push notified
     }
-    tr__notify_parked(tr__worker_rt(w));
+    return true;
+}
+
+void
+tr__steal_q_push(tr__worker *w, tr__steal_q *q, tr__slot *s)
+{
+    if (tr__steal_q_push_quiet(w, q, s)) {
+        tr__notify_parked(tr__worker_rt(w));
+    }
 }
 
 tr__slot *

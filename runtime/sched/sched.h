@@ -166,6 +166,10 @@ void tr__steal_q_init(tr__worker *w, tr__steal_q *q) TR__HIDDEN;
 // tr__steal_q_push puts s on w's ring, overflowing to the injector, and
 // tells the idle workers there is something to steal.
 void tr__steal_q_push(tr__worker *w, tr__steal_q *q, tr__slot *s) TR__HIDDEN;
+// tr__steal_q_push_quiet is the same push that wakes no one for the ring:
+// true when s went on it, false when the ring overflowed to the injector
+// (whose push notified, as any injection does).
+bool tr__steal_q_push_quiet(tr__worker *w, tr__steal_q *q, tr__slot *s) TR__HIDDEN;
 // The ops every stealing scheduler shares: steal (every other worker's
 // ring, from a random start), stealable, room.
 tr__slot *tr__steal_q_steal(tr__worker *w) TR__HIDDEN;

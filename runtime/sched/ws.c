@@ -40,11 +40,7 @@ ws_push(tr__worker *w, tr__slot *s, int how)
     if (how == TR__PUSH_LOCAL) {
         // The ring, but no thief is woken for it: this worker runs it
         // after its current task, unless an awake one steals it first.
-        tr__slot *batch[TR__RING_CAP / 2 + 1];
-        uint32_t n;
-        if (!tr__ring_push(&st->q.sq_ring, s, batch, &n)) {
-            tr__inject_push(tr__worker_rt(w), batch, n);
-        }
+        tr__steal_q_push_quiet(w, &st->q, s);
         return;
     }
     if (how != TR__PUSH_WAKE) {
@@ -74,11 +70,7 @@ ws_pop(tr__worker *w)
         // for this push: this worker is busy and runs the ring next; waking
         // a sleeper to steal one task costs more than it saves (ping-pong
         // pairs would bounce between workers through futex wakes).
-        tr__slot *batch[TR__RING_CAP / 2 + 1];
-        uint32_t n;
-        if (!tr__ring_push(&st->q.sq_ring, s, batch, &n)) {
-            tr__inject_push(tr__worker_rt(w), batch, n);
-        }
+        tr__steal_q_push_quiet(w, &st->q, s);
     }
     st->lifo_streak = 0;
     return tr__ring_pop(&st->q.sq_ring);
